@@ -1,0 +1,20 @@
+//! nnc's tensor IR: element types and shapes, the one table of primitive ops, functions of
+//! SSA nodes, and their text form (printer and parser side by side), plus the verifier.
+//!
+//! Every crate of the pipeline speaks this vocabulary: the front end lowers to it, the
+//! interpreter evaluates it, and later autodiff, passes and backends transform it.
+
+#![warn(missing_docs)]
+
+pub mod graph;
+pub mod op;
+pub mod parse;
+pub mod print;
+pub mod types;
+pub mod verify;
+
+pub use graph::{Arg, Func, Init, Module, Node, Param, ParamKind, Value};
+pub use op::{Attr, AttrKind, Class, Op, OpInfo, TABLE};
+pub use parse::{ParseError, parse_module};
+pub use types::{DType, Dim, Shape, TensorType};
+pub use verify::{verify_func, verify_module};

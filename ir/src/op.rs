@@ -1,0 +1,407 @@
+//! The table of primitive ops: every op the compiler knows, once.
+//!
+//! Each row gives the op's mnemonic (used by the printer, the parser and the language's
+//! built-in functions), its arity, the attribute it carries, how its result type is found,
+//! and a one-line doc. `Op::result_type` is the one type and shape rule for each op: the
+//! front end's checker and the IR verifier both call it, so they cannot disagree.
+//!
+//! Elementwise ops take operands of exactly equal type: broadcasting is made explicit by the
+//! front end (`broadcast`), which keeps every gradient rule and kernel simple.
+
+use crate::types::{DType, Dim, Shape, TensorType};
+
+/// A primitive op. Attributes (axes, permutations, constants) live in [`Attr`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)] // Each variant's doc is its row in `TABLE`.
+pub enum Op {
+    Neg,
+    Abs,
+    Sign,
+    Exp,
+    Log,
+    Sqrt,
+    Tanh,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    Pow,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    Select,
+    Sum,
+    Mean,
+    ReduceMax,
+    MatMul,
+    Broadcast,
+    Reshape,
+    Transpose,
+    Const,
+    Cast,
+    OneHot,
+}
+
+/// Which family an op belongs to; decides its type rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// `f(x)`, elementwise, result type = operand type.
+    Unary,
+    /// `f(x, y)`, elementwise, operands and result of one type.
+    Binary,
+    /// `x < y` and friends: 1 where true, 0 where false, in the operands' type.
+    Compare,
+    /// `select c, a, b`: `a` where `c != 0`, else `b`.
+    Select,
+    /// Reduces the listed axes away.
+    Reduce,
+    /// `[.., M, K] x [.., K, N] -> [.., M, N]`.
+    MatMul,
+    /// The result type is written on the node and checked against the operands.
+    Given,
+    /// Permutes the axes.
+    Transpose,
+}
+
+/// The kind of attribute an op carries, and how it is spelled in the IR text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttrKind {
+    /// No attribute.
+    None,
+    /// `axes=[1, 2]`: sorted, distinct axes of the operand.
+    Axes,
+    /// `dims=[0, 1]`: where each operand axis lands in the result (broadcast).
+    Dims,
+    /// `perm=[1, 0]`: result axis `i` is operand axis `perm[i]`.
+    Perm,
+    /// `value=0.5`: the fill value of a constant.
+    Value,
+}
+
+/// One row of the op table.
+#[derive(Debug)]
+pub struct OpInfo {
+    /// The op.
+    pub op: Op,
+    /// Spelling in the IR and name of the language built-in.
+    pub mnemonic: &'static str,
+    /// Number of tensor operands.
+    pub arity: usize,
+    /// The family, which decides the type rule.
+    pub class: Class,
+    /// The attribute it carries.
+    pub attr: AttrKind,
+    /// What it computes.
+    pub doc: &'static str,
+}
+
+macro_rules! table {
+    ($($op:ident $mn:literal $arity:literal $class:ident $attr:ident $doc:literal;)*) => {
+        /// Every primitive op, in `Op` order.
+        pub static TABLE: &[OpInfo] = &[
+            $(OpInfo { op: Op::$op, mnemonic: $mn, arity: $arity, class: Class::$class,
+                       attr: AttrKind::$attr, doc: $doc },)*
+        ];
+    };
+}
+
+table! {
+    // op        mnemonic     arity class     attr   doc
+    Neg       "neg"        1 Unary     None   "negation: -x";
+    Abs       "abs"        1 Unary     None   "absolute value: |x|";
+    Sign      "sign"       1 Unary     None   "sign: -1, 0 or 1";
+    Exp       "exp"        1 Unary     None   "exponential: e^x";
+    Log       "log"        1 Unary     None   "natural logarithm: ln x";
+    Sqrt      "sqrt"       1 Unary     None   "square root";
+    Tanh      "tanh"       1 Unary     None   "hyperbolic tangent";
+    Add       "add"        2 Binary    None   "sum: x + y";
+    Sub       "sub"        2 Binary    None   "difference: x - y";
+    Mul       "mul"        2 Binary    None   "product: x * y";
+    Div       "div"        2 Binary    None   "quotient: x / y";
+    Max       "max"        2 Binary    None   "elementwise maximum";
+    Min       "min"        2 Binary    None   "elementwise minimum";
+    Pow       "pow"        2 Binary    None   "power: x ^ y";
+    Lt        "lt"         2 Compare   None   "1 where x < y, else 0";
+    Le        "le"         2 Compare   None   "1 where x <= y, else 0";
+    Gt        "gt"         2 Compare   None   "1 where x > y, else 0";
+    Ge        "ge"         2 Compare   None   "1 where x >= y, else 0";
+    Eq        "eq"         2 Compare   None   "1 where x == y, else 0";
+    Ne        "ne"         2 Compare   None   "1 where x != y, else 0";
+    Select    "select"     3 Select    None   "a where c != 0, else b";
+    Sum       "sum"        1 Reduce    Axes   "sum over the listed axes, which are removed";
+    Mean      "mean"       1 Reduce    Axes   "mean over the listed axes, which are removed";
+    ReduceMax "reduce_max" 1 Reduce    Axes   "maximum over the listed axes, which are removed";
+    MatMul    "matmul"     2 MatMul    None   "matrix product over the last two axes, batched over the rest";
+    Broadcast "broadcast"  1 Given     Dims   "copies the operand along new axes; operand axis i becomes result axis dims[i]";
+    Reshape   "reshape"    1 Given     None   "the same elements in row-major order, in a new shape";
+    Transpose "transpose"  1 Transpose Perm   "permutes axes: result axis i is operand axis perm[i]";
+    Const     "const"      0 Given     Value  "a tensor filled with one value";
+    Cast      "cast"       1 Given     None   "converts the element type (float to int truncates toward zero)";
+    OneHot    "one_hot"    1 Given     None   "i32 labels [..] to 0/1 floats [.., N]; labels outside 0..N give all zeros";
+}
+
+/// The attribute of one op instance.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attr {
+    /// No attribute.
+    None,
+    /// Axes of a reduction.
+    Axes(Vec<usize>),
+    /// Axis map of a broadcast.
+    Dims(Vec<usize>),
+    /// Axis permutation of a transpose.
+    Perm(Vec<usize>),
+    /// Fill value of a constant.
+    Value(f64),
+}
+
+impl Op {
+    /// This op's row in the table.
+    pub fn info(self) -> &'static OpInfo {
+        let info = &TABLE[self as usize];
+        debug_assert_eq!(info.op, self);
+        info
+    }
+
+    /// The op's mnemonic.
+    pub fn mnemonic(self) -> &'static str {
+        self.info().mnemonic
+    }
+
+    /// Looks an op up by mnemonic.
+    pub fn from_mnemonic(name: &str) -> Option<Op> {
+        TABLE.iter().find(|row| row.mnemonic == name).map(|row| row.op)
+    }
+
+    /// True for ops that compute each output element from the same element of each operand.
+    pub fn is_elementwise(self) -> bool {
+        matches!(self.info().class, Class::Unary | Class::Binary | Class::Compare | Class::Select)
+    }
+
+    /// The type rule. `given` is the type written on the node; ops of class `Given` need
+    /// it, the others compute their type and ignore it. Errors are messages a person can
+    /// act on, naming the concrete types.
+    pub fn result_type(
+        self,
+        args: &[&TensorType],
+        attr: &Attr,
+        given: Option<&TensorType>,
+    ) -> Result<TensorType, String> {
+        let info = self.info();
+        if args.len() != info.arity {
+            return Err(format!(
+                "`{}` takes {} operand{}, found {}",
+                info.mnemonic,
+                info.arity,
+                if info.arity == 1 { "" } else { "s" },
+                args.len()
+            ));
+        }
+        check_attr_kind(info, attr)?;
+        match info.class {
+            Class::Unary => {
+                let x = args[0];
+                let float_only = matches!(self, Op::Exp | Op::Log | Op::Sqrt | Op::Tanh);
+                if float_only && !x.dtype.is_float() {
+                    return Err(format!("`{}` needs a float operand, found {x}", info.mnemonic));
+                }
+                Ok(x.clone())
+            }
+            Class::Binary | Class::Compare => {
+                let (x, y) = (args[0], args[1]);
+                if x != y {
+                    return Err(format!("operands of `{}` differ: {x} and {y}", info.mnemonic));
+                }
+                Ok(x.clone())
+            }
+            Class::Select => {
+                let (c, a, b) = (args[0], args[1], args[2]);
+                if a != b {
+                    return Err(format!("branches of `select` differ: {a} and {b}"));
+                }
+                if c.shape != a.shape {
+                    return Err(format!("condition of `select` is {c}, branches are {a}"));
+                }
+                Ok(a.clone())
+            }
+            Class::Reduce => {
+                let x = args[0];
+                let Attr::Axes(axes) = attr else { unreachable!("checked by check_attr_kind") };
+                check_axes(axes, x.rank(), "axes")?;
+                if self == Op::Mean && !x.dtype.is_float() {
+                    return Err(format!("`mean` needs a float operand, found {x}"));
+                }
+                let dims = x
+                    .shape
+                    .dims()
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(_, d)| d.clone())
+                    .collect();
+                Ok(TensorType::new(x.dtype, Shape(dims)))
+            }
+            Class::MatMul => matmul_type(args[0], args[1]),
+            Class::Transpose => {
+                let x = args[0];
+                let Attr::Perm(perm) = attr else { unreachable!("checked by check_attr_kind") };
+                if perm.len() != x.rank() || !is_permutation(perm) {
+                    return Err(format!(
+                        "perm={perm:?} is not a permutation of the {} axes of {x}",
+                        x.rank()
+                    ));
+                }
+                let dims = perm.iter().map(|&p| x.shape.0[p].clone()).collect();
+                Ok(TensorType::new(x.dtype, Shape(dims)))
+            }
+            Class::Given => {
+                let Some(ty) = given else {
+                    return Err(format!("`{}` needs its result type written out", info.mnemonic));
+                };
+                self.check_given(args, attr, ty)?;
+                Ok(ty.clone())
+            }
+        }
+    }
+
+    /// The type rule of ops whose result type is written on the node.
+    fn check_given(self, args: &[&TensorType], attr: &Attr, ty: &TensorType) -> Result<(), String> {
+        match self {
+            Op::Broadcast => {
+                let x = args[0];
+                let Attr::Dims(dims) = attr else { unreachable!() };
+                if dims.len() != x.rank() {
+                    return Err(format!("dims={dims:?} must list one result axis per axis of {x}"));
+                }
+                check_axes(dims, ty.rank(), "dims")?;
+                if x.dtype != ty.dtype {
+                    return Err(format!("cannot broadcast {x} to {ty}: element types differ"));
+                }
+                for (i, &d) in dims.iter().enumerate() {
+                    if x.shape.0[i] != ty.shape.0[d] {
+                        return Err(format!("cannot broadcast {x} to {ty} with dims={dims:?}"));
+                    }
+                }
+                Ok(())
+            }
+            Op::Reshape => {
+                let x = args[0];
+                if x.dtype != ty.dtype {
+                    return Err(format!("cannot reshape {x} to {ty}: element types differ"));
+                }
+                if x.shape.volume() != ty.shape.volume() {
+                    return Err(format!("cannot reshape {x} to {ty}: element counts differ"));
+                }
+                Ok(())
+            }
+            Op::Const => {
+                let Attr::Value(v) = attr else { unreachable!() };
+                if ty.dtype == DType::I32 && (v.fract() != 0.0 || !v.is_finite()) {
+                    return Err(format!("constant {v:?} is not an integer, but the type is {ty}"));
+                }
+                Ok(())
+            }
+            Op::Cast => {
+                if args[0].shape != ty.shape {
+                    return Err(format!("cannot cast {} to {ty}: shapes differ", args[0]));
+                }
+                Ok(())
+            }
+            Op::OneHot => {
+                let x = args[0];
+                if x.dtype != DType::I32 {
+                    return Err(format!("`one_hot` needs i32 labels, found {x}"));
+                }
+                let ok = ty.dtype.is_float()
+                    && ty.rank() == x.rank() + 1
+                    && ty.shape.0[..x.rank()] == x.shape.0[..]
+                    && matches!(ty.shape.0.last(), Some(Dim::Known(_)));
+                if !ok {
+                    return Err(format!("`one_hot` of {x} cannot give {ty}"));
+                }
+                Ok(())
+            }
+            _ => unreachable!("{self:?} is not of class Given"),
+        }
+    }
+}
+
+fn check_attr_kind(info: &OpInfo, attr: &Attr) -> Result<(), String> {
+    let ok = matches!(
+        (info.attr, attr),
+        (AttrKind::None, Attr::None)
+            | (AttrKind::Axes, Attr::Axes(_))
+            | (AttrKind::Dims, Attr::Dims(_))
+            | (AttrKind::Perm, Attr::Perm(_))
+            | (AttrKind::Value, Attr::Value(_))
+    );
+    if ok { Ok(()) } else { Err(format!("`{}` has the wrong attribute: {attr:?}", info.mnemonic)) }
+}
+
+fn check_axes(axes: &[usize], rank: usize, what: &str) -> Result<(), String> {
+    if axes.iter().any(|&a| a >= rank) {
+        return Err(format!("{what}={axes:?} out of range for rank {rank}"));
+    }
+    if axes.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!("{what}={axes:?} must be sorted and distinct"));
+    }
+    Ok(())
+}
+
+fn is_permutation(perm: &[usize]) -> bool {
+    let mut seen = vec![false; perm.len()];
+    perm.iter().all(|&p| p < perm.len() && !std::mem::replace(&mut seen[p], true))
+}
+
+fn matmul_type(a: &TensorType, b: &TensorType) -> Result<TensorType, String> {
+    if a.rank() < 2 || b.rank() < 2 {
+        return Err(format!("`matmul` needs operands of rank 2 or more, found {a} and {b}"));
+    }
+    if a.dtype != b.dtype || !a.dtype.is_float() {
+        return Err(format!("`matmul` needs two operands of one float type, found {a} and {b}"));
+    }
+    if a.rank() != b.rank() {
+        return Err(format!("`matmul` operands have different ranks: {a} and {b}"));
+    }
+    let r = a.rank();
+    let (ad, bd) = (a.shape.dims(), b.shape.dims());
+    if ad[..r - 2] != bd[..r - 2] {
+        return Err(format!("`matmul` batch axes differ: {a} and {b}"));
+    }
+    if ad[r - 1] != bd[r - 2] {
+        return Err(format!(
+            "cannot multiply {a} by {b}: inner dimensions {} and {} differ",
+            ad[r - 1],
+            bd[r - 2]
+        ));
+    }
+    let mut dims = ad[..r - 1].to_vec();
+    dims.push(bd[r - 1].clone());
+    Ok(TensorType::new(a.dtype, Shape(dims)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_in_op_order_and_mnemonics_are_unique() {
+        for (i, row) in TABLE.iter().enumerate() {
+            assert_eq!(row.op as usize, i, "{} out of order", row.mnemonic);
+            assert_eq!(Op::from_mnemonic(row.mnemonic), Some(row.op));
+        }
+    }
+
+    #[test]
+    fn matmul_rule_names_the_inner_dimensions() {
+        let a = TensorType::new(DType::F32, Shape(vec![Dim::Sym("B".into()), Dim::Known(64)]));
+        let b = TensorType::new(DType::F32, Shape::known(&[128, 10]));
+        let err = Op::MatMul.result_type(&[&a, &b], &Attr::None, None).unwrap_err();
+        assert_eq!(err, "cannot multiply f32[B, 64] by f32[128, 10]: inner dimensions 64 and 128 differ");
+    }
+}

@@ -1,1 +1,206 @@
-fn main(){}
+//! The `nnc` command line: check, print IR, run models.
+//!
+//! Exit status: 0 success, 1 errors in the input (source, data), 2 bad command line.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nnc::Stage;
+use nnc_ir::DType;
+use nnc_runtime::Tensor;
+
+#[derive(Parser)]
+#[command(name = "nnc", version, about = "A compiler for neural networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and check .nn files: names, arity, element types, shapes.
+    Check {
+        /// Files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print a program at one stage of the pipeline.
+    Ir {
+        /// The .nn file.
+        file: PathBuf,
+        /// The stage: ast or ir.
+        #[arg(long, default_value = "ir", value_parser = ["ast", "ir"])]
+        stage: String,
+    },
+    /// Evaluate a model's forward pass with freshly initialized parameters (reference interpreter).
+    Run {
+        /// The .nn file.
+        file: PathBuf,
+        /// The model to run (default: the file's first model).
+        #[arg(long)]
+        model: Option<String>,
+        /// An input as NAME=FILE.csv (one row per example); repeat for several inputs.
+        #[arg(long = "input", value_name = "NAME=CSV")]
+        inputs: Vec<String>,
+        /// Seed for parameter initialization.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Evaluate in f64 instead of the declared f32.
+        #[arg(long)]
+        f64: bool,
+    },
+    /// List the primitive ops: mnemonic, arity, attribute, doc.
+    Ops,
+}
+
+/// An error already reported to the user, carrying the exit status.
+struct Failed(u8);
+
+fn main() -> ExitCode {
+    // Checking recurses over the program's nesting, which the parser bounds; a large
+    // stack keeps even the bounded worst case far from overflowing.
+    let cli = Cli::parse();
+    let worker = std::thread::Builder::new().stack_size(256 << 20).spawn(move || run(cli));
+    match worker.map(|h| h.join()) {
+        Ok(Ok(Ok(()))) => ExitCode::SUCCESS,
+        Ok(Ok(Err(Failed(code)))) => ExitCode::from(code),
+        _ => {
+            eprintln!("error: internal error (this is a bug in nnc)");
+            ExitCode::from(101)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failed> {
+    match cli.command {
+        Command::Check { files } => {
+            let mut failed = false;
+            for f in &files {
+                match load_checked(f) {
+                    Ok(c) => {
+                        let models = c.module.funcs.iter().filter(|f| !f.name.contains('.')).count();
+                        println!("{}: ok ({models} model{}, {} train block{})", f.display(), plural(models), c.trains.len(), plural(c.trains.len()));
+                    }
+                    Err(_) => failed = true,
+                }
+            }
+            if failed { Err(Failed(1)) } else { Ok(()) }
+        }
+        Command::Ir { file, stage } => {
+            let stage = Stage::from_name(&stage).expect("clap checked the stage name");
+            let (name, bytes) = read(&file)?;
+            let src = text(&name, &bytes)?;
+            match nnc::stage_text(src, stage) {
+                Ok(t) => {
+                    print!("{t}");
+                    Ok(())
+                }
+                Err(diags) => Err(report(&name, src, &diags)),
+            }
+        }
+        Command::Run { file, model, inputs, seed, f64 } => run_model(&file, model, &inputs, seed, f64),
+        Command::Ops => {
+            for row in nnc_ir::TABLE {
+                println!("{:<11} {} {:<6} {}", row.mnemonic, row.arity, format!("{:?}", row.attr).to_lowercase(), row.doc);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn read(path: &Path) -> Result<(String, Vec<u8>), Failed> {
+    let name = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(b) => Ok((name, b)),
+        Err(e) => {
+            eprintln!("error: cannot read {name}: {e}");
+            Err(Failed(1))
+        }
+    }
+}
+
+fn text<'a>(name: &str, bytes: &'a [u8]) -> Result<&'a str, Failed> {
+    nnc::source_from_bytes(bytes).map_err(|d| {
+        let lossy = String::from_utf8_lossy(bytes);
+        report(name, &lossy, &[d])
+    })
+}
+
+fn report(name: &str, src: &str, diags: &[nnc_lang::Diagnostic]) -> Failed {
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let sources = nnc_lang::Sources { user: (name, src), prelude: nnc_lang::PRELUDE_SRC };
+    let out = nnc_lang::render(diags, &sources, color);
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{out}");
+    let _ = writeln!(err, "error: {} error{} in {name}", diags.len(), plural(diags.len()));
+    Failed(1)
+}
+
+fn load_checked(path: &Path) -> Result<nnc_lang::Checked, Failed> {
+    let (name, bytes) = read(path)?;
+    let src = text(&name, &bytes)?;
+    nnc_lang::check(src).map_err(|d| report(&name, src, &d))
+}
+
+fn run_model(file: &Path, model: Option<String>, inputs: &[String], seed: u64, f64: bool) -> Result<(), Failed> {
+    let checked = load_checked(file)?;
+    let fail = |msg: String| {
+        eprintln!("error: {msg}");
+        Failed(1)
+    };
+    let models: Vec<&str> = checked.program.items.iter().filter_map(|i| match i {
+        nnc_lang::ast::Item::Model(m) => Some(m.name.name.as_str()),
+        _ => None,
+    }).collect();
+    let name = match model {
+        Some(m) => m,
+        None => models.first().map(|s| s.to_string()).ok_or_else(|| fail(format!("{} defines no model", file.display())))?,
+    };
+    let Some(func) = checked.module.func(&name) else {
+        return Err(fail(format!("no model `{name}`; the file defines: {}", models.join(", "))));
+    };
+    let mut func = func.clone();
+    if f64 {
+        func = func.with_float_type(DType::F64);
+    }
+    let mut values = Vec::new();
+    for arg in &func.inputs {
+        let Some(spec) = inputs.iter().find_map(|s| s.strip_prefix(&format!("{}=", arg.name))) else {
+            return Err(fail(format!("missing input `{}` ({}): pass --input {}=FILE.csv", arg.name, arg.ty, arg.name)));
+        };
+        let text = std::fs::read_to_string(spec).map_err(|e| fail(format!("cannot read {spec}: {e}")))?;
+        let table = nnc_runtime::csv::parse(&text).map_err(|e| fail(format!("{spec}: {e}")))?;
+        let mut t: Tensor = table.to_tensor(arg.ty.dtype);
+        if arg.ty.rank() == 1 && t.shape[1] == 1 {
+            t.shape = vec![t.shape[0]];
+        }
+        if !t.matches(&arg.ty) {
+            return Err(fail(format!("{spec}: input `{}` expects {}, the file holds {}", arg.name, arg.ty, t.ty())));
+        }
+        values.push(t);
+    }
+    for s in inputs {
+        let n = s.split('=').next().unwrap_or_default();
+        if !func.inputs.iter().any(|a| a.name == n) {
+            return Err(fail(format!("`{name}` has no input `{n}`")));
+        }
+    }
+    let params: Result<Vec<Tensor>, String> = func.params.iter().map(|p| nnc_runtime::init_param(p, seed)).collect();
+    let params = params.map_err(fail)?;
+    let outs = nnc_compiler::interp::eval(&func, &values, &params).map_err(|e| fail(e.0))?;
+    let mut stdout = std::io::stdout().lock();
+    for t in outs {
+        let row = t.shape.last().copied().unwrap_or(1).max(1);
+        for chunk in t.data.chunks(row) {
+            let items: Vec<String> = chunk.iter().map(|v| format!("{v}")).collect();
+            let _ = writeln!(stdout, "{}", items.join(","));
+        }
+    }
+    Ok(())
+}

@@ -163,3 +163,16 @@ impl Func {
         self.outputs.iter().map(|&v| self.ty(v)).collect()
     }
 }
+
+impl Func {
+    /// The same function with every float type replaced by `dtype` (for example to run an
+    /// f32 model in f64 for a gradient check).
+    pub fn with_float_type(&self, dtype: crate::types::DType) -> Func {
+        let conv = |t: &TensorType| if t.dtype.is_float() { t.with_dtype(dtype) } else { t.clone() };
+        let mut f = self.clone();
+        f.inputs.iter_mut().for_each(|a| a.ty = conv(&a.ty));
+        f.params.iter_mut().for_each(|p| p.ty = conv(&p.ty));
+        f.nodes.iter_mut().for_each(|n| n.ty = conv(&n.ty));
+        f
+    }
+}

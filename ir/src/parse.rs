@@ -280,7 +280,7 @@ fn parse_func(lx: &mut Lexer) -> Result<Func, ParseError> {
     };
     let mut func = Func::new(name);
     let mut names: HashMap<String, Value> = HashMap::new();
-    let mut define = |lx: &Lexer, names: &mut HashMap<String, Value>, n: String, v: Value| {
+    let define = |lx: &Lexer, names: &mut HashMap<String, Value>, n: String, v: Value| {
         if names.insert(n.clone(), v).is_some() {
             return lx.err(format!("`%{n}` is defined twice"));
         }

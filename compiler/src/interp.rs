@@ -1,0 +1,226 @@
+//! The reference interpreter: evaluates IR functions on host tensors, one node at a time.
+//!
+//! It is the oracle every backend and every optimization is tested against, so it is kept
+//! plain and obviously correct rather than fast: each op is a direct loop over indices.
+//! Arithmetic is done in f64 and rounded to the node's element type after every op, so an
+//! f32 graph computes what a correctly rounded f32 machine would (up to double rounding,
+//! which is exact for +, -, *, / and sqrt).
+
+use std::collections::HashMap;
+
+use nnc_ir::{Attr, DType, Dim, Func, Op, TensorType, Value};
+use nnc_runtime::Tensor;
+
+/// Why an evaluation could not run: the caller passed values that do not fit the function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalError(pub String);
+
+impl std::fmt::Display for EvalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EvalError {}
+
+/// Evaluates `func` on inputs and parameter values (in declaration order). Symbolic
+/// dimensions are bound from the inputs, and must be bound consistently.
+pub fn eval(func: &Func, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Tensor>, EvalError> {
+    if inputs.len() != func.inputs.len() {
+        return Err(EvalError(format!("`@{}` takes {} inputs, got {}", func.name, func.inputs.len(), inputs.len())));
+    }
+    if params.len() != func.params.len() {
+        return Err(EvalError(format!("`@{}` has {} parameters, got {}", func.name, func.params.len(), params.len())));
+    }
+    let mut syms: HashMap<&str, usize> = HashMap::new();
+    let named = func.inputs.iter().map(|a| (&a.name, &a.ty)).chain(func.params.iter().map(|p| (&p.name, &p.ty)));
+    for ((name, ty), t) in named.zip(inputs.iter().chain(params)) {
+        if !t.matches(ty) {
+            return Err(EvalError(format!("`{name}` expects {ty}, got {}", t.ty())));
+        }
+        for (d, &n) in ty.shape.dims().iter().zip(&t.shape) {
+            if let Dim::Sym(s) = d {
+                if let Some(&prev) = syms.get(s.as_str()) {
+                    if prev != n {
+                        return Err(EvalError(format!("`{name}` has {s} = {n}, but an earlier value had {s} = {prev}")));
+                    }
+                }
+                syms.insert(s, n);
+            }
+        }
+    }
+    let shape_of = |ty: &TensorType| -> Result<Vec<usize>, EvalError> {
+        ty.shape
+            .dims()
+            .iter()
+            .map(|d| match d {
+                Dim::Known(n) => Ok(*n as usize),
+                Dim::Sym(s) => syms.get(s.as_str()).copied().ok_or_else(|| EvalError(format!("dimension {s} is not bound by any input"))),
+            })
+            .collect()
+    };
+    let mut vals: Vec<Tensor> = Vec::with_capacity(func.nodes.len());
+    for node in &func.nodes {
+        let get = |v: Value| -> &Tensor {
+            match v {
+                Value::Input(i) => &inputs[i as usize],
+                Value::Param(i) => &params[i as usize],
+                Value::Node(i) => &vals[i as usize],
+            }
+        };
+        let args: Vec<&Tensor> = node.args.iter().map(|&a| get(a)).collect();
+        let out_shape = shape_of(&node.ty)?;
+        let mut t = apply(node.op, &node.attr, &args, node.ty.dtype, out_shape);
+        t.round();
+        vals.push(t);
+    }
+    Ok(func
+        .outputs
+        .iter()
+        .map(|&v| match v {
+            Value::Input(i) => inputs[i as usize].clone(),
+            Value::Param(i) => params[i as usize].clone(),
+            Value::Node(i) => vals[i as usize].clone(),
+        })
+        .collect())
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Computes one op. Shapes were checked by the verifier; `out` is the result's shape.
+pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize>) -> Tensor {
+    let n: usize = out.iter().product();
+    let unary = |f: &dyn Fn(f64) -> f64| Tensor { dtype, shape: out.clone(), data: args[0].data.iter().map(|&x| f(x)).collect() };
+    let binary = |f: &dyn Fn(f64, f64) -> f64| Tensor {
+        dtype,
+        shape: out.clone(),
+        data: args[0].data.iter().zip(&args[1].data).map(|(&x, &y)| f(x, y)).collect(),
+    };
+    let b = |c: bool| if c { 1.0 } else { 0.0 };
+    match op {
+        Op::Neg => unary(&|x| -x),
+        Op::Abs => unary(&f64::abs),
+        Op::Sign => unary(&|x| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 }),
+        Op::Exp => unary(&f64::exp),
+        Op::Log => unary(&f64::ln),
+        Op::Sqrt => unary(&f64::sqrt),
+        Op::Tanh => unary(&f64::tanh),
+        Op::Add => binary(&|x, y| x + y),
+        Op::Sub => binary(&|x, y| x - y),
+        Op::Mul => binary(&|x, y| x * y),
+        Op::Div if dtype == DType::I32 => binary(&|x, y| if y == 0.0 { 0.0 } else { (x / y).trunc() }),
+        Op::Div => binary(&|x, y| x / y),
+        Op::Max => binary(&|x, y| if x >= y || y.is_nan() { x } else { y }),
+        Op::Min => binary(&|x, y| if x <= y || y.is_nan() { x } else { y }),
+        Op::Pow => binary(&f64::powf),
+        Op::Lt => binary(&|x, y| b(x < y)),
+        Op::Le => binary(&|x, y| b(x <= y)),
+        Op::Gt => binary(&|x, y| b(x > y)),
+        Op::Ge => binary(&|x, y| b(x >= y)),
+        Op::Eq => binary(&|x, y| b(x == y)),
+        Op::Ne => binary(&|x, y| b(x != y)),
+        Op::Select => Tensor {
+            dtype,
+            shape: out.clone(),
+            data: (0..n).map(|i| if args[0].data[i] != 0.0 { args[1].data[i] } else { args[2].data[i] }).collect(),
+        },
+        Op::Sum | Op::Mean | Op::ReduceMax => {
+            let Attr::Axes(axes) = attr else { unreachable!("verified") };
+            reduce(op, axes, args[0], dtype, out)
+        }
+        Op::MatMul => matmul(args[0], args[1], dtype, out),
+        Op::Broadcast => {
+            let Attr::Dims(dims) = attr else { unreachable!("verified") };
+            let x = args[0];
+            let os = strides(&out);
+            let xs = strides(&x.shape);
+            let data = (0..n)
+                .map(|i| {
+                    let src: usize = dims.iter().enumerate().map(|(k, &d)| (i / os[d]) % out[d] * xs[k]).sum();
+                    x.data[src]
+                })
+                .collect();
+            Tensor { dtype, shape: out, data }
+        }
+        Op::Reshape | Op::Cast => {
+            let mut data = args[0].data.clone();
+            if dtype == DType::I32 {
+                data.iter_mut().for_each(|x| *x = x.trunc());
+            }
+            Tensor { dtype, shape: out, data }
+        }
+        Op::Transpose => {
+            let Attr::Perm(perm) = attr else { unreachable!("verified") };
+            let x = args[0];
+            let os = strides(&out);
+            let xs = strides(&x.shape);
+            let data = (0..n)
+                .map(|i| {
+                    let src: usize = perm.iter().enumerate().map(|(k, &p)| (i / os[k]) % out[k] * xs[p]).sum();
+                    x.data[src]
+                })
+                .collect();
+            Tensor { dtype, shape: out, data }
+        }
+        Op::Const => {
+            let Attr::Value(v) = attr else { unreachable!("verified") };
+            Tensor { dtype, shape: out, data: vec![*v; n] }
+        }
+        Op::OneHot => {
+            let classes = *out.last().expect("one_hot has rank >= 1");
+            let mut data = vec![0.0; n];
+            for (i, &label) in args[0].data.iter().enumerate() {
+                if label >= 0.0 && (label as usize) < classes {
+                    data[i * classes + label as usize] = 1.0;
+                }
+            }
+            Tensor { dtype, shape: out, data }
+        }
+    }
+}
+
+fn reduce(op: Op, axes: &[usize], x: &Tensor, dtype: DType, out: Vec<usize>) -> Tensor {
+    let n: usize = out.iter().product();
+    let init = if op == Op::ReduceMax { f64::NEG_INFINITY } else { 0.0 };
+    let mut data = vec![init; n];
+    let xs = strides(&x.shape);
+    // The output stride of each kept input axis.
+    let kept: Vec<usize> = (0..x.shape.len()).filter(|a| !axes.contains(a)).collect();
+    let os = strides(&out);
+    for (i, &v) in x.data.iter().enumerate() {
+        let o: usize = kept.iter().enumerate().map(|(k, &a)| (i / xs[a]) % x.shape[a] * os[k]).sum();
+        data[o] = if op == Op::ReduceMax { if v > data[o] || v.is_nan() { v } else { data[o] } } else { data[o] + v };
+    }
+    if op == Op::Mean {
+        let count: usize = axes.iter().map(|&a| x.shape[a]).product();
+        data.iter_mut().for_each(|v| *v /= count as f64);
+    }
+    Tensor { dtype, shape: out, data }
+}
+
+fn matmul(a: &Tensor, b: &Tensor, dtype: DType, out: Vec<usize>) -> Tensor {
+    let r = a.shape.len();
+    let (m, k, n) = (a.shape[r - 2], a.shape[r - 1], b.shape[r - 1]);
+    let batch: usize = a.shape[..r - 2].iter().product();
+    let mut data = vec![0.0; batch * m * n];
+    for bi in 0..batch {
+        let (ao, bo, co) = (bi * m * k, bi * k * n, bi * m * n);
+        for i in 0..m {
+            for p in 0..k {
+                let av = a.data[ao + i * k + p];
+                let brow = &b.data[bo + p * n..bo + p * n + n];
+                let crow = &mut data[co + i * n..co + i * n + n];
+                for (c, &bv) in crow.iter_mut().zip(brow) {
+                    *c += av * bv;
+                }
+            }
+        }
+    }
+    Tensor { dtype, shape: out, data }
+}

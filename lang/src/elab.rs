@@ -1,0 +1,1204 @@
+//! Elaboration: checks types and shapes by evaluating each model over abstract tensors, and
+//! lowers it to the tensor IR as it goes.
+//!
+//! Layers are inlined at each call, with their dimension names bound to the argument's
+//! sizes (`x: f32[B, D]` binds `B` and `D`), so a layer is checked at every shape it is used
+//! with, and an error inside a prelude layer is reported at the user's call. Static values
+//! (integers, floats, dimension names) are computed here; only tensors become IR nodes.
+//! Implicit broadcasting in the language becomes explicit `reshape`/`broadcast` nodes.
+
+use std::collections::{HashMap, HashSet};
+
+use nnc_ir::{Attr, Class, DType, Dim, Func, Init, Op, ParamKind, Shape, TensorType, Value};
+
+use crate::ast::*;
+use crate::diagnostics::{Diagnostic, PRELUDE, Span, USER};
+use crate::errors;
+use crate::names::{self, INITIALIZERS};
+use crate::resolve::Defs;
+
+/// A static value of the train configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Static {
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A string.
+    Str(String),
+    /// A list.
+    List(Vec<Static>),
+}
+
+/// A named call with its evaluated keyword arguments (`adam(lr = 0.001)`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallSpec {
+    /// The called name.
+    pub name: String,
+    /// Arguments by name, in the callee's declared order, defaults filled in where known.
+    pub args: Vec<(String, Static)>,
+}
+
+/// The value of an expression during elaboration.
+#[derive(Clone, Debug)]
+pub(crate) enum Val {
+    Tensor(Value),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    Dim(String),
+    DType(DType),
+    List(Vec<Val>),
+    Init(String, Vec<(String, f64)>),
+    Call(CallSpec),
+    /// Already reported; anything computed from it is silently an error too.
+    Error,
+}
+
+type Scope = HashMap<String, Val>;
+
+/// One layer instance on the inlining stack, for parameter naming and error context.
+struct Frame {
+    /// The name of the caller's statement that made this instance (`h1` in `h1 = dense(..)`).
+    base: String,
+    /// The dotted path, once a parameter needed it.
+    path: Option<String>,
+    /// The statement being elaborated in this frame.
+    stmt: String,
+}
+
+pub(crate) struct Elab<'a, 'd> {
+    pub defs: &'d Defs<'d>,
+    pub func: Func,
+    pub errors: &'a mut Vec<Diagnostic>,
+    frames: Vec<Frame>,
+    used: HashSet<String>,
+    /// The user's call into the prelude, where prelude errors are reported.
+    site: Option<(Span, String)>,
+    /// User call sites of the user layers being inlined.
+    calls: Vec<(Span, String)>,
+}
+
+impl<'a, 'd> Elab<'a, 'd> {
+    pub fn new(defs: &'d Defs<'d>, func: Func, errors: &'a mut Vec<Diagnostic>) -> Self {
+        let used = func.inputs.iter().map(|a| a.name.clone()).collect();
+        Elab { defs, func, errors, frames: vec![Frame { base: String::new(), path: Some(String::new()), stmt: "out".into() }], used, site: None, calls: Vec::new() }
+    }
+
+    fn report(&mut self, mut d: Diagnostic) {
+        if d.span().src == PRELUDE {
+            if let Some((site, name)) = &self.site {
+                d.labels.retain(|(s, _)| s.src != PRELUDE);
+                d.help = Some(match d.help {
+                    Some(h) => format!("{h}\n(the error is inside the prelude's `{name}`)"),
+                    None => format!("the error is inside the prelude's `{name}`"),
+                });
+                d.primary = (*site, format!("in this call of `{name}`"));
+            }
+        } else if let Some((site, name)) = self.calls.last() {
+            let inside = d.span().start >= site.start && d.span().end <= site.end;
+            if !inside {
+                d.labels.push((*site, format!("in this call of `{name}`")));
+            }
+        }
+        self.errors.push(d);
+    }
+
+    // ---- values ----
+
+    fn ty(&self, v: Value) -> &TensorType {
+        self.func.ty(v)
+    }
+
+    fn describe(&self, v: &Val) -> String {
+        match v {
+            Val::Tensor(t) => self.ty(*t).to_string(),
+            Val::Int(i) => format!("the integer {i}"),
+            Val::Float(f) => format!("the float {f:?}"),
+            Val::Bool(b) => format!("the boolean {b}"),
+            Val::Str(s) => format!("the string {s:?}"),
+            Val::Dim(d) => format!("the symbolic dimension {d}"),
+            Val::DType(d) => format!("the element type {d}"),
+            Val::List(_) => "a list".into(),
+            Val::Init(n, _) => format!("the initializer `{n}`"),
+            Val::Call(c) => format!("`{}(...)`", c.name),
+            Val::Error => "an error".into(),
+        }
+    }
+
+    fn constant(&mut self, value: f64, ty: TensorType) -> Value {
+        self.func.push(Op::Const, vec![], Attr::Value(value), ty)
+    }
+
+    /// Turns a static number into a tensor of the given type, or checks a tensor.
+    fn as_tensor_like(&mut self, v: &Val, like: &TensorType, span: Span, op: &str) -> Option<Value> {
+        match v {
+            Val::Tensor(t) => Some(*t),
+            Val::Int(i) => Some(self.constant(*i as f64, like.clone())),
+            Val::Float(f) => {
+                if !like.dtype.is_float() && f.fract() != 0.0 {
+                    self.report(errors::dtype_mismatch(span, op, &like.to_string(), "a float constant"));
+                    return None;
+                }
+                Some(self.constant(*f, like.clone()))
+            }
+            Val::Bool(b) => Some(self.constant(f64::from(u8::from(*b)), like.clone())),
+            Val::Error => None,
+            other => {
+                let d = self.describe(other);
+                self.report(errors::kind(span, "a tensor or a number", &d));
+                None
+            }
+        }
+    }
+
+    /// Broadcasts `v` to `shape` by numpy's rules: align from the last axis; sizes equal or 1.
+    fn broadcast_to(&mut self, v: Value, shape: &Shape) -> Value {
+        let ty = self.ty(v).clone();
+        if ty.shape == *shape {
+            return v;
+        }
+        let offset = shape.rank() - ty.rank();
+        let mut kept = Vec::new();
+        let mut dims = Vec::new();
+        for (i, d) in ty.shape.dims().iter().enumerate() {
+            if *d == shape.0[offset + i] {
+                kept.push(d.clone());
+                dims.push(offset + i);
+            }
+        }
+        let mut v = v;
+        if kept.len() != ty.rank() {
+            v = self.func.push(Op::Reshape, vec![v], Attr::None, TensorType::new(ty.dtype, Shape(kept)));
+        }
+        self.func.push(Op::Broadcast, vec![v], Attr::Dims(dims), TensorType::new(ty.dtype, shape.clone()))
+    }
+
+    fn broadcast_shapes(a: &Shape, b: &Shape) -> Option<Shape> {
+        let r = a.rank().max(b.rank());
+        let one = Dim::Known(1);
+        let mut out = Vec::with_capacity(r);
+        for i in 0..r {
+            let da = if i + a.rank() >= r { &a.0[i + a.rank() - r] } else { &one };
+            let db = if i + b.rank() >= r { &b.0[i + b.rank() - r] } else { &one };
+            out.push(if da == db || *db == one {
+                da.clone()
+            } else if *da == one {
+                db.clone()
+            } else {
+                return None;
+            });
+        }
+        Some(Shape(out))
+    }
+
+    /// Applies an elementwise primitive to values, broadcasting them to a common shape.
+    fn elementwise(&mut self, op: Op, args: &[Val], spans: &[Span], span: Span) -> Val {
+        let name = op.mnemonic();
+        if args.iter().any(|a| matches!(a, Val::Error)) {
+            return Val::Error;
+        }
+        // All static: fold.
+        if args.iter().all(|a| matches!(a, Val::Int(_) | Val::Float(_) | Val::Dim(_) | Val::Bool(_))) {
+            return self.fold(op, args, span);
+        }
+        // The common type: dtype of the tensors (which must agree), shape broadcast.
+        let mut common: Option<TensorType> = None;
+        for (i, a) in args.iter().enumerate() {
+            let Val::Tensor(t) = a else {
+                if !matches!(a, Val::Int(_) | Val::Float(_) | Val::Bool(_)) {
+                    let d = self.describe(a);
+                    self.report(errors::kind(spans[i], "a tensor or a number", &d));
+                    return Val::Error;
+                }
+                continue;
+            };
+            // `select`'s condition may have another element type than its branches.
+            if op == Op::Select && i == 0 {
+                continue;
+            }
+            let ty = self.ty(*t).clone();
+            common = Some(match common {
+                None => ty,
+                Some(c) => {
+                    if c.dtype != ty.dtype {
+                        self.report(errors::dtype_mismatch(span, name, &c.to_string(), &ty.to_string()));
+                        return Val::Error;
+                    }
+                    match Self::broadcast_shapes(&c.shape, &ty.shape) {
+                        Some(s) => TensorType::new(c.dtype, s),
+                        None => {
+                            self.report(errors::broadcast(span, name, &c.to_string(), &ty.to_string()));
+                            return Val::Error;
+                        }
+                    }
+                }
+            });
+        }
+        let mut common = match common {
+            Some(c) => c,
+            // Only the condition of a select is a tensor: branches take f32.
+            None => TensorType::scalar(DType::F32),
+        };
+        if op == Op::Select {
+            if let Val::Tensor(c) = &args[0] {
+                let cs = self.ty(*c).shape.clone();
+                match Self::broadcast_shapes(&cs, &common.shape) {
+                    Some(s) => common.shape = s,
+                    None => {
+                        let ct = self.ty(*c).to_string();
+                        self.report(errors::broadcast(span, name, &ct, &common.to_string()));
+                        return Val::Error;
+                    }
+                }
+            }
+        }
+        if names::needs_float(name) && !common.dtype.is_float() {
+            self.report(errors::float_needed(span, name, &common.to_string()));
+            return Val::Error;
+        }
+        let mut operands = Vec::new();
+        for (i, a) in args.iter().enumerate() {
+            let v = match a {
+                Val::Tensor(t) => *t,
+                _ => match self.as_tensor_like(a, &common, spans[i], name) {
+                    Some(v) => v,
+                    None => return Val::Error,
+                },
+            };
+            operands.push(self.broadcast_to(v, &common.shape));
+        }
+        match self.func.build(op, operands, Attr::None, None) {
+            Ok(v) => Val::Tensor(v),
+            Err(msg) => {
+                self.report(errors::op_rule(span, name, msg));
+                Val::Error
+            }
+        }
+    }
+
+    /// Folds an elementwise op over static numbers.
+    fn fold(&mut self, op: Op, args: &[Val], span: Span) -> Val {
+        if let Some(Val::Dim(d)) = args.iter().find(|a| matches!(a, Val::Dim(_))) {
+            self.report(errors::symbolic_arith(span, d));
+            return Val::Error;
+        }
+        let all_int = args.iter().all(|a| matches!(a, Val::Int(_) | Val::Bool(_)));
+        let ints: Vec<i64> = args
+            .iter()
+            .map(|a| match a {
+                Val::Int(i) => *i,
+                Val::Bool(b) => i64::from(*b),
+                _ => 0,
+            })
+            .collect();
+        let fs: Vec<f64> = args
+            .iter()
+            .map(|a| match a {
+                Val::Int(i) => *i as f64,
+                Val::Float(f) => *f,
+                Val::Bool(b) => f64::from(u8::from(*b)),
+                _ => 0.0,
+            })
+            .collect();
+        if all_int {
+            let (a, b) = (ints[0], *ints.get(1).unwrap_or(&0));
+            let r = match op {
+                Op::Add => a.checked_add(b),
+                Op::Sub => a.checked_sub(b),
+                Op::Mul => a.checked_mul(b),
+                Op::Neg => a.checked_neg(),
+                Op::Abs => a.checked_abs(),
+                Op::Sign => Some(a.signum()),
+                Op::Max => Some(a.max(b)),
+                Op::Min => Some(a.min(b)),
+                Op::Div if b == 0 => {
+                    self.report(errors::div_zero(span));
+                    return Val::Error;
+                }
+                // Exact integer division stays an integer (`D / 2` is a size); otherwise a float.
+                Op::Div if a % b == 0 => Some(a / b),
+                Op::Pow if (0..=u32::MAX as i64).contains(&b) => a.checked_pow(b as u32),
+                _ => None,
+            };
+            match (r, op) {
+                (Some(v), _) => return Val::Int(v),
+                (None, Op::Add | Op::Sub | Op::Mul | Op::Neg | Op::Abs | Op::Pow) if !(op == Op::Pow && b < 0) => {
+                    self.report(errors::overflow(span));
+                    return Val::Error;
+                }
+                _ => {}
+            }
+        }
+        let (a, b) = (fs[0], *fs.get(1).unwrap_or(&0.0));
+        let c = |x: bool| if x { 1.0 } else { 0.0 };
+        let v = match op {
+            Op::Neg => -a,
+            Op::Abs => a.abs(),
+            Op::Sign => a.signum() * c(a != 0.0),
+            Op::Exp => a.exp(),
+            Op::Log => a.ln(),
+            Op::Sqrt => a.sqrt(),
+            Op::Tanh => a.tanh(),
+            Op::Add => a + b,
+            Op::Sub => a - b,
+            Op::Mul => a * b,
+            Op::Div => a / b,
+            Op::Max => a.max(b),
+            Op::Min => a.min(b),
+            Op::Pow => a.powf(b),
+            Op::Lt => c(a < b),
+            Op::Le => c(a <= b),
+            Op::Gt => c(a > b),
+            Op::Ge => c(a >= b),
+            Op::Eq => c(a == b),
+            Op::Ne => c(a != b),
+            Op::Select => {
+                if a != 0.0 {
+                    fs[1]
+                } else {
+                    fs[2]
+                }
+            }
+            _ => f64::NAN,
+        };
+        Val::Float(v)
+    }
+
+    // ---- expressions ----
+
+    pub fn eval(&mut self, scope: &mut Scope, e: &Expr) -> Val {
+        match &e.kind {
+            ExprKind::Int(i) => Val::Int(*i),
+            ExprKind::Float(f) => Val::Float(*f),
+            ExprKind::Str(s) => Val::Str(s.clone()),
+            ExprKind::Paren(x) => self.eval(scope, x),
+            ExprKind::List(xs) => Val::List(xs.iter().map(|x| self.eval(scope, x)).collect()),
+            ExprKind::Name(n) => self.name(scope, n, e.span),
+            ExprKind::Neg(x) => {
+                let v = self.eval(scope, x);
+                self.elementwise(Op::Neg, &[v], &[x.span], e.span)
+            }
+            ExprKind::Binary { op, lhs, rhs } => {
+                let a = self.eval(scope, lhs);
+                let b = self.eval(scope, rhs);
+                self.binary(*op, a, b, lhs.span, rhs.span, e.span)
+            }
+            ExprKind::Call { callee, args } => self.call(scope, callee, args, e.span),
+        }
+    }
+
+    fn name(&mut self, scope: &Scope, n: &str, span: Span) -> Val {
+        if let Some(v) = scope.get(n) {
+            return v.clone();
+        }
+        match n {
+            "true" => return Val::Bool(true),
+            "false" => return Val::Bool(false),
+            _ => {}
+        }
+        if let Some(d) = DType::from_name(n) {
+            return Val::DType(d);
+        }
+        if INITIALIZERS.iter().any(|(i, _)| *i == n) {
+            return self.initializer(n, &[], span);
+        }
+        // Resolution already reported unknown names; stay silent to avoid cascades.
+        if !self.errors.iter().any(|d| d.span() == span) {
+            let cands: Vec<&str> = scope.keys().map(|s| s.as_str()).collect();
+            let sugg = crate::diagnostics::suggest(n, cands).map(str::to_string);
+            self.report(errors::unknown_name(span, n, sugg.as_deref()));
+        }
+        Val::Error
+    }
+
+    fn binary(&mut self, op: BinOp, a: Val, b: Val, sa: Span, sb: Span, span: Span) -> Val {
+        let prim = match op {
+            BinOp::Add => Op::Add,
+            BinOp::Sub => Op::Sub,
+            BinOp::Mul => Op::Mul,
+            BinOp::Div => Op::Div,
+            BinOp::Pow => Op::Pow,
+            BinOp::MatMul => return self.matmul(a, b, sa, sb, span),
+        };
+        self.elementwise(prim, &[a, b], &[sa, sb], span)
+    }
+
+    fn matmul(&mut self, a: Val, b: Val, sa: Span, sb: Span, span: Span) -> Val {
+        let (Val::Tensor(x), Val::Tensor(y)) = (&a, &b) else {
+            for (v, s) in [(&a, sa), (&b, sb)] {
+                if !matches!(v, Val::Tensor(_) | Val::Error) {
+                    let d = self.describe(v);
+                    self.report(errors::kind(s, "a tensor", &d));
+                }
+            }
+            return Val::Error;
+        };
+        match self.func.build(Op::MatMul, vec![*x, *y], Attr::None, None) {
+            Ok(v) => Val::Tensor(v),
+            Err(msg) => {
+                self.report(errors::matmul(span, msg));
+                Val::Error
+            }
+        }
+    }
+
+    fn call(&mut self, scope: &mut Scope, callee: &Ident, args: &[Arg], span: Span) -> Val {
+        let mut vals = Vec::with_capacity(args.len());
+        for a in args {
+            let v = self.eval(scope, &a.value);
+            vals.push((a.name.clone(), v, a.value.span));
+        }
+        let name = callee.name.as_str();
+        if let Some(def) = self.defs.layers.get(name).copied() {
+            return self.instantiate(def, vals, span);
+        }
+        if let Some(rule) = self.defs.rules.get(name).copied() {
+            let params: Vec<&ParamDef> = rule.params.iter().collect();
+            return self.config_call(name, &params, vals, span);
+        }
+        if let Some((_, kws)) = names::SCHEDULES.iter().chain(names::DATA_SOURCES).find(|(n, _)| *n == name) {
+            return self.static_call(name, kws, vals, span);
+        }
+        if INITIALIZERS.iter().any(|(n, _)| *n == name) {
+            return self.init_call(name, vals, span);
+        }
+        if let Some((op, class)) = names::class_of(name) {
+            return self.primitive(op, class, vals, span);
+        }
+        if !self.errors.iter().any(|d| d.span() == callee.span) {
+            self.report(errors::unknown_function(callee.span, name, None));
+        }
+        Val::Error
+    }
+
+    /// Binds call arguments to declared parameter names: positional, then by keyword.
+    /// Returns one slot per parameter (None where the default applies).
+    fn bind_args(&mut self, callee: &str, params: &[&str], args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Option<Vec<Option<(Val, Span)>>> {
+        let mut slots: Vec<Option<(Val, Span)>> = vec![None; params.len()];
+        let mut ok = true;
+        let mut positional = 0;
+        for (kw, v, s) in args {
+            let idx = match &kw {
+                None => {
+                    positional += 1;
+                    if positional > params.len() {
+                        self.report(errors::arity(s, callee, params.len(), positional));
+                        ok = false;
+                        continue;
+                    }
+                    positional - 1
+                }
+                Some(k) => match params.iter().position(|p| *p == k.name) {
+                    Some(i) => i,
+                    None => {
+                        self.report(errors::unknown_kwarg(k.span, callee, &k.name, params));
+                        ok = false;
+                        continue;
+                    }
+                },
+            };
+            if slots[idx].is_some() {
+                self.report(errors::arg_twice(kw.map_or(s, |k| k.span), params[idx]));
+                ok = false;
+                continue;
+            }
+            slots[idx] = Some((v, s));
+        }
+        let _ = span;
+        ok.then_some(slots)
+    }
+
+    // ---- layers ----
+
+    fn instantiate(&mut self, def: &'d FnDef, args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Val {
+        let pnames: Vec<&str> = def.params.iter().map(|p| p.name.name.as_str()).collect();
+        let Some(slots) = self.bind_args(&def.name.name, &pnames, args, span) else { return Val::Error };
+        // Error context: prelude errors go to the user's call; user layers get a label.
+        let saved_site = self.site.clone();
+        let pushed_call = def.span.src == USER && span.src == USER;
+        if def.span.src == PRELUDE && span.src == USER {
+            self.site = Some((span, def.name.name.clone()));
+        }
+        if pushed_call {
+            self.calls.push((span, def.name.name.clone()));
+        }
+        let base = self.frames.last().map(|f| f.stmt.clone()).unwrap_or_default();
+        self.frames.push(Frame { base, path: None, stmt: "out".into() });
+        let result = self.instantiate_body(def, slots, span);
+        self.frames.pop();
+        if pushed_call {
+            self.calls.pop();
+        }
+        self.site = saved_site;
+        result
+    }
+
+    fn instantiate_body(&mut self, def: &'d FnDef, slots: Vec<Option<(Val, Span)>>, span: Span) -> Val {
+        let mut scope = Scope::new();
+        for (p, slot) in def.params.iter().zip(slots) {
+            let (v, vspan) = match slot {
+                Some(s) => s,
+                None => match &p.default {
+                    Some(d) => (self.eval(&mut scope, d), d.span),
+                    None => {
+                        self.report(errors::missing_arg(span, &def.name.name, &p.name.name));
+                        return Val::Error;
+                    }
+                },
+            };
+            let v = match &p.ty {
+                Some(ty) => self.bind_typed(&mut scope, &p.name.name, ty, v, vspan),
+                None => v,
+            };
+            if matches!(v, Val::Error) {
+                return Val::Error;
+            }
+            scope.insert(p.name.name.clone(), v);
+        }
+        let Some(ret) = self.body(&mut scope, &def.body) else { return Val::Error };
+        if let (Some(ann), Some(rspan)) = (&def.ret, def.body.last().map(|s| s.span())) {
+            self.check_return(&mut scope, ann, &ret, rspan);
+        }
+        ret
+    }
+
+    /// Elaborates statements; returns the returned value (None if there was none, which
+    /// resolution reported).
+    pub fn body(&mut self, scope: &mut Scope, body: &'d [Stmt]) -> Option<Val> {
+        for s in body {
+            match s {
+                Stmt::Assign { name, value, .. } => {
+                    self.set_stmt(&name.name);
+                    let v = self.eval(scope, value);
+                    scope.insert(name.name.clone(), v);
+                }
+                Stmt::Param { name, ty, init, span } => {
+                    let v = self.param(scope, name, ty, init.as_ref(), *span);
+                    scope.insert(name.name.clone(), v);
+                }
+                Stmt::Return { value, .. } => {
+                    self.set_stmt("out");
+                    return Some(self.eval(scope, value));
+                }
+                Stmt::State { .. } => {}
+            }
+        }
+        None
+    }
+
+    fn set_stmt(&mut self, name: &str) {
+        if let Some(f) = self.frames.last_mut() {
+            f.stmt = name.to_string();
+        }
+    }
+
+    /// The dotted path of the current layer instance, allocated on first use so only
+    /// layers with parameters take names.
+    fn instance_path(&mut self) -> String {
+        for i in 0..self.frames.len() {
+            if self.frames[i].path.is_some() {
+                continue;
+            }
+            let parent = self.frames[i - 1].path.clone().unwrap_or_default();
+            let base = if parent.is_empty() { self.frames[i].base.clone() } else { format!("{parent}.{}", self.frames[i].base) };
+            let mut path = base.clone();
+            let mut n = 2;
+            while !self.used.insert(path.clone()) {
+                path = format!("{base}_{n}");
+                n += 1;
+            }
+            self.frames[i].path = Some(path);
+        }
+        self.frames.last().and_then(|f| f.path.clone()).unwrap_or_default()
+    }
+
+    fn param(&mut self, scope: &mut Scope, name: &Ident, ty: &TypeAnn, init: Option<&Expr>, span: Span) -> Val {
+        let Some(t) = self.eval_type(scope, ty) else { return Val::Error };
+        if t.shape.dims().iter().any(|d| d.known().is_none()) {
+            self.report(errors::param_symbolic(ty.span(), &t.to_string()));
+            return Val::Error;
+        }
+        let init_val = match init {
+            Some(e) => self.eval(scope, e),
+            None => Val::Init("zeros".into(), vec![]),
+        };
+        let init_span = init.map_or(span, |e| e.span);
+        let Some(resolved) = self.resolve_init(&init_val, &t, init_span) else { return Val::Error };
+        let prefix = self.instance_path();
+        let mut full = if prefix.is_empty() { name.name.clone() } else { format!("{prefix}.{}", name.name) };
+        if prefix.is_empty() {
+            let base = full.clone();
+            let mut n = 2;
+            while !self.used.insert(full.clone()) {
+                full = format!("{base}_{n}");
+                n += 1;
+            }
+        }
+        Val::Tensor(self.func.add_param(ParamKind::Param, full, t, resolved))
+    }
+
+    /// Turns an initializer value into a concrete distribution for a parameter of type `t`.
+    /// Fans follow PyTorch: rank 2 is `[in, out]` (our dense layout); rank >= 3 is
+    /// `[out, in, k...]` (convolution); rank 1 uses its size for both.
+    fn resolve_init(&mut self, v: &Val, t: &TensorType, span: Span) -> Option<Init> {
+        let dims: Vec<f64> = t.shape.dims().iter().map(|d| d.known().unwrap_or(1) as f64).collect();
+        let (fan_in, fan_out) = match dims.as_slice() {
+            [] => (1.0, 1.0),
+            [n] => (*n, *n),
+            [i, o] => (*i, *o),
+            [o, i, rest @ ..] => {
+                let k: f64 = rest.iter().product();
+                (i * k, o * k)
+            }
+        };
+        let (name, args) = match v {
+            Val::Init(n, a) => (n.as_str(), a.as_slice()),
+            Val::Int(i) => return Some(Init::Fill(*i as f64)),
+            Val::Float(f) => return Some(Init::Fill(*f)),
+            Val::Error => return None,
+            other => {
+                let d = self.describe(other);
+                self.report(errors::kind(span, "an initializer", &d));
+                return None;
+            }
+        };
+        let arg = |k: &str| args.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or(f64::NAN);
+        Some(match name {
+            "zeros" => Init::Zeros,
+            "ones" => Init::Ones,
+            "fill" => Init::Fill(arg("value")),
+            "normal" => Init::Normal { mean: arg("mean"), std: arg("std") },
+            "uniform" => Init::Uniform { lo: arg("lo"), hi: arg("hi") },
+            "xavier_uniform" | "glorot_uniform" => {
+                let a = arg("gain") * (6.0 / (fan_in + fan_out)).sqrt();
+                Init::Uniform { lo: -a, hi: a }
+            }
+            "xavier_normal" | "glorot_normal" => Init::Normal { mean: 0.0, std: arg("gain") * (2.0 / (fan_in + fan_out)).sqrt() },
+            "he_uniform" | "kaiming_uniform" => {
+                let a = arg("gain") * (3.0 / fan_in).sqrt();
+                Init::Uniform { lo: -a, hi: a }
+            }
+            "he_normal" | "kaiming_normal" => Init::Normal { mean: 0.0, std: arg("gain") / fan_in.sqrt() },
+            _ => unreachable!("initializer names come from INITIALIZERS"),
+        })
+    }
+
+    fn initializer(&mut self, name: &str, given: &[(String, f64)], _span: Span) -> Val {
+        let (_, params) = INITIALIZERS.iter().find(|(n, _)| *n == name).expect("caller checked");
+        let args = params
+            .iter()
+            .map(|(k, d)| (k.to_string(), given.iter().find(|(g, _)| g == k).map_or(*d, |(_, v)| *v)))
+            .collect();
+        Val::Init(name.to_string(), args)
+    }
+
+    fn init_call(&mut self, name: &str, args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Val {
+        let (_, params) = INITIALIZERS.iter().find(|(n, _)| *n == name).expect("caller checked");
+        let pnames: Vec<&str> = params.iter().map(|(k, _)| *k).collect();
+        let Some(slots) = self.bind_args(name, &pnames, args, span) else { return Val::Error };
+        let mut given = Vec::new();
+        for (k, slot) in pnames.iter().zip(slots) {
+            match slot {
+                Some((Val::Int(i), _)) => given.push((k.to_string(), i as f64)),
+                Some((Val::Float(f), _)) => given.push((k.to_string(), f)),
+                Some((Val::Error, _)) => return Val::Error,
+                Some((other, s)) => {
+                    let d = self.describe(&other);
+                    self.report(errors::kind(s, "a number", &d));
+                    return Val::Error;
+                }
+                None if params.iter().any(|(p, d)| p == k && d.is_nan()) => {
+                    self.report(errors::missing_arg(span, name, k));
+                    return Val::Error;
+                }
+                None => {}
+            }
+        }
+        self.initializer(name, &given, span)
+    }
+
+    /// Checks a value against a declared parameter type, binding the type's free
+    /// dimension names.
+    fn bind_typed(&mut self, scope: &mut Scope, pname: &str, ty: &TypeAnn, v: Val, vspan: Span) -> Val {
+        if matches!(v, Val::Error) {
+            return v;
+        }
+        match ty {
+            TypeAnn::Scalar(kind) => match (kind.name.as_str(), &v) {
+                ("int", Val::Int(_)) | ("bool", Val::Bool(_)) | ("float", Val::Float(_)) => v,
+                ("float", Val::Int(i)) => Val::Float(*i as f64),
+                ("int", Val::Dim(_)) => v,
+                (k, _) => {
+                    let d = self.describe(&v);
+                    let what = match k {
+                        "int" => "an integer",
+                        "float" => "a float",
+                        _ => "a boolean",
+                    };
+                    self.report(errors::kind(vspan, what, &d));
+                    Val::Error
+                }
+            },
+            TypeAnn::Tensor { dtype, dims, .. } => {
+                let Val::Tensor(t) = v else {
+                    let d = self.describe(&v);
+                    let expected = self.render_ann(scope, ty);
+                    self.report(errors::kind(vspan, &format!("a tensor {expected}"), &d));
+                    return Val::Error;
+                };
+                let actual = self.ty(t).clone();
+                if actual.rank() != dims.len() {
+                    let expected = self.render_ann(scope, ty);
+                    self.report(errors::rank(vspan, pname, &format!("{} ({expected})", dims.len()), &format!("{} ({actual})", actual.rank())));
+                    return Val::Error;
+                }
+                let dt = DType::from_name(&dtype.name);
+                let mut ok = dt == Some(actual.dtype);
+                for (d, a) in dims.iter().zip(actual.shape.dims()) {
+                    let av = match a {
+                        Dim::Known(n) => Val::Int(*n as i64),
+                        Dim::Sym(s) => Val::Dim(s.clone()),
+                    };
+                    if let ExprKind::Name(n) = &d.kind {
+                        match scope.get(n) {
+                            None => {
+                                scope.insert(n.clone(), av);
+                                continue;
+                            }
+                            Some(bound) if !same_dim(bound, &av) && ok => {
+                                let first = self.describe_dim(bound);
+                                self.report(errors::dim_binding(vspan, n, &first, &a.to_string()));
+                                return Val::Error;
+                            }
+                            _ => continue,
+                        }
+                    }
+                    let want = self.eval(scope, d);
+                    if !same_dim(&want, &av) {
+                        ok = false;
+                    }
+                }
+                if !ok {
+                    let expected = self.render_ann(scope, ty);
+                    self.report(errors::arg_type(vspan, pname, &expected, &actual.to_string()));
+                    return Val::Error;
+                }
+                Val::Tensor(t)
+            }
+        }
+    }
+
+    fn describe_dim(&self, v: &Val) -> String {
+        match v {
+            Val::Int(i) => i.to_string(),
+            Val::Dim(d) => d.clone(),
+            other => self.describe(other),
+        }
+    }
+
+    /// Renders a type annotation with the dimensions known so far substituted.
+    fn render_ann(&mut self, scope: &mut Scope, ty: &TypeAnn) -> String {
+        match ty {
+            TypeAnn::Scalar(k) => k.name.clone(),
+            TypeAnn::Tensor { dtype, dims, .. } => {
+                let parts: Vec<String> = dims
+                    .iter()
+                    .map(|d| match &d.kind {
+                        ExprKind::Name(n) if !scope.contains_key(n) => n.clone(),
+                        _ => {
+                            let saved = self.errors.len();
+                            let v = self.eval(scope, d);
+                            self.errors.truncate(saved);
+                            self.describe_dim(&v)
+                        }
+                    })
+                    .collect();
+                format!("{}[{}]", dtype.name, parts.join(", "))
+            }
+        }
+    }
+
+    /// Evaluates a tensor type annotation in a scope where all its names are bound.
+    pub fn eval_type(&mut self, scope: &mut Scope, ty: &TypeAnn) -> Option<TensorType> {
+        let TypeAnn::Tensor { dtype, dims, .. } = ty else {
+            let d = ty.span();
+            self.report(errors::kind(d, "a tensor type like f32[B, 64]", "a scalar type"));
+            return None;
+        };
+        let Some(dt) = DType::from_name(&dtype.name) else {
+            if !self.errors.iter().any(|e| e.span() == dtype.span) {
+                self.report(errors::unknown_type(dtype.span, &dtype.name));
+            }
+            return None;
+        };
+        let mut out = Vec::new();
+        for d in dims {
+            match self.eval(scope, d) {
+                Val::Int(n) if n > 0 => out.push(Dim::Known(n as u64)),
+                Val::Dim(s) => out.push(Dim::Sym(s)),
+                Val::Error => return None,
+                other => {
+                    let text = match other {
+                        Val::Int(n) => n.to_string(),
+                        o => self.describe(&o),
+                    };
+                    self.report(errors::bad_dim(d.span, &text));
+                    return None;
+                }
+            }
+        }
+        Some(TensorType::new(dt, Shape(out)))
+    }
+
+    fn check_return(&mut self, scope: &mut Scope, ann: &TypeAnn, ret: &Val, rspan: Span) {
+        let Val::Tensor(t) = ret else {
+            if !matches!(ret, Val::Error) {
+                let d = self.describe(ret);
+                let expected = self.render_ann(scope, ann);
+                self.report(errors::return_type(rspan, ann.span(), &expected, &d));
+            }
+            return;
+        };
+        let actual = self.ty(*t).clone();
+        let saved = self.errors.len();
+        let expected = self.eval_type(scope, ann);
+        self.errors.truncate(saved);
+        if expected.as_ref() != Some(&actual) {
+            let shown = self.render_ann(scope, ann);
+            self.report(errors::return_type(rspan, ann.span(), &shown, &actual.to_string()));
+        }
+    }
+
+    // ---- built-in primitives ----
+
+    fn primitive(&mut self, op: Op, class: Class, args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Val {
+        let name = op.mnemonic();
+        let params: &[&str] = match op {
+            Op::Sum | Op::Mean | Op::ReduceMax => &["x", "axis", "keepdims"],
+            Op::Transpose => &["x", "perm"],
+            Op::Reshape => &["x", "shape"],
+            Op::Cast => &["x", "dtype"],
+            Op::OneHot => &["labels", "classes"],
+            Op::Select => &["c", "a", "b"],
+            _ if class == Class::Unary => &["x"],
+            _ => &["x", "y"],
+        };
+        let Some(slots) = self.bind_args(name, params, args, span) else { return Val::Error };
+        let required = match op {
+            Op::Sum | Op::Mean | Op::ReduceMax | Op::Transpose => 1,
+            _ => params.len(),
+        };
+        let mut vals = Vec::new();
+        let mut spans = Vec::new();
+        for (i, slot) in slots.into_iter().enumerate() {
+            match slot {
+                Some((v, s)) => {
+                    if matches!(v, Val::Error) {
+                        return Val::Error;
+                    }
+                    vals.push(Some(v));
+                    spans.push(s);
+                }
+                None if i < required => {
+                    self.report(errors::missing_arg(span, name, params[i]));
+                    return Val::Error;
+                }
+                None => {
+                    vals.push(None);
+                    spans.push(span);
+                }
+            }
+        }
+        match class {
+            Class::Unary | Class::Binary | Class::Compare | Class::Select => {
+                let vs: Vec<Val> = vals.into_iter().map(|v| v.expect("all required")).collect();
+                self.elementwise(op, &vs, &spans, span)
+            }
+            Class::MatMul => {
+                let mut it = vals.into_iter().map(|v| v.expect("required"));
+                let (a, b) = (it.next().expect("two"), it.next().expect("two"));
+                self.matmul(a, b, spans[0], spans[1], span)
+            }
+            Class::Reduce => self.reduce(op, vals, &spans, span),
+            Class::Transpose => self.transpose(vals, &spans, span),
+            Class::Given => self.given(op, vals, &spans, span),
+        }
+    }
+
+    fn tensor_arg(&mut self, v: &Val, span: Span) -> Option<Value> {
+        match v {
+            Val::Tensor(t) => Some(*t),
+            Val::Error => None,
+            other => {
+                let d = self.describe(other);
+                self.report(errors::kind(span, "a tensor", &d));
+                None
+            }
+        }
+    }
+
+    fn axes(&mut self, v: Option<&Val>, ty: &TensorType, span: Span) -> Option<Vec<usize>> {
+        let rank = ty.rank() as i64;
+        let list: Vec<Val> = match v {
+            None => return Some((0..ty.rank()).collect()),
+            Some(Val::List(xs)) => xs.clone(),
+            Some(other) => vec![other.clone()],
+        };
+        let mut axes = Vec::new();
+        for a in list {
+            let Val::Int(i) = a else {
+                let d = self.describe(&a);
+                self.report(errors::kind(span, "an axis (an integer)", &d));
+                return None;
+            };
+            let norm = if i < 0 { i + rank } else { i };
+            if norm < 0 || norm >= rank {
+                self.report(errors::axis(span, i, &ty.to_string()));
+                return None;
+            }
+            axes.push(norm as usize);
+        }
+        axes.sort_unstable();
+        axes.dedup();
+        Some(axes)
+    }
+
+    fn reduce(&mut self, op: Op, vals: Vec<Option<Val>>, spans: &[Span], span: Span) -> Val {
+        let Some(x) = vals[0].as_ref().and_then(|v| self.tensor_arg(v, spans[0])) else { return Val::Error };
+        let ty = self.ty(x).clone();
+        let Some(axes) = self.axes(vals[1].as_ref(), &ty, spans[1]) else { return Val::Error };
+        let keepdims = match &vals[2] {
+            None => false,
+            Some(Val::Bool(b)) => *b,
+            Some(other) => {
+                let d = self.describe(other);
+                self.report(errors::kind(spans[2], "a boolean", &d));
+                return Val::Error;
+            }
+        };
+        if op == Op::Mean && !ty.dtype.is_float() {
+            self.report(errors::float_needed(span, "mean", &ty.to_string()));
+            return Val::Error;
+        }
+        let r = match self.func.build(op, vec![x], Attr::Axes(axes.clone()), None) {
+            Ok(r) => r,
+            Err(msg) => {
+                self.report(errors::op_rule(span, op.mnemonic(), msg));
+                return Val::Error;
+            }
+        };
+        if !keepdims {
+            return Val::Tensor(r);
+        }
+        let dims = ty.shape.dims().iter().enumerate().map(|(i, d)| if axes.contains(&i) { Dim::Known(1) } else { d.clone() }).collect();
+        Val::Tensor(self.func.push(Op::Reshape, vec![r], Attr::None, TensorType::new(ty.dtype, Shape(dims))))
+    }
+
+    fn transpose(&mut self, vals: Vec<Option<Val>>, spans: &[Span], span: Span) -> Val {
+        let Some(x) = vals[0].as_ref().and_then(|v| self.tensor_arg(v, spans[0])) else { return Val::Error };
+        let ty = self.ty(x).clone();
+        let perm: Vec<usize> = match &vals[1] {
+            None => {
+                let r = ty.rank();
+                let mut p: Vec<usize> = (0..r).collect();
+                if r >= 2 {
+                    p.swap(r - 2, r - 1);
+                }
+                p
+            }
+            Some(Val::List(xs)) => {
+                let mut p = Vec::new();
+                for v in xs {
+                    match v {
+                        Val::Int(i) if *i >= 0 => p.push(*i as usize),
+                        other => {
+                            let d = self.describe(other);
+                            self.report(errors::kind(spans[1], "a list of axes", &d));
+                            return Val::Error;
+                        }
+                    }
+                }
+                p
+            }
+            Some(other) => {
+                let d = self.describe(other);
+                self.report(errors::kind(spans[1], "a list of axes", &d));
+                return Val::Error;
+            }
+        };
+        match self.func.build(Op::Transpose, vec![x], Attr::Perm(perm), None) {
+            Ok(v) => Val::Tensor(v),
+            Err(msg) => {
+                self.report(errors::op_rule(span, "transpose", msg));
+                Val::Error
+            }
+        }
+    }
+
+    fn given(&mut self, op: Op, vals: Vec<Option<Val>>, spans: &[Span], span: Span) -> Val {
+        let vals: Vec<Val> = vals.into_iter().map(|v| v.expect("all required")).collect();
+        let Some(x) = self.tensor_arg(&vals[0], spans[0]) else { return Val::Error };
+        let ty = self.ty(x).clone();
+        let target = match op {
+            Op::Reshape => {
+                let Val::List(items) = &vals[1] else {
+                    let d = self.describe(&vals[1]);
+                    self.report(errors::kind(spans[1], "a list of dimensions", &d));
+                    return Val::Error;
+                };
+                let mut dims = Vec::new();
+                for it in items {
+                    match it {
+                        Val::Int(n) if *n > 0 => dims.push(Dim::Known(*n as u64)),
+                        Val::Dim(s) => dims.push(Dim::Sym(s.clone())),
+                        Val::Error => return Val::Error,
+                        other => {
+                            let d = self.describe_dim(other);
+                            self.report(errors::bad_dim(spans[1], &d));
+                            return Val::Error;
+                        }
+                    }
+                }
+                let to = TensorType::new(ty.dtype, Shape(dims));
+                if ty.shape.volume() != to.shape.volume() {
+                    self.report(errors::reshape(span, &ty.to_string(), &to.to_string()));
+                    return Val::Error;
+                }
+                to
+            }
+            Op::Cast => match &vals[1] {
+                Val::DType(d) => ty.with_dtype(*d),
+                other => {
+                    let d = self.describe(other);
+                    self.report(errors::kind(spans[1], "an element type (f32, f64, i32)", &d));
+                    return Val::Error;
+                }
+            },
+            Op::OneHot => {
+                if ty.dtype != DType::I32 {
+                    self.report(errors::labels_dtype(spans[0], &ty.to_string()));
+                    return Val::Error;
+                }
+                let n = match &vals[1] {
+                    Val::Int(n) if *n > 0 => *n as u64,
+                    other => {
+                        let d = self.describe_dim(other);
+                        self.report(errors::bad_dim(spans[1], &d));
+                        return Val::Error;
+                    }
+                };
+                let mut dims = ty.shape.0.clone();
+                dims.push(Dim::Known(n));
+                TensorType::new(DType::F32, Shape(dims))
+            }
+            _ => unreachable!("only reshape, cast and one_hot are callable among Given ops"),
+        };
+        match self.func.build(op, vec![x], Attr::None, Some(target)) {
+            Ok(v) => Val::Tensor(v),
+            Err(msg) => {
+                self.report(errors::op_rule(span, op.mnemonic(), msg));
+                Val::Error
+            }
+        }
+    }
+
+    // ---- configuration calls (train blocks) ----
+
+    fn to_static(&mut self, v: &Val, span: Span) -> Option<Static> {
+        Some(match v {
+            Val::Int(i) => Static::Int(*i),
+            Val::Float(f) => Static::Float(*f),
+            Val::Bool(b) => Static::Bool(*b),
+            Val::Str(s) => Static::Str(s.clone()),
+            Val::List(xs) => Static::List(xs.iter().map(|x| self.to_static(x, span)).collect::<Option<_>>()?),
+            Val::Error => return None,
+            other => {
+                let d = self.describe(other);
+                self.report(errors::kind(span, "a constant", &d));
+                return None;
+            }
+        })
+    }
+
+    fn config_call(&mut self, name: &str, params: &[&ParamDef], args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Val {
+        let pnames: Vec<&str> = params.iter().map(|p| p.name.name.as_str()).collect();
+        let Some(slots) = self.bind_args(name, &pnames, args, span) else { return Val::Error };
+        let mut out = Vec::new();
+        let mut scope = Scope::new();
+        for (p, slot) in params.iter().zip(slots) {
+            let (v, s) = match slot {
+                Some(vs) => vs,
+                None => match &p.default {
+                    Some(d) => (self.eval(&mut scope, d), d.span),
+                    None => {
+                        self.report(errors::missing_arg(span, name, &p.name.name));
+                        return Val::Error;
+                    }
+                },
+            };
+            let Some(st) = self.to_static(&v, s) else { return Val::Error };
+            scope.insert(p.name.name.clone(), v);
+            out.push((p.name.name.clone(), st));
+        }
+        Val::Call(CallSpec { name: name.to_string(), args: out })
+    }
+
+    fn static_call(&mut self, name: &str, kws: &[&str], args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Val {
+        let Some(slots) = self.bind_args(name, kws, args, span) else { return Val::Error };
+        let mut out = Vec::new();
+        for (k, slot) in kws.iter().zip(slots) {
+            if let Some((v, s)) = slot {
+                let Some(st) = self.to_static(&v, s) else { return Val::Error };
+                out.push((k.to_string(), st));
+            }
+        }
+        Val::Call(CallSpec { name: name.to_string(), args: out })
+    }
+}
+
+fn same_dim(a: &Val, b: &Val) -> bool {
+    match (a, b) {
+        (Val::Int(x), Val::Int(y)) => x == y,
+        (Val::Dim(x), Val::Dim(y)) => x == y,
+        (Val::Error, _) | (_, Val::Error) => true,
+        _ => false,
+    }
+}
+
+/// Entry points used by the driver in `check.rs`.
+impl Elab<'_, '_> {
+    pub fn check_return_pub(&mut self, scope: &mut Scope, ann: &TypeAnn, ret: &Val, span: Span) {
+        self.check_return(scope, ann, ret, span);
+    }
+
+    pub fn describe_pub(&self, v: &Val) -> String {
+        self.describe(v)
+    }
+
+    pub fn resolve_init_pub(&mut self, v: &Val, t: &TensorType, span: Span) -> Option<Init> {
+        self.resolve_init(v, t, span)
+    }
+
+    /// Makes a rule's value a vector of the parameter's type: numbers and scalars are
+    /// broadcast; anything else is an error.
+    pub fn to_vector(&mut self, v: Val, ty: &TensorType, span: Span) -> Val {
+        match v {
+            Val::Tensor(t) if self.ty(t) == ty => Val::Tensor(t),
+            Val::Tensor(t) if self.ty(t).rank() == 0 && self.ty(t).dtype == ty.dtype => Val::Tensor(self.broadcast_to(t, &ty.shape)),
+            Val::Int(_) | Val::Float(_) => match self.as_tensor_like(&v, ty, span, "=") {
+                Some(t) => Val::Tensor(t),
+                None => Val::Error,
+            },
+            Val::Error => Val::Error,
+            other => {
+                let d = self.describe(&other);
+                self.report(errors::kind(span, &format!("a value of the parameter's type {ty}"), &d));
+                Val::Error
+            }
+        }
+    }
+}

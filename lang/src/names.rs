@@ -1,0 +1,104 @@
+//! The names the language knows without a definition: built-in functions over the
+//! primitive ops, initializers, schedules, data sources and train settings. Each table
+//! here is the single list the checker, the resolver and the docs read.
+
+use nnc_ir::{Class, TABLE};
+
+/// Initializers usable after `param w: T = ...`, with their keyword parameters and defaults.
+pub const INITIALIZERS: &[(&str, &[(&str, f64)])] = &[
+    ("zeros", &[]),
+    ("ones", &[]),
+    ("fill", &[("value", f64::NAN)]),
+    ("normal", &[("mean", 0.0), ("std", 1.0)]),
+    ("uniform", &[("lo", -1.0), ("hi", 1.0)]),
+    ("xavier_uniform", &[("gain", 1.0)]),
+    ("xavier_normal", &[("gain", 1.0)]),
+    ("glorot_uniform", &[("gain", 1.0)]),
+    ("glorot_normal", &[("gain", 1.0)]),
+    ("he_uniform", &[("gain", 1.4142135623730951)]),
+    ("he_normal", &[("gain", 1.4142135623730951)]),
+    ("kaiming_uniform", &[("gain", 1.4142135623730951)]),
+    ("kaiming_normal", &[("gain", 1.4142135623730951)]),
+];
+
+/// Learning-rate schedules: a factor on the optimizer's `lr`, by step.
+pub const SCHEDULES: &[(&str, &[&str])] = &[
+    ("constant", &[]),
+    ("step", &["every", "gamma"]),
+    ("exponential", &["gamma"]),
+    ("cosine", &["warmup", "min_lr"]),
+    ("one_cycle", &["pct_start", "div", "final_div"]),
+];
+
+/// Data sources for `data = ...` in train blocks.
+pub const DATA_SOURCES: &[(&str, &[&str])] = &[
+    ("csv", &["path", "label", "scale", "test_tail", "test_fraction"]),
+    ("npy", &["x", "y", "scale", "test_tail", "test_fraction"]),
+];
+
+/// What a train setting holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettingKind {
+    /// A float scalar tensor computed from the model's output.
+    Loss,
+    /// A call to a rule.
+    Optimizer,
+    /// A call to a schedule.
+    Schedule,
+    /// A positive integer.
+    PositiveInt,
+    /// A non-negative integer.
+    Int,
+    /// A non-negative float.
+    Float,
+    /// A call to a data source.
+    Data,
+}
+
+/// Train settings, their kinds, and whether they are required.
+pub const SETTINGS: &[(&str, SettingKind, bool)] = &[
+    ("loss", SettingKind::Loss, true),
+    ("optimizer", SettingKind::Optimizer, true),
+    ("schedule", SettingKind::Schedule, false),
+    ("batch", SettingKind::PositiveInt, false),
+    ("epochs", SettingKind::PositiveInt, false),
+    ("seed", SettingKind::Int, false),
+    ("clip", SettingKind::Float, false),
+    ("grad_noise", SettingKind::Float, false),
+    ("data", SettingKind::Data, false),
+];
+
+/// Primitive ops callable by their mnemonic from the language, with broadcasting.
+/// `broadcast` and `const` are implicit (literals and mixed shapes) and not callable.
+pub fn primitive_functions() -> impl Iterator<Item = &'static str> {
+    TABLE.iter().filter(|row| !matches!(row.mnemonic, "broadcast" | "const")).map(|row| row.mnemonic)
+}
+
+/// Whether `name` is a built-in function (a primitive, an initializer, a schedule or a
+/// data source).
+pub fn is_builtin_function(name: &str) -> bool {
+    builtin_functions().any(|n| n == name)
+}
+
+/// All built-in function names.
+pub fn builtin_functions() -> impl Iterator<Item = &'static str> {
+    primitive_functions()
+        .chain(INITIALIZERS.iter().map(|(n, _)| *n))
+        .chain(SCHEDULES.iter().map(|(n, _)| *n))
+        .chain(DATA_SOURCES.iter().map(|(n, _)| *n))
+}
+
+/// Names that are values everywhere: booleans and element types.
+pub fn is_global_name(name: &str) -> bool {
+    matches!(name, "true" | "false" | "f32" | "f64" | "i32") || INITIALIZERS.iter().any(|(n, _)| *n == name)
+}
+
+/// Whether an elementwise primitive needs float operands.
+pub fn needs_float(mnemonic: &str) -> bool {
+    matches!(mnemonic, "exp" | "log" | "sqrt" | "tanh")
+}
+
+/// The class of a primitive by mnemonic.
+pub fn class_of(mnemonic: &str) -> Option<(nnc_ir::Op, Class)> {
+    TABLE.iter().find(|r| r.mnemonic == mnemonic).map(|r| (r.op, r.class))
+}

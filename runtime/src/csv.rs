@@ -1,0 +1,58 @@
+//! Reads numeric CSV files into tensors, with errors that name the row and column.
+
+use nnc_ir::DType;
+
+use crate::tensor::Tensor;
+
+/// A numeric table read from CSV.
+#[derive(Clone, Debug)]
+pub struct Table {
+    /// Column names (from the header, or `c0`, `c1`, ... without one).
+    pub columns: Vec<String>,
+    /// Rows of values.
+    pub rows: Vec<Vec<f64>>,
+}
+
+/// Parses CSV text. A first line that does not parse as numbers is the header. Every row
+/// must have as many cells as the first; blank lines are skipped.
+pub fn parse(text: &str) -> Result<Table, String> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).peekable();
+    let Some(&(_, first)) = lines.peek() else {
+        return Err("the file has no rows".into());
+    };
+    let cells: Vec<&str> = first.split(',').map(str::trim).collect();
+    let header = cells.iter().any(|c| c.parse::<f64>().is_err());
+    let columns: Vec<String> = if header {
+        lines.next();
+        cells.iter().map(|s| s.to_string()).collect()
+    } else {
+        (0..cells.len()).map(|i| format!("c{i}")).collect()
+    };
+    let mut rows = Vec::new();
+    for (ln, line) in lines {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        if cells.len() != columns.len() {
+            return Err(format!("line {}: {} columns, expected {}", ln + 1, cells.len(), columns.len()));
+        }
+        let mut row = Vec::with_capacity(cells.len());
+        for (c, cell) in cells.iter().enumerate() {
+            match cell.parse::<f64>() {
+                Ok(v) if v.is_finite() => row.push(v),
+                _ => return Err(format!("line {}, column {} (`{}`): `{cell}` is not a number", ln + 1, c + 1, columns[c])),
+            }
+        }
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        return Err("the file has a header but no rows".into());
+    }
+    Ok(Table { columns, rows })
+}
+
+impl Table {
+    /// The whole table as a `[rows, columns]` tensor.
+    pub fn to_tensor(&self, dtype: DType) -> Tensor {
+        let data = self.rows.iter().flatten().copied().collect();
+        Tensor::new(dtype, vec![self.rows.len(), self.columns.len()], data)
+    }
+}

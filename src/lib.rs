@@ -1,0 +1,69 @@
+//! nnc: a compiler for neural networks.
+//!
+//! A model and how it learns are described in a small declarative language (`.nn` files);
+//! nnc parses and checks it with errors that point at the source, lowers it to a typed
+//! tensor IR that prints as text at every stage, and evaluates it with a reference
+//! interpreter. This crate is the facade over the pipeline's crates and the home of the
+//! `nnc` command line.
+//!
+//! ```
+//! let src = "model M(x: f32[B, 4]) -> f32[B, 2] { return dense(x, 2) }";
+//! let ir = nnc::stage_text(src, nnc::Stage::Ir).unwrap();
+//! assert!(ir.starts_with("func @M(%x: f32[B, 4]) -> f32[B, 2] {"));
+//! ```
+
+pub use nnc_compiler as compiler;
+pub use nnc_ir as ir;
+pub use nnc_lang as lang;
+pub use nnc_runtime as runtime;
+
+use nnc_lang::Diagnostic;
+
+/// A stage of the pipeline whose program prints as text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// The syntax tree, printed as canonical source.
+    Ast,
+    /// The typed tensor IR after lowering, with the prelude inlined.
+    Ir,
+}
+
+impl Stage {
+    /// Every stage, in pipeline order.
+    pub const ALL: [Stage; 2] = [Stage::Ast, Stage::Ir];
+
+    /// The stage's name on the command line and in snapshot names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Ast => "ast",
+            Stage::Ir => "ir",
+        }
+    }
+
+    /// Parses a stage name.
+    pub fn from_name(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// The program at a stage, as text; or the diagnostics that stop it getting there.
+pub fn stage_text(src: &str, stage: Stage) -> Result<String, Vec<Diagnostic>> {
+    match stage {
+        Stage::Ast => nnc_lang::parse(src).map(|p| nnc_lang::print::program(&p)),
+        Stage::Ir => nnc_lang::check(src).map(|c| c.module.to_string()),
+    }
+}
+
+/// Reads a source file's bytes as text; invalid UTF-8 is a diagnostic, not a panic.
+pub fn source_from_bytes(bytes: &[u8]) -> Result<&str, Diagnostic> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        nnc_lang::not_utf8(nnc_lang::Span::new(nnc_lang::diagnostics::USER, at, at), at)
+    })
+}
+
+/// Renders diagnostics for a file, without colors (as tests snapshot them).
+pub fn render_plain(name: &str, src: &str, diags: &[Diagnostic]) -> String {
+    let sources = nnc_lang::Sources { user: (name, src), prelude: nnc_lang::PRELUDE_SRC };
+    nnc_lang::render(diags, &sources, false)
+}

@@ -151,6 +151,8 @@ fn model_func<'d>(
                 if ok {
                     let v = func.add_input(p.name.name.clone(), TensorType::new(dt, Shape(shape)));
                     scope.insert(p.name.name.clone(), Val::Tensor(v));
+                } else {
+                    scope.insert(p.name.name.clone(), Val::Error);
                 }
             }
             (_, Some(_)) => pending.push(p),

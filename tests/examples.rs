@@ -1,0 +1,81 @@
+//! Every example is a test of every stage: its text is snapshotted, it parses back to the
+//! same text, and the IR passes the verifier.
+
+use nnc::Stage;
+
+fn examples() -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "nn"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn there_are_at_least_five_examples() {
+    assert!(examples().len() >= 5, "{:?}", examples());
+}
+
+#[test]
+fn pipeline_snapshots() {
+    insta::glob!("../examples", "*.nn", |path| {
+        let src = std::fs::read_to_string(path).unwrap();
+        for stage in Stage::ALL {
+            let text = match nnc::stage_text(&src, stage) {
+                Ok(t) => t,
+                Err(d) => panic!("{} fails at {}:\n{}", path.display(), stage.name(), nnc::render_plain("example", &src, &d)),
+            };
+            insta::assert_snapshot!(stage.name(), text);
+        }
+    });
+}
+
+#[test]
+fn ast_text_round_trips() {
+    for path in examples() {
+        let src = std::fs::read_to_string(&path).unwrap();
+        let once = nnc::stage_text(&src, Stage::Ast).unwrap();
+        let twice = nnc::stage_text(&once, Stage::Ast).unwrap();
+        assert_eq!(once, twice, "{}", path.display());
+        // The printed source also checks to the same IR as the original.
+        assert_eq!(nnc::stage_text(&once, Stage::Ir).unwrap(), nnc::stage_text(&src, Stage::Ir).unwrap(), "{}", path.display());
+    }
+}
+
+#[test]
+fn ir_text_round_trips_and_verifies() {
+    for path in examples() {
+        let src = std::fs::read_to_string(&path).unwrap();
+        let checked = nnc::lang::check(&src).unwrap();
+        nnc::ir::verify_module(&checked.module).unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
+        let text = checked.module.to_string();
+        let parsed = nnc::ir::parse_module(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+        assert_eq!(parsed, checked.module, "{}: parse(print(m)) != m", path.display());
+        assert_eq!(parsed.to_string(), text, "{}: print(parse(text)) != text", path.display());
+    }
+}
+
+#[test]
+fn examples_run_forward_on_the_interpreter() {
+    use nnc::runtime::Tensor;
+    for path in examples() {
+        let src = std::fs::read_to_string(&path).unwrap();
+        let checked = nnc::lang::check(&src).unwrap();
+        for func in checked.module.funcs.iter().filter(|f| !f.name.contains('.')) {
+            let inputs: Vec<Tensor> = func
+                .inputs
+                .iter()
+                .map(|a| {
+                    let shape: Vec<usize> = a.ty.shape.dims().iter().map(|d| d.known().unwrap_or(3) as usize).collect();
+                    let n = shape.iter().product();
+                    Tensor::new(a.ty.dtype, shape, (0..n).map(|i| ((i * 7) % 5) as f64 / 5.0).collect())
+                })
+                .collect();
+            let params: Vec<Tensor> = func.params.iter().map(|p| nnc::runtime::init_param(p, 1).unwrap()).collect();
+            let out = nnc::compiler::interp::eval(func, &inputs, &params).unwrap();
+            assert!(out[0].data.iter().all(|v| v.is_finite()), "{}: {:?}", path.display(), out[0]);
+        }
+    }
+}

@@ -64,6 +64,9 @@ pub fn source_from_bytes(bytes: &[u8]) -> Result<&str, Diagnostic> {
 
 /// Renders diagnostics for a file, without colors (as tests snapshot them).
 pub fn render_plain(name: &str, src: &str, diags: &[Diagnostic]) -> String {
-    let sources = nnc_lang::Sources { user: (name, src), prelude: nnc_lang::PRELUDE_SRC };
+    let sources = nnc_lang::Sources {
+        user: (name, src),
+        prelude: nnc_lang::PRELUDE_SRC,
+    };
     nnc_lang::render(diags, &sources, false)
 }

@@ -62,7 +62,9 @@ fn main() -> ExitCode {
     // Checking recurses over the program's nesting, which the parser bounds; a large
     // stack keeps even the bounded worst case far from overflowing.
     let cli = Cli::parse();
-    let worker = std::thread::Builder::new().stack_size(256 << 20).spawn(move || run(cli));
+    let worker = std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || run(cli));
     match worker.map(|h| h.join()) {
         Ok(Ok(Ok(()))) => ExitCode::SUCCESS,
         Ok(Ok(Err(Failed(code)))) => ExitCode::from(code),
@@ -80,8 +82,19 @@ fn run(cli: Cli) -> Result<(), Failed> {
             for f in &files {
                 match load_checked(f) {
                     Ok(c) => {
-                        let models = c.module.funcs.iter().filter(|f| !f.name.contains('.')).count();
-                        println!("{}: ok ({models} model{}, {} train block{})", f.display(), plural(models), c.trains.len(), plural(c.trains.len()));
+                        let models = c
+                            .module
+                            .funcs
+                            .iter()
+                            .filter(|f| !f.name.contains('.'))
+                            .count();
+                        println!(
+                            "{}: ok ({models} model{}, {} train block{})",
+                            f.display(),
+                            plural(models),
+                            c.trains.len(),
+                            plural(c.trains.len())
+                        );
                     }
                     Err(_) => failed = true,
                 }
@@ -100,10 +113,22 @@ fn run(cli: Cli) -> Result<(), Failed> {
                 Err(diags) => Err(report(&name, src, &diags)),
             }
         }
-        Command::Run { file, model, inputs, seed, f64 } => run_model(&file, model, &inputs, seed, f64),
+        Command::Run {
+            file,
+            model,
+            inputs,
+            seed,
+            f64,
+        } => run_model(&file, model, &inputs, seed, f64),
         Command::Ops => {
             for row in nnc_ir::TABLE {
-                println!("{:<11} {} {:<6} {}", row.mnemonic, row.arity, format!("{:?}", row.attr).to_lowercase(), row.doc);
+                println!(
+                    "{:<11} {} {:<6} {}",
+                    row.mnemonic,
+                    row.arity,
+                    format!("{:?}", row.attr).to_lowercase(),
+                    row.doc
+                );
             }
             Ok(())
         }
@@ -134,11 +159,19 @@ fn text<'a>(name: &str, bytes: &'a [u8]) -> Result<&'a str, Failed> {
 
 fn report(name: &str, src: &str, diags: &[nnc_lang::Diagnostic]) -> Failed {
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let sources = nnc_lang::Sources { user: (name, src), prelude: nnc_lang::PRELUDE_SRC };
+    let sources = nnc_lang::Sources {
+        user: (name, src),
+        prelude: nnc_lang::PRELUDE_SRC,
+    };
     let out = nnc_lang::render(diags, &sources, color);
     let mut err = std::io::stderr().lock();
     let _ = write!(err, "{out}");
-    let _ = writeln!(err, "error: {} error{} in {name}", diags.len(), plural(diags.len()));
+    let _ = writeln!(
+        err,
+        "error: {} error{} in {name}",
+        diags.len(),
+        plural(diags.len())
+    );
     Failed(1)
 }
 
@@ -148,22 +181,39 @@ fn load_checked(path: &Path) -> Result<nnc_lang::Checked, Failed> {
     nnc_lang::check(src).map_err(|d| report(&name, src, &d))
 }
 
-fn run_model(file: &Path, model: Option<String>, inputs: &[String], seed: u64, f64: bool) -> Result<(), Failed> {
+fn run_model(
+    file: &Path,
+    model: Option<String>,
+    inputs: &[String],
+    seed: u64,
+    f64: bool,
+) -> Result<(), Failed> {
     let checked = load_checked(file)?;
     let fail = |msg: String| {
         eprintln!("error: {msg}");
         Failed(1)
     };
-    let models: Vec<&str> = checked.program.items.iter().filter_map(|i| match i {
-        nnc_lang::ast::Item::Model(m) => Some(m.name.name.as_str()),
-        _ => None,
-    }).collect();
+    let models: Vec<&str> = checked
+        .program
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            nnc_lang::ast::Item::Model(m) => Some(m.name.name.as_str()),
+            _ => None,
+        })
+        .collect();
     let name = match model {
         Some(m) => m,
-        None => models.first().map(|s| s.to_string()).ok_or_else(|| fail(format!("{} defines no model", file.display())))?,
+        None => models
+            .first()
+            .map(|s| s.to_string())
+            .ok_or_else(|| fail(format!("{} defines no model", file.display())))?,
     };
     let Some(func) = checked.module.func(&name) else {
-        return Err(fail(format!("no model `{name}`; the file defines: {}", models.join(", "))));
+        return Err(fail(format!(
+            "no model `{name}`; the file defines: {}",
+            models.join(", ")
+        )));
     };
     let mut func = func.clone();
     if f64 {
@@ -171,17 +221,29 @@ fn run_model(file: &Path, model: Option<String>, inputs: &[String], seed: u64, f
     }
     let mut values = Vec::new();
     for arg in &func.inputs {
-        let Some(spec) = inputs.iter().find_map(|s| s.strip_prefix(&format!("{}=", arg.name))) else {
-            return Err(fail(format!("missing input `{}` ({}): pass --input {}=FILE.csv", arg.name, arg.ty, arg.name)));
+        let Some(spec) = inputs
+            .iter()
+            .find_map(|s| s.strip_prefix(&format!("{}=", arg.name)))
+        else {
+            return Err(fail(format!(
+                "missing input `{}` ({}): pass --input {}=FILE.csv",
+                arg.name, arg.ty, arg.name
+            )));
         };
-        let text = std::fs::read_to_string(spec).map_err(|e| fail(format!("cannot read {spec}: {e}")))?;
+        let text =
+            std::fs::read_to_string(spec).map_err(|e| fail(format!("cannot read {spec}: {e}")))?;
         let table = nnc_runtime::csv::parse(&text).map_err(|e| fail(format!("{spec}: {e}")))?;
         let mut t: Tensor = table.to_tensor(arg.ty.dtype);
         if arg.ty.rank() == 1 && t.shape[1] == 1 {
             t.shape = vec![t.shape[0]];
         }
         if !t.matches(&arg.ty) {
-            return Err(fail(format!("{spec}: input `{}` expects {}, the file holds {}", arg.name, arg.ty, t.ty())));
+            return Err(fail(format!(
+                "{spec}: input `{}` expects {}, the file holds {}",
+                arg.name,
+                arg.ty,
+                t.ty()
+            )));
         }
         values.push(t);
     }
@@ -191,7 +253,11 @@ fn run_model(file: &Path, model: Option<String>, inputs: &[String], seed: u64, f
             return Err(fail(format!("`{name}` has no input `{n}`")));
         }
     }
-    let params: Result<Vec<Tensor>, String> = func.params.iter().map(|p| nnc_runtime::init_param(p, seed)).collect();
+    let params: Result<Vec<Tensor>, String> = func
+        .params
+        .iter()
+        .map(|p| nnc_runtime::init_param(p, seed))
+        .collect();
     let params = params.map_err(fail)?;
     let outs = nnc_compiler::interp::eval(&func, &values, &params).map_err(|e| fail(e.0))?;
     let mut stdout = std::io::stdout().lock();

@@ -4,21 +4,30 @@
 use std::collections::BTreeSet;
 
 fn expected_codes(src: &str) -> Vec<String> {
-    src.lines().filter_map(|l| l.strip_prefix("# error: ")).map(|s| s.trim().to_string()).collect()
+    src.lines()
+        .filter_map(|l| l.strip_prefix("# error: "))
+        .map(|s| s.trim().to_string())
+        .collect()
 }
 
 #[test]
 fn error_corpus() {
     insta::glob!("errors", "*.nn", |path| {
         let src = std::fs::read_to_string(path).unwrap();
-        let name = format!("tests/errors/{}", path.file_name().unwrap().to_string_lossy());
+        let name = format!(
+            "tests/errors/{}",
+            path.file_name().unwrap().to_string_lossy()
+        );
         let diags = match nnc::lang::check(&src) {
             Ok(_) => panic!("{name} checked without errors"),
             Err(d) => d,
         };
         let got: BTreeSet<&str> = diags.iter().map(|d| d.code).collect();
         for code in expected_codes(&src) {
-            assert!(got.contains(code.as_str()), "{name}: expected {code}, got {got:?}");
+            assert!(
+                got.contains(code.as_str()),
+                "{name}: expected {code}, got {got:?}"
+            );
         }
         insta::assert_snapshot!(nnc::render_plain(&name, &src, &diags));
     });
@@ -43,6 +52,10 @@ fn examples_have_no_errors_and_corpus_has_no_successes() {
     for e in std::fs::read_dir(dir).unwrap() {
         let path = e.unwrap().path();
         let src = std::fs::read_to_string(&path).unwrap();
-        assert!(!expected_codes(&src).is_empty(), "{} names no `# error:` code", path.display());
+        assert!(
+            !expected_codes(&src).is_empty(),
+            "{} names no `# error:` code",
+            path.display()
+        );
     }
 }

@@ -25,7 +25,12 @@ fn pipeline_snapshots() {
         for stage in Stage::ALL {
             let text = match nnc::stage_text(&src, stage) {
                 Ok(t) => t,
-                Err(d) => panic!("{} fails at {}:\n{}", path.display(), stage.name(), nnc::render_plain("example", &src, &d)),
+                Err(d) => panic!(
+                    "{} fails at {}:\n{}",
+                    path.display(),
+                    stage.name(),
+                    nnc::render_plain("example", &src, &d)
+                ),
             };
             insta::assert_snapshot!(stage.name(), text);
         }
@@ -40,7 +45,12 @@ fn ast_text_round_trips() {
         let twice = nnc::stage_text(&once, Stage::Ast).unwrap();
         assert_eq!(once, twice, "{}", path.display());
         // The printed source also checks to the same IR as the original.
-        assert_eq!(nnc::stage_text(&once, Stage::Ir).unwrap(), nnc::stage_text(&src, Stage::Ir).unwrap(), "{}", path.display());
+        assert_eq!(
+            nnc::stage_text(&once, Stage::Ir).unwrap(),
+            nnc::stage_text(&src, Stage::Ir).unwrap(),
+            "{}",
+            path.display()
+        );
     }
 }
 
@@ -49,11 +59,23 @@ fn ir_text_round_trips_and_verifies() {
     for path in examples() {
         let src = std::fs::read_to_string(&path).unwrap();
         let checked = nnc::lang::check(&src).unwrap();
-        nnc::ir::verify_module(&checked.module).unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
+        nnc::ir::verify_module(&checked.module)
+            .unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
         let text = checked.module.to_string();
-        let parsed = nnc::ir::parse_module(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
-        assert_eq!(parsed, checked.module, "{}: parse(print(m)) != m", path.display());
-        assert_eq!(parsed.to_string(), text, "{}: print(parse(text)) != text", path.display());
+        let parsed = nnc::ir::parse_module(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+        assert_eq!(
+            parsed,
+            checked.module,
+            "{}: parse(print(m)) != m",
+            path.display()
+        );
+        assert_eq!(
+            parsed.to_string(),
+            text,
+            "{}: print(parse(text)) != text",
+            path.display()
+        );
     }
 }
 
@@ -63,19 +85,42 @@ fn examples_run_forward_on_the_interpreter() {
     for path in examples() {
         let src = std::fs::read_to_string(&path).unwrap();
         let checked = nnc::lang::check(&src).unwrap();
-        for func in checked.module.funcs.iter().filter(|f| !f.name.contains('.')) {
+        for func in checked
+            .module
+            .funcs
+            .iter()
+            .filter(|f| !f.name.contains('.'))
+        {
             let inputs: Vec<Tensor> = func
                 .inputs
                 .iter()
                 .map(|a| {
-                    let shape: Vec<usize> = a.ty.shape.dims().iter().map(|d| d.known().unwrap_or(3) as usize).collect();
+                    let shape: Vec<usize> =
+                        a.ty.shape
+                            .dims()
+                            .iter()
+                            .map(|d| d.known().unwrap_or(3) as usize)
+                            .collect();
                     let n = shape.iter().product();
-                    Tensor::new(a.ty.dtype, shape, (0..n).map(|i| ((i * 7) % 5) as f64 / 5.0).collect())
+                    Tensor::new(
+                        a.ty.dtype,
+                        shape,
+                        (0..n).map(|i| ((i * 7) % 5) as f64 / 5.0).collect(),
+                    )
                 })
                 .collect();
-            let params: Vec<Tensor> = func.params.iter().map(|p| nnc::runtime::init_param(p, 1).unwrap()).collect();
+            let params: Vec<Tensor> = func
+                .params
+                .iter()
+                .map(|p| nnc::runtime::init_param(p, 1).unwrap())
+                .collect();
             let out = nnc::compiler::interp::eval(func, &inputs, &params).unwrap();
-            assert!(out[0].data.iter().all(|v| v.is_finite()), "{}: {:?}", path.display(), out[0]);
+            assert!(
+                out[0].data.iter().all(|v| v.is_finite()),
+                "{}: {:?}",
+                path.display(),
+                out[0]
+            );
         }
     }
 }

@@ -13,19 +13,32 @@ fn codes(src: &str) -> Vec<&'static str> {
 #[test]
 fn nesting_100_000_deep_is_an_error_not_a_stack_overflow() {
     for (open, close) in [("(", ")"), ("[", "]"), ("{", "}")] {
-        let src = format!("model M(x: f32[B, 4]) -> f32[B, 4] {{ return {}x{} }}", open.repeat(100_000), close.repeat(100_000));
+        let src = format!(
+            "model M(x: f32[B, 4]) -> f32[B, 4] {{ return {}x{} }}",
+            open.repeat(100_000),
+            close.repeat(100_000)
+        );
         assert_eq!(codes(&src), ["E0003"], "{open}");
     }
-    let src = format!("model M(x: f32[B, 4]) -> f32[B, 4] {{ return {}x }}", "-".repeat(100_000));
+    let src = format!(
+        "model M(x: f32[B, 4]) -> f32[B, 4] {{ return {}x }}",
+        "-".repeat(100_000)
+    );
     assert_eq!(codes(&src), ["E0004"]);
-    let src = format!("model M(x: f32[B, 4]) -> f32[B, 4] {{ return x{} }}", " ^ x".repeat(100_000));
+    let src = format!(
+        "model M(x: f32[B, 4]) -> f32[B, 4] {{ return x{} }}",
+        " ^ x".repeat(100_000)
+    );
     assert_eq!(codes(&src), ["E0004"]);
 }
 
 #[test]
 fn ten_megabyte_files() {
     // A long sum in one expression is refused with a clear limit...
-    let src = format!("model M(x: f32[B, 4]) -> f32[B, 4] {{ return x{} }}", " + x".repeat(2_600_000));
+    let src = format!(
+        "model M(x: f32[B, 4]) -> f32[B, 4] {{ return x{} }}",
+        " + x".repeat(2_600_000)
+    );
     assert!(src.len() > 10_000_000);
     assert_eq!(codes(&src), ["E0004"]);
     // ...while a 10 MB file of ordinary definitions checks.
@@ -36,7 +49,9 @@ fn ten_megabyte_files() {
     src.push_str("    return h\n}\n");
     let mut i = 0;
     while src.len() < 10_000_000 {
-        src.push_str(&format!("# padding line {i} of a very large file, which the lexer skips as a comment\n"));
+        src.push_str(&format!(
+            "# padding line {i} of a very large file, which the lexer skips as a comment\n"
+        ));
         i += 1;
     }
     assert_eq!(codes(&src), Vec::<&str>::new());
@@ -61,14 +76,70 @@ fn binary_garbage_and_invalid_utf8() {
     assert_eq!(codes(&text), ["E0001"]);
     let nul = "model M(x: f32[B, 4]) -> f32[B, 4] { return x }\0\0\u{1}";
     assert_eq!(codes(nul), ["E0001"]);
-    assert_eq!(nnc::source_from_bytes(b"model \xff").unwrap_err().code, "E0005");
+    assert_eq!(
+        nnc::source_from_bytes(b"model \xff").unwrap_err().code,
+        "E0005"
+    );
 }
 
 const TOKENS: &[&str] = &[
-    "model", "layer", "train", "rule", "for", "param", "state", "return", "x", "y", "h", "B", "D", "M", "dense", "relu",
-    "sum", "reshape", "one_hot", "adam", "cross_entropy", "output", "f32", "i32", "int", "(", ")", "[", "]", "{", "}",
-    ",", ":", "=", "->", "+", "-", "*", "/", "@", "^", "0", "1", "64", "1e-3", "0.5", "1.2.3", "\"s\"", "#c\n", "\n",
-    "axis", "keepdims", "true", "zeros", "sgd", "loss", "optimizer",
+    "model",
+    "layer",
+    "train",
+    "rule",
+    "for",
+    "param",
+    "state",
+    "return",
+    "x",
+    "y",
+    "h",
+    "B",
+    "D",
+    "M",
+    "dense",
+    "relu",
+    "sum",
+    "reshape",
+    "one_hot",
+    "adam",
+    "cross_entropy",
+    "output",
+    "f32",
+    "i32",
+    "int",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    "=",
+    "->",
+    "+",
+    "-",
+    "*",
+    "/",
+    "@",
+    "^",
+    "0",
+    "1",
+    "64",
+    "1e-3",
+    "0.5",
+    "1.2.3",
+    "\"s\"",
+    "#c\n",
+    "\n",
+    "axis",
+    "keepdims",
+    "true",
+    "zeros",
+    "sgd",
+    "loss",
+    "optimizer",
 ];
 
 proptest! {

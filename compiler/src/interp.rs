@@ -27,23 +27,39 @@ impl std::error::Error for EvalError {}
 /// dimensions are bound from the inputs, and must be bound consistently.
 pub fn eval(func: &Func, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Tensor>, EvalError> {
     if inputs.len() != func.inputs.len() {
-        return Err(EvalError(format!("`@{}` takes {} inputs, got {}", func.name, func.inputs.len(), inputs.len())));
+        return Err(EvalError(format!(
+            "`@{}` takes {} inputs, got {}",
+            func.name,
+            func.inputs.len(),
+            inputs.len()
+        )));
     }
     if params.len() != func.params.len() {
-        return Err(EvalError(format!("`@{}` has {} parameters, got {}", func.name, func.params.len(), params.len())));
+        return Err(EvalError(format!(
+            "`@{}` has {} parameters, got {}",
+            func.name,
+            func.params.len(),
+            params.len()
+        )));
     }
     let mut syms: HashMap<&str, usize> = HashMap::new();
-    let named = func.inputs.iter().map(|a| (&a.name, &a.ty)).chain(func.params.iter().map(|p| (&p.name, &p.ty)));
+    let named = func
+        .inputs
+        .iter()
+        .map(|a| (&a.name, &a.ty))
+        .chain(func.params.iter().map(|p| (&p.name, &p.ty)));
     for ((name, ty), t) in named.zip(inputs.iter().chain(params)) {
         if !t.matches(ty) {
             return Err(EvalError(format!("`{name}` expects {ty}, got {}", t.ty())));
         }
         for (d, &n) in ty.shape.dims().iter().zip(&t.shape) {
             if let Dim::Sym(s) = d {
-                if let Some(&prev) = syms.get(s.as_str()) {
-                    if prev != n {
-                        return Err(EvalError(format!("`{name}` has {s} = {n}, but an earlier value had {s} = {prev}")));
-                    }
+                if let Some(&prev) = syms.get(s.as_str())
+                    && prev != n
+                {
+                    return Err(EvalError(format!(
+                        "`{name}` has {s} = {n}, but an earlier value had {s} = {prev}"
+                    )));
                 }
                 syms.insert(s, n);
             }
@@ -55,7 +71,10 @@ pub fn eval(func: &Func, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Ten
             .iter()
             .map(|d| match d {
                 Dim::Known(n) => Ok(*n as usize),
-                Dim::Sym(s) => syms.get(s.as_str()).copied().ok_or_else(|| EvalError(format!("dimension {s} is not bound by any input"))),
+                Dim::Sym(s) => syms
+                    .get(s.as_str())
+                    .copied()
+                    .ok_or_else(|| EvalError(format!("dimension {s} is not bound by any input"))),
             })
             .collect()
     };
@@ -96,17 +115,34 @@ fn strides(shape: &[usize]) -> Vec<usize> {
 /// Computes one op. Shapes were checked by the verifier; `out` is the result's shape.
 pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize>) -> Tensor {
     let n: usize = out.iter().product();
-    let unary = |f: &dyn Fn(f64) -> f64| Tensor { dtype, shape: out.clone(), data: args[0].data.iter().map(|&x| f(x)).collect() };
+    let unary = |f: &dyn Fn(f64) -> f64| Tensor {
+        dtype,
+        shape: out.clone(),
+        data: args[0].data.iter().map(|&x| f(x)).collect(),
+    };
     let binary = |f: &dyn Fn(f64, f64) -> f64| Tensor {
         dtype,
         shape: out.clone(),
-        data: args[0].data.iter().zip(&args[1].data).map(|(&x, &y)| f(x, y)).collect(),
+        data: args[0]
+            .data
+            .iter()
+            .zip(&args[1].data)
+            .map(|(&x, &y)| f(x, y))
+            .collect(),
     };
     let b = |c: bool| if c { 1.0 } else { 0.0 };
     match op {
         Op::Neg => unary(&|x| -x),
         Op::Abs => unary(&f64::abs),
-        Op::Sign => unary(&|x| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 }),
+        Op::Sign => unary(&|x| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }),
         Op::Exp => unary(&f64::exp),
         Op::Log => unary(&f64::ln),
         Op::Sqrt => unary(&f64::sqrt),
@@ -114,7 +150,9 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
         Op::Add => binary(&|x, y| x + y),
         Op::Sub => binary(&|x, y| x - y),
         Op::Mul => binary(&|x, y| x * y),
-        Op::Div if dtype == DType::I32 => binary(&|x, y| if y == 0.0 { 0.0 } else { (x / y).trunc() }),
+        Op::Div if dtype == DType::I32 => {
+            binary(&|x, y| if y == 0.0 { 0.0 } else { (x / y).trunc() })
+        }
         Op::Div => binary(&|x, y| x / y),
         Op::Max => binary(&|x, y| if x >= y || y.is_nan() { x } else { y }),
         Op::Min => binary(&|x, y| if x <= y || y.is_nan() { x } else { y }),
@@ -128,49 +166,89 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
         Op::Select => Tensor {
             dtype,
             shape: out.clone(),
-            data: (0..n).map(|i| if args[0].data[i] != 0.0 { args[1].data[i] } else { args[2].data[i] }).collect(),
+            data: (0..n)
+                .map(|i| {
+                    if args[0].data[i] != 0.0 {
+                        args[1].data[i]
+                    } else {
+                        args[2].data[i]
+                    }
+                })
+                .collect(),
         },
         Op::Sum | Op::Mean | Op::ReduceMax => {
-            let Attr::Axes(axes) = attr else { unreachable!("verified") };
+            let Attr::Axes(axes) = attr else {
+                unreachable!("verified")
+            };
             reduce(op, axes, args[0], dtype, out)
         }
         Op::MatMul => matmul(args[0], args[1], dtype, out),
         Op::Broadcast => {
-            let Attr::Dims(dims) = attr else { unreachable!("verified") };
+            let Attr::Dims(dims) = attr else {
+                unreachable!("verified")
+            };
             let x = args[0];
             let os = strides(&out);
             let xs = strides(&x.shape);
             let data = (0..n)
                 .map(|i| {
-                    let src: usize = dims.iter().enumerate().map(|(k, &d)| (i / os[d]) % out[d] * xs[k]).sum();
+                    let src: usize = dims
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &d)| (i / os[d]) % out[d] * xs[k])
+                        .sum();
                     x.data[src]
                 })
                 .collect();
-            Tensor { dtype, shape: out, data }
+            Tensor {
+                dtype,
+                shape: out,
+                data,
+            }
         }
         Op::Reshape | Op::Cast => {
             let mut data = args[0].data.clone();
             if dtype == DType::I32 {
                 data.iter_mut().for_each(|x| *x = x.trunc());
             }
-            Tensor { dtype, shape: out, data }
+            Tensor {
+                dtype,
+                shape: out,
+                data,
+            }
         }
         Op::Transpose => {
-            let Attr::Perm(perm) = attr else { unreachable!("verified") };
+            let Attr::Perm(perm) = attr else {
+                unreachable!("verified")
+            };
             let x = args[0];
             let os = strides(&out);
             let xs = strides(&x.shape);
             let data = (0..n)
                 .map(|i| {
-                    let src: usize = perm.iter().enumerate().map(|(k, &p)| (i / os[k]) % out[k] * xs[p]).sum();
+                    let src: usize = perm
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &p)| (i / os[k]) % out[k] * xs[p])
+                        .sum();
                     x.data[src]
                 })
                 .collect();
-            Tensor { dtype, shape: out, data }
+            Tensor {
+                dtype,
+                shape: out,
+                data,
+            }
         }
         Op::Const => {
-            let Attr::Value(v) = attr else { unreachable!("verified") };
-            Tensor { dtype, shape: out, data: vec![*v; n] }
+            let Attr::Value(v) = attr else {
+                unreachable!("verified")
+            };
+            Tensor {
+                dtype,
+                shape: out,
+                data: vec![*v; n],
+            }
         }
         Op::OneHot => {
             let classes = *out.last().expect("one_hot has rank >= 1");
@@ -180,28 +258,52 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
                     data[i * classes + label as usize] = 1.0;
                 }
             }
-            Tensor { dtype, shape: out, data }
+            Tensor {
+                dtype,
+                shape: out,
+                data,
+            }
         }
     }
 }
 
 fn reduce(op: Op, axes: &[usize], x: &Tensor, dtype: DType, out: Vec<usize>) -> Tensor {
     let n: usize = out.iter().product();
-    let init = if op == Op::ReduceMax { f64::NEG_INFINITY } else { 0.0 };
+    let init = if op == Op::ReduceMax {
+        f64::NEG_INFINITY
+    } else {
+        0.0
+    };
     let mut data = vec![init; n];
     let xs = strides(&x.shape);
     // The output stride of each kept input axis.
     let kept: Vec<usize> = (0..x.shape.len()).filter(|a| !axes.contains(a)).collect();
     let os = strides(&out);
     for (i, &v) in x.data.iter().enumerate() {
-        let o: usize = kept.iter().enumerate().map(|(k, &a)| (i / xs[a]) % x.shape[a] * os[k]).sum();
-        data[o] = if op == Op::ReduceMax { if v > data[o] || v.is_nan() { v } else { data[o] } } else { data[o] + v };
+        let o: usize = kept
+            .iter()
+            .enumerate()
+            .map(|(k, &a)| (i / xs[a]) % x.shape[a] * os[k])
+            .sum();
+        data[o] = if op == Op::ReduceMax {
+            if v > data[o] || v.is_nan() {
+                v
+            } else {
+                data[o]
+            }
+        } else {
+            data[o] + v
+        };
     }
     if op == Op::Mean {
         let count: usize = axes.iter().map(|&a| x.shape[a]).product();
         data.iter_mut().for_each(|v| *v /= count as f64);
     }
-    Tensor { dtype, shape: out, data }
+    Tensor {
+        dtype,
+        shape: out,
+        data,
+    }
 }
 
 fn matmul(a: &Tensor, b: &Tensor, dtype: DType, out: Vec<usize>) -> Tensor {
@@ -222,5 +324,9 @@ fn matmul(a: &Tensor, b: &Tensor, dtype: DType, out: Vec<usize>) -> Tensor {
             }
         }
     }
-    Tensor { dtype, shape: out, data }
+    Tensor {
+        dtype,
+        shape: out,
+        data,
+    }
 }

@@ -17,13 +17,18 @@ fn run(ir: &str, inputs: &[Tensor]) -> Tensor {
 }
 
 fn unary(op: &str, x: &[f64]) -> Vec<f64> {
-    let ir = format!("func @f(%x: f32[{n}]) -> f32[{n}] {{\n  %0 = {op} %x : f32[{n}]\n  return %0\n}}\n", n = x.len());
+    let ir = format!(
+        "func @f(%x: f32[{n}]) -> f32[{n}] {{\n  %0 = {op} %x : f32[{n}]\n  return %0\n}}\n",
+        n = x.len()
+    );
     run(&ir, &[t(&[x.len()], x)]).data
 }
 
 fn binary(op: &str, x: &[f64], y: &[f64]) -> Vec<f64> {
     let n = x.len();
-    let ir = format!("func @f(%x: f32[{n}], %y: f32[{n}]) -> f32[{n}] {{\n  %0 = {op} %x, %y : f32[{n}]\n  return %0\n}}\n");
+    let ir = format!(
+        "func @f(%x: f32[{n}], %y: f32[{n}]) -> f32[{n}] {{\n  %0 = {op} %x, %y : f32[{n}]\n  return %0\n}}\n"
+    );
     run(&ir, &[t(&[n], x), t(&[n], y)]).data
 }
 
@@ -39,7 +44,10 @@ fn unary_ops() {
     assert_eq!(unary("neg", &[1.0, -2.0, 0.0]), [-1.0, 2.0, 0.0]);
     assert_eq!(unary("abs", &[1.5, -2.0]), [1.5, 2.0]);
     assert_eq!(unary("sign", &[3.0, -0.5, 0.0]), [1.0, -1.0, 0.0]);
-    close(&unary("exp", &[0.0, 1.0, -1.0]), &[1.0, std::f64::consts::E, 0.36787944117]);
+    close(
+        &unary("exp", &[0.0, 1.0, -1.0]),
+        &[1.0, std::f64::consts::E, 0.36787944117],
+    );
     close(&unary("log", &[1.0, std::f64::consts::E]), &[0.0, 1.0]);
     assert_eq!(unary("sqrt", &[4.0, 2.25]), [2.0, 1.5]);
     close(&unary("tanh", &[0.0, 0.5]), &[0.0, 0.46211715726]);
@@ -73,7 +81,14 @@ fn f32_results_are_rounded_to_f32() {
 #[test]
 fn select() {
     let ir = "func @f(%c: f32[3], %a: f32[3], %b: f32[3]) -> f32[3] {\n  %0 = select %c, %a, %b : f32[3]\n  return %0\n}\n";
-    let r = run(ir, &[t(&[3], &[1.0, 0.0, -1.0]), t(&[3], &[1.0, 2.0, 3.0]), t(&[3], &[4.0, 5.0, 6.0])]);
+    let r = run(
+        ir,
+        &[
+            t(&[3], &[1.0, 0.0, -1.0]),
+            t(&[3], &[1.0, 2.0, 3.0]),
+            t(&[3], &[4.0, 5.0, 6.0]),
+        ],
+    );
     assert_eq!(r.data, [1.0, 5.0, 3.0]);
 }
 
@@ -82,7 +97,9 @@ fn reductions() {
     // x = [[1, 2, 3], [4, 5, 6]]
     let x = t(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     let f = |op: &str, axes: &str, out: &str| {
-        let ir = format!("func @f(%x: f32[2, 3]) -> {out} {{\n  %0 = {op} %x, axes=[{axes}] : {out}\n  return %0\n}}\n");
+        let ir = format!(
+            "func @f(%x: f32[2, 3]) -> {out} {{\n  %0 = {op} %x, axes=[{axes}] : {out}\n  return %0\n}}\n"
+        );
         run(&ir, std::slice::from_ref(&x)).data
     };
     assert_eq!(f("sum", "0", "f32[3]"), [5.0, 7.0, 9.0]);
@@ -109,13 +126,21 @@ fn matmul_plain_and_batched() {
 #[test]
 fn broadcast_reshape_transpose() {
     let ir = "func @f(%b: f32[3]) -> f32[2, 3] {\n  %0 = broadcast %b, dims=[1] : f32[2, 3]\n  return %0\n}\n";
-    assert_eq!(run(ir, &[t(&[3], &[1.0, 2.0, 3.0])]).data, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+    assert_eq!(
+        run(ir, &[t(&[3], &[1.0, 2.0, 3.0])]).data,
+        [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]
+    );
     let ir = "func @f(%b: f32[2]) -> f32[2, 3] {\n  %0 = broadcast %b, dims=[0] : f32[2, 3]\n  return %0\n}\n";
-    assert_eq!(run(ir, &[t(&[2], &[1.0, 2.0])]).data, [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
-    let ir = "func @f(%s: f32[]) -> f32[2] {\n  %0 = broadcast %s, dims=[] : f32[2]\n  return %0\n}\n";
+    assert_eq!(
+        run(ir, &[t(&[2], &[1.0, 2.0])]).data,
+        [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    );
+    let ir =
+        "func @f(%s: f32[]) -> f32[2] {\n  %0 = broadcast %s, dims=[] : f32[2]\n  return %0\n}\n";
     assert_eq!(run(ir, &[t(&[], &[7.0])]).data, [7.0, 7.0]);
     let x = t(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-    let ir = "func @f(%x: f32[2, 3]) -> f32[3, 2] {\n  %0 = reshape %x : f32[3, 2]\n  return %0\n}\n";
+    let ir =
+        "func @f(%x: f32[2, 3]) -> f32[3, 2] {\n  %0 = reshape %x : f32[3, 2]\n  return %0\n}\n";
     let r = run(ir, std::slice::from_ref(&x));
     assert_eq!((r.shape.clone(), r.data), (vec![3, 2], x.data.clone()));
     let ir = "func @f(%x: f32[2, 3]) -> f32[3, 2] {\n  %0 = transpose %x, perm=[1, 0] : f32[3, 2]\n  return %0\n}\n";
@@ -127,22 +152,34 @@ fn const_cast_one_hot() {
     let ir = "func @f() -> f32[2, 2] {\n  %0 = const 0.5 : f32[2, 2]\n  return %0\n}\n";
     assert_eq!(run(ir, &[]).data, [0.5; 4]);
     let ir = "func @f(%x: f32[3]) -> i32[3] {\n  %0 = cast %x : i32[3]\n  return %0\n}\n";
-    assert_eq!(run(ir, &[t(&[3], &[1.7, -1.7, 2.0])]).data, [1.0, -1.0, 2.0]);
+    assert_eq!(
+        run(ir, &[t(&[3], &[1.7, -1.7, 2.0])]).data,
+        [1.0, -1.0, 2.0]
+    );
     let ir = "func @f(%y: i32[3]) -> f32[3, 4] {\n  %0 = one_hot %y : f32[3, 4]\n  return %0\n}\n";
     let y = Tensor::new(DType::I32, vec![3], vec![2.0, 0.0, 7.0]);
-    assert_eq!(run(ir, &[y]).data, [0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    assert_eq!(
+        run(ir, &[y]).data,
+        [0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    );
 }
 
 #[test]
 fn symbolic_dimensions_bind_from_inputs_and_must_agree() {
     let m = parse_module("func @f(%x: f32[B, 2], %y: f32[B, 2]) -> f32[B, 2] {\n  %0 = add %x, %y : f32[B, 2]\n  return %0\n}\n").unwrap();
     let f = &m.funcs[0];
-    let ok = nnc_compiler::interp::eval(f, &[t(&[3, 2], &[1.0; 6]), t(&[3, 2], &[2.0; 6])], &[]).unwrap();
+    let ok = nnc_compiler::interp::eval(f, &[t(&[3, 2], &[1.0; 6]), t(&[3, 2], &[2.0; 6])], &[])
+        .unwrap();
     assert_eq!(ok[0].data, [3.0; 6]);
-    let err = nnc_compiler::interp::eval(f, &[t(&[3, 2], &[1.0; 6]), t(&[4, 2], &[2.0; 8])], &[]).unwrap_err();
+    let err = nnc_compiler::interp::eval(f, &[t(&[3, 2], &[1.0; 6]), t(&[4, 2], &[2.0; 8])], &[])
+        .unwrap_err();
     assert!(err.0.contains("B = 4"), "{err}");
-    let err = nnc_compiler::interp::eval(f, &[t(&[3, 3], &[1.0; 9]), t(&[3, 2], &[2.0; 6])], &[]).unwrap_err();
-    assert!(err.0.contains("`x` expects f32[B, 2], got f32[3, 3]"), "{err}");
+    let err = nnc_compiler::interp::eval(f, &[t(&[3, 3], &[1.0; 9]), t(&[3, 2], &[2.0; 6])], &[])
+        .unwrap_err();
+    assert!(
+        err.0.contains("`x` expects f32[B, 2], got f32[3, 3]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -152,6 +189,10 @@ fn every_op_in_the_table_is_tested_here() {
     for row in TABLE {
         let quoted = format!("\"{}\"", row.mnemonic);
         let in_ir = format!("= {} ", row.mnemonic);
-        assert!(src.contains(&quoted) || src.contains(&in_ir), "no interpreter test for `{}`", row.mnemonic);
+        assert!(
+            src.contains(&quoted) || src.contains(&in_ir),
+            "no interpreter test for `{}`",
+            row.mnemonic
+        );
     }
 }

@@ -121,18 +121,38 @@ pub struct Node {
 impl Func {
     /// An empty function.
     pub fn new(name: impl Into<String>) -> Func {
-        Func { name: name.into(), inputs: Vec::new(), params: Vec::new(), nodes: Vec::new(), outputs: Vec::new() }
+        Func {
+            name: name.into(),
+            inputs: Vec::new(),
+            params: Vec::new(),
+            nodes: Vec::new(),
+            outputs: Vec::new(),
+        }
     }
 
     /// Adds an input.
     pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> Value {
-        self.inputs.push(Arg { name: name.into(), ty });
+        self.inputs.push(Arg {
+            name: name.into(),
+            ty,
+        });
         Value::Input(self.inputs.len() as u32 - 1)
     }
 
     /// Adds a parameter or state.
-    pub fn add_param(&mut self, kind: ParamKind, name: impl Into<String>, ty: TensorType, init: Init) -> Value {
-        self.params.push(Param { kind, name: name.into(), ty, init });
+    pub fn add_param(
+        &mut self,
+        kind: ParamKind,
+        name: impl Into<String>,
+        ty: TensorType,
+        init: Init,
+    ) -> Value {
+        self.params.push(Param {
+            kind,
+            name: name.into(),
+            ty,
+            init,
+        });
         Value::Param(self.params.len() as u32 - 1)
     }
 
@@ -143,7 +163,13 @@ impl Func {
     }
 
     /// Appends a node after computing its type with the op's type rule.
-    pub fn build(&mut self, op: Op, args: Vec<Value>, attr: Attr, given: Option<TensorType>) -> Result<Value, String> {
+    pub fn build(
+        &mut self,
+        op: Op,
+        args: Vec<Value>,
+        attr: Attr,
+        given: Option<TensorType>,
+    ) -> Result<Value, String> {
         let tys: Vec<&TensorType> = args.iter().map(|&v| self.ty(v)).collect();
         let ty = op.result_type(&tys, &attr, given.as_ref())?;
         Ok(self.push(op, args, attr, ty))
@@ -168,7 +194,13 @@ impl Func {
     /// The same function with every float type replaced by `dtype` (for example to run an
     /// f32 model in f64 for a gradient check).
     pub fn with_float_type(&self, dtype: crate::types::DType) -> Func {
-        let conv = |t: &TensorType| if t.dtype.is_float() { t.with_dtype(dtype) } else { t.clone() };
+        let conv = |t: &TensorType| {
+            if t.dtype.is_float() {
+                t.with_dtype(dtype)
+            } else {
+                t.clone()
+            }
+        };
         let mut f = self.clone();
         f.inputs.iter_mut().for_each(|a| a.ty = conv(&a.ty));
         f.params.iter_mut().for_each(|p| p.ty = conv(&p.ty));

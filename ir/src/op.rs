@@ -175,12 +175,18 @@ impl Op {
 
     /// Looks an op up by mnemonic.
     pub fn from_mnemonic(name: &str) -> Option<Op> {
-        TABLE.iter().find(|row| row.mnemonic == name).map(|row| row.op)
+        TABLE
+            .iter()
+            .find(|row| row.mnemonic == name)
+            .map(|row| row.op)
     }
 
     /// True for ops that compute each output element from the same element of each operand.
     pub fn is_elementwise(self) -> bool {
-        matches!(self.info().class, Class::Unary | Class::Binary | Class::Compare | Class::Select)
+        matches!(
+            self.info().class,
+            Class::Unary | Class::Binary | Class::Compare | Class::Select
+        )
     }
 
     /// The type rule. `given` is the type written on the node; ops of class `Given` need
@@ -208,14 +214,20 @@ impl Op {
                 let x = args[0];
                 let float_only = matches!(self, Op::Exp | Op::Log | Op::Sqrt | Op::Tanh);
                 if float_only && !x.dtype.is_float() {
-                    return Err(format!("`{}` needs a float operand, found {x}", info.mnemonic));
+                    return Err(format!(
+                        "`{}` needs a float operand, found {x}",
+                        info.mnemonic
+                    ));
                 }
                 Ok(x.clone())
             }
             Class::Binary | Class::Compare => {
                 let (x, y) = (args[0], args[1]);
                 if x != y {
-                    return Err(format!("operands of `{}` differ: {x} and {y}", info.mnemonic));
+                    return Err(format!(
+                        "operands of `{}` differ: {x} and {y}",
+                        info.mnemonic
+                    ));
                 }
                 Ok(x.clone())
             }
@@ -231,7 +243,9 @@ impl Op {
             }
             Class::Reduce => {
                 let x = args[0];
-                let Attr::Axes(axes) = attr else { unreachable!("checked by check_attr_kind") };
+                let Attr::Axes(axes) = attr else {
+                    unreachable!("checked by check_attr_kind")
+                };
                 check_axes(axes, x.rank(), "axes")?;
                 if self == Op::Mean && !x.dtype.is_float() {
                     return Err(format!("`mean` needs a float operand, found {x}"));
@@ -249,7 +263,9 @@ impl Op {
             Class::MatMul => matmul_type(args[0], args[1]),
             Class::Transpose => {
                 let x = args[0];
-                let Attr::Perm(perm) = attr else { unreachable!("checked by check_attr_kind") };
+                let Attr::Perm(perm) = attr else {
+                    unreachable!("checked by check_attr_kind")
+                };
                 if perm.len() != x.rank() || !is_permutation(perm) {
                     return Err(format!(
                         "perm={perm:?} is not a permutation of the {} axes of {x}",
@@ -261,7 +277,10 @@ impl Op {
             }
             Class::Given => {
                 let Some(ty) = given else {
-                    return Err(format!("`{}` needs its result type written out", info.mnemonic));
+                    return Err(format!(
+                        "`{}` needs its result type written out",
+                        info.mnemonic
+                    ));
                 };
                 self.check_given(args, attr, ty)?;
                 Ok(ty.clone())
@@ -274,13 +293,19 @@ impl Op {
         match self {
             Op::Broadcast => {
                 let x = args[0];
-                let Attr::Dims(dims) = attr else { unreachable!() };
+                let Attr::Dims(dims) = attr else {
+                    unreachable!()
+                };
                 if dims.len() != x.rank() {
-                    return Err(format!("dims={dims:?} must list one result axis per axis of {x}"));
+                    return Err(format!(
+                        "dims={dims:?} must list one result axis per axis of {x}"
+                    ));
                 }
                 check_axes(dims, ty.rank(), "dims")?;
                 if x.dtype != ty.dtype {
-                    return Err(format!("cannot broadcast {x} to {ty}: element types differ"));
+                    return Err(format!(
+                        "cannot broadcast {x} to {ty}: element types differ"
+                    ));
                 }
                 for (i, &d) in dims.iter().enumerate() {
                     if x.shape.0[i] != ty.shape.0[d] {
@@ -302,7 +327,9 @@ impl Op {
             Op::Const => {
                 let Attr::Value(v) = attr else { unreachable!() };
                 if ty.dtype == DType::I32 && (v.fract() != 0.0 || !v.is_finite()) {
-                    return Err(format!("constant {v:?} is not an integer, but the type is {ty}"));
+                    return Err(format!(
+                        "constant {v:?} is not an integer, but the type is {ty}"
+                    ));
                 }
                 Ok(())
             }
@@ -340,7 +367,14 @@ fn check_attr_kind(info: &OpInfo, attr: &Attr) -> Result<(), String> {
             | (AttrKind::Perm, Attr::Perm(_))
             | (AttrKind::Value, Attr::Value(_))
     );
-    if ok { Ok(()) } else { Err(format!("`{}` has the wrong attribute: {attr:?}", info.mnemonic)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` has the wrong attribute: {attr:?}",
+            info.mnemonic
+        ))
+    }
 }
 
 fn check_axes(axes: &[usize], rank: usize, what: &str) -> Result<(), String> {
@@ -355,18 +389,25 @@ fn check_axes(axes: &[usize], rank: usize, what: &str) -> Result<(), String> {
 
 fn is_permutation(perm: &[usize]) -> bool {
     let mut seen = vec![false; perm.len()];
-    perm.iter().all(|&p| p < perm.len() && !std::mem::replace(&mut seen[p], true))
+    perm.iter()
+        .all(|&p| p < perm.len() && !std::mem::replace(&mut seen[p], true))
 }
 
 fn matmul_type(a: &TensorType, b: &TensorType) -> Result<TensorType, String> {
     if a.rank() < 2 || b.rank() < 2 {
-        return Err(format!("`matmul` needs operands of rank 2 or more, found {a} and {b}"));
+        return Err(format!(
+            "`matmul` needs operands of rank 2 or more, found {a} and {b}"
+        ));
     }
     if a.dtype != b.dtype || !a.dtype.is_float() {
-        return Err(format!("`matmul` needs two operands of one float type, found {a} and {b}"));
+        return Err(format!(
+            "`matmul` needs two operands of one float type, found {a} and {b}"
+        ));
     }
     if a.rank() != b.rank() {
-        return Err(format!("`matmul` operands have different ranks: {a} and {b}"));
+        return Err(format!(
+            "`matmul` operands have different ranks: {a} and {b}"
+        ));
     }
     let r = a.rank();
     let (ad, bd) = (a.shape.dims(), b.shape.dims());
@@ -399,9 +440,17 @@ mod tests {
 
     #[test]
     fn matmul_rule_names_the_inner_dimensions() {
-        let a = TensorType::new(DType::F32, Shape(vec![Dim::Sym("B".into()), Dim::Known(64)]));
+        let a = TensorType::new(
+            DType::F32,
+            Shape(vec![Dim::Sym("B".into()), Dim::Known(64)]),
+        );
         let b = TensorType::new(DType::F32, Shape::known(&[128, 10]));
-        let err = Op::MatMul.result_type(&[&a, &b], &Attr::None, None).unwrap_err();
-        assert_eq!(err, "cannot multiply f32[B, 64] by f32[128, 10]: inner dimensions 64 and 128 differ");
+        let err = Op::MatMul
+            .result_type(&[&a, &b], &Attr::None, None)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "cannot multiply f32[B, 64] by f32[128, 10]: inner dimensions 64 and 128 differ"
+        );
     }
 }

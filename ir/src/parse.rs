@@ -73,13 +73,26 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize, usize)>, ParseError> {
                 i += 1;
                 let name = take(&mut i, &is_name_char);
                 if name.is_empty() {
-                    return Err(ParseError { line: line_no, col, message: format!("expected a name after `{c}`") });
+                    return Err(ParseError {
+                        line: line_no,
+                        col,
+                        message: format!("expected a name after `{c}`"),
+                    });
                 }
-                if c == '%' { Tok::Value(name) } else { Tok::Symbol(name) }
+                if c == '%' {
+                    Tok::Value(name)
+                } else {
+                    Tok::Symbol(name)
+                }
             } else if c == '-' && chars.get(i + 1) == Some(&'>') {
                 i += 2;
                 Tok::Punct("->")
-            } else if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == 'i')) {
+            } else if c.is_ascii_digit()
+                || (c == '-'
+                    && chars
+                        .get(i + 1)
+                        .is_some_and(|d| d.is_ascii_digit() || *d == 'i'))
+            {
                 let start = i;
                 i += 1;
                 while i < chars.len() {
@@ -117,7 +130,13 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize, usize)>, ParseError> {
                     ',' => ",",
                     ':' => ":",
                     '=' => "=",
-                    _ => return Err(ParseError { line: line_no, col, message: format!("unexpected character `{c}`") }),
+                    _ => {
+                        return Err(ParseError {
+                            line: line_no,
+                            col,
+                            message: format!("unexpected character `{c}`"),
+                        });
+                    }
                 };
                 Tok::Punct(p)
             };
@@ -136,7 +155,11 @@ impl Lexer {
 
     fn err<T>(&self, message: impl Into<String>) -> Result<T, ParseError> {
         let (_, line, col) = &self.toks[self.pos];
-        Err(ParseError { line: *line, col: *col, message: message.into() })
+        Err(ParseError {
+            line: *line,
+            col: *col,
+            message: message.into(),
+        })
     }
 
     fn next(&mut self) -> Tok {
@@ -157,7 +180,11 @@ impl Lexer {
     }
 
     fn expect(&mut self, p: &str) -> Result<(), ParseError> {
-        if self.eat(p) { Ok(()) } else { self.err(format!("expected `{p}`, found {}", describe(self.peek()))) }
+        if self.eat(p) {
+            Ok(())
+        } else {
+            self.err(format!("expected `{p}`, found {}", describe(self.peek())))
+        }
     }
 
     fn ident(&mut self) -> Result<String, ParseError> {
@@ -261,7 +288,10 @@ fn describe(t: &Tok) -> String {
 
 /// Parses a module: any number of functions.
 pub fn parse_module(src: &str) -> Result<Module, ParseError> {
-    let mut lx = Lexer { toks: lex(src)?, pos: 0 };
+    let mut lx = Lexer {
+        toks: lex(src)?,
+        pos: 0,
+    };
     let mut module = Module::default();
     while *lx.peek() != Tok::Eof {
         module.funcs.push(parse_func(&mut lx)?);
@@ -320,7 +350,11 @@ fn parse_func(lx: &mut Lexer) -> Result<Func, ParseError> {
         match lx.peek().clone() {
             Tok::Ident(kw) if kw == "param" || kw == "state" => {
                 lx.pos += 1;
-                let kind = if kw == "param" { ParamKind::Param } else { ParamKind::State };
+                let kind = if kw == "param" {
+                    ParamKind::Param
+                } else {
+                    ParamKind::State
+                };
                 let n = lx.value_name()?;
                 lx.expect(":")?;
                 let ty = lx.ty()?;
@@ -351,12 +385,20 @@ fn parse_func(lx: &mut Lexer) -> Result<Func, ParseError> {
                 lx.expect("}")?;
                 break;
             }
-            t => return lx.err(format!("expected `param`, `state`, a `%value` or `return`, found {}", describe(&t))),
+            t => {
+                return lx.err(format!(
+                    "expected `param`, `state`, a `%value` or `return`, found {}",
+                    describe(&t)
+                ));
+            }
         }
     }
     let got: Vec<TensorType> = func.output_types().into_iter().cloned().collect();
     if got != out_tys {
-        return lx.err(format!("`@{}` returns values of other types than its signature says", func.name));
+        return lx.err(format!(
+            "`@{}` returns values of other types than its signature says",
+            func.name
+        ));
     }
     Ok(func)
 }
@@ -377,13 +419,25 @@ fn parse_init(lx: &mut Lexer) -> Result<Init, ParseError> {
         ("zeros", []) => Init::Zeros,
         ("ones", []) => Init::Ones,
         ("fill", [v]) => Init::Fill(*v),
-        ("normal", [mean, std]) => Init::Normal { mean: *mean, std: *std },
+        ("normal", [mean, std]) => Init::Normal {
+            mean: *mean,
+            std: *std,
+        },
         ("uniform", [lo, hi]) => Init::Uniform { lo: *lo, hi: *hi },
-        _ => return lx.err(format!("unknown initializer `{name}` with {} arguments", args.len())),
+        _ => {
+            return lx.err(format!(
+                "unknown initializer `{name}` with {} arguments",
+                args.len()
+            ));
+        }
     })
 }
 
-fn parse_node(lx: &mut Lexer, func: &mut Func, names: &HashMap<String, Value>) -> Result<Value, ParseError> {
+fn parse_node(
+    lx: &mut Lexer,
+    func: &mut Func,
+    names: &HashMap<String, Value>,
+) -> Result<Value, ParseError> {
     let mnemonic = lx.ident()?;
     let Some(op) = Op::from_mnemonic(&mnemonic) else {
         lx.pos -= 1;

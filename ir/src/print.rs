@@ -132,7 +132,9 @@ fn init_text(init: &Init) -> String {
         Init::Zeros => "zeros".into(),
         Init::Ones => "ones".into(),
         Init::Fill(v) => format!("fill({})", float_text(*v)),
-        Init::Normal { mean, std } => format!("normal({}, {})", float_text(*mean), float_text(*std)),
+        Init::Normal { mean, std } => {
+            format!("normal({}, {})", float_text(*mean), float_text(*std))
+        }
         Init::Uniform { lo, hi } => format!("uniform({}, {})", float_text(*lo), float_text(*hi)),
     }
 }

@@ -27,7 +27,12 @@ pub fn verify_func(func: &Func) -> Result<(), String> {
     let mut errors: HashMap<usize, String> = HashMap::new();
     let mut general = Vec::new();
     let mut seen = HashSet::new();
-    for n in func.inputs.iter().map(|a| &a.name).chain(func.params.iter().map(|p| &p.name)) {
+    for n in func
+        .inputs
+        .iter()
+        .map(|a| &a.name)
+        .chain(func.params.iter().map(|p| &p.name))
+    {
         if !seen.insert(n) {
             general.push(format!("`%{n}` is defined twice"));
         }
@@ -39,7 +44,10 @@ pub fn verify_func(func: &Func) -> Result<(), String> {
     };
     for (i, node) in func.nodes.iter().enumerate() {
         if let Some(bad) = node.args.iter().find(|&&a| !defined(a, i)) {
-            errors.insert(i, format!("operand {bad:?} is not defined before this node"));
+            errors.insert(
+                i,
+                format!("operand {bad:?} is not defined before this node"),
+            );
             continue;
         }
         let tys: Vec<_> = node.args.iter().map(|&a| func.ty(a)).collect();

@@ -173,7 +173,10 @@ impl Stmt {
     /// The span of the whole statement.
     pub fn span(&self) -> Span {
         match self {
-            Stmt::Assign { span, .. } | Stmt::Param { span, .. } | Stmt::State { span, .. } | Stmt::Return { span, .. } => *span,
+            Stmt::Assign { span, .. }
+            | Stmt::Param { span, .. }
+            | Stmt::State { span, .. }
+            | Stmt::Return { span, .. } => *span,
         }
     }
 }

@@ -16,10 +16,11 @@ use crate::resolve::{Defs, resolve};
 /// The prelude's source text.
 pub const PRELUDE_SRC: &str = include_str!("prelude.nn");
 
-static PRELUDE_AST: LazyLock<Program> = LazyLock::new(|| match crate::syntax::parse(PRELUDE_SRC, PRELUDE) {
-    Ok(p) => p,
-    Err(e) => panic!("the prelude does not parse: {e:?}"),
-});
+static PRELUDE_AST: LazyLock<Program> =
+    LazyLock::new(|| match crate::syntax::parse(PRELUDE_SRC, PRELUDE) {
+        Ok(p) => p,
+        Err(e) => panic!("the prelude does not parse: {e:?}"),
+    });
 
 /// The parsed prelude.
 pub fn prelude() -> &'static Program {
@@ -89,7 +90,10 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
                 }
                 Item::Rule(r) => {
                     // Check every rule with its defaults, even when no train block uses it.
-                    let spec = CallSpec { name: r.name.name.clone(), args: Vec::new() };
+                    let spec = CallSpec {
+                        name: r.name.name.clone(),
+                        args: Vec::new(),
+                    };
                     let _ = rule_func(&defs, r, &spec, "check", r.name.span, &mut errors);
                 }
                 _ => {}
@@ -97,8 +101,16 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
         }
     }
     if errors.is_empty() {
-        debug_assert!(nnc_ir::verify_module(&module).is_ok(), "{:?}", nnc_ir::verify_module(&module));
-        return Ok(Checked { program, module, trains });
+        debug_assert!(
+            nnc_ir::verify_module(&module).is_ok(),
+            "{:?}",
+            nnc_ir::verify_module(&module)
+        );
+        return Ok(Checked {
+            program,
+            module,
+            trains,
+        });
     }
     errors.sort_by_key(|d| (d.span().src, d.span().start, d.code));
     errors.dedup_by(|a, b| a.code == b.code && a.primary == b.primary && a.message == b.message);
@@ -120,7 +132,9 @@ fn model_func<'d>(
     for p in m.params.iter().chain(extra) {
         match (&p.ty, &p.default) {
             (Some(TypeAnn::Tensor { dtype, dims, .. }), _) => {
-                let Some(dt) = DType::from_name(&dtype.name) else { continue };
+                let Some(dt) = DType::from_name(&dtype.name) else {
+                    continue;
+                };
                 let mut shape = Vec::new();
                 let mut ok = true;
                 for d in dims {
@@ -156,7 +170,11 @@ fn model_func<'d>(
                 }
             }
             (_, Some(_)) => pending.push(p),
-            (_, None) => errors.push(errors::kind(p.span, "a typed input like `x: f32[B, 64]` or a default value", "an untyped parameter")),
+            (_, None) => errors.push(errors::kind(
+                p.span,
+                "a typed input like `x: f32[B, 64]` or a default value",
+                "an untyped parameter",
+            )),
         }
     }
     let mut elab = Elab::new(defs, func, errors);
@@ -180,12 +198,23 @@ fn model_func<'d>(
     (func, scope, ret)
 }
 
-fn elab_check_return(elab: &mut Elab<'_, '_>, scope: &mut std::collections::HashMap<String, Val>, ann: &TypeAnn, ret: &Val, span: Span) {
+fn elab_check_return(
+    elab: &mut Elab<'_, '_>,
+    scope: &mut std::collections::HashMap<String, Val>,
+    ann: &TypeAnn,
+    ret: &Val,
+    span: Span,
+) {
     elab.check_return_pub(scope, ann, ret, span);
 }
 
 /// Builds `@Model.loss` and `@Model.update` from a train block.
-fn train<'d>(defs: &'d Defs<'d>, m: &'d FnDef, t: &'d TrainDef, errors: &mut Vec<Diagnostic>) -> Option<(Func, Func, TrainSpec)> {
+fn train<'d>(
+    defs: &'d Defs<'d>,
+    m: &'d FnDef,
+    t: &'d TrainDef,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<(Func, Func, TrainSpec)> {
     let name = &m.name.name;
     let before = errors.len();
     let (func, mut scope, output) = model_func(defs, m, format!("{name}.loss"), &t.params, errors);
@@ -197,8 +226,14 @@ fn train<'d>(defs: &'d Defs<'d>, m: &'d FnDef, t: &'d TrainDef, errors: &mut Vec
     let mut seen: std::collections::HashMap<&str, Span> = std::collections::HashMap::new();
     let mut spec = TrainSpec {
         model: name.clone(),
-        optimizer: CallSpec { name: String::new(), args: Vec::new() },
-        schedule: CallSpec { name: "constant".into(), args: Vec::new() },
+        optimizer: CallSpec {
+            name: String::new(),
+            args: Vec::new(),
+        },
+        schedule: CallSpec {
+            name: "constant".into(),
+            args: Vec::new(),
+        },
         batch: 32,
         epochs: 10,
         settings: Vec::new(),
@@ -207,21 +242,40 @@ fn train<'d>(defs: &'d Defs<'d>, m: &'d FnDef, t: &'d TrainDef, errors: &mut Vec
     let mut loss = None;
     let mut opt_span = t.model.span;
     for s in &t.body {
-        let Stmt::Assign { name: key, value, .. } = s else { continue };
+        let Stmt::Assign {
+            name: key, value, ..
+        } = s
+        else {
+            continue;
+        };
         let Some(&(_, kind, _)) = SETTINGS.iter().find(|(k, _, _)| *k == key.name) else {
             let known: Vec<&str> = SETTINGS.iter().map(|(k, _, _)| *k).collect();
-            elab.errors.push(errors::unknown_setting(key.span, &key.name, &known));
+            elab.errors
+                .push(errors::unknown_setting(key.span, &key.name, &known));
             continue;
         };
         if let Some(&first) = seen.get(key.name.as_str()) {
-            elab.errors.push(errors::duplicate_setting(key.span, first, &key.name));
+            elab.errors
+                .push(errors::duplicate_setting(key.span, first, &key.name));
             continue;
         }
         seen.insert(&key.name, key.span);
         // A bare rule or schedule name means a call with the defaults.
         let v = match &value.kind {
-            ExprKind::Name(n) if defs.rules.contains_key(n.as_str()) || crate::names::SCHEDULES.iter().any(|(s, _)| s == n) => {
-                let call = Expr { kind: ExprKind::Call { callee: Ident { name: n.clone(), span: value.span }, args: Vec::new() }, span: value.span };
+            ExprKind::Name(n)
+                if defs.rules.contains_key(n.as_str())
+                    || crate::names::SCHEDULES.iter().any(|(s, _)| s == n) =>
+            {
+                let call = Expr {
+                    kind: ExprKind::Call {
+                        callee: Ident {
+                            name: n.clone(),
+                            span: value.span,
+                        },
+                        args: Vec::new(),
+                    },
+                    span: value.span,
+                };
                 elab.eval(&mut scope, &call)
             }
             _ => elab.eval(&mut scope, value),
@@ -233,7 +287,11 @@ fn train<'d>(defs: &'d Defs<'d>, m: &'d FnDef, t: &'d TrainDef, errors: &mut Vec
         let vspan = value.span;
         match kind {
             SettingKind::Loss => match v {
-                Val::Tensor(l) if elab.func.ty(l).rank() == 0 && elab.func.ty(l).dtype.is_float() => loss = Some(l),
+                Val::Tensor(l)
+                    if elab.func.ty(l).rank() == 0 && elab.func.ty(l).dtype.is_float() =>
+                {
+                    loss = Some(l)
+                }
                 _ => elab.errors.push(errors::loss_not_scalar(vspan, &found)),
             },
             SettingKind::Optimizer => match v {
@@ -245,19 +303,31 @@ fn train<'d>(defs: &'d Defs<'d>, m: &'d FnDef, t: &'d TrainDef, errors: &mut Vec
                     let mut known: Vec<&str> = defs.rules.keys().copied().collect();
                     known.sort_unstable();
                     let n = call_name(value);
-                    elab.errors.push(errors::unknown_optimizer(vspan, &n, &known));
+                    elab.errors
+                        .push(errors::unknown_optimizer(vspan, &n, &known));
                 }
             },
             SettingKind::Schedule => match v {
-                Val::Call(c) if crate::names::SCHEDULES.iter().any(|(s, _)| *s == c.name) => spec.schedule = c,
+                Val::Call(c) if crate::names::SCHEDULES.iter().any(|(s, _)| *s == c.name) => {
+                    spec.schedule = c
+                }
                 _ => {
-                    let known: Vec<&str> = crate::names::SCHEDULES.iter().map(|(s, _)| *s).collect();
-                    elab.errors.push(errors::unknown_schedule(vspan, &call_name(value), &known));
+                    let known: Vec<&str> =
+                        crate::names::SCHEDULES.iter().map(|(s, _)| *s).collect();
+                    elab.errors
+                        .push(errors::unknown_schedule(vspan, &call_name(value), &known));
                 }
             },
             SettingKind::Data => match v {
-                Val::Call(c) if crate::names::DATA_SOURCES.iter().any(|(s, _)| *s == c.name) => spec.data = Some(c),
-                _ => elab.errors.push(errors::setting_value(vspan, &key.name, "a data source like `csv(\"data.csv\")`", &found)),
+                Val::Call(c) if crate::names::DATA_SOURCES.iter().any(|(s, _)| *s == c.name) => {
+                    spec.data = Some(c)
+                }
+                _ => elab.errors.push(errors::setting_value(
+                    vspan,
+                    &key.name,
+                    "a data source like `csv(\"data.csv\")`",
+                    &found,
+                )),
             },
             SettingKind::PositiveInt | SettingKind::Int => match v {
                 Val::Int(n) if n > 0 || (kind == SettingKind::Int && n == 0) => {
@@ -268,14 +338,28 @@ fn train<'d>(defs: &'d Defs<'d>, m: &'d FnDef, t: &'d TrainDef, errors: &mut Vec
                     }
                 }
                 _ => {
-                    let want = if kind == SettingKind::Int { "a non-negative integer" } else { "a positive integer" };
-                    elab.errors.push(errors::setting_value(vspan, &key.name, want, &found));
+                    let want = if kind == SettingKind::Int {
+                        "a non-negative integer"
+                    } else {
+                        "a positive integer"
+                    };
+                    elab.errors
+                        .push(errors::setting_value(vspan, &key.name, want, &found));
                 }
             },
             SettingKind::Float => match v {
-                Val::Int(n) if n >= 0 => spec.settings.push((key.name.clone(), Static::Float(n as f64))),
-                Val::Float(f) if f >= 0.0 => spec.settings.push((key.name.clone(), Static::Float(f))),
-                _ => elab.errors.push(errors::setting_value(vspan, &key.name, "a non-negative number", &found)),
+                Val::Int(n) if n >= 0 => spec
+                    .settings
+                    .push((key.name.clone(), Static::Float(n as f64))),
+                Val::Float(f) if f >= 0.0 => {
+                    spec.settings.push((key.name.clone(), Static::Float(f)))
+                }
+                _ => elab.errors.push(errors::setting_value(
+                    vspan,
+                    &key.name,
+                    "a non-negative number",
+                    &found,
+                )),
             },
         }
     }
@@ -284,14 +368,23 @@ fn train<'d>(defs: &'d Defs<'d>, m: &'d FnDef, t: &'d TrainDef, errors: &mut Vec
             elab.errors.push(errors::missing_setting(t.model.span, key));
         }
     }
-    let (Some(loss), Val::Tensor(out)) = (loss, output) else { return None };
+    let (Some(loss), Val::Tensor(out)) = (loss, output) else {
+        return None;
+    };
     elab.func.outputs = vec![loss, out];
     let loss_func = std::mem::replace(&mut elab.func, Func::new(""));
     if spec.optimizer.name.is_empty() {
         return None;
     }
     let rule = defs.rules[spec.optimizer.name.as_str()];
-    let update = rule_func(defs, rule, &spec.optimizer, &format!("{name}.update"), opt_span, errors)?;
+    let update = rule_func(
+        defs,
+        rule,
+        &spec.optimizer,
+        &format!("{name}.update"),
+        opt_span,
+        errors,
+    )?;
     Some((loss_func, update, spec))
 }
 
@@ -306,7 +399,14 @@ fn call_name(e: &Expr) -> String {
 /// Builds an optimizer rule's function over one flat parameter `f32[N]`:
 /// `(w, g, lr, step) -> (w', states'...)`, with `state`s as runtime-owned values.
 /// Hyperparameters other than `lr` are folded in as constants.
-fn rule_func<'d>(defs: &'d Defs<'d>, r: &'d RuleDef, spec: &CallSpec, name: &str, site: Span, errors: &mut Vec<Diagnostic>) -> Option<Func> {
+fn rule_func<'d>(
+    defs: &'d Defs<'d>,
+    r: &'d RuleDef,
+    spec: &CallSpec,
+    name: &str,
+    site: Span,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Func> {
     let before = errors.len();
     let vec_ty = TensorType::new(DType::F32, Shape(vec![Dim::Sym("N".into())]));
     let scalar = TensorType::scalar(DType::F32);
@@ -322,12 +422,17 @@ fn rule_func<'d>(defs: &'d Defs<'d>, r: &'d RuleDef, spec: &CallSpec, name: &str
         if p.name.name == "lr" {
             continue;
         }
-        let given = spec.args.iter().find(|(k, _)| *k == p.name.name).map(|(_, v)| v.clone());
+        let given = spec
+            .args
+            .iter()
+            .find(|(k, _)| *k == p.name.name)
+            .map(|(_, v)| v.clone());
         let v = match (given, &p.default) {
             (Some(s), _) => static_val(&s),
             (None, Some(d)) => elab.eval(&mut scope, d),
             (None, None) => {
-                elab.errors.push(errors::missing_arg(site, &r.name.name, &p.name.name));
+                elab.errors
+                    .push(errors::missing_arg(site, &r.name.name, &p.name.name));
                 Val::Error
             }
         };
@@ -342,7 +447,7 @@ fn rule_func<'d>(defs: &'d Defs<'d>, r: &'d RuleDef, spec: &CallSpec, name: &str
         match s {
             Stmt::Assign { name, value, .. } => {
                 let v = elab.eval(&mut scope, value);
-                let v = elab.to_vector(v, &vec_ty, value.span);
+                let v = elab.vectorize(v, &vec_ty, value.span);
                 scope.insert(name.name.clone(), v);
             }
             Stmt::State { name, init, span } => {
@@ -350,8 +455,19 @@ fn rule_func<'d>(defs: &'d Defs<'d>, r: &'d RuleDef, spec: &CallSpec, name: &str
                     Some(e) => elab.eval(&mut scope, e),
                     None => Val::Init("zeros".into(), vec![]),
                 };
-                let Some(resolved) = elab.resolve_init_pub(&init_val, &vec_ty, init.as_ref().map_or(*span, |e| e.span)) else { continue };
-                let v = elab.func.add_param(ParamKind::State, name.name.clone(), vec_ty.clone(), resolved);
+                let Some(resolved) = elab.resolve_init_pub(
+                    &init_val,
+                    &vec_ty,
+                    init.as_ref().map_or(*span, |e| e.span),
+                ) else {
+                    continue;
+                };
+                let v = elab.func.add_param(
+                    ParamKind::State,
+                    name.name.clone(),
+                    vec_ty.clone(),
+                    resolved,
+                );
                 scope.insert(name.name.clone(), Val::Tensor(v));
                 states.push((name.name.clone(), name.span));
             }

@@ -33,7 +33,11 @@ impl Span {
 
     /// The smallest span covering both.
     pub fn to(self, other: Span) -> Span {
-        Span { src: self.src, start: self.start.min(other.start), end: self.end.max(other.end) }
+        Span {
+            src: self.src,
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
     }
 }
 
@@ -54,8 +58,19 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// An error with a primary span and label.
-    pub fn error(code: &'static str, message: impl Into<String>, span: Span, label: impl Into<String>) -> Diagnostic {
-        Diagnostic { code, message: message.into(), primary: (span, label.into()), labels: Vec::new(), help: None }
+    pub fn error(
+        code: &'static str,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            code,
+            message: message.into(),
+            primary: (span, label.into()),
+            labels: Vec::new(),
+            help: None,
+        }
     }
 
     /// Adds a secondary label.
@@ -114,7 +129,9 @@ impl miette::Diagnostic for Report<'_> {
         Some(Box::new(self.diag.code))
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         Some(&self.source)
@@ -128,17 +145,30 @@ impl miette::Diagnostic for Report<'_> {
 /// snapshot it).
 pub fn render(diags: &[Diagnostic], sources: &Sources<'_>, color: bool) -> String {
     use miette::{GraphicalReportHandler, GraphicalTheme};
-    let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
-    let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_links(false);
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme)
+        .with_width(100)
+        .with_links(false);
     let mut out = String::new();
     for d in diags {
         let src = d.primary.0.src;
-        let (name, text) = if src == PRELUDE { ("<prelude>", sources.prelude) } else { sources.user };
+        let (name, text) = if src == PRELUDE {
+            ("<prelude>", sources.prelude)
+        } else {
+            sources.user
+        };
         let clamp = |s: Span| {
             let start = s.start.min(text.len());
             miette::SourceSpan::new(start.into(), s.end.clamp(start, text.len()) - start)
         };
-        let mut labels = vec![miette::LabeledSpan::new_primary_with_span(non_empty(&d.primary.1), clamp(d.primary.0))];
+        let mut labels = vec![miette::LabeledSpan::new_primary_with_span(
+            non_empty(&d.primary.1),
+            clamp(d.primary.0),
+        )];
         let mut notes = Vec::new();
         for (s, l) in &d.labels {
             if s.src == src {
@@ -155,7 +185,12 @@ pub fn render(diags: &[Diagnostic], sources: &Sources<'_>, color: bool) -> Strin
                 None => n,
             });
         }
-        let report = Report { diag: d, source: miette::NamedSource::new(name, text.to_string()), labels, help };
+        let report = Report {
+            diag: d,
+            source: miette::NamedSource::new(name, text.to_string()),
+            labels,
+            help,
+        };
         if handler.render_report(&mut out, &report).is_err() {
             out.push_str(&format!("{d}\n"));
         }
@@ -164,7 +199,11 @@ pub fn render(diags: &[Diagnostic], sources: &Sources<'_>, color: bool) -> Strin
 }
 
 fn non_empty(s: &str) -> Option<String> {
-    if s.is_empty() { None } else { Some(s.to_string()) }
+    if s.is_empty() {
+        None
+    } else {
+        Some(s.to_string())
+    }
 }
 
 /// The edit distance between two names, for "did you mean" hints.

@@ -85,7 +85,19 @@ pub(crate) struct Elab<'a, 'd> {
 impl<'a, 'd> Elab<'a, 'd> {
     pub fn new(defs: &'d Defs<'d>, func: Func, errors: &'a mut Vec<Diagnostic>) -> Self {
         let used = func.inputs.iter().map(|a| a.name.clone()).collect();
-        Elab { defs, func, errors, frames: vec![Frame { base: String::new(), path: Some(String::new()), stmt: "out".into() }], used, site: None, calls: Vec::new() }
+        Elab {
+            defs,
+            func,
+            errors,
+            frames: vec![Frame {
+                base: String::new(),
+                path: Some(String::new()),
+                stmt: "out".into(),
+            }],
+            used,
+            site: None,
+            calls: Vec::new(),
+        }
     }
 
     fn report(&mut self, mut d: Diagnostic) {
@@ -134,13 +146,24 @@ impl<'a, 'd> Elab<'a, 'd> {
     }
 
     /// Turns a static number into a tensor of the given type, or checks a tensor.
-    fn as_tensor_like(&mut self, v: &Val, like: &TensorType, span: Span, op: &str) -> Option<Value> {
+    fn as_tensor_like(
+        &mut self,
+        v: &Val,
+        like: &TensorType,
+        span: Span,
+        op: &str,
+    ) -> Option<Value> {
         match v {
             Val::Tensor(t) => Some(*t),
             Val::Int(i) => Some(self.constant(*i as f64, like.clone())),
             Val::Float(f) => {
                 if !like.dtype.is_float() && f.fract() != 0.0 {
-                    self.report(errors::dtype_mismatch(span, op, &like.to_string(), "a float constant"));
+                    self.report(errors::dtype_mismatch(
+                        span,
+                        op,
+                        &like.to_string(),
+                        "a float constant",
+                    ));
                     return None;
                 }
                 Some(self.constant(*f, like.clone()))
@@ -172,9 +195,19 @@ impl<'a, 'd> Elab<'a, 'd> {
         }
         let mut v = v;
         if kept.len() != ty.rank() {
-            v = self.func.push(Op::Reshape, vec![v], Attr::None, TensorType::new(ty.dtype, Shape(kept)));
+            v = self.func.push(
+                Op::Reshape,
+                vec![v],
+                Attr::None,
+                TensorType::new(ty.dtype, Shape(kept)),
+            );
         }
-        self.func.push(Op::Broadcast, vec![v], Attr::Dims(dims), TensorType::new(ty.dtype, shape.clone()))
+        self.func.push(
+            Op::Broadcast,
+            vec![v],
+            Attr::Dims(dims),
+            TensorType::new(ty.dtype, shape.clone()),
+        )
     }
 
     fn broadcast_shapes(a: &Shape, b: &Shape) -> Option<Shape> {
@@ -182,8 +215,16 @@ impl<'a, 'd> Elab<'a, 'd> {
         let one = Dim::Known(1);
         let mut out = Vec::with_capacity(r);
         for i in 0..r {
-            let da = if i + a.rank() >= r { &a.0[i + a.rank() - r] } else { &one };
-            let db = if i + b.rank() >= r { &b.0[i + b.rank() - r] } else { &one };
+            let da = if i + a.rank() >= r {
+                &a.0[i + a.rank() - r]
+            } else {
+                &one
+            };
+            let db = if i + b.rank() >= r {
+                &b.0[i + b.rank() - r]
+            } else {
+                &one
+            };
             out.push(if da == db || *db == one {
                 da.clone()
             } else if *da == one {
@@ -202,7 +243,10 @@ impl<'a, 'd> Elab<'a, 'd> {
             return Val::Error;
         }
         // All static: fold.
-        if args.iter().all(|a| matches!(a, Val::Int(_) | Val::Float(_) | Val::Dim(_) | Val::Bool(_))) {
+        if args
+            .iter()
+            .all(|a| matches!(a, Val::Int(_) | Val::Float(_) | Val::Dim(_) | Val::Bool(_)))
+        {
             return self.fold(op, args, span);
         }
         // The common type: dtype of the tensors (which must agree), shape broadcast.
@@ -225,13 +269,23 @@ impl<'a, 'd> Elab<'a, 'd> {
                 None => ty,
                 Some(c) => {
                     if c.dtype != ty.dtype {
-                        self.report(errors::dtype_mismatch(span, name, &c.to_string(), &ty.to_string()));
+                        self.report(errors::dtype_mismatch(
+                            span,
+                            name,
+                            &c.to_string(),
+                            &ty.to_string(),
+                        ));
                         return Val::Error;
                     }
                     match Self::broadcast_shapes(&c.shape, &ty.shape) {
                         Some(s) => TensorType::new(c.dtype, s),
                         None => {
-                            self.report(errors::broadcast(span, name, &c.to_string(), &ty.to_string()));
+                            self.report(errors::broadcast(
+                                span,
+                                name,
+                                &c.to_string(),
+                                &ty.to_string(),
+                            ));
                             return Val::Error;
                         }
                     }
@@ -326,7 +380,9 @@ impl<'a, 'd> Elab<'a, 'd> {
             };
             match (r, op) {
                 (Some(v), _) => return Val::Int(v),
-                (None, Op::Add | Op::Sub | Op::Mul | Op::Neg | Op::Abs | Op::Pow) if !(op == Op::Pow && b < 0) => {
+                (None, Op::Add | Op::Sub | Op::Mul | Op::Neg | Op::Abs | Op::Pow)
+                    if !(op == Op::Pow && b < 0) =>
+                {
                     self.report(errors::overflow(span));
                     return Val::Error;
                 }
@@ -460,7 +516,11 @@ impl<'a, 'd> Elab<'a, 'd> {
             let params: Vec<&ParamDef> = rule.params.iter().collect();
             return self.config_call(name, &params, vals, span);
         }
-        if let Some((_, kws)) = names::SCHEDULES.iter().chain(names::DATA_SOURCES).find(|(n, _)| *n == name) {
+        if let Some((_, kws)) = names::SCHEDULES
+            .iter()
+            .chain(names::DATA_SOURCES)
+            .find(|(n, _)| *n == name)
+        {
             return self.static_call(name, kws, vals, span);
         }
         if INITIALIZERS.iter().any(|(n, _)| *n == name) {
@@ -477,7 +537,13 @@ impl<'a, 'd> Elab<'a, 'd> {
 
     /// Binds call arguments to declared parameter names: positional, then by keyword.
     /// Returns one slot per parameter (None where the default applies).
-    fn bind_args(&mut self, callee: &str, params: &[&str], args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Option<Vec<Option<(Val, Span)>>> {
+    fn bind_args(
+        &mut self,
+        callee: &str,
+        params: &[&str],
+        args: Vec<(Option<Ident>, Val, Span)>,
+        span: Span,
+    ) -> Option<Vec<Option<(Val, Span)>>> {
         let mut slots: Vec<Option<(Val, Span)>> = vec![None; params.len()];
         let mut ok = true;
         let mut positional = 0;
@@ -514,9 +580,16 @@ impl<'a, 'd> Elab<'a, 'd> {
 
     // ---- layers ----
 
-    fn instantiate(&mut self, def: &'d FnDef, args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Val {
+    fn instantiate(
+        &mut self,
+        def: &'d FnDef,
+        args: Vec<(Option<Ident>, Val, Span)>,
+        span: Span,
+    ) -> Val {
         let pnames: Vec<&str> = def.params.iter().map(|p| p.name.name.as_str()).collect();
-        let Some(slots) = self.bind_args(&def.name.name, &pnames, args, span) else { return Val::Error };
+        let Some(slots) = self.bind_args(&def.name.name, &pnames, args, span) else {
+            return Val::Error;
+        };
         // Error context: prelude errors go to the user's call; user layers get a label.
         let saved_site = self.site.clone();
         let pushed_call = def.span.src == USER && span.src == USER;
@@ -526,8 +599,16 @@ impl<'a, 'd> Elab<'a, 'd> {
         if pushed_call {
             self.calls.push((span, def.name.name.clone()));
         }
-        let base = self.frames.last().map(|f| f.stmt.clone()).unwrap_or_default();
-        self.frames.push(Frame { base, path: None, stmt: "out".into() });
+        let base = self
+            .frames
+            .last()
+            .map(|f| f.stmt.clone())
+            .unwrap_or_default();
+        self.frames.push(Frame {
+            base,
+            path: None,
+            stmt: "out".into(),
+        });
         let result = self.instantiate_body(def, slots, span);
         self.frames.pop();
         if pushed_call {
@@ -537,7 +618,12 @@ impl<'a, 'd> Elab<'a, 'd> {
         result
     }
 
-    fn instantiate_body(&mut self, def: &'d FnDef, slots: Vec<Option<(Val, Span)>>, span: Span) -> Val {
+    fn instantiate_body(
+        &mut self,
+        def: &'d FnDef,
+        slots: Vec<Option<(Val, Span)>>,
+        span: Span,
+    ) -> Val {
         let mut scope = Scope::new();
         for (p, slot) in def.params.iter().zip(slots) {
             let (v, vspan) = match slot {
@@ -559,7 +645,9 @@ impl<'a, 'd> Elab<'a, 'd> {
             }
             scope.insert(p.name.name.clone(), v);
         }
-        let Some(ret) = self.body(&mut scope, &def.body) else { return Val::Error };
+        let Some(ret) = self.body(&mut scope, &def.body) else {
+            return Val::Error;
+        };
         if let (Some(ann), Some(rspan)) = (&def.ret, def.body.last().map(|s| s.span())) {
             self.check_return(&mut scope, ann, &ret, rspan);
         }
@@ -576,7 +664,12 @@ impl<'a, 'd> Elab<'a, 'd> {
                     let v = self.eval(scope, value);
                     scope.insert(name.name.clone(), v);
                 }
-                Stmt::Param { name, ty, init, span } => {
+                Stmt::Param {
+                    name,
+                    ty,
+                    init,
+                    span,
+                } => {
                     let v = self.param(scope, name, ty, init.as_ref(), *span);
                     scope.insert(name.name.clone(), v);
                 }
@@ -604,7 +697,11 @@ impl<'a, 'd> Elab<'a, 'd> {
                 continue;
             }
             let parent = self.frames[i - 1].path.clone().unwrap_or_default();
-            let base = if parent.is_empty() { self.frames[i].base.clone() } else { format!("{parent}.{}", self.frames[i].base) };
+            let base = if parent.is_empty() {
+                self.frames[i].base.clone()
+            } else {
+                format!("{parent}.{}", self.frames[i].base)
+            };
             let mut path = base.clone();
             let mut n = 2;
             while !self.used.insert(path.clone()) {
@@ -613,11 +710,23 @@ impl<'a, 'd> Elab<'a, 'd> {
             }
             self.frames[i].path = Some(path);
         }
-        self.frames.last().and_then(|f| f.path.clone()).unwrap_or_default()
+        self.frames
+            .last()
+            .and_then(|f| f.path.clone())
+            .unwrap_or_default()
     }
 
-    fn param(&mut self, scope: &mut Scope, name: &Ident, ty: &TypeAnn, init: Option<&Expr>, span: Span) -> Val {
-        let Some(t) = self.eval_type(scope, ty) else { return Val::Error };
+    fn param(
+        &mut self,
+        scope: &mut Scope,
+        name: &Ident,
+        ty: &TypeAnn,
+        init: Option<&Expr>,
+        span: Span,
+    ) -> Val {
+        let Some(t) = self.eval_type(scope, ty) else {
+            return Val::Error;
+        };
         if t.shape.dims().iter().any(|d| d.known().is_none()) {
             self.report(errors::param_symbolic(ty.span(), &t.to_string()));
             return Val::Error;
@@ -627,9 +736,15 @@ impl<'a, 'd> Elab<'a, 'd> {
             None => Val::Init("zeros".into(), vec![]),
         };
         let init_span = init.map_or(span, |e| e.span);
-        let Some(resolved) = self.resolve_init(&init_val, &t, init_span) else { return Val::Error };
+        let Some(resolved) = self.resolve_init(&init_val, &t, init_span) else {
+            return Val::Error;
+        };
         let prefix = self.instance_path();
-        let mut full = if prefix.is_empty() { name.name.clone() } else { format!("{prefix}.{}", name.name) };
+        let mut full = if prefix.is_empty() {
+            name.name.clone()
+        } else {
+            format!("{prefix}.{}", name.name)
+        };
         if prefix.is_empty() {
             let base = full.clone();
             let mut n = 2;
@@ -645,7 +760,12 @@ impl<'a, 'd> Elab<'a, 'd> {
     /// Fans follow PyTorch: rank 2 is `[in, out]` (our dense layout); rank >= 3 is
     /// `[out, in, k...]` (convolution); rank 1 uses its size for both.
     fn resolve_init(&mut self, v: &Val, t: &TensorType, span: Span) -> Option<Init> {
-        let dims: Vec<f64> = t.shape.dims().iter().map(|d| d.known().unwrap_or(1) as f64).collect();
+        let dims: Vec<f64> = t
+            .shape
+            .dims()
+            .iter()
+            .map(|d| d.known().unwrap_or(1) as f64)
+            .collect();
         let (fan_in, fan_out) = match dims.as_slice() {
             [] => (1.0, 1.0),
             [n] => (*n, *n),
@@ -666,40 +786,70 @@ impl<'a, 'd> Elab<'a, 'd> {
                 return None;
             }
         };
-        let arg = |k: &str| args.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or(f64::NAN);
+        let arg = |k: &str| {
+            args.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| *v)
+                .unwrap_or(f64::NAN)
+        };
         Some(match name {
             "zeros" => Init::Zeros,
             "ones" => Init::Ones,
             "fill" => Init::Fill(arg("value")),
-            "normal" => Init::Normal { mean: arg("mean"), std: arg("std") },
-            "uniform" => Init::Uniform { lo: arg("lo"), hi: arg("hi") },
+            "normal" => Init::Normal {
+                mean: arg("mean"),
+                std: arg("std"),
+            },
+            "uniform" => Init::Uniform {
+                lo: arg("lo"),
+                hi: arg("hi"),
+            },
             "xavier_uniform" | "glorot_uniform" => {
                 let a = arg("gain") * (6.0 / (fan_in + fan_out)).sqrt();
                 Init::Uniform { lo: -a, hi: a }
             }
-            "xavier_normal" | "glorot_normal" => Init::Normal { mean: 0.0, std: arg("gain") * (2.0 / (fan_in + fan_out)).sqrt() },
+            "xavier_normal" | "glorot_normal" => Init::Normal {
+                mean: 0.0,
+                std: arg("gain") * (2.0 / (fan_in + fan_out)).sqrt(),
+            },
             "he_uniform" | "kaiming_uniform" => {
                 let a = arg("gain") * (3.0 / fan_in).sqrt();
                 Init::Uniform { lo: -a, hi: a }
             }
-            "he_normal" | "kaiming_normal" => Init::Normal { mean: 0.0, std: arg("gain") / fan_in.sqrt() },
+            "he_normal" | "kaiming_normal" => Init::Normal {
+                mean: 0.0,
+                std: arg("gain") / fan_in.sqrt(),
+            },
             _ => unreachable!("initializer names come from INITIALIZERS"),
         })
     }
 
     fn initializer(&mut self, name: &str, given: &[(String, f64)], _span: Span) -> Val {
-        let (_, params) = INITIALIZERS.iter().find(|(n, _)| *n == name).expect("caller checked");
+        let (_, params) = INITIALIZERS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("caller checked");
         let args = params
             .iter()
-            .map(|(k, d)| (k.to_string(), given.iter().find(|(g, _)| g == k).map_or(*d, |(_, v)| *v)))
+            .map(|(k, d)| {
+                (
+                    k.to_string(),
+                    given.iter().find(|(g, _)| g == k).map_or(*d, |(_, v)| *v),
+                )
+            })
             .collect();
         Val::Init(name.to_string(), args)
     }
 
     fn init_call(&mut self, name: &str, args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Val {
-        let (_, params) = INITIALIZERS.iter().find(|(n, _)| *n == name).expect("caller checked");
+        let (_, params) = INITIALIZERS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("caller checked");
         let pnames: Vec<&str> = params.iter().map(|(k, _)| *k).collect();
-        let Some(slots) = self.bind_args(name, &pnames, args, span) else { return Val::Error };
+        let Some(slots) = self.bind_args(name, &pnames, args, span) else {
+            return Val::Error;
+        };
         let mut given = Vec::new();
         for (k, slot) in pnames.iter().zip(slots) {
             match slot {
@@ -723,7 +873,14 @@ impl<'a, 'd> Elab<'a, 'd> {
 
     /// Checks a value against a declared parameter type, binding the type's free
     /// dimension names.
-    fn bind_typed(&mut self, scope: &mut Scope, pname: &str, ty: &TypeAnn, v: Val, vspan: Span) -> Val {
+    fn bind_typed(
+        &mut self,
+        scope: &mut Scope,
+        pname: &str,
+        ty: &TypeAnn,
+        v: Val,
+        vspan: Span,
+    ) -> Val {
         if matches!(v, Val::Error) {
             return v;
         }
@@ -753,7 +910,12 @@ impl<'a, 'd> Elab<'a, 'd> {
                 let actual = self.ty(t).clone();
                 if actual.rank() != dims.len() {
                     let expected = self.render_ann(scope, ty);
-                    self.report(errors::rank(vspan, pname, &format!("{} ({expected})", dims.len()), &format!("{} ({actual})", actual.rank())));
+                    self.report(errors::rank(
+                        vspan,
+                        pname,
+                        &format!("{} ({expected})", dims.len()),
+                        &format!("{} ({actual})", actual.rank()),
+                    ));
                     return Val::Error;
                 }
                 let dt = DType::from_name(&dtype.name);
@@ -784,7 +946,12 @@ impl<'a, 'd> Elab<'a, 'd> {
                 }
                 if !ok {
                     let expected = self.render_ann(scope, ty);
-                    self.report(errors::arg_type(vspan, pname, &expected, &actual.to_string()));
+                    self.report(errors::arg_type(
+                        vspan,
+                        pname,
+                        &expected,
+                        &actual.to_string(),
+                    ));
                     return Val::Error;
                 }
                 Val::Tensor(t)
@@ -826,7 +993,11 @@ impl<'a, 'd> Elab<'a, 'd> {
     pub fn eval_type(&mut self, scope: &mut Scope, ty: &TypeAnn) -> Option<TensorType> {
         let TypeAnn::Tensor { dtype, dims, .. } = ty else {
             let d = ty.span();
-            self.report(errors::kind(d, "a tensor type like f32[B, 64]", "a scalar type"));
+            self.report(errors::kind(
+                d,
+                "a tensor type like f32[B, 64]",
+                "a scalar type",
+            ));
             return None;
         };
         let Some(dt) = DType::from_name(&dtype.name) else {
@@ -869,13 +1040,24 @@ impl<'a, 'd> Elab<'a, 'd> {
         self.errors.truncate(saved);
         if expected.as_ref() != Some(&actual) {
             let shown = self.render_ann(scope, ann);
-            self.report(errors::return_type(rspan, ann.span(), &shown, &actual.to_string()));
+            self.report(errors::return_type(
+                rspan,
+                ann.span(),
+                &shown,
+                &actual.to_string(),
+            ));
         }
     }
 
     // ---- built-in primitives ----
 
-    fn primitive(&mut self, op: Op, class: Class, args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Val {
+    fn primitive(
+        &mut self,
+        op: Op,
+        class: Class,
+        args: Vec<(Option<Ident>, Val, Span)>,
+        span: Span,
+    ) -> Val {
         let name = op.mnemonic();
         let params: &[&str] = match op {
             Op::Sum | Op::Mean | Op::ReduceMax => &["x", "axis", "keepdims"],
@@ -887,7 +1069,9 @@ impl<'a, 'd> Elab<'a, 'd> {
             _ if class == Class::Unary => &["x"],
             _ => &["x", "y"],
         };
-        let Some(slots) = self.bind_args(name, params, args, span) else { return Val::Error };
+        let Some(slots) = self.bind_args(name, params, args, span) else {
+            return Val::Error;
+        };
         let required = match op {
             Op::Sum | Op::Mean | Op::ReduceMax | Op::Transpose => 1,
             _ => params.len(),
@@ -968,9 +1152,13 @@ impl<'a, 'd> Elab<'a, 'd> {
     }
 
     fn reduce(&mut self, op: Op, vals: Vec<Option<Val>>, spans: &[Span], span: Span) -> Val {
-        let Some(x) = vals[0].as_ref().and_then(|v| self.tensor_arg(v, spans[0])) else { return Val::Error };
+        let Some(x) = vals[0].as_ref().and_then(|v| self.tensor_arg(v, spans[0])) else {
+            return Val::Error;
+        };
         let ty = self.ty(x).clone();
-        let Some(axes) = self.axes(vals[1].as_ref(), &ty, spans[1]) else { return Val::Error };
+        let Some(axes) = self.axes(vals[1].as_ref(), &ty, spans[1]) else {
+            return Val::Error;
+        };
         let keepdims = match &vals[2] {
             None => false,
             Some(Val::Bool(b)) => *b,
@@ -994,12 +1182,31 @@ impl<'a, 'd> Elab<'a, 'd> {
         if !keepdims {
             return Val::Tensor(r);
         }
-        let dims = ty.shape.dims().iter().enumerate().map(|(i, d)| if axes.contains(&i) { Dim::Known(1) } else { d.clone() }).collect();
-        Val::Tensor(self.func.push(Op::Reshape, vec![r], Attr::None, TensorType::new(ty.dtype, Shape(dims))))
+        let dims = ty
+            .shape
+            .dims()
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if axes.contains(&i) {
+                    Dim::Known(1)
+                } else {
+                    d.clone()
+                }
+            })
+            .collect();
+        Val::Tensor(self.func.push(
+            Op::Reshape,
+            vec![r],
+            Attr::None,
+            TensorType::new(ty.dtype, Shape(dims)),
+        ))
     }
 
     fn transpose(&mut self, vals: Vec<Option<Val>>, spans: &[Span], span: Span) -> Val {
-        let Some(x) = vals[0].as_ref().and_then(|v| self.tensor_arg(v, spans[0])) else { return Val::Error };
+        let Some(x) = vals[0].as_ref().and_then(|v| self.tensor_arg(v, spans[0])) else {
+            return Val::Error;
+        };
         let ty = self.ty(x).clone();
         let perm: Vec<usize> = match &vals[1] {
             None => {
@@ -1030,7 +1237,10 @@ impl<'a, 'd> Elab<'a, 'd> {
                 return Val::Error;
             }
         };
-        match self.func.build(Op::Transpose, vec![x], Attr::Perm(perm), None) {
+        match self
+            .func
+            .build(Op::Transpose, vec![x], Attr::Perm(perm), None)
+        {
             Ok(v) => Val::Tensor(v),
             Err(msg) => {
                 self.report(errors::op_rule(span, "transpose", msg));
@@ -1041,7 +1251,9 @@ impl<'a, 'd> Elab<'a, 'd> {
 
     fn given(&mut self, op: Op, vals: Vec<Option<Val>>, spans: &[Span], span: Span) -> Val {
         let vals: Vec<Val> = vals.into_iter().map(|v| v.expect("all required")).collect();
-        let Some(x) = self.tensor_arg(&vals[0], spans[0]) else { return Val::Error };
+        let Some(x) = self.tensor_arg(&vals[0], spans[0]) else {
+            return Val::Error;
+        };
         let ty = self.ty(x).clone();
         let target = match op {
             Op::Reshape => {
@@ -1074,7 +1286,11 @@ impl<'a, 'd> Elab<'a, 'd> {
                 Val::DType(d) => ty.with_dtype(*d),
                 other => {
                     let d = self.describe(other);
-                    self.report(errors::kind(spans[1], "an element type (f32, f64, i32)", &d));
+                    self.report(errors::kind(
+                        spans[1],
+                        "an element type (f32, f64, i32)",
+                        &d,
+                    ));
                     return Val::Error;
                 }
             },
@@ -1108,13 +1324,17 @@ impl<'a, 'd> Elab<'a, 'd> {
 
     // ---- configuration calls (train blocks) ----
 
-    fn to_static(&mut self, v: &Val, span: Span) -> Option<Static> {
+    fn static_of(&mut self, v: &Val, span: Span) -> Option<Static> {
         Some(match v {
             Val::Int(i) => Static::Int(*i),
             Val::Float(f) => Static::Float(*f),
             Val::Bool(b) => Static::Bool(*b),
             Val::Str(s) => Static::Str(s.clone()),
-            Val::List(xs) => Static::List(xs.iter().map(|x| self.to_static(x, span)).collect::<Option<_>>()?),
+            Val::List(xs) => Static::List(
+                xs.iter()
+                    .map(|x| self.static_of(x, span))
+                    .collect::<Option<_>>()?,
+            ),
             Val::Error => return None,
             other => {
                 let d = self.describe(other);
@@ -1124,9 +1344,17 @@ impl<'a, 'd> Elab<'a, 'd> {
         })
     }
 
-    fn config_call(&mut self, name: &str, params: &[&ParamDef], args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Val {
+    fn config_call(
+        &mut self,
+        name: &str,
+        params: &[&ParamDef],
+        args: Vec<(Option<Ident>, Val, Span)>,
+        span: Span,
+    ) -> Val {
         let pnames: Vec<&str> = params.iter().map(|p| p.name.name.as_str()).collect();
-        let Some(slots) = self.bind_args(name, &pnames, args, span) else { return Val::Error };
+        let Some(slots) = self.bind_args(name, &pnames, args, span) else {
+            return Val::Error;
+        };
         let mut out = Vec::new();
         let mut scope = Scope::new();
         for (p, slot) in params.iter().zip(slots) {
@@ -1140,23 +1368,41 @@ impl<'a, 'd> Elab<'a, 'd> {
                     }
                 },
             };
-            let Some(st) = self.to_static(&v, s) else { return Val::Error };
+            let Some(st) = self.static_of(&v, s) else {
+                return Val::Error;
+            };
             scope.insert(p.name.name.clone(), v);
             out.push((p.name.name.clone(), st));
         }
-        Val::Call(CallSpec { name: name.to_string(), args: out })
+        Val::Call(CallSpec {
+            name: name.to_string(),
+            args: out,
+        })
     }
 
-    fn static_call(&mut self, name: &str, kws: &[&str], args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Val {
-        let Some(slots) = self.bind_args(name, kws, args, span) else { return Val::Error };
+    fn static_call(
+        &mut self,
+        name: &str,
+        kws: &[&str],
+        args: Vec<(Option<Ident>, Val, Span)>,
+        span: Span,
+    ) -> Val {
+        let Some(slots) = self.bind_args(name, kws, args, span) else {
+            return Val::Error;
+        };
         let mut out = Vec::new();
         for (k, slot) in kws.iter().zip(slots) {
             if let Some((v, s)) = slot {
-                let Some(st) = self.to_static(&v, s) else { return Val::Error };
+                let Some(st) = self.static_of(&v, s) else {
+                    return Val::Error;
+                };
                 out.push((k.to_string(), st));
             }
         }
-        Val::Call(CallSpec { name: name.to_string(), args: out })
+        Val::Call(CallSpec {
+            name: name.to_string(),
+            args: out,
+        })
     }
 }
 
@@ -1185,10 +1431,12 @@ impl Elab<'_, '_> {
 
     /// Makes a rule's value a vector of the parameter's type: numbers and scalars are
     /// broadcast; anything else is an error.
-    pub fn to_vector(&mut self, v: Val, ty: &TensorType, span: Span) -> Val {
+    pub fn vectorize(&mut self, v: Val, ty: &TensorType, span: Span) -> Val {
         match v {
             Val::Tensor(t) if self.ty(t) == ty => Val::Tensor(t),
-            Val::Tensor(t) if self.ty(t).rank() == 0 && self.ty(t).dtype == ty.dtype => Val::Tensor(self.broadcast_to(t, &ty.shape)),
+            Val::Tensor(t) if self.ty(t).rank() == 0 && self.ty(t).dtype == ty.dtype => {
+                Val::Tensor(self.broadcast_to(t, &ty.shape))
+            }
             Val::Int(_) | Val::Float(_) => match self.as_tensor_like(&v, ty, span, "=") {
                 Some(t) => Val::Tensor(t),
                 None => Val::Error,
@@ -1196,7 +1444,11 @@ impl Elab<'_, '_> {
             Val::Error => Val::Error,
             other => {
                 let d = self.describe(&other);
-                self.report(errors::kind(span, &format!("a value of the parameter's type {ty}"), &d));
+                self.report(errors::kind(
+                    span,
+                    &format!("a value of the parameter's type {ty}"),
+                    &d,
+                ));
                 Val::Error
             }
         }

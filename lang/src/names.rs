@@ -15,10 +15,10 @@ pub const INITIALIZERS: &[(&str, &[(&str, f64)])] = &[
     ("xavier_normal", &[("gain", 1.0)]),
     ("glorot_uniform", &[("gain", 1.0)]),
     ("glorot_normal", &[("gain", 1.0)]),
-    ("he_uniform", &[("gain", 1.4142135623730951)]),
-    ("he_normal", &[("gain", 1.4142135623730951)]),
-    ("kaiming_uniform", &[("gain", 1.4142135623730951)]),
-    ("kaiming_normal", &[("gain", 1.4142135623730951)]),
+    ("he_uniform", &[("gain", std::f64::consts::SQRT_2)]),
+    ("he_normal", &[("gain", std::f64::consts::SQRT_2)]),
+    ("kaiming_uniform", &[("gain", std::f64::consts::SQRT_2)]),
+    ("kaiming_normal", &[("gain", std::f64::consts::SQRT_2)]),
 ];
 
 /// Learning-rate schedules: a factor on the optimizer's `lr`, by step.
@@ -32,7 +32,10 @@ pub const SCHEDULES: &[(&str, &[&str])] = &[
 
 /// Data sources for `data = ...` in train blocks.
 pub const DATA_SOURCES: &[(&str, &[&str])] = &[
-    ("csv", &["path", "label", "scale", "test_tail", "test_fraction"]),
+    (
+        "csv",
+        &["path", "label", "scale", "test_tail", "test_fraction"],
+    ),
     ("npy", &["x", "y", "scale", "test_tail", "test_fraction"]),
 ];
 
@@ -71,7 +74,10 @@ pub const SETTINGS: &[(&str, SettingKind, bool)] = &[
 /// Primitive ops callable by their mnemonic from the language, with broadcasting.
 /// `broadcast` and `const` are implicit (literals and mixed shapes) and not callable.
 pub fn primitive_functions() -> impl Iterator<Item = &'static str> {
-    TABLE.iter().filter(|row| !matches!(row.mnemonic, "broadcast" | "const")).map(|row| row.mnemonic)
+    TABLE
+        .iter()
+        .filter(|row| !matches!(row.mnemonic, "broadcast" | "const"))
+        .map(|row| row.mnemonic)
 }
 
 /// Whether `name` is a built-in function (a primitive, an initializer, a schedule or a
@@ -90,7 +96,8 @@ pub fn builtin_functions() -> impl Iterator<Item = &'static str> {
 
 /// Names that are values everywhere: booleans and element types.
 pub fn is_global_name(name: &str) -> bool {
-    matches!(name, "true" | "false" | "f32" | "f64" | "i32") || INITIALIZERS.iter().any(|(n, _)| *n == name)
+    matches!(name, "true" | "false" | "f32" | "f64" | "i32")
+        || INITIALIZERS.iter().any(|(n, _)| *n == name)
 }
 
 /// Whether an elementwise primitive needs float operands.
@@ -100,5 +107,8 @@ pub fn needs_float(mnemonic: &str) -> bool {
 
 /// The class of a primitive by mnemonic.
 pub fn class_of(mnemonic: &str) -> Option<(nnc_ir::Op, Class)> {
-    TABLE.iter().find(|r| r.mnemonic == mnemonic).map(|r| (r.op, r.class))
+    TABLE
+        .iter()
+        .find(|r| r.mnemonic == mnemonic)
+        .map(|r| (r.op, r.class))
 }

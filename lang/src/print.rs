@@ -22,7 +22,15 @@ pub fn program(p: &Program) -> String {
                 block(&mut out, &t.body);
             }
             Item::Rule(r) => {
-                write!(out, "rule {}({}) for ({}, {}) ", r.name.name, params(&r.params), r.weight.name, r.grad.name).unwrap();
+                write!(
+                    out,
+                    "rule {}({}) for ({}, {}) ",
+                    r.name.name,
+                    params(&r.params),
+                    r.weight.name,
+                    r.grad.name
+                )
+                .unwrap();
                 block(&mut out, &r.body);
             }
         }
@@ -71,7 +79,9 @@ fn block(out: &mut String, body: &[Stmt]) {
     for s in body {
         out.push_str("    ");
         match s {
-            Stmt::Assign { name, value, .. } => write!(out, "{} = {}", name.name, expr(value)).unwrap(),
+            Stmt::Assign { name, value, .. } => {
+                write!(out, "{} = {}", name.name, expr(value)).unwrap()
+            }
             Stmt::Param { name, ty, init, .. } => {
                 write!(out, "param {}: {}", name.name, type_ann(ty)).unwrap();
                 if let Some(i) = init {

@@ -27,8 +27,17 @@ pub struct Defs<'a> {
 impl<'a> Defs<'a> {
     /// Collects definitions, reporting duplicates within the user's program. A user
     /// definition may shadow a prelude one of the same name.
-    pub fn collect(prelude: &'a Program, user: &'a Program, errors: &mut Vec<Diagnostic>) -> Defs<'a> {
-        let mut defs = Defs { layers: HashMap::new(), models: HashMap::new(), rules: HashMap::new(), trains: HashMap::new() };
+    pub fn collect(
+        prelude: &'a Program,
+        user: &'a Program,
+        errors: &mut Vec<Diagnostic>,
+    ) -> Defs<'a> {
+        let mut defs = Defs {
+            layers: HashMap::new(),
+            models: HashMap::new(),
+            rules: HashMap::new(),
+            trains: HashMap::new(),
+        };
         for item in &prelude.items {
             match item {
                 Item::Layer(f) => _ = defs.layers.insert(&f.name.name, f),
@@ -47,7 +56,9 @@ impl<'a> Defs<'a> {
                 Item::Rule(_) => (&mut seen, "rule"),
             };
             if let Some(&first) = table.get(name.name.as_str()) {
-                errors.push(errors::duplicate_definition(name.span, first, what, &name.name));
+                errors.push(errors::duplicate_definition(
+                    name.span, first, what, &name.name,
+                ));
                 continue;
             }
             table.insert(&name.name, name.span);
@@ -62,11 +73,18 @@ impl<'a> Defs<'a> {
     }
 
     fn is_callable(&self, name: &str) -> bool {
-        self.layers.contains_key(name) || self.rules.contains_key(name) || names::is_builtin_function(name)
+        self.layers.contains_key(name)
+            || self.rules.contains_key(name)
+            || names::is_builtin_function(name)
     }
 
     fn callables(&self) -> Vec<&'a str> {
-        let mut v: Vec<&'a str> = self.layers.keys().chain(self.rules.keys()).copied().collect();
+        let mut v: Vec<&'a str> = self
+            .layers
+            .keys()
+            .chain(self.rules.keys())
+            .copied()
+            .collect();
         for n in names::builtin_functions() {
             v.push(n);
         }
@@ -96,7 +114,8 @@ impl Scope<'_> {
     fn expr(&self, e: &Expr, errors: &mut Vec<Diagnostic>) {
         match &e.kind {
             ExprKind::Name(n) => {
-                if !self.names.contains(n) && !names::is_global_name(n) && !self.defs.is_callable(n) {
+                if !self.names.contains(n) && !names::is_global_name(n) && !self.defs.is_callable(n)
+                {
                     let cands: Vec<&str> = self.names.iter().map(|s| s.as_str()).collect();
                     errors.push(errors::unknown_name(e.span, n, suggest(n, cands)));
                 }
@@ -104,7 +123,11 @@ impl Scope<'_> {
             ExprKind::Call { callee, args } => {
                 if !self.defs.is_callable(&callee.name) {
                     let cands = self.defs.callables();
-                    errors.push(errors::unknown_function(callee.span, &callee.name, suggest(&callee.name, cands)));
+                    errors.push(errors::unknown_function(
+                        callee.span,
+                        &callee.name,
+                        suggest(&callee.name, cands),
+                    ));
                 }
                 for a in args {
                     self.expr(&a.value, errors);
@@ -173,7 +196,12 @@ impl Scope<'_> {
                     self.expr(value, errors);
                     self.names.insert(name.name.clone());
                 }
-                Stmt::Param { name, ty, init, span } => {
+                Stmt::Param {
+                    name,
+                    ty,
+                    init,
+                    span,
+                } => {
                     if place != Place::Layer {
                         errors.push(errors::misplaced(*span, "param", place.describe()));
                     }
@@ -227,11 +255,17 @@ impl Place {
 }
 
 fn fn_def(defs: &Defs<'_>, f: &FnDef, what: &str, errors: &mut Vec<Diagnostic>) {
-    let mut scope = Scope { names: HashSet::new(), defs };
+    let mut scope = Scope {
+        names: HashSet::new(),
+        defs,
+    };
     scope.params(&f.params, errors);
     if !scope.body(&f.body, Place::Layer, errors) {
         let end = Span::new(f.span.src, f.span.end.saturating_sub(1), f.span.end);
-        errors.push(errors::missing_return(end, what, &f.name.name).with_label(f.name.span, format!("{what} defined here")));
+        errors.push(
+            errors::missing_return(end, what, &f.name.name)
+                .with_label(f.name.span, format!("{what} defined here")),
+        );
     }
     if let Some(ret) = &f.ret {
         // The result type may use every name the signature bound.
@@ -240,14 +274,20 @@ fn fn_def(defs: &Defs<'_>, f: &FnDef, what: &str, errors: &mut Vec<Diagnostic>) 
 }
 
 fn rule_def(defs: &Defs<'_>, r: &RuleDef, errors: &mut Vec<Diagnostic>) {
-    let mut scope = Scope { names: HashSet::new(), defs };
+    let mut scope = Scope {
+        names: HashSet::new(),
+        defs,
+    };
     scope.params(&r.params, errors);
     for n in [&r.weight.name, &r.grad.name] {
         scope.names.insert(n.clone());
     }
     scope.names.extend(["lr".to_string(), "step".to_string()]);
     scope.body(&r.body, Place::Rule, errors);
-    let assigns_w = r.body.iter().any(|s| matches!(s, Stmt::Assign { name, .. } if name.name == r.weight.name));
+    let assigns_w = r
+        .body
+        .iter()
+        .any(|s| matches!(s, Stmt::Assign { name, .. } if name.name == r.weight.name));
     if !assigns_w {
         errors.push(errors::no_update(r.name.span, &r.name.name, &r.weight.name));
     }
@@ -256,10 +296,17 @@ fn rule_def(defs: &Defs<'_>, r: &RuleDef, errors: &mut Vec<Diagnostic>) {
 fn train_def(defs: &Defs<'_>, t: &TrainDef, errors: &mut Vec<Diagnostic>) {
     let Some(model) = defs.models.get(t.model.name.as_str()) else {
         let cands: Vec<&str> = defs.models.keys().copied().collect();
-        errors.push(errors::train_unknown_model(t.model.span, &t.model.name, suggest(&t.model.name, cands)));
+        errors.push(errors::train_unknown_model(
+            t.model.span,
+            &t.model.name,
+            suggest(&t.model.name, cands),
+        ));
         return;
     };
-    let mut scope = Scope { names: HashSet::new(), defs };
+    let mut scope = Scope {
+        names: HashSet::new(),
+        defs,
+    };
     scope.params(&model.params, errors);
     scope.params(&t.params, errors);
     scope.names.insert("output".into());
@@ -289,8 +336,12 @@ fn recursion(defs: &Defs<'_>, user: &Program, errors: &mut Vec<Diagnostic>) {
             let mut out = Vec::new();
             for s in &f.body {
                 match s {
-                    Stmt::Assign { value, .. } | Stmt::Return { value, .. } => calls(value, &mut out),
-                    Stmt::Param { init: Some(v), .. } | Stmt::State { init: Some(v), .. } => calls(v, &mut out),
+                    Stmt::Assign { value, .. } | Stmt::Return { value, .. } => {
+                        calls(value, &mut out)
+                    }
+                    Stmt::Param { init: Some(v), .. } | Stmt::State { init: Some(v), .. } => {
+                        calls(v, &mut out)
+                    }
                     _ => {}
                 }
             }
@@ -299,7 +350,11 @@ fn recursion(defs: &Defs<'_>, user: &Program, errors: &mut Vec<Diagnostic>) {
                     calls(d, &mut out);
                 }
             }
-            out.retain(|(n, _)| defs.layers.get(n.as_str()).is_some_and(|l| l.span.src == crate::diagnostics::USER));
+            out.retain(|(n, _)| {
+                defs.layers
+                    .get(n.as_str())
+                    .is_some_and(|l| l.span.src == crate::diagnostics::USER)
+            });
             graph.insert(&f.name.name, out);
         }
     }
@@ -322,15 +377,21 @@ fn recursion(defs: &Defs<'_>, user: &Program, errors: &mut Vec<Diagnostic>) {
             }
             let (callee, span) = &edges[*next];
             *next += 1;
-            let Some((callee_key, _)) = graph.get_key_value(callee.as_str()) else { continue };
+            let Some((callee_key, _)) = graph.get_key_value(callee.as_str()) else {
+                continue;
+            };
             match color.get(callee_key).copied().unwrap_or(0) {
                 0 => {
                     color.insert(callee_key, 1);
                     stack.push((callee_key, 0));
                 }
                 1 => {
-                    let from = stack.iter().position(|(n, _)| *n == *callee_key).unwrap_or(0);
-                    let mut cycle: Vec<String> = stack[from..].iter().map(|(n, _)| n.to_string()).collect();
+                    let from = stack
+                        .iter()
+                        .position(|(n, _)| *n == *callee_key)
+                        .unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        stack[from..].iter().map(|(n, _)| n.to_string()).collect();
                     cycle.push(callee.clone());
                     errors.push(errors::recursion(*span, &cycle));
                 }

@@ -27,7 +27,10 @@ pub fn parse(src: &str, id: SourceId) -> Result<Program, Vec<Diagnostic>> {
     check_nesting(src, id).map_err(|d| vec![d])?;
     let mut pairs = Grammar::parse(Rule::file, src).map_err(|e| vec![pest_error(e, src, id)])?;
     let file = pairs.next().expect("the file rule always yields one pair");
-    let mut cx = Cx { id, errors: Vec::new() };
+    let mut cx = Cx {
+        id,
+        errors: Vec::new(),
+    };
     let mut items = Vec::new();
     for pair in file.into_inner() {
         match pair.as_rule() {
@@ -39,13 +42,19 @@ pub fn parse(src: &str, id: SourceId) -> Result<Program, Vec<Diagnostic>> {
             }
         }
     }
-    if cx.errors.is_empty() { Ok(Program { items }) } else { Err(cx.errors) }
+    if cx.errors.is_empty() {
+        Ok(Program { items })
+    } else {
+        Err(cx.errors)
+    }
 }
 
 fn pratt() -> PrattParser<Rule> {
     PrattParser::new()
         .op(Op::infix(Rule::add, Assoc::Left) | Op::infix(Rule::sub, Assoc::Left))
-        .op(Op::infix(Rule::mul, Assoc::Left) | Op::infix(Rule::div, Assoc::Left) | Op::infix(Rule::matmul, Assoc::Left))
+        .op(Op::infix(Rule::mul, Assoc::Left)
+            | Op::infix(Rule::div, Assoc::Left)
+            | Op::infix(Rule::matmul, Assoc::Left))
         .op(Op::prefix(Rule::neg))
         .op(Op::infix(Rule::pow, Assoc::Right))
 }
@@ -87,14 +96,23 @@ fn describe_rule(rule: Rule) -> &'static str {
         Rule::ident => "a name",
         Rule::number => "a number",
         Rule::string => "a string",
-        Rule::expr | Rule::primary | Rule::paren | Rule::call | Rule::list | Rule::arg | Rule::neg | Rule::prefix => {
-            "an expression"
+        Rule::expr
+        | Rule::primary
+        | Rule::paren
+        | Rule::call
+        | Rule::list
+        | Rule::arg
+        | Rule::neg
+        | Rule::prefix => "an expression",
+        Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::matmul | Rule::pow | Rule::infix => {
+            "an operator"
         }
-        Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::matmul | Rule::pow | Rule::infix => "an operator",
         Rule::layer_def | Rule::model_def | Rule::train_def | Rule::rule_def | Rule::item => {
             "`layer`, `model`, `train` or `rule`"
         }
-        Rule::param_decl | Rule::state_decl | Rule::return_stmt | Rule::assign | Rule::stmt => "a statement",
+        Rule::param_decl | Rule::state_decl | Rule::return_stmt | Rule::assign | Rule::stmt => {
+            "a statement"
+        }
         Rule::type_ann | Rule::tensor_type => "a type",
         Rule::ret_type => "`->`",
         Rule::block => "`{`",
@@ -114,14 +132,20 @@ fn pest_error(e: pest::error::Error<Rule>, src: &str, id: SourceId) -> Diagnosti
     let found: String = match rest.chars().next() {
         None => "end of file".into(),
         Some(c) if c.is_alphanumeric() || c == '_' => {
-            let w: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').take(24).collect();
+            let w: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .take(24)
+                .collect();
             format!("`{w}`")
         }
         Some(c) if c.is_whitespace() => "whitespace".into(),
         Some(c) => format!("`{}`", c.escape_default()),
     };
     let mut expected: Vec<&str> = match &e.variant {
-        ErrorVariant::ParsingError { positives, .. } => positives.iter().map(|&r| describe_rule(r)).collect(),
+        ErrorVariant::ParsingError { positives, .. } => {
+            positives.iter().map(|&r| describe_rule(r)).collect()
+        }
         ErrorVariant::CustomError { message } => vec![message.as_str()],
     };
     expected.dedup();
@@ -133,7 +157,10 @@ fn pest_error(e: pest::error::Error<Rule>, src: &str, id: SourceId) -> Diagnosti
         [init @ .., last] => format!("expected {} or {last}", init.join(", ")),
     };
     let len = rest.chars().next().map_or(0, |c| c.len_utf8());
-    crate::errors::syntax(Span::new(id, pos, pos + len), format!("{what}, found {found}"))
+    crate::errors::syntax(
+        Span::new(id, pos, pos + len),
+        format!("{what}, found {found}"),
+    )
 }
 
 struct Cx {
@@ -151,7 +178,10 @@ impl Cx {
 
     fn ident(&self, pair: Pair<Rule>) -> Ident {
         debug_assert_eq!(pair.as_rule(), Rule::ident);
-        Ident { name: pair.as_str().to_string(), span: self.span(&pair) }
+        Ident {
+            name: pair.as_str().to_string(),
+            span: self.span(&pair),
+        }
     }
 
     fn item(&mut self, pair: Pair<Rule>) -> Option<Item> {
@@ -169,14 +199,29 @@ impl Cx {
                     next = inner.next()?;
                 }
                 let body = self.block(next);
-                let def = FnDef { name, params, ret, body, span };
-                Some(if rule == Rule::layer_def { Item::Layer(def) } else { Item::Model(def) })
+                let def = FnDef {
+                    name,
+                    params,
+                    ret,
+                    body,
+                    span,
+                };
+                Some(if rule == Rule::layer_def {
+                    Item::Layer(def)
+                } else {
+                    Item::Model(def)
+                })
             }
             Rule::train_def => {
                 let model = self.ident(inner.next()?);
                 let params = self.params(inner.next()?);
                 let body = self.block(inner.next()?);
-                Some(Item::Train(TrainDef { model, params, body, span }))
+                Some(Item::Train(TrainDef {
+                    model,
+                    params,
+                    body,
+                    span,
+                }))
             }
             Rule::rule_def => {
                 let name = self.ident(inner.next()?);
@@ -184,7 +229,14 @@ impl Cx {
                 let weight = self.ident(inner.next()?);
                 let grad = self.ident(inner.next()?);
                 let body = self.block(inner.next()?);
-                Some(Item::Rule(RuleDef { name, params, weight, grad, body, span }))
+                Some(Item::Rule(RuleDef {
+                    name,
+                    params,
+                    weight,
+                    grad,
+                    body,
+                    span,
+                }))
             }
             _ => None,
         }
@@ -195,7 +247,9 @@ impl Cx {
         for p in pair.into_inner() {
             let span = self.span(&p);
             let mut inner = p.into_inner();
-            let Some(name) = inner.next().map(|n| self.ident(n)) else { continue };
+            let Some(name) = inner.next().map(|n| self.ident(n)) else {
+                continue;
+            };
             let mut ty = None;
             let mut default = None;
             for part in inner {
@@ -204,7 +258,12 @@ impl Cx {
                     _ => default = self.expr(part),
                 }
             }
-            out.push(ParamDef { name, ty, default, span });
+            out.push(ParamDef {
+                name,
+                ty,
+                default,
+                span,
+            });
         }
         out
     }
@@ -252,7 +311,12 @@ impl Cx {
                     Some(e) => Some(self.expr(e)?),
                     None => None,
                 };
-                Stmt::Param { name, ty, init, span }
+                Stmt::Param {
+                    name,
+                    ty,
+                    init,
+                    span,
+                }
             }
             Rule::state_decl => {
                 let name = self.ident(inner.next()?);
@@ -262,7 +326,10 @@ impl Cx {
                 };
                 Stmt::State { name, init, span }
             }
-            Rule::return_stmt => Stmt::Return { value: self.expr(inner.next()?)?, span },
+            Rule::return_stmt => Stmt::Return {
+                value: self.expr(inner.next()?)?,
+                span,
+            },
             _ => return None,
         })
     }
@@ -301,7 +368,10 @@ impl Cx {
             .map_prefix(|op, rhs| {
                 let rhs = rhs?;
                 let span = cx.borrow().span(&op).to(rhs.span);
-                Some(Expr { kind: ExprKind::Neg(Box::new(rhs)), span })
+                Some(Expr {
+                    kind: ExprKind::Neg(Box::new(rhs)),
+                    span,
+                })
             })
             .map_infix(|lhs, op, rhs| {
                 let (lhs, rhs) = (lhs?, rhs?);
@@ -314,7 +384,14 @@ impl Cx {
                     _ => BinOp::Pow,
                 };
                 let span = lhs.span.to(rhs.span);
-                Some(Expr { kind: ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }, span })
+                Some(Expr {
+                    kind: ExprKind::Binary {
+                        op,
+                        lhs: Box::new(lhs),
+                        rhs: Box::new(rhs),
+                    },
+                    span,
+                })
             })
             .parse(pairs)
     }
@@ -325,7 +402,8 @@ impl Cx {
             Rule::number => match number(pair.as_str()) {
                 Ok(k) => k,
                 Err(why) => {
-                    self.errors.push(crate::errors::bad_literal(span, pair.as_str(), why));
+                    self.errors
+                        .push(crate::errors::bad_literal(span, pair.as_str(), why));
                     return None;
                 }
             },
@@ -363,7 +441,10 @@ impl Cx {
 /// Validates a scanned number: an integer (no `.` or exponent) or a float.
 fn number(text: &str) -> Result<ExprKind, &'static str> {
     let is_float = text.contains('.') || text.contains(['e', 'E']);
-    if !text.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-')) {
+    if !text
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+    {
         return Err("a number holds only digits, `.` and an exponent");
     }
     if is_float {
@@ -373,6 +454,8 @@ fn number(text: &str) -> Result<ExprKind, &'static str> {
             Err(_) => Err("not a valid number"),
         }
     } else {
-        text.parse::<i64>().map(ExprKind::Int).map_err(|_| "the integer does not fit in 64 bits")
+        text.parse::<i64>()
+            .map(ExprKind::Int)
+            .map_err(|_| "the integer does not fit in 64 bits")
     }
 }

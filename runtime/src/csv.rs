@@ -16,7 +16,11 @@ pub struct Table {
 /// Parses CSV text. A first line that does not parse as numbers is the header. Every row
 /// must have as many cells as the first; blank lines are skipped.
 pub fn parse(text: &str) -> Result<Table, String> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).peekable();
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .peekable();
     let Some(&(_, first)) = lines.peek() else {
         return Err("the file has no rows".into());
     };
@@ -32,13 +36,25 @@ pub fn parse(text: &str) -> Result<Table, String> {
     for (ln, line) in lines {
         let cells: Vec<&str> = line.split(',').map(str::trim).collect();
         if cells.len() != columns.len() {
-            return Err(format!("line {}: {} columns, expected {}", ln + 1, cells.len(), columns.len()));
+            return Err(format!(
+                "line {}: {} columns, expected {}",
+                ln + 1,
+                cells.len(),
+                columns.len()
+            ));
         }
         let mut row = Vec::with_capacity(cells.len());
         for (c, cell) in cells.iter().enumerate() {
             match cell.parse::<f64>() {
                 Ok(v) if v.is_finite() => row.push(v),
-                _ => return Err(format!("line {}, column {} (`{}`): `{cell}` is not a number", ln + 1, c + 1, columns[c])),
+                _ => {
+                    return Err(format!(
+                        "line {}, column {} (`{}`): `{cell}` is not a number",
+                        ln + 1,
+                        c + 1,
+                        columns[c]
+                    ));
+                }
             }
         }
         rows.push(row);

@@ -8,9 +8,17 @@ use crate::tensor::Tensor;
 /// Creates a parameter's initial value. Each parameter draws from its own stream, named
 /// after it, so its values depend only on the seed and its name.
 pub fn init_param(p: &Param, seed: u64) -> Result<Tensor, String> {
-    let shape: Option<Vec<usize>> = p.ty.shape.dims().iter().map(|d| d.known().map(|n| n as usize)).collect();
+    let shape: Option<Vec<usize>> =
+        p.ty.shape
+            .dims()
+            .iter()
+            .map(|d| d.known().map(|n| n as usize))
+            .collect();
     let Some(shape) = shape else {
-        return Err(format!("parameter `{}` has a symbolic shape {}", p.name, p.ty));
+        return Err(format!(
+            "parameter `{}` has a symbolic shape {}",
+            p.name, p.ty
+        ));
     };
     let n: usize = shape.iter().product();
     let mut rng = Rng::stream(seed, &p.name);

@@ -21,7 +21,12 @@ impl Tensor {
     /// A tensor from parts; panics if the data length does not match the shape (a bug in
     /// the caller, never user input).
     pub fn new(dtype: DType, shape: Vec<usize>, data: Vec<f64>) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?} does not match {} elements", data.len());
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape {shape:?} does not match {} elements",
+            data.len()
+        );
         let mut t = Tensor { dtype, shape, data };
         t.round();
         t
@@ -61,12 +66,19 @@ impl Tensor {
     pub fn matches(&self, ty: &TensorType) -> bool {
         self.dtype == ty.dtype
             && self.shape.len() == ty.rank()
-            && self.shape.iter().zip(ty.shape.dims()).all(|(&n, d)| d.known().is_none_or(|k| k as usize == n))
+            && self
+                .shape
+                .iter()
+                .zip(ty.shape.dims())
+                .all(|(&n, d)| d.known().is_none_or(|k| k as usize == n))
     }
 
     /// The type, with known sizes.
     pub fn ty(&self) -> TensorType {
-        TensorType::new(self.dtype, nnc_ir::Shape::known(&self.shape.iter().map(|&n| n as u64).collect::<Vec<_>>()))
+        TensorType::new(
+            self.dtype,
+            nnc_ir::Shape::known(&self.shape.iter().map(|&n| n as u64).collect::<Vec<_>>()),
+        )
     }
 }
 

@@ -162,6 +162,21 @@ proptest! {
     }
 
     #[test]
+    fn mutated_ir_text_never_panics_the_ir_parser(cut in 0usize..4000, len in 0usize..12, insert in 0..TOKENS.len()) {
+        let src = include_str!("../examples/digits_mlp.nn");
+        let text = nnc::lang::check(src).unwrap().module.to_string();
+        let chars: Vec<char> = text.chars().collect();
+        let at = cut % chars.len();
+        let end = (at + len).min(chars.len());
+        let mutated: String = chars[..at].iter().chain(TOKENS[insert].chars().collect::<Vec<_>>().iter()).chain(chars[end..].iter()).collect();
+        if let Ok(m) = nnc::ir::parse_module(&mutated) {
+            // Whatever parses is well typed and prints back to something that parses to it.
+            nnc::ir::verify_module(&m).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(nnc::ir::parse_module(&m.to_string()).unwrap(), m);
+        }
+    }
+
+    #[test]
     fn random_valid_programs_check_and_round_trip(
         width in 1u64..40,
         layers in proptest::collection::vec((0usize..7, 1u64..24), 1..8),

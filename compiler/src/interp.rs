@@ -187,24 +187,10 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
             let Attr::Dims(dims) = attr else {
                 unreachable!("verified")
             };
-            let x = args[0];
-            let os = strides(&out);
-            let xs = strides(&x.shape);
-            let data = (0..n)
-                .map(|i| {
-                    let src: usize = dims
-                        .iter()
-                        .enumerate()
-                        .map(|(k, &d)| (i / os[d]) % out[d] * xs[k])
-                        .sum();
-                    x.data[src]
-                })
-                .collect();
-            Tensor {
-                dtype,
-                shape: out,
-                data,
-            }
+            // Operand axis k is result axis dims[k].
+            let pairs: Vec<(usize, usize)> =
+                dims.iter().enumerate().map(|(k, &d)| (d, k)).collect();
+            gather(args[0], dtype, out, &pairs)
         }
         Op::Reshape | Op::Cast => {
             let mut data = args[0].data.clone();
@@ -221,24 +207,10 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
             let Attr::Perm(perm) = attr else {
                 unreachable!("verified")
             };
-            let x = args[0];
-            let os = strides(&out);
-            let xs = strides(&x.shape);
-            let data = (0..n)
-                .map(|i| {
-                    let src: usize = perm
-                        .iter()
-                        .enumerate()
-                        .map(|(k, &p)| (i / os[k]) % out[k] * xs[p])
-                        .sum();
-                    x.data[src]
-                })
-                .collect();
-            Tensor {
-                dtype,
-                shape: out,
-                data,
-            }
+            // Result axis k is operand axis perm[k].
+            let pairs: Vec<(usize, usize)> =
+                perm.iter().enumerate().map(|(k, &p)| (k, p)).collect();
+            gather(args[0], dtype, out, &pairs)
         }
         Op::Const => {
             let Attr::Value(v) = attr else {
@@ -264,6 +236,27 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
                 data,
             }
         }
+    }
+}
+
+/// Copies `x` into a tensor of shape `out`, where each `(out_axis, x_axis)` pair says which
+/// result axis indexes which operand axis; result axes not listed are broadcast.
+fn gather(x: &Tensor, dtype: DType, out: Vec<usize>, pairs: &[(usize, usize)]) -> Tensor {
+    let os = strides(&out);
+    let xs = strides(&x.shape);
+    let n: usize = out.iter().product();
+    let data = (0..n)
+        .map(|i| {
+            x.data[pairs
+                .iter()
+                .map(|&(o, a)| (i / os[o]) % out[o] * xs[a])
+                .sum::<usize>()]
+        })
+        .collect();
+    Tensor {
+        dtype,
+        shape: out,
+        data,
     }
 }
 

@@ -185,7 +185,7 @@ fn model_func<'d>(
     }
     let ret = elab.body(&mut scope, &m.body).unwrap_or(Val::Error);
     if let (Some(ann), Some(last)) = (&m.ret, m.body.last()) {
-        elab_check_return(&mut elab, &mut scope, ann, &ret, last.span());
+        elab.check_return(&mut scope, ann, &ret, last.span());
     }
     if let Val::Tensor(v) = ret {
         elab.func.outputs.push(v);
@@ -196,16 +196,6 @@ fn model_func<'d>(
     }
     let func = std::mem::replace(&mut elab.func, Func::new(""));
     (func, scope, ret)
-}
-
-fn elab_check_return(
-    elab: &mut Elab<'_, '_>,
-    scope: &mut std::collections::HashMap<String, Val>,
-    ann: &TypeAnn,
-    ret: &Val,
-    span: Span,
-) {
-    elab.check_return_pub(scope, ann, ret, span);
 }
 
 /// Builds `@Model.loss` and `@Model.update` from a train block.
@@ -283,7 +273,7 @@ fn train<'d>(
         if matches!(v, Val::Error) {
             continue;
         }
-        let found = elab.describe_pub(&v);
+        let found = elab.describe(&v);
         let vspan = value.span;
         match kind {
             SettingKind::Loss => match v {
@@ -455,11 +445,9 @@ fn rule_func<'d>(
                     Some(e) => elab.eval(&mut scope, e),
                     None => Val::Init("zeros".into(), vec![]),
                 };
-                let Some(resolved) = elab.resolve_init_pub(
-                    &init_val,
-                    &vec_ty,
-                    init.as_ref().map_or(*span, |e| e.span),
-                ) else {
+                let Some(resolved) =
+                    elab.resolve_init(&init_val, &vec_ty, init.as_ref().map_or(*span, |e| e.span))
+                else {
                     continue;
                 };
                 let v = elab.func.add_param(

@@ -125,7 +125,7 @@ impl<'a, 'd> Elab<'a, 'd> {
         self.func.ty(v)
     }
 
-    fn describe(&self, v: &Val) -> String {
+    pub fn describe(&self, v: &Val) -> String {
         match v {
             Val::Tensor(t) => self.ty(*t).to_string(),
             Val::Int(i) => format!("the integer {i}"),
@@ -759,7 +759,7 @@ impl<'a, 'd> Elab<'a, 'd> {
     /// Turns an initializer value into a concrete distribution for a parameter of type `t`.
     /// Fans follow PyTorch: rank 2 is `[in, out]` (our dense layout); rank >= 3 is
     /// `[out, in, k...]` (convolution); rank 1 uses its size for both.
-    fn resolve_init(&mut self, v: &Val, t: &TensorType, span: Span) -> Option<Init> {
+    pub fn resolve_init(&mut self, v: &Val, t: &TensorType, span: Span) -> Option<Init> {
         let dims: Vec<f64> = t
             .shape
             .dims()
@@ -1025,7 +1025,7 @@ impl<'a, 'd> Elab<'a, 'd> {
         Some(TensorType::new(dt, Shape(out)))
     }
 
-    fn check_return(&mut self, scope: &mut Scope, ann: &TypeAnn, ret: &Val, rspan: Span) {
+    pub fn check_return(&mut self, scope: &mut Scope, ann: &TypeAnn, ret: &Val, rspan: Span) {
         let Val::Tensor(t) = ret else {
             if !matches!(ret, Val::Error) {
                 let d = self.describe(ret);
@@ -1417,18 +1417,6 @@ fn same_dim(a: &Val, b: &Val) -> bool {
 
 /// Entry points used by the driver in `check.rs`.
 impl Elab<'_, '_> {
-    pub fn check_return_pub(&mut self, scope: &mut Scope, ann: &TypeAnn, ret: &Val, span: Span) {
-        self.check_return(scope, ann, ret, span);
-    }
-
-    pub fn describe_pub(&self, v: &Val) -> String {
-        self.describe(v)
-    }
-
-    pub fn resolve_init_pub(&mut self, v: &Val, t: &TensorType, span: Span) -> Option<Init> {
-        self.resolve_init(v, t, span)
-    }
-
     /// Makes a rule's value a vector of the parameter's type: numbers and scalars are
     /// broadcast; anything else is an error.
     pub fn vectorize(&mut self, v: Val, ty: &TensorType, span: Span) -> Val {

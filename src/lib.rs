@@ -26,17 +26,21 @@ pub enum Stage {
     Ast,
     /// The typed tensor IR after lowering, with the prelude inlined.
     Ir,
+    /// The training graph of each trained model: `@M.grad` (forward and backward, from
+    /// reverse-mode autodiff of `@M.loss`) and `@M.update` (the optimizer rule).
+    Grad,
 }
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 2] = [Stage::Ast, Stage::Ir];
+    pub const ALL: [Stage; 3] = [Stage::Ast, Stage::Ir, Stage::Grad];
 
     /// The stage's name on the command line and in snapshot names.
     pub fn name(self) -> &'static str {
         match self {
             Stage::Ast => "ast",
             Stage::Ir => "ir",
+            Stage::Grad => "grad",
         }
     }
 
@@ -51,7 +55,29 @@ pub fn stage_text(src: &str, stage: Stage) -> Result<String, Vec<Diagnostic>> {
     match stage {
         Stage::Ast => nnc_lang::parse(src).map(|p| nnc_lang::print::program(&p)),
         Stage::Ir => nnc_lang::check(src).map(|c| c.module.to_string()),
+        Stage::Grad => {
+            let checked = nnc_lang::check(src)?;
+            training_module(&checked.module)
+                .map(|m| m.to_string())
+                .map_err(|e| vec![nnc_lang::internal(e)])
+        }
     }
+}
+
+/// The training graphs of a checked module: for every `@M.loss`, its gradient function
+/// `@M.grad` followed by `@M.update`.
+pub fn training_module(module: &nnc_ir::Module) -> Result<nnc_ir::Module, String> {
+    let mut out = nnc_ir::Module::default();
+    for f in &module.funcs {
+        let Some(base) = f.name.strip_suffix(".loss") else {
+            continue;
+        };
+        out.funcs.push(nnc_compiler::autodiff::grad(f)?);
+        if let Some(u) = module.func(&format!("{base}.update")) {
+            out.funcs.push(u.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Reads a source file's bytes as text; invalid UTF-8 is a diagnostic, not a panic.

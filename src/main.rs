@@ -30,8 +30,8 @@ enum Command {
     Ir {
         /// The .nn file.
         file: PathBuf,
-        /// The stage: ast or ir.
-        #[arg(long, default_value = "ir", value_parser = ["ast", "ir"])]
+        /// The stage: ast, ir or grad.
+        #[arg(long, default_value = "ir", value_parser = ["ast", "ir", "grad"])]
         stage: String,
     },
     /// Evaluate a model's forward pass with freshly initialized parameters (reference interpreter).

@@ -1,6 +1,9 @@
-//! nnc's middle and back end. For now: the reference interpreter, the oracle every later
-//! stage (autodiff, fusion passes, the Cranelift and LLVM backends) is checked against.
+//! nnc's middle and back end: the reference interpreter (the oracle every later stage is
+//! checked against), reverse-mode autodiff as an IR-to-IR transform, and gradient checks
+//! against finite differences.
 
 #![warn(missing_docs)]
 
+pub mod autodiff;
+pub mod gradcheck;
 pub mod interp;

@@ -64,6 +64,17 @@ pub fn not_utf8(span: Span, offset: usize) -> Diagnostic {
     .with_help("nnc source files are UTF-8 text")
 }
 
+/// A bug in nnc, reported as a diagnostic rather than a panic.
+pub fn internal(msg: impl std::fmt::Display) -> Diagnostic {
+    e(
+        "E0900",
+        format!("internal compiler error: {msg}"),
+        Span::new(crate::diagnostics::USER, 0, 0),
+        "while compiling this file",
+    )
+    .with_help("this is a bug in nnc; please report it with the file")
+}
+
 // ---- names and structure (E01xx) ----
 
 pub(crate) fn unknown_name(span: Span, name: &str, suggestion: Option<&str>) -> Diagnostic {

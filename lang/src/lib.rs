@@ -22,5 +22,5 @@ mod syntax;
 pub use check::{Checked, PRELUDE_SRC, TrainSpec, check, parse, prelude};
 pub use diagnostics::{Diagnostic, Sources, Span, render};
 pub use elab::{CallSpec, Static};
-pub use errors::not_utf8;
+pub use errors::{internal, not_utf8};
 pub use syntax::{MAX_NESTING, MAX_OPERATORS};

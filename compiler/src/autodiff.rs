@@ -1,0 +1,359 @@
+//! Reverse-mode automatic differentiation as an IR-to-IR transform.
+//!
+//! `grad(f)` takes a function whose first output is a scalar loss and returns a function
+//! with the same inputs and parameters that computes the same outputs followed by the
+//! gradient of the loss with respect to every trained parameter (`param`, not `state`), in
+//! declaration order. The forward nodes are copied unchanged; the backward nodes follow,
+//! built from the vector-Jacobian product of each primitive in [`vjp`] — the one table of
+//! gradient rules, one arm per op of the op table.
+//!
+//! Only values that depend on a trained parameter get an adjoint, so constants, inputs and
+//! integer values never produce backward nodes. Adjoints of a value used several times are
+//! summed with `add`.
+
+use std::collections::HashMap;
+
+use nnc_ir::{Attr, Dim, Func, Op, ParamKind, Shape, TensorType, Value};
+
+/// What the gradient of an op's operand is, as emitted by [`vjp`].
+type Contribution = (usize, Value);
+
+/// Builds the gradient function of `f` (named `{f.name}` with `.loss` replaced by `.grad`,
+/// or `.grad` appended). `f`'s first output must be a float scalar.
+pub fn grad(f: &Func) -> Result<Func, String> {
+    let Some(&loss) = f.outputs.first() else {
+        return Err(format!("`@{}` returns nothing to differentiate", f.name));
+    };
+    let lt = f.ty(loss).clone();
+    if lt.rank() != 0 || !lt.dtype.is_float() {
+        return Err(format!(
+            "`@{}` must return a float scalar loss first, found {lt}",
+            f.name
+        ));
+    }
+    let mut g = f.clone();
+    g.name = match f.name.strip_suffix(".loss") {
+        Some(base) => format!("{base}.grad"),
+        None => format!("{}.grad", f.name),
+    };
+
+    // Which values depend on a trained parameter.
+    let mut needs = vec![false; f.nodes.len()];
+    let needs_value = |needs: &[bool], v: Value| match v {
+        Value::Input(_) => false,
+        Value::Param(i) => f.params[i as usize].kind == ParamKind::Param,
+        Value::Node(i) => needs[i as usize],
+    };
+    for (i, n) in f.nodes.iter().enumerate() {
+        needs[i] = n.ty.dtype.is_float() && n.args.iter().any(|&a| needs_value(&needs, a));
+    }
+
+    let mut adj: HashMap<Value, Value> = HashMap::new();
+    if needs_value(&needs, loss) {
+        let one = g.build(Op::Const, vec![], Attr::Value(1.0), Some(lt))?;
+        adj.insert(loss, one);
+    }
+    for i in (0..f.nodes.len()).rev() {
+        let Some(&gy) = adj.get(&Value::Node(i as u32)) else {
+            continue;
+        };
+        let node = &f.nodes[i];
+        let wants: Vec<bool> = node.args.iter().map(|&a| needs_value(&needs, a)).collect();
+        let contributions = vjp(&mut g, node.op, &node.attr, &node.args, Value::Node(i as u32), gy, &wants)?;
+        for (k, ga) in contributions {
+            let a = node.args[k];
+            let total = match adj.get(&a) {
+                Some(&prev) => g.build(Op::Add, vec![prev, ga], Attr::None, None)?,
+                None => ga,
+            };
+            adj.insert(a, total);
+        }
+    }
+    for (i, p) in f.params.iter().enumerate() {
+        if p.kind != ParamKind::Param {
+            continue;
+        }
+        let v = Value::Param(i as u32);
+        let gv = match adj.get(&v) {
+            Some(&gv) => gv,
+            // The loss does not depend on this parameter: its gradient is zero.
+            None => g.build(Op::Const, vec![], Attr::Value(0.0), Some(p.ty.clone()))?,
+        };
+        g.outputs.push(gv);
+    }
+    Ok(g)
+}
+
+/// The gradient rules. Given an op applied to `args` giving `y`, and the adjoint `gy` of
+/// `y`, emits the adjoint of each operand `k` with `wants[k]` and returns them. Ops whose
+/// result is piecewise constant in an operand (signs, comparisons, masks, labels) give that
+/// operand no contribution: their derivative is zero wherever it exists.
+pub fn vjp(
+    f: &mut Func,
+    op: Op,
+    attr: &Attr,
+    args: &[Value],
+    y: Value,
+    gy: Value,
+    wants: &[bool],
+) -> Result<Vec<Contribution>, String> {
+    let mut b = Builder { f };
+    let want = |k: usize| wants.get(k).copied().unwrap_or(false);
+    let x = args.first().copied();
+    let mut out: Vec<Contribution> = Vec::new();
+    match op {
+        // d(-x) = -dx
+        Op::Neg => out.push((0, b.un(Op::Neg, gy)?)),
+        // d|x| = sign(x) dx
+        Op::Abs => {
+            let s = b.un(Op::Sign, x.unwrap())?;
+            out.push((0, b.bin(Op::Mul, gy, s)?));
+        }
+        // sign, comparisons: piecewise constant, zero derivative.
+        Op::Sign | Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne => {}
+        // d e^x = e^x dx
+        Op::Exp => out.push((0, b.bin(Op::Mul, gy, y)?)),
+        // d ln x = dx / x
+        Op::Log => out.push((0, b.bin(Op::Div, gy, x.unwrap())?)),
+        // d sqrt(x) = dx / (2 sqrt(x))
+        Op::Sqrt => {
+            let two_y = b.bin(Op::Add, y, y)?;
+            out.push((0, b.bin(Op::Div, gy, two_y)?));
+        }
+        // d tanh(x) = (1 - tanh(x)^2) dx
+        Op::Tanh => {
+            let one = b.fill(1.0, y)?;
+            let yy = b.bin(Op::Mul, y, y)?;
+            let d = b.bin(Op::Sub, one, yy)?;
+            out.push((0, b.bin(Op::Mul, gy, d)?));
+        }
+        // d(a + b) = da + db
+        Op::Add => {
+            if want(0) {
+                out.push((0, gy));
+            }
+            if want(1) {
+                out.push((1, gy));
+            }
+        }
+        // d(a - b) = da - db
+        Op::Sub => {
+            if want(0) {
+                out.push((0, gy));
+            }
+            if want(1) {
+                out.push((1, b.un(Op::Neg, gy)?));
+            }
+        }
+        // d(a b) = b da + a db
+        Op::Mul => {
+            if want(0) {
+                out.push((0, b.bin(Op::Mul, gy, args[1])?));
+            }
+            if want(1) {
+                out.push((1, b.bin(Op::Mul, gy, args[0])?));
+            }
+        }
+        // d(a / b) = da / b - (a / b) db / b
+        Op::Div => {
+            let ga = b.bin(Op::Div, gy, args[1])?;
+            if want(0) {
+                out.push((0, ga));
+            }
+            if want(1) {
+                let t = b.bin(Op::Mul, ga, y)?;
+                out.push((1, b.un(Op::Neg, t)?));
+            }
+        }
+        // d max(a, b) = da where a > b, else db (so relu = max(x, 0) has slope 0 at 0,
+        // as in PyTorch); min likewise with a < b.
+        Op::Max | Op::Min => {
+            let cmp = if op == Op::Max { Op::Gt } else { Op::Lt };
+            let c = b.bin(cmp, args[0], args[1])?;
+            let zero = b.fill(0.0, gy)?;
+            if want(0) {
+                out.push((0, b.select(c, gy, zero)?));
+            }
+            if want(1) {
+                out.push((1, b.select(c, zero, gy)?));
+            }
+        }
+        // d a^b = b a^(b-1) da + a^b ln(a) db
+        Op::Pow => {
+            if want(0) {
+                let one = b.fill(1.0, y)?;
+                let bm1 = b.bin(Op::Sub, args[1], one)?;
+                let p = b.bin(Op::Pow, args[0], bm1)?;
+                let d = b.bin(Op::Mul, args[1], p)?;
+                out.push((0, b.bin(Op::Mul, gy, d)?));
+            }
+            if want(1) {
+                let l = b.un(Op::Log, args[0])?;
+                let d = b.bin(Op::Mul, y, l)?;
+                out.push((1, b.bin(Op::Mul, gy, d)?));
+            }
+        }
+        // d select(c, a, b) = select(c, da, db); the condition is a mask.
+        Op::Select => {
+            let zero = b.fill(0.0, gy)?;
+            if want(1) {
+                out.push((1, b.select(args[0], gy, zero)?));
+            }
+            if want(2) {
+                out.push((2, b.select(args[0], zero, gy)?));
+            }
+        }
+        // d sum(x, axes) = broadcast of dy back along the reduced axes.
+        Op::Sum => {
+            let xt = b.ty(args[0]);
+            out.push((0, b.unreduce(gy, attr, &xt)?));
+        }
+        // d mean(x, axes) = broadcast of dy / count back along the reduced axes. The count
+        // may be a symbolic dimension (the batch), so it is computed as a sum of ones.
+        Op::Mean => {
+            let xt = b.ty(args[0]);
+            let count = b.count(&xt, attr)?;
+            let share = b.bin(Op::Div, gy, count)?;
+            out.push((0, b.unreduce(share, attr, &xt)?));
+        }
+        // d reduce_max(x, axes): dy goes to the maxima, shared evenly between ties.
+        Op::ReduceMax => {
+            let xt = b.ty(args[0]);
+            let yb = b.unreduce(y, attr, &xt)?;
+            let mask = b.bin(Op::Eq, args[0], yb)?;
+            let ties = b.f.build(Op::Sum, vec![mask], attr.clone(), None)?;
+            let share = b.bin(Op::Div, gy, ties)?;
+            let sb = b.unreduce(share, attr, &xt)?;
+            out.push((0, b.bin(Op::Mul, sb, mask)?));
+        }
+        // d(A B) = dA B + A dB, so dA = dY B^T and dB = A^T dY.
+        Op::MatMul => {
+            if want(0) {
+                let bt = b.swap_last(args[1])?;
+                out.push((0, b.bin(Op::MatMul, gy, bt)?));
+            }
+            if want(1) {
+                let at = b.swap_last(args[0])?;
+                out.push((1, b.bin(Op::MatMul, at, gy)?));
+            }
+        }
+        // The adjoint of a copy along new axes sums over those axes.
+        Op::Broadcast => {
+            let Attr::Dims(dims) = attr else {
+                return Err("broadcast without dims".into());
+            };
+            let yr = b.ty(y).rank();
+            let axes: Vec<usize> = (0..yr).filter(|a| !dims.contains(a)).collect();
+            // dims are sorted, so the kept axes come out in the operand's order.
+            let s = if axes.is_empty() {
+                gy
+            } else {
+                b.f.build(Op::Sum, vec![gy], Attr::Axes(axes), None)?
+            };
+            out.push((0, s));
+        }
+        // Same elements, other shape.
+        Op::Reshape => {
+            let xt = b.ty(args[0]);
+            out.push((0, b.f.build(Op::Reshape, vec![gy], Attr::None, Some(xt))?));
+        }
+        // The inverse permutation.
+        Op::Transpose => {
+            let Attr::Perm(perm) = attr else {
+                return Err("transpose without perm".into());
+            };
+            let mut inv = vec![0; perm.len()];
+            for (k, &p) in perm.iter().enumerate() {
+                inv[p] = k;
+            }
+            out.push((0, b.f.build(Op::Transpose, vec![gy], Attr::Perm(inv), None)?));
+        }
+        // No operands.
+        Op::Const => {}
+        // Float-to-float casts pass the adjoint through, converted back; from an integer
+        // there is nothing to differentiate.
+        Op::Cast => {
+            let xt = b.ty(args[0]);
+            if xt.dtype.is_float() {
+                out.push((0, b.f.build(Op::Cast, vec![gy], Attr::None, Some(xt))?));
+            }
+        }
+        // Integer labels: not differentiable.
+        Op::OneHot => {}
+    }
+    out.retain(|&(k, _)| want(k));
+    Ok(out)
+}
+
+/// Emits well-typed nodes; every type comes from the op table's rule.
+struct Builder<'a> {
+    f: &'a mut Func,
+}
+
+impl Builder<'_> {
+    fn ty(&self, v: Value) -> TensorType {
+        self.f.ty(v).clone()
+    }
+
+    fn un(&mut self, op: Op, x: Value) -> Result<Value, String> {
+        self.f.build(op, vec![x], Attr::None, None)
+    }
+
+    fn bin(&mut self, op: Op, x: Value, y: Value) -> Result<Value, String> {
+        self.f.build(op, vec![x, y], Attr::None, None)
+    }
+
+    fn select(&mut self, c: Value, a: Value, b: Value) -> Result<Value, String> {
+        self.f.build(Op::Select, vec![c, a, b], Attr::None, None)
+    }
+
+    /// A constant of `like`'s type.
+    fn fill(&mut self, v: f64, like: Value) -> Result<Value, String> {
+        let ty = self.ty(like);
+        self.f.build(Op::Const, vec![], Attr::Value(v), Some(ty))
+    }
+
+    /// Broadcasts a reduction's result (or adjoint) back to the reduced operand's type.
+    fn unreduce(&mut self, v: Value, attr: &Attr, xt: &TensorType) -> Result<Value, String> {
+        let Attr::Axes(axes) = attr else {
+            return Err("reduction without axes".into());
+        };
+        if axes.is_empty() {
+            return Ok(v);
+        }
+        let kept: Vec<usize> = (0..xt.rank()).filter(|a| !axes.contains(a)).collect();
+        let ty = xt.with_dtype(self.ty(v).dtype);
+        self.f.build(Op::Broadcast, vec![v], Attr::Dims(kept), Some(ty))
+    }
+
+    /// The number of elements each output of a reduction over `attr`'s axes of `xt` sums,
+    /// as a tensor of the output's type: a constant when the axes have known sizes, a sum
+    /// of ones otherwise.
+    fn count(&mut self, xt: &TensorType, attr: &Attr) -> Result<Value, String> {
+        let Attr::Axes(axes) = attr else {
+            return Err("reduction without axes".into());
+        };
+        let dims = xt.shape.dims();
+        let kept: Vec<Dim> = (0..xt.rank())
+            .filter(|a| !axes.contains(a))
+            .map(|a| dims[a].clone())
+            .collect();
+        let out_ty = TensorType::new(xt.dtype, Shape(kept));
+        let known: Option<u64> = axes.iter().map(|&a| dims[a].known()).product();
+        match known {
+            Some(n) => self.f.build(Op::Const, vec![], Attr::Value(n as f64), Some(out_ty)),
+            None => {
+                let ones = self.f.build(Op::Const, vec![], Attr::Value(1.0), Some(xt.clone()))?;
+                self.f.build(Op::Sum, vec![ones], attr.clone(), None)
+            }
+        }
+    }
+
+    /// Swaps the last two axes.
+    fn swap_last(&mut self, x: Value) -> Result<Value, String> {
+        let r = self.ty(x).rank();
+        let mut perm: Vec<usize> = (0..r).collect();
+        perm.swap(r - 2, r - 1);
+        self.f.build(Op::Transpose, vec![x], Attr::Perm(perm), None)
+    }
+}

@@ -11,6 +11,8 @@ pub struct Table {
     pub columns: Vec<String>,
     /// Rows of values.
     pub rows: Vec<Vec<f64>>,
+    /// The 1-based line number of each row in the file.
+    pub lines: Vec<usize>,
 }
 
 /// Parses CSV text. A first line that does not parse as numbers is the header. Every row
@@ -33,6 +35,7 @@ pub fn parse(text: &str) -> Result<Table, String> {
         (0..cells.len()).map(|i| format!("c{i}")).collect()
     };
     let mut rows = Vec::new();
+    let mut numbers = Vec::new();
     for (ln, line) in lines {
         let cells: Vec<&str> = line.split(',').map(str::trim).collect();
         if cells.len() != columns.len() {
@@ -58,11 +61,16 @@ pub fn parse(text: &str) -> Result<Table, String> {
             }
         }
         rows.push(row);
+        numbers.push(ln + 1);
     }
     if rows.is_empty() {
         return Err("the file has a header but no rows".into());
     }
-    Ok(Table { columns, rows })
+    Ok(Table {
+        columns,
+        rows,
+        lines: numbers,
+    })
 }
 
 impl Table {

@@ -4,11 +4,15 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod csv;
+pub mod data;
 pub mod init;
+pub mod npy;
 pub mod rng;
 pub mod tensor;
 
+pub use checkpoint::Checkpoint;
 pub use init::init_param;
 pub use rng::Rng;
 pub use tensor::Tensor;

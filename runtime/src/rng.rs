@@ -4,6 +4,35 @@
 //! numbers forever: checkpoints are bit-reproducible across versions of nnc's
 //! dependencies.
 
+/// The 64-bit FNV-1a hash: names random streams and checksums checkpoints.
+#[derive(Clone, Debug)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv::new()
+    }
+}
+
+impl Fnv {
+    /// The hash of nothing.
+    pub fn new() -> Fnv {
+        Fnv(0xCBF2_9CE4_8422_2325)
+    }
+
+    /// Mixes in bytes.
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+
+    /// The hash so far.
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// xoshiro256++.
 #[derive(Clone, Debug)]
 pub struct Rng {
@@ -36,11 +65,9 @@ impl Rng {
     /// adding a parameter does not change the others' values.
     pub fn stream(seed: u64, name: &str) -> Rng {
         // FNV-1a of the name, mixed with the seed.
-        let mut h: u64 = 0xCBF2_9CE4_8422_2325;
-        for b in name.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
-        }
-        Rng::new(seed ^ h.rotate_left(17))
+        let mut h = Fnv::new();
+        h.write(name.as_bytes());
+        Rng::new(seed ^ h.finish().rotate_left(17))
     }
 
     /// The next 64 random bits.

@@ -1,0 +1,260 @@
+//! Checkpoints: named tensors and string metadata in a safetensors file, written atomically
+//! and checked on load.
+//!
+//! safetensors itself detects a truncated file or a malformed header but not a flipped bit
+//! in the data, so nnc stores an FNV-1a checksum of every tensor (name, type, shape and
+//! bytes) and of the other metadata under `nnc.checksum`, and refuses a file whose contents
+//! do not match it. Writes go to a temporary file in the same folder, are flushed to disk
+//! and then renamed over the target, so a crash leaves the old checkpoint or the new one,
+//! never half of one.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use nnc_ir::DType;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::tensor::Tensor;
+
+/// The metadata key of the checksum.
+pub const CHECKSUM_KEY: &str = "nnc.checksum";
+
+/// Named tensors with metadata.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Checkpoint {
+    /// Tensors in the order they were added (stored sorted by name in the file).
+    pub tensors: Vec<(String, Tensor)>,
+    /// String metadata (model name, step, settings).
+    pub meta: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    /// The tensor with this name.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Serializes to safetensors bytes, checksum included.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        let raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), st_dtype(t.dtype), t.shape.clone(), bytes_of(t)))
+            .collect();
+        let mut meta: std::collections::HashMap<String, String> =
+            self.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        meta.remove(CHECKSUM_KEY);
+        let sum = checksum(
+            raw.iter().map(|(n, d, s, b)| (n.as_str(), format!("{d:?}"), s.as_slice(), b.as_slice())),
+            &self.meta,
+        );
+        meta.insert(CHECKSUM_KEY.into(), format!("{sum:016x}"));
+        let views = raw
+            .iter()
+            .map(|(n, d, s, b)| {
+                TensorView::new(*d, s.clone(), b)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| format!("cannot store `{n}`: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        safetensors::tensor::serialize(views, Some(meta)).map_err(|e| e.to_string())
+    }
+
+    /// Parses safetensors bytes and verifies the checksum.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
+        let corrupt = |e: &dyn std::fmt::Display| {
+            format!("the checkpoint is truncated or corrupt ({e})")
+        };
+        let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(&e))?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(&e))?;
+        let mut meta: BTreeMap<String, String> = header
+            .metadata()
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let Some(stored) = meta.remove(CHECKSUM_KEY) else {
+            return Err(format!(
+                "the file has no `{CHECKSUM_KEY}`: it was not written by nnc, or its header is damaged"
+            ));
+        };
+        let mut named = st.tensors();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let sum = checksum(
+            named
+                .iter()
+                .map(|(n, v)| (n.as_str(), format!("{:?}", v.dtype()), v.shape(), v.data())),
+            &meta,
+        );
+        if format!("{sum:016x}") != stored {
+            return Err(format!(
+                "the checkpoint is corrupt: its contents do not match its checksum \
+                 (stored {stored}, computed {sum:016x})"
+            ));
+        }
+        let mut tensors = Vec::new();
+        for (n, v) in named {
+            let dtype = match v.dtype() {
+                Dtype::F32 => DType::F32,
+                Dtype::F64 => DType::F64,
+                Dtype::I32 => DType::I32,
+                d => return Err(format!("tensor `{n}` has unsupported type {d:?}")),
+            };
+            let data = v
+                .data()
+                .chunks_exact(dtype_size(dtype))
+                .map(|c| match dtype {
+                    DType::F32 => f32::from_le_bytes(c.try_into().unwrap()) as f64,
+                    DType::F64 => f64::from_le_bytes(c.try_into().unwrap()),
+                    DType::I32 => i32::from_le_bytes(c.try_into().unwrap()) as f64,
+                })
+                .collect();
+            tensors.push((n, Tensor::new(dtype, v.shape().to_vec(), data)));
+        }
+        Ok(Checkpoint { tensors, meta })
+    }
+
+    /// Writes the checkpoint to `path` atomically: a temporary file in the same folder,
+    /// flushed to disk, then renamed over `path`.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let bytes = self.to_bytes()?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Reads and verifies a checkpoint file.
+    pub fn load(path: &Path) -> Result<Checkpoint, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        Checkpoint::from_bytes(&bytes).map_err(|e| format!("`{}`: {e}", path.display()))
+    }
+}
+
+/// Writes bytes to `path` through a temporary file, fsync and rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("`{}` is not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write `{}`: {e}", path.display())
+    })
+}
+
+fn st_dtype(d: DType) -> Dtype {
+    match d {
+        DType::F32 => Dtype::F32,
+        DType::F64 => Dtype::F64,
+        DType::I32 => Dtype::I32,
+    }
+}
+
+fn dtype_size(d: DType) -> usize {
+    match d {
+        DType::F64 => 8,
+        DType::F32 | DType::I32 => 4,
+    }
+}
+
+fn bytes_of(t: &Tensor) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t.len() * dtype_size(t.dtype));
+    for &v in &t.data {
+        match t.dtype {
+            DType::F32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
+            DType::F64 => out.extend_from_slice(&v.to_le_bytes()),
+            DType::I32 => out.extend_from_slice(&(v as i32).to_le_bytes()),
+        }
+    }
+    out
+}
+
+/// FNV-1a over every tensor (sorted by name) and the metadata (sorted by key). Any single
+/// changed byte changes the result, since each step is a bijection of the state.
+fn checksum<'a>(
+    tensors: impl Iterator<Item = (&'a str, String, &'a [usize], &'a [u8])>,
+    meta: &BTreeMap<String, String>,
+) -> u64 {
+    let mut h = crate::rng::Fnv::new();
+    let mut items: Vec<_> = tensors.collect();
+    items.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, dtype, shape, data) in items {
+        h.write(name.as_bytes());
+        h.write(dtype.as_bytes());
+        for &d in shape {
+            h.write(&(d as u64).to_le_bytes());
+        }
+        h.write(data);
+    }
+    for (k, v) in meta {
+        if k != CHECKSUM_KEY {
+            h.write(k.as_bytes());
+            h.write(v.as_bytes());
+        }
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        let mut c = Checkpoint::default();
+        c.tensors.push((
+            "h1.w".into(),
+            Tensor::new(DType::F32, vec![2, 3], vec![0.5, -1.0, 2.0, 3.0, 0.25, 1e-3]),
+        ));
+        c.tensors.push(("step".into(), Tensor::new(DType::I32, vec![], vec![7.0])));
+        c.meta.insert("model".into(), "M".into());
+        c
+    }
+
+    #[test]
+    fn round_trip() {
+        let c = sample();
+        let back = Checkpoint::from_bytes(&c.to_bytes().unwrap()).unwrap();
+        assert_eq!(back.get("h1.w"), c.get("h1.w"));
+        assert_eq!(back.get("step"), c.get("step"));
+        assert_eq!(back.meta, c.meta);
+    }
+
+    #[test]
+    fn every_truncation_and_every_bit_flip_is_refused() {
+        let bytes = sample().to_bytes().unwrap();
+        for n in 0..bytes.len() {
+            assert!(Checkpoint::from_bytes(&bytes[..n]).is_err(), "truncated at {n}");
+        }
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                // A flip in JSON whitespace padding is harmless and may be accepted, but
+                // then the contents must be exactly the original's.
+                if let Ok(c) = Checkpoint::from_bytes(&b) {
+                    let orig = sample();
+                    assert_eq!(c.get("h1.w"), orig.get("h1.w"), "byte {i} bit {bit}");
+                    assert_eq!(c.meta, orig.meta, "byte {i} bit {bit}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Data sets for training: features and labels read from CSV or NPY files, split into a
+//! training and a held-out part, fitted to a model's input types, and cut into batches.
+
+use std::path::{Path, PathBuf};
+
+use nnc_ir::{DType, TensorType};
+
+use crate::npy;
+use crate::tensor::Tensor;
+
+/// Where rows come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// A CSV file with a header; the `label` column (if any) is the label, the others are
+    /// features in file order.
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The label column's name.
+        label: Option<String>,
+    },
+    /// `.npy` files: features `[N, ...]` and optional labels `[N]` or `[N, k]`.
+    Npy {
+        /// The features file.
+        x: PathBuf,
+        /// The labels file.
+        y: Option<PathBuf>,
+    },
+}
+
+/// How the rows split into training and held-out rows (no shuffling before the split).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Split {
+    /// Every row trains.
+    None,
+    /// The last `n` rows are held out.
+    Tail(usize),
+    /// The last `round(f * N)` rows are held out.
+    Fraction(f64),
+}
+
+/// A data source with its preprocessing and split.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataSpec {
+    /// The files.
+    pub source: Source,
+    /// Features are multiplied by this.
+    pub scale: f64,
+    /// The held-out part.
+    pub split: Split,
+}
+
+/// Rows of features and labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    /// Features, `[N, ...]`.
+    pub x: Tensor,
+    /// Labels, `[N]` or `[N, k]`.
+    pub y: Option<Tensor>,
+    /// Where each row came from, for error messages (`line 12 of digits.csv`).
+    pub origin: Vec<String>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read data file `{}`: {e}", path.display()))
+}
+
+/// Loads a data source (paths are used as given).
+pub fn load(spec: &DataSpec) -> Result<Dataset, String> {
+    let mut ds = match &spec.source {
+        Source::Csv { path, label } => load_csv(path, label.as_deref())?,
+        Source::Npy { x, y } => load_npy(x, y.as_deref())?,
+    };
+    if spec.scale != 1.0 {
+        ds.x.data.iter_mut().for_each(|v| *v *= spec.scale);
+        ds.x.round();
+    }
+    Ok(ds)
+}
+
+fn load_csv(path: &Path, label: Option<&str>) -> Result<Dataset, String> {
+    let bytes = read(path)?;
+    let file = path.display();
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| format!("`{file}` is not UTF-8 text (bad byte at offset {})", e.valid_up_to()))?;
+    let table = crate::csv::parse(text).map_err(|e| format!("`{file}`: {e}"))?;
+    let label_col = match label {
+        None => None,
+        Some(name) => match table.columns.iter().position(|c| c == name) {
+            Some(i) => Some(i),
+            None => {
+                let shown: Vec<&str> = table.columns.iter().take(8).map(String::as_str).collect();
+                let more = if table.columns.len() > 8 { ", ..." } else { "" };
+                return Err(format!(
+                    "`{file}` has no column `{name}` (its columns: {}{more})",
+                    shown.join(", ")
+                ));
+            }
+        },
+    };
+    let n = table.rows.len();
+    let features = table.columns.len() - label_col.is_some() as usize;
+    let mut x = Vec::with_capacity(n * features);
+    let mut y = Vec::with_capacity(n);
+    for row in &table.rows {
+        for (c, &v) in row.iter().enumerate() {
+            if Some(c) == label_col {
+                y.push(v);
+            } else {
+                x.push(v);
+            }
+        }
+    }
+    Ok(Dataset {
+        x: Tensor::new(DType::F32, vec![n, features], x),
+        y: label_col.map(|_| Tensor::new(DType::F64, vec![n], y)),
+        origin: table
+            .lines
+            .iter()
+            .map(|l| format!("line {l} of `{file}`"))
+            .collect(),
+    })
+}
+
+fn load_npy(x: &Path, y: Option<&Path>) -> Result<Dataset, String> {
+    let xa = npy::read(&read(x)?).map_err(|e| format!("`{}`: {e}", x.display()))?;
+    if xa.shape.is_empty() {
+        return Err(format!("`{}` holds a scalar, not rows of features", x.display()));
+    }
+    let n = xa.shape[0];
+    let ya = match y {
+        None => None,
+        Some(p) => {
+            let a = npy::read(&read(p)?).map_err(|e| format!("`{}`: {e}", p.display()))?;
+            if a.shape.first() != Some(&n) {
+                return Err(format!(
+                    "`{}` has {} rows of features but `{}` has {} labels",
+                    x.display(),
+                    n,
+                    p.display(),
+                    a.shape.first().copied().unwrap_or(1)
+                ));
+            }
+            Some(Tensor::new(DType::F64, a.shape, a.data))
+        }
+    };
+    Ok(Dataset {
+        x: Tensor::new(DType::F32, xa.shape, xa.data),
+        y: ya,
+        origin: (0..n).map(|i| format!("row {i} of `{}`", x.display())).collect(),
+    })
+}
+
+impl Dataset {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.x.shape[0]
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rows `idx`, in that order.
+    pub fn rows(&self, idx: &[usize]) -> Dataset {
+        let take = |t: &Tensor| {
+            let per: usize = t.shape[1..].iter().product();
+            let mut data = Vec::with_capacity(idx.len() * per);
+            for &i in idx {
+                data.extend_from_slice(&t.data[i * per..(i + 1) * per]);
+            }
+            let mut shape = t.shape.clone();
+            shape[0] = idx.len();
+            Tensor {
+                dtype: t.dtype,
+                shape,
+                data,
+            }
+        };
+        Dataset {
+            x: take(&self.x),
+            y: self.y.as_ref().map(take),
+            origin: idx.iter().map(|&i| self.origin[i].clone()).collect(),
+        }
+    }
+
+    /// Splits off the held-out rows: `(train, test)`.
+    pub fn split(&self, split: Split) -> Result<(Dataset, Option<Dataset>), String> {
+        let n = self.len();
+        let held = match split {
+            Split::None => return Ok((self.clone(), None)),
+            Split::Tail(k) => k,
+            Split::Fraction(f) if (0.0..1.0).contains(&f) => (f * n as f64).round() as usize,
+            Split::Fraction(f) => {
+                return Err(format!("test_fraction = {f} must be at least 0 and below 1"));
+            }
+        };
+        if held >= n {
+            return Err(format!(
+                "holding out {held} rows for testing leaves none of the {n} rows to train on"
+            ));
+        }
+        let all: Vec<usize> = (0..n).collect();
+        let (train, test) = all.split_at(n - held);
+        Ok((
+            self.rows(train),
+            (held > 0).then(|| self.rows(test)),
+        ))
+    }
+
+    /// Shapes the features as `x_ty` (with its first axis the batch) and checks and
+    /// converts the labels to `y_ty`; integer labels must lie in `0..classes` when
+    /// `classes` is known.
+    pub fn fit(
+        mut self,
+        x_name: &str,
+        x_ty: &TensorType,
+        y: Option<(&str, &TensorType)>,
+        classes: Option<usize>,
+    ) -> Result<Dataset, String> {
+        let n = self.len();
+        let dims = x_ty.shape.dims();
+        let per: Option<Vec<usize>> = dims
+            .iter()
+            .skip(1)
+            .map(|d| d.known().map(|k| k as usize))
+            .collect();
+        let Some(per) = per.filter(|_| !dims.is_empty()) else {
+            return Err(format!(
+                "the model's input `{x_name}: {x_ty}` needs a batch axis first and known sizes after it"
+            ));
+        };
+        let want: usize = per.iter().product();
+        let have: usize = self.x.shape[1..].iter().product();
+        if want != have {
+            return Err(format!(
+                "the data has {have} features per row, but the model's input `{x_name}: {x_ty}` takes {want}"
+            ));
+        }
+        self.x.shape = std::iter::once(n).chain(per).collect();
+        self.x.dtype = x_ty.dtype;
+        self.x.round();
+        let Some((y_name, y_ty)) = y else {
+            self.y = None;
+            return Ok(self);
+        };
+        let Some(mut labels) = self.y.take() else {
+            return Err(format!(
+                "the model trains against `{y_name}: {y_ty}`, but the data has no labels \
+                 (name the label column with `label = \"...\"`, or give a labels file)"
+            ));
+        };
+        let want: usize = y_ty.shape.dims().iter().skip(1).map(|d| d.known().unwrap_or(0) as usize).product();
+        let have: usize = labels.shape[1..].iter().product();
+        if want != have {
+            return Err(format!(
+                "the data has {have} label values per row, but `{y_name}: {y_ty}` takes {want}"
+            ));
+        }
+        if y_ty.dtype == DType::I32 {
+            for (i, &v) in labels.data.iter().enumerate() {
+                let bad = if v.fract() != 0.0 || v < 0.0 || v > i32::MAX as f64 {
+                    Some(format!("label {v} is not a class number (0, 1, 2, ...)"))
+                } else {
+                    classes
+                        .filter(|&c| v as usize >= c)
+                        .map(|c| format!("label {v} is outside 0..{} (the model has {c} classes)", c - 1))
+                };
+                if let Some(why) = bad {
+                    return Err(format!("{}: {why}", self.origin[i / have.max(1)]));
+                }
+            }
+        }
+        labels.shape = std::iter::once(n)
+            .chain(y_ty.shape.dims().iter().skip(1).map(|d| d.known().unwrap_or(0) as usize))
+            .collect();
+        labels.dtype = y_ty.dtype;
+        labels.round();
+        self.y = Some(labels);
+        Ok(self)
+    }
+}

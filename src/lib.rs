@@ -16,6 +16,7 @@ pub use nnc_compiler as compiler;
 pub use nnc_ir as ir;
 pub use nnc_lang as lang;
 pub use nnc_runtime as runtime;
+pub use nnc_train as train;
 
 use nnc_lang::Diagnostic;
 

@@ -1,6 +1,8 @@
-//! The `nnc` command line: check, print IR, run models.
+//! The `nnc` command line: check, print IR, run, train, evaluate and predict with models.
 //!
 //! Exit status: 0 success, 1 errors in the input (source, data), 2 bad command line.
+
+mod train_cmds;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -51,6 +53,14 @@ enum Command {
         #[arg(long)]
         f64: bool,
     },
+    /// Train a model on data: checkpoint, metrics and curves go to a run folder.
+    Train(train_cmds::TrainArgs),
+    /// Loss and accuracy of a checkpoint on data.
+    Eval(train_cmds::EvalArgs),
+    /// Write a checkpoint's predictions for rows of input.
+    Predict(train_cmds::PredictArgs),
+    /// Check a model's parameter gradients against finite differences (in f64).
+    Gradcheck(train_cmds::GradcheckArgs),
     /// List the primitive ops: mnemonic, arity, attribute, doc.
     Ops,
 }
@@ -120,6 +130,10 @@ fn run(cli: Cli) -> Result<(), Failed> {
             seed,
             f64,
         } => run_model(&file, model, &inputs, seed, f64),
+        Command::Train(a) => train_cmds::train(a),
+        Command::Eval(a) => train_cmds::eval(a),
+        Command::Predict(a) => train_cmds::predict(a),
+        Command::Gradcheck(a) => train_cmds::gradcheck(a),
         Command::Ops => {
             for row in nnc_ir::TABLE {
                 println!(

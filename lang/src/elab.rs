@@ -1383,26 +1383,59 @@ impl<'a, 'd> Elab<'a, 'd> {
     fn static_call(
         &mut self,
         name: &str,
-        kws: &[&str],
+        kws: &[(&str, names::ArgKind)],
         args: Vec<(Option<Ident>, Val, Span)>,
         span: Span,
     ) -> Val {
-        let Some(slots) = self.bind_args(name, kws, args, span) else {
+        let keys: Vec<&str> = kws.iter().map(|(k, _)| *k).collect();
+        let Some(slots) = self.bind_args(name, &keys, args, span) else {
             return Val::Error;
         };
         let mut out = Vec::new();
-        for (k, slot) in kws.iter().zip(slots) {
+        let mut ok = true;
+        for (&(k, kind), slot) in kws.iter().zip(slots) {
             if let Some((v, s)) = slot {
                 let Some(st) = self.static_of(&v, s) else {
                     return Val::Error;
                 };
+                if !arg_fits(kind, &st) {
+                    let found = self.describe(&v);
+                    self.report(errors::setting_value(
+                        s,
+                        &format!("{name}(..., {k})"),
+                        kind.describe(),
+                        &found,
+                    ));
+                    ok = false;
+                }
                 out.push((k.to_string(), st));
             }
+        }
+        if !ok {
+            return Val::Error;
         }
         Val::Call(CallSpec {
             name: name.to_string(),
             args: out,
         })
+    }
+}
+
+/// Whether a static value is what a schedule or data source argument needs.
+fn arg_fits(kind: names::ArgKind, v: &Static) -> bool {
+    use names::ArgKind as K;
+    let num = match v {
+        Static::Int(i) => Some(*i as f64),
+        Static::Float(f) => Some(*f),
+        _ => None,
+    };
+    match kind {
+        K::PositiveInt => matches!(v, Static::Int(i) if *i >= 1),
+        K::Count => matches!(v, Static::Int(i) if *i >= 0),
+        K::Positive => num.is_some_and(|x| x > 0.0 && x.is_finite()),
+        K::NonNegative => num.is_some_and(|x| x >= 0.0 && x.is_finite()),
+        K::Fraction => num.is_some_and(|x| (0.0..1.0).contains(&x)),
+        K::Text => matches!(v, Static::Str(_)),
     }
 }
 

@@ -21,22 +21,84 @@ pub const INITIALIZERS: &[(&str, &[(&str, f64)])] = &[
     ("kaiming_normal", &[("gain", std::f64::consts::SQRT_2)]),
 ];
 
-/// Learning-rate schedules: a factor on the optimizer's `lr`, by step.
-pub const SCHEDULES: &[(&str, &[&str])] = &[
+/// What a keyword argument of a schedule or data source must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgKind {
+    /// An integer >= 1.
+    PositiveInt,
+    /// An integer >= 0.
+    Count,
+    /// A number > 0.
+    Positive,
+    /// A number >= 0.
+    NonNegative,
+    /// A number in [0, 1).
+    Fraction,
+    /// A string (a path or a column name).
+    Text,
+}
+
+impl ArgKind {
+    /// How the requirement reads in an error message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ArgKind::PositiveInt => "a positive integer",
+            ArgKind::Count => "a non-negative integer",
+            ArgKind::Positive => "a positive number",
+            ArgKind::NonNegative => "a non-negative number",
+            ArgKind::Fraction => "a number at least 0 and below 1",
+            ArgKind::Text => "a string",
+        }
+    }
+}
+
+/// Learning-rate schedules and their keyword arguments (defaults are the training
+/// driver's: `step(every = 10, gamma = 0.1)`, `exponential(gamma = 0.95)`,
+/// `cosine(warmup = 0, min_lr = 0)` with warmup in steps, `one_cycle(pct_start = 0.3,
+/// div = 25, final_div = 1e4)`).
+pub const SCHEDULES: &[(&str, &[(&str, ArgKind)])] = &[
     ("constant", &[]),
-    ("step", &["every", "gamma"]),
-    ("exponential", &["gamma"]),
-    ("cosine", &["warmup", "min_lr"]),
-    ("one_cycle", &["pct_start", "div", "final_div"]),
+    (
+        "step",
+        &[("every", ArgKind::PositiveInt), ("gamma", ArgKind::Positive)],
+    ),
+    ("exponential", &[("gamma", ArgKind::Positive)]),
+    (
+        "cosine",
+        &[("warmup", ArgKind::Count), ("min_lr", ArgKind::NonNegative)],
+    ),
+    (
+        "one_cycle",
+        &[
+            ("pct_start", ArgKind::Fraction),
+            ("div", ArgKind::Positive),
+            ("final_div", ArgKind::Positive),
+        ],
+    ),
 ];
 
-/// Data sources for `data = ...` in train blocks.
-pub const DATA_SOURCES: &[(&str, &[&str])] = &[
+/// Data sources for `data = ...` in train blocks. Paths are relative to the `.nn` file.
+pub const DATA_SOURCES: &[(&str, &[(&str, ArgKind)])] = &[
     (
         "csv",
-        &["path", "label", "scale", "test_tail", "test_fraction"],
+        &[
+            ("path", ArgKind::Text),
+            ("label", ArgKind::Text),
+            ("scale", ArgKind::Positive),
+            ("test_tail", ArgKind::Count),
+            ("test_fraction", ArgKind::Fraction),
+        ],
     ),
-    ("npy", &["x", "y", "scale", "test_tail", "test_fraction"]),
+    (
+        "npy",
+        &[
+            ("x", ArgKind::Text),
+            ("y", ArgKind::Text),
+            ("scale", ArgKind::Positive),
+            ("test_tail", ArgKind::Count),
+            ("test_fraction", ArgKind::Fraction),
+        ],
+    ),
 ];
 
 /// What a train setting holds.

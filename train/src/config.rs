@@ -1,0 +1,232 @@
+//! A train block resolved into settings the training loop uses, with command-line
+//! overrides applied on top.
+
+use std::path::{Path, PathBuf};
+
+use nnc_lang::{CallSpec, Static, TrainSpec};
+use nnc_runtime::data::{DataSpec, Source, Split};
+
+use crate::schedule::Schedule;
+
+/// Everything a training run needs besides the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// The model's name.
+    pub model: String,
+    /// The optimizer rule's name.
+    pub optimizer: String,
+    /// The base learning rate (the rule's `lr`; 1 if it has none).
+    pub lr: f64,
+    /// The schedule.
+    pub schedule: Schedule,
+    /// Rows per step.
+    pub batch: usize,
+    /// Epochs of the whole run.
+    pub epochs: usize,
+    /// Seed for initialization, shuffling and gradient noise.
+    pub seed: u64,
+    /// Global gradient-norm bound.
+    pub clip: Option<f64>,
+    /// Gradient noise scale `eta`: noise with variance `eta / (1 + t)^0.55` at step `t`.
+    pub grad_noise: Option<f64>,
+    /// The data, if declared or given.
+    pub data: Option<DataSpec>,
+}
+
+/// Command-line overrides of a train block.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    /// A data file (`.csv`, or `.npy` features) replacing the declared one.
+    pub data: Option<PathBuf>,
+    /// A `.npy` labels file.
+    pub labels: Option<PathBuf>,
+    /// The CSV label column.
+    pub label: Option<String>,
+    /// Feature scale.
+    pub scale: Option<f64>,
+    /// Hold out the last N rows.
+    pub test_tail: Option<usize>,
+    /// Hold out the last fraction of rows.
+    pub test_fraction: Option<f64>,
+    /// Epochs.
+    pub epochs: Option<usize>,
+    /// Batch size.
+    pub batch: Option<usize>,
+    /// Seed.
+    pub seed: Option<u64>,
+}
+
+fn num(s: &Static) -> Option<f64> {
+    match s {
+        Static::Int(i) => Some(*i as f64),
+        Static::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+fn arg<'a>(c: &'a CallSpec, key: &str) -> Option<&'a Static> {
+    c.args.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+fn arg_num(c: &CallSpec, key: &str, default: f64) -> f64 {
+    arg(c, key).and_then(num).unwrap_or(default)
+}
+
+fn arg_str(c: &CallSpec, key: &str) -> Option<String> {
+    match arg(c, key) {
+        Some(Static::Str(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+impl TrainConfig {
+    /// Resolves a checked train block; relative data paths are taken from `base_dir` (the
+    /// `.nn` file's folder). The checker has already validated every value's kind.
+    pub fn from_spec(spec: &TrainSpec, base_dir: &Path) -> TrainConfig {
+        let setting = |k: &str| spec.settings.iter().find(|(n, _)| n == k).map(|(_, v)| v);
+        let s = &spec.schedule;
+        let schedule = match s.name.as_str() {
+            "step" => Schedule::Step {
+                every: arg_num(s, "every", 10.0) as usize,
+                gamma: arg_num(s, "gamma", 0.1),
+            },
+            "exponential" => Schedule::Exponential {
+                gamma: arg_num(s, "gamma", 0.95),
+            },
+            "cosine" => Schedule::Cosine {
+                warmup: arg_num(s, "warmup", 0.0) as usize,
+                min_lr: arg_num(s, "min_lr", 0.0),
+            },
+            "one_cycle" => Schedule::OneCycle {
+                pct_start: arg_num(s, "pct_start", 0.3),
+                div: arg_num(s, "div", 25.0),
+                final_div: arg_num(s, "final_div", 1e4),
+            },
+            _ => Schedule::Constant,
+        };
+        let data = spec.data.as_ref().map(|d| {
+            let path = |k: &str| arg_str(d, k).map(|p| base_dir.join(p));
+            let source = if d.name == "npy" {
+                Source::Npy {
+                    x: path("x").unwrap_or_default(),
+                    y: path("y"),
+                }
+            } else {
+                Source::Csv {
+                    path: path("path").unwrap_or_default(),
+                    label: Some(arg_str(d, "label").unwrap_or_else(|| "label".into())),
+                }
+            };
+            DataSpec {
+                source,
+                scale: arg_num(d, "scale", 1.0),
+                split: split_of(
+                    arg(d, "test_tail").and_then(num).map(|n| n as usize),
+                    arg(d, "test_fraction").and_then(num),
+                ),
+            }
+        });
+        TrainConfig {
+            model: spec.model.clone(),
+            optimizer: spec.optimizer.name.clone(),
+            lr: arg(&spec.optimizer, "lr").and_then(num).unwrap_or(1.0),
+            schedule,
+            batch: spec.batch as usize,
+            epochs: spec.epochs as usize,
+            seed: setting("seed").and_then(num).unwrap_or(0.0) as u64,
+            clip: setting("clip").and_then(num).filter(|&c| c > 0.0),
+            grad_noise: setting("grad_noise").and_then(num).filter(|&c| c > 0.0),
+            data,
+        }
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, o: &Overrides) -> Result<(), String> {
+        if let Some(e) = o.epochs {
+            self.epochs = e;
+        }
+        if let Some(b) = o.batch {
+            if b == 0 {
+                return Err("--batch must be at least 1".into());
+            }
+            self.batch = b;
+        }
+        if let Some(s) = o.seed {
+            self.seed = s;
+        }
+        if let Some(path) = &o.data {
+            let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+            let old = self.data.take();
+            let (old_scale, old_split, old_label) = match &old {
+                Some(d) => (
+                    d.scale,
+                    d.split,
+                    match &d.source {
+                        Source::Csv { label, .. } => label.clone(),
+                        Source::Npy { .. } => None,
+                    },
+                ),
+                None => (1.0, Split::None, None),
+            };
+            let source = if is_npy {
+                Source::Npy {
+                    x: path.clone(),
+                    y: o.labels.clone(),
+                }
+            } else {
+                Source::Csv {
+                    path: path.clone(),
+                    label: old_label.or_else(|| Some("label".into())),
+                }
+            };
+            self.data = Some(DataSpec {
+                source,
+                scale: old_scale,
+                split: old_split,
+            });
+        } else if o.labels.is_some() {
+            match &mut self.data {
+                Some(DataSpec {
+                    source: Source::Npy { y, .. },
+                    ..
+                }) => *y = o.labels.clone(),
+                _ => return Err("--labels goes with .npy features (--data x.npy)".into()),
+            }
+        }
+        let Some(d) = &mut self.data else {
+            if o.label.is_some() || o.scale.is_some() || o.test_tail.is_some() || o.test_fraction.is_some() {
+                return Err("no data is declared in the train block; give it with --data".into());
+            }
+            return Ok(());
+        };
+        if let Some(l) = &o.label {
+            match &mut d.source {
+                Source::Csv { label, .. } => *label = Some(l.clone()),
+                Source::Npy { .. } => return Err("--label names a CSV column; .npy labels come from --labels".into()),
+            }
+        }
+        if let Some(s) = o.scale {
+            if !(s > 0.0 && s.is_finite()) {
+                return Err(format!("--scale must be a positive number, found {s}"));
+            }
+            d.scale = s;
+        }
+        if o.test_tail.is_some() || o.test_fraction.is_some() {
+            if let Some(f) = o.test_fraction
+                && !(0.0..1.0).contains(&f)
+            {
+                return Err(format!("--test-fraction must be at least 0 and below 1, found {f}"));
+            }
+            d.split = split_of(o.test_tail, o.test_fraction);
+        }
+        Ok(())
+    }
+}
+
+fn split_of(tail: Option<usize>, fraction: Option<f64>) -> Split {
+    match (tail, fraction) {
+        (Some(n), _) => Split::Tail(n),
+        (None, Some(f)) => Split::Fraction(f),
+        (None, None) => Split::None,
+    }
+}

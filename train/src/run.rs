@@ -1,0 +1,284 @@
+//! A training run end to end: data loaded and checked, the output folder claimed, epochs
+//! trained and evaluated, and after each epoch the checkpoint, `metrics.csv`,
+//! `metrics.json` and the curve picture written (each atomically).
+//!
+//! Nothing is written before the model and the data have been checked, and an output
+//! folder that already holds a run is refused unless the caller forces it or resumes from
+//! a checkpoint inside it.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nnc_runtime::Checkpoint;
+use nnc_runtime::checkpoint::write_atomic;
+use nnc_runtime::data::{self, Dataset};
+
+use crate::config::TrainConfig;
+use crate::session::{Metrics, Model, Session, StepReport, TrainError};
+
+/// File names inside a run folder.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// Per-epoch metrics.
+pub const METRICS_CSV: &str = "metrics.csv";
+/// Final metrics.
+pub const METRICS_JSON: &str = "metrics.json";
+/// The loss and accuracy curves.
+pub const CURVE: &str = "curve.svg";
+
+/// One row of `metrics.csv`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochRow {
+    /// The epoch (1-based).
+    pub epoch: u64,
+    /// Steps taken by its end.
+    pub step: u64,
+    /// The learning rate of its last step.
+    pub lr: f64,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Training accuracy over the epoch.
+    pub train_accuracy: Option<f64>,
+    /// Held-out loss after the epoch.
+    pub test_loss: Option<f64>,
+    /// Held-out accuracy after the epoch.
+    pub test_accuracy: Option<f64>,
+    /// Seconds of training so far (a resumed run continues the count).
+    pub seconds: f64,
+}
+
+/// Hears about progress (the CLI draws a progress bar; tests stay silent).
+pub trait Observer {
+    /// An epoch of `steps` steps begins.
+    fn epoch_start(&mut self, _epoch: u64, _epochs: u64, _steps: u64) {}
+    /// A step finished.
+    fn step(&mut self, _report: &StepReport) {}
+    /// An epoch finished and its files were written.
+    fn epoch_end(&mut self, _row: &EpochRow) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Where a run writes and what it starts from.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The output folder.
+    pub out: PathBuf,
+    /// Write into a folder that already holds a run.
+    pub force: bool,
+    /// Continue from this checkpoint (parameters, optimizer state, counters).
+    pub resume: Option<PathBuf>,
+}
+
+/// What a finished run reports (also written as `metrics.json`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    /// The last epoch's row.
+    pub last: EpochRow,
+    /// Epochs completed.
+    pub epochs: u64,
+    /// The output folder.
+    pub out: PathBuf,
+}
+
+/// Loads the configured data, split and fitted to the model: `(train, test)`.
+pub fn load_data(model: &Model, config: &TrainConfig) -> Result<(Dataset, Option<Dataset>), String> {
+    let Some(spec) = &config.data else {
+        return Err(format!(
+            "no data for `{}`: declare `data = csv(\"file.csv\", label = \"label\")` in its train block, or pass --data",
+            model.name
+        ));
+    };
+    let all = model.fit(data::load(spec)?)?;
+    all.split(spec.split)
+}
+
+/// Whether a folder already holds (part of) a run.
+pub fn holds_run(dir: &Path) -> bool {
+    [CHECKPOINT, METRICS_CSV, METRICS_JSON]
+        .iter()
+        .any(|f| dir.join(f).exists())
+}
+
+/// Trains as configured, writing into `opts.out`.
+pub fn train(
+    model: Model,
+    config: TrainConfig,
+    opts: &RunOptions,
+    obs: &mut dyn Observer,
+) -> Result<Summary, TrainError> {
+    let (train, test) = load_data(&model, &config)?;
+    let mut session = Session::new(model, config)?;
+    let mut rows: Vec<EpochRow> = Vec::new();
+    let out = &opts.out;
+    if let Some(ck_path) = &opts.resume {
+        let ck = Checkpoint::load(ck_path)?;
+        session.restore(&ck, true)?;
+        if session.epoch >= session.config.epochs as u64 {
+            return Err(TrainError::Failed(format!(
+                "`{}` is already at epoch {} of {}; pass a larger --epochs to train further",
+                ck_path.display(),
+                session.epoch,
+                session.config.epochs
+            )));
+        }
+        // Keep the history of the run being continued, up to the checkpoint.
+        if let Ok(text) = std::fs::read_to_string(out.join(METRICS_CSV)) {
+            rows = parse_rows(&text)
+                .into_iter()
+                .filter(|r| r.epoch <= session.epoch)
+                .collect();
+        }
+    }
+    let resuming_here = opts
+        .resume
+        .as_ref()
+        .and_then(|p| p.parent())
+        .is_some_and(|d| same_dir(d, out));
+    if holds_run(out) && !opts.force && !resuming_here {
+        return Err(TrainError::Failed(format!(
+            "`{}` already holds a run; choose another --out, or pass --force to replace it",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|e| format!("cannot create output folder `{}`: {e}", out.display()))?;
+
+    let start = Instant::now();
+    let earlier = rows.last().map_or(0.0, |r| r.seconds);
+    let epochs = session.config.epochs as u64;
+    let steps = session.steps_per_epoch(train.len()) as u64;
+    while session.epoch < epochs {
+        obs.epoch_start(session.epoch + 1, epochs, steps);
+        let mut last_lr = 0.0;
+        let trained = session.train_epoch(&train, &mut |r| {
+            last_lr = r.lr;
+            obs.step(r)
+        });
+        let fit = match trained {
+            Ok(m) => m,
+            Err(e @ TrainError::Diverged { .. }) => {
+                let kept = if out.join(CHECKPOINT).exists() {
+                    format!(
+                        "the last good checkpoint (epoch {}) is `{}`",
+                        session.epoch,
+                        out.join(CHECKPOINT).display()
+                    )
+                } else {
+                    "no checkpoint had been written yet".to_string()
+                };
+                return Err(TrainError::Failed(format!(
+                    "{e}; {kept} (try a smaller learning rate, or `clip = 1.0` in the train block)"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let held: Option<Metrics> = match &test {
+            Some(t) => Some(session.evaluate(t)?),
+            None => None,
+        };
+        let row = EpochRow {
+            epoch: session.epoch,
+            step: session.step,
+            lr: last_lr,
+            train_loss: fit.loss,
+            train_accuracy: fit.accuracy,
+            test_loss: held.map(|m| m.loss),
+            test_accuracy: held.and_then(|m| m.accuracy),
+            seconds: earlier + start.elapsed().as_secs_f64(),
+        };
+        rows.push(row.clone());
+        session.to_checkpoint().save(&out.join(CHECKPOINT))?;
+        write_atomic(&out.join(METRICS_CSV), csv_text(&rows).as_bytes())?;
+        write_atomic(
+            &out.join(METRICS_JSON),
+            json_text(&session, &row).as_bytes(),
+        )?;
+        write_atomic(&out.join(CURVE), crate::plot::svg(&session.model.name, &rows).as_bytes())?;
+        obs.epoch_end(&row);
+    }
+    let last = rows.last().cloned().ok_or_else(|| "no epoch was trained".to_string())?;
+    Ok(Summary {
+        last,
+        epochs: session.epoch,
+        out: out.clone(),
+    })
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    let a = if a.as_os_str().is_empty() { Path::new(".") } else { a };
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+const CSV_HEADER: &str =
+    "epoch,step,lr,train_loss,train_accuracy,test_loss,test_accuracy,seconds";
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or(String::new(), |x| format!("{x}"))
+}
+
+/// `metrics.csv`: a header and one row per epoch.
+pub fn csv_text(rows: &[EpochRow]) -> String {
+    let mut s = format!("{CSV_HEADER}\n");
+    for r in rows {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{:.3}\n",
+            r.epoch,
+            r.step,
+            r.lr,
+            r.train_loss,
+            opt(r.train_accuracy),
+            opt(r.test_loss),
+            opt(r.test_accuracy),
+            r.seconds
+        ));
+    }
+    s
+}
+
+/// Reads back `metrics.csv` rows (skipping any it cannot read).
+pub fn parse_rows(text: &str) -> Vec<EpochRow> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            if c.len() != 8 {
+                return None;
+            }
+            let f = |s: &str| s.parse::<f64>().ok();
+            Some(EpochRow {
+                epoch: c[0].parse().ok()?,
+                step: c[1].parse().ok()?,
+                lr: f(c[2])?,
+                train_loss: f(c[3])?,
+                train_accuracy: f(c[4]),
+                test_loss: f(c[5]),
+                test_accuracy: f(c[6]),
+                seconds: f(c[7])?,
+            })
+        })
+        .collect()
+}
+
+fn json_text(s: &Session, last: &EpochRow) -> String {
+    let v = serde_json::json!({
+        "model": s.model.name,
+        "optimizer": s.config.optimizer,
+        "seed": s.config.seed,
+        "batch": s.config.batch,
+        "epochs": s.epoch,
+        "steps": s.step,
+        "train_loss": last.train_loss,
+        "train_accuracy": last.train_accuracy,
+        "test_loss": last.test_loss,
+        "test_accuracy": last.test_accuracy,
+        "seconds": last.seconds,
+    });
+    let mut text = serde_json::to_string_pretty(&v).expect("plain JSON values serialize");
+    text.push('\n');
+    text
+}

@@ -1,0 +1,528 @@
+//! A model's compiled functions and one training session over them: parameters, optimizer
+//! states, the step counter, and the operations of a run (a training epoch, evaluation,
+//! prediction, checkpoints).
+//!
+//! Everything random is drawn from a named stream of the seed (`shuffle/{epoch}`,
+//! `grad_noise/{step}/{param}`, one per parameter for initialization), so a run is a pure
+//! function of its seed, and a run resumed from a checkpoint continues exactly as if it
+//! had not stopped.
+
+use nnc_compiler::interp::eval;
+use nnc_ir::{DType, Func, Module, ParamKind, TensorType};
+use nnc_lang::TrainSpec;
+use nnc_runtime::data::Dataset;
+use nnc_runtime::{Checkpoint, Rng, Tensor, init_param};
+
+use crate::config::TrainConfig;
+
+/// The checkpoint format written in the `format` metadata.
+pub const FORMAT: &str = "nnc-checkpoint-1";
+
+/// A model's functions, as the training loop calls them.
+#[derive(Clone, Debug)]
+pub struct Model {
+    /// The model's name.
+    pub name: String,
+    /// `@M`: inputs to output.
+    pub forward: Func,
+    /// `@M.loss`: (inputs, labels) to (loss, output); absent without a train block.
+    pub loss: Option<Func>,
+    /// `@M.grad`: (inputs, labels) to (loss, output, gradients...).
+    pub grad: Option<Func>,
+    /// `@M.update`: the optimizer rule over one flat parameter.
+    pub update: Option<Func>,
+    /// The features input.
+    pub x: (String, TensorType),
+    /// The labels input of the train block.
+    pub y: Option<(String, TensorType)>,
+    /// The number of classes, when the labels are class numbers and the output is
+    /// `[B, classes]`.
+    pub classes: Option<usize>,
+}
+
+impl Model {
+    /// Picks model `name` out of a checked module. With a train spec, its loss, gradient
+    /// and update functions come along.
+    pub fn new(module: &Module, name: &str, spec: Option<&TrainSpec>) -> Result<Model, String> {
+        let forward = module
+            .func(name)
+            .ok_or_else(|| format!("there is no model `{name}`"))?
+            .clone();
+        if forward.inputs.len() != 1 {
+            return Err(format!(
+                "`{name}` has {} inputs; nnc train/eval/predict feed one features input from data",
+                forward.inputs.len()
+            ));
+        }
+        let x = (forward.inputs[0].name.clone(), forward.inputs[0].ty.clone());
+        let (mut loss, mut grad, mut update, mut y) = (None, None, None, None);
+        if spec.is_some() {
+            let l = module
+                .func(&format!("{name}.loss"))
+                .ok_or_else(|| format!("`{name}` has no loss function"))?
+                .clone();
+            if l.inputs.len() > 2 {
+                return Err(format!(
+                    "`{name}`'s train block takes {} inputs besides the model's; data feeds one labels input",
+                    l.inputs.len() - 1
+                ));
+            }
+            y = l.inputs.get(1).map(|a| (a.name.clone(), a.ty.clone()));
+            let names = |f: &Func| f.params.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+            if names(&l) != names(&forward) {
+                return Err(format!("`{name}.loss` and `{name}` disagree on parameters"));
+            }
+            grad = Some(nnc_compiler::autodiff::grad(&l)?);
+            loss = Some(l);
+            update = Some(
+                module
+                    .func(&format!("{name}.update"))
+                    .ok_or_else(|| format!("`{name}` has no update rule"))?
+                    .clone(),
+            );
+        }
+        let out_ty = forward.output_types()[0].clone();
+        let classes = match (&y, out_ty.rank()) {
+            (Some((_, yt)), 2) if yt.dtype == DType::I32 => {
+                out_ty.shape.dims()[1].known().map(|c| c as usize)
+            }
+            _ => None,
+        };
+        Ok(Model {
+            name: name.to_string(),
+            forward,
+            loss,
+            grad,
+            update,
+            x,
+            y,
+            classes,
+        })
+    }
+
+    /// The names of the trained parameters, in order.
+    pub fn param_names(&self) -> Vec<&str> {
+        self.forward.params.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// The names of the optimizer's per-parameter states.
+    pub fn state_names(&self) -> Vec<&str> {
+        self.update
+            .iter()
+            .flat_map(|u| u.params.iter())
+            .filter(|p| p.kind == ParamKind::State)
+            .map(|p| p.name.as_str())
+            .collect()
+    }
+
+    /// Fits a data set to this model's inputs (features shape, label type and range).
+    pub fn fit(&self, ds: Dataset) -> Result<Dataset, String> {
+        let y = self.y.as_ref().map(|(n, t)| (n.as_str(), t));
+        ds.fit(&self.x.0, &self.x.1, y, self.classes)
+    }
+}
+
+/// Why training stopped early.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainError {
+    /// Something the user can fix: the message says what.
+    Failed(String),
+    /// The loss stopped being finite. Parameters are those before this step.
+    Diverged {
+        /// The step (1-based over the run) whose loss was not finite.
+        step: u64,
+        /// Its epoch (1-based).
+        epoch: u64,
+        /// Its batch within the epoch (1-based).
+        batch: usize,
+        /// The loss.
+        loss: f64,
+    },
+}
+
+impl std::fmt::Display for TrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrainError::Failed(m) => f.write_str(m),
+            TrainError::Diverged {
+                step,
+                epoch,
+                batch,
+                loss,
+            } => write!(
+                f,
+                "the loss is {loss} at step {step} (epoch {epoch}, batch {batch}); training stopped"
+            ),
+        }
+    }
+}
+
+impl From<String> for TrainError {
+    fn from(s: String) -> TrainError {
+        TrainError::Failed(s)
+    }
+}
+
+/// One training step, as reported to observers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepReport {
+    /// The step (1-based over the run).
+    pub step: u64,
+    /// The batch's loss.
+    pub loss: f64,
+    /// The learning rate used.
+    pub lr: f64,
+}
+
+/// Loss and accuracy over a data set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Metrics {
+    /// Mean loss per row.
+    pub loss: f64,
+    /// Fraction of rows whose arg-max output is the label (classification only).
+    pub accuracy: Option<f64>,
+}
+
+/// A training session: the model, its settings, and the state that training changes.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// The model.
+    pub model: Model,
+    /// The settings.
+    pub config: TrainConfig,
+    /// Trained parameters, in the model's order.
+    pub params: Vec<Tensor>,
+    /// Per parameter, the optimizer's states (flat).
+    pub states: Vec<Vec<Tensor>>,
+    /// Steps taken.
+    pub step: u64,
+    /// Epochs completed.
+    pub epoch: u64,
+}
+
+const EVAL_CHUNK: usize = 512;
+
+impl Session {
+    /// A fresh session: parameters initialized as declared from the config's seed,
+    /// optimizer states as the rule declares them.
+    pub fn new(model: Model, config: TrainConfig) -> Result<Session, String> {
+        let params = model
+            .forward
+            .params
+            .iter()
+            .map(|p| init_param(p, config.seed))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut states = Vec::new();
+        if let Some(u) = &model.update {
+            for (p, w) in model.forward.params.iter().zip(&params) {
+                let mut s = Vec::new();
+                for sp in u.params.iter().filter(|q| q.kind == ParamKind::State) {
+                    let mut flat = sp.clone();
+                    flat.ty = TensorType::new(sp.ty.dtype, nnc_ir::Shape::known(&[w.len() as u64]));
+                    flat.name = format!("{}/{}", p.name, sp.name);
+                    s.push(init_param(&flat, config.seed)?);
+                }
+                states.push(s);
+            }
+        }
+        Ok(Session {
+            model,
+            config,
+            params,
+            states,
+            step: 0,
+            epoch: 0,
+        })
+    }
+
+    /// Steps in an epoch over `rows` rows.
+    pub fn steps_per_epoch(&self, rows: usize) -> usize {
+        rows.div_ceil(self.config.batch.max(1))
+    }
+
+    /// Trains one epoch over `train` (shuffled with the seed and the epoch number).
+    /// Returns the epoch's mean training loss and accuracy. On a non-finite loss the
+    /// parameters are left as they were before that step.
+    pub fn train_epoch(
+        &mut self,
+        train: &Dataset,
+        on_step: &mut dyn FnMut(&StepReport),
+    ) -> Result<Metrics, TrainError> {
+        let (Some(grad), Some(update)) = (&self.model.grad, &self.model.update) else {
+            return Err(TrainError::Failed(format!(
+                "`{}` has no train block",
+                self.model.name
+            )));
+        };
+        let n = train.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        Rng::stream(self.config.seed, &format!("shuffle/{}", self.epoch)).shuffle(&mut order);
+        let total = (self.steps_per_epoch(n) * self.config.epochs) as u64;
+        let (mut loss_sum, mut correct) = (0.0, 0usize);
+        for (bi, chunk) in order.chunks(self.config.batch.max(1)).enumerate() {
+            let batch = train.rows(chunk);
+            let mut inputs = vec![batch.x];
+            inputs.extend(batch.y.clone());
+            let outs = eval(grad, &inputs, &self.params).map_err(|e| e.to_string())?;
+            let loss = outs[0].data[0];
+            if !loss.is_finite() {
+                return Err(TrainError::Diverged {
+                    step: self.step + 1,
+                    epoch: self.epoch + 1,
+                    batch: bi + 1,
+                    loss,
+                });
+            }
+            loss_sum += loss * chunk.len() as f64;
+            if let (Some(_), Some(y)) = (self.model.classes, &batch.y) {
+                correct += count_correct(&outs[1], y);
+            }
+            let mut grads: Vec<Tensor> = outs[2..].to_vec();
+            self.perturb_and_clip(&mut grads);
+            let lr = self
+                .config
+                .schedule
+                .lr(self.config.lr, self.step, self.epoch, total);
+            let lr_t = Tensor::scalar(DType::F32, lr);
+            let step_t = Tensor::scalar(DType::F32, (self.step + 1) as f64);
+            for (i, g) in grads.iter().enumerate() {
+                let w = &self.params[i];
+                let flat = |t: &Tensor| Tensor {
+                    dtype: DType::F32,
+                    shape: vec![t.len()],
+                    data: t.data.clone(),
+                };
+                let ins = [flat(w), flat(g), lr_t.clone(), step_t.clone()];
+                let mut outs = eval(update, &ins, &self.states[i])
+                    .map_err(|e| e.to_string())?
+                    .into_iter();
+                let new_w = outs.next().expect("the rule returns the parameter");
+                self.params[i].data = new_w.data;
+                self.states[i] = outs.collect();
+            }
+            self.step += 1;
+            on_step(&StepReport {
+                step: self.step,
+                loss,
+                lr,
+            });
+        }
+        self.epoch += 1;
+        Ok(Metrics {
+            loss: loss_sum / n.max(1) as f64,
+            accuracy: self
+                .model
+                .classes
+                .map(|_| correct as f64 / n.max(1) as f64),
+        })
+    }
+
+    /// Annealed Gaussian gradient noise (Neelakantan et al., 2015), then global-norm
+    /// clipping as PyTorch's `clip_grad_norm_`.
+    fn perturb_and_clip(&self, grads: &mut [Tensor]) {
+        if let Some(eta) = self.config.grad_noise {
+            let sigma = (eta / (1.0 + self.step as f64).powf(0.55)).sqrt();
+            for (g, name) in grads.iter_mut().zip(self.model.param_names()) {
+                let mut rng =
+                    Rng::stream(self.config.seed, &format!("grad_noise/{}/{name}", self.step));
+                g.data.iter_mut().for_each(|v| *v += sigma * rng.normal());
+                g.round();
+            }
+        }
+        if let Some(max) = self.config.clip {
+            let norm = grads
+                .iter()
+                .flat_map(|g| g.data.iter())
+                .map(|v| v * v)
+                .sum::<f64>()
+                .sqrt();
+            let coef = max / (norm + 1e-6);
+            if coef < 1.0 {
+                for g in grads.iter_mut() {
+                    g.data.iter_mut().for_each(|v| *v *= coef);
+                    g.round();
+                }
+            }
+        }
+    }
+
+    /// Mean loss (and accuracy for classifiers) over a data set.
+    pub fn evaluate(&self, data: &Dataset) -> Result<Metrics, String> {
+        let Some(loss) = &self.model.loss else {
+            return Err(format!("`{}` has no train block, so no loss", self.model.name));
+        };
+        let n = data.len();
+        let (mut sum, mut correct) = (0.0, 0usize);
+        let all: Vec<usize> = (0..n).collect();
+        for chunk in all.chunks(EVAL_CHUNK) {
+            let b = data.rows(chunk);
+            let mut inputs = vec![b.x];
+            inputs.extend(b.y.clone());
+            let outs = eval(loss, &inputs, &self.params).map_err(|e| e.to_string())?;
+            sum += outs[0].data[0] * chunk.len() as f64;
+            if let (Some(_), Some(y)) = (self.model.classes, &b.y) {
+                correct += count_correct(&outs[1], y);
+            }
+        }
+        Ok(Metrics {
+            loss: sum / n.max(1) as f64,
+            accuracy: self.model.classes.map(|_| correct as f64 / n.max(1) as f64),
+        })
+    }
+
+    /// The model's outputs for the rows of `x` (features `[N, ...]`).
+    pub fn predict(&self, x: &Tensor) -> Result<Tensor, String> {
+        let n = x.shape[0];
+        let per: usize = x.shape[1..].iter().product();
+        let mut out: Option<Tensor> = None;
+        for start in (0..n).step_by(EVAL_CHUNK) {
+            let end = (start + EVAL_CHUNK).min(n);
+            let mut shape = x.shape.clone();
+            shape[0] = end - start;
+            let xb = Tensor {
+                dtype: x.dtype,
+                shape,
+                data: x.data[start * per..end * per].to_vec(),
+            };
+            let y = eval(&self.model.forward, &[xb], &self.params)
+                .map_err(|e| e.to_string())?
+                .remove(0);
+            match &mut out {
+                None => out = Some(y),
+                Some(o) => {
+                    o.shape[0] += y.shape[0];
+                    o.data.extend(y.data);
+                }
+            }
+        }
+        out.ok_or_else(|| "there are no rows to predict".to_string())
+    }
+
+    /// The session as a checkpoint: parameters by name, optimizer states as
+    /// `optimizer.{state}.{param}`, and the counters and settings as metadata.
+    pub fn to_checkpoint(&self) -> Checkpoint {
+        let mut ck = Checkpoint::default();
+        for (p, t) in self.model.forward.params.iter().zip(&self.params) {
+            ck.tensors.push((p.name.clone(), t.clone()));
+        }
+        let state_names = self.model.state_names();
+        for ((p, w), states) in self.model.forward.params.iter().zip(&self.params).zip(&self.states) {
+            for (s, t) in state_names.iter().zip(states) {
+                let mut t = t.clone();
+                t.shape = w.shape.clone();
+                ck.tensors.push((format!("optimizer.{s}.{}", p.name), t));
+            }
+        }
+        let meta = [
+            ("format", FORMAT.to_string()),
+            ("model", self.model.name.clone()),
+            ("optimizer", self.config.optimizer.clone()),
+            ("epoch", self.epoch.to_string()),
+            ("step", self.step.to_string()),
+            ("seed", self.config.seed.to_string()),
+            ("batch", self.config.batch.to_string()),
+        ];
+        for (k, v) in meta {
+            ck.meta.insert(k.into(), v);
+        }
+        ck
+    }
+
+    /// Loads parameters (and with `resume`, optimizer states and counters) from a
+    /// checkpoint, which must hold exactly this model's parameters with their shapes.
+    pub fn restore(&mut self, ck: &Checkpoint, resume: bool) -> Result<(), String> {
+        if ck.meta.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(format!(
+                "not an nnc checkpoint (format `{}`, expected `{FORMAT}`)",
+                ck.meta.get("format").map_or("none", String::as_str)
+            ));
+        }
+        let theirs = ck.meta.get("model").cloned().unwrap_or_default();
+        let mut problems = Vec::new();
+        for (p, t) in self.model.forward.params.iter().zip(&self.params) {
+            match ck.get(&p.name) {
+                None => problems.push(format!("it has no `{}`", p.name)),
+                Some(c) if c.shape != t.shape || c.dtype != t.dtype => problems.push(format!(
+                    "`{}` is {} in the checkpoint but {} in the model",
+                    p.name,
+                    c.ty(),
+                    t.ty()
+                )),
+                Some(_) => {}
+            }
+        }
+        let ours = self.model.param_names();
+        for (n, _) in &ck.tensors {
+            if !n.starts_with("optimizer.") && !ours.contains(&n.as_str()) {
+                problems.push(format!("it has `{n}`, which the model does not"));
+            }
+        }
+        if !problems.is_empty() {
+            let from = if theirs != self.model.name {
+                format!(" (it was saved from model `{theirs}`)")
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "the checkpoint does not fit model `{}`{from}: {}",
+                self.model.name,
+                problems.join("; ")
+            ));
+        }
+        let mut states = self.states.clone();
+        if resume {
+            let opt = ck.meta.get("optimizer").cloned().unwrap_or_default();
+            if opt != self.config.optimizer {
+                return Err(format!(
+                    "the checkpoint was trained with optimizer `{opt}`, this run uses `{}`; \
+                     resuming needs the same optimizer",
+                    self.config.optimizer
+                ));
+            }
+            let names = self.model.state_names();
+            for ((p, w), st) in self.model.forward.params.iter().zip(&self.params).zip(&mut states) {
+                for (s, slot) in names.iter().zip(st.iter_mut()) {
+                    let key = format!("optimizer.{s}.{}", p.name);
+                    match ck.get(&key) {
+                        Some(c) if c.shape == w.shape => slot.data = c.data.clone(),
+                        _ => return Err(format!("the checkpoint lacks optimizer state `{key}`")),
+                    }
+                }
+            }
+            let num = |k: &str| -> Result<u64, String> {
+                ck.meta
+                    .get(k)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| format!("the checkpoint's `{k}` is missing or not a number"))
+            };
+            self.step = num("step")?;
+            self.epoch = num("epoch")?;
+        }
+        for (p, t) in self.model.forward.params.iter().zip(self.params.iter_mut()) {
+            t.data = ck.get(&p.name).expect("checked above").data.clone();
+        }
+        self.states = states;
+        Ok(())
+    }
+}
+
+/// How many rows' arg-max output equals the label.
+fn count_correct(out: &Tensor, labels: &Tensor) -> usize {
+    let c = *out.shape.last().unwrap_or(&1);
+    out.data
+        .chunks(c.max(1))
+        .zip(&labels.data)
+        .filter(|(row, y)| argmax(row) as f64 == **y)
+        .count()
+}
+
+/// The index of the first largest value.
+pub fn argmax(row: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}

@@ -494,8 +494,19 @@ pub fn predict(a: PredictArgs) -> Result<(), Failed> {
 
 pub fn gradcheck(a: GradcheckArgs) -> Result<(), Failed> {
     let checked = load_checked(&a.file)?;
-    let (model, _) = pick(&checked, &a.file, a.model.clone(), true)?;
-    let loss = model.loss.clone().expect("a trained model has a loss");
+    let name = match (&a.model, checked.trains.as_slice()) {
+        (Some(m), _) => m.clone(),
+        (None, [t]) => t.model.clone(),
+        (None, []) => return Err(fail(format!("{} has no train block, so no loss to check", a.file.display()))),
+        (None, _) => return Err(fail(format!("{} trains several models; choose one with --model", a.file.display()))),
+    };
+    let Some(loss) = checked.module.func(&format!("{name}.loss")).cloned() else {
+        return Err(fail(format!("`{name}` has no train block, so no loss to check")));
+    };
+    let classes = loss.outputs.get(1).and_then(|&o| {
+        let t = loss.ty(o);
+        (t.rank() == 2).then(|| t.shape.dims()[1].known()).flatten()
+    });
     let mut rng = Rng::stream(a.seed, "gradcheck/inputs");
     let batch = a.batch.max(1);
     let mut inputs = Vec::new();
@@ -515,7 +526,7 @@ pub fn gradcheck(a: GradcheckArgs) -> Result<(), Failed> {
         }
         let n: usize = shape.iter().product();
         let data: Vec<f64> = if arg.ty.dtype == DType::I32 {
-            let k = model.classes.unwrap_or(2) as u64;
+            let k = classes.unwrap_or(2);
             (0..n).map(|_| rng.below(k) as f64).collect()
         } else {
             (0..n).map(|_| rng.uniform()).collect()
@@ -557,17 +568,15 @@ pub fn gradcheck(a: GradcheckArgs) -> Result<(), Failed> {
     }
     if bad > 0 {
         return Err(fail(format!(
-            "{bad} parameter{} of `{}` failed the gradient check (tolerance {:e})",
+            "{bad} parameter{} of `{name}` failed the gradient check (tolerance {:e})",
             if bad == 1 { "" } else { "s" },
-            model.name,
             a.tolerance
         )));
     }
     let _ = writeln!(
         out,
-        "ok: {} parameters of `{}` match finite differences within {:e}",
+        "ok: {} parameters of `{name}` match finite differences within {:e}",
         reports.len(),
-        model.name,
         a.tolerance
     );
     Ok(())

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::Path;
 
 use nnc_ir::DType;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::tensor::Tensor;
 
@@ -35,30 +35,55 @@ impl Checkpoint {
         self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
 
-    /// Serializes to safetensors bytes, checksum included.
+    /// Serializes to safetensors bytes, checksum included. The header is written here
+    /// rather than by the safetensors crate, whose metadata map is a `HashMap` and would
+    /// make the key order (and so the file's bytes) differ from run to run; nnc promises
+    /// that the same seed gives a bitwise-identical checkpoint. Reading goes through the
+    /// crate, which validates the layout.
     pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
-        let raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = self
+        let mut raw: Vec<(&str, Dtype, &[usize], Vec<u8>)> = self
             .tensors
             .iter()
-            .map(|(n, t)| (n.clone(), st_dtype(t.dtype), t.shape.clone(), bytes_of(t)))
+            .map(|(n, t)| (n.as_str(), st_dtype(t.dtype), t.shape.as_slice(), bytes_of(t)))
             .collect();
-        let mut meta: std::collections::HashMap<String, String> =
-            self.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        raw.sort_by(|a, b| a.0.cmp(b.0));
+        if raw.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err("two tensors have the same name".into());
+        }
+        let mut meta: BTreeMap<String, String> = self.meta.clone();
         meta.remove(CHECKSUM_KEY);
         let sum = checksum(
-            raw.iter().map(|(n, d, s, b)| (n.as_str(), format!("{d:?}"), s.as_slice(), b.as_slice())),
-            &self.meta,
+            raw.iter().map(|(n, d, s, b)| (*n, format!("{d:?}"), *s, b.as_slice())),
+            &meta,
         );
         meta.insert(CHECKSUM_KEY.into(), format!("{sum:016x}"));
-        let views = raw
-            .iter()
-            .map(|(n, d, s, b)| {
-                TensorView::new(*d, s.clone(), b)
-                    .map(|v| (n.clone(), v))
-                    .map_err(|e| format!("cannot store `{n}`: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        safetensors::tensor::serialize(views, Some(meta)).map_err(|e| e.to_string())
+        let mut header = serde_json::Map::new();
+        header.insert("__metadata__".into(), serde_json::to_value(&meta).map_err(|e| e.to_string())?);
+        let mut offset = 0usize;
+        for (n, d, s, b) in &raw {
+            header.insert(
+                n.to_string(),
+                serde_json::json!({
+                    "dtype": format!("{d:?}"),
+                    "shape": s,
+                    "data_offsets": [offset, offset + b.len()],
+                }),
+            );
+            offset += b.len();
+        }
+        // serde_json's map keeps keys sorted (no `preserve_order` feature), so the text
+        // is a function of the contents alone.
+        let mut text = serde_json::to_string(&header).map_err(|e| e.to_string())?;
+        while text.len() % 8 != 0 {
+            text.push(' ');
+        }
+        let mut out = Vec::with_capacity(8 + text.len() + offset);
+        out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
+        for (_, _, _, b) in &raw {
+            out.extend_from_slice(b);
+        }
+        Ok(out)
     }
 
     /// Parses safetensors bytes and verifies the checksum.

@@ -1,0 +1,282 @@
+//! Bad input to train, eval and predict: each case exits with status 1, says what is wrong
+//! (with the row and column where there is one), and loses or overwrites nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn nnc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A fresh folder for one test.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nnc-bad-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The first `n` rows of the digits CSV (with its header), each line passed through `edit`.
+fn digits_rows(n: usize, edit: impl Fn(usize, &str) -> String) -> String {
+    let text = std::fs::read_to_string("examples/data/digits.csv").unwrap();
+    let mut out = String::new();
+    for (i, line) in text.lines().take(n + 1).enumerate() {
+        out.push_str(&edit(i, line));
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs `nnc train` on a data file into a fresh folder; expects failure and no output.
+fn train_fails_on(name: &str, csv: &str, expect: &[&str]) {
+    let dir = scratch(name);
+    let data = dir.join("data.csv");
+    std::fs::write(&data, csv).unwrap();
+    let out = dir.join("run");
+    let (code, _, err) = nnc(&[
+        "train", "examples/digits_mlp.nn", "--data", s(&data), "--test-tail", "10", "--epochs", "1",
+        "--out", s(&out),
+    ]);
+    assert_eq!(code, 1, "{name}: {err}");
+    for e in expect {
+        assert!(err.contains(e), "{name}: expected `{e}` in:\n{err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "{name}: a failed run created its output folder");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn missing_data_file() {
+    let (code, _, err) = nnc(&["train", "examples/digits_mlp.nn", "--data", "/nonexistent/d.csv"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read data file `/nonexistent/d.csv`"), "{err}");
+}
+
+#[test]
+fn missing_model_file() {
+    let (code, _, err) = nnc(&["train", "/nonexistent/m.nn"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read /nonexistent/m.nn"), "{err}");
+}
+
+#[test]
+fn wrong_column_count() {
+    let csv = digits_rows(50, |i, l| {
+        if i == 7 { l.rsplit_once(',').unwrap().0.to_string() } else { l.to_string() }
+    });
+    train_fails_on("columns", &csv, &["line 8: 64 columns, expected 65"]);
+}
+
+#[test]
+fn non_numeric_cell() {
+    let csv = digits_rows(50, |i, l| {
+        if i == 4 {
+            let mut c: Vec<&str> = l.split(',').collect();
+            c[2] = "abc";
+            c.join(",")
+        } else {
+            l.to_string()
+        }
+    });
+    train_fails_on("cell", &csv, &["line 5, column 3 (`pixel2`): `abc` is not a number"]);
+}
+
+#[test]
+fn label_out_of_range() {
+    let csv = digits_rows(50, |i, l| {
+        if i == 12 { format!("{},10", l.rsplit_once(',').unwrap().0) } else { l.to_string() }
+    });
+    train_fails_on(
+        "label",
+        &csv,
+        &["line 13 of", "label 10 is outside 0..9 (the model has 10 classes)"],
+    );
+    let csv = digits_rows(50, |i, l| {
+        if i == 3 { format!("{},2.5", l.rsplit_once(',').unwrap().0) } else { l.to_string() }
+    });
+    train_fails_on("fraction", &csv, &["line 4 of", "label 2.5 is not a class number"]);
+}
+
+#[test]
+fn data_width_does_not_match_the_model() {
+    // Keep 32 of the 64 pixels and the label.
+    let csv = digits_rows(50, |_, l| {
+        let c: Vec<&str> = l.split(',').collect();
+        let mut kept: Vec<&str> = c[..32].to_vec();
+        kept.push(c[64]);
+        kept.join(",")
+    });
+    train_fails_on(
+        "width",
+        &csv,
+        &["the data has 32 features per row, but the model's input `x: f32[B, 64]` takes 64"],
+    );
+}
+
+#[test]
+fn missing_label_column() {
+    let csv = digits_rows(50, |_, l| l.to_string());
+    let dir = scratch("nolabel");
+    let data = dir.join("d.csv");
+    std::fs::write(&data, csv).unwrap();
+    let (code, _, err) = nnc(&[
+        "train", "examples/digits_mlp.nn", "--data", s(&data), "--label", "digit", "--out",
+        s(&dir.join("run")),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has no column `digit` (its columns: pixel0, pixel1"), "{err}");
+}
+
+/// Trains one epoch on a small slice of the digits into `dir/run`; returns the checkpoint.
+fn small_run(dir: &Path) -> PathBuf {
+    let data = dir.join("small.csv");
+    std::fs::write(&data, digits_rows(100, |_, l| l.to_string())).unwrap();
+    let out = dir.join("run");
+    let (code, _, err) = nnc(&[
+        "train", "examples/digits_mlp.nn", "--data", s(&data), "--test-tail", "20", "--epochs", "1",
+        "--out", s(&out), "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    out.join("checkpoint.safetensors")
+}
+
+#[test]
+fn truncated_and_bit_flipped_checkpoints() {
+    let dir = scratch("ckpt");
+    let ck = small_run(&dir);
+    let bytes = std::fs::read(&ck).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("truncated", bytes[..bytes.len() / 2].to_vec(), "truncated or corrupt"),
+        ("empty", Vec::new(), "truncated or corrupt"),
+        ("flipped", {
+            let mut b = bytes.clone();
+            let at = b.len() - 100; // inside the tensor data
+            b[at] ^= 0x10;
+            b
+        }, "do not match its checksum"),
+    ];
+    for (name, b, expect) in cases {
+        let bad = dir.join(format!("{name}.safetensors"));
+        std::fs::write(&bad, b).unwrap();
+        for cmd in ["eval", "predict"] {
+            let mut args = vec![cmd, "examples/digits_mlp.nn", "--checkpoint", s(&bad)];
+            if cmd == "predict" {
+                args.extend(["--input", "examples/data/digits.csv"]);
+            }
+            let (code, out, err) = nnc(&args);
+            assert_eq!(code, 1, "{cmd} {name}: {err}");
+            assert!(err.contains(expect), "{cmd} {name}: {err}");
+            assert!(out.is_empty(), "{cmd} {name} printed results: {out}");
+        }
+        let (code, _, err) = nnc(&["train", "examples/digits_mlp.nn", "--resume", s(&bad), "--epochs", "2"]);
+        assert_eq!(code, 1, "resume {name}: {err}");
+        assert!(err.contains(expect), "resume {name}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn checkpoint_from_another_model() {
+    let dir = scratch("other");
+    let ck = small_run(&dir);
+    let other = dir.join("other.nn");
+    std::fs::write(
+        &other,
+        "model Wide(x: f32[B, 64]) -> f32[B, 10] {\n    h1 = relu(dense(x, 32))\n    return dense(h1, 10)\n}\n",
+    )
+    .unwrap();
+    let input = dir.join("small.csv");
+    let (code, _, err) = nnc(&["predict", s(&other), "--checkpoint", s(&ck), "--input", s(&input)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the checkpoint does not fit model `Wide` (it was saved from model `DigitsMlp`)")
+            && err.contains("`h1.w` is f32[64, 128] in the checkpoint but f32[64, 32] in the model"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_output_folder_holding_a_run_is_not_overwritten() {
+    let dir = scratch("exists");
+    let ck = small_run(&dir);
+    let before = std::fs::read(&ck).unwrap();
+    let metrics = std::fs::read(dir.join("run/metrics.csv")).unwrap();
+    let data = dir.join("small.csv");
+    let run = dir.join("run");
+    let args = [
+        "train", "examples/digits_mlp.nn", "--data", s(&data), "--test-tail", "20", "--epochs", "2",
+        "--seed", "9", "--out", s(&run), "-q",
+    ];
+    let (code, _, err) = nnc(&args);
+    assert_eq!(code, 1);
+    assert!(err.contains("already holds a run; choose another --out, or pass --force"), "{err}");
+    assert_eq!(std::fs::read(&ck).unwrap(), before);
+    assert_eq!(std::fs::read(dir.join("run/metrics.csv")).unwrap(), metrics);
+    // With --force it is replaced.
+    let forced: Vec<&str> = args.iter().copied().chain(["--force"]).collect();
+    let (code, _, err) = nnc(&forced);
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(std::fs::read(&ck).unwrap(), before);
+    // predict never overwrites an existing output file either.
+    let pred = dir.join("run/metrics.csv");
+    let (code, _, err) = nnc(&[
+        "predict", "examples/digits_mlp.nn", "--checkpoint", s(&ck), "--input", s(&data), "--output",
+        s(&pred),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("exists; pass --force"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint() {
+    let dir = scratch("nan");
+    let model = dir.join("diverge.nn");
+    // The learning rate jumps by 1e30 after the first epoch.
+    let src = std::fs::read_to_string("examples/digits_mlp.nn")
+        .unwrap()
+        .replace("optimizer = adam(lr = 1e-3)", "optimizer = sgd(lr = 0.01)\n    schedule = step(every = 1, gamma = 1e30)")
+        .replace("data/digits.csv", &format!("{}/examples/data/digits.csv", env!("CARGO_MANIFEST_DIR")));
+    std::fs::write(&model, src).unwrap();
+    let out = dir.join("run");
+    let (code, _, err) = nnc(&["train", s(&model), "--epochs", "3", "--out", s(&out), "-q"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("at step 4"), "{err}");
+    assert!(err.contains("(epoch 2, batch"), "{err}");
+    assert!(err.contains("the last good checkpoint (epoch 1)"), "{err}");
+    let ck = nnc::runtime::Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(ck.meta["epoch"], "1");
+    assert!(ck.tensors.iter().all(|(_, t)| t.data.iter().all(|v| v.is_finite())));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_overrides_and_settings() {
+    let (code, _, err) = nnc(&["train", "examples/digits_mlp.nn", "--batch", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--batch must be at least 1"), "{err}");
+    let (code, _, err) = nnc(&["train", "examples/digits_mlp.nn", "--test-fraction", "1.5"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--test-fraction must be at least 0 and below 1"), "{err}");
+    let (code, _, err) = nnc(&["train", "examples/digits_mlp.nn", "--test-tail", "5000"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("leaves none of the 1797 rows to train on"), "{err}");
+    let (code, _, err) = nnc(&["train", "examples/user_layer.nn"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has no train block"), "{err}");
+}

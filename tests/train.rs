@@ -1,0 +1,172 @@
+//! Training end to end: accuracy on the real digits against the PyTorch reference,
+//! bitwise reproducibility, resume equivalence, and eval/predict on what train wrote.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nnc::train::run::{self, Quiet, RunOptions};
+use nnc::train::{Model, Overrides, TrainConfig};
+
+fn nnc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nnc-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn digits() -> (Model, TrainConfig) {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/digits_mlp.nn");
+    let src = std::fs::read_to_string(&file).unwrap();
+    let checked = nnc::lang::check(&src).unwrap();
+    let spec = &checked.trains[0];
+    let model = Model::new(&checked.module, &spec.model, Some(spec)).unwrap();
+    let config = TrainConfig::from_spec(spec, file.parent().unwrap());
+    (model, config)
+}
+
+/// The acceptance bar: the same model, split and schedule as
+/// `../shared/peers/digits_accuracy.py`, where PyTorch reaches 90.3% ± 0.4 over seeds 0..4.
+#[test]
+fn digits_mlp_matches_pytorch_accuracy_over_five_seeds() {
+    let mut accs = Vec::new();
+    for seed in 0..5 {
+        let (model, mut config) = digits();
+        assert_eq!((config.batch, config.epochs, config.lr), (32, 30, 1e-3));
+        config
+            .apply(&Overrides {
+                seed: Some(seed),
+                ..Overrides::default()
+            })
+            .unwrap();
+        let out = scratch(&format!("acc{seed}"));
+        let opts = RunOptions {
+            out: out.clone(),
+            ..RunOptions::default()
+        };
+        let summary = run::train(model, config, &opts, &mut Quiet).unwrap();
+        assert_eq!(summary.last.step, 1350, "45 steps of 32 (the last of 29) x 30 epochs");
+        accs.push(summary.last.test_accuracy.unwrap());
+        let _ = std::fs::remove_dir_all(out);
+    }
+    let mean = accs.iter().sum::<f64>() / accs.len() as f64;
+    eprintln!("test accuracy by seed: {accs:?}, mean {mean}");
+    assert!(mean >= 0.895, "mean test accuracy {mean} over seeds 0..4: {accs:?}");
+}
+
+#[test]
+fn the_same_seed_gives_a_bitwise_identical_checkpoint() {
+    let (a, b, c) = (scratch("rep-a"), scratch("rep-b"), scratch("rep-c"));
+    for (dir, seed) in [(&a, "3"), (&b, "3"), (&c, "4")] {
+        let (code, _, err) = nnc(&[
+            "train", "examples/digits_mlp.nn", "--epochs", "2", "--seed", seed, "--out", s(dir), "-q",
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let read = |d: &Path| std::fs::read(d.join("checkpoint.safetensors")).unwrap();
+    assert!(read(&a) == read(&b), "same seed, different checkpoints");
+    assert!(read(&a) != read(&c), "different seeds, same checkpoint");
+    for d in [a, b, c] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn resuming_continues_exactly_where_training_stopped() {
+    let (split, straight) = (scratch("resume-split"), scratch("resume-straight"));
+    let base = ["train", "examples/digits_mlp.nn", "--seed", "1", "-q"];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let (code, out, err) = nnc(&args);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    run(&["--epochs", "2", "--out", s(&split)]);
+    let ck = split.join("checkpoint.safetensors");
+    run(&["--epochs", "4", "--resume", s(&ck)]);
+    run(&["--epochs", "4", "--out", s(&straight)]);
+    let a = std::fs::read(&ck).unwrap();
+    let b = std::fs::read(straight.join("checkpoint.safetensors")).unwrap();
+    assert!(a == b, "2 + 2 epochs differ from 4 straight");
+    // The resumed run's history holds all four epochs.
+    let csv = std::fs::read_to_string(split.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    // A checkpoint at the requested epoch count has nothing left to do.
+    let (code, _, err) = nnc(&[
+        "train", "examples/digits_mlp.nn", "--epochs", "4", "--resume", s(&ck), "-q",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already at epoch 4 of 4"), "{err}");
+    for d in [split, straight] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn train_writes_a_run_that_eval_and_predict_read() {
+    let dir = scratch("files");
+    let (code, out, err) = nnc(&["train", "examples/digits_mlp.nn", "--epochs", "3", "--out", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("trained DigitsMlp for 3 epochs (135 steps)"), "{out}");
+    // Without a terminal there is no bar, but one line per epoch.
+    assert_eq!(err.lines().filter(|l| l.starts_with("epoch")).count(), 3, "{err}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
+    for key in ["train_loss", "test_loss", "test_accuracy", "epochs", "seconds"] {
+        assert!(json.get(key).is_some(), "metrics.json lacks {key}: {json}");
+    }
+    assert_eq!(json["epochs"], 3);
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert!(csv.starts_with("epoch,step,lr,train_loss,train_accuracy,test_loss,test_accuracy,seconds\n"));
+    assert_eq!(csv.lines().count(), 4);
+    let svg = std::fs::read_to_string(dir.join("curve.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"), "no curve drawn");
+
+    // eval reports the same test loss and accuracy as training's last epoch.
+    let ck = dir.join("checkpoint.safetensors");
+    let (code, out, err) = nnc(&["eval", "examples/digits_mlp.nn", "--checkpoint", s(&ck)]);
+    assert_eq!(code, 0, "{err}");
+    let acc = json["test_accuracy"].as_f64().unwrap();
+    assert!(
+        out.contains(&format!("test: 360 rows, loss {:.4} acc {:.2}%", json["test_loss"].as_f64().unwrap(), acc * 100.0)),
+        "{out} vs {json}"
+    );
+
+    // predict on the test rows agrees with that accuracy.
+    let pred = dir.join("pred.csv");
+    let (code, _, err) = nnc(&[
+        "predict", "examples/digits_mlp.nn", "--checkpoint", s(&ck), "--input",
+        "examples/data/digits.csv", "--output", s(&pred),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let pred = std::fs::read_to_string(pred).unwrap();
+    let labels = std::fs::read_to_string("examples/data/digits.csv").unwrap();
+    let rows: Vec<(&str, &str)> = pred
+        .lines()
+        .skip(1)
+        .zip(labels.lines().skip(1))
+        .skip(1437)
+        .collect();
+    assert_eq!(rows.len(), 360);
+    let right = rows
+        .iter()
+        .filter(|(p, l)| p.split(',').next() == l.rsplit(',').next())
+        .count();
+    assert_eq!(right as f64 / 360.0, acc);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -333,7 +333,12 @@ pub fn train(a: TrainArgs) -> Result<(), Failed> {
             let _ = writeln!(out, "test loss {l:.4}{}", pct(r.test_accuracy));
         }
         None => {
-            let _ = writeln!(out, "train loss {:.4}{} (no held-out rows)", r.train_loss, pct(r.train_accuracy));
+            let _ = writeln!(
+                out,
+                "train loss {:.4}{} (no held-out rows)",
+                r.train_loss,
+                pct(r.train_accuracy)
+            );
         }
     }
     let _ = writeln!(
@@ -433,7 +438,10 @@ pub fn predict(a: PredictArgs) -> Result<(), Failed> {
         .and_then(|c| c.data)
         .map_or(1.0, |d| d.scale);
     let (session, _) = session_from(model, spec.as_ref(), &a.file, &a.checkpoint)?;
-    let is_npy = a.input.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let is_npy = a
+        .input
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     let source = if is_npy {
         Source::Npy {
             x: a.input.clone(),
@@ -497,11 +505,23 @@ pub fn gradcheck(a: GradcheckArgs) -> Result<(), Failed> {
     let name = match (&a.model, checked.trains.as_slice()) {
         (Some(m), _) => m.clone(),
         (None, [t]) => t.model.clone(),
-        (None, []) => return Err(fail(format!("{} has no train block, so no loss to check", a.file.display()))),
-        (None, _) => return Err(fail(format!("{} trains several models; choose one with --model", a.file.display()))),
+        (None, []) => {
+            return Err(fail(format!(
+                "{} has no train block, so no loss to check",
+                a.file.display()
+            )));
+        }
+        (None, _) => {
+            return Err(fail(format!(
+                "{} trains several models; choose one with --model",
+                a.file.display()
+            )));
+        }
     };
     let Some(loss) = checked.module.func(&format!("{name}.loss")).cloned() else {
-        return Err(fail(format!("`{name}` has no train block, so no loss to check")));
+        return Err(fail(format!(
+            "`{name}` has no train block, so no loss to check"
+        )));
     };
     let classes = loss.outputs.get(1).and_then(|&o| {
         let t = loss.ty(o);

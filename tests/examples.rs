@@ -76,7 +76,55 @@ fn ir_text_round_trips_and_verifies() {
             "{}: print(parse(text)) != text",
             path.display()
         );
+        // The training graphs (autodiff's output) verify and round-trip too.
+        let training = nnc::training_module(&checked.module).unwrap();
+        nnc::ir::verify_module(&training)
+            .unwrap_or_else(|e| panic!("{} (grad):\n{e}", path.display()));
+        let text = training.to_string();
+        let parsed = nnc::ir::parse_module(&text).unwrap();
+        assert_eq!(
+            parsed,
+            training,
+            "{}: grad stage round trip",
+            path.display()
+        );
     }
+}
+
+/// `nnc gradcheck` passes on every example with a train block (each parameter's
+/// gradient against f64 finite differences).
+#[test]
+fn every_trained_example_passes_gradcheck() {
+    let mut checked = 0;
+    for path in examples() {
+        let src = std::fs::read_to_string(&path).unwrap();
+        if nnc::lang::check(&src).unwrap().trains.is_empty() {
+            continue;
+        }
+        for seed in ["0", "1"] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_nnc"))
+                .args([
+                    "gradcheck",
+                    path.to_str().unwrap(),
+                    "--seed",
+                    seed,
+                    "--elems",
+                    "16",
+                ])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{} seed {seed}:\n{stdout}{}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(stdout.contains("ok: "), "{stdout}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} trained examples");
 }
 
 #[test]

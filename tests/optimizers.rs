@@ -17,7 +17,11 @@ fn run_rule(optimizer: &str) -> Vec<[f64; 3]> {
          train M(y: f32[B, 1]) {{\n    loss = mse(output, y)\n    optimizer = {optimizer}\n}}\n"
     );
     let checked = nnc::lang::check(&src).unwrap_or_else(|d| panic!("{optimizer}: {d:?}"));
-    let update = checked.module.func("M.update").unwrap().with_float_type(DType::F64);
+    let update = checked
+        .module
+        .func("M.update")
+        .unwrap()
+        .with_float_type(DType::F64);
     let vec = |v: &[f64]| Tensor::new(DType::F64, vec![v.len()], v.to_vec());
     let mut states: Vec<Tensor> = update
         .params

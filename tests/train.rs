@@ -60,13 +60,19 @@ fn digits_mlp_matches_pytorch_accuracy_over_five_seeds() {
             ..RunOptions::default()
         };
         let summary = run::train(model, config, &opts, &mut Quiet).unwrap();
-        assert_eq!(summary.last.step, 1350, "45 steps of 32 (the last of 29) x 30 epochs");
+        assert_eq!(
+            summary.last.step, 1350,
+            "45 steps of 32 (the last of 29) x 30 epochs"
+        );
         accs.push(summary.last.test_accuracy.unwrap());
         let _ = std::fs::remove_dir_all(out);
     }
     let mean = accs.iter().sum::<f64>() / accs.len() as f64;
     eprintln!("test accuracy by seed: {accs:?}, mean {mean}");
-    assert!(mean >= 0.895, "mean test accuracy {mean} over seeds 0..4: {accs:?}");
+    assert!(
+        mean >= 0.895,
+        "mean test accuracy {mean} over seeds 0..4: {accs:?}"
+    );
 }
 
 #[test]
@@ -74,7 +80,15 @@ fn the_same_seed_gives_a_bitwise_identical_checkpoint() {
     let (a, b, c) = (scratch("rep-a"), scratch("rep-b"), scratch("rep-c"));
     for (dir, seed) in [(&a, "3"), (&b, "3"), (&c, "4")] {
         let (code, _, err) = nnc(&[
-            "train", "examples/digits_mlp.nn", "--epochs", "2", "--seed", seed, "--out", s(dir), "-q",
+            "train",
+            "examples/digits_mlp.nn",
+            "--epochs",
+            "2",
+            "--seed",
+            seed,
+            "--out",
+            s(dir),
+            "-q",
         ]);
         assert_eq!(code, 0, "{err}");
     }
@@ -108,7 +122,13 @@ fn resuming_continues_exactly_where_training_stopped() {
     assert_eq!(csv.lines().count(), 5, "{csv}");
     // A checkpoint at the requested epoch count has nothing left to do.
     let (code, _, err) = nnc(&[
-        "train", "examples/digits_mlp.nn", "--epochs", "4", "--resume", s(&ck), "-q",
+        "train",
+        "examples/digits_mlp.nn",
+        "--epochs",
+        "4",
+        "--resume",
+        s(&ck),
+        "-q",
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("already at epoch 4 of 4"), "{err}");
@@ -120,22 +140,49 @@ fn resuming_continues_exactly_where_training_stopped() {
 #[test]
 fn train_writes_a_run_that_eval_and_predict_read() {
     let dir = scratch("files");
-    let (code, out, err) = nnc(&["train", "examples/digits_mlp.nn", "--epochs", "3", "--out", s(&dir)]);
+    let (code, out, err) = nnc(&[
+        "train",
+        "examples/digits_mlp.nn",
+        "--epochs",
+        "3",
+        "--out",
+        s(&dir),
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("trained DigitsMlp for 3 epochs (135 steps)"), "{out}");
+    assert!(
+        out.contains("trained DigitsMlp for 3 epochs (135 steps)"),
+        "{out}"
+    );
     // Without a terminal there is no bar, but one line per epoch.
-    assert_eq!(err.lines().filter(|l| l.starts_with("epoch")).count(), 3, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("epoch")).count(),
+        3,
+        "{err}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
-    for key in ["train_loss", "test_loss", "test_accuracy", "epochs", "seconds"] {
+    for key in [
+        "train_loss",
+        "test_loss",
+        "test_accuracy",
+        "epochs",
+        "seconds",
+    ] {
         assert!(json.get(key).is_some(), "metrics.json lacks {key}: {json}");
     }
     assert_eq!(json["epochs"], 3);
     let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
-    assert!(csv.starts_with("epoch,step,lr,train_loss,train_accuracy,test_loss,test_accuracy,seconds\n"));
+    assert!(
+        csv.starts_with(
+            "epoch,step,lr,train_loss,train_accuracy,test_loss,test_accuracy,seconds\n"
+        )
+    );
     assert_eq!(csv.lines().count(), 4);
     let svg = std::fs::read_to_string(dir.join("curve.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("polyline"), "no curve drawn");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("polyline"),
+        "no curve drawn"
+    );
 
     // eval reports the same test loss and accuracy as training's last epoch.
     let ck = dir.join("checkpoint.safetensors");
@@ -143,15 +190,25 @@ fn train_writes_a_run_that_eval_and_predict_read() {
     assert_eq!(code, 0, "{err}");
     let acc = json["test_accuracy"].as_f64().unwrap();
     assert!(
-        out.contains(&format!("test: 360 rows, loss {:.4} acc {:.2}%", json["test_loss"].as_f64().unwrap(), acc * 100.0)),
+        out.contains(&format!(
+            "test: 360 rows, loss {:.4} acc {:.2}%",
+            json["test_loss"].as_f64().unwrap(),
+            acc * 100.0
+        )),
         "{out} vs {json}"
     );
 
     // predict on the test rows agrees with that accuracy.
     let pred = dir.join("pred.csv");
     let (code, _, err) = nnc(&[
-        "predict", "examples/digits_mlp.nn", "--checkpoint", s(&ck), "--input",
-        "examples/data/digits.csv", "--output", s(&pred),
+        "predict",
+        "examples/digits_mlp.nn",
+        "--checkpoint",
+        s(&ck),
+        "--input",
+        "examples/data/digits.csv",
+        "--output",
+        s(&pred),
     ]);
     assert_eq!(code, 0, "{err}");
     let pred = std::fs::read_to_string(pred).unwrap();

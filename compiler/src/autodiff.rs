@@ -59,7 +59,15 @@ pub fn grad(f: &Func) -> Result<Func, String> {
         };
         let node = &f.nodes[i];
         let wants: Vec<bool> = node.args.iter().map(|&a| needs_value(&needs, a)).collect();
-        let contributions = vjp(&mut g, node.op, &node.attr, &node.args, Value::Node(i as u32), gy, &wants)?;
+        let contributions = vjp(
+            &mut g,
+            node.op,
+            &node.attr,
+            &node.args,
+            Value::Node(i as u32),
+            gy,
+            &wants,
+        )?;
         for (k, ga) in contributions {
             let a = node.args[k];
             let total = match adj.get(&a) {
@@ -266,7 +274,10 @@ pub fn vjp(
             for (k, &p) in perm.iter().enumerate() {
                 inv[p] = k;
             }
-            out.push((0, b.f.build(Op::Transpose, vec![gy], Attr::Perm(inv), None)?));
+            out.push((
+                0,
+                b.f.build(Op::Transpose, vec![gy], Attr::Perm(inv), None)?,
+            ));
         }
         // No operands.
         Op::Const => {}
@@ -323,7 +334,8 @@ impl Builder<'_> {
         }
         let kept: Vec<usize> = (0..xt.rank()).filter(|a| !axes.contains(a)).collect();
         let ty = xt.with_dtype(self.ty(v).dtype);
-        self.f.build(Op::Broadcast, vec![v], Attr::Dims(kept), Some(ty))
+        self.f
+            .build(Op::Broadcast, vec![v], Attr::Dims(kept), Some(ty))
     }
 
     /// The number of elements each output of a reduction over `attr`'s axes of `xt` sums,
@@ -341,9 +353,13 @@ impl Builder<'_> {
         let out_ty = TensorType::new(xt.dtype, Shape(kept));
         let known: Option<u64> = axes.iter().map(|&a| dims[a].known()).product();
         match known {
-            Some(n) => self.f.build(Op::Const, vec![], Attr::Value(n as f64), Some(out_ty)),
+            Some(n) => self
+                .f
+                .build(Op::Const, vec![], Attr::Value(n as f64), Some(out_ty)),
             None => {
-                let ones = self.f.build(Op::Const, vec![], Attr::Value(1.0), Some(xt.clone()))?;
+                let ones = self
+                    .f
+                    .build(Op::Const, vec![], Attr::Value(1.0), Some(xt.clone()))?;
                 self.f.build(Op::Sum, vec![ones], attr.clone(), None)
             }
         }

@@ -77,9 +77,8 @@ pub fn check(
     let mut params: Vec<Tensor> = params.iter().map(to64).collect();
     let outs = eval(&g, &inputs, &params)?;
     let grads = &outs[f.outputs.len()..];
-    let loss_at = |params: &[Tensor]| -> Result<f64, EvalError> {
-        Ok(eval(&f, &inputs, params)?[0].data[0])
-    };
+    let loss_at =
+        |params: &[Tensor]| -> Result<f64, EvalError> { Ok(eval(&f, &inputs, params)?[0].data[0]) };
     let mut rng = Rng::stream(opts.seed, "gradcheck");
     let mut reports = Vec::new();
     let trained = f

@@ -87,18 +87,8 @@ fn cases(op: Op) -> Vec<Case> {
         Op::Add | Op::Sub | Op::Mul => vec![
             case(op, none(), None, vec![p(&[2, 3], Any), p(&[2, 3], Any)]),
             // One operand not differentiated.
-            case(
-                op,
-                none(),
-                None,
-                vec![p(&[4], Any), input(t(&[4]), Any)],
-            ),
-            case(
-                op,
-                none(),
-                None,
-                vec![input(t(&[4]), Any), p(&[4], Any)],
-            ),
+            case(op, none(), None, vec![p(&[4], Any), input(t(&[4]), Any)]),
+            case(op, none(), None, vec![input(t(&[4]), Any), p(&[4], Any)]),
         ],
         Op::Div => vec![case(
             op,
@@ -106,16 +96,19 @@ fn cases(op: Op) -> Vec<Case> {
             None,
             vec![p(&[2, 3], Any), p(&[2, 3], AwayFromZero)],
         )],
-        Op::Max | Op::Min | Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne => vec![
+        Op::Max | Op::Min | Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne => vec![case(
+            op,
+            none(),
+            None,
+            vec![p(&[2, 5], Any), p(&[2, 5], ApartFromPrevious)],
+        )],
+        Op::Pow => vec![
             case(
                 op,
                 none(),
                 None,
-                vec![p(&[2, 5], Any), p(&[2, 5], ApartFromPrevious)],
+                vec![p(&[2, 3], Positive), p(&[2, 3], Any)],
             ),
-        ],
-        Op::Pow => vec![
-            case(op, none(), None, vec![p(&[2, 3], Positive), p(&[2, 3], Any)]),
             case(
                 op,
                 none(),
@@ -131,14 +124,26 @@ fn cases(op: Op) -> Vec<Case> {
         )],
         Op::Sum | Op::Mean | Op::ReduceMax => {
             let draw_by = if op == Op::ReduceMax { Distinct } else { Any };
-            [vec![0], vec![1], vec![0, 2], vec![1, 2], vec![0, 1, 2], vec![]]
-                .into_iter()
-                .map(|axes| case(op, Attr::Axes(axes), None, vec![p(&[2, 3, 4], draw_by)]))
-                .collect()
+            [
+                vec![0],
+                vec![1],
+                vec![0, 2],
+                vec![1, 2],
+                vec![0, 1, 2],
+                vec![],
+            ]
+            .into_iter()
+            .map(|axes| case(op, Attr::Axes(axes), None, vec![p(&[2, 3, 4], draw_by)]))
+            .collect()
         }
         Op::MatMul => vec![
             case(op, none(), None, vec![p(&[3, 4], Any), p(&[4, 2], Any)]),
-            case(op, none(), None, vec![p(&[2, 3, 4], Any), p(&[2, 4, 5], Any)]),
+            case(
+                op,
+                none(),
+                None,
+                vec![p(&[2, 3, 4], Any), p(&[2, 4, 5], Any)],
+            ),
             case(
                 op,
                 none(),
@@ -147,8 +152,18 @@ fn cases(op: Op) -> Vec<Case> {
             ),
         ],
         Op::Broadcast => vec![
-            case(op, Attr::Dims(vec![1]), Some(t(&[2, 3])), vec![p(&[3], Any)]),
-            case(op, Attr::Dims(vec![0]), Some(t(&[3, 2])), vec![p(&[3], Any)]),
+            case(
+                op,
+                Attr::Dims(vec![1]),
+                Some(t(&[2, 3])),
+                vec![p(&[3], Any)],
+            ),
+            case(
+                op,
+                Attr::Dims(vec![0]),
+                Some(t(&[3, 2])),
+                vec![p(&[3], Any)],
+            ),
             case(op, Attr::Dims(vec![]), Some(t(&[2, 2])), vec![p(&[], Any)]),
             case(
                 op,
@@ -163,7 +178,12 @@ fn cases(op: Op) -> Vec<Case> {
         ],
         Op::Transpose => vec![
             case(op, Attr::Perm(vec![1, 0]), None, vec![p(&[2, 3], Any)]),
-            case(op, Attr::Perm(vec![2, 0, 1]), None, vec![p(&[2, 3, 4], Any)]),
+            case(
+                op,
+                Attr::Perm(vec![2, 0, 1]),
+                None,
+                vec![p(&[2, 3, 4], Any)],
+            ),
         ],
         // No operands: the loss does not depend on the (unused) parameter the harness adds.
         Op::Const => vec![case(op, Attr::Value(0.5), Some(t(&[2, 2])), vec![])],
@@ -209,7 +229,12 @@ fn build(c: &Case) -> Func {
     let yt = f.ty(y).clone();
     if !yt.dtype.is_float() {
         y = f
-            .build(Op::Cast, vec![y], Attr::None, Some(yt.with_dtype(DType::F64)))
+            .build(
+                Op::Cast,
+                vec![y],
+                Attr::None,
+                Some(yt.with_dtype(DType::F64)),
+            )
             .unwrap();
     }
     let w = f.add_input("weights", yt.with_dtype(DType::F64));
@@ -283,7 +308,11 @@ fn every_primitive_has_a_gradient_that_matches_finite_differences() {
                 let mut inputs = Vec::new();
                 let mut params = Vec::new();
                 for (o, v) in c.operands.iter().zip(operands) {
-                    if o.param { params.push(v) } else { inputs.push(v) }
+                    if o.param {
+                        params.push(v)
+                    } else {
+                        inputs.push(v)
+                    }
                 }
                 params.push(Tensor::new(DType::F64, vec![2], vec![0.3, -0.7]));
                 let wt = f.inputs.last().unwrap().ty.clone();
@@ -305,7 +334,12 @@ fn every_primitive_has_a_gradient_that_matches_finite_differences() {
                 }
                 // The unused parameter's gradient is exactly zero.
                 let outs = eval(&g, &inputs, &params).unwrap();
-                assert_eq!(outs.last().unwrap().data, vec![0.0, 0.0], "{}", row.mnemonic);
+                assert_eq!(
+                    outs.last().unwrap().data,
+                    vec![0.0, 0.0],
+                    "{}",
+                    row.mnemonic
+                );
             }
         }
     }
@@ -316,10 +350,7 @@ fn every_primitive_has_a_gradient_that_matches_finite_differences() {
 #[test]
 fn mean_over_a_symbolic_dimension() {
     let mut f = Func::new("m");
-    let xt = TensorType::new(
-        DType::F64,
-        Shape(vec![Dim::Sym("B".into()), Dim::Known(3)]),
-    );
+    let xt = TensorType::new(DType::F64, Shape(vec![Dim::Sym("B".into()), Dim::Known(3)]));
     let x = f.add_input("x", xt.clone());
     let w = f.add_param(ParamKind::Param, "w", t(&[3]), Init::Zeros);
     let wb = f

@@ -60,7 +60,10 @@ pub const SCHEDULES: &[(&str, &[(&str, ArgKind)])] = &[
     ("constant", &[]),
     (
         "step",
-        &[("every", ArgKind::PositiveInt), ("gamma", ArgKind::Positive)],
+        &[
+            ("every", ArgKind::PositiveInt),
+            ("gamma", ArgKind::Positive),
+        ],
     ),
     ("exponential", &[("gamma", ArgKind::Positive)]),
     (

@@ -44,7 +44,14 @@ impl Checkpoint {
         let mut raw: Vec<(&str, Dtype, &[usize], Vec<u8>)> = self
             .tensors
             .iter()
-            .map(|(n, t)| (n.as_str(), st_dtype(t.dtype), t.shape.as_slice(), bytes_of(t)))
+            .map(|(n, t)| {
+                (
+                    n.as_str(),
+                    st_dtype(t.dtype),
+                    t.shape.as_slice(),
+                    bytes_of(t),
+                )
+            })
             .collect();
         raw.sort_by(|a, b| a.0.cmp(b.0));
         if raw.windows(2).any(|w| w[0].0 == w[1].0) {
@@ -53,12 +60,16 @@ impl Checkpoint {
         let mut meta: BTreeMap<String, String> = self.meta.clone();
         meta.remove(CHECKSUM_KEY);
         let sum = checksum(
-            raw.iter().map(|(n, d, s, b)| (*n, format!("{d:?}"), *s, b.as_slice())),
+            raw.iter()
+                .map(|(n, d, s, b)| (*n, format!("{d:?}"), *s, b.as_slice())),
             &meta,
         );
         meta.insert(CHECKSUM_KEY.into(), format!("{sum:016x}"));
         let mut header = serde_json::Map::new();
-        header.insert("__metadata__".into(), serde_json::to_value(&meta).map_err(|e| e.to_string())?);
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(&meta).map_err(|e| e.to_string())?,
+        );
         let mut offset = 0usize;
         for (n, d, s, b) in &raw {
             header.insert(
@@ -88,9 +99,8 @@ impl Checkpoint {
 
     /// Parses safetensors bytes and verifies the checksum.
     pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
-        let corrupt = |e: &dyn std::fmt::Display| {
-            format!("the checkpoint is truncated or corrupt ({e})")
-        };
+        let corrupt =
+            |e: &dyn std::fmt::Display| format!("the checkpoint is truncated or corrupt ({e})");
         let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(&e))?;
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(&e))?;
         let mut meta: BTreeMap<String, String> = header
@@ -148,7 +158,8 @@ impl Checkpoint {
 
     /// Reads and verifies a checkpoint file.
     pub fn load(path: &Path) -> Result<Checkpoint, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
         Checkpoint::from_bytes(&bytes).map_err(|e| format!("`{}`: {e}", path.display()))
     }
 }
@@ -246,9 +257,14 @@ mod tests {
         let mut c = Checkpoint::default();
         c.tensors.push((
             "h1.w".into(),
-            Tensor::new(DType::F32, vec![2, 3], vec![0.5, -1.0, 2.0, 3.0, 0.25, 1e-3]),
+            Tensor::new(
+                DType::F32,
+                vec![2, 3],
+                vec![0.5, -1.0, 2.0, 3.0, 0.25, 1e-3],
+            ),
         ));
-        c.tensors.push(("step".into(), Tensor::new(DType::I32, vec![], vec![7.0])));
+        c.tensors
+            .push(("step".into(), Tensor::new(DType::I32, vec![], vec![7.0])));
         c.meta.insert("model".into(), "M".into());
         c
     }
@@ -266,7 +282,10 @@ mod tests {
     fn every_truncation_and_every_bit_flip_is_refused() {
         let bytes = sample().to_bytes().unwrap();
         for n in 0..bytes.len() {
-            assert!(Checkpoint::from_bytes(&bytes[..n]).is_err(), "truncated at {n}");
+            assert!(
+                Checkpoint::from_bytes(&bytes[..n]).is_err(),
+                "truncated at {n}"
+            );
         }
         for i in 0..bytes.len() {
             for bit in 0..8 {

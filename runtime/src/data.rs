@@ -81,8 +81,12 @@ pub fn load(spec: &DataSpec) -> Result<Dataset, String> {
 fn load_csv(path: &Path, label: Option<&str>) -> Result<Dataset, String> {
     let bytes = read(path)?;
     let file = path.display();
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| format!("`{file}` is not UTF-8 text (bad byte at offset {})", e.valid_up_to()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        format!(
+            "`{file}` is not UTF-8 text (bad byte at offset {})",
+            e.valid_up_to()
+        )
+    })?;
     let table = crate::csv::parse(text).map_err(|e| format!("`{file}`: {e}"))?;
     let label_col = match label {
         None => None,
@@ -125,7 +129,10 @@ fn load_csv(path: &Path, label: Option<&str>) -> Result<Dataset, String> {
 fn load_npy(x: &Path, y: Option<&Path>) -> Result<Dataset, String> {
     let xa = npy::read(&read(x)?).map_err(|e| format!("`{}`: {e}", x.display()))?;
     if xa.shape.is_empty() {
-        return Err(format!("`{}` holds a scalar, not rows of features", x.display()));
+        return Err(format!(
+            "`{}` holds a scalar, not rows of features",
+            x.display()
+        ));
     }
     let n = xa.shape[0];
     let ya = match y {
@@ -147,7 +154,9 @@ fn load_npy(x: &Path, y: Option<&Path>) -> Result<Dataset, String> {
     Ok(Dataset {
         x: Tensor::new(DType::F32, xa.shape, xa.data),
         y: ya,
-        origin: (0..n).map(|i| format!("row {i} of `{}`", x.display())).collect(),
+        origin: (0..n)
+            .map(|i| format!("row {i} of `{}`", x.display()))
+            .collect(),
     })
 }
 
@@ -193,7 +202,9 @@ impl Dataset {
             Split::Tail(k) => k,
             Split::Fraction(f) if (0.0..1.0).contains(&f) => (f * n as f64).round() as usize,
             Split::Fraction(f) => {
-                return Err(format!("test_fraction = {f} must be at least 0 and below 1"));
+                return Err(format!(
+                    "test_fraction = {f} must be at least 0 and below 1"
+                ));
             }
         };
         if held >= n {
@@ -203,10 +214,7 @@ impl Dataset {
         }
         let all: Vec<usize> = (0..n).collect();
         let (train, test) = all.split_at(n - held);
-        Ok((
-            self.rows(train),
-            (held > 0).then(|| self.rows(test)),
-        ))
+        Ok((self.rows(train), (held > 0).then(|| self.rows(test))))
     }
 
     /// Shapes the features as `x_ty` (with its first axis the batch) and checks and
@@ -251,7 +259,13 @@ impl Dataset {
                  (name the label column with `label = \"...\"`, or give a labels file)"
             ));
         };
-        let want: usize = y_ty.shape.dims().iter().skip(1).map(|d| d.known().unwrap_or(0) as usize).product();
+        let want: usize = y_ty
+            .shape
+            .dims()
+            .iter()
+            .skip(1)
+            .map(|d| d.known().unwrap_or(0) as usize)
+            .product();
         let have: usize = labels.shape[1..].iter().product();
         if want != have {
             return Err(format!(
@@ -263,9 +277,12 @@ impl Dataset {
                 let bad = if v.fract() != 0.0 || v < 0.0 || v > i32::MAX as f64 {
                     Some(format!("label {v} is not a class number (0, 1, 2, ...)"))
                 } else {
-                    classes
-                        .filter(|&c| v as usize >= c)
-                        .map(|c| format!("label {v} is outside 0..{} (the model has {c} classes)", c - 1))
+                    classes.filter(|&c| v as usize >= c).map(|c| {
+                        format!(
+                            "label {v} is outside 0..{} (the model has {c} classes)",
+                            c - 1
+                        )
+                    })
                 };
                 if let Some(why) = bad {
                     return Err(format!("{}: {why}", self.origin[i / have.max(1)]));
@@ -273,7 +290,13 @@ impl Dataset {
             }
         }
         labels.shape = std::iter::once(n)
-            .chain(y_ty.shape.dims().iter().skip(1).map(|d| d.known().unwrap_or(0) as usize))
+            .chain(
+                y_ty.shape
+                    .dims()
+                    .iter()
+                    .skip(1)
+                    .map(|d| d.known().unwrap_or(0) as usize),
+            )
             .collect();
         labels.dtype = y_ty.dtype;
         labels.round();

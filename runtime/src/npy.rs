@@ -37,11 +37,12 @@ pub fn read(bytes: &[u8]) -> Result<Array, String> {
         .checked_add(header_len)
         .filter(|&e| e <= bytes.len())
         .ok_or("the .npy header is truncated")?;
-    let header = std::str::from_utf8(&bytes[start..end])
-        .map_err(|_| "the .npy header is not text")?;
+    let header =
+        std::str::from_utf8(&bytes[start..end]).map_err(|_| "the .npy header is not text")?;
     let descr = dict_value(header, "descr").ok_or("the .npy header has no `descr`")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let fortran = dict_value(header, "fortran_order").ok_or("the .npy header has no `fortran_order`")?;
+    let fortran =
+        dict_value(header, "fortran_order").ok_or("the .npy header has no `fortran_order`")?;
     if fortran.trim() != "False" {
         return Err("Fortran-order .npy arrays are not supported; save with C order".into());
     }
@@ -51,7 +52,10 @@ pub fn read(bytes: &[u8]) -> Result<Array, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad .npy shape `{shape_text}`")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad .npy shape `{shape_text}`"))
+        })
         .collect::<Result<_, _>>()?;
     let (kind, size) = elem(descr)?;
     let n = shape
@@ -138,7 +142,11 @@ pub fn write(t: &Tensor) -> Vec<u8> {
         1 => format!("({},)", t.shape[0]),
         _ => format!(
             "({})",
-            t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            t.shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
@@ -174,7 +182,11 @@ mod tests {
             (DType::I32, vec![]),
         ] {
             let n = shape.iter().product();
-            let t = Tensor::new(dtype, shape.clone(), (0..n).map(|i| i as f64 - 1.5).collect());
+            let t = Tensor::new(
+                dtype,
+                shape.clone(),
+                (0..n).map(|i| i as f64 - 1.5).collect(),
+            );
             let a = read(&write(&t)).unwrap();
             assert_eq!(a.shape, shape);
             assert_eq!(a.data, t.data);
@@ -186,7 +198,11 @@ mod tests {
     fn bad_files_are_errors() {
         let good = write(&Tensor::new(DType::F32, vec![3], vec![1.0, 2.0, 3.0]));
         assert!(read(b"hello").unwrap_err().contains("magic"));
-        assert!(read(&good[..good.len() - 2]).unwrap_err().contains("needs 12"));
+        assert!(
+            read(&good[..good.len() - 2])
+                .unwrap_err()
+                .contains("needs 12")
+        );
         assert!(read(&good[..20]).unwrap_err().contains("truncated"));
         let at = good.windows(5).position(|w| w == b"False").unwrap();
         let mut fortran = good.clone();

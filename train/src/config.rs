@@ -155,7 +155,9 @@ impl TrainConfig {
             self.seed = s;
         }
         if let Some(path) = &o.data {
-            let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+            let is_npy = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
             let old = self.data.take();
             let (old_scale, old_split, old_label) = match &old {
                 Some(d) => (
@@ -194,7 +196,11 @@ impl TrainConfig {
             }
         }
         let Some(d) = &mut self.data else {
-            if o.label.is_some() || o.scale.is_some() || o.test_tail.is_some() || o.test_fraction.is_some() {
+            if o.label.is_some()
+                || o.scale.is_some()
+                || o.test_tail.is_some()
+                || o.test_fraction.is_some()
+            {
                 return Err("no data is declared in the train block; give it with --data".into());
             }
             return Ok(());
@@ -202,7 +208,9 @@ impl TrainConfig {
         if let Some(l) = &o.label {
             match &mut d.source {
                 Source::Csv { label, .. } => *label = Some(l.clone()),
-                Source::Npy { .. } => return Err("--label names a CSV column; .npy labels come from --labels".into()),
+                Source::Npy { .. } => {
+                    return Err("--label names a CSV column; .npy labels come from --labels".into());
+                }
             }
         }
         if let Some(s) = o.scale {
@@ -215,7 +223,9 @@ impl TrainConfig {
             if let Some(f) = o.test_fraction
                 && !(0.0..1.0).contains(&f)
             {
-                return Err(format!("--test-fraction must be at least 0 and below 1, found {f}"));
+                return Err(format!(
+                    "--test-fraction must be at least 0 and below 1, found {f}"
+                ));
             }
             d.split = split_of(o.test_tail, o.test_fraction);
         }

@@ -21,7 +21,11 @@ fn series(rows: &[EpochRow], f: impl Fn(&EpochRow) -> Option<f64>) -> Series {
         .collect()
 }
 
-fn draw(buf: &mut String, title: &str, rows: &[EpochRow]) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(
+    buf: &mut String,
+    title: &str,
+    rows: &[EpochRow],
+) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::with_string(buf, (960, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(&format!("{title}: training curves"), ("sans-serif", 20))?;

@@ -83,7 +83,10 @@ pub struct Summary {
 }
 
 /// Loads the configured data, split and fitted to the model: `(train, test)`.
-pub fn load_data(model: &Model, config: &TrainConfig) -> Result<(Dataset, Option<Dataset>), String> {
+pub fn load_data(
+    model: &Model,
+    config: &TrainConfig,
+) -> Result<(Dataset, Option<Dataset>), String> {
     let Some(spec) = &config.data else {
         return Err(format!(
             "no data for `{}`: declare `data = csv(\"file.csv\", label = \"label\")` in its train block, or pass --data",
@@ -195,10 +198,16 @@ pub fn train(
             &out.join(METRICS_JSON),
             json_text(&session, &row).as_bytes(),
         )?;
-        write_atomic(&out.join(CURVE), crate::plot::svg(&session.model.name, &rows).as_bytes())?;
+        write_atomic(
+            &out.join(CURVE),
+            crate::plot::svg(&session.model.name, &rows).as_bytes(),
+        )?;
         obs.epoch_end(&row);
     }
-    let last = rows.last().cloned().ok_or_else(|| "no epoch was trained".to_string())?;
+    let last = rows
+        .last()
+        .cloned()
+        .ok_or_else(|| "no epoch was trained".to_string())?;
     Ok(Summary {
         last,
         epochs: session.epoch,
@@ -207,15 +216,18 @@ pub fn train(
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {
-    let a = if a.as_os_str().is_empty() { Path::new(".") } else { a };
+    let a = if a.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        a
+    };
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(x), Ok(y)) => x == y,
         _ => a == b,
     }
 }
 
-const CSV_HEADER: &str =
-    "epoch,step,lr,train_loss,train_accuracy,test_loss,test_accuracy,seconds";
+const CSV_HEADER: &str = "epoch,step,lr,train_loss,train_accuracy,test_loss,test_accuracy,seconds";
 
 fn opt(v: Option<f64>) -> String {
     v.map_or(String::new(), |x| format!("{x}"))

@@ -53,7 +53,9 @@ impl Schedule {
     pub fn lr(&self, base: f64, step: u64, epoch: u64, total: u64) -> f64 {
         match *self {
             Schedule::Constant => base,
-            Schedule::Step { every, gamma } => base * gamma.powi((epoch / every.max(1) as u64) as i32),
+            Schedule::Step { every, gamma } => {
+                base * gamma.powi((epoch / every.max(1) as u64) as i32)
+            }
             Schedule::Exponential { gamma } => base * gamma.powi(epoch as i32),
             Schedule::Cosine { warmup, min_lr } => {
                 let w = warmup as u64;
@@ -93,21 +95,34 @@ mod tests {
     fn values_at_known_steps() {
         let close = |a: f64, b: f64| (a - b).abs() < 1e-12 * b.abs().max(1.0);
         assert_eq!(Schedule::Constant.lr(0.1, 99, 9, 100), 0.1);
-        let s = Schedule::Step { every: 2, gamma: 0.5 };
+        let s = Schedule::Step {
+            every: 2,
+            gamma: 0.5,
+        };
         assert!(close(s.lr(1.0, 0, 1, 100), 1.0));
         assert!(close(s.lr(1.0, 0, 2, 100), 0.5));
         assert!(close(s.lr(1.0, 0, 5, 100), 0.25));
         let e = Schedule::Exponential { gamma: 0.9 };
         assert!(close(e.lr(1.0, 0, 2, 100), 0.81));
-        let c = Schedule::Cosine { warmup: 10, min_lr: 0.0 };
+        let c = Schedule::Cosine {
+            warmup: 10,
+            min_lr: 0.0,
+        };
         assert!(close(c.lr(1.0, 0, 0, 110), 0.1));
         assert!(close(c.lr(1.0, 9, 0, 110), 1.0));
         assert!(close(c.lr(1.0, 10, 0, 110), 1.0));
         assert!(close(c.lr(1.0, 109, 0, 110), 0.0));
         // Halfway through the decay: the mean of the two ends.
-        let mid = Schedule::Cosine { warmup: 0, min_lr: 0.2 };
+        let mid = Schedule::Cosine {
+            warmup: 0,
+            min_lr: 0.2,
+        };
         assert!(close(mid.lr(1.0, 50, 0, 101), 0.6));
-        let o = Schedule::OneCycle { pct_start: 0.25, div: 25.0, final_div: 1e4 };
+        let o = Schedule::OneCycle {
+            pct_start: 0.25,
+            div: 25.0,
+            final_div: 1e4,
+        };
         assert!(close(o.lr(1.0, 0, 0, 101), 0.04));
         assert!(o.lr(1.0, 24, 0, 101) > 0.99);
         assert!(close(o.lr(1.0, 100, 0, 101), 0.04 / 1e4));

@@ -102,7 +102,11 @@ impl Model {
 
     /// The names of the trained parameters, in order.
     pub fn param_names(&self) -> Vec<&str> {
-        self.forward.params.iter().map(|p| p.name.as_str()).collect()
+        self.forward
+            .params
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect()
     }
 
     /// The names of the optimizer's per-parameter states.
@@ -310,10 +314,7 @@ impl Session {
         self.epoch += 1;
         Ok(Metrics {
             loss: loss_sum / n.max(1) as f64,
-            accuracy: self
-                .model
-                .classes
-                .map(|_| correct as f64 / n.max(1) as f64),
+            accuracy: self.model.classes.map(|_| correct as f64 / n.max(1) as f64),
         })
     }
 
@@ -323,8 +324,10 @@ impl Session {
         if let Some(eta) = self.config.grad_noise {
             let sigma = (eta / (1.0 + self.step as f64).powf(0.55)).sqrt();
             for (g, name) in grads.iter_mut().zip(self.model.param_names()) {
-                let mut rng =
-                    Rng::stream(self.config.seed, &format!("grad_noise/{}/{name}", self.step));
+                let mut rng = Rng::stream(
+                    self.config.seed,
+                    &format!("grad_noise/{}/{name}", self.step),
+                );
                 g.data.iter_mut().for_each(|v| *v += sigma * rng.normal());
                 g.round();
             }
@@ -349,7 +352,10 @@ impl Session {
     /// Mean loss (and accuracy for classifiers) over a data set.
     pub fn evaluate(&self, data: &Dataset) -> Result<Metrics, String> {
         let Some(loss) = &self.model.loss else {
-            return Err(format!("`{}` has no train block, so no loss", self.model.name));
+            return Err(format!(
+                "`{}` has no train block, so no loss",
+                self.model.name
+            ));
         };
         let n = data.len();
         let (mut sum, mut correct) = (0.0, 0usize);
@@ -406,7 +412,14 @@ impl Session {
             ck.tensors.push((p.name.clone(), t.clone()));
         }
         let state_names = self.model.state_names();
-        for ((p, w), states) in self.model.forward.params.iter().zip(&self.params).zip(&self.states) {
+        for ((p, w), states) in self
+            .model
+            .forward
+            .params
+            .iter()
+            .zip(&self.params)
+            .zip(&self.states)
+        {
             for (s, t) in state_names.iter().zip(states) {
                 let mut t = t.clone();
                 t.shape = w.shape.clone();
@@ -480,7 +493,14 @@ impl Session {
                 ));
             }
             let names = self.model.state_names();
-            for ((p, w), st) in self.model.forward.params.iter().zip(&self.params).zip(&mut states) {
+            for ((p, w), st) in self
+                .model
+                .forward
+                .params
+                .iter()
+                .zip(&self.params)
+                .zip(&mut states)
+            {
                 for (s, slot) in names.iter().zip(st.iter_mut()) {
                     let key = format!("optimizer.{s}.{}", p.name);
                     match ck.get(&key) {

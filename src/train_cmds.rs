@@ -236,7 +236,7 @@ impl Observer for Progress {
     fn step(&mut self, r: &StepReport) {
         if let Some(bar) = &self.bar {
             bar.set_position(r.step);
-            bar.set_message(format!("loss {:.4}", r.loss));
+            bar.set_message(format!("loss {:.4}{}", r.loss, pct(r.accuracy)));
         }
     }
 

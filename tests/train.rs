@@ -227,3 +227,64 @@ fn train_writes_a_run_that_eval_and_predict_read() {
     assert_eq!(right as f64 / 360.0, acc);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The same rows as `.npy` features and labels train to the same checkpoint as the CSV.
+#[test]
+fn npy_data_trains_exactly_like_the_same_csv() {
+    let dir = scratch("npy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string("examples/data/digits.csv").unwrap();
+    let table = nnc::runtime::csv::parse(&text).unwrap();
+    let n = table.rows.len();
+    let x: Vec<f64> = table.rows.iter().flat_map(|r| r[..64].to_vec()).collect();
+    let y: Vec<f64> = table.rows.iter().map(|r| r[64]).collect();
+    let xt = nnc::runtime::Tensor::new(nnc::ir::DType::F32, vec![n, 64], x);
+    let yt = nnc::runtime::Tensor::new(nnc::ir::DType::I32, vec![n], y);
+    std::fs::write(dir.join("x.npy"), nnc::runtime::npy::write(&xt)).unwrap();
+    std::fs::write(dir.join("y.npy"), nnc::runtime::npy::write(&yt)).unwrap();
+    let (from_npy, from_csv) = (dir.join("npy"), dir.join("csv"));
+    let (code, _, err) = nnc(&[
+        "train",
+        "examples/digits_mlp.nn",
+        "--epochs",
+        "2",
+        "-q",
+        "--data",
+        s(&dir.join("x.npy")),
+        "--labels",
+        s(&dir.join("y.npy")),
+        "--out",
+        s(&from_npy),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = nnc(&[
+        "train",
+        "examples/digits_mlp.nn",
+        "--epochs",
+        "2",
+        "-q",
+        "--out",
+        s(&from_csv),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let a = std::fs::read(from_npy.join("checkpoint.safetensors")).unwrap();
+    let b = std::fs::read(from_csv.join("checkpoint.safetensors")).unwrap();
+    assert!(a == b, "NPY and CSV runs differ");
+    // Labels that do not match the features' row count are refused.
+    let short = nnc::runtime::Tensor::new(nnc::ir::DType::I32, vec![3], vec![0.0, 1.0, 2.0]);
+    std::fs::write(dir.join("short.npy"), nnc::runtime::npy::write(&short)).unwrap();
+    let (code, _, err) = nnc(&[
+        "train",
+        "examples/digits_mlp.nn",
+        "--data",
+        s(&dir.join("x.npy")),
+        "--labels",
+        s(&dir.join("short.npy")),
+        "--out",
+        s(&dir.join("bad")),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has 1797 rows of features but"), "{err}");
+    assert!(err.contains("has 3 labels"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

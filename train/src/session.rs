@@ -176,6 +176,8 @@ pub struct StepReport {
     pub loss: f64,
     /// The learning rate used.
     pub lr: f64,
+    /// Training accuracy over the epoch so far (classifiers only).
+    pub accuracy: Option<f64>,
 }
 
 /// Loss and accuracy over a data set.
@@ -262,7 +264,7 @@ impl Session {
         let mut order: Vec<usize> = (0..n).collect();
         Rng::stream(self.config.seed, &format!("shuffle/{}", self.epoch)).shuffle(&mut order);
         let total = (self.steps_per_epoch(n) * self.config.epochs) as u64;
-        let (mut loss_sum, mut correct) = (0.0, 0usize);
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
         for (bi, chunk) in order.chunks(self.config.batch.max(1)).enumerate() {
             let batch = train.rows(chunk);
             let mut inputs = vec![batch.x];
@@ -278,6 +280,7 @@ impl Session {
                 });
             }
             loss_sum += loss * chunk.len() as f64;
+            seen += chunk.len();
             if let (Some(_), Some(y)) = (self.model.classes, &batch.y) {
                 correct += count_correct(&outs[1], y);
             }
@@ -309,6 +312,7 @@ impl Session {
                 step: self.step,
                 loss,
                 lr,
+                accuracy: self.model.classes.map(|_| correct as f64 / seen as f64),
             });
         }
         self.epoch += 1;

@@ -18,6 +18,13 @@ pub use nnc_lang as lang;
 pub use nnc_runtime as runtime;
 pub use nnc_train as train;
 
+mod net;
+
+pub use net::{Error, Net, Result, Tensor};
+pub use nnc_macros::{include_model, model};
+pub use nnc_runtime::data::Dataset;
+pub use nnc_train::Metrics;
+
 use nnc_lang::Diagnostic;
 
 /// A stage of the pipeline whose program prints as text.
@@ -52,7 +59,7 @@ impl Stage {
 }
 
 /// The program at a stage, as text; or the diagnostics that stop it getting there.
-pub fn stage_text(src: &str, stage: Stage) -> Result<String, Vec<Diagnostic>> {
+pub fn stage_text(src: &str, stage: Stage) -> std::result::Result<String, Vec<Diagnostic>> {
     match stage {
         Stage::Ast => nnc_lang::parse(src).map(|p| nnc_lang::print::program(&p)),
         Stage::Ir => nnc_lang::check(src).map(|c| c.module.to_string()),
@@ -67,7 +74,7 @@ pub fn stage_text(src: &str, stage: Stage) -> Result<String, Vec<Diagnostic>> {
 
 /// The training graphs of a checked module: for every `@M.loss`, its gradient function
 /// `@M.grad` followed by `@M.update`.
-pub fn training_module(module: &nnc_ir::Module) -> Result<nnc_ir::Module, String> {
+pub fn training_module(module: &nnc_ir::Module) -> std::result::Result<nnc_ir::Module, String> {
     let mut out = nnc_ir::Module::default();
     for f in &module.funcs {
         let Some(base) = f.name.strip_suffix(".loss") else {
@@ -82,7 +89,7 @@ pub fn training_module(module: &nnc_ir::Module) -> Result<nnc_ir::Module, String
 }
 
 /// Reads a source file's bytes as text; invalid UTF-8 is a diagnostic, not a panic.
-pub fn source_from_bytes(bytes: &[u8]) -> Result<&str, Diagnostic> {
+pub fn source_from_bytes(bytes: &[u8]) -> std::result::Result<&str, Diagnostic> {
     std::str::from_utf8(bytes).map_err(|e| {
         let at = e.valid_up_to();
         nnc_lang::not_utf8(nnc_lang::Span::new(nnc_lang::diagnostics::USER, at, at), at)

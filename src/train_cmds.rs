@@ -357,18 +357,7 @@ fn session_from(
 ) -> Result<(Session, TrainConfig), Failed> {
     let config = match spec {
         Some(s) => TrainConfig::from_spec(s, &base_dir(file)),
-        None => TrainConfig {
-            model: model.name.clone(),
-            optimizer: String::new(),
-            lr: 0.0,
-            schedule: nnc_train::Schedule::Constant,
-            batch: 1,
-            epochs: 0,
-            seed: 0,
-            clip: None,
-            grad_noise: None,
-            data: None,
-        },
+        None => TrainConfig::inference(&model.name),
     };
     let ck = Checkpoint::load(checkpoint).map_err(fail)?;
     let mut session = Session::new(model, config.clone()).map_err(fail)?;

@@ -80,6 +80,22 @@ fn arg_str(c: &CallSpec, key: &str) -> Option<String> {
 }
 
 impl TrainConfig {
+    /// Settings for a model used without training (no train block): forward passes only.
+    pub fn inference(model: &str) -> TrainConfig {
+        TrainConfig {
+            model: model.to_string(),
+            optimizer: String::new(),
+            lr: 0.0,
+            schedule: Schedule::Constant,
+            batch: 1,
+            epochs: 0,
+            seed: 0,
+            clip: None,
+            grad_noise: None,
+            data: None,
+        }
+    }
+
     /// Resolves a checked train block; relative data paths are taken from `base_dir` (the
     /// `.nn` file's folder). The checker has already validated every value's kind.
     pub fn from_spec(spec: &TrainSpec, base_dir: &Path) -> TrainConfig {

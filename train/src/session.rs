@@ -31,7 +31,7 @@ pub struct Model {
     pub grad: Option<Func>,
     /// `@M.update`: the optimizer rule over one flat parameter.
     pub update: Option<Func>,
-    /// The features input.
+    /// The first input (the features that data files feed).
     pub x: (String, TensorType),
     /// The labels input of the train block.
     pub y: Option<(String, TensorType)>,
@@ -48,26 +48,21 @@ impl Model {
             .func(name)
             .ok_or_else(|| format!("there is no model `{name}`"))?
             .clone();
-        if forward.inputs.len() != 1 {
-            return Err(format!(
-                "`{name}` has {} inputs; nnc train/eval/predict feed one features input from data",
-                forward.inputs.len()
-            ));
-        }
-        let x = (forward.inputs[0].name.clone(), forward.inputs[0].ty.clone());
+        let x = forward
+            .inputs
+            .first()
+            .map(|a| (a.name.clone(), a.ty.clone()))
+            .ok_or_else(|| format!("`{name}` has no inputs"))?;
         let (mut loss, mut grad, mut update, mut y) = (None, None, None, None);
         if spec.is_some() {
             let l = module
                 .func(&format!("{name}.loss"))
                 .ok_or_else(|| format!("`{name}` has no loss function"))?
                 .clone();
-            if l.inputs.len() > 2 {
-                return Err(format!(
-                    "`{name}`'s train block takes {} inputs besides the model's; data feeds one labels input",
-                    l.inputs.len() - 1
-                ));
-            }
-            y = l.inputs.get(1).map(|a| (a.name.clone(), a.ty.clone()));
+            y = l
+                .inputs
+                .get(forward.inputs.len())
+                .map(|a| (a.name.clone(), a.ty.clone()));
             let names = |f: &Func| f.params.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
             if names(&l) != names(&forward) {
                 return Err(format!("`{name}.loss` and `{name}` disagree on parameters"));
@@ -120,7 +115,21 @@ impl Model {
     }
 
     /// Fits a data set to this model's inputs (features shape, label type and range).
+    /// Data files feed one features input and at most one labels input.
     pub fn fit(&self, ds: Dataset) -> Result<Dataset, String> {
+        let extra = self
+            .loss
+            .as_ref()
+            .map_or(0, |l| l.inputs.len())
+            .saturating_sub(self.forward.inputs.len());
+        if self.forward.inputs.len() != 1 || extra > 1 {
+            return Err(format!(
+                "`{}` takes {} inputs and its train block {}; data files feed one features input and one labels input",
+                self.name,
+                self.forward.inputs.len(),
+                extra
+            ));
+        }
         let y = self.y.as_ref().map(|(n, t)| (n.as_str(), t));
         ds.fit(&self.x.0, &self.x.1, y, self.classes)
     }
@@ -204,6 +213,8 @@ pub struct Session {
     pub step: u64,
     /// Epochs completed.
     pub epoch: u64,
+    /// The learning rate of the last step.
+    pub last_lr: f64,
 }
 
 const EVAL_CHUNK: usize = 512;
@@ -238,6 +249,7 @@ impl Session {
             states,
             step: 0,
             epoch: 0,
+            last_lr: 0.0,
         })
     }
 
@@ -254,12 +266,6 @@ impl Session {
         train: &Dataset,
         on_step: &mut dyn FnMut(&StepReport),
     ) -> Result<Metrics, TrainError> {
-        let (Some(grad), Some(update)) = (&self.model.grad, &self.model.update) else {
-            return Err(TrainError::Failed(format!(
-                "`{}` has no train block",
-                self.model.name
-            )));
-        };
         let n = train.len();
         let mut order: Vec<usize> = (0..n).collect();
         Rng::stream(self.config.seed, &format!("shuffle/{}", self.epoch)).shuffle(&mut order);
@@ -269,49 +275,28 @@ impl Session {
             let batch = train.rows(chunk);
             let mut inputs = vec![batch.x];
             inputs.extend(batch.y.clone());
-            let outs = eval(grad, &inputs, &self.params).map_err(|e| e.to_string())?;
-            let loss = outs[0].data[0];
-            if !loss.is_finite() {
-                return Err(TrainError::Diverged {
-                    step: self.step + 1,
-                    epoch: self.epoch + 1,
-                    batch: bi + 1,
-                    loss,
-                });
-            }
+            let (loss, output) = match self.step_with(&inputs, total) {
+                Err(TrainError::Diverged {
+                    step, epoch, loss, ..
+                }) => {
+                    return Err(TrainError::Diverged {
+                        step,
+                        epoch,
+                        batch: bi + 1,
+                        loss,
+                    });
+                }
+                r => r?,
+            };
             loss_sum += loss * chunk.len() as f64;
             seen += chunk.len();
             if let (Some(_), Some(y)) = (self.model.classes, &batch.y) {
-                correct += count_correct(&outs[1], y);
+                correct += count_correct(&output, y);
             }
-            let mut grads: Vec<Tensor> = outs[2..].to_vec();
-            self.perturb_and_clip(&mut grads);
-            let lr = self
-                .config
-                .schedule
-                .lr(self.config.lr, self.step, self.epoch, total);
-            let lr_t = Tensor::scalar(DType::F32, lr);
-            let step_t = Tensor::scalar(DType::F32, (self.step + 1) as f64);
-            for (i, g) in grads.iter().enumerate() {
-                let w = &self.params[i];
-                let flat = |t: &Tensor| Tensor {
-                    dtype: DType::F32,
-                    shape: vec![t.len()],
-                    data: t.data.clone(),
-                };
-                let ins = [flat(w), flat(g), lr_t.clone(), step_t.clone()];
-                let mut outs = eval(update, &ins, &self.states[i])
-                    .map_err(|e| e.to_string())?
-                    .into_iter();
-                let new_w = outs.next().expect("the rule returns the parameter");
-                self.params[i].data = new_w.data;
-                self.states[i] = outs.collect();
-            }
-            self.step += 1;
             on_step(&StepReport {
                 step: self.step,
                 loss,
-                lr,
+                lr: self.last_lr,
                 accuracy: self.model.classes.map(|_| correct as f64 / seen as f64),
             });
         }
@@ -320,6 +305,69 @@ impl Session {
             loss: loss_sum / n.max(1) as f64,
             accuracy: self.model.classes.map(|_| correct as f64 / n.max(1) as f64),
         })
+    }
+
+    /// One training step on one batch: `inputs` are the model's inputs followed by the
+    /// train block's (the labels). Returns the batch's loss and the model's output. The
+    /// learning rate follows the schedule over a run of `config.epochs` epochs of
+    /// `steps_per_epoch` steps each.
+    pub fn train_step(
+        &mut self,
+        inputs: &[Tensor],
+        steps_per_epoch: usize,
+    ) -> Result<(f64, Tensor), TrainError> {
+        let total = (steps_per_epoch * self.config.epochs) as u64;
+        self.step_with(inputs, total)
+    }
+
+    fn step_with(&mut self, inputs: &[Tensor], total: u64) -> Result<(f64, Tensor), TrainError> {
+        let (Some(grad), Some(update)) = (&self.model.grad, &self.model.update) else {
+            return Err(TrainError::Failed(format!(
+                "`{}` has no train block",
+                self.model.name
+            )));
+        };
+        let outs = eval(grad, inputs, &self.params).map_err(|e| e.to_string())?;
+        let loss = outs[0].data[0];
+        if !loss.is_finite() {
+            return Err(TrainError::Diverged {
+                step: self.step + 1,
+                epoch: self.epoch + 1,
+                batch: 0,
+                loss,
+            });
+        }
+        let mut grads: Vec<Tensor> = outs[2..].to_vec();
+        self.perturb_and_clip(&mut grads);
+        let lr = self
+            .config
+            .schedule
+            .lr(self.config.lr, self.step, self.epoch, total);
+        let lr_t = Tensor::scalar(DType::F32, lr);
+        let step_t = Tensor::scalar(DType::F32, (self.step + 1) as f64);
+        for (i, g) in grads.iter().enumerate() {
+            let w = &self.params[i];
+            let flat = |t: &Tensor| Tensor {
+                dtype: DType::F32,
+                shape: vec![t.len()],
+                data: t.data.clone(),
+            };
+            let ins = [flat(w), flat(g), lr_t.clone(), step_t.clone()];
+            let mut outs = eval(update, &ins, &self.states[i])
+                .map_err(|e| e.to_string())?
+                .into_iter();
+            let new_w = outs.next().expect("the rule returns the parameter");
+            self.params[i].data = new_w.data;
+            self.states[i] = outs.collect();
+        }
+        self.step += 1;
+        self.last_lr = lr;
+        Ok((
+            loss,
+            outs.into_iter()
+                .nth(1)
+                .expect("the loss function returns the output"),
+        ))
     }
 
     /// Annealed Gaussian gradient noise (Neelakantan et al., 2015), then global-norm

@@ -1,0 +1,8 @@
+// E0207: the same error as tests/errors/argument_rank.nn, reported by `cargo build`.
+nnc::model! {
+    model M(x: f32[B, 4, 4]) -> f32[B, 2] {
+        return dense(x, 2)
+    }
+}
+
+fn main() {}

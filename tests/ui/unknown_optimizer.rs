@@ -1,0 +1,13 @@
+// E0118: the same error as tests/errors/unknown_optimizer.nn, reported by `cargo build`.
+nnc::model! {
+    model M(x: f32[B, 4]) -> f32[B, 2] {
+        return dense(x, 2)
+    }
+
+    train M(y: i32[B]) {
+        loss = cross_entropy(output, y)
+        optimizer = cosine(warmup = 5)
+    }
+}
+
+fn main() {}

@@ -1,0 +1,14 @@
+// E0116: the same error as tests/errors/unknown_setting.nn, reported by `cargo build`.
+nnc::model! {
+    model M(x: f32[B, 4]) -> f32[B, 2] {
+        return dense(x, 2)
+    }
+
+    train M(y: i32[B]) {
+        loss = cross_entropy(output, y)
+        optimizer = sgd(lr = 0.1)
+        epoch = 10
+    }
+}
+
+fn main() {}

@@ -37,11 +37,14 @@ pub enum Stage {
     /// The training graph of each trained model: `@M.grad` (forward and backward, from
     /// reverse-mode autodiff of `@M.loss`) and `@M.update` (the optimizer rule).
     Grad,
+    /// What the backends compile: each model's forward pass and training graph after the
+    /// optimization pipeline (simplify, CSE, DCE).
+    Opt,
 }
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 3] = [Stage::Ast, Stage::Ir, Stage::Grad];
+    pub const ALL: [Stage; 4] = [Stage::Ast, Stage::Ir, Stage::Grad, Stage::Opt];
 
     /// The stage's name on the command line and in snapshot names.
     pub fn name(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Stage {
             Stage::Ast => "ast",
             Stage::Ir => "ir",
             Stage::Grad => "grad",
+            Stage::Opt => "opt",
         }
     }
 
@@ -69,7 +73,58 @@ pub fn stage_text(src: &str, stage: Stage) -> std::result::Result<String, Vec<Di
                 .map(|m| m.to_string())
                 .map_err(|e| vec![nnc_lang::internal(e)])
         }
+        Stage::Opt => {
+            let checked = nnc_lang::check(src)?;
+            optimized_module(&checked.module, None)
+                .map(|m| m.to_string())
+                .map_err(|e| vec![nnc_lang::internal(e)])
+        }
     }
+}
+
+/// Every model's forward pass and training graph (`@M`, `@M.grad`, `@M.update`) through
+/// the optimization pipeline. With `print_after`, returns the module as it was right after
+/// that pass instead.
+pub fn optimized_module(
+    module: &nnc_ir::Module,
+    print_after: Option<&str>,
+) -> std::result::Result<nnc_ir::Module, String> {
+    if let Some(p) = print_after
+        && !nnc_compiler::passes::PIPELINE.iter().any(|q| q.name == p)
+    {
+        let names: Vec<&str> = nnc_compiler::passes::PIPELINE
+            .iter()
+            .map(|q| q.name)
+            .collect();
+        return Err(format!(
+            "no pass `{p}`; the pipeline is: {}",
+            names.join(", ")
+        ));
+    }
+    let training = training_module(module)?;
+    let mut out = nnc_ir::Module::default();
+    for f in &module.funcs {
+        if f.name.contains('.') {
+            continue;
+        }
+        let mut funcs = vec![f];
+        funcs.extend(
+            training
+                .funcs
+                .iter()
+                .filter(|g| g.name.starts_with(&format!("{}.", f.name))),
+        );
+        for g in funcs {
+            let mut snapshot = None;
+            let opt = nnc_compiler::passes::optimize(g, &mut |name, h| {
+                if Some(name) == print_after {
+                    snapshot = Some(h.clone());
+                }
+            })?;
+            out.funcs.push(snapshot.unwrap_or(opt));
+        }
+    }
+    Ok(out)
 }
 
 /// The training graphs of a checked module: for every `@M.loss`, its gradient function

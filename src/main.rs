@@ -32,9 +32,12 @@ enum Command {
     Ir {
         /// The .nn file.
         file: PathBuf,
-        /// The stage: ast, ir or grad.
-        #[arg(long, default_value = "ir", value_parser = ["ast", "ir", "grad"])]
+        /// The stage: ast, ir, grad or opt.
+        #[arg(long, default_value = "ir", value_parser = ["ast", "ir", "grad", "opt"])]
         stage: String,
+        /// Print the optimized IR as it is right after this pass (simplify, cse, dce).
+        #[arg(long, value_name = "PASS")]
+        print_after: Option<String>,
     },
     /// Evaluate a model's forward pass with freshly initialized parameters (reference interpreter).
     Run {
@@ -111,10 +114,27 @@ fn run(cli: Cli) -> Result<(), Failed> {
             }
             if failed { Err(Failed(1)) } else { Ok(()) }
         }
-        Command::Ir { file, stage } => {
+        Command::Ir {
+            file,
+            stage,
+            print_after,
+        } => {
             let stage = Stage::from_name(&stage).expect("clap checked the stage name");
             let (name, bytes) = read(&file)?;
             let src = text(&name, &bytes)?;
+            if let Some(pass) = print_after {
+                let checked = nnc_lang::check(src).map_err(|d| report(&name, src, &d))?;
+                return match nnc::optimized_module(&checked.module, Some(&pass)) {
+                    Ok(m) => {
+                        print!("{m}");
+                        Ok(())
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        Err(Failed(1))
+                    }
+                };
+            }
             match nnc::stage_text(src, stage) {
                 Ok(t) => {
                     print!("{t}");

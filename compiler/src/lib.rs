@@ -7,3 +7,4 @@
 pub mod autodiff;
 pub mod gradcheck;
 pub mod interp;
+pub mod passes;

@@ -1,0 +1,134 @@
+//! Simplification and canonicalization, node by node:
+//!
+//! - no-ops vanish: a reshape, broadcast, transpose or cast to the operand's own type, an
+//!   identity permutation; a reshape of a reshape and a broadcast of a broadcast become one;
+//! - constants fold: an elementwise op, broadcast or reshape of constants is a constant;
+//! - identities: `x + 0`, `0 + x`, `x - 0`, `x * 1`, `1 * x`, `x / 1` are `x`, and `x * 0`,
+//!   `0 * x` are `0`. The last is exact for finite `x` only; a non-finite parameter means
+//!   training has already diverged, and the training loop stops on a non-finite loss
+//!   before it matters.
+
+use nnc_ir::{Attr, Class, DType, Func, Node, Op, Value};
+
+use super::{Rewrite, rebuild};
+
+fn const_of(g: &Func, v: Value) -> Option<f64> {
+    match v {
+        Value::Node(i) => {
+            let n = &g.nodes[i as usize];
+            match (n.op, &n.attr) {
+                (Op::Const, Attr::Value(c)) => Some(*c),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn constant(v: f64, n: &Node) -> Rewrite {
+    let v = match n.ty.dtype {
+        DType::F32 => v as f32 as f64,
+        DType::I32 => (v as i32) as f64,
+        DType::F64 => v,
+    };
+    Rewrite::Node(Node {
+        op: Op::Const,
+        args: vec![],
+        attr: Attr::Value(v),
+        ty: n.ty.clone(),
+    })
+}
+
+/// The value of an elementwise op on scalars, as the interpreter computes it.
+fn fold(n: &Node, xs: &[f64]) -> Option<f64> {
+    let t = nnc_runtime::Tensor::new(n.ty.dtype, vec![], vec![0.0]);
+    let args: Vec<nnc_runtime::Tensor> = xs
+        .iter()
+        .map(|&x| nnc_runtime::Tensor {
+            data: vec![x],
+            ..t.clone()
+        })
+        .collect();
+    let refs: Vec<&nnc_runtime::Tensor> = args.iter().collect();
+    let mut r = crate::interp::apply(n.op, &n.attr, &refs, n.ty.dtype, vec![]);
+    r.round();
+    r.data.first().copied().filter(|v| v.is_finite())
+}
+
+/// Simplifies every node.
+pub fn run(f: &Func) -> Func {
+    rebuild(f, |g, n| {
+        let ty_of = |v: Value| g.ty(v).clone();
+        let same_type = n.args.len() == 1 && ty_of(n.args[0]) == n.ty;
+        match n.op {
+            Op::Reshape | Op::Cast if same_type => return Rewrite::Value(n.args[0]),
+            Op::Broadcast | Op::Transpose if same_type => {
+                let identity = match &n.attr {
+                    Attr::Dims(d) | Attr::Perm(d) => d.iter().enumerate().all(|(i, &k)| i == k),
+                    _ => false,
+                };
+                if identity {
+                    return Rewrite::Value(n.args[0]);
+                }
+            }
+            _ => {}
+        }
+        if n.op == Op::Reshape
+            && let Value::Node(i) = n.args[0]
+        {
+            let inner = &g.nodes[i as usize];
+            if inner.op == Op::Reshape {
+                let x = inner.args[0];
+                if ty_of(x) == n.ty {
+                    return Rewrite::Value(x);
+                }
+                return Rewrite::Node(Node { args: vec![x], ..n });
+            }
+        }
+        if n.op == Op::Broadcast
+            && let (Value::Node(i), Attr::Dims(outer)) = (n.args[0], &n.attr)
+        {
+            let inner = &g.nodes[i as usize];
+            if let (Op::Broadcast, Attr::Dims(d1)) = (inner.op, &inner.attr) {
+                let dims = d1.iter().map(|&k| outer[k]).collect();
+                return Rewrite::Node(Node {
+                    args: vec![inner.args[0]],
+                    attr: Attr::Dims(dims),
+                    ..n
+                });
+            }
+        }
+        let consts: Vec<Option<f64>> = n.args.iter().map(|&a| const_of(g, a)).collect();
+        if !n.args.is_empty() && consts.iter().all(Option::is_some) {
+            let xs: Vec<f64> = consts.iter().map(|c| c.unwrap()).collect();
+            match n.op {
+                Op::Broadcast | Op::Reshape => return constant(xs[0], &n),
+                Op::Cast if n.ty.dtype.is_float() => return constant(xs[0], &n),
+                op if op.is_elementwise() => {
+                    if let Some(v) = fold(&n, &xs) {
+                        return constant(v, &n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if n.op.info().class == Class::Binary && n.ty.dtype.is_float() {
+            let (a, b) = (n.args[0], n.args[1]);
+            match (n.op, consts[0], consts[1]) {
+                (Op::Add, _, Some(z)) | (Op::Sub, _, Some(z)) if z == 0.0 => {
+                    return Rewrite::Value(a);
+                }
+                (Op::Add, Some(z), _) if z == 0.0 => return Rewrite::Value(b),
+                (Op::Mul, _, Some(o)) | (Op::Div, _, Some(o)) if o == 1.0 => {
+                    return Rewrite::Value(a);
+                }
+                (Op::Mul, Some(o), _) if o == 1.0 => return Rewrite::Value(b),
+                (Op::Mul, Some(z), _) | (Op::Mul, _, Some(z)) if z == 0.0 => {
+                    return constant(0.0, &n);
+                }
+                _ => {}
+            }
+        }
+        Rewrite::Node(n)
+    })
+}

@@ -1,0 +1,112 @@
+//! Every optimization pass computes what the unoptimized graph computes, on the reference
+//! interpreter: for every example, its forward pass, its gradient function and its update
+//! rule, on random inputs and parameters. The passes only drop, merge or fold work whose
+//! values are exact, so the outputs must be bitwise equal.
+
+use nnc::compiler::interp::eval;
+use nnc::ir::{DType, Dim, Func};
+use nnc::runtime::{Rng, Tensor};
+
+fn random_inputs(f: &Func, rng: &mut Rng, batch: usize) -> (Vec<Tensor>, Vec<Tensor>) {
+    let make = |ty: &nnc::ir::TensorType, rng: &mut Rng| {
+        let shape: Vec<usize> = ty
+            .shape
+            .dims()
+            .iter()
+            .map(|d| match d {
+                Dim::Known(n) => *n as usize,
+                Dim::Sym(s) if s == "N" => 37,
+                Dim::Sym(_) => batch,
+            })
+            .collect();
+        let n = shape.iter().product();
+        let data = if ty.dtype == DType::I32 {
+            (0..n).map(|_| rng.below(3) as f64).collect()
+        } else {
+            (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect()
+        };
+        Tensor::new(ty.dtype, shape, data)
+    };
+    let inputs = f.inputs.iter().map(|a| make(&a.ty, rng)).collect();
+    let params = f.params.iter().map(|p| make(&p.ty, rng)).collect();
+    (inputs, params)
+}
+
+#[test]
+fn optimized_graphs_compute_the_same_values() {
+    let mut compared = 0;
+    for entry in std::fs::read_dir("examples").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "nn") {
+            continue;
+        }
+        let src = std::fs::read_to_string(&path).unwrap();
+        let checked = nnc::lang::check(&src).unwrap();
+        let training = nnc::training_module(&checked.module).unwrap();
+        let optimized = nnc::optimized_module(&checked.module, None).unwrap();
+        for opt in &optimized.funcs {
+            let orig = checked
+                .module
+                .func(&opt.name)
+                .or_else(|| training.func(&opt.name))
+                .unwrap();
+            assert!(opt.nodes.len() <= orig.nodes.len(), "{} grew", opt.name);
+            for seed in 0..3 {
+                let mut rng = Rng::stream(seed, &opt.name);
+                let (inputs, params) = random_inputs(orig, &mut rng, 5);
+                let a = eval(orig, &inputs, &params).unwrap();
+                let b = eval(opt, &inputs, &params).unwrap();
+                let bits = |ts: &[Tensor]| -> Vec<(Vec<usize>, Vec<u64>)> {
+                    ts.iter()
+                        .map(|t| {
+                            (
+                                t.shape.clone(),
+                                t.data.iter().map(|v| v.to_bits()).collect(),
+                            )
+                        })
+                        .collect()
+                };
+                assert!(
+                    bits(&a) == bits(&b),
+                    "{}: `@{}` changed its results",
+                    path.display(),
+                    opt.name
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 30, "{compared}");
+}
+
+#[test]
+fn the_pipeline_shrinks_the_training_graph() {
+    let src = std::fs::read_to_string("examples/digits_mlp.nn").unwrap();
+    let checked = nnc::lang::check(&src).unwrap();
+    let before = nnc::training_module(&checked.module).unwrap();
+    let after = nnc::optimized_module(&checked.module, None).unwrap();
+    let count = |m: &nnc::ir::Module, name: &str| m.func(name).unwrap().nodes.len();
+    // Adam's `0.0 * w` weight-decay term and the keepdims reshapes disappear.
+    assert!(count(&after, "DigitsMlp.update") < count(&before, "DigitsMlp.update"));
+    assert!(count(&after, "DigitsMlp.grad") < count(&before, "DigitsMlp.grad"));
+    let text = after.func("DigitsMlp.update").unwrap().to_string();
+    assert!(!text.contains("const 0.0 :"), "{text}");
+}
+
+#[test]
+fn print_after_names_a_pass() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["ir", "examples/digits_mlp.nn", "--print-after", "cse"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["ir", "examples/digits_mlp.nn", "--print-after", "fuse"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no pass `fuse`; the pipeline is: simplify, cse, dce")
+    );
+}

@@ -118,11 +118,11 @@ pub fn run(f: &Func) -> Func {
                 (Op::Add, _, Some(z)) | (Op::Sub, _, Some(z)) if z == 0.0 => {
                     return Rewrite::Value(a);
                 }
-                (Op::Add, Some(z), _) if z == 0.0 => return Rewrite::Value(b),
+                (Op::Add, Some(0.0), _) => return Rewrite::Value(b),
                 (Op::Mul, _, Some(o)) | (Op::Div, _, Some(o)) if o == 1.0 => {
                     return Rewrite::Value(a);
                 }
-                (Op::Mul, Some(o), _) if o == 1.0 => return Rewrite::Value(b),
+                (Op::Mul, Some(1.0), _) => return Rewrite::Value(b),
                 (Op::Mul, Some(z), _) | (Op::Mul, _, Some(z)) if z == 0.0 => {
                     return constant(0.0, &n);
                 }

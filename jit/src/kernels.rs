@@ -1,0 +1,219 @@
+//! The run-time kernels generated code calls through symbols registered with the JIT:
+//! matrix products (the `gemm` crate), the layout ops (broadcast, transpose, reductions,
+//! one-hot) as strided loops, and the transcendental functions.
+//!
+//! Every kernel takes raw pointers and sizes that the compiler computed from the graph's
+//! shapes (specialized per batch size); the descriptors are arrays of `i64` owned by the
+//! compiled kernel, so they outlive every call.
+
+/// `c[b] = a[b] @ b[b]` for each of `batch` products of `[m, k] x [k, n]`. `a` and `b` are
+/// read through row and column strides (elements), so a transposed operand costs nothing;
+/// their batch strides are `m * k` and `k * n`.
+///
+/// # Safety
+/// The pointers must address buffers of the sizes the strides describe.
+pub unsafe extern "C" fn nnc_matmul(
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    desc: *const i64,
+) {
+    // desc: batch, m, k, n, a_rs, a_cs, b_rs, b_cs
+    let d = unsafe { std::slice::from_raw_parts(desc, 8) };
+    let (batch, m, k, n) = (d[0] as usize, d[1] as usize, d[2] as usize, d[3] as usize);
+    for i in 0..batch {
+        unsafe {
+            let (ap, bp, cp) = (a.add(i * m * k), b.add(i * k * n), c.add(i * m * n));
+            if k == 0 {
+                std::ptr::write_bytes(cp, 0, m * n);
+                continue;
+            }
+            gemm::gemm(
+                m,
+                n,
+                k,
+                cp,
+                1,
+                n as isize,
+                false,
+                ap,
+                d[5] as isize,
+                d[4] as isize,
+                bp,
+                d[7] as isize,
+                d[6] as isize,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+}
+
+/// Copies `x` into `y` (shape `out`), reading element `sum(idx[k] * stride[k])` of `x`
+/// for each output index: broadcast (stride 0) and transpose (permuted strides).
+///
+/// # Safety
+/// `desc` is `[rank, out_shape..., x_strides...]`, and the buffers fit it.
+pub unsafe extern "C" fn nnc_gather(x: *const f32, y: *mut f32, desc: *const i64) {
+    let rank = unsafe { *desc } as usize;
+    let d = unsafe { std::slice::from_raw_parts(desc.add(1), 2 * rank) };
+    let (shape, strides) = d.split_at(rank);
+    let n: i64 = shape.iter().product();
+    if rank == 0 {
+        unsafe { *y = *x };
+        return;
+    }
+    let inner = shape[rank - 1] as usize;
+    let inner_stride = strides[rank - 1] as usize;
+    let mut idx = vec![0i64; rank];
+    let mut out = 0usize;
+    while (out as i64) < n {
+        let base: i64 = idx.iter().zip(strides).map(|(i, s)| i * s).sum();
+        unsafe {
+            let yrow = std::slice::from_raw_parts_mut(y.add(out), inner);
+            match inner_stride {
+                0 => yrow.fill(*x.add(base as usize)),
+                1 => yrow.copy_from_slice(std::slice::from_raw_parts(x.add(base as usize), inner)),
+                s => {
+                    for (j, v) in yrow.iter_mut().enumerate() {
+                        *v = *x.add(base as usize + j * s);
+                    }
+                }
+            }
+        }
+        out += inner;
+        // Advance the odometer over all but the innermost axis.
+        let mut a = rank - 1;
+        while a > 0 {
+            a -= 1;
+            idx[a] += 1;
+            if idx[a] < shape[a] {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+}
+
+/// Reduces `x` (shape `x_shape`) into `y`: element `i` of `x` goes to `y[sum(idx[k] *
+/// out_stride[k])]`, with stride 0 on reduced axes. `kind`: 0 sum, 1 mean, 2 max.
+///
+/// # Safety
+/// `desc` is `[rank, kind, count, out_len, x_shape..., out_strides...]`.
+pub unsafe extern "C" fn nnc_reduce(x: *const f32, y: *mut f32, desc: *const i64) {
+    let h = unsafe { std::slice::from_raw_parts(desc, 4) };
+    let (rank, kind, count, out_len) = (h[0] as usize, h[1], h[2], h[3] as usize);
+    let d = unsafe { std::slice::from_raw_parts(desc.add(4), 2 * rank) };
+    let (shape, ostr) = d.split_at(rank);
+    let ys = unsafe { std::slice::from_raw_parts_mut(y, out_len) };
+    ys.fill(if kind == 2 { f32::NEG_INFINITY } else { 0.0 });
+    let n: i64 = shape.iter().product();
+    if rank == 0 {
+        ys[0] = unsafe { *x };
+        return;
+    }
+    let inner = shape[rank - 1] as usize;
+    let inner_stride = ostr[rank - 1] as usize;
+    let mut idx = vec![0i64; rank];
+    let mut i = 0usize;
+    while (i as i64) < n {
+        let base = idx.iter().zip(ostr).map(|(a, s)| a * s).sum::<i64>() as usize;
+        let xrow = unsafe { std::slice::from_raw_parts(x.add(i), inner) };
+        match (kind, inner_stride) {
+            (2, 0) => {
+                let m = xrow.iter().fold(ys[base], |m, &v| if v > m || v.is_nan() { v } else { m });
+                ys[base] = m;
+            }
+            (2, s) => {
+                for (j, &v) in xrow.iter().enumerate() {
+                    let o = &mut ys[base + j * s];
+                    if v > *o || v.is_nan() {
+                        *o = v;
+                    }
+                }
+            }
+            (_, 0) => ys[base] += xrow.iter().sum::<f32>(),
+            (_, 1) => {
+                for (o, &v) in ys[base..base + inner].iter_mut().zip(xrow) {
+                    *o += v;
+                }
+            }
+            (_, s) => {
+                for (j, &v) in xrow.iter().enumerate() {
+                    ys[base + j * s] += v;
+                }
+            }
+        }
+        i += inner;
+        let mut a = rank - 1;
+        while a > 0 {
+            a -= 1;
+            idx[a] += 1;
+            if idx[a] < shape[a] {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+    if kind == 1 {
+        let c = count as f32;
+        ys.iter_mut().for_each(|v| *v /= c);
+    }
+}
+
+/// `y[i, c] = 1` where `labels[i] == c`, else 0; labels outside `0..classes` give zeros.
+///
+/// # Safety
+/// `labels` holds `n` values and `y` holds `n * classes`.
+pub unsafe extern "C" fn nnc_one_hot(labels: *const f32, y: *mut f32, n: i64, classes: i64) {
+    let (n, c) = (n as usize, classes as usize);
+    let ys = unsafe { std::slice::from_raw_parts_mut(y, n * c) };
+    ys.fill(0.0);
+    let ls = unsafe { std::slice::from_raw_parts(labels, n) };
+    for (i, &l) in ls.iter().enumerate() {
+        if l >= 0.0 && (l as usize) < c {
+            ys[i * c + l as usize] = 1.0;
+        }
+    }
+}
+
+/// Elementwise functions Cranelift has no instruction for. `kind`: 0 exp, 1 ln, 2 tanh,
+/// 3 trunc (float to int), 4 pow (with `b`), 5 integer division (with `b`).
+///
+/// # Safety
+/// The buffers hold `n` values (`b` only for the binary kinds).
+pub unsafe extern "C" fn nnc_math(kind: i64, a: *const f32, b: *const f32, y: *mut f32, n: i64) {
+    let n = n as usize;
+    let xs = unsafe { std::slice::from_raw_parts(a, n) };
+    let ys = unsafe { std::slice::from_raw_parts_mut(y, n) };
+    match kind {
+        0 => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = x.exp()),
+        1 => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = x.ln()),
+        2 => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = x.tanh()),
+        3 => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = (*x as i32) as f32),
+        _ => {
+            let bs = unsafe { std::slice::from_raw_parts(b, n) };
+            for ((y, x), z) in ys.iter_mut().zip(xs).zip(bs) {
+                *y = if kind == 4 {
+                    x.powf(*z)
+                } else if *z == 0.0 {
+                    0.0
+                } else {
+                    (x / z).trunc()
+                };
+            }
+        }
+    }
+}
+
+/// `y[..n] = x[..n]`.
+///
+/// # Safety
+/// Both buffers hold `n` values and do not overlap.
+pub unsafe extern "C" fn nnc_copy(y: *mut f32, x: *const f32, n: i64) {
+    unsafe { std::ptr::copy_nonoverlapping(x, y, n as usize) };
+}

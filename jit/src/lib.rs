@@ -1,0 +1,101 @@
+//! nnc's native backend: an IR function, specialized to concrete sizes for its symbolic
+//! dimensions, compiled by Cranelift into one native function.
+//!
+//! ```text
+//! Func + {B: 32}  --plan-->  buffers (offsets in one scratch arena, aliases for reshapes)
+//!                 --lower--> CLIF: f32x4 loops for elementwise ops, calls to kernels
+//!                            (gemm, strided layout ops, transcendental functions)
+//!                 --cranelift--> machine code, cached per (function, sizes)
+//! ```
+//!
+//! Values are f32 in memory; `i32` values (labels) are held as exactly representable
+//! floats. The reference interpreter is the oracle: `tests/jit.rs` compares every example
+//! and random graphs against it.
+
+pub mod kernels;
+mod lower;
+
+use std::collections::HashMap;
+
+use nnc_ir::{DType, Dim, Func};
+use nnc_runtime::Tensor;
+
+pub use lower::Kernel;
+
+/// Compiles `f` for the given sizes of its symbolic dimensions.
+pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {
+    lower::compile(f, dims)
+}
+
+/// Compiles functions on first use and caches them per (function name, sizes).
+#[derive(Default)]
+pub struct Jit {
+    cache: HashMap<(String, Vec<(String, usize)>), Kernel>,
+    scratch: Vec<f32>,
+    /// Kernels compiled so far (a cache miss each).
+    pub compiled: usize,
+}
+
+impl std::fmt::Debug for Jit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Jit {{ {} kernels }}", self.cache.len())
+    }
+}
+
+impl Jit {
+    /// A JIT with an empty cache.
+    pub fn new() -> Jit {
+        Jit::default()
+    }
+
+    /// Evaluates `f` like the interpreter does (same arguments, same results up to f32
+    /// rounding), compiling it for these sizes on first use.
+    pub fn eval(&mut self, f: &Func, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Tensor>, String> {
+        if inputs.len() != f.inputs.len() || params.len() != f.params.len() {
+            return Err(format!("`@{}` called with the wrong number of values", f.name));
+        }
+        let mut dims: HashMap<String, usize> = HashMap::new();
+        let named = f.inputs.iter().map(|a| (&a.name, &a.ty)).chain(f.params.iter().map(|p| (&p.name, &p.ty)));
+        for ((name, ty), t) in named.zip(inputs.iter().chain(params)) {
+            if !t.matches(ty) {
+                return Err(format!("`{name}` expects {ty}, got {}", t.ty()));
+            }
+            for (d, &n) in ty.shape.dims().iter().zip(&t.shape) {
+                if let Dim::Sym(s) = d {
+                    if let Some(&prev) = dims.get(s)
+                        && prev != n
+                    {
+                        return Err(format!("`{name}` has {s} = {n}, but an earlier value had {s} = {prev}"));
+                    }
+                    dims.insert(s.clone(), n);
+                }
+            }
+        }
+        let mut key_dims: Vec<(String, usize)> = dims.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        key_dims.sort();
+        let key = (f.name.clone(), key_dims);
+        if !self.cache.contains_key(&key) {
+            let k = compile(f, &dims)?;
+            self.compiled += 1;
+            self.cache.insert(key.clone(), k);
+        }
+        let kernel = &self.cache[&key];
+        let to32 = |t: &Tensor| -> Vec<f32> { t.data.iter().map(|&v| v as f32).collect() };
+        let ins: Vec<Vec<f32>> = inputs.iter().map(to32).collect();
+        let ps: Vec<Vec<f32>> = params.iter().map(to32).collect();
+        let mut outs: Vec<Vec<f32>> = kernel.output_lens().iter().map(|&n| vec![0.0; n]).collect();
+        kernel.run(&ins, &ps, &mut outs, &mut self.scratch);
+        Ok(outs
+            .into_iter()
+            .zip(kernel.output_types())
+            .map(|(data, (dtype, shape))| Tensor::new(*dtype, shape.clone(), data.into_iter().map(f64::from).collect()))
+            .collect())
+    }
+}
+
+/// Whether the JIT compiles functions with these element types (f32 and i32; f64 graphs
+/// stay on the interpreter).
+pub fn supports(f: &Func) -> bool {
+    let ok = |t: &nnc_ir::TensorType| t.dtype != DType::F64;
+    f.inputs.iter().all(|a| ok(&a.ty)) && f.params.iter().all(|p| ok(&p.ty)) && f.nodes.iter().all(|n| ok(&n.ty))
+}

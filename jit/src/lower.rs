@@ -1,0 +1,517 @@
+//! Lowering one IR function to one Cranelift function.
+//!
+//! Buffers: inputs and parameters come in as arrays of pointers; every other value gets
+//! an offset in one scratch arena, except reshapes and value-preserving casts (aliases of
+//! their operand) and transposes of the last two axes whose only users are matrix products
+//! (which read the operand with swapped strides instead).
+//!
+//! Elementwise ops become f32x4 loops with a scalar tail; everything else calls a kernel
+//! from `kernels.rs` with a descriptor of constant sizes and strides.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, types};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module};
+use nnc_ir::{Attr, DType, Dim, Func, Op, Value};
+
+use crate::kernels;
+
+type Entry = unsafe extern "C" fn(*const *const f32, *const *const f32, *const *mut f32, *mut f32);
+
+/// A compiled function.
+pub struct Kernel {
+    module: Option<JITModule>,
+    entry: Entry,
+    scratch_len: usize,
+    outputs: Vec<(DType, Vec<usize>)>,
+    _descs: Vec<Box<[i64]>>,
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // The entry point is never called after this.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+impl Kernel {
+    /// The number of elements of each output.
+    pub fn output_lens(&self) -> Vec<usize> {
+        self.outputs.iter().map(|(_, s)| s.iter().product()).collect()
+    }
+
+    /// Element type and shape of each output.
+    pub fn output_types(&self) -> &[(DType, Vec<usize>)] {
+        &self.outputs
+    }
+
+    /// Runs the function. Buffer lengths must be those the function was compiled for.
+    pub fn run(&self, inputs: &[Vec<f32>], params: &[Vec<f32>], outputs: &mut [Vec<f32>], scratch: &mut Vec<f32>) {
+        if scratch.len() < self.scratch_len {
+            scratch.resize(self.scratch_len, 0.0);
+        }
+        let ins: Vec<*const f32> = inputs.iter().map(|v| v.as_ptr()).collect();
+        let ps: Vec<*const f32> = params.iter().map(|v| v.as_ptr()).collect();
+        let outs: Vec<*mut f32> = outputs.iter_mut().map(|v| v.as_mut_ptr()).collect();
+        // The code reads and writes exactly the buffers the plan sized.
+        unsafe { (self.entry)(ins.as_ptr(), ps.as_ptr(), outs.as_ptr(), scratch.as_mut_ptr()) };
+    }
+}
+
+/// Where a value lives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Loc {
+    Input(usize),
+    Param(usize),
+    Scratch(usize),
+}
+
+fn shape_of(ty: &nnc_ir::TensorType, dims: &HashMap<String, usize>) -> Result<Vec<usize>, String> {
+    ty.shape
+        .dims()
+        .iter()
+        .map(|d| match d {
+            Dim::Known(n) => Ok(*n as usize),
+            Dim::Sym(s) => dims.get(s).copied().ok_or_else(|| format!("no size for dimension {s}")),
+        })
+        .collect()
+}
+
+fn strides(shape: &[usize]) -> Vec<i64> {
+    let mut s = vec![1i64; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1] as i64;
+    }
+    s
+}
+
+struct Helpers {
+    matmul: FuncId,
+    gather: FuncId,
+    reduce: FuncId,
+    one_hot: FuncId,
+    math: FuncId,
+    copy: FuncId,
+}
+
+fn new_module() -> Result<(JITModule, Helpers), String> {
+    let mut fb = settings::builder();
+    let set = |fb: &mut settings::Builder, k: &str, v: &str| fb.set(k, v).map_err(|e| e.to_string());
+    set(&mut fb, "opt_level", "speed")?;
+    set(&mut fb, "use_colocated_libcalls", "false")?;
+    set(&mut fb, "is_pic", "false")?;
+    let ib = cranelift_native::builder().map_err(|e| e.to_string())?;
+    let isa = ib.finish(settings::Flags::new(fb)).map_err(|e| e.to_string())?;
+    let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    jb.symbol("nnc_matmul", kernels::nnc_matmul as *const u8);
+    jb.symbol("nnc_gather", kernels::nnc_gather as *const u8);
+    jb.symbol("nnc_reduce", kernels::nnc_reduce as *const u8);
+    jb.symbol("nnc_one_hot", kernels::nnc_one_hot as *const u8);
+    jb.symbol("nnc_math", kernels::nnc_math as *const u8);
+    jb.symbol("nnc_copy", kernels::nnc_copy as *const u8);
+    let mut module = JITModule::new(jb);
+    let mut declare = |name: &str, n: usize| -> Result<FuncId, String> {
+        let mut sig = module.make_signature();
+        for _ in 0..n {
+            sig.params.push(AbiParam::new(types::I64));
+        }
+        module.declare_function(name, Linkage::Import, &sig).map_err(|e| e.to_string())
+    };
+    let helpers = Helpers {
+        matmul: declare("nnc_matmul", 4)?,
+        gather: declare("nnc_gather", 3)?,
+        reduce: declare("nnc_reduce", 3)?,
+        one_hot: declare("nnc_one_hot", 4)?,
+        math: declare("nnc_math", 5)?,
+        copy: declare("nnc_copy", 3)?,
+    };
+    Ok((module, helpers))
+}
+
+/// Transposes of the last two axes whose every user is a matrix product.
+fn absorbed_transposes(f: &Func) -> Vec<bool> {
+    let mut absorbed: Vec<bool> = f
+        .nodes
+        .iter()
+        .map(|n| match (&n.op, &n.attr) {
+            (Op::Transpose, Attr::Perm(p)) => {
+                let r = p.len();
+                r >= 2 && p[r - 2] == r - 1 && p[r - 1] == r - 2 && p[..r - 2].iter().enumerate().all(|(i, &k)| i == k)
+            }
+            _ => false,
+        })
+        .collect();
+    for n in &f.nodes {
+        if n.op != Op::MatMul {
+            for a in &n.args {
+                if let Value::Node(i) = a {
+                    absorbed[*i as usize] = false;
+                }
+            }
+        }
+    }
+    for o in &f.outputs {
+        if let Value::Node(i) = o {
+            absorbed[*i as usize] = false;
+        }
+    }
+    absorbed
+}
+
+pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {
+    if !crate::supports(f) {
+        return Err(format!("the JIT compiles f32 and i32 graphs; `@{}` uses f64", f.name));
+    }
+    let (mut module, helpers) = new_module()?;
+    let ptr = types::I64;
+    let mut sig: Signature = module.make_signature();
+    for _ in 0..4 {
+        sig.params.push(AbiParam::new(ptr));
+    }
+    let id = module
+        .declare_function(&format!("nnc_{}", f.name.replace('.', "_")), Linkage::Export, &sig)
+        .map_err(|e| e.to_string())?;
+    let mut ctx = Context::new();
+    ctx.func.signature = sig;
+    let mut fbc = FunctionBuilderContext::new();
+    let mut descs: Vec<Box<[i64]>> = Vec::new();
+
+    // Plan buffers.
+    let absorbed = absorbed_transposes(f);
+    let mut loc: Vec<Loc> = Vec::with_capacity(f.nodes.len());
+    let mut own: Vec<bool> = Vec::with_capacity(f.nodes.len());
+    let mut scratch = 0usize;
+    let shapes: Vec<Vec<usize>> = f.nodes.iter().map(|n| shape_of(&n.ty, dims)).collect::<Result<_, _>>()?;
+    let value_loc = |loc: &[Loc], v: Value| match v {
+        Value::Input(i) => Loc::Input(i as usize),
+        Value::Param(i) => Loc::Param(i as usize),
+        Value::Node(i) => loc[i as usize],
+    };
+    for (i, n) in f.nodes.iter().enumerate() {
+        let alias = match n.op {
+            Op::Reshape => true,
+            Op::Cast => {
+                let from = f.ty(n.args[0]).dtype;
+                !(from.is_float() && n.ty.dtype == DType::I32)
+            }
+            _ => false,
+        };
+        own.push(!alias && !absorbed[i]);
+        if alias {
+            loc.push(value_loc(&loc, n.args[0]));
+        } else if absorbed[i] {
+            loc.push(Loc::Scratch(usize::MAX));
+        } else {
+            loc.push(Loc::Scratch(scratch));
+            // Keep every buffer 16-byte aligned.
+            scratch += shapes[i].iter().product::<usize>().div_ceil(4) * 4;
+        }
+    }
+
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let [ins, pars, outs, scr] = [0, 1, 2, 3].map(|k| b.block_params(entry)[k]);
+        let flags = MemFlagsData::new().with_notrap();
+        let in_ptrs: Vec<_> = (0..f.inputs.len()).map(|i| b.ins().load(ptr, flags, ins, (8 * i) as i32)).collect();
+        let par_ptrs: Vec<_> = (0..f.params.len()).map(|i| b.ins().load(ptr, flags, pars, (8 * i) as i32)).collect();
+        let refs = [helpers.matmul, helpers.gather, helpers.reduce, helpers.one_hot, helpers.math, helpers.copy]
+            .map(|h| module.declare_func_in_func(h, b.func));
+        let [h_matmul, h_gather, h_reduce, h_one_hot, h_math, h_copy] = refs;
+
+        let addr = |b: &mut FunctionBuilder, l: Loc| match l {
+            Loc::Input(i) => in_ptrs[i],
+            Loc::Param(i) => par_ptrs[i],
+            Loc::Scratch(o) => b.ins().iadd_imm_s(scr, (o * 4) as i64),
+        };
+        let value_shape = |v: Value| -> Result<Vec<usize>, String> {
+            match v {
+                Value::Node(i) => Ok(shapes[i as usize].clone()),
+                v => shape_of(f.ty(v), dims),
+            }
+        };
+        let mut desc_ptr = |b: &mut FunctionBuilder, d: Vec<i64>| {
+            let boxed = d.into_boxed_slice();
+            let p = boxed.as_ptr() as i64;
+            descs.push(boxed);
+            b.ins().iconst(ptr, p)
+        };
+
+        for (i, n) in f.nodes.iter().enumerate() {
+            if !own[i] {
+                continue; // an alias of its operand, or a transpose a matmul absorbs
+            }
+            let here = loc[i];
+            let count: usize = shapes[i].iter().product();
+            let dst = addr(&mut b, here);
+            let arg_addr = |b: &mut FunctionBuilder, k: usize| addr(b, value_loc(&loc, n.args[k]));
+            let is_int = n.ty.dtype == DType::I32;
+            match n.op {
+                Op::Exp | Op::Log | Op::Tanh => {
+                    let kind = match n.op {
+                        Op::Exp => 0,
+                        Op::Log => 1,
+                        _ => 2,
+                    };
+                    let x = arg_addr(&mut b, 0);
+                    let k = b.ins().iconst(ptr, kind);
+                    let cnt = b.ins().iconst(ptr, count as i64);
+                    b.ins().call(h_math, &[k, x, x, dst, cnt]);
+                }
+                Op::Pow => {
+                    let (x, y) = (arg_addr(&mut b, 0), arg_addr(&mut b, 1));
+                    let k = b.ins().iconst(ptr, 4);
+                    let cnt = b.ins().iconst(ptr, count as i64);
+                    b.ins().call(h_math, &[k, x, y, dst, cnt]);
+                }
+                Op::Div if is_int => {
+                    let (x, y) = (arg_addr(&mut b, 0), arg_addr(&mut b, 1));
+                    let k = b.ins().iconst(ptr, 5);
+                    let cnt = b.ins().iconst(ptr, count as i64);
+                    b.ins().call(h_math, &[k, x, y, dst, cnt]);
+                }
+                Op::Cast => {
+                    // Float to int (the other casts are aliases).
+                    let x = arg_addr(&mut b, 0);
+                    let k = b.ins().iconst(ptr, 3);
+                    let cnt = b.ins().iconst(ptr, count as i64);
+                    b.ins().call(h_math, &[k, x, x, dst, cnt]);
+                }
+                op if op.is_elementwise() || op == Op::Const => {
+                    let srcs: Vec<_> = (0..n.args.len()).map(|k| arg_addr(&mut b, k)).collect();
+                    let value = match &n.attr {
+                        Attr::Value(v) => *v as f32,
+                        _ => 0.0,
+                    };
+                    elementwise(&mut b, op, value, dst, &srcs, count);
+                }
+                Op::Sum | Op::Mean | Op::ReduceMax => {
+                    let Attr::Axes(axes) = &n.attr else { return Err("reduction without axes".into()) };
+                    let xs = value_shape(n.args[0])?;
+                    let kept: Vec<usize> = (0..xs.len()).filter(|a| !axes.contains(a)).collect();
+                    let out_strides = strides(&kept.iter().map(|&a| xs[a]).collect::<Vec<_>>());
+                    let mut ostr = vec![0i64; xs.len()];
+                    for (k, &a) in kept.iter().enumerate() {
+                        ostr[a] = out_strides[k];
+                    }
+                    let kind = match n.op {
+                        Op::Sum => 0,
+                        Op::Mean => 1,
+                        _ => 2,
+                    };
+                    let reduced: usize = axes.iter().map(|&a| xs[a]).product();
+                    let mut d = vec![xs.len() as i64, kind, reduced as i64, count as i64];
+                    d.extend(xs.iter().map(|&s| s as i64));
+                    d.extend(ostr);
+                    let x = arg_addr(&mut b, 0);
+                    let dp = desc_ptr(&mut b, d);
+                    b.ins().call(h_reduce, &[x, dst, dp]);
+                }
+                Op::Broadcast | Op::Transpose => {
+                    let xs = value_shape(n.args[0])?;
+                    let xstr = strides(&xs);
+                    let out = &shapes[i];
+                    let mut per_out = vec![0i64; out.len()];
+                    match &n.attr {
+                        Attr::Dims(d) => d.iter().enumerate().for_each(|(k, &o)| per_out[o] = xstr[k]),
+                        Attr::Perm(p) => p.iter().enumerate().for_each(|(k, &a)| per_out[k] = xstr[a]),
+                        _ => return Err("layout op without its attribute".into()),
+                    }
+                    let mut d = vec![out.len() as i64];
+                    d.extend(out.iter().map(|&s| s as i64));
+                    d.extend(per_out);
+                    let x = arg_addr(&mut b, 0);
+                    let dp = desc_ptr(&mut b, d);
+                    b.ins().call(h_gather, &[x, dst, dp]);
+                }
+                Op::OneHot => {
+                    let classes = *shapes[i].last().unwrap_or(&1);
+                    let x = arg_addr(&mut b, 0);
+                    let nn = b.ins().iconst(ptr, (count / classes.max(1)) as i64);
+                    let c = b.ins().iconst(ptr, classes as i64);
+                    b.ins().call(h_one_hot, &[x, dst, nn, c]);
+                }
+                Op::MatMul => {
+                    let out = &shapes[i];
+                    let r = out.len();
+                    let (m, nn) = (out[r - 2], out[r - 1]);
+                    let batch: usize = out[..r - 2].iter().product();
+                    let a_shape = value_shape(n.args[0])?;
+                    let k = a_shape[r - 1];
+                    // An absorbed transpose is read through its operand with swapped strides.
+                    let operand = |k_arg: usize, rows: usize, cols: usize| -> (Loc, i64, i64) {
+                        let v = n.args[k_arg];
+                        if let Value::Node(j) = v
+                            && absorbed[j as usize]
+                        {
+                            let src = f.nodes[j as usize].args[0];
+                            // The source is [cols, rows]: element (r, c) at c * rows + r.
+                            return (value_loc(&loc, src), 1, rows as i64);
+                        }
+                        (value_loc(&loc, v), cols as i64, 1)
+                    };
+                    let (al, a_rs, a_cs) = operand(0, m, k);
+                    let (bl, b_rs, b_cs) = operand(1, k, nn);
+                    let d = vec![batch as i64, m as i64, k as i64, nn as i64, a_rs, a_cs, b_rs, b_cs];
+                    let (ap, bp) = (addr(&mut b, al), addr(&mut b, bl));
+                    let dp = desc_ptr(&mut b, d);
+                    b.ins().call(h_matmul, &[ap, bp, dst, dp]);
+                }
+                Op::Reshape => {}
+                op => return Err(format!("the JIT cannot lower `{}` yet", op.mnemonic())),
+            }
+        }
+        // Copy each output to the caller's buffer.
+        let mut outputs = Vec::new();
+        for (k, &o) in f.outputs.iter().enumerate() {
+            let shape = value_shape(o)?;
+            let len: usize = shape.iter().product();
+            let dst = b.ins().load(ptr, flags, outs, (8 * k) as i32);
+            let src = addr(&mut b, value_loc(&loc, o));
+            let cnt = b.ins().iconst(ptr, len as i64);
+            b.ins().call(h_copy, &[dst, src, cnt]);
+            outputs.push((f.ty(o).dtype, shape));
+        }
+        b.ins().return_(&[]);
+        b.finalize(module.target_config());
+        let kernel_outputs = outputs;
+        module.define_function(id, &mut ctx).map_err(|e| format!("{e:?}"))?;
+        module.clear_context(&mut ctx);
+        module.finalize_definitions().map_err(|e| e.to_string())?;
+        let code = module.get_finalized_function(id);
+        // The function was declared with exactly this signature.
+        let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
+        return Ok(Kernel {
+            module: Some(module),
+            entry,
+            scratch_len: scratch,
+            outputs: kernel_outputs,
+            _descs: descs,
+        });
+    }
+}
+
+/// One value of an elementwise op, on vectors (`ty` = F32X4) or scalars (F32).
+fn compute(
+    b: &mut FunctionBuilder,
+    op: Op,
+    value: f32,
+    xs: &[cranelift_codegen::ir::Value],
+    ty: types::Type,
+) -> cranelift_codegen::ir::Value {
+    let vector = ty.is_vector();
+    let splat = |b: &mut FunctionBuilder, v: f32| {
+        let s = b.ins().f32const(v);
+        if vector { b.ins().splat(ty, s) } else { s }
+    };
+    // 1.0 where `c` holds, else 0.0.
+    let indicator = |b: &mut FunctionBuilder, cc: FloatCC, x, y| {
+        let m = b.ins().fcmp(cc, x, y);
+        if vector {
+            let mf = b.ins().bitcast(ty, MemFlagsData::new(), m);
+            let one = splat(b, 1.0);
+            b.ins().band(mf, one)
+        } else {
+            let (one, zero) = (b.ins().f32const(1.0), b.ins().f32const(0.0));
+            b.ins().select(m, one, zero)
+        }
+    };
+    let choose = |b: &mut FunctionBuilder, cc: FloatCC, x, y, then, other| {
+        let m = b.ins().fcmp(cc, x, y);
+        if vector {
+            let mf = b.ins().bitcast(ty, MemFlagsData::new(), m);
+            b.ins().bitselect(mf, then, other)
+        } else {
+            b.ins().select(m, then, other)
+        }
+    };
+    match op {
+        Op::Const => splat(b, value),
+        Op::Neg => b.ins().fneg(xs[0]),
+        Op::Abs => b.ins().fabs(xs[0]),
+        Op::Sqrt => b.ins().sqrt(xs[0]),
+        Op::Sign => {
+            let zero = splat(b, 0.0);
+            let pos = indicator(b, FloatCC::GreaterThan, xs[0], zero);
+            let neg = indicator(b, FloatCC::LessThan, xs[0], zero);
+            b.ins().fsub(pos, neg)
+        }
+        Op::Add => b.ins().fadd(xs[0], xs[1]),
+        Op::Sub => b.ins().fsub(xs[0], xs[1]),
+        Op::Mul => b.ins().fmul(xs[0], xs[1]),
+        Op::Div => b.ins().fdiv(xs[0], xs[1]),
+        // max: y where x < y, else x (the interpreter's rule; one maxps-like select).
+        Op::Max => choose(b, FloatCC::LessThan, xs[0], xs[1], xs[1], xs[0]),
+        Op::Min => choose(b, FloatCC::LessThan, xs[1], xs[0], xs[1], xs[0]),
+        Op::Lt => indicator(b, FloatCC::LessThan, xs[0], xs[1]),
+        Op::Le => indicator(b, FloatCC::LessThanOrEqual, xs[0], xs[1]),
+        Op::Gt => indicator(b, FloatCC::GreaterThan, xs[0], xs[1]),
+        Op::Ge => indicator(b, FloatCC::GreaterThanOrEqual, xs[0], xs[1]),
+        Op::Eq => indicator(b, FloatCC::Equal, xs[0], xs[1]),
+        Op::Ne => indicator(b, FloatCC::NotEqual, xs[0], xs[1]),
+        Op::Select => {
+            let zero = splat(b, 0.0);
+            choose(b, FloatCC::NotEqual, xs[0], zero, xs[1], xs[2])
+        }
+        _ => unreachable!("not a vector-lowered elementwise op: {op:?}"),
+    }
+}
+
+/// `dst[i] = op(srcs[..][i])` for `i < count`: an f32x4 loop, then a scalar tail.
+fn elementwise(
+    b: &mut FunctionBuilder,
+    op: Op,
+    value: f32,
+    dst: cranelift_codegen::ir::Value,
+    srcs: &[cranelift_codegen::ir::Value],
+    count: usize,
+) {
+    let flags = MemFlagsData::new().with_notrap();
+    let vec_end = (count / 4 * 4) as i64;
+    if vec_end > 0 {
+        let header = b.create_block();
+        let body = b.create_block();
+        let exit = b.create_block();
+        b.append_block_param(header, types::I64);
+        let zero = b.ins().iconst(types::I64, 0);
+        b.ins().jump(header, &[zero.into()]);
+        b.switch_to_block(header);
+        let i = b.block_params(header)[0];
+        let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, i, vec_end);
+        b.ins().brif(more, body, &[], exit, &[]);
+        b.switch_to_block(body);
+        b.seal_block(body);
+        let off = b.ins().ishl_imm_u(i, 2);
+        let xs: Vec<_> = srcs
+            .iter()
+            .map(|&s| {
+                let p = b.ins().iadd(s, off);
+                b.ins().load(types::F32X4, flags, p, 0)
+            })
+            .collect();
+        let y = compute(b, op, value, &xs, types::F32X4);
+        let p = b.ins().iadd(dst, off);
+        b.ins().store(flags, y, p, 0);
+        let next = b.ins().iadd_imm_s(i, 4);
+        b.ins().jump(header, &[next.into()]);
+        b.seal_block(header);
+        b.switch_to_block(exit);
+        b.seal_block(exit);
+    }
+    for j in vec_end as usize..count {
+        let off = (4 * j) as i32;
+        let xs: Vec<_> = srcs.iter().map(|&s| b.ins().load(types::F32, flags, s, off)).collect();
+        let y = compute(b, op, value, &xs, types::F32);
+        b.ins().store(flags, y, dst, off);
+    }
+}

@@ -41,6 +41,9 @@ pub struct DataArgs {
 /// `nnc train` options.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
+    /// What runs the model: jit (native code, the default) or interp (the reference interpreter).
+    #[arg(long, default_value = "jit", value_parser = ["jit", "interp"])]
+    backend: String,
     /// The .nn file.
     file: PathBuf,
     /// The model to train (default: the one with a train block).
@@ -75,6 +78,9 @@ pub struct TrainArgs {
 /// `nnc eval` options.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
+    /// What runs the model: jit (native code, the default) or interp (the reference interpreter).
+    #[arg(long, default_value = "jit", value_parser = ["jit", "interp"])]
+    backend: String,
     /// The .nn file.
     file: PathBuf,
     /// The model (default: the one with a train block).
@@ -90,6 +96,9 @@ pub struct EvalArgs {
 /// `nnc predict` options.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
+    /// What runs the model: jit (native code, the default) or interp (the reference interpreter).
+    #[arg(long, default_value = "jit", value_parser = ["jit", "interp"])]
+    backend: String,
     /// The .nn file.
     file: PathBuf,
     /// The model (default: the one with a train block, else the first).
@@ -129,6 +138,14 @@ pub struct GradcheckArgs {
     /// The largest error accepted.
     #[arg(long, default_value_t = 1e-5)]
     tolerance: f64,
+}
+
+fn backend(name: &str) -> nnc_train::Backend {
+    if name == "interp" {
+        nnc_train::Backend::Interp
+    } else {
+        nnc_train::Backend::Jit
+    }
 }
 
 fn fail(msg: impl std::fmt::Display) -> Failed {
@@ -278,6 +295,7 @@ pub fn train(a: TrainArgs) -> Result<(), Failed> {
     o.batch = a.batch;
     o.seed = a.seed;
     config.apply(&o).map_err(fail)?;
+    config.backend = backend(&a.backend);
     if a.resume.is_some() && a.seed.is_none() {
         // The seed names the random streams the resumed run continues.
         if let Some(ck) = &a.resume
@@ -354,11 +372,13 @@ fn session_from(
     spec: Option<&nnc_lang::TrainSpec>,
     file: &Path,
     checkpoint: &Path,
+    backend_name: &str,
 ) -> Result<(Session, TrainConfig), Failed> {
-    let config = match spec {
+    let mut config = match spec {
         Some(s) => TrainConfig::from_spec(s, &base_dir(file)),
         None => TrainConfig::inference(&model.name),
     };
+    config.backend = backend(backend_name);
     let ck = Checkpoint::load(checkpoint).map_err(fail)?;
     let mut session = Session::new(model, config.clone()).map_err(fail)?;
     session.restore(&ck, false).map_err(fail)?;
@@ -368,7 +388,8 @@ fn session_from(
 pub fn eval(a: EvalArgs) -> Result<(), Failed> {
     let checked = load_checked(&a.file)?;
     let (model, spec) = pick(&checked, &a.file, a.model.clone(), true)?;
-    let (session, mut config) = session_from(model, spec.as_ref(), &a.file, &a.checkpoint)?;
+    let (session, mut config) =
+        session_from(model, spec.as_ref(), &a.file, &a.checkpoint, &a.backend)?;
     let given = a.data.data.is_some();
     config.apply(&overrides(&a.data)).map_err(fail)?;
     if given && a.data.test_tail.is_none() && a.data.test_fraction.is_none() {
@@ -426,7 +447,7 @@ pub fn predict(a: PredictArgs) -> Result<(), Failed> {
         .map(|s| TrainConfig::from_spec(s, &base_dir(&a.file)))
         .and_then(|c| c.data)
         .map_or(1.0, |d| d.scale);
-    let (session, _) = session_from(model, spec.as_ref(), &a.file, &a.checkpoint)?;
+    let (session, _) = session_from(model, spec.as_ref(), &a.file, &a.checkpoint, &a.backend)?;
     let is_npy = a
         .input
         .extension()

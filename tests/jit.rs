@@ -68,7 +68,11 @@ fn every_example_matches_the_interpreter() {
                 let (inputs, params) = random_values(f, &mut rng, batch);
                 let want = eval(f, &inputs, &params).unwrap();
                 let got = jit.eval(f, &inputs, &params).unwrap();
-                assert_close(&format!("{} @{} B={batch}", path.display(), f.name), &got, &want);
+                assert_close(
+                    &format!("{} @{} B={batch}", path.display(), f.name),
+                    &got,
+                    &want,
+                );
                 compared += 1;
             }
         }

@@ -288,3 +288,42 @@ fn npy_data_trains_exactly_like_the_same_csv() {
     assert!(err.contains("has 3 labels"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A short run on the JIT gives the interpreter's loss curve, within f32 tolerance.
+#[test]
+fn the_jit_and_the_interpreter_train_alike() {
+    let (a, b) = (scratch("be-jit"), scratch("be-interp"));
+    for (dir, backend) in [(&a, "jit"), (&b, "interp")] {
+        let (code, _, err) = nnc(&[
+            "train",
+            "examples/digits_mlp.nn",
+            "--epochs",
+            "3",
+            "--seed",
+            "2",
+            "-q",
+            "--backend",
+            backend,
+            "--out",
+            s(dir),
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let rows = |d: &Path| run::parse_rows(&std::fs::read_to_string(d.join("metrics.csv")).unwrap());
+    let (ra, rb) = (rows(&a), rows(&b));
+    assert_eq!(ra.len(), 3);
+    for (x, y) in ra.iter().zip(&rb) {
+        assert!(
+            (x.train_loss - y.train_loss).abs() < 1e-4 * y.train_loss,
+            "{x:?} vs {y:?}"
+        );
+        assert!(
+            (x.test_loss.unwrap() - y.test_loss.unwrap()).abs() < 1e-4,
+            "{x:?} vs {y:?}"
+        );
+        assert!((x.test_accuracy.unwrap() - y.test_accuracy.unwrap()).abs() <= 1.0 / 360.0);
+    }
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

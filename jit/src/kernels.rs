@@ -12,12 +12,7 @@
 ///
 /// # Safety
 /// The pointers must address buffers of the sizes the strides describe.
-pub unsafe extern "C" fn nnc_matmul(
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    desc: *const i64,
-) {
+pub unsafe extern "C" fn nnc_matmul(a: *const f32, b: *const f32, c: *mut f32, desc: *const i64) {
     // desc: batch, m, k, n, a_rs, a_cs, b_rs, b_cs
     let d = unsafe { std::slice::from_raw_parts(desc, 8) };
     let (batch, m, k, n) = (d[0] as usize, d[1] as usize, d[2] as usize, d[3] as usize);
@@ -125,7 +120,9 @@ pub unsafe extern "C" fn nnc_reduce(x: *const f32, y: *mut f32, desc: *const i64
         let xrow = unsafe { std::slice::from_raw_parts(x.add(i), inner) };
         match (kind, inner_stride) {
             (2, 0) => {
-                let m = xrow.iter().fold(ys[base], |m, &v| if v > m || v.is_nan() { v } else { m });
+                let m = xrow
+                    .iter()
+                    .fold(ys[base], |m, &v| if v > m || v.is_nan() { v } else { m });
                 ys[base] = m;
             }
             (2, s) => {
@@ -194,7 +191,10 @@ pub unsafe extern "C" fn nnc_math(kind: i64, a: *const f32, b: *const f32, y: *m
         0 => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = x.exp()),
         1 => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = x.ln()),
         2 => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = x.tanh()),
-        3 => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = (*x as i32) as f32),
+        3 => ys
+            .iter_mut()
+            .zip(xs)
+            .for_each(|(y, x)| *y = (*x as i32) as f32),
         _ => {
             let bs = unsafe { std::slice::from_raw_parts(b, n) };
             for ((y, x), z) in ys.iter_mut().zip(xs).zip(bs) {

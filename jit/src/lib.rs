@@ -50,12 +50,24 @@ impl Jit {
 
     /// Evaluates `f` like the interpreter does (same arguments, same results up to f32
     /// rounding), compiling it for these sizes on first use.
-    pub fn eval(&mut self, f: &Func, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Tensor>, String> {
+    pub fn eval(
+        &mut self,
+        f: &Func,
+        inputs: &[Tensor],
+        params: &[Tensor],
+    ) -> Result<Vec<Tensor>, String> {
         if inputs.len() != f.inputs.len() || params.len() != f.params.len() {
-            return Err(format!("`@{}` called with the wrong number of values", f.name));
+            return Err(format!(
+                "`@{}` called with the wrong number of values",
+                f.name
+            ));
         }
         let mut dims: HashMap<String, usize> = HashMap::new();
-        let named = f.inputs.iter().map(|a| (&a.name, &a.ty)).chain(f.params.iter().map(|p| (&p.name, &p.ty)));
+        let named = f
+            .inputs
+            .iter()
+            .map(|a| (&a.name, &a.ty))
+            .chain(f.params.iter().map(|p| (&p.name, &p.ty)));
         for ((name, ty), t) in named.zip(inputs.iter().chain(params)) {
             if !t.matches(ty) {
                 return Err(format!("`{name}` expects {ty}, got {}", t.ty()));
@@ -65,13 +77,16 @@ impl Jit {
                     if let Some(&prev) = dims.get(s)
                         && prev != n
                     {
-                        return Err(format!("`{name}` has {s} = {n}, but an earlier value had {s} = {prev}"));
+                        return Err(format!(
+                            "`{name}` has {s} = {n}, but an earlier value had {s} = {prev}"
+                        ));
                     }
                     dims.insert(s.clone(), n);
                 }
             }
         }
-        let mut key_dims: Vec<(String, usize)> = dims.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let mut key_dims: Vec<(String, usize)> =
+            dims.iter().map(|(k, v)| (k.clone(), *v)).collect();
         key_dims.sort();
         let key = (f.name.clone(), key_dims);
         if !self.cache.contains_key(&key) {
@@ -88,7 +103,13 @@ impl Jit {
         Ok(outs
             .into_iter()
             .zip(kernel.output_types())
-            .map(|(data, (dtype, shape))| Tensor::new(*dtype, shape.clone(), data.into_iter().map(f64::from).collect()))
+            .map(|(data, (dtype, shape))| {
+                Tensor::new(
+                    *dtype,
+                    shape.clone(),
+                    data.into_iter().map(f64::from).collect(),
+                )
+            })
             .collect())
     }
 }
@@ -97,5 +118,7 @@ impl Jit {
 /// stay on the interpreter).
 pub fn supports(f: &Func) -> bool {
     let ok = |t: &nnc_ir::TensorType| t.dtype != DType::F64;
-    f.inputs.iter().all(|a| ok(&a.ty)) && f.params.iter().all(|p| ok(&p.ty)) && f.nodes.iter().all(|n| ok(&n.ty))
+    f.inputs.iter().all(|a| ok(&a.ty))
+        && f.params.iter().all(|p| ok(&p.ty))
+        && f.nodes.iter().all(|n| ok(&n.ty))
 }

@@ -10,10 +10,10 @@
 
 use std::collections::HashMap;
 
+use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, types};
 use cranelift_codegen::settings::{self, Configurable};
-use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module};
@@ -44,7 +44,10 @@ impl Drop for Kernel {
 impl Kernel {
     /// The number of elements of each output.
     pub fn output_lens(&self) -> Vec<usize> {
-        self.outputs.iter().map(|(_, s)| s.iter().product()).collect()
+        self.outputs
+            .iter()
+            .map(|(_, s)| s.iter().product())
+            .collect()
     }
 
     /// Element type and shape of each output.
@@ -53,7 +56,13 @@ impl Kernel {
     }
 
     /// Runs the function. Buffer lengths must be those the function was compiled for.
-    pub fn run(&self, inputs: &[Vec<f32>], params: &[Vec<f32>], outputs: &mut [Vec<f32>], scratch: &mut Vec<f32>) {
+    pub fn run(
+        &self,
+        inputs: &[Vec<f32>],
+        params: &[Vec<f32>],
+        outputs: &mut [Vec<f32>],
+        scratch: &mut Vec<f32>,
+    ) {
         if scratch.len() < self.scratch_len {
             scratch.resize(self.scratch_len, 0.0);
         }
@@ -61,7 +70,14 @@ impl Kernel {
         let ps: Vec<*const f32> = params.iter().map(|v| v.as_ptr()).collect();
         let outs: Vec<*mut f32> = outputs.iter_mut().map(|v| v.as_mut_ptr()).collect();
         // The code reads and writes exactly the buffers the plan sized.
-        unsafe { (self.entry)(ins.as_ptr(), ps.as_ptr(), outs.as_ptr(), scratch.as_mut_ptr()) };
+        unsafe {
+            (self.entry)(
+                ins.as_ptr(),
+                ps.as_ptr(),
+                outs.as_ptr(),
+                scratch.as_mut_ptr(),
+            )
+        };
     }
 }
 
@@ -79,7 +95,10 @@ fn shape_of(ty: &nnc_ir::TensorType, dims: &HashMap<String, usize>) -> Result<Ve
         .iter()
         .map(|d| match d {
             Dim::Known(n) => Ok(*n as usize),
-            Dim::Sym(s) => dims.get(s).copied().ok_or_else(|| format!("no size for dimension {s}")),
+            Dim::Sym(s) => dims
+                .get(s)
+                .copied()
+                .ok_or_else(|| format!("no size for dimension {s}")),
         })
         .collect()
 }
@@ -103,12 +122,15 @@ struct Helpers {
 
 fn new_module() -> Result<(JITModule, Helpers), String> {
     let mut fb = settings::builder();
-    let set = |fb: &mut settings::Builder, k: &str, v: &str| fb.set(k, v).map_err(|e| e.to_string());
+    let set =
+        |fb: &mut settings::Builder, k: &str, v: &str| fb.set(k, v).map_err(|e| e.to_string());
     set(&mut fb, "opt_level", "speed")?;
     set(&mut fb, "use_colocated_libcalls", "false")?;
     set(&mut fb, "is_pic", "false")?;
     let ib = cranelift_native::builder().map_err(|e| e.to_string())?;
-    let isa = ib.finish(settings::Flags::new(fb)).map_err(|e| e.to_string())?;
+    let isa = ib
+        .finish(settings::Flags::new(fb))
+        .map_err(|e| e.to_string())?;
     let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
     jb.symbol("nnc_matmul", kernels::nnc_matmul as *const u8);
     jb.symbol("nnc_gather", kernels::nnc_gather as *const u8);
@@ -122,7 +144,9 @@ fn new_module() -> Result<(JITModule, Helpers), String> {
         for _ in 0..n {
             sig.params.push(AbiParam::new(types::I64));
         }
-        module.declare_function(name, Linkage::Import, &sig).map_err(|e| e.to_string())
+        module
+            .declare_function(name, Linkage::Import, &sig)
+            .map_err(|e| e.to_string())
     };
     let helpers = Helpers {
         matmul: declare("nnc_matmul", 4)?,
@@ -143,7 +167,10 @@ fn absorbed_transposes(f: &Func) -> Vec<bool> {
         .map(|n| match (&n.op, &n.attr) {
             (Op::Transpose, Attr::Perm(p)) => {
                 let r = p.len();
-                r >= 2 && p[r - 2] == r - 1 && p[r - 1] == r - 2 && p[..r - 2].iter().enumerate().all(|(i, &k)| i == k)
+                r >= 2
+                    && p[r - 2] == r - 1
+                    && p[r - 1] == r - 2
+                    && p[..r - 2].iter().enumerate().all(|(i, &k)| i == k)
             }
             _ => false,
         })
@@ -167,7 +194,10 @@ fn absorbed_transposes(f: &Func) -> Vec<bool> {
 
 pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {
     if !crate::supports(f) {
-        return Err(format!("the JIT compiles f32 and i32 graphs; `@{}` uses f64", f.name));
+        return Err(format!(
+            "the JIT compiles f32 and i32 graphs; `@{}` uses f64",
+            f.name
+        ));
     }
     let (mut module, helpers) = new_module()?;
     let ptr = types::I64;
@@ -176,7 +206,11 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
         sig.params.push(AbiParam::new(ptr));
     }
     let id = module
-        .declare_function(&format!("nnc_{}", f.name.replace('.', "_")), Linkage::Export, &sig)
+        .declare_function(
+            &format!("nnc_{}", f.name.replace('.', "_")),
+            Linkage::Export,
+            &sig,
+        )
         .map_err(|e| e.to_string())?;
     let mut ctx = Context::new();
     ctx.func.signature = sig;
@@ -188,7 +222,11 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
     let mut loc: Vec<Loc> = Vec::with_capacity(f.nodes.len());
     let mut own: Vec<bool> = Vec::with_capacity(f.nodes.len());
     let mut scratch = 0usize;
-    let shapes: Vec<Vec<usize>> = f.nodes.iter().map(|n| shape_of(&n.ty, dims)).collect::<Result<_, _>>()?;
+    let shapes: Vec<Vec<usize>> = f
+        .nodes
+        .iter()
+        .map(|n| shape_of(&n.ty, dims))
+        .collect::<Result<_, _>>()?;
     let value_loc = |loc: &[Loc], v: Value| match v {
         Value::Input(i) => Loc::Input(i as usize),
         Value::Param(i) => Loc::Param(i as usize),
@@ -223,10 +261,21 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
         b.seal_block(entry);
         let [ins, pars, outs, scr] = [0, 1, 2, 3].map(|k| b.block_params(entry)[k]);
         let flags = MemFlagsData::new().with_notrap();
-        let in_ptrs: Vec<_> = (0..f.inputs.len()).map(|i| b.ins().load(ptr, flags, ins, (8 * i) as i32)).collect();
-        let par_ptrs: Vec<_> = (0..f.params.len()).map(|i| b.ins().load(ptr, flags, pars, (8 * i) as i32)).collect();
-        let refs = [helpers.matmul, helpers.gather, helpers.reduce, helpers.one_hot, helpers.math, helpers.copy]
-            .map(|h| module.declare_func_in_func(h, b.func));
+        let in_ptrs: Vec<_> = (0..f.inputs.len())
+            .map(|i| b.ins().load(ptr, flags, ins, (8 * i) as i32))
+            .collect();
+        let par_ptrs: Vec<_> = (0..f.params.len())
+            .map(|i| b.ins().load(ptr, flags, pars, (8 * i) as i32))
+            .collect();
+        let refs = [
+            helpers.matmul,
+            helpers.gather,
+            helpers.reduce,
+            helpers.one_hot,
+            helpers.math,
+            helpers.copy,
+        ]
+        .map(|h| module.declare_func_in_func(h, b.func));
         let [h_matmul, h_gather, h_reduce, h_one_hot, h_math, h_copy] = refs;
 
         let addr = |b: &mut FunctionBuilder, l: Loc| match l {
@@ -296,7 +345,9 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
                     elementwise(&mut b, op, value, dst, &srcs, count);
                 }
                 Op::Sum | Op::Mean | Op::ReduceMax => {
-                    let Attr::Axes(axes) = &n.attr else { return Err("reduction without axes".into()) };
+                    let Attr::Axes(axes) = &n.attr else {
+                        return Err("reduction without axes".into());
+                    };
                     let xs = value_shape(n.args[0])?;
                     let kept: Vec<usize> = (0..xs.len()).filter(|a| !axes.contains(a)).collect();
                     let out_strides = strides(&kept.iter().map(|&a| xs[a]).collect::<Vec<_>>());
@@ -323,8 +374,14 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
                     let out = &shapes[i];
                     let mut per_out = vec![0i64; out.len()];
                     match &n.attr {
-                        Attr::Dims(d) => d.iter().enumerate().for_each(|(k, &o)| per_out[o] = xstr[k]),
-                        Attr::Perm(p) => p.iter().enumerate().for_each(|(k, &a)| per_out[k] = xstr[a]),
+                        Attr::Dims(d) => d
+                            .iter()
+                            .enumerate()
+                            .for_each(|(k, &o)| per_out[o] = xstr[k]),
+                        Attr::Perm(p) => p
+                            .iter()
+                            .enumerate()
+                            .for_each(|(k, &a)| per_out[k] = xstr[a]),
                         _ => return Err("layout op without its attribute".into()),
                     }
                     let mut d = vec![out.len() as i64];
@@ -362,7 +419,16 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
                     };
                     let (al, a_rs, a_cs) = operand(0, m, k);
                     let (bl, b_rs, b_cs) = operand(1, k, nn);
-                    let d = vec![batch as i64, m as i64, k as i64, nn as i64, a_rs, a_cs, b_rs, b_cs];
+                    let d = vec![
+                        batch as i64,
+                        m as i64,
+                        k as i64,
+                        nn as i64,
+                        a_rs,
+                        a_cs,
+                        b_rs,
+                        b_cs,
+                    ];
                     let (ap, bp) = (addr(&mut b, al), addr(&mut b, bl));
                     let dp = desc_ptr(&mut b, d);
                     b.ins().call(h_matmul, &[ap, bp, dst, dp]);
@@ -385,7 +451,9 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
         b.ins().return_(&[]);
         b.finalize(module.target_config());
         let kernel_outputs = outputs;
-        module.define_function(id, &mut ctx).map_err(|e| format!("{e:?}"))?;
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| format!("{e:?}"))?;
         module.clear_context(&mut ctx);
         module.finalize_definitions().map_err(|e| e.to_string())?;
         let code = module.get_finalized_function(id);
@@ -510,7 +578,10 @@ fn elementwise(
     }
     for j in vec_end as usize..count {
         let off = (4 * j) as i32;
-        let xs: Vec<_> = srcs.iter().map(|&s| b.ins().load(types::F32, flags, s, off)).collect();
+        let xs: Vec<_> = srcs
+            .iter()
+            .map(|&s| b.ins().load(types::F32, flags, s, off))
+            .collect();
         let y = compute(b, op, value, &xs, types::F32);
         b.ins().store(flags, y, dst, off);
     }

@@ -8,6 +8,16 @@ use nnc_runtime::data::{DataSpec, Source, Split};
 
 use crate::schedule::Schedule;
 
+/// What runs the compiled functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Native code from the Cranelift JIT (the default).
+    #[default]
+    Jit,
+    /// The reference interpreter, the oracle.
+    Interp,
+}
+
 /// Everything a training run needs besides the model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
@@ -31,6 +41,8 @@ pub struct TrainConfig {
     pub grad_noise: Option<f64>,
     /// The data, if declared or given.
     pub data: Option<DataSpec>,
+    /// What runs the functions.
+    pub backend: Backend,
 }
 
 /// Command-line overrides of a train block.
@@ -93,6 +105,7 @@ impl TrainConfig {
             clip: None,
             grad_noise: None,
             data: None,
+            backend: Backend::default(),
         }
     }
 
@@ -153,6 +166,7 @@ impl TrainConfig {
             clip: setting("clip").and_then(num).filter(|&c| c > 0.0),
             grad_noise: setting("grad_noise").and_then(num).filter(|&c| c > 0.0),
             data,
+            backend: Backend::default(),
         }
     }
 

@@ -2,8 +2,8 @@
 //! the training loop over the compiled functions (`@M.grad`, `@M.update`), evaluation and
 //! prediction, checkpoints, and a run's files (metrics and curves).
 //!
-//! The loop calls the reference interpreter today; the native backends will replace the
-//! calls without changing a result.
+//! The loop runs the functions on the Cranelift JIT by default, or on the reference
+//! interpreter (`Backend::Interp`), the oracle the JIT is tested against.
 
 #![warn(missing_docs)]
 
@@ -13,7 +13,7 @@ pub mod run;
 pub mod schedule;
 pub mod session;
 
-pub use config::{Overrides, TrainConfig};
+pub use config::{Backend, Overrides, TrainConfig};
 pub use run::{Observer, Quiet, RunOptions, Summary};
 pub use schedule::Schedule;
-pub use session::{Metrics, Model, Session, TrainError};
+pub use session::{Executor, Metrics, Model, Session, TrainError};

@@ -7,13 +7,52 @@
 //! function of its seed, and a run resumed from a checkpoint continues exactly as if it
 //! had not stopped.
 
-use nnc_compiler::interp::eval;
 use nnc_ir::{DType, Func, Module, ParamKind, TensorType};
 use nnc_lang::TrainSpec;
 use nnc_runtime::data::Dataset;
 use nnc_runtime::{Checkpoint, Rng, Tensor, init_param};
 
-use crate::config::TrainConfig;
+use crate::config::{Backend, TrainConfig};
+
+/// Runs IR functions: the reference interpreter, or native code from the JIT (compiled on
+/// first use per function and batch size, and cached).
+#[derive(Clone, Debug)]
+pub enum Executor {
+    /// The reference interpreter.
+    Interp,
+    /// The Cranelift JIT; f64 graphs, which it does not compile, run on the interpreter.
+    Jit(std::sync::Arc<std::sync::Mutex<nnc_jit::Jit>>),
+}
+
+impl Executor {
+    /// An executor for a backend.
+    pub fn new(backend: Backend) -> Executor {
+        match backend {
+            Backend::Interp => Executor::Interp,
+            Backend::Jit => Executor::Jit(Default::default()),
+        }
+    }
+
+    /// Evaluates `f` on inputs and parameter values.
+    pub fn eval(
+        &self,
+        f: &Func,
+        inputs: &[Tensor],
+        params: &[Tensor],
+    ) -> Result<Vec<Tensor>, String> {
+        match self {
+            Executor::Jit(jit) if nnc_jit::supports(f) => {
+                let mut jit = jit.lock().unwrap_or_else(|p| p.into_inner());
+                jit.eval(f, inputs, params)
+            }
+            _ => nnc_compiler::interp::eval(f, inputs, params).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+fn optimize(f: &Func) -> Result<Func, String> {
+    nnc_compiler::passes::optimize(f, &mut |_, _| {})
+}
 
 /// The checkpoint format written in the `format` metadata.
 pub const FORMAT: &str = "nnc-checkpoint-1";
@@ -44,10 +83,11 @@ impl Model {
     /// Picks model `name` out of a checked module. With a train spec, its loss, gradient
     /// and update functions come along.
     pub fn new(module: &Module, name: &str, spec: Option<&TrainSpec>) -> Result<Model, String> {
-        let forward = module
-            .func(name)
-            .ok_or_else(|| format!("there is no model `{name}`"))?
-            .clone();
+        let forward = optimize(
+            module
+                .func(name)
+                .ok_or_else(|| format!("there is no model `{name}`"))?,
+        )?;
         let x = forward
             .inputs
             .first()
@@ -67,14 +107,13 @@ impl Model {
             if names(&l) != names(&forward) {
                 return Err(format!("`{name}.loss` and `{name}` disagree on parameters"));
             }
-            grad = Some(nnc_compiler::autodiff::grad(&l)?);
-            loss = Some(l);
-            update = Some(
+            grad = Some(optimize(&nnc_compiler::autodiff::grad(&l)?)?);
+            loss = Some(optimize(&l)?);
+            update = Some(optimize(
                 module
                     .func(&format!("{name}.update"))
-                    .ok_or_else(|| format!("`{name}` has no update rule"))?
-                    .clone(),
-            );
+                    .ok_or_else(|| format!("`{name}` has no update rule"))?,
+            )?);
         }
         let out_ty = forward.output_types()[0].clone();
         let classes = match (&y, out_ty.rank()) {
@@ -215,6 +254,8 @@ pub struct Session {
     pub epoch: u64,
     /// The learning rate of the last step.
     pub last_lr: f64,
+    /// What runs the functions.
+    pub exec: Executor,
 }
 
 const EVAL_CHUNK: usize = 512;
@@ -223,6 +264,7 @@ impl Session {
     /// A fresh session: parameters initialized as declared from the config's seed,
     /// optimizer states as the rule declares them.
     pub fn new(model: Model, config: TrainConfig) -> Result<Session, String> {
+        let config_backend = config.backend;
         let params = model
             .forward
             .params
@@ -250,6 +292,7 @@ impl Session {
             step: 0,
             epoch: 0,
             last_lr: 0.0,
+            exec: Executor::new(config_backend),
         })
     }
 
@@ -327,7 +370,7 @@ impl Session {
                 self.model.name
             )));
         };
-        let outs = eval(grad, inputs, &self.params).map_err(|e| e.to_string())?;
+        let outs = self.exec.eval(grad, inputs, &self.params)?;
         let loss = outs[0].data[0];
         if !loss.is_finite() {
             return Err(TrainError::Diverged {
@@ -353,9 +396,7 @@ impl Session {
                 data: t.data.clone(),
             };
             let ins = [flat(w), flat(g), lr_t.clone(), step_t.clone()];
-            let mut outs = eval(update, &ins, &self.states[i])
-                .map_err(|e| e.to_string())?
-                .into_iter();
+            let mut outs = self.exec.eval(update, &ins, &self.states[i])?.into_iter();
             let new_w = outs.next().expect("the rule returns the parameter");
             self.params[i].data = new_w.data;
             self.states[i] = outs.collect();
@@ -416,7 +457,7 @@ impl Session {
             let b = data.rows(chunk);
             let mut inputs = vec![b.x];
             inputs.extend(b.y.clone());
-            let outs = eval(loss, &inputs, &self.params).map_err(|e| e.to_string())?;
+            let outs = self.exec.eval(loss, &inputs, &self.params)?;
             sum += outs[0].data[0] * chunk.len() as f64;
             if let (Some(_), Some(y)) = (self.model.classes, &b.y) {
                 correct += count_correct(&outs[1], y);
@@ -442,8 +483,9 @@ impl Session {
                 shape,
                 data: x.data[start * per..end * per].to_vec(),
             };
-            let y = eval(&self.model.forward, &[xb], &self.params)
-                .map_err(|e| e.to_string())?
+            let y = self
+                .exec
+                .eval(&self.model.forward, &[xb], &self.params)?
                 .remove(0);
             match &mut out {
                 None => out = Some(y),

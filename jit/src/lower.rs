@@ -459,13 +459,13 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
         let code = module.get_finalized_function(id);
         // The function was declared with exactly this signature.
         let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
-        return Ok(Kernel {
+        Ok(Kernel {
             module: Some(module),
             entry,
             scratch_len: scratch,
             outputs: kernel_outputs,
             _descs: descs,
-        });
+        })
     }
 }
 

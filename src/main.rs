@@ -2,6 +2,7 @@
 //!
 //! Exit status: 0 success, 1 errors in the input (source, data), 2 bad command line.
 
+mod bench;
 mod train_cmds;
 
 use std::io::{IsTerminal, Write};
@@ -64,6 +65,8 @@ enum Command {
     Predict(train_cmds::PredictArgs),
     /// Check a model's parameter gradients against finite differences (in f64).
     Gradcheck(train_cmds::GradcheckArgs),
+    /// Time forward and training steps on random data; one JSON line each.
+    Bench(bench::BenchArgs),
     /// List the primitive ops: mnemonic, arity, attribute, doc.
     Ops,
 }
@@ -72,12 +75,13 @@ enum Command {
 struct Failed(u8);
 
 fn main() -> ExitCode {
+    let start = std::time::Instant::now();
     // Checking recurses over the program's nesting, which the parser bounds; a large
     // stack keeps even the bounded worst case far from overflowing.
     let cli = Cli::parse();
     let worker = std::thread::Builder::new()
         .stack_size(256 << 20)
-        .spawn(move || run(cli));
+        .spawn(move || run(cli, start));
     match worker.map(|h| h.join()) {
         Ok(Ok(Ok(()))) => ExitCode::SUCCESS,
         Ok(Ok(Err(Failed(code)))) => ExitCode::from(code),
@@ -88,7 +92,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Failed> {
+fn run(cli: Cli, start: std::time::Instant) -> Result<(), Failed> {
     match cli.command {
         Command::Check { files } => {
             let mut failed = false;
@@ -154,6 +158,7 @@ fn run(cli: Cli) -> Result<(), Failed> {
         Command::Eval(a) => train_cmds::eval(a),
         Command::Predict(a) => train_cmds::predict(a),
         Command::Gradcheck(a) => train_cmds::gradcheck(a),
+        Command::Bench(a) => bench::bench(a, start),
         Command::Ops => {
             for row in nnc_ir::TABLE {
                 println!(

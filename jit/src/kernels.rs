@@ -6,6 +6,15 @@
 //! shapes (specialized per batch size); the descriptors are arrays of `i64` owned by the
 //! compiled kernel, so they outlive every call.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// Sets how many threads matrix products may use (1 = the calling thread only).
+pub fn set_threads(n: usize) {
+    THREADS.store(n.max(1), Ordering::Relaxed);
+}
+
 /// `c[b] = a[b] @ b[b]` for each of `batch` products of `[m, k] x [k, n]`. `a` and `b` are
 /// read through row and column strides (elements), so a transposed operand costs nothing;
 /// their batch strides are `m * k` and `k * n`.
@@ -16,6 +25,10 @@ pub unsafe extern "C" fn nnc_matmul(a: *const f32, b: *const f32, c: *mut f32, d
     // desc: batch, m, k, n, a_rs, a_cs, b_rs, b_cs
     let d = unsafe { std::slice::from_raw_parts(desc, 8) };
     let (batch, m, k, n) = (d[0] as usize, d[1] as usize, d[2] as usize, d[3] as usize);
+    let par = match THREADS.load(Ordering::Relaxed) {
+        1 => gemm::Parallelism::None,
+        t => gemm::Parallelism::Rayon(t),
+    };
     for i in 0..batch {
         unsafe {
             let (ap, bp, cp) = (a.add(i * m * k), b.add(i * k * n), c.add(i * m * n));
@@ -42,7 +55,7 @@ pub unsafe extern "C" fn nnc_matmul(a: *const f32, b: *const f32, c: *mut f32, d
                 false,
                 false,
                 false,
-                gemm::Parallelism::None,
+                par,
             );
         }
     }

@@ -34,6 +34,8 @@ pub struct Jit {
     scratch: Vec<f32>,
     /// Kernels compiled so far (a cache miss each).
     pub compiled: usize,
+    /// Time spent compiling them.
+    pub compile_time: std::time::Duration,
 }
 
 impl std::fmt::Debug for Jit {
@@ -90,7 +92,9 @@ impl Jit {
         key_dims.sort();
         let key = (f.name.clone(), key_dims);
         if !self.cache.contains_key(&key) {
+            let t = std::time::Instant::now();
             let k = compile(f, &dims)?;
+            self.compile_time += t.elapsed();
             self.compiled += 1;
             self.cache.insert(key.clone(), k);
         }

@@ -1,0 +1,177 @@
+//! `nnc bench`: forward-only and training-step loops on random data of a model's shape,
+//! one JSON line per measurement, with the reference interpreter measured in the same run
+//! as the baseline the ratios are taken against.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use nnc_ir::{DType, Dim};
+use nnc_runtime::{Rng, Tensor};
+use nnc_train::{Backend, Executor, Model, Session, TrainConfig};
+
+use crate::{Failed, load_checked};
+
+/// `nnc bench` options.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The .nn file.
+    file: PathBuf,
+    /// The model (default: the one with a train block).
+    #[arg(long)]
+    model: Option<String>,
+    /// Rows per step (default: the train block's batch).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Threads for matrix products.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Timed steps per measurement (after one warm-up step).
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Timed steps of the interpreter baseline (0 skips it).
+    #[arg(long, default_value_t = 3)]
+    baseline_steps: usize,
+}
+
+fn fail(msg: impl std::fmt::Display) -> Failed {
+    eprintln!("error: {msg}");
+    Failed(1)
+}
+
+/// Peak resident memory of this process, from /proc (0 where unavailable).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn random_batch(model: &Model, batch: usize, rng: &mut Rng) -> Result<Vec<Tensor>, String> {
+    let f = model.loss.as_ref().unwrap_or(&model.forward);
+    let mut out = Vec::new();
+    for a in &f.inputs {
+        let shape: Vec<usize> = a
+            .ty
+            .shape
+            .dims()
+            .iter()
+            .map(|d| match d {
+                Dim::Known(n) => *n as usize,
+                Dim::Sym(_) => batch,
+            })
+            .collect();
+        let n: usize = shape.iter().product();
+        let data = if a.ty.dtype == DType::I32 {
+            let k = model.classes.unwrap_or(2) as u64;
+            (0..n).map(|_| rng.below(k) as f64).collect()
+        } else {
+            (0..n).map(|_| rng.uniform()).collect()
+        };
+        out.push(Tensor::new(a.ty.dtype, shape, data));
+    }
+    Ok(out)
+}
+
+struct Measured {
+    per_step: Duration,
+    first: Duration,
+    compile: Duration,
+}
+
+fn measure(
+    session: &mut Session,
+    inputs: &[Tensor],
+    steps: usize,
+    train: bool,
+) -> Result<Measured, String> {
+    let n_model = session.model.forward.inputs.len();
+    let step = |s: &mut Session| -> Result<(), String> {
+        if train {
+            s.train_step(inputs, 1).map_err(|e| e.to_string())?;
+        } else {
+            s.exec.eval(&s.model.forward, &inputs[..n_model], &s.params)?;
+        }
+        Ok(())
+    };
+    let t = Instant::now();
+    step(session)?;
+    let first = t.elapsed();
+    let t = Instant::now();
+    for _ in 0..steps {
+        step(session)?;
+    }
+    let compile = match &session.exec {
+        Executor::Jit(j) => j.lock().map(|j| j.compile_time).unwrap_or_default(),
+        Executor::Interp => Duration::ZERO,
+    };
+    Ok(Measured {
+        per_step: t.elapsed() / steps.max(1) as u32,
+        first,
+        compile,
+    })
+}
+
+pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
+    let checked = load_checked(&a.file)?;
+    let name = match (&a.model, checked.trains.as_slice()) {
+        (Some(m), _) => m.clone(),
+        (None, [t]) => t.model.clone(),
+        _ => return Err(fail("choose the model to benchmark with --model")),
+    };
+    let spec = checked.trains.iter().find(|t| t.model == name).cloned();
+    let model = Model::new(&checked.module, &name, spec.as_ref()).map_err(fail)?;
+    let mut config = match &spec {
+        Some(s) => TrainConfig::from_spec(s, std::path::Path::new(".")),
+        None => TrainConfig::inference(&name),
+    };
+    let batch = a.batch.unwrap_or(config.batch).max(1);
+    config.batch = batch;
+    nnc_jit::kernels::set_threads(a.threads);
+    let inputs = random_batch(&model, batch, &mut Rng::new(0)).map_err(fail)?;
+    let mut out = std::io::stdout().lock();
+    let kinds: &[(&str, bool)] = if model.grad.is_some() {
+        &[("train_step", true), ("forward", false)]
+    } else {
+        &[("forward", false)]
+    };
+    for &(kind, train) in kinds {
+        let mut jit_cfg = config.clone();
+        jit_cfg.backend = Backend::Jit;
+        let mut s = Session::new(model.clone(), jit_cfg).map_err(fail)?;
+        let started = process_start.elapsed();
+        let m = measure(&mut s, &inputs, a.steps, train).map_err(fail)?;
+        let baseline = if a.baseline_steps > 0 {
+            let mut cfg = config.clone();
+            cfg.backend = Backend::Interp;
+            let mut s = Session::new(model.clone(), cfg).map_err(fail)?;
+            Some(measure(&mut s, &inputs, a.baseline_steps, train).map_err(fail)?)
+        } else {
+            None
+        };
+        let secs = m.per_step.as_secs_f64();
+        let line = serde_json::json!({
+            "bench": kind,
+            "model": name,
+            "backend": "jit",
+            "batch": batch,
+            "threads": a.threads,
+            "steps": a.steps,
+            "samples_per_s": (batch as f64 / secs).round(),
+            "ms_per_step": secs * 1e3,
+            "us_per_step": secs * 1e6,
+            "compile_ms": m.compile.as_secs_f64() * 1e3,
+            "first_step_done_ms_from_start": (started + m.first).as_secs_f64() * 1e3,
+            "peak_rss_mb": peak_rss_mb(),
+            "interp_ms_per_step": baseline.as_ref().map(|b| b.per_step.as_secs_f64() * 1e3),
+            "speedup_vs_interp": baseline.as_ref().map(|b| b.per_step.as_secs_f64() / secs),
+        });
+        let _ = writeln!(out, "{line}");
+    }
+    Ok(())
+}

@@ -45,9 +45,11 @@ fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -56,16 +58,15 @@ fn random_batch(model: &Model, batch: usize, rng: &mut Rng) -> Result<Vec<Tensor
     let f = model.loss.as_ref().unwrap_or(&model.forward);
     let mut out = Vec::new();
     for a in &f.inputs {
-        let shape: Vec<usize> = a
-            .ty
-            .shape
-            .dims()
-            .iter()
-            .map(|d| match d {
-                Dim::Known(n) => *n as usize,
-                Dim::Sym(_) => batch,
-            })
-            .collect();
+        let shape: Vec<usize> =
+            a.ty.shape
+                .dims()
+                .iter()
+                .map(|d| match d {
+                    Dim::Known(n) => *n as usize,
+                    Dim::Sym(_) => batch,
+                })
+                .collect();
         let n: usize = shape.iter().product();
         let data = if a.ty.dtype == DType::I32 {
             let k = model.classes.unwrap_or(2) as u64;
@@ -95,7 +96,8 @@ fn measure(
         if train {
             s.train_step(inputs, 1).map_err(|e| e.to_string())?;
         } else {
-            s.exec.eval(&s.model.forward, &inputs[..n_model], &s.params)?;
+            s.exec
+                .eval(&s.model.forward, &inputs[..n_model], &s.params)?;
         }
         Ok(())
     };

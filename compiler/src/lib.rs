@@ -8,3 +8,4 @@ pub mod autodiff;
 pub mod gradcheck;
 pub mod interp;
 pub mod passes;
+pub mod random_graph;

@@ -1,0 +1,203 @@
+//! Random well-typed IR functions, for differential tests of passes and backends against
+//! the interpreter. Each function takes small f32 inputs and parameters and applies a
+//! random sequence of ops from every class of the table (elementwise, comparisons and
+//! selects, reductions, broadcasts, transposes, reshapes, matrix products, constants).
+
+use nnc_ir::{Attr, DType, Func, Init, Op, ParamKind, Shape, TensorType, Value};
+use nnc_runtime::{Rng, Tensor};
+
+fn ty(dims: &[u64]) -> TensorType {
+    TensorType::new(DType::F32, Shape::known(dims))
+}
+
+fn dims_of(f: &Func, v: Value) -> Vec<u64> {
+    f.ty(v)
+        .shape
+        .dims()
+        .iter()
+        .map(|d| d.known().unwrap_or(1))
+        .collect()
+}
+
+/// A random function of `ops` nodes (plus the ones needed to keep values in range).
+pub fn random_func(seed: u64, ops: usize) -> Func {
+    let mut rng = Rng::stream(seed, "random_graph");
+    let mut f = Func::new(format!("random{seed}"));
+    let mut pool: Vec<Value> = Vec::new();
+    let pick_dims = |rng: &mut Rng| -> Vec<u64> {
+        let rank = rng.below(4) as usize;
+        (0..rank).map(|_| 1 + rng.below(6)).collect()
+    };
+    for i in 0..1 + rng.below(2) {
+        let d = pick_dims(&mut rng);
+        pool.push(f.add_input(format!("x{i}"), ty(&d)));
+    }
+    for i in 0..1 + rng.below(2) {
+        let d = pick_dims(&mut rng);
+        pool.push(f.add_param(ParamKind::Param, format!("p{i}"), ty(&d), Init::Zeros));
+    }
+    let mut built = 0;
+    while built < ops {
+        let a = pool[rng.below(pool.len() as u64) as usize];
+        let ad = dims_of(&f, a);
+        let choice = rng.below(12);
+        let r = match choice {
+            0 => {
+                let op = [Op::Neg, Op::Abs, Op::Sign, Op::Tanh][rng.below(4) as usize];
+                f.build(op, vec![a], Attr::None, None)
+            }
+            1 => {
+                // exp, log and sqrt on a safe range: tanh first (and abs + 0.5 for log, sqrt).
+                let t = f.build(Op::Tanh, vec![a], Attr::None, None).unwrap();
+                let op = [Op::Exp, Op::Log, Op::Sqrt][rng.below(3) as usize];
+                let arg = if op == Op::Exp {
+                    t
+                } else {
+                    let ab = f.build(Op::Abs, vec![t], Attr::None, None).unwrap();
+                    let half = f
+                        .build(Op::Const, vec![], Attr::Value(0.5), Some(f.ty(a).clone()))
+                        .unwrap();
+                    f.build(Op::Add, vec![ab, half], Attr::None, None).unwrap()
+                };
+                f.build(op, vec![arg], Attr::None, None)
+            }
+            2..=4 => {
+                // A binary op with a same-typed partner, broadcast into shape when needed.
+                let same: Vec<Value> = pool
+                    .iter()
+                    .copied()
+                    .filter(|&v| f.ty(v) == f.ty(a))
+                    .collect();
+                let b = same[rng.below(same.len() as u64) as usize];
+                let op = [
+                    Op::Add,
+                    Op::Sub,
+                    Op::Mul,
+                    Op::Max,
+                    Op::Min,
+                    Op::Lt,
+                    Op::Ge,
+                    Op::Eq,
+                    Op::Div,
+                ][rng.below(9) as usize];
+                if op == Op::Div {
+                    // Divide by something away from zero: 1.5 + tanh(b).
+                    let t = f.build(Op::Tanh, vec![b], Attr::None, None).unwrap();
+                    let c = f
+                        .build(Op::Const, vec![], Attr::Value(1.5), Some(f.ty(a).clone()))
+                        .unwrap();
+                    let d = f.build(Op::Add, vec![t, c], Attr::None, None).unwrap();
+                    f.build(Op::Div, vec![a, d], Attr::None, None)
+                } else {
+                    f.build(op, vec![a, b], Attr::None, None)
+                }
+            }
+            5 => {
+                let same: Vec<Value> = pool
+                    .iter()
+                    .copied()
+                    .filter(|&v| f.ty(v) == f.ty(a))
+                    .collect();
+                let b = same[rng.below(same.len() as u64) as usize];
+                let c = f.build(Op::Gt, vec![a, b], Attr::None, None).unwrap();
+                f.build(Op::Select, vec![c, b, a], Attr::None, None)
+            }
+            6 => {
+                let op = [Op::Sum, Op::Mean, Op::ReduceMax][rng.below(3) as usize];
+                let axes: Vec<usize> = (0..ad.len()).filter(|_| rng.below(2) == 0).collect();
+                f.build(op, vec![a], Attr::Axes(axes), None)
+            }
+            7 if ad.len() < 4 => {
+                // A new axis somewhere.
+                let at = rng.below(ad.len() as u64 + 1) as usize;
+                let mut out = ad.clone();
+                out.insert(at, 1 + rng.below(4));
+                let dims: Vec<usize> = (0..ad.len())
+                    .map(|k| if k < at { k } else { k + 1 })
+                    .collect();
+                f.build(Op::Broadcast, vec![a], Attr::Dims(dims), Some(ty(&out)))
+            }
+            8 if ad.len() >= 2 => {
+                let mut perm: Vec<usize> = (0..ad.len()).collect();
+                rng.shuffle(&mut perm);
+                f.build(Op::Transpose, vec![a], Attr::Perm(perm), None)
+            }
+            9 => {
+                let n: u64 = ad.iter().product();
+                let out = if rng.below(2) == 0 || n % 2 != 0 {
+                    vec![n]
+                } else {
+                    vec![2, n / 2]
+                };
+                f.build(Op::Reshape, vec![a], Attr::None, Some(ty(&out)))
+            }
+            10 if ad.len() >= 2 => {
+                // a @ w with a new parameter w, sometimes through a transpose of a.
+                let r = ad.len();
+                let n = 1 + rng.below(5);
+                let (lhs, k) = if rng.below(2) == 0 {
+                    let mut perm: Vec<usize> = (0..r).collect();
+                    perm.swap(r - 2, r - 1);
+                    (
+                        f.build(Op::Transpose, vec![a], Attr::Perm(perm), None)
+                            .unwrap(),
+                        ad[r - 2],
+                    )
+                } else {
+                    (a, ad[r - 1])
+                };
+                let mut wd = ad[..r - 2].to_vec();
+                wd.extend([k, n]);
+                let w = f.add_param(
+                    ParamKind::Param,
+                    format!("w{}", f.params.len()),
+                    ty(&wd),
+                    Init::Zeros,
+                );
+                f.build(Op::MatMul, vec![lhs, w], Attr::None, None)
+            }
+            11 => {
+                let c = f
+                    .build(Op::Const, vec![], Attr::Value(0.25), Some(f.ty(a).clone()))
+                    .unwrap();
+                let ab = f.build(Op::Abs, vec![a], Attr::None, None).unwrap();
+                let base = f.build(Op::Add, vec![ab, c], Attr::None, None).unwrap();
+                f.build(Op::Pow, vec![base, c], Attr::None, None)
+            }
+            _ => continue,
+        };
+        if let Ok(v) = r {
+            pool.push(v);
+            built += 1;
+        }
+    }
+    let nodes = f.nodes.len() as u32;
+    let outs = 1 + rng.below(3);
+    for _ in 0..outs {
+        let k = nodes - 1 - rng.below(nodes.min(4) as u64) as u32;
+        f.outputs.push(Value::Node(k));
+    }
+    f
+}
+
+/// Random values for a function's inputs and parameters, in (-1, 1).
+pub fn random_values(f: &Func, seed: u64) -> (Vec<Tensor>, Vec<Tensor>) {
+    let mut rng = Rng::stream(seed, "random_values");
+    let mut make = |t: &TensorType| {
+        let shape: Vec<usize> = t
+            .shape
+            .dims()
+            .iter()
+            .map(|d| d.known().unwrap_or(1) as usize)
+            .collect();
+        let n = shape.iter().product();
+        Tensor::new(
+            t.dtype,
+            shape,
+            (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect(),
+        )
+    };
+    let inputs = f.inputs.iter().map(|a| make(&a.ty)).collect();
+    let params = f.params.iter().map(|p| make(&p.ty)).collect();
+    (inputs, params)
+}

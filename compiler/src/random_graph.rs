@@ -124,7 +124,7 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
             }
             9 => {
                 let n: u64 = ad.iter().product();
-                let out = if rng.below(2) == 0 || n % 2 != 0 {
+                let out = if rng.below(2) == 0 || !n.is_multiple_of(2) {
                     vec![n]
                 } else {
                     vec![2, n / 2]

@@ -223,10 +223,10 @@ pub unsafe extern "C" fn nnc_math(kind: i64, a: *const f32, b: *const f32, y: *m
     }
 }
 
-/// `y[..n] = x[..n]`.
+/// `y[..n] = x[..n]` (the buffers may be the same).
 ///
 /// # Safety
-/// Both buffers hold `n` values and do not overlap.
+/// Both buffers hold `n` values.
 pub unsafe extern "C" fn nnc_copy(y: *mut f32, x: *const f32, n: i64) {
-    unsafe { std::ptr::copy_nonoverlapping(x, y, n as usize) };
+    unsafe { std::ptr::copy(x, y, n as usize) };
 }

@@ -12,6 +12,7 @@
 //! floats. The reference interpreter is the oracle: `tests/jit.rs` compares every example
 //! and random graphs against it.
 
+mod fused;
 pub mod kernels;
 mod lower;
 
@@ -20,6 +21,7 @@ use std::collections::HashMap;
 use nnc_ir::{DType, Dim, Func};
 use nnc_runtime::Tensor;
 
+pub use fused::FusedStep;
 pub use lower::Kernel;
 
 /// Compiles `f` for the given sizes of its symbolic dimensions.
@@ -48,6 +50,21 @@ impl Jit {
     /// A JIT with an empty cache.
     pub fn new() -> Jit {
         Jit::default()
+    }
+
+    /// The kernel of `f` for these sizes, compiled on first use.
+    pub fn kernel(&mut self, f: &Func, dims: &HashMap<String, usize>) -> Result<&Kernel, String> {
+        let mut key_dims: Vec<(String, usize)> = dims.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        key_dims.sort();
+        let key = (f.name.clone(), key_dims);
+        if !self.cache.contains_key(&key) {
+            let t = std::time::Instant::now();
+            let k = compile(f, dims)?;
+            self.compile_time += t.elapsed();
+            self.compiled += 1;
+            self.cache.insert(key.clone(), k);
+        }
+        Ok(&self.cache[&key])
     }
 
     /// Evaluates `f` like the interpreter does (same arguments, same results up to f32
@@ -103,10 +120,13 @@ impl Jit {
         let ins: Vec<Vec<f32>> = inputs.iter().map(to32).collect();
         let ps: Vec<Vec<f32>> = params.iter().map(to32).collect();
         let mut outs: Vec<Vec<f32>> = kernel.output_lens().iter().map(|&n| vec![0.0; n]).collect();
-        kernel.run(&ins, &ps, &mut outs, &mut self.scratch);
+        let types = kernel.output_types().to_vec();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.kernel(f, &dims)?.run(&ins, &ps, &mut outs, &mut scratch);
+        self.scratch = scratch;
         Ok(outs
             .into_iter()
-            .zip(kernel.output_types())
+            .zip(&types)
             .map(|(data, (dtype, shape))| {
                 Tensor::new(
                     *dtype,

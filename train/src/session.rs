@@ -238,7 +238,7 @@ pub struct Metrics {
 }
 
 /// A training session: the model, its settings, and the state that training changes.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Session {
     /// The model.
     pub model: Model,
@@ -256,6 +256,27 @@ pub struct Session {
     pub last_lr: f64,
     /// What runs the functions.
     pub exec: Executor,
+    /// On the JIT, the arenas the fused training step keeps the parameters (copied out to
+    /// `params` after each step) and optimizer states in.
+    fused: Option<Box<nnc_jit::FusedStep>>,
+}
+
+impl Clone for Session {
+    /// A copy with its own state: the arenas are rebuilt from the copied values on the
+    /// copy's first step.
+    fn clone(&self) -> Session {
+        Session {
+            model: self.model.clone(),
+            config: self.config.clone(),
+            params: self.params.clone(),
+            states: self.current_states(),
+            step: self.step,
+            epoch: self.epoch,
+            last_lr: self.last_lr,
+            exec: Executor::new(self.config.backend),
+            fused: None,
+        }
+    }
 }
 
 const EVAL_CHUNK: usize = 512;
@@ -293,6 +314,7 @@ impl Session {
             epoch: 0,
             last_lr: 0.0,
             exec: Executor::new(config_backend),
+            fused: None,
         })
     }
 
@@ -370,6 +392,9 @@ impl Session {
                 self.model.name
             )));
         };
+        if matches!(self.exec, Executor::Jit(_)) && nnc_jit::supports(grad) && nnc_jit::supports(update) {
+            return self.fused_step(inputs, total);
+        }
         let outs = self.exec.eval(grad, inputs, &self.params)?;
         let loss = outs[0].data[0];
         if !loss.is_finite() {
@@ -381,7 +406,17 @@ impl Session {
             });
         }
         let mut grads: Vec<Tensor> = outs[2..].to_vec();
-        self.perturb_and_clip(&mut grads);
+        if self.config.grad_noise.is_some() || self.config.clip.is_some() {
+            let mut bufs: Vec<Vec<f32>> = grads
+                .iter()
+                .map(|g| g.data.iter().map(|&v| v as f32).collect())
+                .collect();
+            let mut views: Vec<&mut [f32]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+            self.perturb_and_clip(&mut views);
+            for (g, b) in grads.iter_mut().zip(&bufs) {
+                g.data = b.iter().map(|&v| f64::from(v)).collect();
+            }
+        }
         let lr = self
             .config
             .schedule
@@ -411,9 +446,40 @@ impl Session {
         ))
     }
 
+    /// One step on the JIT: gradients into the arena, noise and clipping in place, one
+    /// update kernel over every parameter, then the parameters copied out.
+    fn fused_step(&mut self, inputs: &[Tensor], total: u64) -> Result<(f64, Tensor), TrainError> {
+        if self.fused.is_none() {
+            let (grad, update) = (self.model.grad.as_ref().unwrap(), self.model.update.as_ref().unwrap());
+            self.fused = Some(Box::new(nnc_jit::FusedStep::new(grad, update, &self.params, &self.states)?));
+        }
+        let mut fused = self.fused.take().expect("just made");
+        let result = (|| {
+            let (loss, output) = fused.gradients(inputs)?;
+            if !loss.is_finite() {
+                return Err(TrainError::Diverged {
+                    step: self.step + 1,
+                    epoch: self.epoch + 1,
+                    batch: 0,
+                    loss,
+                });
+            }
+            self.perturb_and_clip(&mut fused.grads_mut());
+            let lr = self.config.schedule.lr(self.config.lr, self.step, self.epoch, total);
+            fused.apply(lr, (self.step + 1) as f64)?;
+            fused.write_params(&mut self.params);
+            self.step += 1;
+            self.last_lr = lr;
+            Ok((loss, output))
+        })();
+        self.fused = Some(fused);
+        result
+    }
+
     /// Annealed Gaussian gradient noise (Neelakantan et al., 2015), then global-norm
-    /// clipping as PyTorch's `clip_grad_norm_`.
-    fn perturb_and_clip(&self, grads: &mut [Tensor]) {
+    /// clipping as PyTorch's `clip_grad_norm_`. Arithmetic in f64, each result rounded to
+    /// f32, so both backends compute the same values.
+    fn perturb_and_clip(&self, grads: &mut [&mut [f32]]) {
         if let Some(eta) = self.config.grad_noise {
             let sigma = (eta / (1.0 + self.step as f64).powf(0.55)).sqrt();
             for (g, name) in grads.iter_mut().zip(self.model.param_names()) {
@@ -421,24 +487,31 @@ impl Session {
                     self.config.seed,
                     &format!("grad_noise/{}/{name}", self.step),
                 );
-                g.data.iter_mut().for_each(|v| *v += sigma * rng.normal());
-                g.round();
+                g.iter_mut()
+                    .for_each(|v| *v = (f64::from(*v) + sigma * rng.normal()) as f32);
             }
         }
         if let Some(max) = self.config.clip {
             let norm = grads
                 .iter()
-                .flat_map(|g| g.data.iter())
-                .map(|v| v * v)
+                .flat_map(|g| g.iter())
+                .map(|&v| f64::from(v) * f64::from(v))
                 .sum::<f64>()
                 .sqrt();
             let coef = max / (norm + 1e-6);
             if coef < 1.0 {
                 for g in grads.iter_mut() {
-                    g.data.iter_mut().for_each(|v| *v *= coef);
-                    g.round();
+                    g.iter_mut().for_each(|v| *v = (f64::from(*v) * coef) as f32);
                 }
             }
+        }
+    }
+
+    /// The optimizer states as they are now (the fused step holds them while it trains).
+    pub fn current_states(&self) -> Vec<Vec<Tensor>> {
+        match &self.fused {
+            Some(f) => f.states(),
+            None => self.states.clone(),
         }
     }
 
@@ -576,7 +649,7 @@ impl Session {
                 problems.join("; ")
             ));
         }
-        let mut states = self.states.clone();
+        let mut states = self.current_states();
         if resume {
             let opt = ck.meta.get("optimizer").cloned().unwrap_or_default();
             if opt != self.config.optimizer {
@@ -616,6 +689,7 @@ impl Session {
             t.data = ck.get(&p.name).expect("checked above").data.clone();
         }
         self.states = states;
+        self.fused = None;
         Ok(())
     }
 }

@@ -1,0 +1,174 @@
+//! The fused training step: every parameter lives in one contiguous f32 arena, with its
+//! gradient and each optimizer state in arenas of the same layout, so one call of the
+//! gradient kernel writes every gradient in place and one call of the update kernel
+//! (the rule compiled for `N` = all parameters) updates them all. Nothing is converted or
+//! allocated per step but the output the caller asked for.
+
+use std::collections::HashMap;
+
+use nnc_ir::{Dim, Func, ParamKind};
+use nnc_runtime::Tensor;
+
+use crate::Jit;
+
+/// Parameters, gradients and optimizer states in arenas, and the kernels over them.
+pub struct FusedStep {
+    jit: Jit,
+    grad: Func,
+    update: Func,
+    /// Where each parameter lives in the arenas.
+    spans: Vec<(usize, usize)>,
+    shapes: Vec<Vec<usize>>,
+    w: Vec<f32>,
+    g: Vec<f32>,
+    states: Vec<Vec<f32>>,
+    w_next: Vec<f32>,
+    states_next: Vec<Vec<f32>>,
+    scratch: Vec<f32>,
+    inputs: Vec<Vec<f32>>,
+}
+
+impl std::fmt::Debug for FusedStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FusedStep {{ {} parameters, {} values }}", self.spans.len(), self.w.len())
+    }
+}
+
+impl FusedStep {
+    /// Lays out `params` (with their optimizer `states`, one list per parameter) in arenas.
+    /// `grad` returns the loss, the output and one gradient per parameter; `update` is the
+    /// rule over one flat `f32[N]` parameter.
+    pub fn new(grad: &Func, update: &Func, params: &[Tensor], states: &[Vec<Tensor>]) -> Result<FusedStep, String> {
+        let mut spans = Vec::new();
+        let mut w = Vec::new();
+        for p in params {
+            spans.push((w.len(), p.len()));
+            w.extend(p.data.iter().map(|&v| v as f32));
+        }
+        let n_states = update.params.iter().filter(|p| p.kind == ParamKind::State).count();
+        let mut st = vec![Vec::with_capacity(w.len()); n_states];
+        for per_param in states {
+            for (k, t) in per_param.iter().enumerate() {
+                st[k].extend(t.data.iter().map(|&v| v as f32));
+            }
+        }
+        if st.iter().any(|s| s.len() != w.len()) {
+            return Err("optimizer states do not match the parameters".into());
+        }
+        let n = w.len();
+        Ok(FusedStep {
+            jit: Jit::new(),
+            grad: grad.clone(),
+            update: update.clone(),
+            spans,
+            shapes: params.iter().map(|p| p.shape.clone()).collect(),
+            g: vec![0.0; n],
+            w_next: vec![0.0; n],
+            states_next: vec![vec![0.0; n]; n_states],
+            states: st,
+            w,
+            scratch: Vec::new(),
+            inputs: Vec::new(),
+        })
+    }
+
+    /// Time spent compiling kernels so far.
+    pub fn compile_time(&self) -> std::time::Duration {
+        self.jit.compile_time
+    }
+
+    /// Runs the gradient kernel on a batch: gradients land in the gradient arena. Returns
+    /// the loss and the model's output.
+    pub fn gradients(&mut self, inputs: &[Tensor]) -> Result<(f64, Tensor), String> {
+        let mut dims: HashMap<String, usize> = HashMap::new();
+        for (a, t) in self.grad.inputs.iter().zip(inputs) {
+            if !t.matches(&a.ty) {
+                return Err(format!("`{}` expects {}, got {}", a.name, a.ty, t.ty()));
+            }
+            for (d, &n) in a.ty.shape.dims().iter().zip(&t.shape) {
+                if let Dim::Sym(s) = d {
+                    dims.insert(s.clone(), n);
+                }
+            }
+        }
+        self.inputs.resize(inputs.len(), Vec::new());
+        for (buf, t) in self.inputs.iter_mut().zip(inputs) {
+            buf.clear();
+            buf.extend(t.data.iter().map(|&v| v as f32));
+        }
+        let kernel = self.jit.kernel(&self.grad, &dims)?;
+        let (out_dtype, out_shape) = kernel.output_types()[1].clone();
+        let mut loss = [0.0f32];
+        let mut output = vec![0.0f32; out_shape.iter().product()];
+        let ins: Vec<*const f32> = self.inputs.iter().map(|v| v.as_ptr()).collect();
+        let ps: Vec<*const f32> = self.spans.iter().map(|&(s, _)| self.w[s..].as_ptr()).collect();
+        let mut outs: Vec<*mut f32> = vec![loss.as_mut_ptr(), output.as_mut_ptr()];
+        let g = self.g.as_mut_ptr();
+        // Each gradient output is exactly its parameter's span of the gradient arena.
+        outs.extend(self.spans.iter().map(|&(s, _)| unsafe { g.add(s) }));
+        unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) };
+        Ok((
+            f64::from(loss[0]),
+            Tensor::new(out_dtype, out_shape, output.into_iter().map(f64::from).collect()),
+        ))
+    }
+
+    /// Each parameter's gradient, to perturb or clip before the update.
+    pub fn grads_mut(&mut self) -> Vec<&mut [f32]> {
+        let mut rest: &mut [f32] = &mut self.g;
+        let mut out = Vec::new();
+        for &(_, len) in &self.spans {
+            let (head, tail) = rest.split_at_mut(len);
+            out.push(head);
+            rest = tail;
+        }
+        out
+    }
+
+    /// Applies the update rule to every parameter at once.
+    pub fn apply(&mut self, lr: f64, step: f64) -> Result<(), String> {
+        let dims = HashMap::from([("N".to_string(), self.w.len())]);
+        let kernel = self.jit.kernel(&self.update, &dims)?;
+        let (lr, step) = ([lr as f32], [step as f32]);
+        let ins = [self.w.as_ptr(), self.g.as_ptr(), lr.as_ptr(), step.as_ptr()];
+        let ps: Vec<*const f32> = self.states.iter().map(|s| s.as_ptr()).collect();
+        let mut outs = vec![self.w_next.as_mut_ptr()];
+        outs.extend(self.states_next.iter_mut().map(|s| s.as_mut_ptr()));
+        unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) };
+        std::mem::swap(&mut self.w, &mut self.w_next);
+        std::mem::swap(&mut self.states, &mut self.states_next);
+        Ok(())
+    }
+
+    /// Copies the parameters out (into tensors of their shapes).
+    pub fn write_params(&self, params: &mut [Tensor]) {
+        for (t, &(s, len)) in params.iter_mut().zip(&self.spans) {
+            t.data.clear();
+            t.data.extend(self.w[s..s + len].iter().map(|&v| f64::from(v)));
+        }
+    }
+
+    /// The optimizer states, per parameter (flat tensors, as the rule sees them).
+    pub fn states(&self) -> Vec<Vec<Tensor>> {
+        self.spans
+            .iter()
+            .map(|&(s, len)| {
+                self.states
+                    .iter()
+                    .map(|st| {
+                        Tensor::new(
+                            nnc_ir::DType::F32,
+                            vec![len],
+                            st[s..s + len].iter().map(|&v| f64::from(v)).collect(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The parameters' shapes.
+    pub fn shapes(&self) -> &[Vec<usize>] {
+        &self.shapes
+    }
+}

@@ -30,7 +30,12 @@ pub struct FusedStep {
 
 impl std::fmt::Debug for FusedStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FusedStep {{ {} parameters, {} values }}", self.spans.len(), self.w.len())
+        write!(
+            f,
+            "FusedStep {{ {} parameters, {} values }}",
+            self.spans.len(),
+            self.w.len()
+        )
     }
 }
 
@@ -38,14 +43,23 @@ impl FusedStep {
     /// Lays out `params` (with their optimizer `states`, one list per parameter) in arenas.
     /// `grad` returns the loss, the output and one gradient per parameter; `update` is the
     /// rule over one flat `f32[N]` parameter.
-    pub fn new(grad: &Func, update: &Func, params: &[Tensor], states: &[Vec<Tensor>]) -> Result<FusedStep, String> {
+    pub fn new(
+        grad: &Func,
+        update: &Func,
+        params: &[Tensor],
+        states: &[Vec<Tensor>],
+    ) -> Result<FusedStep, String> {
         let mut spans = Vec::new();
         let mut w = Vec::new();
         for p in params {
             spans.push((w.len(), p.len()));
             w.extend(p.data.iter().map(|&v| v as f32));
         }
-        let n_states = update.params.iter().filter(|p| p.kind == ParamKind::State).count();
+        let n_states = update
+            .params
+            .iter()
+            .filter(|p| p.kind == ParamKind::State)
+            .count();
         let mut st = vec![Vec::with_capacity(w.len()); n_states];
         for per_param in states {
             for (k, t) in per_param.iter().enumerate() {
@@ -101,7 +115,11 @@ impl FusedStep {
         let mut loss = [0.0f32];
         let mut output = vec![0.0f32; out_shape.iter().product()];
         let ins: Vec<*const f32> = self.inputs.iter().map(|v| v.as_ptr()).collect();
-        let ps: Vec<*const f32> = self.spans.iter().map(|&(s, _)| self.w[s..].as_ptr()).collect();
+        let ps: Vec<*const f32> = self
+            .spans
+            .iter()
+            .map(|&(s, _)| self.w[s..].as_ptr())
+            .collect();
         let mut outs: Vec<*mut f32> = vec![loss.as_mut_ptr(), output.as_mut_ptr()];
         let g = self.g.as_mut_ptr();
         // Each gradient output is exactly its parameter's span of the gradient arena.
@@ -109,7 +127,11 @@ impl FusedStep {
         unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) };
         Ok((
             f64::from(loss[0]),
-            Tensor::new(out_dtype, out_shape, output.into_iter().map(f64::from).collect()),
+            Tensor::new(
+                out_dtype,
+                out_shape,
+                output.into_iter().map(f64::from).collect(),
+            ),
         ))
     }
 
@@ -144,7 +166,8 @@ impl FusedStep {
     pub fn write_params(&self, params: &mut [Tensor]) {
         for (t, &(s, len)) in params.iter_mut().zip(&self.spans) {
             t.data.clear();
-            t.data.extend(self.w[s..s + len].iter().map(|&v| f64::from(v)));
+            t.data
+                .extend(self.w[s..s + len].iter().map(|&v| f64::from(v)));
         }
     }
 

@@ -54,7 +54,8 @@ impl Jit {
 
     /// The kernel of `f` for these sizes, compiled on first use.
     pub fn kernel(&mut self, f: &Func, dims: &HashMap<String, usize>) -> Result<&Kernel, String> {
-        let mut key_dims: Vec<(String, usize)> = dims.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let mut key_dims: Vec<(String, usize)> =
+            dims.iter().map(|(k, v)| (k.clone(), *v)).collect();
         key_dims.sort();
         let key = (f.name.clone(), key_dims);
         if !self.cache.contains_key(&key) {
@@ -122,7 +123,8 @@ impl Jit {
         let mut outs: Vec<Vec<f32>> = kernel.output_lens().iter().map(|&n| vec![0.0; n]).collect();
         let types = kernel.output_types().to_vec();
         let mut scratch = std::mem::take(&mut self.scratch);
-        self.kernel(f, &dims)?.run(&ins, &ps, &mut outs, &mut scratch);
+        self.kernel(f, &dims)?
+            .run(&ins, &ps, &mut outs, &mut scratch);
         self.scratch = scratch;
         Ok(outs
             .into_iter()

@@ -61,11 +61,24 @@ impl Kernel {
     ///
     /// # Safety
     /// Each pointer must address as many f32 as the compiled function's value has.
-    pub unsafe fn run_raw(&self, ins: &[*const f32], params: &[*const f32], outs: &[*mut f32], scratch: &mut Vec<f32>) {
+    pub unsafe fn run_raw(
+        &self,
+        ins: &[*const f32],
+        params: &[*const f32],
+        outs: &[*mut f32],
+        scratch: &mut Vec<f32>,
+    ) {
         if scratch.len() < self.scratch_len {
             scratch.resize(self.scratch_len, 0.0);
         }
-        unsafe { (self.entry)(ins.as_ptr(), params.as_ptr(), outs.as_ptr(), scratch.as_mut_ptr()) };
+        unsafe {
+            (self.entry)(
+                ins.as_ptr(),
+                params.as_ptr(),
+                outs.as_ptr(),
+                scratch.as_mut_ptr(),
+            )
+        };
     }
 
     /// Runs the function. Buffer lengths must be those the function was compiled for.

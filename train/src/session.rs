@@ -247,7 +247,8 @@ pub struct Session {
     /// Trained parameters, in the model's order.
     pub params: Vec<Tensor>,
     /// Per parameter, the optimizer's states (flat).
-    pub states: Vec<Vec<Tensor>>,
+    /// (Stale while the fused step holds them: read them with `current_states`.)
+    states: Vec<Vec<Tensor>>,
     /// Steps taken.
     pub step: u64,
     /// Epochs completed.
@@ -392,7 +393,10 @@ impl Session {
                 self.model.name
             )));
         };
-        if matches!(self.exec, Executor::Jit(_)) && nnc_jit::supports(grad) && nnc_jit::supports(update) {
+        if matches!(self.exec, Executor::Jit(_))
+            && nnc_jit::supports(grad)
+            && nnc_jit::supports(update)
+        {
             return self.fused_step(inputs, total);
         }
         let outs = self.exec.eval(grad, inputs, &self.params)?;
@@ -450,8 +454,16 @@ impl Session {
     /// update kernel over every parameter, then the parameters copied out.
     fn fused_step(&mut self, inputs: &[Tensor], total: u64) -> Result<(f64, Tensor), TrainError> {
         if self.fused.is_none() {
-            let (grad, update) = (self.model.grad.as_ref().unwrap(), self.model.update.as_ref().unwrap());
-            self.fused = Some(Box::new(nnc_jit::FusedStep::new(grad, update, &self.params, &self.states)?));
+            let (grad, update) = (
+                self.model.grad.as_ref().unwrap(),
+                self.model.update.as_ref().unwrap(),
+            );
+            self.fused = Some(Box::new(nnc_jit::FusedStep::new(
+                grad,
+                update,
+                &self.params,
+                &self.states,
+            )?));
         }
         let mut fused = self.fused.take().expect("just made");
         let result = (|| {
@@ -465,7 +477,10 @@ impl Session {
                 });
             }
             self.perturb_and_clip(&mut fused.grads_mut());
-            let lr = self.config.schedule.lr(self.config.lr, self.step, self.epoch, total);
+            let lr = self
+                .config
+                .schedule
+                .lr(self.config.lr, self.step, self.epoch, total);
             fused.apply(lr, (self.step + 1) as f64)?;
             fused.write_params(&mut self.params);
             self.step += 1;
@@ -501,7 +516,8 @@ impl Session {
             let coef = max / (norm + 1e-6);
             if coef < 1.0 {
                 for g in grads.iter_mut() {
-                    g.iter_mut().for_each(|v| *v = (f64::from(*v) * coef) as f32);
+                    g.iter_mut()
+                        .for_each(|v| *v = (f64::from(*v) * coef) as f32);
                 }
             }
         }
@@ -579,13 +595,14 @@ impl Session {
             ck.tensors.push((p.name.clone(), t.clone()));
         }
         let state_names = self.model.state_names();
+        let current = self.current_states();
         for ((p, w), states) in self
             .model
             .forward
             .params
             .iter()
             .zip(&self.params)
-            .zip(&self.states)
+            .zip(&current)
         {
             for (s, t) in state_names.iter().zip(states) {
                 let mut t = t.clone();

@@ -218,6 +218,55 @@ fn absorbed_transposes(f: &Func) -> Vec<bool> {
     absorbed
 }
 
+/// Ops computed in registers inside a fused loop.
+fn fusible(f: &Func, n: &nnc_ir::Node) -> bool {
+    let int_div = n.op == Op::Div && n.ty.dtype == DType::I32;
+    let lowered = matches!(
+        n.op,
+        Op::Neg | Op::Abs | Op::Sqrt | Op::Sign | Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Max | Op::Min
+            | Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne | Op::Select | Op::Const
+    );
+    let _ = f;
+    lowered && !int_div
+}
+
+/// A broadcast of a rank-0 value: the same scalar at every element.
+fn scalar_broadcast(f: &Func, n: &nnc_ir::Node) -> bool {
+    n.op == Op::Broadcast && f.ty(n.args[0]).rank() == 0
+}
+
+/// Nodes computed inside their users' loops instead of in memory: fusible ops and scalar
+/// broadcasts whose every user is a fusible op over as many elements, and that are not
+/// outputs.
+fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<Vec<bool>, String> {
+    let count = |ty: &nnc_ir::TensorType| -> Result<usize, String> { Ok(shape_of(ty, dims)?.iter().product()) };
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); f.nodes.len()];
+    for (i, n) in f.nodes.iter().enumerate() {
+        for a in &n.args {
+            if let Value::Node(j) = a {
+                users[*j as usize].push(i);
+            }
+        }
+    }
+    let mut out = vec![false; f.nodes.len()];
+    for (i, n) in f.nodes.iter().enumerate() {
+        if !(fusible(f, n) || scalar_broadcast(f, n)) || users[i].is_empty() {
+            continue;
+        }
+        if f.outputs.contains(&Value::Node(i as u32)) {
+            continue;
+        }
+        let c = count(&n.ty)?;
+        let mut ok = true;
+        for &u in &users[i] {
+            let un = &f.nodes[u];
+            ok &= fusible(f, un) && un.op != Op::Const && count(&un.ty)? == c;
+        }
+        out[i] = ok;
+    }
+    Ok(out)
+}
+
 pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {
     if !crate::supports(f) {
         return Err(format!(
@@ -245,6 +294,7 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
 
     // Plan buffers.
     let absorbed = absorbed_transposes(f);
+    let inlined = inlined_nodes(f, dims)?;
     let mut loc: Vec<Loc> = Vec::with_capacity(f.nodes.len());
     let mut own: Vec<bool> = Vec::with_capacity(f.nodes.len());
     let mut scratch = 0usize;
@@ -267,10 +317,10 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
             }
             _ => false,
         };
-        own.push(!alias && !absorbed[i]);
+        own.push(!alias && !absorbed[i] && !inlined[i]);
         if alias {
             loc.push(value_loc(&loc, n.args[0]));
-        } else if absorbed[i] {
+        } else if absorbed[i] || inlined[i] {
             loc.push(Loc::Scratch(usize::MAX));
         } else {
             loc.push(Loc::Scratch(scratch));
@@ -362,13 +412,41 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
                     let cnt = b.ins().iconst(ptr, count as i64);
                     b.ins().call(h_math, &[k, x, x, dst, cnt]);
                 }
-                op if op.is_elementwise() || op == Op::Const => {
-                    let srcs: Vec<_> = (0..n.args.len()).map(|k| arg_addr(&mut b, k)).collect();
-                    let value = match &n.attr {
-                        Attr::Value(v) => *v as f32,
-                        _ => 0.0,
+                _ if fusible(f, n) || scalar_broadcast(f, n) => {
+                    // Gather the inlined nodes under this one, operands first.
+                    let mut order = Vec::new();
+                    let mut seen = std::collections::HashSet::new();
+                    let mut stack = vec![(i, false)];
+                    let mut leaves: Vec<Value> = Vec::new();
+                    let mut scalars: Vec<(usize, Value)> = Vec::new();
+                    while let Some((j, done)) = stack.pop() {
+                        if done {
+                            order.push(j);
+                            continue;
+                        }
+                        if !seen.insert(j) {
+                            continue;
+                        }
+                        stack.push((j, true));
+                        let nj = &f.nodes[j];
+                        if scalar_broadcast(f, nj) {
+                            scalars.push((j, nj.args[0]));
+                            continue;
+                        }
+                        for &a in &nj.args {
+                            match a {
+                                Value::Node(k) if inlined[k as usize] => stack.push((k as usize, false)),
+                                _ if !leaves.contains(&a) => leaves.push(a),
+                                _ => {}
+                            }
+                        }
+                    }
+                    let tree = Tree {
+                        order,
+                        leaves: leaves.iter().map(|&v| (v, addr(&mut b, value_loc(&loc, v)))).collect(),
+                        scalars: scalars.iter().map(|&(j, v)| (j, addr(&mut b, value_loc(&loc, v)))).collect(),
                     };
-                    elementwise(&mut b, op, value, dst, &srcs, count);
+                    fused_loop(&mut b, f, &tree, dst, count);
                 }
                 Op::Sum | Op::Mean | Op::ReduceMax => {
                     let Attr::Axes(axes) = &n.attr else {
@@ -499,7 +577,6 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
 fn compute(
     b: &mut FunctionBuilder,
     op: Op,
-    value: f32,
     xs: &[cranelift_codegen::ir::Value],
     ty: types::Type,
 ) -> cranelift_codegen::ir::Value {
@@ -530,7 +607,6 @@ fn compute(
         }
     };
     match op {
-        Op::Const => splat(b, value),
         Op::Neg => b.ins().fneg(xs[0]),
         Op::Abs => b.ins().fabs(xs[0]),
         Op::Sqrt => b.ins().sqrt(xs[0]),
@@ -561,20 +637,67 @@ fn compute(
     }
 }
 
-/// `dst[i] = op(srcs[..][i])` for `i < count`: an f32x4 loop, then a scalar tail.
-fn elementwise(
-    b: &mut FunctionBuilder,
-    op: Op,
-    value: f32,
-    dst: cranelift_codegen::ir::Value,
-    srcs: &[cranelift_codegen::ir::Value],
-    count: usize,
-) {
+/// A fused elementwise expression: the root node and the inlined nodes under it, in an
+/// order where operands come first, and what its leaves read.
+struct Tree {
+    /// Inlined nodes (operands before users), the root last.
+    order: Vec<usize>,
+    /// Values read from memory, one element per index, with their base addresses.
+    leaves: Vec<(Value, cranelift_codegen::ir::Value)>,
+    /// Scalars broadcast to every element (a `broadcast` of a rank-0 value), with the
+    /// address of the scalar.
+    scalars: Vec<(usize, cranelift_codegen::ir::Value)>,
+}
+
+/// `dst[i] = tree(i)` for `i < count`: one f32x4 loop with a scalar tail, every inlined
+/// node computed in registers.
+fn fused_loop(b: &mut FunctionBuilder, f: &Func, tree: &Tree, dst: cranelift_codegen::ir::Value, count: usize) {
     let flags = MemFlagsData::new().with_notrap();
+    // Loop-invariant values, computed once before the loop: constants and broadcast
+    // scalars, as scalars and as vectors.
+    let mut invariant: HashMap<usize, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)> = HashMap::new();
+    for &j in &tree.order {
+        let n = &f.nodes[j];
+        let scalar = match (n.op, &n.attr) {
+            (Op::Const, Attr::Value(v)) => Some(b.ins().f32const(*v as f32)),
+            (Op::Broadcast, _) => tree
+                .scalars
+                .iter()
+                .find(|(k, _)| *k == j)
+                .map(|&(_, addr)| b.ins().load(types::F32, flags, addr, 0)),
+            _ => None,
+        };
+        if let Some(s) = scalar {
+            let v = b.ins().splat(types::F32X4, s);
+            invariant.insert(j, (s, v));
+        }
+    }
+    let body = |b: &mut FunctionBuilder, off: cranelift_codegen::ir::Value, ty: types::Type| {
+        let vector = ty.is_vector();
+        let mut memo: HashMap<Value, cranelift_codegen::ir::Value> = HashMap::new();
+        for &(v, base) in &tree.leaves {
+            let p = b.ins().iadd(base, off);
+            memo.insert(v, b.ins().load(ty, flags, p, 0));
+        }
+        for &j in &tree.order {
+            let n = &f.nodes[j];
+            let y = match invariant.get(&j) {
+                Some(&(s, v)) => {
+                    if vector { v } else { s }
+                }
+                None => {
+                    let xs: Vec<_> = n.args.iter().map(|a| memo[a]).collect();
+                    compute(b, n.op, &xs, ty)
+                }
+            };
+            memo.insert(Value::Node(j as u32), y);
+        }
+        memo[&Value::Node(*tree.order.last().expect("a root") as u32)]
+    };
     let vec_end = (count / 4 * 4) as i64;
     if vec_end > 0 {
         let header = b.create_block();
-        let body = b.create_block();
+        let body_block = b.create_block();
         let exit = b.create_block();
         b.append_block_param(header, types::I64);
         let zero = b.ins().iconst(types::I64, 0);
@@ -582,18 +705,11 @@ fn elementwise(
         b.switch_to_block(header);
         let i = b.block_params(header)[0];
         let more = b.ins().icmp_imm_s(IntCC::SignedLessThan, i, vec_end);
-        b.ins().brif(more, body, &[], exit, &[]);
-        b.switch_to_block(body);
-        b.seal_block(body);
+        b.ins().brif(more, body_block, &[], exit, &[]);
+        b.switch_to_block(body_block);
+        b.seal_block(body_block);
         let off = b.ins().ishl_imm_u(i, 2);
-        let xs: Vec<_> = srcs
-            .iter()
-            .map(|&s| {
-                let p = b.ins().iadd(s, off);
-                b.ins().load(types::F32X4, flags, p, 0)
-            })
-            .collect();
-        let y = compute(b, op, value, &xs, types::F32X4);
+        let y = body(b, off, types::F32X4);
         let p = b.ins().iadd(dst, off);
         b.ins().store(flags, y, p, 0);
         let next = b.ins().iadd_imm_s(i, 4);
@@ -603,12 +719,9 @@ fn elementwise(
         b.seal_block(exit);
     }
     for j in vec_end as usize..count {
-        let off = (4 * j) as i32;
-        let xs: Vec<_> = srcs
-            .iter()
-            .map(|&s| b.ins().load(types::F32, flags, s, off))
-            .collect();
-        let y = compute(b, op, value, &xs, types::F32);
-        b.ins().store(flags, y, dst, off);
+        let off = b.ins().iconst(types::I64, (4 * j) as i64);
+        let y = body(b, off, types::F32);
+        let p = b.ins().iadd(dst, off);
+        b.ins().store(flags, y, p, 0);
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use nnc_ir::{DType, Dim};
 use nnc_runtime::{Rng, Tensor};
-use nnc_train::{Backend, Executor, Model, Session, TrainConfig};
+use nnc_train::{Backend, Model, Session, TrainConfig};
 
 use crate::{Failed, load_checked};
 
@@ -108,10 +108,7 @@ fn measure(
     for _ in 0..steps {
         step(session)?;
     }
-    let compile = match &session.exec {
-        Executor::Jit(j) => j.lock().map(|j| j.compile_time).unwrap_or_default(),
-        Executor::Interp => Duration::ZERO,
-    };
+    let compile = session.compile_time();
     Ok(Measured {
         per_step: t.elapsed() / steps.max(1) as u32,
         first,

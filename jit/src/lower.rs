@@ -56,11 +56,12 @@ impl Kernel {
     }
 
     /// Runs the function on raw buffers (one pointer per input, parameter and output).
-    /// Outputs are written after everything is computed, from the function's own buffers,
-    /// so an output may be the buffer of an input only if no later output reads that input.
+    /// Output nodes are computed straight into the output buffers, so those must not
+    /// overlap any input or parameter buffer.
     ///
     /// # Safety
-    /// Each pointer must address as many f32 as the compiled function's value has.
+    /// Each pointer must address as many f32 as the compiled function's value has, and
+    /// output buffers must not overlap the others.
     pub unsafe fn run_raw(
         &self,
         ins: &[*const f32],
@@ -113,6 +114,8 @@ enum Loc {
     Input(usize),
     Param(usize),
     Scratch(usize),
+    /// Written straight into the caller's output buffer.
+    Output(usize),
 }
 
 fn shape_of(ty: &nnc_ir::TensorType, dims: &HashMap<String, usize>) -> Result<Vec<usize>, String> {
@@ -223,8 +226,24 @@ fn fusible(f: &Func, n: &nnc_ir::Node) -> bool {
     let int_div = n.op == Op::Div && n.ty.dtype == DType::I32;
     let lowered = matches!(
         n.op,
-        Op::Neg | Op::Abs | Op::Sqrt | Op::Sign | Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Max | Op::Min
-            | Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne | Op::Select | Op::Const
+        Op::Neg
+            | Op::Abs
+            | Op::Sqrt
+            | Op::Sign
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Max
+            | Op::Min
+            | Op::Lt
+            | Op::Le
+            | Op::Gt
+            | Op::Ge
+            | Op::Eq
+            | Op::Ne
+            | Op::Select
+            | Op::Const
     );
     let _ = f;
     lowered && !int_div
@@ -239,7 +258,9 @@ fn scalar_broadcast(f: &Func, n: &nnc_ir::Node) -> bool {
 /// broadcasts whose every user is a fusible op over as many elements, and that are not
 /// outputs.
 fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<Vec<bool>, String> {
-    let count = |ty: &nnc_ir::TensorType| -> Result<usize, String> { Ok(shape_of(ty, dims)?.iter().product()) };
+    let count = |ty: &nnc_ir::TensorType| -> Result<usize, String> {
+        Ok(shape_of(ty, dims)?.iter().product())
+    };
     let mut users: Vec<Vec<usize>> = vec![Vec::new(); f.nodes.len()];
     for (i, n) in f.nodes.iter().enumerate() {
         for a in &n.args {
@@ -308,6 +329,14 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
         Value::Param(i) => Loc::Param(i as usize),
         Value::Node(i) => loc[i as usize],
     };
+    // A node returned as an output is computed straight into the caller's buffer (outputs
+    // never alias inputs or parameters: `Kernel::run_raw`'s contract).
+    let mut direct: HashMap<usize, usize> = HashMap::new();
+    for (k, o) in f.outputs.iter().enumerate() {
+        if let Value::Node(i) = o {
+            direct.entry(*i as usize).or_insert(k);
+        }
+    }
     for (i, n) in f.nodes.iter().enumerate() {
         let alias = match n.op {
             Op::Reshape => true,
@@ -322,6 +351,8 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
             loc.push(value_loc(&loc, n.args[0]));
         } else if absorbed[i] || inlined[i] {
             loc.push(Loc::Scratch(usize::MAX));
+        } else if let Some(&k) = direct.get(&i) {
+            loc.push(Loc::Output(k));
         } else {
             loc.push(Loc::Scratch(scratch));
             // Keep every buffer 16-byte aligned.
@@ -336,6 +367,12 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
         b.switch_to_block(entry);
         b.seal_block(entry);
         let [ins, pars, outs, scr] = [0, 1, 2, 3].map(|k| b.block_params(entry)[k]);
+        let out_ptrs: Vec<_> = (0..f.outputs.len())
+            .map(|k| {
+                b.ins()
+                    .load(ptr, MemFlagsData::new().with_notrap(), outs, (8 * k) as i32)
+            })
+            .collect();
         let flags = MemFlagsData::new().with_notrap();
         let in_ptrs: Vec<_> = (0..f.inputs.len())
             .map(|i| b.ins().load(ptr, flags, ins, (8 * i) as i32))
@@ -358,6 +395,7 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
             Loc::Input(i) => in_ptrs[i],
             Loc::Param(i) => par_ptrs[i],
             Loc::Scratch(o) => b.ins().iadd_imm_s(scr, (o * 4) as i64),
+            Loc::Output(k) => out_ptrs[k],
         };
         let value_shape = |v: Value| -> Result<Vec<usize>, String> {
             match v {
@@ -435,7 +473,9 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
                         }
                         for &a in &nj.args {
                             match a {
-                                Value::Node(k) if inlined[k as usize] => stack.push((k as usize, false)),
+                                Value::Node(k) if inlined[k as usize] => {
+                                    stack.push((k as usize, false))
+                                }
                                 _ if !leaves.contains(&a) => leaves.push(a),
                                 _ => {}
                             }
@@ -443,8 +483,14 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
                     }
                     let tree = Tree {
                         order,
-                        leaves: leaves.iter().map(|&v| (v, addr(&mut b, value_loc(&loc, v)))).collect(),
-                        scalars: scalars.iter().map(|&(j, v)| (j, addr(&mut b, value_loc(&loc, v)))).collect(),
+                        leaves: leaves
+                            .iter()
+                            .map(|&v| (v, addr(&mut b, value_loc(&loc, v))))
+                            .collect(),
+                        scalars: scalars
+                            .iter()
+                            .map(|&(j, v)| (j, addr(&mut b, value_loc(&loc, v))))
+                            .collect(),
                     };
                     fused_loop(&mut b, f, &tree, dst, count);
                 }
@@ -546,11 +592,15 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
         for (k, &o) in f.outputs.iter().enumerate() {
             let shape = value_shape(o)?;
             let len: usize = shape.iter().product();
-            let dst = b.ins().load(ptr, flags, outs, (8 * k) as i32);
-            let src = addr(&mut b, value_loc(&loc, o));
+            outputs.push((f.ty(o).dtype, shape));
+            let l = value_loc(&loc, o);
+            if l == Loc::Output(k) {
+                continue;
+            }
+            let dst = out_ptrs[k];
+            let src = addr(&mut b, l);
             let cnt = b.ins().iconst(ptr, len as i64);
             b.ins().call(h_copy, &[dst, src, cnt]);
-            outputs.push((f.ty(o).dtype, shape));
         }
         b.ins().return_(&[]);
         b.finalize(module.target_config());
@@ -651,11 +701,20 @@ struct Tree {
 
 /// `dst[i] = tree(i)` for `i < count`: one f32x4 loop with a scalar tail, every inlined
 /// node computed in registers.
-fn fused_loop(b: &mut FunctionBuilder, f: &Func, tree: &Tree, dst: cranelift_codegen::ir::Value, count: usize) {
+fn fused_loop(
+    b: &mut FunctionBuilder,
+    f: &Func,
+    tree: &Tree,
+    dst: cranelift_codegen::ir::Value,
+    count: usize,
+) {
     let flags = MemFlagsData::new().with_notrap();
     // Loop-invariant values, computed once before the loop: constants and broadcast
     // scalars, as scalars and as vectors.
-    let mut invariant: HashMap<usize, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)> = HashMap::new();
+    let mut invariant: HashMap<
+        usize,
+        (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value),
+    > = HashMap::new();
     for &j in &tree.order {
         let n = &f.nodes[j];
         let scalar = match (n.op, &n.attr) {
@@ -683,7 +742,11 @@ fn fused_loop(b: &mut FunctionBuilder, f: &Func, tree: &Tree, dst: cranelift_cod
             let n = &f.nodes[j];
             let y = match invariant.get(&j) {
                 Some(&(s, v)) => {
-                    if vector { v } else { s }
+                    if vector {
+                        v
+                    } else {
+                        s
+                    }
                 }
                 None => {
                     let xs: Vec<_> = n.args.iter().map(|a| memo[a]).collect();

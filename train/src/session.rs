@@ -523,6 +523,18 @@ impl Session {
         }
     }
 
+    /// Time the JIT has spent compiling for this session (zero on the interpreter).
+    pub fn compile_time(&self) -> std::time::Duration {
+        let exec = match &self.exec {
+            Executor::Jit(j) => j.lock().map(|j| j.compile_time).unwrap_or_default(),
+            Executor::Interp => std::time::Duration::ZERO,
+        };
+        exec + self
+            .fused
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |f| f.compile_time())
+    }
+
     /// The optimizer states as they are now (the fused step holds them while it trains).
     pub fn current_states(&self) -> Vec<Vec<Tensor>> {
         match &self.fused {

@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// Timed steps per measurement (after one warm-up step).
     #[arg(long, default_value_t = 200)]
     steps: usize,
+    /// Measure only this: train or forward.
+    #[arg(long, value_parser = ["train", "forward"])]
+    only: Option<String>,
     /// Timed steps of the interpreter baseline (0 skips it).
     #[arg(long, default_value_t = 3)]
     baseline_steps: usize,
@@ -96,8 +99,7 @@ fn measure(
         if train {
             s.train_step(inputs, 1).map_err(|e| e.to_string())?;
         } else {
-            s.exec
-                .eval(&s.model.forward, &inputs[..n_model], &s.params)?;
+            s.forward(&inputs[..n_model])?;
         }
         Ok(())
     };
@@ -140,6 +142,9 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
         &[("forward", false)]
     };
     for &(kind, train) in kinds {
+        if a.only.as_deref().is_some_and(|o| (o == "train") != train) {
+            continue;
+        }
         let mut jit_cfg = config.clone();
         jit_cfg.backend = Backend::Jit;
         let mut s = Session::new(model.clone(), jit_cfg).map_err(fail)?;

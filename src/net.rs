@@ -122,8 +122,7 @@ impl Net {
         let f = &self.session.model.forward;
         self.check_inputs("forward", &f.inputs, inputs)?;
         let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
-        let mut outs = self.session.exec.eval(f, &owned, &self.session.params)?;
-        Ok(outs.remove(0))
+        Ok(self.session.forward(&owned)?)
     }
 
     /// One training step on a batch: the model's inputs, then the train block's (labels).

@@ -14,8 +14,8 @@ use crate::Jit;
 /// Parameters, gradients and optimizer states in arenas, and the kernels over them.
 pub struct FusedStep {
     jit: Jit,
-    grad: Func,
-    update: Func,
+    grad: Option<Func>,
+    update: Option<Func>,
     /// Where each parameter lives in the arenas.
     spans: Vec<(usize, usize)>,
     shapes: Vec<Vec<usize>>,
@@ -44,8 +44,8 @@ impl FusedStep {
     /// `grad` returns the loss, the output and one gradient per parameter; `update` is the
     /// rule over one flat `f32[N]` parameter.
     pub fn new(
-        grad: &Func,
-        update: &Func,
+        grad: Option<&Func>,
+        update: Option<&Func>,
         params: &[Tensor],
         states: &[Vec<Tensor>],
     ) -> Result<FusedStep, String> {
@@ -56,7 +56,7 @@ impl FusedStep {
             w.extend(p.data.iter().map(|&v| v as f32));
         }
         let n_states = update
-            .params
+            .map_or(&[][..], |u| u.params.as_slice())
             .iter()
             .filter(|p| p.kind == ParamKind::State)
             .count();
@@ -72,8 +72,8 @@ impl FusedStep {
         let n = w.len();
         Ok(FusedStep {
             jit: Jit::new(),
-            grad: grad.clone(),
-            update: update.clone(),
+            grad: grad.cloned(),
+            update: update.cloned(),
             spans,
             shapes: params.iter().map(|p| p.shape.clone()).collect(),
             g: vec![0.0; n],
@@ -94,8 +94,12 @@ impl FusedStep {
     /// Runs the gradient kernel on a batch: gradients land in the gradient arena. Returns
     /// the loss and the model's output.
     pub fn gradients(&mut self, inputs: &[Tensor]) -> Result<(f64, Tensor), String> {
+        let grad = self
+            .grad
+            .as_ref()
+            .ok_or("the model has no gradient function")?;
         let mut dims: HashMap<String, usize> = HashMap::new();
-        for (a, t) in self.grad.inputs.iter().zip(inputs) {
+        for (a, t) in grad.inputs.iter().zip(inputs) {
             if !t.matches(&a.ty) {
                 return Err(format!("`{}` expects {}, got {}", a.name, a.ty, t.ty()));
             }
@@ -110,7 +114,7 @@ impl FusedStep {
             buf.clear();
             buf.extend(t.data.iter().map(|&v| v as f32));
         }
-        let kernel = self.jit.kernel(&self.grad, &dims)?;
+        let kernel = self.jit.kernel(grad, &dims)?;
         let (out_dtype, out_shape) = kernel.output_types()[1].clone();
         let mut loss = [0.0f32];
         let mut output = vec![0.0f32; out_shape.iter().product()];
@@ -135,6 +139,60 @@ impl FusedStep {
         ))
     }
 
+    /// Runs a function whose parameters are the arena's (the forward pass, the loss) on
+    /// inputs, without converting the parameters.
+    pub fn run(&mut self, f: &Func, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+        if f.params.len() != self.spans.len() || inputs.len() != f.inputs.len() {
+            return Err(format!(
+                "`@{}` does not take this model's parameters and inputs",
+                f.name
+            ));
+        }
+        let mut dims: HashMap<String, usize> = HashMap::new();
+        for (a, t) in f.inputs.iter().zip(inputs) {
+            if !t.matches(&a.ty) {
+                return Err(format!("`{}` expects {}, got {}", a.name, a.ty, t.ty()));
+            }
+            for (d, &n) in a.ty.shape.dims().iter().zip(&t.shape) {
+                if let Dim::Sym(s) = d {
+                    if let Some(&prev) = dims.get(s)
+                        && prev != n
+                    {
+                        return Err(format!(
+                            "`{}` has {s} = {n}, but an earlier input had {s} = {prev}",
+                            a.name
+                        ));
+                    }
+                    dims.insert(s.clone(), n);
+                }
+            }
+        }
+        self.inputs.resize(inputs.len(), Vec::new());
+        for (buf, t) in self.inputs.iter_mut().zip(inputs) {
+            buf.clear();
+            buf.extend(t.data.iter().map(|&v| v as f32));
+        }
+        let kernel = self.jit.kernel(f, &dims)?;
+        let types = kernel.output_types().to_vec();
+        let mut outs: Vec<Vec<f32>> = kernel.output_lens().iter().map(|&n| vec![0.0; n]).collect();
+        let ins: Vec<*const f32> = self.inputs.iter().map(|v| v.as_ptr()).collect();
+        let ps: Vec<*const f32> = self
+            .spans
+            .iter()
+            .map(|&(s, _)| self.w[s..].as_ptr())
+            .collect();
+        let out_ptrs: Vec<*mut f32> = outs.iter_mut().map(|v| v.as_mut_ptr()).collect();
+        // Fresh output buffers: they overlap nothing.
+        unsafe { kernel.run_raw(&ins, &ps, &out_ptrs, &mut self.scratch) };
+        Ok(outs
+            .into_iter()
+            .zip(types)
+            .map(|(d, (dtype, shape))| {
+                Tensor::new(dtype, shape, d.into_iter().map(f64::from).collect())
+            })
+            .collect())
+    }
+
     /// Each parameter's gradient, to perturb or clip before the update.
     pub fn grads_mut(&mut self) -> Vec<&mut [f32]> {
         let mut rest: &mut [f32] = &mut self.g;
@@ -150,7 +208,8 @@ impl FusedStep {
     /// Applies the update rule to every parameter at once.
     pub fn apply(&mut self, lr: f64, step: f64) -> Result<(), String> {
         let dims = HashMap::from([("N".to_string(), self.w.len())]);
-        let kernel = self.jit.kernel(&self.update, &dims)?;
+        let update = self.update.as_ref().ok_or("the model has no update rule")?;
+        let kernel = self.jit.kernel(update, &dims)?;
         let (lr, step) = ([lr as f32], [step as f32]);
         let ins = [self.w.as_ptr(), self.g.as_ptr(), lr.as_ptr(), step.as_ptr()];
         let ps: Vec<*const f32> = self.states.iter().map(|s| s.as_ptr()).collect();

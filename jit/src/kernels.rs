@@ -29,6 +29,23 @@ pub unsafe extern "C" fn nnc_matmul(a: *const f32, b: *const f32, c: *mut f32, d
         1 => gemm::Parallelism::None,
         t => gemm::Parallelism::Rayon(t),
     };
+    if m <= 4 {
+        // Matrix-vector shapes: gemm's packing of `b` would cost more than the product.
+        for i in 0..batch {
+            unsafe {
+                small_matmul(
+                    a.add(i * m * k),
+                    b.add(i * k * n),
+                    c.add(i * m * n),
+                    m,
+                    k,
+                    n,
+                    d,
+                )
+            };
+        }
+        return;
+    }
     for i in 0..batch {
         unsafe {
             let (ap, bp, cp) = (a.add(i * m * k), b.add(i * k * n), c.add(i * m * n));
@@ -57,6 +74,97 @@ pub unsafe extern "C" fn nnc_matmul(a: *const f32, b: *const f32, c: *mut f32, d
                 false,
                 par,
             );
+        }
+    }
+}
+
+/// `c = a @ b` for few rows, compiled for the widest vectors the CPU has (the rest of nnc
+/// is built for baseline x86-64).
+///
+/// # Safety
+/// As for `nnc_matmul`.
+unsafe fn small_matmul(
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    m: usize,
+    k: usize,
+    n: usize,
+    d: &[i64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return unsafe { small_matmul_avx512(a, b, c, m, k, n, d) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return unsafe { small_matmul_avx2(a, b, c, m, k, n, d) };
+        }
+    }
+    unsafe { small_matmul_body(a, b, c, m, k, n, d) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn small_matmul_avx512(
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    m: usize,
+    k: usize,
+    n: usize,
+    d: &[i64],
+) {
+    unsafe { small_matmul_body(a, b, c, m, k, n, d) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn small_matmul_avx2(
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    m: usize,
+    k: usize,
+    n: usize,
+    d: &[i64],
+) {
+    unsafe { small_matmul_body(a, b, c, m, k, n, d) }
+}
+
+/// Rows of `b` accumulated (`b` row-major) or dot products with its columns (`b`
+/// transposed), in f32.
+#[inline(always)]
+unsafe fn small_matmul_body(
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    m: usize,
+    k: usize,
+    n: usize,
+    d: &[i64],
+) {
+    let (a_rs, a_cs, b_rs, b_cs) = (d[4] as usize, d[5] as usize, d[6] as usize, d[7] as usize);
+    for i in 0..m {
+        let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * n), n) };
+        row.fill(0.0);
+        if b_cs == 1 {
+            for p in 0..k {
+                let av = unsafe { *a.add(i * a_rs + p * a_cs) };
+                let brow = unsafe { std::slice::from_raw_parts(b.add(p * b_rs), n) };
+                for (y, &bv) in row.iter_mut().zip(brow) {
+                    *y += av * bv;
+                }
+            }
+        } else {
+            for (j, y) in row.iter_mut().enumerate() {
+                let mut acc = 0.0f32;
+                for p in 0..k {
+                    acc += unsafe { *a.add(i * a_rs + p * a_cs) * *b.add(p * b_rs + j * b_cs) };
+                }
+                *y = acc;
+            }
         }
     }
 }

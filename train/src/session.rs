@@ -450,21 +450,38 @@ impl Session {
         ))
     }
 
-    /// One step on the JIT: gradients into the arena, noise and clipping in place, one
-    /// update kernel over every parameter, then the parameters copied out.
-    fn fused_step(&mut self, inputs: &[Tensor], total: u64) -> Result<(f64, Tensor), TrainError> {
+    /// Lays the parameters (and optimizer states) out in the JIT's arenas, once.
+    fn ensure_arena(&mut self) -> Result<(), String> {
         if self.fused.is_none() {
-            let (grad, update) = (
-                self.model.grad.as_ref().unwrap(),
-                self.model.update.as_ref().unwrap(),
-            );
             self.fused = Some(Box::new(nnc_jit::FusedStep::new(
-                grad,
-                update,
+                self.model.grad.as_ref(),
+                self.model.update.as_ref(),
                 &self.params,
                 &self.states,
             )?));
         }
+        Ok(())
+    }
+
+    /// The forward pass on one batch of the model's inputs. On the JIT the parameters are
+    /// read from the arenas, so nothing is converted but the inputs and the output.
+    pub fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor, String> {
+        if matches!(self.exec, Executor::Jit(_)) && nnc_jit::supports(&self.model.forward) {
+            self.ensure_arena()?;
+            let f = &self.model.forward;
+            let arena = self.fused.as_mut().expect("just made");
+            return Ok(arena.run(f, inputs)?.remove(0));
+        }
+        Ok(self
+            .exec
+            .eval(&self.model.forward, inputs, &self.params)?
+            .remove(0))
+    }
+
+    /// One step on the JIT: gradients into the arena, noise and clipping in place, one
+    /// update kernel over every parameter, then the parameters copied out.
+    fn fused_step(&mut self, inputs: &[Tensor], total: u64) -> Result<(f64, Tensor), TrainError> {
+        self.ensure_arena()?;
         let mut fused = self.fused.take().expect("just made");
         let result = (|| {
             let (loss, output) = fused.gradients(inputs)?;

@@ -338,3 +338,41 @@ pub unsafe extern "C" fn nnc_math(kind: i64, a: *const f32, b: *const f32, y: *m
 pub unsafe extern "C" fn nnc_copy(y: *mut f32, x: *const f32, n: i64) {
     unsafe { std::ptr::copy(x, y, n as usize) };
 }
+
+#[cfg(test)]
+mod tests {
+    /// Both matmul paths (small rows and gemm) against a naive product, with plain and
+    /// transposed operands.
+    #[test]
+    fn matmul_paths_agree_with_a_naive_product() {
+        let (k, n) = (37usize, 19usize);
+        for m in [1usize, 3, 4, 5, 9] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
+                    .collect();
+                let b: Vec<f32> = (0..k * n)
+                    .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
+                    .collect();
+                // Logical A[i][p], B[p][j]; stored transposed when asked.
+                let (a_rs, a_cs) = if ta { (1, m as i64) } else { (k as i64, 1) };
+                let (b_rs, b_cs) = if tb { (1, k as i64) } else { (n as i64, 1) };
+                let at = |i: usize, p: usize| a[i * a_rs as usize + p * a_cs as usize];
+                let bt = |p: usize, j: usize| b[p * b_rs as usize + j * b_cs as usize];
+                let mut c = vec![0.0f32; m * n];
+                let d = [1, m as i64, k as i64, n as i64, a_rs, a_cs, b_rs, b_cs];
+                unsafe { super::nnc_matmul(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), d.as_ptr()) };
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f32 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
+                        let got = c[i * n + j];
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "m={m} ta={ta} tb={tb} ({i},{j}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -40,11 +40,23 @@ pub enum Stage {
     /// What the backends compile: each model's forward pass and training graph after the
     /// optimization pipeline (simplify, CSE, DCE).
     Opt,
+    /// The optimized functions with the JIT's plan as notes: fused loops, kernel calls,
+    /// buffers (for the train block's batch size; the update rule for all parameters).
+    Fused,
+    /// The Cranelift IR the JIT compiles them to.
+    Clif,
 }
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 4] = [Stage::Ast, Stage::Ir, Stage::Grad, Stage::Opt];
+    pub const ALL: [Stage; 6] = [
+        Stage::Ast,
+        Stage::Ir,
+        Stage::Grad,
+        Stage::Opt,
+        Stage::Fused,
+        Stage::Clif,
+    ];
 
     /// The stage's name on the command line and in snapshot names.
     pub fn name(self) -> &'static str {
@@ -53,6 +65,8 @@ impl Stage {
             Stage::Ir => "ir",
             Stage::Grad => "grad",
             Stage::Opt => "opt",
+            Stage::Fused => "fused",
+            Stage::Clif => "clif",
         }
     }
 
@@ -79,7 +93,63 @@ pub fn stage_text(src: &str, stage: Stage) -> std::result::Result<String, Vec<Di
                 .map(|m| m.to_string())
                 .map_err(|e| vec![nnc_lang::internal(e)])
         }
+        Stage::Fused | Stage::Clif => {
+            let checked = nnc_lang::check(src)?;
+            native_text(&checked, stage == Stage::Clif).map_err(|e| vec![nnc_lang::internal(e)])
+        }
     }
+}
+
+/// The JIT's plan (or its Cranelift IR) for every optimized function, at the train block's
+/// batch size (32 without one) and, for update rules, all of the model's parameters.
+fn native_text(checked: &nnc_lang::Checked, clif: bool) -> std::result::Result<String, String> {
+    let module = optimized_module(&checked.module, None)?;
+    let mut out = String::new();
+    for f in &module.funcs {
+        if !nnc_jit::supports(f) {
+            out.push_str(&format!(
+                "; @{} uses f64: it runs on the interpreter\n\n",
+                f.name
+            ));
+            continue;
+        }
+        let model = f.name.split('.').next().unwrap_or_default();
+        let batch = checked
+            .trains
+            .iter()
+            .find(|t| t.model == model)
+            .map_or(32, |t| t.batch as usize);
+        let params: u64 = module
+            .func(model)
+            .map(|m| m.params.iter().map(|p| p.ty.shape.volume().0 as u64).sum())
+            .unwrap_or(1);
+        let mut dims = std::collections::HashMap::new();
+        let all = f
+            .inputs
+            .iter()
+            .map(|a| &a.ty)
+            .chain(f.params.iter().map(|p| &p.ty));
+        for ty in all {
+            for d in ty.shape.dims() {
+                if let nnc_ir::Dim::Sym(s) = d {
+                    let size = if f.name.ends_with(".update") {
+                        params as usize
+                    } else {
+                        batch
+                    };
+                    dims.insert(s.clone(), size);
+                }
+            }
+        }
+        let text = if clif {
+            nnc_jit::clif_text(f, &dims)?
+        } else {
+            nnc_jit::plan_text(f, &dims)?
+        };
+        out.push_str(&text);
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// Every model's forward pass and training graph (`@M`, `@M.grad`, `@M.update`) through

@@ -34,8 +34,8 @@ impl fmt::Display for Func {
     }
 }
 
-/// Prints a function, with an optional `; note` after the line of some nodes (used by the
-/// verifier to show errors on the IR text).
+/// Prints a function, with an optional `; note` after the line of some nodes (the
+/// verifier's errors, the JIT's buffer and fusion plan).
 pub fn print_func(func: &Func, note: &dyn Fn(usize) -> Option<String>) -> String {
     let mut out = String::new();
     write!(out, "func @{}(", func.name).unwrap();
@@ -70,7 +70,7 @@ pub fn print_func(func: &Func, note: &dyn Fn(usize) -> Option<String>) -> String
     for (i, node) in func.nodes.iter().enumerate() {
         write!(out, "  %{i} = {}", node_text(func, node)).unwrap();
         if let Some(n) = note(i) {
-            write!(out, "  ; error: {n}").unwrap();
+            write!(out, "  ; {n}").unwrap();
         }
         out.push('\n');
     }

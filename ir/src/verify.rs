@@ -74,7 +74,9 @@ pub fn verify_func(func: &Func) -> Result<(), String> {
         text.push_str(&format!("; error: {g}\n"));
     }
     if general.is_empty() {
-        text.push_str(&print_func(func, &|i| errors.get(&i).cloned()));
+        text.push_str(&print_func(func, &|i| {
+            errors.get(&i).map(|e| format!("error: {e}"))
+        }));
     }
     Err(text)
 }

@@ -22,7 +22,7 @@ use nnc_ir::{DType, Dim, Func};
 use nnc_runtime::Tensor;
 
 pub use fused::FusedStep;
-pub use lower::Kernel;
+pub use lower::{Kernel, clif_text, plan_text};
 
 /// Compiles `f` for the given sizes of its symbolic dimensions.
 pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {

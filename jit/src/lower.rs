@@ -28,6 +28,7 @@ pub struct Kernel {
     module: Option<JITModule>,
     entry: Entry,
     scratch_len: usize,
+    unshared_len: usize,
     outputs: Vec<(DType, Vec<usize>)>,
     _descs: Vec<Box<[i64]>>,
 }
@@ -42,6 +43,16 @@ impl Drop for Kernel {
 }
 
 impl Kernel {
+    /// Bytes of scratch memory the function uses (buffers reused after their last read).
+    pub fn scratch_bytes(&self) -> usize {
+        4 * self.scratch_len
+    }
+
+    /// Bytes of scratch memory it would use if no buffer were reused.
+    pub fn unshared_bytes(&self) -> usize {
+        4 * self.unshared_len
+    }
+
     /// The number of elements of each output.
     pub fn output_lens(&self) -> Vec<usize> {
         self.outputs
@@ -110,7 +121,7 @@ impl Kernel {
 
 /// Where a value lives.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Loc {
+pub(crate) enum Loc {
     Input(usize),
     Param(usize),
     Scratch(usize),
@@ -288,7 +299,285 @@ fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<Vec<bool>, S
     Ok(out)
 }
 
+/// Where every value lives, and which nodes are computed where.
+pub(crate) struct Plan {
+    pub loc: Vec<Loc>,
+    /// The node is computed by its own loop or kernel call into its own buffer.
+    pub own: Vec<bool>,
+    /// The node is computed in registers inside its users' loops.
+    pub inlined: Vec<bool>,
+    /// The node is a transpose its matrix-product users read through strides.
+    pub absorbed: Vec<bool>,
+    pub shapes: Vec<Vec<usize>>,
+    /// Scratch elements with buffers reused after their last read.
+    pub scratch: usize,
+    /// Scratch elements if every buffer had its own place.
+    pub unshared: usize,
+}
+
+/// The values a node computed at its own step reads from memory: the leaves of its fused
+/// tree, a matrix product's operands (through absorbed transposes), or its operands.
+fn reads(f: &Func, inlined: &[bool], absorbed: &[bool], i: usize) -> Vec<Value> {
+    let n = &f.nodes[i];
+    if n.op == Op::MatMul {
+        return n
+            .args
+            .iter()
+            .map(|&a| match a {
+                Value::Node(j) if absorbed[j as usize] => f.nodes[j as usize].args[0],
+                a => a,
+            })
+            .collect();
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![i];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(j) = stack.pop() {
+        if !seen.insert(j) {
+            continue;
+        }
+        for &a in &f.nodes[j].args {
+            match a {
+                Value::Node(k) if inlined[k as usize] => stack.push(k as usize),
+                a => out.push(a),
+            }
+        }
+    }
+    out
+}
+
+/// Plans buffers: aliases, absorbed transposes and inlined nodes take none; outputs are
+/// the caller's; every other node gets a 16-byte-aligned range of the scratch arena, reused
+/// (first fit) once every node reading it has run.
+pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, String> {
+    let absorbed = absorbed_transposes(f);
+    let inlined = inlined_nodes(f, dims)?;
+    let shapes: Vec<Vec<usize>> = f
+        .nodes
+        .iter()
+        .map(|n| shape_of(&n.ty, dims))
+        .collect::<Result<_, _>>()?;
+    let n = f.nodes.len();
+    let alias: Vec<bool> = f
+        .nodes
+        .iter()
+        .map(|nd| match nd.op {
+            Op::Reshape => true,
+            Op::Cast => !(f.ty(nd.args[0]).dtype.is_float() && nd.ty.dtype == DType::I32),
+            _ => false,
+        })
+        .collect();
+    let own: Vec<bool> = (0..n)
+        .map(|i| !alias[i] && !absorbed[i] && !inlined[i])
+        .collect();
+    // The node whose buffer holds a value (through aliases).
+    let root = |mut v: Value| -> Option<usize> {
+        loop {
+            match v {
+                Value::Node(i) if alias[i as usize] => v = f.nodes[i as usize].args[0],
+                Value::Node(i) => return Some(i as usize),
+                _ => return None,
+            }
+        }
+    };
+    // A node returned as an output is computed straight into the caller's buffer (outputs
+    // never alias inputs or parameters: `Kernel::run_raw`'s contract).
+    let mut direct: HashMap<usize, usize> = HashMap::new();
+    for (k, o) in f.outputs.iter().enumerate() {
+        if let Value::Node(i) = o
+            && own[*i as usize]
+        {
+            direct.entry(*i as usize).or_insert(k);
+        }
+    }
+    let mut last_use = vec![0usize; n];
+    for i in (0..n).filter(|&i| own[i]) {
+        for v in reads(f, &inlined, &absorbed, i) {
+            if let Some(j) = root(v) {
+                last_use[j] = last_use[j].max(i);
+            }
+        }
+    }
+    for &o in &f.outputs {
+        if let Some(j) = root(o) {
+            last_use[j] = usize::MAX;
+        }
+    }
+    let mut loc = vec![Loc::Scratch(usize::MAX); n];
+    let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, size), sorted by offset
+    let mut live: Vec<(usize, usize, usize)> = Vec::new(); // (last use, offset, size)
+    let (mut top, mut unshared) = (0usize, 0usize);
+    for i in 0..n {
+        // Release buffers no node from here on reads.
+        live.retain(|&(last, off, size)| {
+            if last < i {
+                free.push((off, size));
+                false
+            } else {
+                true
+            }
+        });
+        free.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::new();
+        for &(off, size) in &free {
+            match merged.last_mut() {
+                Some((o, s)) if *o + *s == off => *s += size,
+                _ => merged.push((off, size)),
+            }
+        }
+        free = merged;
+        if !own[i] {
+            if alias[i] {
+                loc[i] = match f.nodes[i].args[0] {
+                    Value::Input(k) => Loc::Input(k as usize),
+                    Value::Param(k) => Loc::Param(k as usize),
+                    Value::Node(k) => loc[k as usize],
+                };
+            }
+            continue;
+        }
+        if let Some(&k) = direct.get(&i) {
+            loc[i] = Loc::Output(k);
+            continue;
+        }
+        let size = shapes[i].iter().product::<usize>().div_ceil(4) * 4;
+        unshared += size;
+        let off = match free.iter().position(|&(_, s)| s >= size) {
+            Some(p) => {
+                let (o, s) = free[p];
+                if s == size {
+                    free.remove(p);
+                } else {
+                    free[p] = (o + size, s - size);
+                }
+                o
+            }
+            None => {
+                top += size;
+                top - size
+            }
+        };
+        loc[i] = Loc::Scratch(off);
+        live.push((last_use[i], off, size));
+    }
+    Ok(Plan {
+        loc,
+        own,
+        inlined,
+        absorbed,
+        shapes,
+        scratch: top,
+        unshared,
+    })
+}
+
+/// The function with its plan as notes: where each value lives, which nodes are fused
+/// into which loop, which call a kernel.
+pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
+    let p = plan(f, dims)?;
+    // Which loop computes each inlined node (the first root whose tree holds it).
+    let mut fused_into: HashMap<usize, usize> = HashMap::new();
+    let mut members: HashMap<usize, usize> = HashMap::new();
+    for i in (0..f.nodes.len()).filter(|&i| p.own[i]) {
+        let mut stack: Vec<usize> = f.nodes[i]
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                Value::Node(k) if p.inlined[*k as usize] => Some(*k as usize),
+                _ => None,
+            })
+            .collect();
+        while let Some(j) = stack.pop() {
+            if fused_into.contains_key(&j) && fused_into[&j] != i {
+                continue;
+            }
+            if fused_into.insert(j, i).is_none() {
+                *members.entry(i).or_default() += 1;
+            }
+            for a in &f.nodes[j].args {
+                if let Value::Node(k) = a
+                    && p.inlined[*k as usize]
+                {
+                    stack.push(*k as usize);
+                }
+            }
+        }
+    }
+    let where_ = |l: Loc| match l {
+        Loc::Scratch(o) => format!("scratch[{}..]", o * 4),
+        Loc::Output(k) => format!("output {k}"),
+        Loc::Input(k) => format!("input {k}"),
+        Loc::Param(k) => format!("param {k}"),
+    };
+    let note = |i: usize| -> Option<String> {
+        let n = &f.nodes[i];
+        if p.inlined[i] {
+            return Some(format!(
+                "fused into %{}",
+                fused_into.get(&i).copied().unwrap_or(i)
+            ));
+        }
+        if p.absorbed[i] {
+            return Some("read through strides by matmul".into());
+        }
+        if !p.own[i] {
+            return Some(format!("alias: {}", where_(p.loc[i])));
+        }
+        let how = match n.op {
+            Op::MatMul => "gemm".to_string(),
+            Op::Sum | Op::Mean | Op::ReduceMax => "kernel reduce".to_string(),
+            Op::Broadcast | Op::Transpose => "kernel gather".to_string(),
+            Op::OneHot => "kernel one_hot".to_string(),
+            Op::Exp | Op::Log | Op::Tanh | Op::Pow | Op::Cast => "kernel math".to_string(),
+            Op::Div if n.ty.dtype == DType::I32 => "kernel math".to_string(),
+            _ => match members.get(&i) {
+                Some(m) => format!("f32x4 loop, {m} fused"),
+                None => "f32x4 loop".to_string(),
+            },
+        };
+        Some(format!("{how} -> {}", where_(p.loc[i])))
+    };
+    let mut sizes: Vec<String> = dims.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    sizes.sort();
+    let head = format!(
+        "; @{} for {}: scratch {} bytes ({} without reuse)\n",
+        f.name,
+        if sizes.is_empty() {
+            "its fixed sizes".to_string()
+        } else {
+            sizes.join(", ")
+        },
+        4 * p.scratch,
+        4 * p.unshared
+    );
+    Ok(head + &nnc_ir::print::print_func(f, &note))
+}
+
+/// The Cranelift IR of the compiled function, as text.
+pub fn clif_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
+    let mut sizes: Vec<String> = dims.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    sizes.sort();
+    let head = format!(
+        "; @{} for {}\n; fn0 = nnc_matmul, fn1 = nnc_gather, fn2 = nnc_reduce, fn3 = nnc_one_hot, fn4 = nnc_math, fn5 = nnc_copy\n",
+        f.name,
+        if sizes.is_empty() {
+            "its fixed sizes".to_string()
+        } else {
+            sizes.join(", ")
+        }
+    );
+    compile_inner(f, dims, true).map(|(_, t)| head + &t.unwrap_or_default())
+}
+
 pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {
+    compile_inner(f, dims, false).map(|(k, _)| k)
+}
+
+fn compile_inner(
+    f: &Func,
+    dims: &HashMap<String, usize>,
+    text: bool,
+) -> Result<(Kernel, Option<String>), String> {
     if !crate::supports(f) {
         return Err(format!(
             "the JIT compiles f32 and i32 graphs; `@{}` uses f64",
@@ -313,52 +602,20 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
     let mut fbc = FunctionBuilderContext::new();
     let mut descs: Vec<Box<[i64]>> = Vec::new();
 
-    // Plan buffers.
-    let absorbed = absorbed_transposes(f);
-    let inlined = inlined_nodes(f, dims)?;
-    let mut loc: Vec<Loc> = Vec::with_capacity(f.nodes.len());
-    let mut own: Vec<bool> = Vec::with_capacity(f.nodes.len());
-    let mut scratch = 0usize;
-    let shapes: Vec<Vec<usize>> = f
-        .nodes
-        .iter()
-        .map(|n| shape_of(&n.ty, dims))
-        .collect::<Result<_, _>>()?;
+    let Plan {
+        loc,
+        own,
+        inlined,
+        absorbed,
+        shapes,
+        scratch,
+        unshared,
+    } = plan(f, dims)?;
     let value_loc = |loc: &[Loc], v: Value| match v {
         Value::Input(i) => Loc::Input(i as usize),
         Value::Param(i) => Loc::Param(i as usize),
         Value::Node(i) => loc[i as usize],
     };
-    // A node returned as an output is computed straight into the caller's buffer (outputs
-    // never alias inputs or parameters: `Kernel::run_raw`'s contract).
-    let mut direct: HashMap<usize, usize> = HashMap::new();
-    for (k, o) in f.outputs.iter().enumerate() {
-        if let Value::Node(i) = o {
-            direct.entry(*i as usize).or_insert(k);
-        }
-    }
-    for (i, n) in f.nodes.iter().enumerate() {
-        let alias = match n.op {
-            Op::Reshape => true,
-            Op::Cast => {
-                let from = f.ty(n.args[0]).dtype;
-                !(from.is_float() && n.ty.dtype == DType::I32)
-            }
-            _ => false,
-        };
-        own.push(!alias && !absorbed[i] && !inlined[i]);
-        if alias {
-            loc.push(value_loc(&loc, n.args[0]));
-        } else if absorbed[i] || inlined[i] {
-            loc.push(Loc::Scratch(usize::MAX));
-        } else if let Some(&k) = direct.get(&i) {
-            loc.push(Loc::Output(k));
-        } else {
-            loc.push(Loc::Scratch(scratch));
-            // Keep every buffer 16-byte aligned.
-            scratch += shapes[i].iter().product::<usize>().div_ceil(4) * 4;
-        }
-    }
 
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
@@ -403,9 +660,15 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
                 v => shape_of(f.ty(v), dims),
             }
         };
+        // Descriptors are baked in as addresses; in printed CLIF, as their index, so the
+        // text does not change from run to run.
         let mut desc_ptr = |b: &mut FunctionBuilder, d: Vec<i64>| {
             let boxed = d.into_boxed_slice();
-            let p = boxed.as_ptr() as i64;
+            let p = if text {
+                descs.len() as i64
+            } else {
+                boxed.as_ptr() as i64
+            };
             descs.push(boxed);
             b.ins().iconst(ptr, p)
         };
@@ -605,6 +868,7 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
         b.ins().return_(&[]);
         b.finalize(module.target_config());
         let kernel_outputs = outputs;
+        let clif = text.then(|| ctx.func.display().to_string());
         module
             .define_function(id, &mut ctx)
             .map_err(|e| format!("{e:?}"))?;
@@ -613,13 +877,17 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
         let code = module.get_finalized_function(id);
         // The function was declared with exactly this signature.
         let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
-        Ok(Kernel {
-            module: Some(module),
-            entry,
-            scratch_len: scratch,
-            outputs: kernel_outputs,
-            _descs: descs,
-        })
+        Ok((
+            Kernel {
+                module: Some(module),
+                entry,
+                scratch_len: scratch,
+                unshared_len: unshared,
+                outputs: kernel_outputs,
+                _descs: descs,
+            },
+            clif,
+        ))
     }
 }
 

@@ -255,6 +255,9 @@ fn fusible(f: &Func, n: &nnc_ir::Node) -> bool {
             | Op::Ne
             | Op::Select
             | Op::Const
+            | Op::Exp
+            | Op::Log
+            | Op::Tanh
     );
     let _ = f;
     lowered && !int_div
@@ -528,7 +531,7 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Stri
             Op::Sum | Op::Mean | Op::ReduceMax => "kernel reduce".to_string(),
             Op::Broadcast | Op::Transpose => "kernel gather".to_string(),
             Op::OneHot => "kernel one_hot".to_string(),
-            Op::Exp | Op::Log | Op::Tanh | Op::Pow | Op::Cast => "kernel math".to_string(),
+            Op::Pow | Op::Cast => "kernel math".to_string(),
             Op::Div if n.ty.dtype == DType::I32 => "kernel math".to_string(),
             _ => match members.get(&i) {
                 Some(m) => format!("f32x4 loop, {m} fused"),
@@ -683,17 +686,6 @@ fn compile_inner(
             let arg_addr = |b: &mut FunctionBuilder, k: usize| addr(b, value_loc(&loc, n.args[k]));
             let is_int = n.ty.dtype == DType::I32;
             match n.op {
-                Op::Exp | Op::Log | Op::Tanh => {
-                    let kind = match n.op {
-                        Op::Exp => 0,
-                        Op::Log => 1,
-                        _ => 2,
-                    };
-                    let x = arg_addr(&mut b, 0);
-                    let k = b.ins().iconst(ptr, kind);
-                    let cnt = b.ins().iconst(ptr, count as i64);
-                    b.ins().call(h_math, &[k, x, x, dst, cnt]);
-                }
                 Op::Pow => {
                     let (x, y) = (arg_addr(&mut b, 0), arg_addr(&mut b, 1));
                     let k = b.ins().iconst(ptr, 4);
@@ -951,6 +943,9 @@ fn compute(
             let zero = splat(b, 0.0);
             choose(b, FloatCC::NotEqual, xs[0], zero, xs[1], xs[2])
         }
+        Op::Exp => exp(b, xs[0], ty),
+        Op::Log => log(b, xs[0], ty),
+        Op::Tanh => tanh(b, xs[0], ty),
         _ => unreachable!("not a vector-lowered elementwise op: {op:?}"),
     }
 }
@@ -1055,4 +1050,226 @@ fn fused_loop(
         let p = b.ins().iadd(dst, off);
         b.ins().store(flags, y, p, 0);
     }
+}
+
+// ---- transcendental functions as polynomials (Cephes), on f32x4 or f32 ----
+//
+// Cranelift has no exp or log instruction, and a scalar libm call per element leaves the
+// vector domain; these stay in registers and fuse like arithmetic. Their maximum errors
+// against f64 are measured in `tests/math.rs`.
+
+type V = cranelift_codegen::ir::Value;
+
+fn konst(b: &mut FunctionBuilder, v: f32, ty: types::Type) -> V {
+    let s = b.ins().f32const(v);
+    if ty.is_vector() {
+        b.ins().splat(ty, s)
+    } else {
+        s
+    }
+}
+
+fn iconst_like(b: &mut FunctionBuilder, v: i32, ity: types::Type) -> V {
+    let s = b.ins().iconst(types::I32, v as i64);
+    if ity.is_vector() {
+        b.ins().splat(ity, s)
+    } else {
+        s
+    }
+}
+
+fn int_ty(ty: types::Type) -> types::Type {
+    if ty.is_vector() {
+        types::I32X4
+    } else {
+        types::I32
+    }
+}
+
+/// `a * b + c`.
+fn madd(b: &mut FunctionBuilder, x: V, y: V, z: V) -> V {
+    let p = b.ins().fmul(x, y);
+    b.ins().fadd(p, z)
+}
+
+fn horner(b: &mut FunctionBuilder, x: V, coeffs: &[f32], ty: types::Type) -> V {
+    let mut acc = konst(b, coeffs[0], ty);
+    for &c in &coeffs[1..] {
+        let k = konst(b, c, ty);
+        acc = madd(b, acc, x, k);
+    }
+    acc
+}
+
+/// `c ? x : y` for a comparison result `c` of `fcmp` on `ty`.
+fn pick(b: &mut FunctionBuilder, c: V, x: V, y: V, ty: types::Type) -> V {
+    if ty.is_vector() {
+        let m = b.ins().bitcast(ty, MemFlagsData::new(), c);
+        b.ins().bitselect(m, x, y)
+    } else {
+        b.ins().select(c, x, y)
+    }
+}
+
+/// Pseudo-min and -max (one `minps`/`maxps`).
+fn clamp(b: &mut FunctionBuilder, x: V, lo: f32, hi: f32, ty: types::Type) -> V {
+    let (l, h) = (konst(b, lo, ty), konst(b, hi, ty));
+    let c = b.ins().fcmp(FloatCC::LessThan, x, l);
+    let x = pick(b, c, l, x, ty);
+    let c = b.ins().fcmp(FloatCC::GreaterThan, x, h);
+    pick(b, c, h, x, ty)
+}
+
+/// e^x: range reduction by ln 2 (Cody-Waite), a degree-7 polynomial, and 2^n built in the
+/// exponent bits. Below -87.3 it flushes to 0 (as f32 nearly does); above 88.7, +inf.
+fn exp(b: &mut FunctionBuilder, x0: V, ty: types::Type) -> V {
+    let ity = int_ty(ty);
+    let x = clamp(b, x0, -87.336_54, 88.0, ty);
+    let log2e = konst(b, std::f32::consts::LOG2_E, ty);
+    let magic = konst(b, 12_582_912.0, ty); // 1.5 * 2^23: adding it rounds to an integer
+    let t = madd(b, x, log2e, magic);
+    let fx = b.ins().fsub(t, magic);
+    let c1 = konst(b, -0.693_359_4, ty);
+    let r = madd(b, fx, c1, x);
+    let c2 = konst(b, 2.121_944_4e-4, ty);
+    let r = madd(b, fx, c2, r);
+    let p = horner(
+        b,
+        r,
+        &[
+            1.987_569_1e-4,
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            5.000_000_1e-1,
+        ],
+        ty,
+    );
+    let rr = b.ins().fmul(r, r);
+    let p = madd(b, p, rr, r);
+    let one = konst(b, 1.0, ty);
+    let p = b.ins().fadd(p, one);
+    let ti = b.ins().bitcast(ity, MemFlagsData::new(), t);
+    let bias = iconst_like(b, 127 - 0x4B40_0000, ity);
+    let e = b.ins().iadd(ti, bias);
+    let e = b.ins().ishl_imm_u(e, 23);
+    let pow2 = b.ins().bitcast(ty, MemFlagsData::new(), e);
+    let y = b.ins().fmul(p, pow2);
+    // Overflow to +inf past the clamp, and NaN stays NaN.
+    let big = konst(b, 88.722_84, ty);
+    let over = b.ins().fcmp(FloatCC::GreaterThan, x0, big);
+    let inf = konst(b, f32::INFINITY, ty);
+    let y = pick(b, over, inf, y, ty);
+    // Flush to zero where e^x is below the normal range.
+    let low = konst(b, -87.336_54, ty);
+    let under = b.ins().fcmp(FloatCC::LessThan, x0, low);
+    let zero = konst(b, 0.0, ty);
+    let y = pick(b, under, zero, y, ty);
+    let nan = b.ins().fcmp(FloatCC::Unordered, x0, x0);
+    pick(b, nan, x0, y, ty)
+}
+
+/// ln x: x = m 2^e with m in [sqrt(1/2), sqrt(2)), a degree-9 polynomial in m - 1.
+/// ln 0 = -inf, ln of a negative number or NaN is NaN, ln inf = inf.
+fn log(b: &mut FunctionBuilder, x0: V, ty: types::Type) -> V {
+    let ity = int_ty(ty);
+    let tiny = konst(b, f32::MIN_POSITIVE, ty);
+    let c = b.ins().fcmp(FloatCC::LessThan, x0, tiny);
+    let x = pick(b, c, tiny, x0, ty);
+    let xi = b.ins().bitcast(ity, MemFlagsData::new(), x);
+    let ei = b.ins().ushr_imm_u(xi, 23);
+    let bias = iconst_like(b, 126, ity);
+    let ei = b.ins().isub(ei, bias);
+    let mut_mask = iconst_like(b, !0x7F80_0000u32 as i32, ity);
+    let mi = b.ins().band(xi, mut_mask);
+    let half = iconst_like(b, 0x3F00_0000, ity);
+    let mi = b.ins().bor(mi, half);
+    let m = b.ins().bitcast(ty, MemFlagsData::new(), mi); // in [0.5, 1)
+    let e = b.ins().fcvt_from_sint(ty, ei);
+    let sqrthf = konst(b, std::f32::consts::FRAC_1_SQRT_2, ty);
+    let small = b.ins().fcmp(FloatCC::LessThan, m, sqrthf);
+    let one = konst(b, 1.0, ty);
+    let e_minus = b.ins().fsub(e, one);
+    let e = pick(b, small, e_minus, e, ty);
+    let m2 = b.ins().fadd(m, m);
+    let m_small = b.ins().fsub(m2, one);
+    let m_big = b.ins().fsub(m, one);
+    let m = pick(b, small, m_small, m_big, ty);
+    let z = b.ins().fmul(m, m);
+    let p = horner(
+        b,
+        m,
+        &[
+            7.037_683_6e-2,
+            -1.151_461e-1,
+            1.167_699_9e-1,
+            -1.242_014_1e-1,
+            1.424_932_3e-1,
+            -1.666_805_8e-1,
+            2.000_071_4e-1,
+            -2.499_999_4e-1,
+            3.333_333_1e-1,
+        ],
+        ty,
+    );
+    let y = b.ins().fmul(p, m);
+    let y = b.ins().fmul(y, z);
+    let c2 = konst(b, -2.121_944_4e-4, ty);
+    let y = madd(b, e, c2, y);
+    let mhalf = konst(b, -0.5, ty);
+    let y = madd(b, z, mhalf, y);
+    let y = b.ins().fadd(m, y);
+    let c1 = konst(b, 0.693_359_4, ty);
+    let y = madd(b, e, c1, y);
+    // Special values.
+    let zero = konst(b, 0.0, ty);
+    let is_zero = b.ins().fcmp(FloatCC::Equal, x0, zero);
+    let ninf = konst(b, f32::NEG_INFINITY, ty);
+    let y = pick(b, is_zero, ninf, y, ty);
+    let neg = b.ins().fcmp(FloatCC::LessThan, x0, zero);
+    let nan = konst(b, f32::NAN, ty);
+    let y = pick(b, neg, nan, y, ty);
+    let inf = konst(b, f32::INFINITY, ty);
+    let is_inf = b.ins().fcmp(FloatCC::Equal, x0, inf);
+    let y = pick(b, is_inf, inf, y, ty);
+    let unordered = b.ins().fcmp(FloatCC::Unordered, x0, x0);
+    pick(b, unordered, x0, y, ty)
+}
+
+/// tanh x: an odd polynomial below |x| = 0.625 (no cancellation near 0), else
+/// sign(x) (1 - 2 / (e^(2|x|) + 1)).
+fn tanh(b: &mut FunctionBuilder, x: V, ty: types::Type) -> V {
+    let z = b.ins().fmul(x, x);
+    let p = horner(
+        b,
+        z,
+        &[
+            -5.704_988_7e-3,
+            2.063_908_9e-2,
+            -5.373_971_6e-2,
+            1.333_144_2e-1,
+            -3.333_328_2e-1,
+        ],
+        ty,
+    );
+    let xz = b.ins().fmul(x, z);
+    let small_y = madd(b, xz, p, x);
+    let ax = b.ins().fabs(x);
+    let two_ax = b.ins().fadd(ax, ax);
+    let e = exp(b, two_ax, ty);
+    let one = konst(b, 1.0, ty);
+    let two = konst(b, 2.0, ty);
+    let d = b.ins().fadd(e, one);
+    let q = b.ins().fdiv(two, d);
+    let big_abs = b.ins().fsub(one, q);
+    let neg_big = b.ins().fneg(big_abs);
+    let zero = konst(b, 0.0, ty);
+    let is_neg = b.ins().fcmp(FloatCC::LessThan, x, zero);
+    let big_y = pick(b, is_neg, neg_big, big_abs, ty);
+    let limit = konst(b, 0.625, ty);
+    let small = b.ins().fcmp(FloatCC::LessThan, ax, limit);
+    let y = pick(b, small, small_y, big_y, ty);
+    let unordered = b.ins().fcmp(FloatCC::Unordered, x, x);
+    pick(b, unordered, x, y, ty)
 }

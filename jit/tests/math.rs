@@ -1,0 +1,80 @@
+//! The JIT's polynomial exp, ln and tanh against f64 over their ranges: the maximum errors
+//! measured here are the ones ARCHITECTURE.md states.
+
+use nnc_ir::{Attr, DType, Func, Op, Shape, TensorType};
+use nnc_runtime::Tensor;
+
+fn run(op: Op, xs: &[f64]) -> Vec<f64> {
+    let ty = TensorType::new(DType::F32, Shape::known(&[xs.len() as u64]));
+    let mut f = Func::new(format!("t_{}", op.mnemonic()));
+    let x = f.add_input("x", ty);
+    let y = f.build(op, vec![x], Attr::None, None).unwrap();
+    f.outputs.push(y);
+    let t = Tensor::new(DType::F32, vec![xs.len()], xs.to_vec());
+    nnc_jit::Jit::new()
+        .eval(&f, &[t], &[])
+        .unwrap()
+        .remove(0)
+        .data
+}
+
+/// Worst `|got - want| / max(|want|, floor)` over the points (inputs rounded to f32).
+fn worst(op: Op, xs: &[f64], want: impl Fn(f64) -> f64, floor: f64) -> (f64, f64) {
+    let xs: Vec<f64> = xs.iter().map(|&x| x as f32 as f64).collect();
+    let got = run(op, &xs);
+    let mut w = (0.0, 0.0);
+    for (x, g) in xs.iter().zip(got) {
+        let e = (g - want(*x)).abs() / want(*x).abs().max(floor);
+        if e > w.0 {
+            w = (e, *x);
+        }
+    }
+    w
+}
+
+fn grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| lo + (hi - lo) * i as f64 / (n - 1) as f64)
+        .collect()
+}
+
+#[test]
+fn exp_is_accurate_to_a_few_ulp() {
+    let (e, at) = worst(Op::Exp, &grid(-87.0, 88.0, 1 << 20), f64::exp, 0.0);
+    eprintln!("exp: max relative error {e:e} at {at}");
+    assert!(e < 3e-7, "exp: {e:e} at {at}");
+    let special = run(
+        Op::Exp,
+        &[f64::NEG_INFINITY, -200.0, 0.0, 100.0, f64::INFINITY],
+    );
+    assert_eq!(special, vec![0.0, 0.0, 1.0, f64::INFINITY, f64::INFINITY]);
+    assert!(run(Op::Exp, &[f64::NAN])[0].is_nan());
+}
+
+#[test]
+fn log_is_accurate_to_a_few_ulp() {
+    // Relative error, with an absolute floor where ln x crosses 0 (x near 1).
+    let mut xs = grid(1e-3, 10.0, 1 << 19);
+    xs.extend(grid(10.0, 1e30, 1 << 16));
+    xs.extend((0..2000).map(|i| 2f64.powi(i % 250 - 125) * 1.37));
+    let (e, at) = worst(Op::Log, &xs, f64::ln, 1.0);
+    eprintln!("ln: max error {e:e} at {at}");
+    assert!(e < 3e-7, "ln: {e:e} at {at}");
+    let special = run(Op::Log, &[0.0, 1.0, f64::INFINITY]);
+    assert_eq!(special, vec![f64::NEG_INFINITY, 0.0, f64::INFINITY]);
+    assert!(run(Op::Log, &[-1.0])[0].is_nan());
+}
+
+#[test]
+fn tanh_is_accurate_near_zero_and_far_from_it() {
+    let (e, at) = worst(Op::Tanh, &grid(-10.0, 10.0, 1 << 20), f64::tanh, 1e-3);
+    eprintln!("tanh: max error {e:e} at {at}");
+    assert!(e < 3e-7, "tanh: {e:e} at {at}");
+    // Relative accuracy near 0, where 1 - 2/(e^2x + 1) would cancel.
+    let (e, at) = worst(Op::Tanh, &grid(-0.01, 0.01, 10_001), f64::tanh, 1e-30);
+    assert!(e < 3e-7, "tanh near 0: {e:e} at {at}");
+    assert_eq!(
+        run(Op::Tanh, &[f64::INFINITY, f64::NEG_INFINITY, 50.0]),
+        vec![1.0, -1.0, 1.0]
+    );
+}

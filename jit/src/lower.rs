@@ -312,6 +312,9 @@ pub(crate) struct Plan {
     /// The node is a transpose its matrix-product users read through strides.
     pub absorbed: Vec<bool>,
     pub shapes: Vec<Vec<usize>>,
+    /// The order of execution: each step is one node's kernel call or loop, or one fused
+    /// loop computing several nodes (same element count) with a store for each.
+    pub steps: Vec<Vec<usize>>,
     /// Scratch elements with buffers reused after their last read.
     pub scratch: usize,
     /// Scratch elements if every buffer had its own place.
@@ -393,11 +396,44 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Stri
             direct.entry(*i as usize).or_insert(k);
         }
     }
+    // Steps: a node that can be computed in a loop joins the open loop when it has as many
+    // elements and reads nothing computed after that loop's step (except the loop's own
+    // members, which it reads in registers).
+    let count = |i: usize| shapes[i].iter().product::<usize>();
+    let mut steps: Vec<Vec<usize>> = Vec::new();
+    let mut step_of = vec![usize::MAX; n];
+    let mut open: Option<usize> = None;
+    for i in (0..n).filter(|&i| own[i]) {
+        let nd = &f.nodes[i];
+        if fusible(f, nd) || scalar_broadcast(f, nd) {
+            if let Some(st) = open {
+                let first = steps[st][0];
+                // A broadcast scalar is loaded before the loop runs, so it must come from
+                // an earlier step.
+                let sb = scalar_broadcast(f, nd);
+                let joins = count(first) == count(i)
+                    && reads(f, &inlined, &absorbed, i)
+                        .iter()
+                        .all(|&v| match root(v) {
+                            None => true,
+                            Some(r) => step_of[r] < st || (step_of[r] == st && !sb),
+                        });
+                if joins {
+                    steps[st].push(i);
+                    step_of[i] = st;
+                    continue;
+                }
+            }
+            open = Some(steps.len());
+        }
+        step_of[i] = steps.len();
+        steps.push(vec![i]);
+    }
     let mut last_use = vec![0usize; n];
     for i in (0..n).filter(|&i| own[i]) {
         for v in reads(f, &inlined, &absorbed, i) {
             if let Some(j) = root(v) {
-                last_use[j] = last_use[j].max(i);
+                last_use[j] = last_use[j].max(step_of[i]);
             }
         }
     }
@@ -408,12 +444,12 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Stri
     }
     let mut loc = vec![Loc::Scratch(usize::MAX); n];
     let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, size), sorted by offset
-    let mut live: Vec<(usize, usize, usize)> = Vec::new(); // (last use, offset, size)
+    let mut live: Vec<(usize, usize, usize)> = Vec::new(); // (last step, offset, size)
     let (mut top, mut unshared) = (0usize, 0usize);
-    for i in 0..n {
-        // Release buffers no node from here on reads.
+    for (t, step) in steps.iter().enumerate() {
+        // Release buffers no step from here on reads.
         live.retain(|&(last, off, size)| {
-            if last < i {
+            if last < t {
                 free.push((off, size));
                 false
             } else {
@@ -429,39 +465,41 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Stri
             }
         }
         free = merged;
-        if !own[i] {
-            if alias[i] {
-                loc[i] = match f.nodes[i].args[0] {
-                    Value::Input(k) => Loc::Input(k as usize),
-                    Value::Param(k) => Loc::Param(k as usize),
-                    Value::Node(k) => loc[k as usize],
-                };
+        for &i in step {
+            if let Some(&k) = direct.get(&i) {
+                loc[i] = Loc::Output(k);
+                continue;
             }
-            continue;
-        }
-        if let Some(&k) = direct.get(&i) {
-            loc[i] = Loc::Output(k);
-            continue;
-        }
-        let size = shapes[i].iter().product::<usize>().div_ceil(4) * 4;
-        unshared += size;
-        let off = match free.iter().position(|&(_, s)| s >= size) {
-            Some(p) => {
-                let (o, s) = free[p];
-                if s == size {
-                    free.remove(p);
-                } else {
-                    free[p] = (o + size, s - size);
+            let size = count(i).div_ceil(4) * 4;
+            unshared += size;
+            let off = match free.iter().position(|&(_, s)| s >= size) {
+                Some(p) => {
+                    let (o, s) = free[p];
+                    if s == size {
+                        free.remove(p);
+                    } else {
+                        free[p] = (o + size, s - size);
+                    }
+                    o
                 }
-                o
-            }
-            None => {
-                top += size;
-                top - size
-            }
-        };
-        loc[i] = Loc::Scratch(off);
-        live.push((last_use[i], off, size));
+                None => {
+                    top += size;
+                    top - size
+                }
+            };
+            loc[i] = Loc::Scratch(off);
+            live.push((last_use[i], off, size));
+        }
+    }
+    // Aliases live where their operand does.
+    for i in 0..n {
+        if alias[i] {
+            loc[i] = match f.nodes[i].args[0] {
+                Value::Input(k) => Loc::Input(k as usize),
+                Value::Param(k) => Loc::Param(k as usize),
+                Value::Node(k) => loc[k as usize],
+            };
+        }
     }
     Ok(Plan {
         loc,
@@ -469,6 +507,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Stri
         inlined,
         absorbed,
         shapes,
+        steps,
         scratch: top,
         unshared,
     })
@@ -538,7 +577,14 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Stri
                 None => "f32x4 loop".to_string(),
             },
         };
-        Some(format!("{how} -> {}", where_(p.loc[i])))
+        let step = p.steps.iter().position(|st| st.contains(&i)).unwrap_or(0);
+        let shared = p.steps[step].len();
+        let with = if shared > 1 {
+            format!(", one of {shared} in step {step}")
+        } else {
+            format!(", step {step}")
+        };
+        Some(format!("{how} -> {}{with}", where_(p.loc[i])))
     };
     let mut sizes: Vec<String> = dims.iter().map(|(k, v)| format!("{k} = {v}")).collect();
     sizes.sort();
@@ -611,6 +657,7 @@ fn compile_inner(
         inlined,
         absorbed,
         shapes,
+        steps,
         scratch,
         unshared,
     } = plan(f, dims)?;
@@ -676,10 +723,10 @@ fn compile_inner(
             b.ins().iconst(ptr, p)
         };
 
-        for (i, n) in f.nodes.iter().enumerate() {
-            if !own[i] {
-                continue; // an alias of its operand, or a transpose a matmul absorbs
-            }
+        for step in &steps {
+            let i = step[0];
+            let n = &f.nodes[i];
+            let _ = &own;
             let here = loc[i];
             let count: usize = shapes[i].iter().product();
             let dst = addr(&mut b, here);
@@ -706,33 +753,38 @@ fn compile_inner(
                     b.ins().call(h_math, &[k, x, x, dst, cnt]);
                 }
                 _ if fusible(f, n) || scalar_broadcast(f, n) => {
-                    // Gather the inlined nodes under this one, operands first.
+                    // One loop for every node of the step: each member's inlined tree,
+                    // operands first, then the member, stored to its buffer.
                     let mut order = Vec::new();
                     let mut seen = std::collections::HashSet::new();
-                    let mut stack = vec![(i, false)];
                     let mut leaves: Vec<Value> = Vec::new();
                     let mut scalars: Vec<(usize, Value)> = Vec::new();
-                    while let Some((j, done)) = stack.pop() {
-                        if done {
-                            order.push(j);
-                            continue;
-                        }
-                        if !seen.insert(j) {
-                            continue;
-                        }
-                        stack.push((j, true));
-                        let nj = &f.nodes[j];
-                        if scalar_broadcast(f, nj) {
-                            scalars.push((j, nj.args[0]));
-                            continue;
-                        }
-                        for &a in &nj.args {
-                            match a {
-                                Value::Node(k) if inlined[k as usize] => {
-                                    stack.push((k as usize, false))
+                    for &m in step {
+                        let mut stack = vec![(m, false)];
+                        while let Some((j, done)) = stack.pop() {
+                            if done {
+                                order.push(j);
+                                continue;
+                            }
+                            if !seen.insert(j) {
+                                continue;
+                            }
+                            stack.push((j, true));
+                            let nj = &f.nodes[j];
+                            if scalar_broadcast(f, nj) {
+                                scalars.push((j, nj.args[0]));
+                                continue;
+                            }
+                            for &a in &nj.args {
+                                match a {
+                                    Value::Node(k) if inlined[k as usize] => {
+                                        stack.push((k as usize, false))
+                                    }
+                                    // A member (or an alias of one) is read in registers.
+                                    _ if member_of(f, a, step).is_some() => {}
+                                    _ if !leaves.contains(&a) => leaves.push(a),
+                                    _ => {}
                                 }
-                                _ if !leaves.contains(&a) => leaves.push(a),
-                                _ => {}
                             }
                         }
                     }
@@ -746,8 +798,10 @@ fn compile_inner(
                             .iter()
                             .map(|&(j, v)| (j, addr(&mut b, value_loc(&loc, v))))
                             .collect(),
+                        stores: step.iter().map(|&m| (m, addr(&mut b, loc[m]))).collect(),
+                        members: step.clone(),
                     };
-                    fused_loop(&mut b, f, &tree, dst, count);
+                    fused_loop(&mut b, f, &tree, count);
                 }
                 Op::Sum | Op::Mean | Op::ReduceMax => {
                     let Attr::Axes(axes) = &n.attr else {
@@ -943,6 +997,8 @@ fn compute(
             let zero = splat(b, 0.0);
             choose(b, FloatCC::NotEqual, xs[0], zero, xs[1], xs[2])
         }
+        // A broadcast scalar this loop computed (a loop over one element).
+        Op::Broadcast => xs[0],
         Op::Exp => exp(b, xs[0], ty),
         Op::Log => log(b, xs[0], ty),
         Op::Tanh => tanh(b, xs[0], ty),
@@ -960,17 +1016,35 @@ struct Tree {
     /// Scalars broadcast to every element (a `broadcast` of a rank-0 value), with the
     /// address of the scalar.
     scalars: Vec<(usize, cranelift_codegen::ir::Value)>,
+    /// The nodes the loop stores, with their buffers.
+    stores: Vec<(usize, cranelift_codegen::ir::Value)>,
+    /// The step's nodes (read in registers by later members, also through aliases).
+    members: Vec<usize>,
+}
+
+/// The member of `step` whose buffer `v` reads (through aliases), if any.
+fn member_of(f: &Func, mut v: Value, step: &[usize]) -> Option<usize> {
+    loop {
+        match v {
+            Value::Node(i) if step.contains(&(i as usize)) => return Some(i as usize),
+            Value::Node(i) if matches!(f.nodes[i as usize].op, Op::Reshape | Op::Cast) => {
+                let nd = &f.nodes[i as usize];
+                if nd.op == Op::Cast
+                    && f.ty(nd.args[0]).dtype.is_float()
+                    && nd.ty.dtype == DType::I32
+                {
+                    return None;
+                }
+                v = nd.args[0];
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// `dst[i] = tree(i)` for `i < count`: one f32x4 loop with a scalar tail, every inlined
 /// node computed in registers.
-fn fused_loop(
-    b: &mut FunctionBuilder,
-    f: &Func,
-    tree: &Tree,
-    dst: cranelift_codegen::ir::Value,
-    count: usize,
-) {
+fn fused_loop(b: &mut FunctionBuilder, f: &Func, tree: &Tree, count: usize) {
     let flags = MemFlagsData::new().with_notrap();
     // Loop-invariant values, computed once before the loop: constants and broadcast
     // scalars, as scalars and as vectors.
@@ -982,7 +1056,8 @@ fn fused_loop(
         let n = &f.nodes[j];
         let scalar = match (n.op, &n.attr) {
             (Op::Const, Attr::Value(v)) => Some(b.ins().f32const(*v as f32)),
-            (Op::Broadcast, _) => tree
+            // Not a broadcast of a value this loop computes (read in the loop instead).
+            (Op::Broadcast, _) if member_of(f, n.args[0], &tree.members).is_none() => tree
                 .scalars
                 .iter()
                 .find(|(k, _)| *k == j)
@@ -1012,13 +1087,28 @@ fn fused_loop(
                     }
                 }
                 None => {
-                    let xs: Vec<_> = n.args.iter().map(|a| memo[a]).collect();
+                    let xs: Vec<_> = n
+                        .args
+                        .iter()
+                        .map(|&a| match memo.get(&a) {
+                            Some(&v) => v,
+                            // An earlier member of this loop, read through an alias.
+                            None => {
+                                let m = member_of(f, a, &tree.members).expect("a leaf or a member");
+                                memo[&Value::Node(m as u32)]
+                            }
+                        })
+                        .collect();
                     compute(b, n.op, &xs, ty)
                 }
             };
             memo.insert(Value::Node(j as u32), y);
         }
-        memo[&Value::Node(*tree.order.last().expect("a root") as u32)]
+        let flags = MemFlagsData::new().with_notrap();
+        for &(m, dst) in &tree.stores {
+            let p = b.ins().iadd(dst, off);
+            b.ins().store(flags, memo[&Value::Node(m as u32)], p, 0);
+        }
     };
     let vec_end = (count / 4 * 4) as i64;
     if vec_end > 0 {
@@ -1035,9 +1125,7 @@ fn fused_loop(
         b.switch_to_block(body_block);
         b.seal_block(body_block);
         let off = b.ins().ishl_imm_u(i, 2);
-        let y = body(b, off, types::F32X4);
-        let p = b.ins().iadd(dst, off);
-        b.ins().store(flags, y, p, 0);
+        body(b, off, types::F32X4);
         let next = b.ins().iadd_imm_s(i, 4);
         b.ins().jump(header, &[next.into()]);
         b.seal_block(header);
@@ -1046,9 +1134,7 @@ fn fused_loop(
     }
     for j in vec_end as usize..count {
         let off = b.ins().iconst(types::I64, (4 * j) as i64);
-        let y = body(b, off, types::F32);
-        let p = b.ins().iadd(dst, off);
-        b.ins().store(flags, y, p, 0);
+        body(b, off, types::F32);
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod cse;
 pub mod dce;
+pub mod schedule;
 pub mod simplify;
 
 use std::collections::HashMap;
@@ -39,6 +40,11 @@ pub const PIPELINE: &[Pass] = &[
         name: "dce",
         doc: "drops nodes no output depends on",
         run: dce::run,
+    },
+    Pass {
+        name: "schedule",
+        doc: "a topological order with scalar work as early as possible",
+        run: schedule::run,
     },
 ];
 

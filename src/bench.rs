@@ -97,7 +97,8 @@ fn measure(
     let n_model = session.model.forward.inputs.len();
     let step = |s: &mut Session| -> Result<(), String> {
         if train {
-            s.train_step(inputs, 1).map_err(|e| e.to_string())?;
+            s.train_step_deferred(inputs, 1)
+                .map_err(|e| e.to_string())?;
         } else {
             s.forward(&inputs[..n_model])?;
         }

@@ -257,6 +257,8 @@ pub struct Session {
     pub last_lr: f64,
     /// What runs the functions.
     pub exec: Executor,
+    /// Whether `params` lags the JIT's arena (after deferred steps; see `sync_params`).
+    params_stale: bool,
     /// On the JIT, the arenas the fused training step keeps the parameters (copied out to
     /// `params` after each step) and optimizer states in.
     fused: Option<Box<nnc_jit::FusedStep>>,
@@ -266,15 +268,20 @@ impl Clone for Session {
     /// A copy with its own state: the arenas are rebuilt from the copied values on the
     /// copy's first step.
     fn clone(&self) -> Session {
+        let mut params = self.params.clone();
+        if let (true, Some(f)) = (self.params_stale, &self.fused) {
+            f.write_params(&mut params);
+        }
         Session {
             model: self.model.clone(),
             config: self.config.clone(),
-            params: self.params.clone(),
+            params,
             states: self.current_states(),
             step: self.step,
             epoch: self.epoch,
             last_lr: self.last_lr,
             exec: Executor::new(self.config.backend),
+            params_stale: false,
             fused: None,
         }
     }
@@ -315,6 +322,7 @@ impl Session {
             epoch: 0,
             last_lr: 0.0,
             exec: Executor::new(config_backend),
+            params_stale: false,
             fused: None,
         })
     }
@@ -345,6 +353,7 @@ impl Session {
                 Err(TrainError::Diverged {
                     step, epoch, loss, ..
                 }) => {
+                    self.sync_params();
                     return Err(TrainError::Diverged {
                         step,
                         epoch,
@@ -352,7 +361,13 @@ impl Session {
                         loss,
                     });
                 }
-                r => r?,
+                r => match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.sync_params();
+                        return Err(e);
+                    }
+                },
             };
             loss_sum += loss * chunk.len() as f64;
             seen += chunk.len();
@@ -367,6 +382,7 @@ impl Session {
             });
         }
         self.epoch += 1;
+        self.sync_params();
         Ok(Metrics {
             loss: loss_sum / n.max(1) as f64,
             accuracy: self.model.classes.map(|_| correct as f64 / n.max(1) as f64),
@@ -382,8 +398,43 @@ impl Session {
         inputs: &[Tensor],
         steps_per_epoch: usize,
     ) -> Result<(f64, Tensor), TrainError> {
+        let r = self.train_step_deferred(inputs, steps_per_epoch);
+        self.sync_params();
+        r
+    }
+
+    /// `train_step` without bringing `params` up to date afterwards (on the JIT the
+    /// parameters live in the arena, and copying them out every step costs about 8% of a
+    /// step); call `sync_params` before reading `params`.
+    pub fn train_step_deferred(
+        &mut self,
+        inputs: &[Tensor],
+        steps_per_epoch: usize,
+    ) -> Result<(f64, Tensor), TrainError> {
         let total = (steps_per_epoch * self.config.epochs) as u64;
         self.step_with(inputs, total)
+    }
+
+    /// The parameters as they are now, even after deferred steps.
+    pub fn current_params(&self) -> std::borrow::Cow<'_, [Tensor]> {
+        match (&self.fused, self.params_stale) {
+            (Some(f), true) => {
+                let mut p = self.params.clone();
+                f.write_params(&mut p);
+                std::borrow::Cow::Owned(p)
+            }
+            _ => std::borrow::Cow::Borrowed(&self.params),
+        }
+    }
+
+    /// Copies the parameters out of the JIT's arena into `params` if steps have changed them.
+    pub fn sync_params(&mut self) {
+        if self.params_stale {
+            if let Some(f) = &self.fused {
+                f.write_params(&mut self.params);
+            }
+            self.params_stale = false;
+        }
     }
 
     fn step_with(&mut self, inputs: &[Tensor], total: u64) -> Result<(f64, Tensor), TrainError> {
@@ -499,7 +550,7 @@ impl Session {
                 .schedule
                 .lr(self.config.lr, self.step, self.epoch, total);
             fused.apply(lr, (self.step + 1) as f64)?;
-            fused.write_params(&mut self.params);
+            self.params_stale = true;
             self.step += 1;
             self.last_lr = lr;
             Ok((loss, output))
@@ -562,6 +613,7 @@ impl Session {
 
     /// Mean loss (and accuracy for classifiers) over a data set.
     pub fn evaluate(&self, data: &Dataset) -> Result<Metrics, String> {
+        let params = self.current_params();
         let Some(loss) = &self.model.loss else {
             return Err(format!(
                 "`{}` has no train block, so no loss",
@@ -575,7 +627,7 @@ impl Session {
             let b = data.rows(chunk);
             let mut inputs = vec![b.x];
             inputs.extend(b.y.clone());
-            let outs = self.exec.eval(loss, &inputs, &self.params)?;
+            let outs = self.exec.eval(loss, &inputs, &params)?;
             sum += outs[0].data[0] * chunk.len() as f64;
             if let (Some(_), Some(y)) = (self.model.classes, &b.y) {
                 correct += count_correct(&outs[1], y);
@@ -589,6 +641,7 @@ impl Session {
 
     /// The model's outputs for the rows of `x` (features `[N, ...]`).
     pub fn predict(&self, x: &Tensor) -> Result<Tensor, String> {
+        let params = self.current_params();
         let n = x.shape[0];
         let per: usize = x.shape[1..].iter().product();
         let mut out: Option<Tensor> = None;
@@ -603,7 +656,7 @@ impl Session {
             };
             let y = self
                 .exec
-                .eval(&self.model.forward, &[xb], &self.params)?
+                .eval(&self.model.forward, &[xb], &params)?
                 .remove(0);
             match &mut out {
                 None => out = Some(y),
@@ -620,7 +673,8 @@ impl Session {
     /// `optimizer.{state}.{param}`, and the counters and settings as metadata.
     pub fn to_checkpoint(&self) -> Checkpoint {
         let mut ck = Checkpoint::default();
-        for (p, t) in self.model.forward.params.iter().zip(&self.params) {
+        let params = self.current_params();
+        for (p, t) in self.model.forward.params.iter().zip(params.iter()) {
             ck.tensors.push((p.name.clone(), t.clone()));
         }
         let state_names = self.model.state_names();
@@ -736,6 +790,7 @@ impl Session {
         }
         self.states = states;
         self.fused = None;
+        self.params_stale = false;
         Ok(())
     }
 }

@@ -299,8 +299,9 @@ pub unsafe extern "C" fn nnc_one_hot(labels: *const f32, y: *mut f32, n: i64, cl
     }
 }
 
-/// Elementwise functions Cranelift has no instruction for. `kind`: 0 exp, 1 ln, 2 tanh,
-/// 3 trunc (float to int), 4 pow (with `b`), 5 integer division (with `b`).
+/// Elementwise functions the generated loops do not compute (exp, ln and tanh are
+/// polynomials in the loops). `kind`: 3 trunc (float to int), 4 pow (with `b`), 5 integer
+/// division (with `b`).
 ///
 /// # Safety
 /// The buffers hold `n` values (`b` only for the binary kinds).
@@ -309,9 +310,6 @@ pub unsafe extern "C" fn nnc_math(kind: i64, a: *const f32, b: *const f32, y: *m
     let xs = unsafe { std::slice::from_raw_parts(a, n) };
     let ys = unsafe { std::slice::from_raw_parts_mut(y, n) };
     match kind {
-        0 => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = x.exp()),
-        1 => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = x.ln()),
-        2 => ys.iter_mut().zip(xs).for_each(|(y, x)| *y = x.tanh()),
         3 => ys
             .iter_mut()
             .zip(xs)

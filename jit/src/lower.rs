@@ -233,7 +233,7 @@ fn absorbed_transposes(f: &Func) -> Vec<bool> {
 }
 
 /// Ops computed in registers inside a fused loop.
-fn fusible(f: &Func, n: &nnc_ir::Node) -> bool {
+fn fusible(_f: &Func, n: &nnc_ir::Node) -> bool {
     let int_div = n.op == Op::Div && n.ty.dtype == DType::I32;
     let lowered = matches!(
         n.op,
@@ -259,7 +259,6 @@ fn fusible(f: &Func, n: &nnc_ir::Node) -> bool {
             | Op::Log
             | Op::Tanh
     );
-    let _ = f;
     lowered && !int_div
 }
 
@@ -653,7 +652,7 @@ fn compile_inner(
 
     let Plan {
         loc,
-        own,
+        own: _,
         inlined,
         absorbed,
         shapes,
@@ -726,7 +725,6 @@ fn compile_inner(
         for step in &steps {
             let i = step[0];
             let n = &f.nodes[i];
-            let _ = &own;
             let here = loc[i];
             let count: usize = shapes[i].iter().product();
             let dst = addr(&mut b, here);

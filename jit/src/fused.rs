@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use nnc_ir::{Dim, Func, ParamKind};
+use nnc_ir::{Func, ParamKind};
 use nnc_runtime::Tensor;
 
 use crate::Jit;
@@ -98,22 +98,7 @@ impl FusedStep {
             .grad
             .as_ref()
             .ok_or("the model has no gradient function")?;
-        let mut dims: HashMap<String, usize> = HashMap::new();
-        for (a, t) in grad.inputs.iter().zip(inputs) {
-            if !t.matches(&a.ty) {
-                return Err(format!("`{}` expects {}, got {}", a.name, a.ty, t.ty()));
-            }
-            for (d, &n) in a.ty.shape.dims().iter().zip(&t.shape) {
-                if let Dim::Sym(s) = d {
-                    dims.insert(s.clone(), n);
-                }
-            }
-        }
-        self.inputs.resize(inputs.len(), Vec::new());
-        for (buf, t) in self.inputs.iter_mut().zip(inputs) {
-            buf.clear();
-            buf.extend(t.data.iter().map(|&v| v as f32));
-        }
+        let dims = load_inputs(&mut self.inputs, &grad.inputs, inputs)?;
         let kernel = self.jit.kernel(grad, &dims)?;
         let (out_dtype, out_shape) = kernel.output_types()[1].clone();
         let mut loss = [0.0f32];
@@ -148,30 +133,7 @@ impl FusedStep {
                 f.name
             ));
         }
-        let mut dims: HashMap<String, usize> = HashMap::new();
-        for (a, t) in f.inputs.iter().zip(inputs) {
-            if !t.matches(&a.ty) {
-                return Err(format!("`{}` expects {}, got {}", a.name, a.ty, t.ty()));
-            }
-            for (d, &n) in a.ty.shape.dims().iter().zip(&t.shape) {
-                if let Dim::Sym(s) = d {
-                    if let Some(&prev) = dims.get(s)
-                        && prev != n
-                    {
-                        return Err(format!(
-                            "`{}` has {s} = {n}, but an earlier input had {s} = {prev}",
-                            a.name
-                        ));
-                    }
-                    dims.insert(s.clone(), n);
-                }
-            }
-        }
-        self.inputs.resize(inputs.len(), Vec::new());
-        for (buf, t) in self.inputs.iter_mut().zip(inputs) {
-            buf.clear();
-            buf.extend(t.data.iter().map(|&v| v as f32));
-        }
+        let dims = load_inputs(&mut self.inputs, &f.inputs, inputs)?;
         let kernel = self.jit.kernel(f, &dims)?;
         let types = kernel.output_types().to_vec();
         let mut outs: Vec<Vec<f32>> = kernel.output_lens().iter().map(|&n| vec![0.0; n]).collect();
@@ -253,4 +215,28 @@ impl FusedStep {
     pub fn shapes(&self) -> &[Vec<usize>] {
         &self.shapes
     }
+}
+
+/// Checks the inputs, binds the symbolic sizes, and converts the inputs to f32 into reused
+/// buffers.
+fn load_inputs(
+    bufs: &mut Vec<Vec<f32>>,
+    args: &[nnc_ir::Arg],
+    inputs: &[Tensor],
+) -> Result<HashMap<String, usize>, String> {
+    if args.len() != inputs.len() {
+        return Err(format!(
+            "expected {} inputs, got {}",
+            args.len(),
+            inputs.len()
+        ));
+    }
+    let declared = args.iter().map(|a| (a.name.as_str(), &a.ty));
+    let dims = crate::bind_dims(declared, inputs.iter())?;
+    bufs.resize(inputs.len(), Vec::new());
+    for (buf, t) in bufs.iter_mut().zip(inputs) {
+        buf.clear();
+        buf.extend(t.data.iter().map(|&v| v as f32));
+    }
+    Ok(dims)
 }

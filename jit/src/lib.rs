@@ -82,49 +82,20 @@ impl Jit {
                 f.name
             ));
         }
-        let mut dims: HashMap<String, usize> = HashMap::new();
         let named = f
             .inputs
             .iter()
-            .map(|a| (&a.name, &a.ty))
-            .chain(f.params.iter().map(|p| (&p.name, &p.ty)));
-        for ((name, ty), t) in named.zip(inputs.iter().chain(params)) {
-            if !t.matches(ty) {
-                return Err(format!("`{name}` expects {ty}, got {}", t.ty()));
-            }
-            for (d, &n) in ty.shape.dims().iter().zip(&t.shape) {
-                if let Dim::Sym(s) = d {
-                    if let Some(&prev) = dims.get(s)
-                        && prev != n
-                    {
-                        return Err(format!(
-                            "`{name}` has {s} = {n}, but an earlier value had {s} = {prev}"
-                        ));
-                    }
-                    dims.insert(s.clone(), n);
-                }
-            }
-        }
-        let mut key_dims: Vec<(String, usize)> =
-            dims.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        key_dims.sort();
-        let key = (f.name.clone(), key_dims);
-        if !self.cache.contains_key(&key) {
-            let t = std::time::Instant::now();
-            let k = compile(f, &dims)?;
-            self.compile_time += t.elapsed();
-            self.compiled += 1;
-            self.cache.insert(key.clone(), k);
-        }
-        let kernel = &self.cache[&key];
+            .map(|a| (a.name.as_str(), &a.ty))
+            .chain(f.params.iter().map(|p| (p.name.as_str(), &p.ty)));
+        let dims = bind_dims(named, inputs.iter().chain(params))?;
         let to32 = |t: &Tensor| -> Vec<f32> { t.data.iter().map(|&v| v as f32).collect() };
         let ins: Vec<Vec<f32>> = inputs.iter().map(to32).collect();
         let ps: Vec<Vec<f32>> = params.iter().map(to32).collect();
-        let mut outs: Vec<Vec<f32>> = kernel.output_lens().iter().map(|&n| vec![0.0; n]).collect();
-        let types = kernel.output_types().to_vec();
         let mut scratch = std::mem::take(&mut self.scratch);
-        self.kernel(f, &dims)?
-            .run(&ins, &ps, &mut outs, &mut scratch);
+        let kernel = self.kernel(f, &dims)?;
+        let types = kernel.output_types().to_vec();
+        let mut outs: Vec<Vec<f32>> = kernel.output_lens().iter().map(|&n| vec![0.0; n]).collect();
+        kernel.run(&ins, &ps, &mut outs, &mut scratch);
         self.scratch = scratch;
         Ok(outs
             .into_iter()
@@ -138,6 +109,33 @@ impl Jit {
             })
             .collect())
     }
+}
+
+/// Checks values against declared types and binds each symbolic dimension to the one size
+/// all its uses must agree on.
+pub fn bind_dims<'a>(
+    declared: impl Iterator<Item = (&'a str, &'a nnc_ir::TensorType)>,
+    values: impl Iterator<Item = &'a Tensor>,
+) -> Result<HashMap<String, usize>, String> {
+    let mut dims: HashMap<String, usize> = HashMap::new();
+    for ((name, ty), t) in declared.zip(values) {
+        if !t.matches(ty) {
+            return Err(format!("`{name}` expects {ty}, got {}", t.ty()));
+        }
+        for (d, &n) in ty.shape.dims().iter().zip(&t.shape) {
+            if let Dim::Sym(s) = d {
+                if let Some(&prev) = dims.get(s)
+                    && prev != n
+                {
+                    return Err(format!(
+                        "`{name}` has {s} = {n}, but an earlier value had {s} = {prev}"
+                    ));
+                }
+                dims.insert(s.clone(), n);
+            }
+        }
+    }
+    Ok(dims)
 }
 
 /// Whether the JIT compiles functions with these element types (f32 and i32; f64 graphs

@@ -1,33 +1,11 @@
 //! Bad input to train, eval and predict: each case exits with status 1, says what is wrong
 //! (with the row and column where there is one), and loses or overwrites nothing.
 
+mod common;
+
+use common::{nnc, s, scratch};
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn nnc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A fresh folder for one test.
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nnc-bad-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// The first `n` rows of the digits CSV (with its header), each line passed through `edit`.
 fn digits_rows(n: usize, edit: impl Fn(usize, &str) -> String) -> String {

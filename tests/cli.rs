@@ -1,20 +1,9 @@
 //! The command line's contract: exit 0 clean, 1 errors in the input, 2 bad command line,
 //! never a panic; `run` evaluates a model on CSV input.
 
-use std::process::Command;
+mod common;
 
-fn nnc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::nnc;
 
 fn tmp(name: &str, bytes: &[u8]) -> String {
     let dir = std::env::temp_dir().join(format!("nnc-cli-{}", std::process::id()));

@@ -4,47 +4,17 @@
 //! rounds once per f32 operation and sums matrix products in another order, where the
 //! interpreter computes in f64 and rounds after each op.
 
+mod common;
+
+use common::random_values;
+
 use nnc::compiler::interp::eval;
-use nnc::ir::{DType, Dim, Func};
+
 use nnc::runtime::{Rng, Tensor};
 
 /// |jit - interp| <= ATOL + RTOL * |interp|.
 const RTOL: f64 = 1e-4;
 const ATOL: f64 = 1e-5;
-
-fn random_values(f: &Func, rng: &mut Rng, batch: usize) -> (Vec<Tensor>, Vec<Tensor>) {
-    let make = |ty: &nnc::ir::TensorType, positive: bool, rng: &mut Rng| {
-        let shape: Vec<usize> = ty
-            .shape
-            .dims()
-            .iter()
-            .map(|d| match d {
-                Dim::Known(n) => *n as usize,
-                Dim::Sym(s) if s == "N" => 37,
-                Dim::Sym(_) => batch,
-            })
-            .collect();
-        let n = shape.iter().product();
-        let data = if ty.dtype == DType::I32 {
-            (0..n).map(|_| rng.below(3) as f64).collect()
-        } else if positive {
-            // Optimizer states: a rule takes square roots of them.
-            (0..n).map(|_| rng.uniform() * 1.5 + 0.05).collect()
-        } else {
-            // Well-conditioned values: logits stay small, so f32 rounding (which the JIT
-            // and the interpreter do in different orders) stays at the 1e-6 level.
-            (0..n).map(|_| rng.uniform() - 0.5).collect()
-        };
-        Tensor::new(ty.dtype, shape, data)
-    };
-    (
-        f.inputs.iter().map(|a| make(&a.ty, false, rng)).collect(),
-        f.params
-            .iter()
-            .map(|p| make(&p.ty, p.kind == nnc::ir::ParamKind::State, rng))
-            .collect(),
-    )
-}
 
 pub fn assert_close(what: &str, jit: &[Tensor], interp: &[Tensor]) {
     assert_eq!(jit.len(), interp.len(), "{what}");

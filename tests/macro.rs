@@ -1,6 +1,10 @@
 //! The structs `model!` and `include_model!` generate: the same training as the CLI, bit
 //! for bit; checkpoints shared both ways; typed inputs checked with clear errors.
 
+mod common;
+
+use common::scratch;
+
 use std::process::Command;
 
 use nnc::runtime::Checkpoint;
@@ -13,12 +17,6 @@ nnc::model! {
     model Blend(a: f32[B, 3], b: f32[B, 3]) -> f32[B, 2] {
         return dense(a * b + a, 2)
     }
-}
-
-fn scratch(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("nnc-macro-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
 }
 
 #[test]

@@ -3,34 +3,13 @@
 //! rule, on random inputs and parameters. The passes only drop, merge or fold work whose
 //! values are exact, so the outputs must be bitwise equal.
 
-use nnc::compiler::interp::eval;
-use nnc::ir::{DType, Dim, Func};
-use nnc::runtime::{Rng, Tensor};
+mod common;
 
-fn random_inputs(f: &Func, rng: &mut Rng, batch: usize) -> (Vec<Tensor>, Vec<Tensor>) {
-    let make = |ty: &nnc::ir::TensorType, rng: &mut Rng| {
-        let shape: Vec<usize> = ty
-            .shape
-            .dims()
-            .iter()
-            .map(|d| match d {
-                Dim::Known(n) => *n as usize,
-                Dim::Sym(s) if s == "N" => 37,
-                Dim::Sym(_) => batch,
-            })
-            .collect();
-        let n = shape.iter().product();
-        let data = if ty.dtype == DType::I32 {
-            (0..n).map(|_| rng.below(3) as f64).collect()
-        } else {
-            (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect()
-        };
-        Tensor::new(ty.dtype, shape, data)
-    };
-    let inputs = f.inputs.iter().map(|a| make(&a.ty, rng)).collect();
-    let params = f.params.iter().map(|p| make(&p.ty, rng)).collect();
-    (inputs, params)
-}
+use common::random_values;
+
+use nnc::compiler::interp::eval;
+
+use nnc::runtime::{Rng, Tensor};
 
 #[test]
 fn optimized_graphs_compute_the_same_values() {
@@ -53,7 +32,7 @@ fn optimized_graphs_compute_the_same_values() {
             assert!(opt.nodes.len() <= orig.nodes.len(), "{} grew", opt.name);
             for seed in 0..3 {
                 let mut rng = Rng::stream(seed, &opt.name);
-                let (inputs, params) = random_inputs(orig, &mut rng, 5);
+                let (inputs, params) = random_values(orig, &mut rng, 5);
                 let a = eval(orig, &inputs, &params).unwrap();
                 let b = eval(opt, &inputs, &params).unwrap();
                 let bits = |ts: &[Tensor]| -> Vec<(Vec<usize>, Vec<u64>)> {

@@ -1,34 +1,14 @@
 //! Training end to end: accuracy on the real digits against the PyTorch reference,
 //! bitwise reproducibility, resume equivalence, and eval/predict on what train wrote.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use common::{nnc, s, scratch};
+
+use std::path::Path;
 
 use nnc::train::run::{self, Quiet, RunOptions};
 use nnc::train::{Model, Overrides, TrainConfig};
-
-fn nnc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nnc-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn digits() -> (Model, TrainConfig) {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/digits_mlp.nn");

@@ -30,8 +30,8 @@ pub struct BenchArgs {
     /// Timed steps per measurement (after one warm-up step).
     #[arg(long, default_value_t = 200)]
     steps: usize,
-    /// Measure only this: train or forward.
-    #[arg(long, value_parser = ["train", "forward"])]
+    /// Measure only this: train, forward or update (the fused update kernel against memcpy).
+    #[arg(long, value_parser = ["train", "forward", "update"])]
     only: Option<String>,
     /// Timed steps of the interpreter baseline (0 skips it).
     #[arg(long, default_value_t = 3)]
@@ -143,7 +143,10 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
         &[("forward", false)]
     };
     for &(kind, train) in kinds {
-        if a.only.as_deref().is_some_and(|o| (o == "train") != train) {
+        if a.only
+            .as_deref()
+            .is_some_and(|o| o != if train { "train" } else { "forward" })
+        {
             continue;
         }
         let mut jit_cfg = config.clone();
@@ -178,5 +181,50 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
         });
         let _ = writeln!(out, "{line}");
     }
+    if let (Some(update), None | Some("update")) = (&model.update, a.only.as_deref()) {
+        let line = update_bandwidth(update).map_err(fail)?;
+        let _ = writeln!(out, "{line}");
+    }
     Ok(())
+}
+
+/// The fused update kernel on 4M parameters (far beyond the caches) against memcpy in the
+/// same run: bytes moved per second by each, and their ratio.
+fn update_bandwidth(update: &nnc_ir::Func) -> Result<serde_json::Value, String> {
+    const N: usize = 1 << 22;
+    let dims = std::collections::HashMap::from([("N".to_string(), N)]);
+    let kernel = nnc_jit::compile(update, &dims)?;
+    let states = update.params.len();
+    let ins: Vec<Vec<f32>> = vec![vec![0.5; N], vec![0.01; N], vec![1e-3], vec![3.0]];
+    let params: Vec<Vec<f32>> = vec![vec![0.25; N]; states];
+    let mut outs: Vec<Vec<f32>> = kernel.output_lens().iter().map(|&n| vec![0.0; n]).collect();
+    let mut scratch = Vec::new();
+    kernel.run(&ins, &params, &mut outs, &mut scratch);
+    let reps = 20;
+    let t = Instant::now();
+    for _ in 0..reps {
+        kernel.run(&ins, &params, &mut outs, &mut scratch);
+    }
+    let kernel_s = t.elapsed().as_secs_f64() / reps as f64;
+    // Every array the kernel reads (w, g, the states) and writes (w', the states').
+    let bytes = (4 * N) * (2 + states + 1 + states);
+    let src = vec![1.0f32; bytes / 8];
+    let mut dst = vec![0.0f32; bytes / 8];
+    dst.copy_from_slice(&src);
+    let t = Instant::now();
+    for _ in 0..reps {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+    }
+    let copy_s = t.elapsed().as_secs_f64() / reps as f64;
+    let (kernel_gbs, copy_gbs) = (bytes as f64 / kernel_s / 1e9, bytes as f64 / copy_s / 1e9);
+    Ok(serde_json::json!({
+        "bench": "update_kernel",
+        "n": N,
+        "bytes_moved": bytes,
+        "ms": kernel_s * 1e3,
+        "gb_per_s": kernel_gbs,
+        "memcpy_gb_per_s": copy_gbs,
+        "ratio_to_memcpy": kernel_gbs / copy_gbs,
+    }))
 }

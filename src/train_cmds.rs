@@ -38,12 +38,27 @@ pub struct DataArgs {
     test_fraction: Option<f64>,
 }
 
+/// What runs the model.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct BackendArg {
+    /// What runs the model: jit (native code, the default) or interp (the reference interpreter).
+    #[arg(long = "backend", default_value = "jit", value_parser = parse_backend)]
+    backend: nnc_train::Backend,
+}
+
+fn parse_backend(name: &str) -> Result<nnc_train::Backend, String> {
+    match name {
+        "jit" => Ok(nnc_train::Backend::Jit),
+        "interp" => Ok(nnc_train::Backend::Interp),
+        other => Err(format!("`{other}` is not a backend; use jit or interp")),
+    }
+}
+
 /// `nnc train` options.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// What runs the model: jit (native code, the default) or interp (the reference interpreter).
-    #[arg(long, default_value = "jit", value_parser = ["jit", "interp"])]
-    backend: String,
+    #[command(flatten)]
+    backend: BackendArg,
     /// The .nn file.
     file: PathBuf,
     /// The model to train (default: the one with a train block).
@@ -82,9 +97,8 @@ pub struct TrainArgs {
 /// `nnc eval` options.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// What runs the model: jit (native code, the default) or interp (the reference interpreter).
-    #[arg(long, default_value = "jit", value_parser = ["jit", "interp"])]
-    backend: String,
+    #[command(flatten)]
+    backend: BackendArg,
     /// The .nn file.
     file: PathBuf,
     /// The model (default: the one with a train block).
@@ -100,9 +114,8 @@ pub struct EvalArgs {
 /// `nnc predict` options.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// What runs the model: jit (native code, the default) or interp (the reference interpreter).
-    #[arg(long, default_value = "jit", value_parser = ["jit", "interp"])]
-    backend: String,
+    #[command(flatten)]
+    backend: BackendArg,
     /// The .nn file.
     file: PathBuf,
     /// The model (default: the one with a train block, else the first).
@@ -142,14 +155,6 @@ pub struct GradcheckArgs {
     /// The largest error accepted.
     #[arg(long, default_value_t = 1e-5)]
     tolerance: f64,
-}
-
-fn backend(name: &str) -> nnc_train::Backend {
-    if name == "interp" {
-        nnc_train::Backend::Interp
-    } else {
-        nnc_train::Backend::Jit
-    }
 }
 
 fn fail(msg: impl std::fmt::Display) -> Failed {
@@ -299,7 +304,7 @@ pub fn train(a: TrainArgs) -> Result<(), Failed> {
     o.batch = a.batch;
     o.seed = a.seed;
     config.apply(&o).map_err(fail)?;
-    config.backend = backend(&a.backend);
+    config.backend = a.backend.backend;
     nnc_jit::kernels::set_threads(a.threads);
     if a.resume.is_some() && a.seed.is_none() {
         // The seed names the random streams the resumed run continues.
@@ -377,13 +382,13 @@ fn session_from(
     spec: Option<&nnc_lang::TrainSpec>,
     file: &Path,
     checkpoint: &Path,
-    backend_name: &str,
+    backend: nnc_train::Backend,
 ) -> Result<(Session, TrainConfig), Failed> {
     let mut config = match spec {
         Some(s) => TrainConfig::from_spec(s, &base_dir(file)),
         None => TrainConfig::inference(&model.name),
     };
-    config.backend = backend(backend_name);
+    config.backend = backend;
     let ck = Checkpoint::load(checkpoint).map_err(fail)?;
     let mut session = Session::new(model, config.clone()).map_err(fail)?;
     session.restore(&ck, false).map_err(fail)?;
@@ -393,8 +398,13 @@ fn session_from(
 pub fn eval(a: EvalArgs) -> Result<(), Failed> {
     let checked = load_checked(&a.file)?;
     let (model, spec) = pick(&checked, &a.file, a.model.clone(), true)?;
-    let (session, mut config) =
-        session_from(model, spec.as_ref(), &a.file, &a.checkpoint, &a.backend)?;
+    let (session, mut config) = session_from(
+        model,
+        spec.as_ref(),
+        &a.file,
+        &a.checkpoint,
+        a.backend.backend,
+    )?;
     let given = a.data.data.is_some();
     config.apply(&overrides(&a.data)).map_err(fail)?;
     if given && a.data.test_tail.is_none() && a.data.test_fraction.is_none() {
@@ -438,21 +448,24 @@ pub fn predict(a: PredictArgs) -> Result<(), Failed> {
             o.display()
         )));
     }
-    let label = spec
+    // The declared data says which column is the label and how features are scaled.
+    let declared = spec
         .as_ref()
-        .map(|s| TrainConfig::from_spec(s, &base_dir(&a.file)))
-        .and_then(|c| c.data)
+        .and_then(|s| TrainConfig::from_spec(s, &base_dir(&a.file)).data);
+    let scale = declared.as_ref().map_or(1.0, |d| d.scale);
+    let label = declared
         .and_then(|d| match d.source {
             Source::Csv { label, .. } => label,
             Source::Npy { .. } => None,
         })
         .unwrap_or_else(|| "label".into());
-    let scale = spec
-        .as_ref()
-        .map(|s| TrainConfig::from_spec(s, &base_dir(&a.file)))
-        .and_then(|c| c.data)
-        .map_or(1.0, |d| d.scale);
-    let (session, _) = session_from(model, spec.as_ref(), &a.file, &a.checkpoint, &a.backend)?;
+    let (session, _) = session_from(
+        model,
+        spec.as_ref(),
+        &a.file,
+        &a.checkpoint,
+        a.backend.backend,
+    )?;
     let is_npy = a
         .input
         .extension()

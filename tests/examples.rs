@@ -1,17 +1,10 @@
 //! Every example is a test of every stage: its text is snapshotted, it parses back to the
 //! same text, and the IR passes the verifier.
 
-use nnc::Stage;
+mod common;
 
-fn examples() -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "nn"))
-        .collect();
-    v.sort();
-    v
-}
+use common::examples;
+use nnc::Stage;
 
 #[test]
 fn there_are_at_least_five_examples() {

@@ -31,11 +31,7 @@ pub fn assert_close(what: &str, jit: &[Tensor], interp: &[Tensor]) {
 fn every_example_matches_the_interpreter() {
     let mut jit = nnc_jit::Jit::new();
     let mut compared = 0;
-    for entry in std::fs::read_dir("examples").unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "nn") {
-            continue;
-        }
+    for path in common::examples() {
         let src = std::fs::read_to_string(&path).unwrap();
         let checked = nnc::lang::check(&src).unwrap();
         let optimized = nnc::optimized_module(&checked.module, None).unwrap();

@@ -14,11 +14,7 @@ use nnc::runtime::{Rng, Tensor};
 #[test]
 fn optimized_graphs_compute_the_same_values() {
     let mut compared = 0;
-    for entry in std::fs::read_dir("examples").unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "nn") {
-            continue;
-        }
+    for path in common::examples() {
         let src = std::fs::read_to_string(&path).unwrap();
         let checked = nnc::lang::check(&src).unwrap();
         let training = nnc::training_module(&checked.module).unwrap();

@@ -31,6 +31,17 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// The `examples/*.nn` files, sorted.
+pub fn examples() -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "nn"))
+        .collect();
+    v.sort();
+    v
+}
+
 /// A path as a command-line argument.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -235,14 +235,17 @@ pub fn vjp(
             out.push((0, b.bin(Op::Mul, sb, mask)?));
         }
         // d(A B) = dA B + A dB, so dA = dY B^T and dB = A^T dY.
+        // A matrix shared by a batch of products gets the sum of the batch's adjoints.
         Op::MatMul => {
             if want(0) {
                 let bt = b.swap_last(args[1])?;
-                out.push((0, b.bin(Op::MatMul, gy, bt)?));
+                let g = b.bin(Op::MatMul, gy, bt)?;
+                out.push((0, b.sum_to_rank(g, b.ty(args[0]).rank())?));
             }
             if want(1) {
                 let at = b.swap_last(args[0])?;
-                out.push((1, b.bin(Op::MatMul, at, gy)?));
+                let g = b.bin(Op::MatMul, at, gy)?;
+                out.push((1, b.sum_to_rank(g, b.ty(args[1]).rank())?));
             }
         }
         // The adjoint of a copy along new axes sums over those axes.
@@ -289,8 +292,20 @@ pub fn vjp(
                 out.push((0, b.f.build(Op::Cast, vec![gy], Attr::None, Some(xt))?));
             }
         }
-        // Integer labels: not differentiable.
-        Op::OneHot => {}
+        // Integer labels, indices: not differentiable.
+        Op::OneHot | Op::Iota => {}
+        // im2col and col2im are each other's adjoints (a copy into windows, and the sum
+        // of the windows back into the image); so are slice and pad.
+        Op::Im2col | Op::Col2im | Op::Slice | Op::Pad => {
+            let adjoint = match op {
+                Op::Im2col => Op::Col2im,
+                Op::Col2im => Op::Im2col,
+                Op::Slice => Op::Pad,
+                _ => Op::Slice,
+            };
+            let xt = b.ty(args[0]);
+            out.push((0, b.f.build(adjoint, vec![gy], attr.clone(), Some(xt))?));
+        }
     }
     out.retain(|&(k, _)| want(k));
     Ok(out)
@@ -363,6 +378,17 @@ impl Builder<'_> {
                 self.f.build(Op::Sum, vec![ones], attr.clone(), None)
             }
         }
+    }
+
+    /// Sums the leading axes of `x` away until it has rank `rank` (the adjoint of sharing
+    /// a matrix across a batch).
+    fn sum_to_rank(&mut self, x: Value, rank: usize) -> Result<Value, String> {
+        let r = self.ty(x).rank();
+        if r == rank {
+            return Ok(x);
+        }
+        let axes = (0..r - rank).collect();
+        self.f.build(Op::Sum, vec![x], Attr::Axes(axes), None)
     }
 
     /// Swaps the last two axes.

@@ -222,6 +222,71 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
                 data: vec![*v; n],
             }
         }
+        Op::Im2col | Op::Col2im => {
+            let Attr::Window { stride, pad, .. } = attr else {
+                unreachable!("verified")
+            };
+            let (img_shape, cols_shape) = if op == Op::Im2col {
+                (args[0].shape.clone(), out.clone())
+            } else {
+                (out.clone(), args[0].shape.clone())
+            };
+            let mut data = vec![0.0; n];
+            for_each_window(&img_shape, &cols_shape, *stride, *pad, |img, col| {
+                if op == Op::Im2col {
+                    data[col] = args[0].data[img];
+                } else {
+                    data[img] += args[0].data[col];
+                }
+            });
+            Tensor {
+                dtype,
+                shape: out,
+                data,
+            }
+        }
+        Op::Slice | Op::Pad => {
+            let Attr::Offset { axis, start } = *attr else {
+                unreachable!("verified")
+            };
+            let (big, small) = if op == Op::Slice {
+                (args[0].shape.clone(), out.clone())
+            } else {
+                (out.clone(), args[0].shape.clone())
+            };
+            let (bs, ss) = (strides(&big), strides(&small));
+            let mut data = vec![0.0; n];
+            for i in 0..small.iter().product::<usize>() {
+                let j: usize = (0..small.len())
+                    .map(|a| {
+                        let idx = (i / ss[a]) % small[a];
+                        (idx + if a == axis { start } else { 0 }) * bs[a]
+                    })
+                    .sum();
+                if op == Op::Slice {
+                    data[i] = args[0].data[j];
+                } else {
+                    data[j] = args[0].data[i];
+                }
+            }
+            Tensor {
+                dtype,
+                shape: out,
+                data,
+            }
+        }
+        Op::Iota => {
+            let Attr::Axes(axes) = attr else {
+                unreachable!("verified")
+            };
+            let st = strides(&out);
+            let a = axes[0];
+            Tensor {
+                dtype,
+                data: (0..n).map(|i| ((i / st[a]) % out[a]) as f64).collect(),
+                shape: out,
+            }
+        }
         Op::OneHot => {
             let classes = *out.last().expect("one_hot has rank >= 1");
             let mut data = vec![0.0; n];
@@ -299,13 +364,47 @@ fn reduce(op: Op, axes: &[usize], x: &Tensor, dtype: DType, out: Vec<usize>) -> 
     }
 }
 
+/// Calls `f(image index, column index)` for every window element that lies inside the
+/// image (`img` is `[N, C, H, W]`, `cols` is `[N, C, KH, KW, OH, OW]`).
+pub fn for_each_window(
+    img: &[usize],
+    cols: &[usize],
+    stride: [usize; 2],
+    pad: [usize; 2],
+    mut f: impl FnMut(usize, usize),
+) {
+    let (h, w) = (img[2], img[3]);
+    let (kh, kw, oh, ow) = (cols[2], cols[3], cols[4], cols[5]);
+    let planes = img[0] * img[1];
+    let mut col = 0;
+    for p in 0..planes {
+        for i in 0..kh {
+            for j in 0..kw {
+                for y in 0..oh {
+                    let iy = (y * stride[0] + i) as isize - pad[0] as isize;
+                    for x in 0..ow {
+                        let ix = (x * stride[1] + j) as isize - pad[1] as isize;
+                        if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
+                            f((p * h + iy as usize) * w + ix as usize, col);
+                        }
+                        col += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn matmul(a: &Tensor, b: &Tensor, dtype: DType, out: Vec<usize>) -> Tensor {
-    let r = a.shape.len();
-    let (m, k, n) = (a.shape[r - 2], a.shape[r - 1], b.shape[r - 1]);
-    let batch: usize = a.shape[..r - 2].iter().product();
+    let (ra, rb) = (a.shape.len(), b.shape.len());
+    let (m, k, n) = (a.shape[ra - 2], a.shape[ra - 1], b.shape[rb - 1]);
+    let batch: usize = out[..out.len() - 2].iter().product();
+    // A rank-2 operand of a batched product is shared: its batch stride is 0.
+    let a_bs = if ra == 2 && rb > 2 { 0 } else { m * k };
+    let b_bs = if rb == 2 && ra > 2 { 0 } else { k * n };
     let mut data = vec![0.0; batch * m * n];
     for bi in 0..batch {
-        let (ao, bo, co) = (bi * m * k, bi * k * n, bi * m * n);
+        let (ao, bo, co) = (bi * a_bs, bi * b_bs, bi * m * n);
         for i in 0..m {
             for p in 0..k {
                 let av = a.data[ao + i * k + p];

@@ -64,6 +64,14 @@ fn input(ty: TensorType, draw_by: Gen) -> Operand {
     }
 }
 
+fn window(kernel: [usize; 2], stride: [usize; 2], pad: [usize; 2]) -> Attr {
+    Attr::Window {
+        kernel,
+        stride,
+        pad,
+    }
+}
+
 fn case(op: Op, attr: Attr, given: Option<TensorType>, operands: Vec<Operand>) -> Case {
     Case {
         op,
@@ -150,7 +158,75 @@ fn cases(op: Op) -> Vec<Case> {
                 None,
                 vec![input(t(&[3, 4]), Any), p(&[4, 2], Any)],
             ),
+            // A matrix shared across a batch, on either side.
+            case(op, none(), None, vec![p(&[2, 3, 4], Any), p(&[4, 5], Any)]),
+            case(
+                op,
+                none(),
+                None,
+                vec![p(&[3, 4], Any), p(&[2, 2, 4, 5], Any)],
+            ),
         ],
+        Op::Im2col => vec![
+            // 3x3 windows, stride 1, no padding.
+            case(
+                op,
+                window([3, 3], [1, 1], [0, 0]),
+                Some(t(&[2, 2, 3, 3, 2, 3])),
+                vec![p(&[2, 2, 4, 5], Any)],
+            ),
+            // Stride 2 with padding, non-square windows.
+            case(
+                op,
+                window([2, 3], [2, 2], [1, 1]),
+                Some(t(&[1, 3, 2, 3, 3, 3])),
+                vec![p(&[1, 3, 5, 5], Any)],
+            ),
+        ],
+        Op::Col2im => vec![
+            case(
+                op,
+                window([3, 3], [1, 1], [0, 0]),
+                Some(t(&[2, 2, 4, 5])),
+                vec![p(&[2, 2, 3, 3, 2, 3], Any)],
+            ),
+            case(
+                op,
+                window([2, 3], [2, 2], [1, 1]),
+                Some(t(&[1, 3, 5, 5])),
+                vec![p(&[1, 3, 2, 3, 3, 3], Any)],
+            ),
+        ],
+        Op::Slice => vec![
+            case(
+                op,
+                Attr::Offset { axis: 1, start: 2 },
+                Some(t(&[2, 3, 4])),
+                vec![p(&[2, 6, 4], Any)],
+            ),
+            case(
+                op,
+                Attr::Offset { axis: 0, start: 0 },
+                Some(t(&[1])),
+                vec![p(&[3], Any)],
+            ),
+        ],
+        Op::Pad => vec![
+            case(
+                op,
+                Attr::Offset { axis: 1, start: 2 },
+                Some(t(&[2, 6, 4])),
+                vec![p(&[2, 3, 4], Any)],
+            ),
+            case(
+                op,
+                Attr::Offset { axis: 2, start: 3 },
+                Some(t(&[2, 3, 4])),
+                vec![p(&[2, 3, 1], Any)],
+            ),
+        ],
+        // No operands (like const): nothing to differentiate.
+        Op::Iota => vec![case(op, Attr::Axes(vec![1]), Some(t(&[2, 3])), vec![])],
         Op::Broadcast => vec![
             case(
                 op,

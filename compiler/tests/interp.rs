@@ -165,6 +165,65 @@ fn const_cast_one_hot() {
 }
 
 #[test]
+fn matmul_shares_a_matrix_across_the_batch() {
+    // [2, 1, 2] x [2, 2]: both products use the same right-hand matrix.
+    let ir = "func @f(%a: f32[2, 1, 2], %b: f32[2, 2]) -> f32[2, 1, 2] {\n  %0 = matmul %a, %b : f32[2, 1, 2]\n  return %0\n}\n";
+    let a = t(&[2, 1, 2], &[1.0, 2.0, 3.0, 4.0]);
+    let b = t(&[2, 2], &[1.0, 10.0, 100.0, 1000.0]);
+    assert_eq!(run(ir, &[a, b]).data, [201.0, 2010.0, 403.0, 4030.0]);
+    // [1, 2] x [2, 2, 1]: the left matrix is shared.
+    let ir = "func @f(%a: f32[1, 2], %b: f32[2, 2, 1]) -> f32[2, 1, 1] {\n  %0 = matmul %a, %b : f32[2, 1, 1]\n  return %0\n}\n";
+    let a = t(&[1, 2], &[1.0, 2.0]);
+    let b = t(&[2, 2, 1], &[5.0, 6.0, 7.0, 8.0]);
+    assert_eq!(run(ir, &[a, b]).data, [17.0, 23.0]);
+}
+
+#[test]
+fn windows_and_their_adjoint() {
+    // A 3x3 image, 2x2 windows, stride 1: [1, 1, 2, 2, 2, 2].
+    let img = t(
+        &[1, 1, 3, 3],
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
+    );
+    let ir = "func @f(%x: f32[1, 1, 3, 3]) -> f32[1, 1, 2, 2, 2, 2] {\n  %0 = im2col %x, kernel=[2, 2], stride=[1, 1], pad=[0, 0] : f32[1, 1, 2, 2, 2, 2]\n  return %0\n}\n";
+    // Window offset (0,0) over the 2x2 output grid, then (0,1), (1,0), (1,1).
+    assert_eq!(
+        run(ir, std::slice::from_ref(&img)).data,
+        [
+            1.0, 2.0, 4.0, 5.0, 2.0, 3.0, 5.0, 6.0, 4.0, 5.0, 7.0, 8.0, 5.0, 6.0, 8.0, 9.0
+        ]
+    );
+    // Padding 1, stride 2, 2x2 windows: the top-left window sees only pixel (0,0).
+    let ir = "func @f(%x: f32[1, 1, 3, 3]) -> f32[1, 1, 2, 2, 2, 2] {\n  %0 = im2col %x, kernel=[2, 2], stride=[2, 2], pad=[1, 1] : f32[1, 1, 2, 2, 2, 2]\n  return %0\n}\n";
+    assert_eq!(
+        run(ir, std::slice::from_ref(&img)).data,
+        [
+            0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 4.0, 6.0, 0.0, 2.0, 0.0, 8.0, 1.0, 3.0, 7.0, 9.0
+        ]
+    );
+    // col2im of all ones counts how many windows cover each pixel.
+    let ir = "func @f(%c: f32[1, 1, 2, 2, 2, 2]) -> f32[1, 1, 3, 3] {\n  %0 = col2im %c, kernel=[2, 2], stride=[1, 1], pad=[0, 0] : f32[1, 1, 3, 3]\n  return %0\n}\n";
+    assert_eq!(
+        run(ir, &[t(&[1, 1, 2, 2, 2, 2], &[1.0; 16])]).data,
+        [1.0, 2.0, 1.0, 2.0, 4.0, 2.0, 1.0, 2.0, 1.0]
+    );
+}
+
+#[test]
+fn slice_pad_iota() {
+    let x = t(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let ir = "func @f(%x: f32[2, 3]) -> f32[2, 2] {\n  %0 = slice %x, axis=1, start=1 : f32[2, 2]\n  return %0\n}\n";
+    assert_eq!(run(ir, &[x]).data, [2.0, 3.0, 5.0, 6.0]);
+    let ir = "func @f(%x: f32[2, 1]) -> f32[2, 3] {\n  %0 = pad %x, axis=1, start=2 : f32[2, 3]\n  return %0\n}\n";
+    assert_eq!(
+        run(ir, &[t(&[2, 1], &[7.0, 8.0])]).data,
+        [0.0, 0.0, 7.0, 0.0, 0.0, 8.0]
+    );
+    let ir = "func @f() -> f32[2, 3] {\n  %0 = iota axes=[1] : f32[2, 3]\n  return %0\n}\n";
+    assert_eq!(run(ir, &[]).data, [0.0, 1.0, 2.0, 0.0, 1.0, 2.0]);
+}
+
+#[test]
 fn symbolic_dimensions_bind_from_inputs_and_must_agree() {
     let m = parse_module("func @f(%x: f32[B, 2], %y: f32[B, 2]) -> f32[B, 2] {\n  %0 = add %x, %y : f32[B, 2]\n  return %0\n}\n").unwrap();
     let f = &m.funcs[0];

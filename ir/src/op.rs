@@ -45,6 +45,11 @@ pub enum Op {
     Const,
     Cast,
     OneHot,
+    Im2col,
+    Col2im,
+    Slice,
+    Pad,
+    Iota,
 }
 
 /// Which family an op belongs to; decides its type rule.
@@ -81,6 +86,10 @@ pub enum AttrKind {
     Perm,
     /// `value=0.5`: the fill value of a constant.
     Value,
+    /// `kernel=[3, 3], stride=[1, 1], pad=[0, 0]`: a 2-D sliding window.
+    Window,
+    /// `axis=1, start=2`: where a slice starts, or where padding puts its operand.
+    Offset,
 }
 
 /// One row of the op table.
@@ -136,13 +145,18 @@ table! {
     Sum       "sum"        1 Reduce    Axes   "sum over the listed axes, which are removed";
     Mean      "mean"       1 Reduce    Axes   "mean over the listed axes, which are removed";
     ReduceMax "reduce_max" 1 Reduce    Axes   "maximum over the listed axes, which are removed";
-    MatMul    "matmul"     2 MatMul    None   "matrix product over the last two axes, batched over the rest";
+    MatMul    "matmul"     2 MatMul    None   "matrix product over the last two axes, batched over the rest (a rank-2 operand is shared by the batch)";
     Broadcast "broadcast"  1 Given     Dims   "copies the operand along new axes; operand axis i becomes result axis dims[i]";
     Reshape   "reshape"    1 Given     None   "the same elements in row-major order, in a new shape";
     Transpose "transpose"  1 Transpose Perm   "permutes axes: result axis i is operand axis perm[i]";
     Const     "const"      0 Given     Value  "a tensor filled with one value";
     Cast      "cast"       1 Given     None   "converts the element type (float to int truncates toward zero)";
     OneHot    "one_hot"    1 Given     None   "i32 labels [..] to 0/1 floats [.., N]; labels outside 0..N give all zeros";
+    Im2col    "im2col"     1 Given     Window "[N, C, H, W] to windows [N, C, KH, KW, OH, OW]; outside the image reads 0";
+    Col2im    "col2im"     1 Given     Window "the adjoint of im2col: windows [N, C, KH, KW, OH, OW] summed back into [N, C, H, W]";
+    Slice     "slice"      1 Given     Offset "the elements from index start on along axis, as many as the result has";
+    Pad       "pad"        1 Given     Offset "zeros of the result's shape with the operand placed at index start along axis";
+    Iota      "iota"       0 Given     Axes   "each element's index along the one listed axis";
 }
 
 /// The attribute of one op instance.
@@ -158,6 +172,22 @@ pub enum Attr {
     Perm(Vec<usize>),
     /// Fill value of a constant.
     Value(f64),
+    /// A 2-D sliding window over the last two axes.
+    Window {
+        /// Window height and width.
+        kernel: [usize; 2],
+        /// Step between windows, per axis.
+        stride: [usize; 2],
+        /// Zeros added on both sides, per axis.
+        pad: [usize; 2],
+    },
+    /// A position along one axis.
+    Offset {
+        /// The axis.
+        axis: usize,
+        /// The first index.
+        start: usize,
+    },
 }
 
 impl Op {
@@ -353,6 +383,66 @@ impl Op {
                 }
                 Ok(())
             }
+            Op::Im2col | Op::Col2im => {
+                let Attr::Window {
+                    kernel,
+                    stride,
+                    pad,
+                } = attr
+                else {
+                    unreachable!()
+                };
+                let (img, cols) = if self == Op::Im2col {
+                    (args[0], ty)
+                } else {
+                    (ty, args[0])
+                };
+                let expect = im2col_type(img, *kernel, *stride, *pad)?;
+                if &expect != cols || img.dtype != cols.dtype {
+                    return Err(format!(
+                        "`{}` with kernel={kernel:?}, stride={stride:?}, pad={pad:?} relates {img} to {expect}, not {cols}",
+                        self.mnemonic()
+                    ));
+                }
+                Ok(())
+            }
+            Op::Slice | Op::Pad => {
+                let Attr::Offset { axis, start } = *attr else {
+                    unreachable!()
+                };
+                let (big, small) = if self == Op::Slice {
+                    (args[0], ty)
+                } else {
+                    (ty, args[0])
+                };
+                let fits = big.dtype == small.dtype
+                    && big.rank() == small.rank()
+                    && axis < big.rank()
+                    && (0..big.rank()).all(|a| a == axis || big.shape.0[a] == small.shape.0[a])
+                    && match (big.shape.0[axis].known(), small.shape.0[axis].known()) {
+                        (Some(b), Some(s)) => start as u64 + s <= b,
+                        _ => false,
+                    };
+                if !fits {
+                    return Err(format!(
+                        "`{}` at axis={axis}, start={start} cannot relate {} to {ty}",
+                        self.mnemonic(),
+                        args[0]
+                    ));
+                }
+                Ok(())
+            }
+            Op::Iota => {
+                let Attr::Axes(axes) = attr else {
+                    unreachable!()
+                };
+                if axes.len() != 1 || axes[0] >= ty.rank() {
+                    return Err(format!(
+                        "`iota` needs one axis of {ty}, found axes={axes:?}"
+                    ));
+                }
+                Ok(())
+            }
             _ => unreachable!("{self:?} is not of class Given"),
         }
     }
@@ -366,6 +456,8 @@ fn check_attr_kind(info: &OpInfo, attr: &Attr) -> Result<(), String> {
             | (AttrKind::Dims, Attr::Dims(_))
             | (AttrKind::Perm, Attr::Perm(_))
             | (AttrKind::Value, Attr::Value(_))
+            | (AttrKind::Window, Attr::Window { .. })
+            | (AttrKind::Offset, Attr::Offset { .. })
     );
     if ok {
         Ok(())
@@ -393,6 +485,45 @@ fn is_permutation(perm: &[usize]) -> bool {
         .all(|&p| p < perm.len() && !std::mem::replace(&mut seen[p], true))
 }
 
+/// The windows of an image `[N, C, H, W]`: `[N, C, KH, KW, OH, OW]` with `OH = (H + 2 *
+/// pad - KH) / stride + 1` (rounded down, as PyTorch). The image's spatial sizes must be
+/// known.
+pub fn im2col_type(
+    img: &TensorType,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 2],
+) -> Result<TensorType, String> {
+    if img.rank() != 4 || !img.dtype.is_float() {
+        return Err(format!(
+            "windows need a float image [N, C, H, W], found {img}"
+        ));
+    }
+    if kernel.contains(&0) || stride.contains(&0) {
+        return Err(format!(
+            "kernel={kernel:?} and stride={stride:?} must be positive"
+        ));
+    }
+    let mut out = img.shape.0[..2].to_vec();
+    out.extend(kernel.iter().map(|&k| Dim::Known(k as u64)));
+    for a in 0..2 {
+        let Some(size) = img.shape.0[2 + a].known() else {
+            return Err(format!("windows need known image sizes, found {img}"));
+        };
+        let padded = size + 2 * pad[a] as u64;
+        if padded < kernel[a] as u64 || pad[a] >= kernel[a] {
+            return Err(format!(
+                "a {}x{} window with padding {pad:?} does not fit {img}",
+                kernel[0], kernel[1]
+            ));
+        }
+        out.push(Dim::Known(
+            (padded - kernel[a] as u64) / stride[a] as u64 + 1,
+        ));
+    }
+    Ok(TensorType::new(img.dtype, Shape(out)))
+}
+
 fn matmul_type(a: &TensorType, b: &TensorType) -> Result<TensorType, String> {
     if a.rank() < 2 || b.rank() < 2 {
         return Err(format!(
@@ -404,25 +535,32 @@ fn matmul_type(a: &TensorType, b: &TensorType) -> Result<TensorType, String> {
             "`matmul` needs two operands of one float type, found {a} and {b}"
         ));
     }
-    if a.rank() != b.rank() {
+    // A rank-2 operand is shared by every product of the other's batch.
+    if a.rank() != b.rank() && a.rank() != 2 && b.rank() != 2 {
         return Err(format!(
-            "`matmul` operands have different ranks: {a} and {b}"
+            "`matmul` operands have different ranks: {a} and {b} (only a matrix may be shared across a batch)"
         ));
     }
-    let r = a.rank();
     let (ad, bd) = (a.shape.dims(), b.shape.dims());
-    if ad[..r - 2] != bd[..r - 2] {
+    let (ra, rb) = (ad.len(), bd.len());
+    if ra == rb && ad[..ra - 2] != bd[..rb - 2] {
         return Err(format!("`matmul` batch axes differ: {a} and {b}"));
     }
-    if ad[r - 1] != bd[r - 2] {
+    if ad[ra - 1] != bd[rb - 2] {
         return Err(format!(
             "cannot multiply {a} by {b}: inner dimensions {} and {} differ",
-            ad[r - 1],
-            bd[r - 2]
+            ad[ra - 1],
+            bd[rb - 2]
         ));
     }
-    let mut dims = ad[..r - 1].to_vec();
-    dims.push(bd[r - 1].clone());
+    let mut dims = if ra >= rb {
+        ad[..ra - 1].to_vec()
+    } else {
+        let mut d = bd[..rb - 2].to_vec();
+        d.push(ad[ra - 2].clone());
+        d
+    };
+    dims.push(bd[rb - 1].clone());
     Ok(TensorType::new(a.dtype, Shape(dims)))
 }
 

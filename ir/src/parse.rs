@@ -464,8 +464,50 @@ fn parse_node(
         AttrKind::Axes => Some("axes"),
         AttrKind::Dims => Some("dims"),
         AttrKind::Perm => Some("perm"),
-        AttrKind::None | AttrKind::Value => None,
+        AttrKind::None | AttrKind::Value | AttrKind::Window | AttrKind::Offset => None,
     };
+    let sep = |lx: &mut Lexer, first: bool| {
+        if first && info.arity == 0 {
+            Ok(())
+        } else {
+            lx.expect(",")
+        }
+    };
+    if info.attr == AttrKind::Window {
+        let mut pairs = [[0usize; 2]; 3];
+        for (i, key) in ["kernel", "stride", "pad"].iter().enumerate() {
+            sep(lx, i == 0)?;
+            lx.keyword(key)?;
+            lx.expect("=")?;
+            let xs = lx.usize_list()?;
+            let Ok(pair) = <[usize; 2]>::try_from(xs.as_slice()) else {
+                return lx.err(format!("`{key}` takes two sizes"));
+            };
+            pairs[i] = pair;
+        }
+        attr = Attr::Window {
+            kernel: pairs[0],
+            stride: pairs[1],
+            pad: pairs[2],
+        };
+    }
+    if info.attr == AttrKind::Offset {
+        let mut vals = [0usize; 2];
+        for (i, key) in ["axis", "start"].iter().enumerate() {
+            sep(lx, i == 0)?;
+            lx.keyword(key)?;
+            lx.expect("=")?;
+            let n = lx.num()?;
+            if n < 0.0 || n.fract() != 0.0 || n > u32::MAX as f64 {
+                return lx.err(format!("`{key}` must be a non-negative integer"));
+            }
+            vals[i] = n as usize;
+        }
+        attr = Attr::Offset {
+            axis: vals[0],
+            start: vals[1],
+        };
+    }
     if let Some(key) = list_attr {
         if info.arity > 0 {
             lx.expect(",")?;

@@ -105,11 +105,26 @@ fn node_text(func: &Func, node: &Node) -> String {
         let items: Vec<String> = xs.iter().map(|x| x.to_string()).collect();
         format!(", {name}=[{}]", items.join(", "))
     };
+    let attr_start = s.len();
     match &node.attr {
         Attr::Axes(xs) => s.push_str(&list("axes", xs)),
         Attr::Dims(xs) => s.push_str(&list("dims", xs)),
         Attr::Perm(xs) => s.push_str(&list("perm", xs)),
+        Attr::Window {
+            kernel,
+            stride,
+            pad,
+        } => {
+            s.push_str(&list("kernel", kernel));
+            s.push_str(&list("stride", stride));
+            s.push_str(&list("pad", pad));
+        }
+        Attr::Offset { axis, start } => write!(s, ", axis={axis}, start={start}").unwrap(),
         Attr::None | Attr::Value(_) => {}
+    }
+    // With no operands, the attribute follows the mnemonic directly (`iota axes=[1]`).
+    if node.args.is_empty() && s[attr_start..].starts_with(", ") {
+        s.replace_range(attr_start..attr_start + 2, " ");
     }
     write!(s, " : {}", node.ty).unwrap();
     s

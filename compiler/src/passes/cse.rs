@@ -23,6 +23,12 @@ fn key(n: &Node) -> Key {
         Attr::Dims(d) => (2, d.clone(), 0),
         Attr::Perm(p) => (3, p.clone(), 0),
         Attr::Value(v) => (4, vec![], v.to_bits()),
+        Attr::Window {
+            kernel,
+            stride,
+            pad,
+        } => (5, [*kernel, *stride, *pad].concat(), 0),
+        Attr::Offset { axis, start } => (6, vec![*axis, *start], 0),
     };
     Key {
         op: n.op,

@@ -1,7 +1,8 @@
 //! Random well-typed IR functions, for differential tests of passes and backends against
 //! the interpreter. Each function takes small f32 inputs and parameters and applies a
 //! random sequence of ops from every class of the table (elementwise, comparisons and
-//! selects, reductions, broadcasts, transposes, reshapes, matrix products, constants).
+//! selects, reductions, broadcasts, transposes, reshapes, matrix products with batched or
+//! shared operands, windows, slices and padding, constants, iota).
 
 use nnc_ir::{Attr, DType, Func, Init, Op, ParamKind, Shape, TensorType, Value};
 use nnc_runtime::{Rng, Tensor};
@@ -40,7 +41,7 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
     while built < ops {
         let a = pool[rng.below(pool.len() as u64) as usize];
         let ad = dims_of(&f, a);
-        let choice = rng.below(12);
+        let choice = rng.below(16);
         let r = match choice {
             0 => {
                 let op = [Op::Neg, Op::Abs, Op::Sign, Op::Tanh][rng.below(4) as usize];
@@ -163,6 +164,79 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
                 let ab = f.build(Op::Abs, vec![a], Attr::None, None).unwrap();
                 let base = f.build(Op::Add, vec![ab, c], Attr::None, None).unwrap();
                 f.build(Op::Pow, vec![base, c], Attr::None, None)
+            }
+            12 if !ad.is_empty() => {
+                // A slice of one axis, or the operand padded along it.
+                let axis = rng.below(ad.len() as u64) as usize;
+                let mut out = ad.clone();
+                if rng.below(2) == 0 {
+                    out[axis] = 1 + rng.below(ad[axis]);
+                    let start = rng.below(ad[axis] - out[axis] + 1) as usize;
+                    f.build(
+                        Op::Slice,
+                        vec![a],
+                        Attr::Offset { axis, start },
+                        Some(ty(&out)),
+                    )
+                } else {
+                    out[axis] += rng.below(3);
+                    let start = rng.below(out[axis] - ad[axis] + 1) as usize;
+                    f.build(
+                        Op::Pad,
+                        vec![a],
+                        Attr::Offset { axis, start },
+                        Some(ty(&out)),
+                    )
+                }
+            }
+            13 => {
+                // Windows of the operand seen as an image [N, C, H, W], or their adjoint.
+                let n: u64 = ad.iter().product();
+                let (h, w) = if n.is_multiple_of(2) {
+                    (2, n / 2)
+                } else {
+                    (1, n)
+                };
+                let img = f
+                    .build(Op::Reshape, vec![a], Attr::None, Some(ty(&[1, 1, h, w])))
+                    .unwrap();
+                let kernel = [1 + rng.below(h) as usize, 1 + rng.below(w.min(3)) as usize];
+                let stride = [1 + rng.below(2) as usize, 1 + rng.below(2) as usize];
+                let pad = [
+                    rng.below(kernel[0] as u64) as usize,
+                    rng.below(kernel[1] as u64) as usize,
+                ];
+                let attr = Attr::Window {
+                    kernel,
+                    stride,
+                    pad,
+                };
+                let cols = nnc_ir::im2col_type(f.ty(img), kernel, stride, pad).unwrap();
+                let c = f.build(Op::Im2col, vec![img], attr.clone(), Some(cols));
+                if rng.below(2) == 0 {
+                    c
+                } else {
+                    let back = f.ty(img).clone();
+                    f.build(Op::Col2im, vec![c.unwrap()], attr, Some(back))
+                }
+            }
+            14 if ad.len() == 3 => {
+                // A batch times one shared matrix.
+                let n = 1 + rng.below(4);
+                let w = f.add_param(
+                    ParamKind::Param,
+                    format!("w{}", f.params.len()),
+                    ty(&[ad[2], n]),
+                    Init::Zeros,
+                );
+                f.build(Op::MatMul, vec![a, w], Attr::None, None)
+            }
+            15 if !ad.is_empty() => {
+                let axis = rng.below(ad.len() as u64) as usize;
+                let i = f
+                    .build(Op::Iota, vec![], Attr::Axes(vec![axis]), Some(ty(&ad)))
+                    .unwrap();
+                f.build(Op::Mul, vec![a, i], Attr::None, None)
             }
             _ => continue,
         };

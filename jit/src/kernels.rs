@@ -17,14 +17,15 @@ pub fn set_threads(n: usize) {
 
 /// `c[b] = a[b] @ b[b]` for each of `batch` products of `[m, k] x [k, n]`. `a` and `b` are
 /// read through row and column strides (elements), so a transposed operand costs nothing;
-/// their batch strides are `m * k` and `k * n`.
+/// their batch strides are given too (0 for a matrix shared by the batch).
 ///
 /// # Safety
 /// The pointers must address buffers of the sizes the strides describe.
 pub unsafe extern "C" fn nnc_matmul(a: *const f32, b: *const f32, c: *mut f32, desc: *const i64) {
-    // desc: batch, m, k, n, a_rs, a_cs, b_rs, b_cs
-    let d = unsafe { std::slice::from_raw_parts(desc, 8) };
+    // desc: batch, m, k, n, a_rs, a_cs, b_rs, b_cs, a_bs, b_bs
+    let d = unsafe { std::slice::from_raw_parts(desc, 10) };
     let (batch, m, k, n) = (d[0] as usize, d[1] as usize, d[2] as usize, d[3] as usize);
+    let (a_bs, b_bs) = (d[8] as usize, d[9] as usize);
     let par = match THREADS.load(Ordering::Relaxed) {
         1 => gemm::Parallelism::None,
         t => gemm::Parallelism::Rayon(t),
@@ -34,8 +35,8 @@ pub unsafe extern "C" fn nnc_matmul(a: *const f32, b: *const f32, c: *mut f32, d
         for i in 0..batch {
             unsafe {
                 small_matmul(
-                    a.add(i * m * k),
-                    b.add(i * k * n),
+                    a.add(i * a_bs),
+                    b.add(i * b_bs),
                     c.add(i * m * n),
                     m,
                     k,
@@ -48,7 +49,7 @@ pub unsafe extern "C" fn nnc_matmul(a: *const f32, b: *const f32, c: *mut f32, d
     }
     for i in 0..batch {
         unsafe {
-            let (ap, bp, cp) = (a.add(i * m * k), b.add(i * k * n), c.add(i * m * n));
+            let (ap, bp, cp) = (a.add(i * a_bs), b.add(i * b_bs), c.add(i * m * n));
             if k == 0 {
                 std::ptr::write_bytes(cp, 0, m * n);
                 continue;
@@ -164,6 +165,99 @@ unsafe fn small_matmul_body(
                     acc += unsafe { *a.add(i * a_rs + p * a_cs) * *b.add(p * b_rs + j * b_cs) };
                 }
                 *y = acc;
+            }
+        }
+    }
+}
+
+/// The layout kernels of windows and slices: `kind` 0 im2col, 1 col2im, 2 slice, 3 pad,
+/// 4 iota.
+///
+/// # Safety
+/// `desc` is, for im2col/col2im, `[planes, h, w, kh, kw, oh, ow, sh, sw, ph, pw]`; for
+/// slice/pad, `[outer, big, small, inner, start]` (the sliced axis has `big` elements in
+/// the larger tensor, `small` in the smaller); for iota, `[outer, len, inner]`. The
+/// buffers fit it.
+pub unsafe extern "C" fn nnc_layout(kind: i64, x: *const f32, y: *mut f32, desc: *const i64) {
+    let len = [11, 11, 5, 5, 3][kind as usize];
+    let d: Vec<usize> = unsafe { std::slice::from_raw_parts(desc, len) }
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    match kind {
+        0 | 1 => {
+            let [planes, h, w, kh, kw, oh, ow, sh, sw, ph, pw] = d[..] else {
+                return;
+            };
+            let cols = planes * kh * kw * oh * ow;
+            let (xs, ys) = if kind == 0 {
+                (planes * h * w, cols)
+            } else {
+                (cols, planes * h * w)
+            };
+            let x = unsafe { std::slice::from_raw_parts(x, xs) };
+            let y = unsafe { std::slice::from_raw_parts_mut(y, ys) };
+            y.fill(0.0);
+            let mut col = 0;
+            for p in 0..planes {
+                for i in 0..kh {
+                    for j in 0..kw {
+                        for oy in 0..oh {
+                            let iy = (oy * sh + i) as isize - ph as isize;
+                            if iy < 0 || iy as usize >= h {
+                                col += ow;
+                                continue;
+                            }
+                            let row = (p * h + iy as usize) * w;
+                            for ox in 0..ow {
+                                let ix = (ox * sw + j) as isize - pw as isize;
+                                if ix >= 0 && (ix as usize) < w {
+                                    let img = row + ix as usize;
+                                    if kind == 0 {
+                                        y[col] = x[img];
+                                    } else {
+                                        y[img] += x[col];
+                                    }
+                                }
+                                col += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        2 | 3 => {
+            let [outer, big, small, inner, start] = d[..] else {
+                return;
+            };
+            let (xs, ys) = if kind == 2 {
+                (outer * big * inner, outer * small * inner)
+            } else {
+                (outer * small * inner, outer * big * inner)
+            };
+            let x = unsafe { std::slice::from_raw_parts(x, xs) };
+            let y = unsafe { std::slice::from_raw_parts_mut(y, ys) };
+            if kind == 3 {
+                y.fill(0.0);
+            }
+            let run = small * inner;
+            for o in 0..outer {
+                let b = (o * big + start) * inner;
+                let s = o * run;
+                if kind == 2 {
+                    y[s..s + run].copy_from_slice(&x[b..b + run]);
+                } else {
+                    y[b..b + run].copy_from_slice(&x[s..s + run]);
+                }
+            }
+        }
+        _ => {
+            let [outer, len, inner] = d[..] else {
+                return;
+            };
+            let y = unsafe { std::slice::from_raw_parts_mut(y, outer * len * inner) };
+            for (i, v) in y.iter_mut().enumerate() {
+                *v = ((i / inner) % len) as f32;
             }
         }
     }
@@ -358,7 +452,9 @@ mod tests {
                 let at = |i: usize, p: usize| a[i * a_rs as usize + p * a_cs as usize];
                 let bt = |p: usize, j: usize| b[p * b_rs as usize + j * b_cs as usize];
                 let mut c = vec![0.0f32; m * n];
-                let d = [1, m as i64, k as i64, n as i64, a_rs, a_cs, b_rs, b_cs];
+                let d = [
+                    1, m as i64, k as i64, n as i64, a_rs, a_cs, b_rs, b_cs, 0, 0,
+                ];
                 unsafe { super::nnc_matmul(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), d.as_ptr()) };
                 for i in 0..m {
                     for j in 0..n {

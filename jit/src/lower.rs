@@ -158,6 +158,7 @@ struct Helpers {
     one_hot: FuncId,
     math: FuncId,
     copy: FuncId,
+    layout: FuncId,
 }
 
 fn new_module() -> Result<(JITModule, Helpers), String> {
@@ -178,6 +179,7 @@ fn new_module() -> Result<(JITModule, Helpers), String> {
     jb.symbol("nnc_one_hot", kernels::nnc_one_hot as *const u8);
     jb.symbol("nnc_math", kernels::nnc_math as *const u8);
     jb.symbol("nnc_copy", kernels::nnc_copy as *const u8);
+    jb.symbol("nnc_layout", kernels::nnc_layout as *const u8);
     let mut module = JITModule::new(jb);
     let mut declare = |name: &str, n: usize| -> Result<FuncId, String> {
         let mut sig = module.make_signature();
@@ -195,6 +197,7 @@ fn new_module() -> Result<(JITModule, Helpers), String> {
         one_hot: declare("nnc_one_hot", 4)?,
         math: declare("nnc_math", 5)?,
         copy: declare("nnc_copy", 3)?,
+        layout: declare("nnc_layout", 4)?,
     };
     Ok((module, helpers))
 }
@@ -569,6 +572,7 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Stri
             Op::Sum | Op::Mean | Op::ReduceMax => "kernel reduce".to_string(),
             Op::Broadcast | Op::Transpose => "kernel gather".to_string(),
             Op::OneHot => "kernel one_hot".to_string(),
+            Op::Im2col | Op::Col2im | Op::Slice | Op::Pad | Op::Iota => "kernel layout".to_string(),
             Op::Pow | Op::Cast => "kernel math".to_string(),
             Op::Div if n.ty.dtype == DType::I32 => "kernel math".to_string(),
             _ => match members.get(&i) {
@@ -606,7 +610,7 @@ pub fn clif_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Stri
     let mut sizes: Vec<String> = dims.iter().map(|(k, v)| format!("{k} = {v}")).collect();
     sizes.sort();
     let head = format!(
-        "; @{} for {}\n; fn0 = nnc_matmul, fn1 = nnc_gather, fn2 = nnc_reduce, fn3 = nnc_one_hot, fn4 = nnc_math, fn5 = nnc_copy\n",
+        "; @{} for {}\n; fn0 = nnc_matmul, fn1 = nnc_gather, fn2 = nnc_reduce, fn3 = nnc_one_hot, fn4 = nnc_math, fn5 = nnc_copy, fn6 = nnc_layout\n",
         f.name,
         if sizes.is_empty() {
             "its fixed sizes".to_string()
@@ -693,9 +697,18 @@ fn compile_inner(
             helpers.one_hot,
             helpers.math,
             helpers.copy,
+            helpers.layout,
         ]
         .map(|h| module.declare_func_in_func(h, b.func));
-        let [h_matmul, h_gather, h_reduce, h_one_hot, h_math, h_copy] = refs;
+        let [
+            h_matmul,
+            h_gather,
+            h_reduce,
+            h_one_hot,
+            h_math,
+            h_copy,
+            h_layout,
+        ] = refs;
 
         let addr = |b: &mut FunctionBuilder, l: Loc| match l {
             Loc::Input(i) => in_ptrs[i],
@@ -855,13 +868,84 @@ fn compile_inner(
                     let c = b.ins().iconst(ptr, classes as i64);
                     b.ins().call(h_one_hot, &[x, dst, nn, c]);
                 }
+                Op::Im2col | Op::Col2im => {
+                    let Attr::Window {
+                        kernel,
+                        stride,
+                        pad,
+                    } = n.attr
+                    else {
+                        return Err("window op without its attribute".into());
+                    };
+                    let (img, cols) = if n.op == Op::Im2col {
+                        (value_shape(n.args[0])?, shapes[i].clone())
+                    } else {
+                        (shapes[i].clone(), value_shape(n.args[0])?)
+                    };
+                    let d = [
+                        img[0] * img[1],
+                        img[2],
+                        img[3],
+                        kernel[0],
+                        kernel[1],
+                        cols[4],
+                        cols[5],
+                        stride[0],
+                        stride[1],
+                        pad[0],
+                        pad[1],
+                    ];
+                    let kind = b.ins().iconst(ptr, i64::from(n.op == Op::Col2im));
+                    let x = arg_addr(&mut b, 0);
+                    let dp = desc_ptr(&mut b, d.iter().map(|&v| v as i64).collect());
+                    b.ins().call(h_layout, &[kind, x, dst, dp]);
+                }
+                Op::Slice | Op::Pad => {
+                    let Attr::Offset { axis, start } = n.attr else {
+                        return Err("slice without its attribute".into());
+                    };
+                    let (big, small) = if n.op == Op::Slice {
+                        (value_shape(n.args[0])?, shapes[i].clone())
+                    } else {
+                        (shapes[i].clone(), value_shape(n.args[0])?)
+                    };
+                    let outer: usize = big[..axis].iter().product();
+                    let inner: usize = big[axis + 1..].iter().product();
+                    let d = vec![
+                        outer as i64,
+                        big[axis] as i64,
+                        small[axis] as i64,
+                        inner as i64,
+                        start as i64,
+                    ];
+                    let kind = b.ins().iconst(ptr, if n.op == Op::Slice { 2 } else { 3 });
+                    let x = arg_addr(&mut b, 0);
+                    let dp = desc_ptr(&mut b, d);
+                    b.ins().call(h_layout, &[kind, x, dst, dp]);
+                }
+                Op::Iota => {
+                    let Attr::Axes(axes) = &n.attr else {
+                        return Err("iota without its axis".into());
+                    };
+                    let out = &shapes[i];
+                    let a = axes[0];
+                    let d = vec![
+                        out[..a].iter().product::<usize>() as i64,
+                        out[a] as i64,
+                        out[a + 1..].iter().product::<usize>() as i64,
+                    ];
+                    let kind = b.ins().iconst(ptr, 4);
+                    let dp = desc_ptr(&mut b, d);
+                    b.ins().call(h_layout, &[kind, dst, dst, dp]);
+                }
                 Op::MatMul => {
                     let out = &shapes[i];
                     let r = out.len();
                     let (m, nn) = (out[r - 2], out[r - 1]);
                     let batch: usize = out[..r - 2].iter().product();
                     let a_shape = value_shape(n.args[0])?;
-                    let k = a_shape[r - 1];
+                    let b_shape = value_shape(n.args[1])?;
+                    let k = a_shape[a_shape.len() - 1];
                     // An absorbed transpose is read through its operand with swapped strides.
                     let operand = |k_arg: usize, rows: usize, cols: usize| -> (Loc, i64, i64) {
                         let v = n.args[k_arg];
@@ -876,6 +960,16 @@ fn compile_inner(
                     };
                     let (al, a_rs, a_cs) = operand(0, m, k);
                     let (bl, b_rs, b_cs) = operand(1, k, nn);
+                    // A rank-2 operand is shared by the batch (batch stride 0).
+                    let a_bs = if a_shape.len() == 2 { 0 } else { m * k };
+                    let b_bs = if b_shape.len() == 2 { 0 } else { k * nn };
+                    // A row-major batch times a shared matrix is one taller product.
+                    let (batch, m, a_bs) =
+                        if b_bs == 0 && a_bs != 0 && a_cs == 1 && a_rs == k as i64 {
+                            (1, batch * m, 0)
+                        } else {
+                            (batch, m, a_bs)
+                        };
                     let d = vec![
                         batch as i64,
                         m as i64,
@@ -885,6 +979,8 @@ fn compile_inner(
                         a_cs,
                         b_rs,
                         b_cs,
+                        a_bs as i64,
+                        b_bs as i64,
                     ];
                     let (ap, bp) = (addr(&mut b, al), addr(&mut b, bl));
                     let dp = desc_ptr(&mut b, d);

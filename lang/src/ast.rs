@@ -167,16 +167,59 @@ pub enum Stmt {
         /// The statement.
         span: Span,
     },
+    /// `for i in n { .. }`: the body unrolled for `i` = 0, 1, .., n - 1 (or each item of
+    /// a list).
+    For {
+        /// The loop variable.
+        var: Ident,
+        /// A static count or list.
+        iter: Expr,
+        /// The repeated statements.
+        body: Vec<Stmt>,
+        /// The statement.
+        span: Span,
+    },
+    /// `if c { .. } else { .. }` on a static condition: only the taken branch is built.
+    If {
+        /// The condition (a static boolean or integer).
+        cond: Expr,
+        /// Statements when it holds.
+        then: Vec<Stmt>,
+        /// Statements otherwise (empty without `else`).
+        els: Vec<Stmt>,
+        /// The statement.
+        span: Span,
+    },
 }
 
 impl Stmt {
+    /// Every expression of the statement, nested blocks included.
+    pub fn exprs<'a>(&'a self, out: &mut Vec<&'a Expr>) {
+        match self {
+            Stmt::Assign { value, .. } | Stmt::Return { value, .. } => out.push(value),
+            Stmt::Param { init, .. } | Stmt::State { init, .. } => out.extend(init.iter()),
+            Stmt::For { iter, body, .. } => {
+                out.push(iter);
+                body.iter().for_each(|s| s.exprs(out));
+            }
+            Stmt::If {
+                cond, then, els, ..
+            } => {
+                out.push(cond);
+                then.iter().chain(els).for_each(|s| s.exprs(out));
+            }
+        }
+    }
+
     /// The span of the whole statement.
     pub fn span(&self) -> Span {
         match self {
             Stmt::Assign { span, .. }
             | Stmt::Param { span, .. }
             | Stmt::State { span, .. }
-            | Stmt::Return { span, .. } => *span,
+            | Stmt::Return { span, .. }
+            | Stmt::For { span, .. }
+            | Stmt::If { span, .. } => *span,
         }
     }
 }
@@ -249,6 +292,18 @@ pub enum BinOp {
     MatMul,
     /// `^`
     Pow,
+    /// `<`: 1 where true, 0 where false (the `lt` primitive); binds loosest.
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
 }
 
 impl BinOp {
@@ -261,6 +316,12 @@ impl BinOp {
             BinOp::Div => "/",
             BinOp::MatMul => "@",
             BinOp::Pow => "^",
+            BinOp::Lt => "<",
+            BinOp::Le => "<=",
+            BinOp::Gt => ">",
+            BinOp::Ge => ">=",
+            BinOp::Eq => "==",
+            BinOp::Ne => "!=",
         }
     }
 }

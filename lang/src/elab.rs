@@ -60,6 +60,9 @@ pub(crate) enum Val {
 
 type Scope = HashMap<String, Val>;
 
+/// The most iterations a `for` may unroll to (each one inlines its body again).
+const MAX_UNROLL: i64 = 4096;
+
 /// One layer instance on the inlining stack, for parameter naming and error context.
 struct Frame {
     /// The name of the caller's statement that made this instance (`h1` in `h1 = dense(..)`).
@@ -421,6 +424,9 @@ impl<'a, 'd> Elab<'a, 'd> {
             }
             _ => f64::NAN,
         };
+        if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne) {
+            return Val::Bool(v != 0.0);
+        }
         Val::Float(v)
     }
 
@@ -478,6 +484,12 @@ impl<'a, 'd> Elab<'a, 'd> {
             BinOp::Mul => Op::Mul,
             BinOp::Div => Op::Div,
             BinOp::Pow => Op::Pow,
+            BinOp::Lt => Op::Lt,
+            BinOp::Le => Op::Le,
+            BinOp::Gt => Op::Gt,
+            BinOp::Ge => Op::Ge,
+            BinOp::Eq => Op::Eq,
+            BinOp::Ne => Op::Ne,
             BinOp::MatMul => return self.matmul(a, b, sa, sb, span),
         };
         self.elementwise(prim, &[a, b], &[sa, sb], span)
@@ -525,6 +537,12 @@ impl<'a, 'd> Elab<'a, 'd> {
         }
         if INITIALIZERS.iter().any(|(n, _)| *n == name) {
             return self.init_call(name, vals, span);
+        }
+        if name == "size" {
+            return self.size(vals, span);
+        }
+        if name == "full" {
+            return self.full(vals, span);
         }
         if let Some((op, class)) = names::class_of(name) {
             return self.primitive(op, class, vals, span);
@@ -678,6 +696,46 @@ impl<'a, 'd> Elab<'a, 'd> {
                     return Some(self.eval(scope, value));
                 }
                 Stmt::State { .. } => {}
+                Stmt::For {
+                    var, iter, body, ..
+                } => {
+                    let items = match self.eval(scope, iter) {
+                        Val::Int(n) if (0..=MAX_UNROLL).contains(&n) => {
+                            (0..n).map(Val::Int).collect()
+                        }
+                        Val::List(items) if items.len() as i64 <= MAX_UNROLL => items,
+                        Val::Error => continue,
+                        other => {
+                            let d = match other {
+                                Val::Int(n) => format!("{n} (at most {MAX_UNROLL} iterations)"),
+                                other => self.describe(&other),
+                            };
+                            self.report(errors::static_count(iter.span, &d));
+                            continue;
+                        }
+                    };
+                    for item in items {
+                        scope.insert(var.name.clone(), item);
+                        self.body(scope, body);
+                    }
+                }
+                Stmt::If {
+                    cond, then, els, ..
+                } => {
+                    let taken = match self.eval(scope, cond) {
+                        Val::Bool(b) => b,
+                        Val::Int(i) => i != 0,
+                        // Folded comparisons of static numbers (`gt(t, 0)`) give 0.0 or 1.0.
+                        Val::Float(f) => f != 0.0,
+                        Val::Error => continue,
+                        other => {
+                            let d = self.describe(&other);
+                            self.report(errors::static_condition(cond.span, &d));
+                            continue;
+                        }
+                    };
+                    self.body(scope, if taken { then } else { els });
+                }
             }
         }
         None
@@ -816,6 +874,11 @@ impl<'a, 'd> Elab<'a, 'd> {
                 let a = arg("gain") * (3.0 / fan_in).sqrt();
                 Init::Uniform { lo: -a, hi: a }
             }
+            // PyTorch's default for nn.Linear and nn.Conv2d weights.
+            "fan_in_uniform" => Init::Uniform {
+                lo: -1.0 / fan_in.sqrt(),
+                hi: 1.0 / fan_in.sqrt(),
+            },
             "he_normal" | "kaiming_normal" => Init::Normal {
                 mean: 0.0,
                 std: arg("gain") / fan_in.sqrt(),
@@ -1066,6 +1129,11 @@ impl<'a, 'd> Elab<'a, 'd> {
             Op::Cast => &["x", "dtype"],
             Op::OneHot => &["labels", "classes"],
             Op::Select => &["c", "a", "b"],
+            Op::Im2col => &["x", "kernel", "stride", "padding"],
+            Op::Col2im => &["x", "size", "kernel", "stride", "padding"],
+            Op::Slice => &["x", "start", "end", "axis"],
+            Op::Pad => &["x", "before", "after", "axis"],
+            Op::Iota => &["shape", "axis"],
             _ if class == Class::Unary => &["x"],
             _ => &["x", "y"],
         };
@@ -1074,6 +1142,8 @@ impl<'a, 'd> Elab<'a, 'd> {
         };
         let required = match op {
             Op::Sum | Op::Mean | Op::ReduceMax | Op::Transpose => 1,
+            Op::Im2col | Op::Iota => 2,
+            Op::Col2im | Op::Slice | Op::Pad => 3,
             _ => params.len(),
         };
         let mut vals = Vec::new();
@@ -1109,6 +1179,9 @@ impl<'a, 'd> Elab<'a, 'd> {
             }
             Class::Reduce => self.reduce(op, vals, &spans, span),
             Class::Transpose => self.transpose(vals, &spans, span),
+            Class::Given if matches!(op, Op::Im2col | Op::Col2im | Op::Slice | Op::Pad | Op::Iota) => {
+                self.layout(op, vals, &spans, span)
+            }
             Class::Given => self.given(op, vals, &spans, span),
         }
     }
@@ -1244,6 +1317,226 @@ impl<'a, 'd> Elab<'a, 'd> {
             Ok(v) => Val::Tensor(v),
             Err(msg) => {
                 self.report(errors::op_rule(span, "transpose", msg));
+                Val::Error
+            }
+        }
+    }
+
+    /// `size(x, axis)`: the static size of one axis (an integer, or a dimension name).
+    fn size(&mut self, args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Val {
+        let Some(slots) = self.bind_args("size", &["x", "axis"], args, span) else {
+            return Val::Error;
+        };
+        let [Some((x, xs)), axis] = &slots[..] else {
+            self.report(errors::missing_arg(span, "size", "x"));
+            return Val::Error;
+        };
+        let Some(x) = self.tensor_arg(x, *xs) else {
+            return Val::Error;
+        };
+        let ty = self.ty(x).clone();
+        let (av, aspan) = axis.clone().unwrap_or((Val::Int(-1), span));
+        let Some(a) = self.axes(Some(&av), &ty, aspan) else {
+            return Val::Error;
+        };
+        let [a] = a[..] else {
+            self.report(errors::kind(aspan, "one axis", "a list"));
+            return Val::Error;
+        };
+        match &ty.shape.0[a] {
+            Dim::Known(n) => Val::Int(*n as i64),
+            Dim::Sym(s) => Val::Dim(s.clone()),
+        }
+    }
+
+    /// `full(shape, value)`: a constant f32 tensor.
+    fn full(&mut self, args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Val {
+        let Some(slots) = self.bind_args("full", &["shape", "value"], args, span) else {
+            return Val::Error;
+        };
+        let [Some((shape, ss)), value] = &slots[..] else {
+            self.report(errors::missing_arg(span, "full", "shape"));
+            return Val::Error;
+        };
+        let Some(dims) = self.dims_arg(shape, *ss) else {
+            return Val::Error;
+        };
+        let v = match value {
+            None => 0.0,
+            Some((Val::Int(i), _)) => *i as f64,
+            Some((Val::Float(f), _)) => *f,
+            Some((Val::Error, _)) => return Val::Error,
+            Some((other, s)) => {
+                let d = self.describe(other);
+                self.report(errors::kind(*s, "a number", &d));
+                return Val::Error;
+            }
+        };
+        Val::Tensor(self.constant(v, TensorType::new(DType::F32, Shape(dims))))
+    }
+
+    /// A non-negative static integer argument.
+    fn count_arg(&mut self, v: Option<&(Val, Span)>, default: i64) -> Option<usize> {
+        match v {
+            None => Some(default as usize),
+            Some((Val::Int(n), _)) if *n >= 0 => Some(*n as usize),
+            Some((Val::Error, _)) => None,
+            Some((other, s)) => {
+                let d = self.describe(other);
+                self.report(errors::kind(*s, "a non-negative integer", &d));
+                None
+            }
+        }
+    }
+
+    /// A window size: one integer for both axes, or a list of two.
+    fn pair_arg(&mut self, v: Option<&(Val, Span)>, default: usize) -> Option<[usize; 2]> {
+        match v {
+            None => Some([default; 2]),
+            Some((Val::Int(n), _)) if *n >= 0 => Some([*n as usize; 2]),
+            Some((Val::List(xs), _))
+                if xs.len() == 2 && xs.iter().all(|x| matches!(x, Val::Int(n) if *n >= 0)) =>
+            {
+                let n = |x: &Val| if let Val::Int(n) = x { *n as usize } else { 0 };
+                Some([n(&xs[0]), n(&xs[1])])
+            }
+            Some((Val::Error, _)) => None,
+            Some((other, s)) => {
+                let d = self.describe(other);
+                self.report(errors::kind(*s, "a size (an integer or a list of two)", &d));
+                None
+            }
+        }
+    }
+
+    /// A list of known or symbolic dimensions (`[B, 4]`).
+    fn dims_arg(&mut self, v: &Val, span: Span) -> Option<Vec<Dim>> {
+        let Val::List(items) = v else {
+            let d = self.describe(v);
+            self.report(errors::kind(span, "a list of dimensions", &d));
+            return None;
+        };
+        let mut dims = Vec::new();
+        for it in items {
+            match it {
+                Val::Int(n) if *n > 0 => dims.push(Dim::Known(*n as u64)),
+                Val::Dim(s) => dims.push(Dim::Sym(s.clone())),
+                Val::Error => return None,
+                other => {
+                    let d = self.describe_dim(other);
+                    self.report(errors::bad_dim(span, &d));
+                    return None;
+                }
+            }
+        }
+        Some(dims)
+    }
+
+    /// Windows (`im2col`, `col2im`), slices and padding along an axis, and `iota`.
+    fn layout(&mut self, op: Op, vals: Vec<Option<Val>>, spans: &[Span], span: Span) -> Val {
+        let slots: Vec<Option<(Val, Span)>> = vals
+            .into_iter()
+            .zip(spans)
+            .map(|(v, s)| v.map(|v| (v, *s)))
+            .collect();
+        if op == Op::Iota {
+            let Some(dims) = slots[0].as_ref().and_then(|(v, s)| self.dims_arg(v, *s)) else {
+                return Val::Error;
+            };
+            let ty = TensorType::new(DType::F32, Shape(dims));
+            let Some(axes) = self.axes(slots[1].as_ref().map(|(v, _)| v), &ty, spans[1]) else {
+                return Val::Error;
+            };
+            return self.build_given(op, vec![], Attr::Axes(axes), ty, span);
+        }
+        let Some(x) = slots[0].as_ref().and_then(|(v, s)| self.tensor_arg(v, *s)) else {
+            return Val::Error;
+        };
+        let ty = self.ty(x).clone();
+        match op {
+            Op::Im2col | Op::Col2im => {
+                let k = usize::from(op == Op::Col2im);
+                let Some(kernel) = self.pair_arg(slots[1 + k].as_ref(), 1) else {
+                    return Val::Error;
+                };
+                let Some(stride) = self.pair_arg(slots[2 + k].as_ref(), 1) else {
+                    return Val::Error;
+                };
+                let Some(pad) = self.pair_arg(slots[3 + k].as_ref(), 0) else {
+                    return Val::Error;
+                };
+                let attr = Attr::Window {
+                    kernel,
+                    stride,
+                    pad,
+                };
+                let result = if op == Op::Im2col {
+                    nnc_ir::im2col_type(&ty, kernel, stride, pad)
+                } else {
+                    match self.pair_arg(slots[1].as_ref(), 1) {
+                        Some([h, w]) if ty.rank() == 6 => {
+                            let mut d = ty.shape.0[..2].to_vec();
+                            d.extend([Dim::Known(h as u64), Dim::Known(w as u64)]);
+                            Ok(TensorType::new(ty.dtype, Shape(d)))
+                        }
+                        Some(_) => Err(format!(
+                            "`col2im` needs windows [N, C, KH, KW, OH, OW], found {ty}"
+                        )),
+                        None => return Val::Error,
+                    }
+                };
+                match result {
+                    Ok(t) => self.build_given(op, vec![x], attr, t, span),
+                    Err(msg) => {
+                        self.report(errors::op_rule(span, op.mnemonic(), msg));
+                        Val::Error
+                    }
+                }
+            }
+            _ => {
+                // slice(x, start, end, axis) / pad(x, before, after, axis)
+                let Some(axes) = self.axes(
+                    Some(slots[3].as_ref().map_or(&Val::Int(0), |(v, _)| v)),
+                    &ty,
+                    spans[3],
+                ) else {
+                    return Val::Error;
+                };
+                let axis = axes[0];
+                let (Some(a), Some(b)) = (
+                    self.count_arg(slots[1].as_ref(), 0),
+                    self.count_arg(slots[2].as_ref(), 0),
+                ) else {
+                    return Val::Error;
+                };
+                let Some(len) = ty.shape.0[axis].known() else {
+                    let msg = format!("axis {axis} of {ty} has no known size");
+                    self.report(errors::op_rule(span, op.mnemonic(), msg));
+                    return Val::Error;
+                };
+                let (new_len, start) = if op == Op::Slice {
+                    if a >= b || b as u64 > len {
+                        let msg = format!("[{a}, {b}) is not a non-empty range of axis {axis} of {ty}");
+                        self.report(errors::op_rule(span, "slice", msg));
+                        return Val::Error;
+                    }
+                    ((b - a) as u64, a)
+                } else {
+                    (len + (a + b) as u64, a)
+                };
+                let mut dims = ty.shape.0.clone();
+                dims[axis] = Dim::Known(new_len);
+                let t = TensorType::new(ty.dtype, Shape(dims));
+                self.build_given(op, vec![x], Attr::Offset { axis, start }, t, span)
+            }
+        }
+    }
+
+    fn build_given(&mut self, op: Op, args: Vec<Value>, attr: Attr, ty: TensorType, span: Span) -> Val {
+        match self.func.build(op, args, attr, Some(ty)) {
+            Ok(v) => Val::Tensor(v),
+            Err(msg) => {
+                self.report(errors::op_rule(span, op.mnemonic(), msg));
                 Val::Error
             }
         }

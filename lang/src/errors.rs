@@ -437,3 +437,21 @@ pub(crate) fn setting_value(span: Span, key: &str, expected: &str, found: &str) 
         "bad value",
     )
 }
+pub(crate) fn static_count(span: Span, found: &str) -> Diagnostic {
+    e(
+        "E0221",
+        format!("`for` needs a known count or a list, found {found}"),
+        span,
+        "not a static count",
+    )
+    .with_help("loops are unrolled while checking, so the count must be known: an integer, a known dimension, or a list")
+}
+pub(crate) fn static_condition(span: Span, found: &str) -> Diagnostic {
+    e(
+        "E0222",
+        format!("`if` needs a static condition (a boolean or an integer), found {found}"),
+        span,
+        "not a static condition",
+    )
+    .with_help("only one branch is built, so the condition must be known while checking; use `select(c, a, b)` to choose between tensors element by element")
+}

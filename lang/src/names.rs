@@ -19,6 +19,7 @@ pub const INITIALIZERS: &[(&str, &[(&str, f64)])] = &[
     ("he_normal", &[("gain", std::f64::consts::SQRT_2)]),
     ("kaiming_uniform", &[("gain", std::f64::consts::SQRT_2)]),
     ("kaiming_normal", &[("gain", std::f64::consts::SQRT_2)]),
+    ("fan_in_uniform", &[]),
 ];
 
 /// What a keyword argument of a schedule or data source must be.
@@ -151,9 +152,15 @@ pub fn is_builtin_function(name: &str) -> bool {
     builtin_functions().any(|n| n == name)
 }
 
+/// Built-in functions that are not a primitive of their own name: `size(x, axis)` gives
+/// the static size of an axis (an integer, or a dimension name); `full(shape, value)` is a
+/// constant tensor (`const`), whose shape may hold dimension names.
+pub const STATIC_FUNCTIONS: &[&str] = &["size", "full"];
+
 /// All built-in function names.
 pub fn builtin_functions() -> impl Iterator<Item = &'static str> {
     primitive_functions()
+        .chain(STATIC_FUNCTIONS.iter().copied())
         .chain(INITIALIZERS.iter().map(|(n, _)| *n))
         .chain(SCHEDULES.iter().map(|(n, _)| *n))
         .chain(DATA_SOURCES.iter().map(|(n, _)| *n))

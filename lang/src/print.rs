@@ -75,9 +75,17 @@ fn type_ann(t: &TypeAnn) -> String {
 }
 
 fn block(out: &mut String, body: &[Stmt]) {
+    nested(out, body, 1);
+    out.push('\n');
+}
+
+/// A block's statements at `depth` levels of indentation, braces included (no newline
+/// after the closing brace).
+fn nested(out: &mut String, body: &[Stmt], depth: usize) {
     out.push_str("{\n");
+    let pad = "    ".repeat(depth);
     for s in body {
-        out.push_str("    ");
+        out.push_str(&pad);
         match s {
             Stmt::Assign { name, value, .. } => {
                 write!(out, "{} = {}", name.name, expr(value)).unwrap()
@@ -95,10 +103,27 @@ fn block(out: &mut String, body: &[Stmt]) {
                 }
             }
             Stmt::Return { value, .. } => write!(out, "return {}", expr(value)).unwrap(),
+            Stmt::For {
+                var, iter, body, ..
+            } => {
+                write!(out, "for {} in {} ", var.name, expr(iter)).unwrap();
+                nested(out, body, depth + 1);
+            }
+            Stmt::If {
+                cond, then, els, ..
+            } => {
+                write!(out, "if {} ", expr(cond)).unwrap();
+                nested(out, then, depth + 1);
+                if !els.is_empty() {
+                    out.push_str(" else ");
+                    nested(out, els, depth + 1);
+                }
+            }
         }
         out.push('\n');
     }
-    out.push_str("}\n");
+    out.push_str(&"    ".repeat(depth - 1));
+    out.push('}');
 }
 
 /// Prints one expression.

@@ -231,6 +231,32 @@ impl Scope<'_> {
                     self.expr(value, errors);
                     returned = true;
                 }
+                Stmt::For {
+                    var,
+                    iter,
+                    body,
+                    span,
+                } => {
+                    if place != Place::Layer && place != Place::Nested {
+                        errors.push(errors::misplaced(*span, "for", place.describe()));
+                    }
+                    self.expr(iter, errors);
+                    self.names.insert(var.name.clone());
+                    self.body(body, Place::Nested, errors);
+                }
+                Stmt::If {
+                    cond,
+                    then,
+                    els,
+                    span,
+                } => {
+                    if place != Place::Layer && place != Place::Nested {
+                        errors.push(errors::misplaced(*span, "if", place.describe()));
+                    }
+                    self.expr(cond, errors);
+                    self.body(then, Place::Nested, errors);
+                    self.body(els, Place::Nested, errors);
+                }
             }
         }
         returned
@@ -242,6 +268,8 @@ enum Place {
     Layer,
     Rule,
     Train,
+    /// The body of a `for` or `if` inside a layer: assignments and more control flow.
+    Nested,
 }
 
 impl Place {
@@ -250,6 +278,7 @@ impl Place {
             Place::Layer => "a layer or model",
             Place::Rule => "a rule",
             Place::Train => "a train block",
+            Place::Nested => "the body of a `for` or `if` (assign names there; declare parameters and return outside)",
         }
     }
 }
@@ -334,17 +363,9 @@ fn recursion(defs: &Defs<'_>, user: &Program, errors: &mut Vec<Diagnostic>) {
     for item in &user.items {
         if let Item::Layer(f) = item {
             let mut out = Vec::new();
-            for s in &f.body {
-                match s {
-                    Stmt::Assign { value, .. } | Stmt::Return { value, .. } => {
-                        calls(value, &mut out)
-                    }
-                    Stmt::Param { init: Some(v), .. } | Stmt::State { init: Some(v), .. } => {
-                        calls(v, &mut out)
-                    }
-                    _ => {}
-                }
-            }
+            let mut exprs = Vec::new();
+            f.body.iter().for_each(|s| s.exprs(&mut exprs));
+            exprs.into_iter().for_each(|e| calls(e, &mut out));
             for p in &f.params {
                 if let Some(d) = &p.default {
                     calls(d, &mut out);

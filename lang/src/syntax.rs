@@ -51,6 +51,12 @@ pub fn parse(src: &str, id: SourceId) -> Result<Program, Vec<Diagnostic>> {
 
 fn pratt() -> PrattParser<Rule> {
     PrattParser::new()
+        .op(Op::infix(Rule::lt, Assoc::Left)
+            | Op::infix(Rule::le, Assoc::Left)
+            | Op::infix(Rule::gt, Assoc::Left)
+            | Op::infix(Rule::ge, Assoc::Left)
+            | Op::infix(Rule::eq, Assoc::Left)
+            | Op::infix(Rule::ne, Assoc::Left))
         .op(Op::infix(Rule::add, Assoc::Left) | Op::infix(Rule::sub, Assoc::Left))
         .op(Op::infix(Rule::mul, Assoc::Left)
             | Op::infix(Rule::div, Assoc::Left)
@@ -330,6 +336,34 @@ impl Cx {
                 value: self.expr(inner.next()?)?,
                 span,
             },
+            Rule::for_stmt => {
+                let var = self.ident(inner.next()?);
+                let iter = self.expr(inner.next()?)?;
+                let body = self.block(inner.next()?);
+                Stmt::For {
+                    var,
+                    iter,
+                    body,
+                    span,
+                }
+            }
+            Rule::if_stmt => {
+                let cond = self.expr(inner.next()?)?;
+                let then = self.block(inner.next()?);
+                let els = match inner.next() {
+                    None => Vec::new(),
+                    Some(p) if p.as_rule() == Rule::if_block => {
+                        p.into_inner().filter_map(|s| self.stmt(s)).collect()
+                    }
+                    Some(p) => self.block(p),
+                };
+                Stmt::If {
+                    cond,
+                    then,
+                    els,
+                    span,
+                }
+            }
             _ => return None,
         })
     }
@@ -381,6 +415,12 @@ impl Cx {
                     Rule::mul => BinOp::Mul,
                     Rule::div => BinOp::Div,
                     Rule::matmul => BinOp::MatMul,
+                    Rule::lt => BinOp::Lt,
+                    Rule::le => BinOp::Le,
+                    Rule::gt => BinOp::Gt,
+                    Rule::ge => BinOp::Ge,
+                    Rule::eq => BinOp::Eq,
+                    Rule::ne => BinOp::Ne,
                     _ => BinOp::Pow,
                 };
                 let span = lhs.span.to(rhs.span);

@@ -110,15 +110,30 @@ fn describe_rule(rule: Rule) -> &'static str {
         | Rule::arg
         | Rule::neg
         | Rule::prefix => "an expression",
-        Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::matmul | Rule::pow | Rule::infix => {
-            "an operator"
-        }
+        Rule::add
+        | Rule::sub
+        | Rule::mul
+        | Rule::div
+        | Rule::matmul
+        | Rule::pow
+        | Rule::lt
+        | Rule::le
+        | Rule::gt
+        | Rule::ge
+        | Rule::eq
+        | Rule::ne
+        | Rule::infix => "an operator",
         Rule::layer_def | Rule::model_def | Rule::train_def | Rule::rule_def | Rule::item => {
             "`layer`, `model`, `train` or `rule`"
         }
-        Rule::param_decl | Rule::state_decl | Rule::return_stmt | Rule::assign | Rule::stmt => {
-            "a statement"
-        }
+        Rule::param_decl
+        | Rule::state_decl
+        | Rule::return_stmt
+        | Rule::for_stmt
+        | Rule::if_stmt
+        | Rule::if_block
+        | Rule::assign
+        | Rule::stmt => "a statement",
         Rule::type_ann | Rule::tensor_type => "a type",
         Rule::ret_type => "`->`",
         Rule::block => "`{`",
@@ -177,9 +192,28 @@ struct Cx {
 static PRATT: std::sync::LazyLock<PrattParser<Rule>> = std::sync::LazyLock::new(pratt);
 
 impl Cx {
+    /// The pair's span without the trailing whitespace and comments that pest includes
+    /// when an optional tail skipped them before failing.
     fn span(&self, pair: &Pair<Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.id, s.start(), s.end())
+        let text = s.as_str();
+        let mut end = text.trim_end().len();
+        // Drop a `# comment` ending the last line (a `#` outside string literals).
+        loop {
+            let line_start = text[..end].rfind('\n').map_or(0, |i| i + 1);
+            let mut quoted = false;
+            let hash = text[line_start..end].char_indices().find_map(|(k, c)| {
+                if c == '"' {
+                    quoted = !quoted;
+                }
+                (c == '#' && !quoted).then_some(line_start + k)
+            });
+            match hash {
+                Some(h) if h > 0 => end = text[..h].trim_end().len(),
+                _ => break,
+            }
+        }
+        Span::new(self.id, s.start(), s.start() + end)
     }
 
     fn ident(&self, pair: Pair<Rule>) -> Ident {

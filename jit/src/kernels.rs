@@ -197,29 +197,61 @@ pub unsafe extern "C" fn nnc_layout(kind: i64, x: *const f32, y: *mut f32, desc:
             };
             let x = unsafe { std::slice::from_raw_parts(x, xs) };
             let y = unsafe { std::slice::from_raw_parts_mut(y, ys) };
-            y.fill(0.0);
+            if kind == 1 {
+                y.fill(0.0);
+            }
+            // The output columns ox whose input column ox * sw + j - pw is inside the image.
+            let valid = |j: usize| {
+                let lo = pw.saturating_sub(j).div_ceil(sw).min(ow);
+                let hi = if w + pw > j {
+                    ((w + pw - j - 1) / sw + 1).min(ow)
+                } else {
+                    0
+                };
+                (lo, hi.max(lo))
+            };
             let mut col = 0;
             for p in 0..planes {
                 for i in 0..kh {
                     for j in 0..kw {
+                        let (lo, hi) = valid(j);
                         for oy in 0..oh {
                             let iy = (oy * sh + i) as isize - ph as isize;
-                            if iy < 0 || iy as usize >= h {
-                                col += ow;
+                            let c0 = col;
+                            col += ow;
+                            if iy < 0 || iy as usize >= h || hi == lo {
+                                if kind == 0 {
+                                    y[c0..c0 + ow].fill(0.0);
+                                }
                                 continue;
                             }
-                            let row = (p * h + iy as usize) * w;
-                            for ox in 0..ow {
-                                let ix = (ox * sw + j) as isize - pw as isize;
-                                if ix >= 0 && (ix as usize) < w {
-                                    let img = row + ix as usize;
-                                    if kind == 0 {
-                                        y[col] = x[img];
-                                    } else {
-                                        y[img] += x[col];
+                            // Input column of output column lo.
+                            let first = (p * h + iy as usize) * w + lo * sw + j - pw;
+                            let n = hi - lo;
+                            if kind == 0 {
+                                y[c0..c0 + lo].fill(0.0);
+                                y[c0 + hi..c0 + ow].fill(0.0);
+                                let dst = &mut y[c0 + lo..c0 + hi];
+                                if sw == 1 {
+                                    dst.copy_from_slice(&x[first..first + n]);
+                                } else {
+                                    let src = &x[first..first + (n - 1) * sw + 1];
+                                    for (d, s) in dst.iter_mut().zip(src.iter().step_by(sw)) {
+                                        *d = *s;
                                     }
                                 }
-                                col += 1;
+                            } else {
+                                let src = &x[c0 + lo..c0 + hi];
+                                if sw == 1 {
+                                    for (d, s) in y[first..first + n].iter_mut().zip(src) {
+                                        *d += *s;
+                                    }
+                                } else {
+                                    let dst = &mut y[first..first + (n - 1) * sw + 1];
+                                    for (d, s) in dst.iter_mut().step_by(sw).zip(src) {
+                                        *d += *s;
+                                    }
+                                }
                             }
                         }
                     }

@@ -202,6 +202,30 @@ fn new_module() -> Result<(JITModule, Helpers), String> {
     Ok((module, helpers))
 }
 
+/// Merges each axis into the next where the walk is contiguous (`stride[a] == stride[a
+/// + 1] * shape[a + 1]`, zero strides included), so strided kernels run longer rows:
+/// pooling's reduction over `[N, C, 2, 2, OH, OW]` becomes one over `[N*C, 4, OH*OW]`.
+fn merge_axes(shape: &[usize], strides: &[i64]) -> (Vec<usize>, Vec<i64>) {
+    let mut out_shape: Vec<usize> = Vec::with_capacity(shape.len());
+    let mut out_strides: Vec<i64> = Vec::with_capacity(shape.len());
+    for (&n, &s) in shape.iter().zip(strides) {
+        if n == 1 && !out_shape.is_empty() {
+            continue;
+        }
+        match (out_shape.last_mut(), out_strides.last_mut()) {
+            (Some(pn), Some(ps)) if *ps == s * n as i64 || *pn == 1 => {
+                *pn *= n;
+                *ps = s;
+            }
+            _ => {
+                out_shape.push(n);
+                out_strides.push(s);
+            }
+        }
+    }
+    (out_shape, out_strides)
+}
+
 /// Transposes of the last two axes whose every user is a matrix product.
 fn absorbed_transposes(f: &Func) -> Vec<bool> {
     let mut absorbed: Vec<bool> = f
@@ -831,6 +855,7 @@ fn compile_inner(
                         _ => 2,
                     };
                     let reduced: usize = axes.iter().map(|&a| xs[a]).product();
+                    let (xs, ostr) = merge_axes(&xs, &ostr);
                     let mut d = vec![xs.len() as i64, kind, reduced as i64, count as i64];
                     d.extend(xs.iter().map(|&s| s as i64));
                     d.extend(ostr);
@@ -854,6 +879,7 @@ fn compile_inner(
                             .for_each(|(k, &a)| per_out[k] = xstr[a]),
                         _ => return Err("layout op without its attribute".into()),
                     }
+                    let (out, per_out) = merge_axes(out, &per_out);
                     let mut d = vec![out.len() as i64];
                     d.extend(out.iter().map(|&s| s as i64));
                     d.extend(per_out);

@@ -1179,7 +1179,9 @@ impl<'a, 'd> Elab<'a, 'd> {
             }
             Class::Reduce => self.reduce(op, vals, &spans, span),
             Class::Transpose => self.transpose(vals, &spans, span),
-            Class::Given if matches!(op, Op::Im2col | Op::Col2im | Op::Slice | Op::Pad | Op::Iota) => {
+            Class::Given
+                if matches!(op, Op::Im2col | Op::Col2im | Op::Slice | Op::Pad | Op::Iota) =>
+            {
                 self.layout(op, vals, &spans, span)
             }
             Class::Given => self.given(op, vals, &spans, span),
@@ -1516,7 +1518,8 @@ impl<'a, 'd> Elab<'a, 'd> {
                 };
                 let (new_len, start) = if op == Op::Slice {
                     if a >= b || b as u64 > len {
-                        let msg = format!("[{a}, {b}) is not a non-empty range of axis {axis} of {ty}");
+                        let msg =
+                            format!("[{a}, {b}) is not a non-empty range of axis {axis} of {ty}");
                         self.report(errors::op_rule(span, "slice", msg));
                         return Val::Error;
                     }
@@ -1532,7 +1535,14 @@ impl<'a, 'd> Elab<'a, 'd> {
         }
     }
 
-    fn build_given(&mut self, op: Op, args: Vec<Value>, attr: Attr, ty: TensorType, span: Span) -> Val {
+    fn build_given(
+        &mut self,
+        op: Op,
+        args: Vec<Value>,
+        attr: Attr,
+        ty: TensorType,
+        span: Span,
+    ) -> Val {
         match self.func.build(op, args, attr, Some(ty)) {
             Ok(v) => Val::Tensor(v),
             Err(msg) => {

@@ -278,7 +278,9 @@ impl Place {
             Place::Layer => "a layer or model",
             Place::Rule => "a rule",
             Place::Train => "a train block",
-            Place::Nested => "the body of a `for` or `if` (assign names there; declare parameters and return outside)",
+            Place::Nested => {
+                "the body of a `for` or `if` (assign names there; declare parameters and return outside)"
+            }
         }
     }
 }

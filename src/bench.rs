@@ -60,7 +60,8 @@ fn peak_rss_mb() -> f64 {
 fn random_batch(model: &Model, batch: usize, rng: &mut Rng) -> Result<Vec<Tensor>, String> {
     let f = model.loss.as_ref().unwrap_or(&model.forward);
     let mut out = Vec::new();
-    for a in &f.inputs {
+    // The session supplies the noise key itself.
+    for a in f.inputs.iter().filter(|a| a.name != nnc::lang::NOISE_KEY) {
         let shape: Vec<usize> =
             a.ty.shape
                 .dims()

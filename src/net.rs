@@ -131,7 +131,9 @@ impl Net {
         let Some(loss) = &self.session.model.loss else {
             return Err(Error(format!("{} has no train block", self.name())));
         };
-        self.check_inputs("train_step", &loss.inputs, inputs)?;
+        // The noise key (models that draw `random`) is the session's to supply.
+        let declared = &loss.inputs[..loss.inputs.len() - usize::from(self.session.model.noise)];
+        self.check_inputs("train_step", declared, inputs)?;
         let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
         let rows = owned
             .first()

@@ -293,7 +293,7 @@ pub fn vjp(
             }
         }
         // Integer labels, indices: not differentiable.
-        Op::OneHot | Op::Iota => {}
+        Op::OneHot | Op::Iota | Op::Random => {}
         // im2col and col2im are each other's adjoints (a copy into windows, and the sum
         // of the windows back into the image); so are slice and pad.
         Op::Im2col | Op::Col2im | Op::Slice | Op::Pad => {

@@ -275,6 +275,25 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
                 data,
             }
         }
+        Op::Random => {
+            let Attr::Value(stream) = attr else {
+                unreachable!("verified")
+            };
+            let key = args[0].data[0] as i64 as u64;
+            Tensor {
+                dtype,
+                data: (0..n)
+                    .map(|i| {
+                        f64::from(nnc_runtime::rng::counter_uniform(
+                            key,
+                            *stream as u64,
+                            i as u64,
+                        ))
+                    })
+                    .collect(),
+                shape: out,
+            }
+        }
         Op::Iota => {
             let Attr::Axes(axes) = attr else {
                 unreachable!("verified")

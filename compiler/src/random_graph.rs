@@ -41,7 +41,7 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
     while built < ops {
         let a = pool[rng.below(pool.len() as u64) as usize];
         let ad = dims_of(&f, a);
-        let choice = rng.below(16);
+        let choice = rng.below(17);
         let r = match choice {
             0 => {
                 let op = [Op::Neg, Op::Abs, Op::Sign, Op::Tanh][rng.below(4) as usize];
@@ -237,6 +237,20 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
                     .build(Op::Iota, vec![], Attr::Axes(vec![axis]), Some(ty(&ad)))
                     .unwrap();
                 f.build(Op::Mul, vec![a, i], Attr::None, None)
+            }
+            16 => {
+                // Noise keyed by an integer computed from the operand, times the operand.
+                let axes = (0..ad.len()).collect();
+                let total = f.build(Op::Sum, vec![a], Attr::Axes(axes), None).unwrap();
+                let it = TensorType::new(DType::I32, Shape::known(&[]));
+                let key = f
+                    .build(Op::Cast, vec![total], Attr::None, Some(it))
+                    .unwrap();
+                let stream = Attr::Value(1.0 + rng.below(3) as f64);
+                let noise = f
+                    .build(Op::Random, vec![key], stream, Some(ty(&ad)))
+                    .unwrap();
+                f.build(Op::Mul, vec![a, noise], Attr::None, None)
             }
             _ => continue,
         };

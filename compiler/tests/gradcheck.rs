@@ -227,6 +227,16 @@ fn cases(op: Op) -> Vec<Case> {
         ],
         // No operands (like const): nothing to differentiate.
         Op::Iota => vec![case(op, Attr::Axes(vec![1]), Some(t(&[2, 3])), vec![])],
+        // Noise from an integer key: nothing to differentiate.
+        Op::Random => vec![case(
+            op,
+            Attr::Value(3.0),
+            Some(t(&[2, 3])),
+            vec![input(
+                TensorType::new(DType::I32, Shape::known(&[])),
+                Labels(100),
+            )],
+        )],
         Op::Broadcast => vec![
             case(
                 op,

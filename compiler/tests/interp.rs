@@ -224,6 +224,28 @@ fn slice_pad_iota() {
 }
 
 #[test]
+fn random_is_a_function_of_key_stream_and_index() {
+    let ir = |stream: &str| {
+        format!(
+            "func @f(%k: i32[]) -> f32[1000] {{\n  %0 = random {stream} %k : f32[1000]\n  return %0\n}}\n"
+        )
+    };
+    let key = |k: f64| Tensor::new(DType::I32, vec![], vec![k]);
+    let a = run(&ir("1.0"), &[key(7.0)]).data;
+    assert_eq!(a, run(&ir("1.0"), &[key(7.0)]).data, "same key and stream");
+    assert_ne!(a, run(&ir("1.0"), &[key(8.0)]).data, "another key");
+    assert_ne!(a, run(&ir("2.0"), &[key(7.0)]).data, "another stream");
+    // Uniform on [0, 1): in range, mean near 1/2, 1000 distinct values.
+    assert!(a.iter().all(|&u| (0.0..1.0).contains(&u)));
+    let mean = a.iter().sum::<f64>() / 1000.0;
+    assert!((mean - 0.5).abs() < 0.05, "{mean}");
+    let mut sorted = a.clone();
+    sorted.sort_by(f64::total_cmp);
+    sorted.dedup();
+    assert_eq!(sorted.len(), 1000);
+}
+
+#[test]
 fn symbolic_dimensions_bind_from_inputs_and_must_agree() {
     let m = parse_module("func @f(%x: f32[B, 2], %y: f32[B, 2]) -> f32[B, 2] {\n  %0 = add %x, %y : f32[B, 2]\n  return %0\n}\n").unwrap();
     let f = &m.funcs[0];

@@ -50,6 +50,7 @@ pub enum Op {
     Slice,
     Pad,
     Iota,
+    Random,
 }
 
 /// Which family an op belongs to; decides its type rule.
@@ -157,6 +158,7 @@ table! {
     Slice     "slice"      1 Given     Offset "the elements from index start on along axis, as many as the result has";
     Pad       "pad"        1 Given     Offset "zeros of the result's shape with the operand placed at index start along axis";
     Iota      "iota"       0 Given     Axes   "each element's index along the one listed axis";
+    Random    "random"     1 Given     Value  "uniform noise in [0, 1): a hash of the key operand (i32[]), the stream (value) and each element's index";
 }
 
 /// The attribute of one op instance.
@@ -440,6 +442,22 @@ impl Op {
                     return Err(format!(
                         "`iota` needs one axis of {ty}, found axes={axes:?}"
                     ));
+                }
+                Ok(())
+            }
+            Op::Random => {
+                let Attr::Value(stream) = attr else {
+                    unreachable!()
+                };
+                let key = args[0];
+                if key.dtype != DType::I32 || key.rank() != 0 {
+                    return Err(format!("`random` needs an i32[] key, found {key}"));
+                }
+                if !ty.dtype.is_float() {
+                    return Err(format!("`random` gives floats, not {ty}"));
+                }
+                if *stream < 0.0 || stream.fract() != 0.0 || *stream > 1e15 {
+                    return Err(format!("`random` stream {stream} is not a small integer"));
                 }
                 Ok(())
             }

@@ -171,15 +171,15 @@ unsafe fn small_matmul_body(
 }
 
 /// The layout kernels of windows and slices: `kind` 0 im2col, 1 col2im, 2 slice, 3 pad,
-/// 4 iota.
+/// 4 iota, 5 random (`x` is the key).
 ///
 /// # Safety
 /// `desc` is, for im2col/col2im, `[planes, h, w, kh, kw, oh, ow, sh, sw, ph, pw]`; for
 /// slice/pad, `[outer, big, small, inner, start]` (the sliced axis has `big` elements in
-/// the larger tensor, `small` in the smaller); for iota, `[outer, len, inner]`. The
-/// buffers fit it.
+/// the larger tensor, `small` in the smaller); for iota, `[outer, len, inner]`; for
+/// random, `[n, stream]`. The buffers fit it.
 pub unsafe extern "C" fn nnc_layout(kind: i64, x: *const f32, y: *mut f32, desc: *const i64) {
-    let len = [11, 11, 5, 5, 3][kind as usize];
+    let len = [11, 11, 5, 5, 3, 2][kind as usize];
     let d: Vec<usize> = unsafe { std::slice::from_raw_parts(desc, len) }
         .iter()
         .map(|&v| v as usize)
@@ -281,6 +281,17 @@ pub unsafe extern "C" fn nnc_layout(kind: i64, x: *const f32, y: *mut f32, desc:
                 } else {
                     y[b..b + run].copy_from_slice(&x[s..s + run]);
                 }
+            }
+        }
+        5 => {
+            let [n, stream] = d[..] else {
+                return;
+            };
+            // Keys are integers stored as f32 (exact below 2^24).
+            let key = unsafe { *x } as i64 as u64;
+            let y = unsafe { std::slice::from_raw_parts_mut(y, n) };
+            for (i, v) in y.iter_mut().enumerate() {
+                *v = nnc_runtime::rng::counter_uniform(key, stream as u64, i as u64);
             }
         }
         _ => {

@@ -596,7 +596,9 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Stri
             Op::Sum | Op::Mean | Op::ReduceMax => "kernel reduce".to_string(),
             Op::Broadcast | Op::Transpose => "kernel gather".to_string(),
             Op::OneHot => "kernel one_hot".to_string(),
-            Op::Im2col | Op::Col2im | Op::Slice | Op::Pad | Op::Iota => "kernel layout".to_string(),
+            Op::Im2col | Op::Col2im | Op::Slice | Op::Pad | Op::Iota | Op::Random => {
+                "kernel layout".to_string()
+            }
             Op::Pow | Op::Cast => "kernel math".to_string(),
             Op::Div if n.ty.dtype == DType::I32 => "kernel math".to_string(),
             _ => match members.get(&i) {
@@ -948,6 +950,15 @@ fn compile_inner(
                     let x = arg_addr(&mut b, 0);
                     let dp = desc_ptr(&mut b, d);
                     b.ins().call(h_layout, &[kind, x, dst, dp]);
+                }
+                Op::Random => {
+                    let Attr::Value(stream) = n.attr else {
+                        return Err("random without its stream".into());
+                    };
+                    let kind = b.ins().iconst(ptr, 5);
+                    let key = arg_addr(&mut b, 0);
+                    let dp = desc_ptr(&mut b, vec![count as i64, stream as i64]);
+                    b.ins().call(h_layout, &[kind, key, dst, dp]);
                 }
                 Op::Iota => {
                     let Attr::Axes(axes) = &n.attr else {

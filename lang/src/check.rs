@@ -78,13 +78,23 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
         for item in &program.items {
             match item {
                 Item::Model(m) => {
-                    let (func, _, _) = model_func(&defs, m, m.name.name.clone(), &[], &mut errors);
+                    let name = m.name.name.clone();
+                    let (func, _, _, _) = model_func(&defs, m, name, &[], false, &mut errors);
                     module.funcs.push(func);
                     if let Some(t) = defs.trains.get(m.name.name.as_str()) {
-                        if let Some((loss, update, spec)) = train(&defs, m, t, &mut errors) {
+                        if let Some((loss, update, spec, modal)) =
+                            train(&defs, m, t, true, &mut errors)
+                        {
                             module.funcs.push(loss);
                             module.funcs.push(update);
                             trains.push(spec);
+                            // A model that reads `training` gets its loss in inference mode
+                            // too, for evaluation.
+                            if modal
+                                && let Some((eval, ..)) = train(&defs, m, t, false, &mut errors)
+                            {
+                                module.funcs.push(eval);
+                            }
                         }
                     }
                 }
@@ -117,14 +127,17 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
     Err(errors)
 }
 
-/// Builds a model's function: inputs from its typed parameters, then its body.
+/// Builds a model's function: inputs from its typed parameters, then its body, in
+/// training or inference mode (the value of `training`). Also says whether the body read
+/// `training`.
 fn model_func<'d>(
     defs: &'d Defs<'d>,
     m: &'d FnDef,
     name: String,
     extra: &'d [ParamDef],
+    training: bool,
     errors: &mut Vec<Diagnostic>,
-) -> (Func, std::collections::HashMap<String, Val>, Val) {
+) -> (Func, std::collections::HashMap<String, Val>, Val, bool) {
     let mut scope = std::collections::HashMap::new();
     let mut func = Func::new(name);
     // Inputs first, so their names are reserved before parameters are named.
@@ -178,6 +191,7 @@ fn model_func<'d>(
         }
     }
     let mut elab = Elab::new(defs, func, errors);
+    elab.training = training;
     for p in pending {
         let d = p.default.as_ref().expect("pending params have defaults");
         let v = elab.eval(&mut scope, d);
@@ -195,23 +209,27 @@ fn model_func<'d>(
         elab.errors.push(d);
     }
     let func = std::mem::replace(&mut elab.func, Func::new(""));
-    (func, scope, ret)
+    (func, scope, ret, elab.read_training)
 }
 
-/// Builds `@Model.loss` and `@Model.update` from a train block.
+/// Builds `@Model.loss` and `@Model.update` from a train block (in inference mode, the
+/// loss is `@Model.eval`). Also says whether the model read `training`.
 fn train<'d>(
     defs: &'d Defs<'d>,
     m: &'d FnDef,
     t: &'d TrainDef,
+    training: bool,
     errors: &mut Vec<Diagnostic>,
-) -> Option<(Func, Func, TrainSpec)> {
+) -> Option<(Func, Func, TrainSpec, bool)> {
     let name = &m.name.name;
     let before = errors.len();
-    let (func, mut scope, output) = model_func(defs, m, format!("{name}.loss"), &t.params, errors);
+    let fname = format!("{name}.{}", if training { "loss" } else { "eval" });
+    let (func, mut scope, output, modal) = model_func(defs, m, fname, &t.params, training, errors);
     if errors.len() > before {
         return None;
     }
     let mut elab = Elab::new(defs, func, errors);
+    elab.training = training;
     scope.insert("output".into(), output.clone());
     let mut seen: std::collections::HashMap<&str, Span> = std::collections::HashMap::new();
     let mut spec = TrainSpec {
@@ -363,6 +381,7 @@ fn train<'d>(
     };
     elab.func.outputs = vec![loss, out];
     let loss_func = std::mem::replace(&mut elab.func, Func::new(""));
+    let elab_read = elab.read_training;
     if spec.optimizer.name.is_empty() {
         return None;
     }
@@ -375,7 +394,7 @@ fn train<'d>(
         opt_span,
         errors,
     )?;
-    Some((loss_func, update, spec))
+    Some((loss_func, update, spec, modal || elab_read))
 }
 
 fn call_name(e: &Expr) -> String {

@@ -60,6 +60,9 @@ pub(crate) enum Val {
 
 type Scope = HashMap<String, Val>;
 
+/// The input through which the training driver passes each step's noise key (`random`).
+pub const NOISE_KEY: &str = "noise_key";
+
 /// The most iterations a `for` may unroll to (each one inlines its body again).
 const MAX_UNROLL: i64 = 4096;
 
@@ -83,6 +86,13 @@ pub(crate) struct Elab<'a, 'd> {
     site: Option<(Span, String)>,
     /// User call sites of the user layers being inlined.
     calls: Vec<(Span, String)>,
+    /// The value of `training`: true while building the training loss, false for the
+    /// forward pass and evaluation.
+    pub training: bool,
+    /// Whether anything read `training` (the model then has an inference-mode loss too).
+    pub read_training: bool,
+    /// Calls of `random` so far: each gets its own stream.
+    randoms: u32,
 }
 
 impl<'a, 'd> Elab<'a, 'd> {
@@ -100,6 +110,9 @@ impl<'a, 'd> Elab<'a, 'd> {
             used,
             site: None,
             calls: Vec::new(),
+            training: false,
+            read_training: false,
+            randoms: 0,
         }
     }
 
@@ -460,6 +473,10 @@ impl<'a, 'd> Elab<'a, 'd> {
         match n {
             "true" => return Val::Bool(true),
             "false" => return Val::Bool(false),
+            "training" => {
+                self.read_training = true;
+                return Val::Bool(self.training);
+            }
             _ => {}
         }
         if let Some(d) = DType::from_name(n) {
@@ -541,8 +558,32 @@ impl<'a, 'd> Elab<'a, 'd> {
         if name == "size" {
             return self.size(vals, span);
         }
+        if name == "shape" {
+            let Some(slots) = self.bind_args("shape", &["x"], vals, span) else {
+                return Val::Error;
+            };
+            let Some((x, xs)) = &slots[0] else {
+                self.report(errors::missing_arg(span, "shape", "x"));
+                return Val::Error;
+            };
+            let Some(x) = self.tensor_arg(x, *xs) else {
+                return Val::Error;
+            };
+            let dims = self.ty(x).shape.0.clone();
+            return Val::List(
+                dims.into_iter()
+                    .map(|d| match d {
+                        Dim::Known(n) => Val::Int(n as i64),
+                        Dim::Sym(s) => Val::Dim(s),
+                    })
+                    .collect(),
+            );
+        }
         if name == "full" {
             return self.full(vals, span);
+        }
+        if name == "random" {
+            return self.random(vals, span);
         }
         if let Some((op, class)) = names::class_of(name) {
             return self.primitive(op, class, vals, span);
@@ -1375,6 +1416,37 @@ impl<'a, 'd> Elab<'a, 'd> {
             }
         };
         Val::Tensor(self.constant(v, TensorType::new(DType::F32, Shape(dims))))
+    }
+
+    /// `random(shape)`: uniform noise in [0, 1), a new draw at every training step. Only
+    /// in training mode; the step's key is the function's `noise_key` input, added on
+    /// first use.
+    fn random(&mut self, args: Vec<(Option<Ident>, Val, Span)>, span: Span) -> Val {
+        let Some(slots) = self.bind_args("random", &["shape"], args, span) else {
+            return Val::Error;
+        };
+        let [Some((shape, ss))] = &slots[..] else {
+            self.report(errors::missing_arg(span, "random", "shape"));
+            return Val::Error;
+        };
+        let Some(dims) = self.dims_arg(shape, *ss) else {
+            return Val::Error;
+        };
+        self.read_training = true;
+        if !self.training {
+            self.report(errors::random_outside_training(span));
+            return Val::Error;
+        }
+        let key = match self.func.inputs.iter().position(|a| a.name == NOISE_KEY) {
+            Some(i) => Value::Input(i as u32),
+            None => self
+                .func
+                .add_input(NOISE_KEY, TensorType::scalar(DType::I32)),
+        };
+        self.randoms += 1;
+        let ty = TensorType::new(DType::F32, Shape(dims));
+        let stream = Attr::Value(f64::from(self.randoms));
+        self.build_given(Op::Random, vec![key], stream, ty, span)
     }
 
     /// A non-negative static integer argument.

@@ -455,3 +455,12 @@ pub(crate) fn static_condition(span: Span, found: &str) -> Diagnostic {
     )
     .with_help("only one branch is built, so the condition must be known while checking; use `select(c, a, b)` to choose between tensors element by element")
 }
+pub(crate) fn random_outside_training(span: Span) -> Diagnostic {
+    e(
+        "E0223",
+        "`random` draws noise for training only, but this builds the model for inference",
+        span,
+        "noise in inference mode",
+    )
+    .with_help("guard it with `if training { .. }`, as the prelude's `dropout` does")
+}

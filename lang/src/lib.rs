@@ -21,6 +21,6 @@ mod syntax;
 
 pub use check::{Checked, PRELUDE_SRC, TrainSpec, check, parse, prelude};
 pub use diagnostics::{Diagnostic, Sources, Span, render};
-pub use elab::{CallSpec, Static};
+pub use elab::{CallSpec, NOISE_KEY, Static};
 pub use errors::{internal, not_utf8};
 pub use syntax::{MAX_NESTING, MAX_OPERATORS};

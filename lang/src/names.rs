@@ -153,9 +153,11 @@ pub fn is_builtin_function(name: &str) -> bool {
 }
 
 /// Built-in functions that are not a primitive of their own name: `size(x, axis)` gives
-/// the static size of an axis (an integer, or a dimension name); `full(shape, value)` is a
-/// constant tensor (`const`), whose shape may hold dimension names.
-pub const STATIC_FUNCTIONS: &[&str] = &["size", "full"];
+/// the static size of an axis (an integer, or a dimension name), `shape(x)` the list of
+/// them; `full(shape, value)` is a
+/// constant tensor (`const`), whose shape may hold dimension names. (`random(shape)` is
+/// the `random` primitive with the step's key supplied.)
+pub const STATIC_FUNCTIONS: &[&str] = &["size", "shape", "full"];
 
 /// All built-in function names.
 pub fn builtin_functions() -> impl Iterator<Item = &'static str> {
@@ -168,7 +170,7 @@ pub fn builtin_functions() -> impl Iterator<Item = &'static str> {
 
 /// Names that are values everywhere: booleans and element types.
 pub fn is_global_name(name: &str) -> bool {
-    matches!(name, "true" | "false" | "f32" | "f64" | "i32")
+    matches!(name, "true" | "false" | "training" | "f32" | "f64" | "i32")
         || INITIALIZERS.iter().any(|(n, _)| *n == name)
 }
 

@@ -8,7 +8,7 @@
 //! had not stopped.
 
 use nnc_ir::{DType, Func, Module, ParamKind, TensorType};
-use nnc_lang::TrainSpec;
+use nnc_lang::{NOISE_KEY, TrainSpec};
 use nnc_runtime::data::Dataset;
 use nnc_runtime::{Checkpoint, Rng, Tensor, init_param};
 
@@ -64,8 +64,15 @@ pub struct Model {
     pub name: String,
     /// `@M`: inputs to output.
     pub forward: Func,
-    /// `@M.loss`: (inputs, labels) to (loss, output); absent without a train block.
+    /// `@M.loss`: (inputs, labels) to (loss, output), in training mode; absent without a
+    /// train block.
     pub loss: Option<Func>,
+    /// The loss in inference mode (`@M.eval` for models that read `training`, else the
+    /// loss): what evaluation runs.
+    pub eval: Option<Func>,
+    /// Whether the training graphs draw noise (`random`): they then take the step's
+    /// noise key as their last input.
+    pub noise: bool,
     /// `@M.grad`: (inputs, labels) to (loss, output, gradients...).
     pub grad: Option<Func>,
     /// `@M.update`: the optimizer rule over one flat parameter.
@@ -93,7 +100,8 @@ impl Model {
             .first()
             .map(|a| (a.name.clone(), a.ty.clone()))
             .ok_or_else(|| format!("`{name}` has no inputs"))?;
-        let (mut loss, mut grad, mut update, mut y) = (None, None, None, None);
+        let (mut loss, mut grad, mut update, mut y, mut eval) = (None, None, None, None, None);
+        let mut noise = false;
         if spec.is_some() {
             let l = module
                 .func(&format!("{name}.loss"))
@@ -102,7 +110,12 @@ impl Model {
             y = l
                 .inputs
                 .get(forward.inputs.len())
+                .filter(|a| a.name != NOISE_KEY)
                 .map(|a| (a.name.clone(), a.ty.clone()));
+            noise = l.inputs.last().is_some_and(|a| a.name == NOISE_KEY);
+            eval = Some(optimize(
+                module.func(&format!("{name}.eval")).unwrap_or(&l),
+            )?);
             let names = |f: &Func| f.params.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
             if names(&l) != names(&forward) {
                 return Err(format!("`{name}.loss` and `{name}` disagree on parameters"));
@@ -126,6 +139,8 @@ impl Model {
             name: name.to_string(),
             forward,
             loss,
+            eval,
+            noise,
             grad,
             update,
             x,
@@ -160,7 +175,7 @@ impl Model {
             .loss
             .as_ref()
             .map_or(0, |l| l.inputs.len())
-            .saturating_sub(self.forward.inputs.len());
+            .saturating_sub(self.forward.inputs.len() + usize::from(self.noise));
         if self.forward.inputs.len() != 1 || extra > 1 {
             return Err(format!(
                 "`{}` takes {} inputs and its train block {}; data files feed one features input and one labels input",
@@ -437,7 +452,24 @@ impl Session {
         }
     }
 
+    /// The key of this step's noise: a function of the seed and the step number, below
+    /// 2^24 so that it is exact in f32.
+    fn noise_key(&self) -> Tensor {
+        let base = Rng::stream(self.config.seed, "noise").next_u64();
+        let key = base.wrapping_add(self.step) % (1 << 24);
+        Tensor::new(DType::I32, vec![], vec![key as f64])
+    }
+
     fn step_with(&mut self, inputs: &[Tensor], total: u64) -> Result<(f64, Tensor), TrainError> {
+        if self.model.noise {
+            let mut with_key = inputs.to_vec();
+            with_key.push(self.noise_key());
+            return self.step_keyed(&with_key, total);
+        }
+        self.step_keyed(inputs, total)
+    }
+
+    fn step_keyed(&mut self, inputs: &[Tensor], total: u64) -> Result<(f64, Tensor), TrainError> {
         let (Some(grad), Some(update)) = (&self.model.grad, &self.model.update) else {
             return Err(TrainError::Failed(format!(
                 "`{}` has no train block",
@@ -614,7 +646,7 @@ impl Session {
     /// Mean loss (and accuracy for classifiers) over a data set.
     pub fn evaluate(&self, data: &Dataset) -> Result<Metrics, String> {
         let params = self.current_params();
-        let Some(loss) = &self.model.loss else {
+        let Some(loss) = &self.model.eval else {
             return Err(format!(
                 "`{}` has no train block, so no loss",
                 self.model.name

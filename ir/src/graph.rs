@@ -53,6 +53,9 @@ pub enum ParamKind {
     Param,
     /// Optimizer state kept beside each parameter (`state`).
     State,
+    /// A model's non-trained value (`buffer`, as batch norm's running statistics): saved
+    /// in checkpoints, never differentiated; the training loss returns its new value.
+    Buffer,
 }
 
 /// A runtime-owned value with its initializer.

@@ -348,12 +348,12 @@ fn parse_func(lx: &mut Lexer) -> Result<Func, ParseError> {
     lx.expect("{")?;
     loop {
         match lx.peek().clone() {
-            Tok::Ident(kw) if kw == "param" || kw == "state" => {
+            Tok::Ident(kw) if kw == "param" || kw == "state" || kw == "buffer" => {
                 lx.pos += 1;
-                let kind = if kw == "param" {
-                    ParamKind::Param
-                } else {
-                    ParamKind::State
+                let kind = match kw.as_str() {
+                    "param" => ParamKind::Param,
+                    "state" => ParamKind::State,
+                    _ => ParamKind::Buffer,
                 };
                 let n = lx.value_name()?;
                 lx.expect(":")?;

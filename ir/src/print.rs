@@ -64,6 +64,7 @@ pub fn print_func(func: &Func, note: &dyn Fn(usize) -> Option<String>) -> String
         let kw = match p.kind {
             ParamKind::Param => "param",
             ParamKind::State => "state",
+            ParamKind::Buffer => "buffer",
         };
         writeln!(out, "  {kw} %{}: {} = {}", p.name, p.ty, init_text(&p.init)).unwrap();
     }

@@ -2,7 +2,9 @@
 //! gradient and each optimizer state in arenas of the same layout, so one call of the
 //! gradient kernel writes every gradient in place and one call of the update kernel
 //! (the rule compiled for `N` = all parameters) updates them all. Nothing is converted or
-//! allocated per step but the output the caller asked for.
+//! allocated per step but the output the caller asked for. Buffers (batch norm's running
+//! statistics) live beside the arena: the gradient kernel writes their new values, and
+//! the update kernel never sees them.
 
 use std::collections::HashMap;
 
@@ -16,8 +18,13 @@ pub struct FusedStep {
     jit: Jit,
     grad: Option<Func>,
     update: Option<Func>,
-    /// Where each parameter lives in the arenas.
+    /// Where each parameter lives: (trained, start, length), in the parameter arena `w`
+    /// for trained ones, in `buf` for buffers.
+    slots: Vec<(bool, usize, usize)>,
+    /// The spans of the trained parameters in `w` (and `g` and the state arenas).
     spans: Vec<(usize, usize)>,
+    buf: Vec<f32>,
+    buf_next: Vec<f32>,
     shapes: Vec<Vec<usize>>,
     w: Vec<f32>,
     g: Vec<f32>,
@@ -50,10 +57,16 @@ impl FusedStep {
         states: &[Vec<Tensor>],
     ) -> Result<FusedStep, String> {
         let mut spans = Vec::new();
-        let mut w = Vec::new();
-        for p in params {
-            spans.push((w.len(), p.len()));
-            w.extend(p.data.iter().map(|&v| v as f32));
+        let mut slots = Vec::new();
+        let (mut w, mut buf) = (Vec::new(), Vec::new());
+        for (i, p) in params.iter().enumerate() {
+            let trained = grad.is_none_or(|g| g.params[i].kind == ParamKind::Param);
+            let arena = if trained { &mut w } else { &mut buf };
+            slots.push((trained, arena.len(), p.len()));
+            if trained {
+                spans.push((arena.len(), p.len()));
+            }
+            arena.extend(p.data.iter().map(|&v| v as f32));
         }
         let n_states = update
             .map_or(&[][..], |u| u.params.as_slice())
@@ -74,7 +87,10 @@ impl FusedStep {
             jit: Jit::new(),
             grad: grad.cloned(),
             update: update.cloned(),
+            slots,
             spans,
+            buf_next: buf.clone(),
+            buf,
             shapes: params.iter().map(|p| p.shape.clone()).collect(),
             g: vec![0.0; n],
             w_next: vec![0.0; n],
@@ -99,21 +115,25 @@ impl FusedStep {
             .as_ref()
             .ok_or("the model has no gradient function")?;
         let dims = load_inputs(&mut self.inputs, &grad.inputs, inputs)?;
+        let ps = self.param_ptrs();
         let kernel = self.jit.kernel(grad, &dims)?;
         let (out_dtype, out_shape) = kernel.output_types()[1].clone();
         let mut loss = [0.0f32];
         let mut output = vec![0.0f32; out_shape.iter().product()];
         let ins: Vec<*const f32> = self.inputs.iter().map(|v| v.as_ptr()).collect();
-        let ps: Vec<*const f32> = self
-            .spans
-            .iter()
-            .map(|&(s, _)| self.w[s..].as_ptr())
-            .collect();
         let mut outs: Vec<*mut f32> = vec![loss.as_mut_ptr(), output.as_mut_ptr()];
+        // The buffers' new values, then each gradient: exactly its parameter's span of the
+        // gradient arena.
+        let b = self.buf_next.as_mut_ptr();
+        outs.extend(
+            (self.slots.iter())
+                .filter(|s| !s.0)
+                .map(|&(_, s, _)| unsafe { b.add(s) }),
+        );
         let g = self.g.as_mut_ptr();
-        // Each gradient output is exactly its parameter's span of the gradient arena.
         outs.extend(self.spans.iter().map(|&(s, _)| unsafe { g.add(s) }));
         unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) };
+        std::mem::swap(&mut self.buf, &mut self.buf_next);
         Ok((
             f64::from(loss[0]),
             Tensor::new(
@@ -127,22 +147,18 @@ impl FusedStep {
     /// Runs a function whose parameters are the arena's (the forward pass, the loss) on
     /// inputs, without converting the parameters.
     pub fn run(&mut self, f: &Func, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
-        if f.params.len() != self.spans.len() || inputs.len() != f.inputs.len() {
+        if f.params.len() != self.slots.len() || inputs.len() != f.inputs.len() {
             return Err(format!(
                 "`@{}` does not take this model's parameters and inputs",
                 f.name
             ));
         }
         let dims = load_inputs(&mut self.inputs, &f.inputs, inputs)?;
+        let ps = self.param_ptrs();
         let kernel = self.jit.kernel(f, &dims)?;
         let types = kernel.output_types().to_vec();
         let mut outs: Vec<Vec<f32>> = kernel.output_lens().iter().map(|&n| vec![0.0; n]).collect();
         let ins: Vec<*const f32> = self.inputs.iter().map(|v| v.as_ptr()).collect();
-        let ps: Vec<*const f32> = self
-            .spans
-            .iter()
-            .map(|&(s, _)| self.w[s..].as_ptr())
-            .collect();
         let out_ptrs: Vec<*mut f32> = outs.iter_mut().map(|v| v.as_mut_ptr()).collect();
         // Fresh output buffers: they overlap nothing.
         unsafe { kernel.run_raw(&ins, &ps, &out_ptrs, &mut self.scratch) };
@@ -155,7 +171,20 @@ impl FusedStep {
             .collect())
     }
 
-    /// Each parameter's gradient, to perturb or clip before the update.
+    /// Where each parameter of the model's functions is read from.
+    fn param_ptrs(&self) -> Vec<*const f32> {
+        (self.slots.iter())
+            .map(|&(trained, s, _)| {
+                if trained {
+                    self.w[s..].as_ptr()
+                } else {
+                    self.buf[s..].as_ptr()
+                }
+            })
+            .collect()
+    }
+
+    /// Each trained parameter's gradient, to perturb or clip before the update.
     pub fn grads_mut(&mut self) -> Vec<&mut [f32]> {
         let mut rest: &mut [f32] = &mut self.g;
         let mut out = Vec::new();
@@ -185,18 +214,23 @@ impl FusedStep {
 
     /// Copies the parameters out (into tensors of their shapes).
     pub fn write_params(&self, params: &mut [Tensor]) {
-        for (t, &(s, len)) in params.iter_mut().zip(&self.spans) {
+        for (t, &(trained, s, len)) in params.iter_mut().zip(&self.slots) {
+            let arena = if trained { &self.w } else { &self.buf };
             t.data.clear();
             t.data
-                .extend(self.w[s..s + len].iter().map(|&v| f64::from(v)));
+                .extend(arena[s..s + len].iter().map(|&v| f64::from(v)));
         }
     }
 
-    /// The optimizer states, per parameter (flat tensors, as the rule sees them).
+    /// The optimizer states, per parameter (flat tensors, as the rule sees them; none for
+    /// buffers).
     pub fn states(&self) -> Vec<Vec<Tensor>> {
-        self.spans
+        self.slots
             .iter()
-            .map(|&(s, len)| {
+            .map(|&(trained, s, len)| {
+                if !trained {
+                    return Vec::new();
+                }
                 self.states
                     .iter()
                     .map(|st| {

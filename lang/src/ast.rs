@@ -140,8 +140,10 @@ pub enum Stmt {
         /// The statement.
         span: Span,
     },
-    /// `param name: T = init`.
+    /// `param name: T = init`, or `buffer name: T = init` (not trained).
     Param {
+        /// `param` (true) or `buffer` (false).
+        trainable: bool,
         /// The parameter's name.
         name: Ident,
         /// Its type.

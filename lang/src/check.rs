@@ -79,7 +79,7 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
             match item {
                 Item::Model(m) => {
                     let name = m.name.name.clone();
-                    let (func, _, _, _) = model_func(&defs, m, name, &[], false, &mut errors);
+                    let (func, ..) = model_func(&defs, m, name, &[], false, &mut errors);
                     module.funcs.push(func);
                     if let Some(t) = defs.trains.get(m.name.name.as_str()) {
                         if let Some((loss, update, spec, modal)) =
@@ -127,6 +127,16 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
     Err(errors)
 }
 
+/// A model's function, its final scope and returned value, whether it read `training`,
+/// and its buffers' new values.
+type ModelFunc = (
+    Func,
+    std::collections::HashMap<String, Val>,
+    Val,
+    bool,
+    Vec<(Value, Value)>,
+);
+
 /// Builds a model's function: inputs from its typed parameters, then its body, in
 /// training or inference mode (the value of `training`). Also says whether the body read
 /// `training`.
@@ -137,7 +147,7 @@ fn model_func<'d>(
     extra: &'d [ParamDef],
     training: bool,
     errors: &mut Vec<Diagnostic>,
-) -> (Func, std::collections::HashMap<String, Val>, Val, bool) {
+) -> ModelFunc {
     let mut scope = std::collections::HashMap::new();
     let mut func = Func::new(name);
     // Inputs first, so their names are reserved before parameters are named.
@@ -198,6 +208,7 @@ fn model_func<'d>(
         scope.insert(p.name.name.clone(), v);
     }
     let ret = elab.body(&mut scope, &m.body).unwrap_or(Val::Error);
+    elab.collect_buffer_updates(&scope);
     if let (Some(ann), Some(last)) = (&m.ret, m.body.last()) {
         elab.check_return(&mut scope, ann, &ret, last.span());
     }
@@ -209,7 +220,8 @@ fn model_func<'d>(
         elab.errors.push(d);
     }
     let func = std::mem::replace(&mut elab.func, Func::new(""));
-    (func, scope, ret, elab.read_training)
+    let updates = std::mem::take(&mut elab.buffer_updates);
+    (func, scope, ret, elab.read_training, updates)
 }
 
 /// Builds `@Model.loss` and `@Model.update` from a train block (in inference mode, the
@@ -224,7 +236,8 @@ fn train<'d>(
     let name = &m.name.name;
     let before = errors.len();
     let fname = format!("{name}.{}", if training { "loss" } else { "eval" });
-    let (func, mut scope, output, modal) = model_func(defs, m, fname, &t.params, training, errors);
+    let (func, mut scope, output, modal, updates) =
+        model_func(defs, m, fname, &t.params, training, errors);
     if errors.len() > before {
         return None;
     }
@@ -380,6 +393,17 @@ fn train<'d>(
         return None;
     };
     elab.func.outputs = vec![loss, out];
+    // In training, the buffers' new values follow, one per buffer in order (unchanged
+    // ones as themselves); the driver writes them back after each step.
+    if training {
+        for (i, p) in elab.func.params.iter().enumerate() {
+            if p.kind == ParamKind::Buffer {
+                let b = Value::Param(i as u32);
+                let new = updates.iter().find(|(k, _)| *k == b).map_or(b, |&(_, v)| v);
+                elab.func.outputs.push(new);
+            }
+        }
+    }
     let loss_func = std::mem::replace(&mut elab.func, Func::new(""));
     let elab_read = elab.read_training;
     if spec.optimizer.name.is_empty() {

@@ -74,6 +74,8 @@ struct Frame {
     path: Option<String>,
     /// The statement being elaborated in this frame.
     stmt: String,
+    /// The buffers this instance declared: their names and values.
+    buffers: Vec<(Ident, Value)>,
 }
 
 pub(crate) struct Elab<'a, 'd> {
@@ -93,6 +95,8 @@ pub(crate) struct Elab<'a, 'd> {
     pub read_training: bool,
     /// Calls of `random` so far: each gets its own stream.
     randoms: u32,
+    /// New values of buffers, by buffer: what their names held when their layer ended.
+    pub buffer_updates: Vec<(Value, Value)>,
 }
 
 impl<'a, 'd> Elab<'a, 'd> {
@@ -106,6 +110,7 @@ impl<'a, 'd> Elab<'a, 'd> {
                 base: String::new(),
                 path: Some(String::new()),
                 stmt: "out".into(),
+                buffers: Vec::new(),
             }],
             used,
             site: None,
@@ -113,6 +118,7 @@ impl<'a, 'd> Elab<'a, 'd> {
             training: false,
             read_training: false,
             randoms: 0,
+            buffer_updates: Vec::new(),
         }
     }
 
@@ -667,6 +673,7 @@ impl<'a, 'd> Elab<'a, 'd> {
             base,
             path: None,
             stmt: "out".into(),
+            buffers: Vec::new(),
         });
         let result = self.instantiate_body(def, slots, span);
         self.frames.pop();
@@ -704,7 +711,9 @@ impl<'a, 'd> Elab<'a, 'd> {
             }
             scope.insert(p.name.name.clone(), v);
         }
-        let Some(ret) = self.body(&mut scope, &def.body) else {
+        let ret = self.body(&mut scope, &def.body);
+        self.collect_buffer_updates(&scope);
+        let Some(ret) = ret else {
             return Val::Error;
         };
         if let (Some(ann), Some(rspan)) = (&def.ret, def.body.last().map(|s| s.span())) {
@@ -724,12 +733,23 @@ impl<'a, 'd> Elab<'a, 'd> {
                     scope.insert(name.name.clone(), v);
                 }
                 Stmt::Param {
+                    trainable,
                     name,
                     ty,
                     init,
                     span,
                 } => {
-                    let v = self.param(scope, name, ty, init.as_ref(), *span);
+                    let kind = if *trainable {
+                        ParamKind::Param
+                    } else {
+                        ParamKind::Buffer
+                    };
+                    let v = self.param(scope, kind, name, ty, init.as_ref(), *span);
+                    if let (Val::Tensor(b), false, Some(f)) =
+                        (&v, *trainable, self.frames.last_mut())
+                    {
+                        f.buffers.push((name.clone(), *b));
+                    }
                     scope.insert(name.name.clone(), v);
                 }
                 Stmt::Return { value, .. } => {
@@ -782,6 +802,29 @@ impl<'a, 'd> Elab<'a, 'd> {
         None
     }
 
+    /// Records the values the current instance's buffer names hold at its end: a buffer
+    /// assigned in the layer (`running_mean = ...`) gets that value as its update.
+    pub fn collect_buffer_updates(&mut self, scope: &Scope) {
+        let Some(frame) = self.frames.last_mut() else {
+            return;
+        };
+        for (name, b) in std::mem::take(&mut frame.buffers) {
+            let Some(Val::Tensor(v)) = scope.get(&name.name) else {
+                continue;
+            };
+            if *v == b {
+                continue;
+            }
+            let (bt, vt) = (self.func.ty(b).clone(), self.func.ty(*v).clone());
+            if bt != vt {
+                let d = errors::buffer_type(name.span, &name.name, &bt.to_string(), &vt.to_string());
+                self.report(d);
+                continue;
+            }
+            self.buffer_updates.push((b, *v));
+        }
+    }
+
     fn set_stmt(&mut self, name: &str) {
         if let Some(f) = self.frames.last_mut() {
             f.stmt = name.to_string();
@@ -818,6 +861,7 @@ impl<'a, 'd> Elab<'a, 'd> {
     fn param(
         &mut self,
         scope: &mut Scope,
+        kind: ParamKind,
         name: &Ident,
         ty: &TypeAnn,
         init: Option<&Expr>,
@@ -852,7 +896,7 @@ impl<'a, 'd> Elab<'a, 'd> {
                 n += 1;
             }
         }
-        Val::Tensor(self.func.add_param(ParamKind::Param, full, t, resolved))
+        Val::Tensor(self.func.add_param(kind, full, t, resolved))
     }
 
     /// Turns an initializer value into a concrete distribution for a parameter of type `t`.

@@ -464,3 +464,12 @@ pub(crate) fn random_outside_training(span: Span) -> Diagnostic {
     )
     .with_help("guard it with `if training { .. }`, as the prelude's `dropout` does")
 }
+pub(crate) fn buffer_type(span: Span, name: &str, declared: &str, found: &str) -> Diagnostic {
+    e(
+        "E0224",
+        format!("buffer `{name}` is {declared}, but its new value is {found}"),
+        span,
+        "declared here",
+    )
+    .with_help("a buffer's update must keep its type; reduce over the batch first")
+}

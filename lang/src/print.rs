@@ -90,8 +90,15 @@ fn nested(out: &mut String, body: &[Stmt], depth: usize) {
             Stmt::Assign { name, value, .. } => {
                 write!(out, "{} = {}", name.name, expr(value)).unwrap()
             }
-            Stmt::Param { name, ty, init, .. } => {
-                write!(out, "param {}: {}", name.name, type_ann(ty)).unwrap();
+            Stmt::Param {
+                trainable,
+                name,
+                ty,
+                init,
+                ..
+            } => {
+                let kw = if *trainable { "param" } else { "buffer" };
+                write!(out, "{kw} {}: {}", name.name, type_ann(ty)).unwrap();
                 if let Some(i) = init {
                     write!(out, " = {}", expr(i)).unwrap();
                 }

@@ -197,13 +197,15 @@ impl Scope<'_> {
                     self.names.insert(name.name.clone());
                 }
                 Stmt::Param {
+                    trainable,
                     name,
                     ty,
                     init,
                     span,
                 } => {
                     if place != Place::Layer {
-                        errors.push(errors::misplaced(*span, "param", place.describe()));
+                        let what = if *trainable { "param" } else { "buffer" };
+                        errors.push(errors::misplaced(*span, what, place.describe()));
                     }
                     if let Some(&first) = params.get(name.name.as_str()) {
                         errors.push(errors::duplicate_param(name.span, first, &name.name));

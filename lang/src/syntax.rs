@@ -127,6 +127,7 @@ fn describe_rule(rule: Rule) -> &'static str {
             "`layer`, `model`, `train` or `rule`"
         }
         Rule::param_decl
+        | Rule::buffer_decl
         | Rule::state_decl
         | Rule::return_stmt
         | Rule::for_stmt
@@ -344,7 +345,8 @@ impl Cx {
                 let value = self.expr(inner.next()?)?;
                 Stmt::Assign { name, value, span }
             }
-            Rule::param_decl => {
+            Rule::param_decl | Rule::buffer_decl => {
+                let trainable = rule == Rule::param_decl;
                 let name = self.ident(inner.next()?);
                 let ty = self.tensor_type(inner.next()?)?;
                 let init = match inner.next() {
@@ -352,6 +354,7 @@ impl Cx {
                     None => None,
                 };
                 Stmt::Param {
+                    trainable,
                     name,
                     ty,
                     init,

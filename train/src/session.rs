@@ -158,6 +158,15 @@ impl Model {
             .collect()
     }
 
+    /// Which of the parameters are buffers (not trained; the training loss returns their
+    /// new values).
+    pub fn buffer_indices(&self) -> Vec<usize> {
+        (self.forward.params.iter().enumerate())
+            .filter(|(_, p)| p.kind == ParamKind::Buffer)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// The names of the optimizer's per-parameter states.
     pub fn state_names(&self) -> Vec<&str> {
         self.update
@@ -319,7 +328,9 @@ impl Session {
         if let Some(u) = &model.update {
             for (p, w) in model.forward.params.iter().zip(&params) {
                 let mut s = Vec::new();
-                for sp in u.params.iter().filter(|q| q.kind == ParamKind::State) {
+                // Buffers are not trained: no optimizer state.
+                let rule_states = u.params.iter().filter(|q| q.kind == ParamKind::State);
+                for sp in rule_states.filter(|_| p.kind == ParamKind::Param) {
                     let mut flat = sp.clone();
                     flat.ty = TensorType::new(sp.ty.dtype, nnc_ir::Shape::known(&[w.len() as u64]));
                     flat.name = format!("{}/{}", p.name, sp.name);
@@ -492,7 +503,15 @@ impl Session {
                 loss,
             });
         }
-        let mut grads: Vec<Tensor> = outs[2..].to_vec();
+        // Outputs: loss, output, the buffers' new values, the trained parameters' gradients.
+        let buffers: Vec<usize> = self.model.buffer_indices();
+        for (k, &i) in buffers.iter().enumerate() {
+            self.params[i].data = outs[2 + k].data.clone();
+        }
+        let trained: Vec<usize> = (0..self.params.len())
+            .filter(|i| !buffers.contains(i))
+            .collect();
+        let mut grads: Vec<Tensor> = outs[2 + buffers.len()..].to_vec();
         if self.config.grad_noise.is_some() || self.config.clip.is_some() {
             let mut bufs: Vec<Vec<f32>> = grads
                 .iter()
@@ -510,7 +529,7 @@ impl Session {
             .lr(self.config.lr, self.step, self.epoch, total);
         let lr_t = Tensor::scalar(DType::F32, lr);
         let step_t = Tensor::scalar(DType::F32, (self.step + 1) as f64);
-        for (i, g) in grads.iter().enumerate() {
+        for (&i, g) in trained.iter().zip(&grads) {
             let w = &self.params[i];
             let flat = |t: &Tensor| Tensor {
                 dtype: DType::F32,

@@ -154,8 +154,9 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
             binary(&|x, y| if y == 0.0 { 0.0 } else { (x / y).trunc() })
         }
         Op::Div => binary(&|x, y| x / y),
-        Op::Max => binary(&|x, y| if x >= y || y.is_nan() { x } else { y }),
-        Op::Min => binary(&|x, y| if x <= y || y.is_nan() { x } else { y }),
+        // As the JIT's select on one comparison: a NaN in `x` stays, one in `y` does not.
+        Op::Max => binary(&|x, y| if x < y { y } else { x }),
+        Op::Min => binary(&|x, y| if y < x { y } else { x }),
         Op::Pow => binary(&f64::powf),
         Op::Lt => binary(&|x, y| b(x < y)),
         Op::Le => binary(&|x, y| b(x <= y)),

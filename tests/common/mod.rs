@@ -52,6 +52,7 @@ pub fn s(p: &Path) -> &str {
 /// conditioned, so f32 rounding stays small — and optimizer states in (0.05, 1.55), since
 /// rules take their square roots.
 pub fn random_values(f: &Func, rng: &mut Rng, batch: usize) -> (Vec<Tensor>, Vec<Tensor>) {
+    // Optimizer states and buffers (running variances) are positive.
     let make = |ty: &TensorType, positive: bool, rng: &mut Rng| {
         let shape: Vec<usize> = ty
             .shape
@@ -77,7 +78,7 @@ pub fn random_values(f: &Func, rng: &mut Rng, batch: usize) -> (Vec<Tensor>, Vec
         f.inputs.iter().map(|a| make(&a.ty, false, rng)).collect(),
         f.params
             .iter()
-            .map(|p| make(&p.ty, p.kind == ParamKind::State, rng))
+            .map(|p| make(&p.ty, p.kind != ParamKind::Param, rng))
             .collect(),
     )
 }

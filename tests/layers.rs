@@ -348,3 +348,47 @@ fn dropout_masks_in_training_and_is_the_identity_in_inference() {
     assert_ne!(a, out(2.0));
     assert_eq!(a, out(1.0));
 }
+
+#[test]
+fn batch_norm_uses_batch_statistics_in_training_and_running_ones_in_inference() {
+    let src = "model M(x: f32[B, 3]) -> f32[B, 3] {\n    return batch_norm(x)\n}\n\
+               train M(y: f32[B, 3]) {\n    loss = mse(output, y)\n    optimizer = sgd\n}\n";
+    let checked = nnc::lang::check(src).unwrap();
+    let x = random(&[5, 3], 8);
+    let (gamma, beta) = (vec![1.5, 0.5, -1.0], vec![0.1, 0.2, 0.3]);
+    let (rmean, rvar) = (vec![0.2, -0.1, 0.0], vec![0.5, 2.0, 1.0]);
+    let params: Vec<Tensor> = [&gamma, &beta, &rmean, &rvar]
+        .iter()
+        .map(|v| Tensor::new(DType::F32, vec![3], v.to_vec()))
+        .collect();
+    let loss = checked.module.func("M.loss").unwrap();
+    let outs = nnc::compiler::interp::eval(loss, &[x.clone(), x.clone()], &params).unwrap();
+    // Outputs: loss, output, new running mean, new running variance.
+    assert_eq!(outs.len(), 4);
+    let (mut want, mut new_mean, mut new_var) = (vec![0.0; 15], vec![], vec![]);
+    for c in 0..3 {
+        let col: Vec<f64> = (0..5).map(|r| x.data[r * 3 + c]).collect();
+        let mean = col.iter().sum::<f64>() / 5.0;
+        let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 5.0;
+        for r in 0..5 {
+            want[r * 3 + c] = (col[r] - mean) / (var + 1e-5).sqrt() * gamma[c] + beta[c];
+        }
+        // PyTorch: momentum 0.1, the running variance takes the unbiased estimate.
+        new_mean.push(0.9 * rmean[c] + 0.1 * mean);
+        new_var.push(0.9 * rvar[c] + 0.1 * var * 5.0 / 4.0);
+    }
+    assert_close(&outs[1].data, &want);
+    assert_close(&outs[2].data, &new_mean);
+    assert_close(&outs[3].data, &new_var);
+    // Inference: the running statistics normalize, and nothing is updated.
+    let fwd = checked.module.func("M").unwrap();
+    let out = nnc::compiler::interp::eval(fwd, std::slice::from_ref(&x), &params).unwrap();
+    let want: Vec<f64> = (0..15)
+        .map(|i| {
+            let c = i % 3;
+            (x.data[i] - rmean[c]) / (rvar[c] + 1e-5).sqrt() * gamma[c] + beta[c]
+        })
+        .collect();
+    assert_close(&out[0].data, &want);
+    assert_eq!(checked.module.func("M.eval").unwrap().outputs.len(), 2);
+}

@@ -148,6 +148,32 @@ fn resuming_continues_exactly_where_training_stopped() {
     let a = std::fs::read(&ck).unwrap();
     let b = std::fs::read(straight.join("checkpoint.safetensors")).unwrap();
     assert!(a == b, "2 + 2 epochs differ from 4 straight");
+    // The same with batch norm's running statistics (buffers) and dropout's per-step
+    // noise, on the CNN.
+    let (cs, cst) = (scratch("resume-cnn-split"), scratch("resume-cnn-straight"));
+    let cnn = |extra: &[&str]| {
+        let mut args = vec!["train", "examples/digits_cnn.nn", "--seed", "1", "-q"];
+        args.extend(extra);
+        let (code, _, err) = nnc(&args);
+        assert_eq!(code, 0, "{err}");
+    };
+    cnn(&["--epochs", "1", "--out", s(&cs)]);
+    let cck = cs.join("checkpoint.safetensors");
+    cnn(&["--epochs", "2", "--resume", s(&cck)]);
+    cnn(&["--epochs", "2", "--out", s(&cst)]);
+    let a = std::fs::read(&cck).unwrap();
+    assert!(
+        a == std::fs::read(cst.join("checkpoint.safetensors")).unwrap(),
+        "CNN: 1 + 1 epochs differ from 2 straight"
+    );
+    let ck_text = String::from_utf8_lossy(&a);
+    assert!(
+        ck_text.contains("c1_2.running_var"),
+        "running statistics are saved"
+    );
+    for d in [cs, cst] {
+        let _ = std::fs::remove_dir_all(d);
+    }
     // The resumed run's history holds all four epochs.
     let csv = std::fs::read_to_string(split.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");

@@ -817,7 +817,8 @@ impl<'a, 'd> Elab<'a, 'd> {
             }
             let (bt, vt) = (self.func.ty(b).clone(), self.func.ty(*v).clone());
             if bt != vt {
-                let d = errors::buffer_type(name.span, &name.name, &bt.to_string(), &vt.to_string());
+                let d =
+                    errors::buffer_type(name.span, &name.name, &bt.to_string(), &vt.to_string());
                 self.report(d);
                 continue;
             }

@@ -383,6 +383,11 @@ pub unsafe extern "C" fn nnc_reduce(x: *const f32, y: *mut f32, desc: *const i64
                     .fold(ys[base], |m, &v| if v > m || v.is_nan() { v } else { m });
                 ys[base] = m;
             }
+            (2, 1) => {
+                for (o, &v) in ys[base..base + inner].iter_mut().zip(xrow) {
+                    *o = if v > *o || v.is_nan() { v } else { *o };
+                }
+            }
             (2, s) => {
                 for (j, &v) in xrow.iter().enumerate() {
                     let o = &mut ys[base + j * s];
@@ -391,7 +396,7 @@ pub unsafe extern "C" fn nnc_reduce(x: *const f32, y: *mut f32, desc: *const i64
                     }
                 }
             }
-            (_, 0) => ys[base] += xrow.iter().sum::<f32>(),
+            (_, 0) => ys[base] += sum8(xrow),
             (_, 1) => {
                 for (o, &v) in ys[base..base + inner].iter_mut().zip(xrow) {
                     *o += v;
@@ -418,6 +423,20 @@ pub unsafe extern "C" fn nnc_reduce(x: *const f32, y: *mut f32, desc: *const i64
         let c = count as f32;
         ys.iter_mut().for_each(|v| *v /= c);
     }
+}
+
+/// A sum in eight interleaved partial sums, so the loop vectorizes (f32 addition is not
+/// associative, so a plain fold stays one add at a time).
+fn sum8(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
 }
 
 /// `y[i, c] = 1` where `labels[i] == c`, else 0; labels outside `0..classes` give zeros.

@@ -179,6 +179,7 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
             "peak_rss_mb": peak_rss_mb(),
             "interp_ms_per_step": baseline.as_ref().map(|b| b.per_step.as_secs_f64() * 1e3),
             "speedup_vs_interp": baseline.as_ref().map(|b| b.per_step.as_secs_f64() / secs),
+            "weights_read_us": (!train).then(|| weights_read_us(&s.params)),
         });
         let _ = writeln!(out, "{line}");
     }
@@ -187,6 +188,31 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
         let _ = writeln!(out, "{line}");
     }
     Ok(())
+}
+
+/// The floor of a forward pass that must read every weight once: microseconds to sum all
+/// parameters as f32, repeatedly (so from whatever cache level they fit in), in this run.
+fn weights_read_us(params: &[nnc::Tensor]) -> f64 {
+    let flat: Vec<f32> = params
+        .iter()
+        .flat_map(|t| t.data.iter().map(|&v| v as f32))
+        .collect();
+    let sum = |xs: &[f32]| {
+        let mut acc = [0.0f32; 16];
+        for c in xs.chunks_exact(16) {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *a += v;
+            }
+        }
+        acc.iter().sum::<f32>()
+    };
+    std::hint::black_box(sum(&flat));
+    let reps = 2000;
+    let t = Instant::now();
+    for _ in 0..reps {
+        std::hint::black_box(sum(std::hint::black_box(&flat)));
+    }
+    t.elapsed().as_secs_f64() / reps as f64 * 1e6
 }
 
 /// The fused update kernel on 4M parameters (far beyond the caches) against memcpy in the

@@ -392,3 +392,120 @@ fn batch_norm_uses_batch_statistics_in_training_and_running_ones_in_inference() 
     assert_close(&out[0].data, &want);
     assert_eq!(checked.module.func("M.eval").unwrap().outputs.len(), 2);
 }
+
+/// Every prelude layer's gradient (autodiff through the primitives it is written in)
+/// against f64 central differences, on a small model with an MSE loss.
+#[test]
+fn every_prelude_layer_passes_gradcheck() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "x: f32[2, 2, 5, 5]",
+            "conv2d(x, 3, 3, stride = 2, padding = 1)",
+            "f32[2, 3, 3, 3]",
+        ),
+        (
+            "x: f32[2, 2, 6, 6]",
+            "max_pool2d(conv2d(x, 3, 3), 2)",
+            "f32[2, 3, 2, 2]",
+        ),
+        (
+            "x: f32[2, 2, 6, 6]",
+            "avg_pool2d(conv2d(x, 3, 3), 3, stride = 2, padding = 1)",
+            "f32[2, 3, 2, 2]",
+        ),
+        ("x: f32[4, 3]", "batch_norm(dense(x, 5))", "f32[4, 5]"),
+        (
+            "x: f32[3, 2, 4, 4]",
+            "batch_norm2d(conv2d(x, 3, 3))",
+            "f32[3, 3, 2, 2]",
+        ),
+        ("x: f32[2, 3, 4]", "layer_norm(dense(x, 5))", "f32[2, 3, 5]"),
+        ("x: f32[4, 6]", "dropout(dense(x, 8), 0.3)", "f32[4, 8]"),
+        ("ids: i32[2, 3]", "embedding(ids, 5, 4)", "f32[2, 3, 4]"),
+        (
+            "x: f32[2, 3, 4]",
+            "gru(x, 5, sequences = true)",
+            "f32[2, 3, 5]",
+        ),
+        ("x: f32[2, 3, 4]", "lstm(x, 5)", "f32[2, 5]"),
+        (
+            "x: f32[2, 4, 6]",
+            "multi_head_attention(x, 2, causal = true)",
+            "f32[2, 4, 6]",
+        ),
+        (
+            "x: f32[2, 3, 4]",
+            "transformer_block(x, 2, 8)",
+            "f32[2, 3, 4]",
+        ),
+        ("x: f32[3, 4]", "glu(x, 5)", "f32[3, 5]"),
+        ("x: f32[3, 4]", "swiglu(x, 5)", "f32[3, 5]"),
+        ("x: f32[3, 4]", "moe(x, 4, 5, 2, top_k = 2)", "f32[3, 2]"),
+    ];
+    for (input, body, out) in cases {
+        let src = format!(
+            "model M({input}) -> {out} {{\n    return {body}\n}}\n\
+             train M(y: {out}) {{\n    loss = mse(output, y)\n    optimizer = sgd\n}}\n"
+        );
+        let checked = nnc::lang::check(&src)
+            .unwrap_or_else(|d| panic!("{}", nnc::render_plain("case", &src, &d)));
+        let loss = checked.module.func("M.loss").unwrap();
+        let mut rng = Rng::stream(3, body);
+        let inputs: Vec<Tensor> = loss
+            .inputs
+            .iter()
+            .map(|a| {
+                let shape: Vec<usize> =
+                    a.ty.shape
+                        .dims()
+                        .iter()
+                        .map(|d| d.known().unwrap() as usize)
+                        .collect();
+                let n = shape.iter().product();
+                let data = match (a.name.as_str(), a.ty.dtype) {
+                    (_, DType::I32) => (0..n).map(|i| ((i * 3 + 1) % 5) as f64).collect(),
+                    _ => (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect(),
+                };
+                Tensor::new(a.ty.dtype, shape, data)
+            })
+            .collect();
+        let params: Vec<Tensor> = loss
+            .params
+            .iter()
+            .map(|p| {
+                let shape: Vec<usize> =
+                    p.ty.shape
+                        .dims()
+                        .iter()
+                        .map(|d| d.known().unwrap() as usize)
+                        .collect();
+                let n = shape.iter().product();
+                // Weights around zero; buffers (running variances) positive.
+                let data = if p.kind == nnc::ir::ParamKind::Buffer {
+                    (0..n).map(|_| rng.uniform() * 0.8 + 0.2).collect()
+                } else {
+                    (0..n).map(|_| rng.uniform() - 0.5).collect()
+                };
+                Tensor::new(DType::F32, shape, data)
+            })
+            .collect();
+        let reports = nnc::compiler::gradcheck::check(
+            loss,
+            &inputs,
+            &params,
+            &nnc::compiler::gradcheck::Options::default(),
+        )
+        .unwrap();
+        assert!(!reports.is_empty(), "{body}: no parameters checked");
+        for r in reports {
+            assert!(
+                r.worst < 1e-5,
+                "{body}: {} off by {} ({} vs {})",
+                r.name,
+                r.worst,
+                r.analytic,
+                r.numeric
+            );
+        }
+    }
+}

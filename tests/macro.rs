@@ -19,6 +19,69 @@ nnc::model! {
     }
 }
 
+nnc::model! {
+    // The research-layer syntax in Rust tokens: a loop, a static branch with comparisons,
+    // a buffer, training mode and noise.
+    layer stack(x: f32[B, D], depth: int, gate = true) {
+        h = x
+        for i in depth {
+            h = h + relu(dense(h, D))
+        }
+        if gate {
+            if depth >= 2 {
+                h = h * sigmoid(h)
+            }
+        }
+        return h
+    }
+
+    layer running_max(x: f32[B, D]) {
+        buffer peak: f32[D] = zeros
+        if training {
+            peak = max(peak, reduce_max(x, axis = 0))
+        }
+        return x
+    }
+
+    model Seq(x: f32[B, 8, 4]) -> f32[B, 3] {
+        h = gru(x, 6)
+        h = dropout(running_max(stack(h, 2)), 0.1)
+        return dense(h, 3)
+    }
+
+    train Seq(y: i32[B]) {
+        loss = cross_entropy(output, y)
+        optimizer = adam
+    }
+}
+
+#[test]
+fn the_macro_takes_loops_branches_buffers_and_noise() {
+    let mut m = Seq::new(1);
+    let x = Tensor::new(
+        DType::F32,
+        vec![5, 8, 4],
+        (0..160).map(|i| (i % 7) as f64 / 7.0).collect(),
+    );
+    let y = Tensor::new(DType::I32, vec![5], vec![0.0, 1.0, 2.0, 1.0, 0.0]);
+    let before = m.forward(&x).unwrap();
+    // Inference mode: dropout is off, so the forward pass is deterministic.
+    assert!(before == m.forward(&x).unwrap());
+    m.train_step(&x, &y).unwrap();
+    let peak = m
+        .params()
+        .into_iter()
+        .find(|(n, _)| n.ends_with("peak"))
+        .unwrap()
+        .1
+        .clone();
+    assert!(
+        peak.data.iter().any(|&v| v > 0.0),
+        "the buffer was updated: {peak:?}"
+    );
+    assert!(before != m.forward(&x).unwrap());
+}
+
 #[test]
 fn the_macro_and_the_cli_train_to_the_same_parameters() {
     let dir = scratch("same");

@@ -301,8 +301,10 @@ fn generate(
         });
         let train = checked.trains.iter().find(|t| &t.model == name).map(|_| {
             let loss = checked.module.func(&format!("{name}.loss")).expect("a trained model has a loss");
-            let ys: Vec<Ident> = loss.inputs[f.inputs.len()..].iter().map(|a| rust_ident(&a.name)).collect();
-            let y_doc: Vec<String> = loss.inputs[f.inputs.len()..].iter().map(|a| format!("`{}: {}`", a.name, a.ty)).collect();
+            // The labels; the noise key of a model that draws noise is the session's.
+            let labels: Vec<_> = loss.inputs[f.inputs.len()..].iter().filter(|a| a.name != nnc_lang::NOISE_KEY).collect();
+            let ys: Vec<Ident> = labels.iter().map(|a| rust_ident(&a.name)).collect();
+            let y_doc: Vec<String> = labels.iter().map(|a| format!("`{}: {}`", a.name, a.ty)).collect();
             let step_doc = format!("One training step on a batch ({}; {}); returns the loss.", in_doc.join(", "), y_doc.join(", "));
             quote! {
                 #[doc = #step_doc]

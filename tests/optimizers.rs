@@ -189,3 +189,79 @@ fn adam_first_step_by_hand() {
         assert!((a - b).abs() < 1e-15, "{:?}", got[0]);
     }
 }
+
+/// Every rule on the JIT's fused step (one update pass over all parameters, in place
+/// where the kernel allows it) against the interpreter applying it per parameter: five
+/// steps on a model whose parameters do not fill whole vectors (the loop's scalar tail).
+#[test]
+fn every_rule_updates_alike_on_the_jit_and_the_interpreter() {
+    use nnc::train::{Backend, Model, Session, TrainConfig};
+    for rule in [
+        "sgd(wd = 0.1)",
+        "momentum",
+        "nesterov",
+        "adam",
+        "adamw",
+        "lion",
+        "rmsprop",
+    ] {
+        let src = format!(
+            "model M(x: f32[B, 3]) -> f32[B, 2] {{ return dense(relu(dense(x, 5)), 2) }}\n\
+             train M(y: f32[B, 2]) {{\n    loss = mse(output, y)\n    optimizer = {rule}\n}}\n"
+        );
+        let checked = nnc::lang::check(&src).unwrap();
+        let spec = &checked.trains[0];
+        let model = Model::new(&checked.module, "M", Some(spec)).unwrap();
+        let x = Tensor::new(
+            DType::F32,
+            vec![4, 3],
+            (0..12).map(|i| (i as f64 - 5.0) / 7.0).collect(),
+        );
+        let y = Tensor::new(
+            DType::F32,
+            vec![4, 2],
+            (0..8).map(|i| (i % 3) as f64 - 1.0).collect(),
+        );
+        let params = |backend| {
+            let mut config = TrainConfig::from_spec(spec, std::path::Path::new("."));
+            config.backend = backend;
+            let mut s = Session::new(model.clone(), config).unwrap();
+            for _ in 0..5 {
+                s.train_step(&[x.clone(), y.clone()], 1).unwrap();
+            }
+            (s.params.clone(), s.current_states())
+        };
+        // Every prelude rule compiles to one pass that may update in place.
+        let dims = std::collections::HashMap::from([("N".to_string(), 37)]);
+        let kernel = nnc_jit::compile(model.update.as_ref().unwrap(), &dims).unwrap();
+        assert!(kernel.in_place_safe(), "{rule}");
+        let ((pj, sj), (pi, si)) = (params(Backend::Jit), params(Backend::Interp));
+        let flat = |ts: &[Tensor]| ts.iter().flat_map(|t| t.data.clone()).collect::<Vec<f64>>();
+        let states = |ss: &[Vec<Tensor>]| ss.iter().flat_map(|s| flat(s)).collect::<Vec<f64>>();
+        for (what, a, b) in [
+            ("parameters", flat(&pj), flat(&pi)),
+            ("states", states(&sj), states(&si)),
+        ] {
+            assert_eq!(a.len(), b.len(), "{rule} {what}");
+            for (u, v) in a.iter().zip(&b) {
+                assert!(
+                    (u - v).abs() <= 1e-5 + 1e-4 * v.abs(),
+                    "{rule} {what}: jit {u}, interpreter {v}"
+                );
+            }
+        }
+    }
+}
+
+/// A rule whose update is not one elementwise pass (`pow` of a tensor calls a kernel)
+/// is not run in place.
+#[test]
+fn a_rule_with_a_kernel_call_does_not_update_in_place() {
+    let src = "rule powered(lr = 0.1) for (w, g) {\n    w = w - lr * abs(g) ^ 1.5\n}\n\
+               model M(x: f32[B, 3]) -> f32[B, 2] { return dense(x, 2) }\n\
+               train M(y: f32[B, 2]) {\n    loss = mse(output, y)\n    optimizer = powered\n}\n";
+    let checked = nnc::lang::check(src).unwrap();
+    let update = checked.module.func("M.update").unwrap();
+    let dims = std::collections::HashMap::from([("N".to_string(), 37)]);
+    assert!(!nnc_jit::compile(update, &dims).unwrap().in_place_safe());
+}

@@ -93,8 +93,9 @@ impl FusedStep {
             buf,
             shapes: params.iter().map(|p| p.shape.clone()).collect(),
             g: vec![0.0; n],
-            w_next: vec![0.0; n],
-            states_next: vec![vec![0.0; n]; n_states],
+            // Allocated on the first update that cannot run in place.
+            w_next: Vec::new(),
+            states_next: Vec::new(),
             states: st,
             w,
             scratch: Vec::new(),
@@ -204,6 +205,18 @@ impl FusedStep {
         let (lr, step) = ([lr as f32], [step as f32]);
         let ins = [self.w.as_ptr(), self.g.as_ptr(), lr.as_ptr(), step.as_ptr()];
         let ps: Vec<*const f32> = self.states.iter().map(|s| s.as_ptr()).collect();
+        if kernel.in_place_safe() {
+            // One pass that reads w, g and the states at an index before writing w' and
+            // the states' there: update in place (4 arrays in the cache instead of 7).
+            let mut outs = vec![self.w.as_mut_ptr()];
+            outs.extend(self.states.iter_mut().map(|s| s.as_mut_ptr()));
+            unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) };
+            return Ok(());
+        }
+        let n = self.w.len();
+        self.w_next.resize(n, 0.0);
+        self.states_next.resize(self.states.len(), Vec::new());
+        self.states_next.iter_mut().for_each(|s| s.resize(n, 0.0));
         let mut outs = vec![self.w_next.as_mut_ptr()];
         outs.extend(self.states_next.iter_mut().map(|s| s.as_mut_ptr()));
         unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) };

@@ -30,6 +30,7 @@ pub struct Kernel {
     scratch_len: usize,
     unshared_len: usize,
     outputs: Vec<(DType, Vec<usize>)>,
+    in_place: bool,
     _descs: Vec<Box<[i64]>>,
 }
 
@@ -51,6 +52,13 @@ impl Kernel {
     /// Bytes of scratch memory it would use if no buffer were reused.
     pub fn unshared_bytes(&self) -> usize {
         4 * self.unshared_len
+    }
+
+    /// Whether the outputs may overwrite the inputs and parameters they are computed from:
+    /// all the work on the largest arrays is one elementwise loop that stores every output,
+    /// and such a loop loads all its operands at an index before it stores there.
+    pub fn in_place_safe(&self) -> bool {
+        self.in_place
     }
 
     /// The number of elements of each output.
@@ -1045,6 +1053,26 @@ fn compile_inner(
         b.ins().return_(&[]);
         b.finalize(module.target_config());
         let kernel_outputs = outputs;
+        let in_place = {
+            let count = |i: usize| shapes[i].iter().product::<usize>();
+            let big = (0..f.nodes.len()).map(count).max().unwrap_or(0);
+            let big_steps: Vec<&Vec<usize>> = steps
+                .iter()
+                .filter(|st| st.iter().any(|&i| count(i) == big))
+                .collect();
+            // Inlined nodes run inside their user's loop; every other big node must be a
+            // member of the one loop, and so must every output.
+            let all_in_loop = (0..f.nodes.len())
+                .filter(|&i| count(i) == big && !inlined[i])
+                .all(|i| big_steps.len() == 1 && big_steps[0].contains(&i));
+            let fused_loop = big_steps
+                .first()
+                .is_some_and(|st| fusible(f, &f.nodes[st[0]]));
+            let outputs_stored = f.outputs.iter().all(|o| {
+                matches!(o, Value::Node(i) if big_steps.first().is_some_and(|st| st.contains(&(*i as usize))))
+            });
+            big_steps.len() == 1 && all_in_loop && fused_loop && outputs_stored
+        };
         let clif = text.then(|| ctx.func.display().to_string());
         module
             .define_function(id, &mut ctx)
@@ -1061,6 +1089,7 @@ fn compile_inner(
                 scratch_len: scratch,
                 unshared_len: unshared,
                 outputs: kernel_outputs,
+                in_place,
                 _descs: descs,
             },
             clif,

@@ -22,12 +22,7 @@ fn run(src: &str, func: &str, inputs: &[Tensor]) -> (Tensor, HashMap<String, Vec
         .params
         .iter()
         .map(|p| {
-            let shape: Vec<usize> =
-                p.ty.shape
-                    .dims()
-                    .iter()
-                    .map(|d| d.known().unwrap() as usize)
-                    .collect();
+            let shape = sizes(&p.ty);
             let n = shape.iter().product();
             let data: Vec<f64> = (0..n).map(|_| (rng.normal() * 0.5) as f32 as f64).collect();
             by_name.insert(p.name.clone(), data.clone());
@@ -36,6 +31,15 @@ fn run(src: &str, func: &str, inputs: &[Tensor]) -> (Tensor, HashMap<String, Vec
         .collect();
     let out = nnc::compiler::interp::eval(f, inputs, &params).unwrap();
     (out.into_iter().next().unwrap(), by_name)
+}
+
+/// The sizes of a type whose dimensions are all known.
+fn sizes(ty: &nnc::ir::TensorType) -> Vec<usize> {
+    ty.shape
+        .dims()
+        .iter()
+        .map(|d| d.known().unwrap() as usize)
+        .collect()
 }
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
@@ -455,12 +459,7 @@ fn every_prelude_layer_passes_gradcheck() {
             .inputs
             .iter()
             .map(|a| {
-                let shape: Vec<usize> =
-                    a.ty.shape
-                        .dims()
-                        .iter()
-                        .map(|d| d.known().unwrap() as usize)
-                        .collect();
+                let shape = sizes(&a.ty);
                 let n = shape.iter().product();
                 let data = match (a.name.as_str(), a.ty.dtype) {
                     (_, DType::I32) => (0..n).map(|i| ((i * 3 + 1) % 5) as f64).collect(),
@@ -473,12 +472,7 @@ fn every_prelude_layer_passes_gradcheck() {
             .params
             .iter()
             .map(|p| {
-                let shape: Vec<usize> =
-                    p.ty.shape
-                        .dims()
-                        .iter()
-                        .map(|d| d.known().unwrap() as usize)
-                        .collect();
+                let shape = sizes(&p.ty);
                 let n = shape.iter().product();
                 // Weights around zero; buffers (running variances) positive.
                 let data = if p.kind == nnc::ir::ParamKind::Buffer {

@@ -29,28 +29,16 @@ fn example(name: &str) -> (Model, TrainConfig) {
 /// `../shared/peers/digits_accuracy.py`, where PyTorch reaches 90.3% ± 0.4 over seeds 0..4.
 #[test]
 fn digits_mlp_matches_pytorch_accuracy_over_five_seeds() {
+    let (_, config) = digits();
+    assert_eq!((config.batch, config.epochs, config.lr), (32, 30, 1e-3));
     let mut accs = Vec::new();
     for seed in 0..5 {
-        let (model, mut config) = digits();
-        assert_eq!((config.batch, config.epochs, config.lr), (32, 30, 1e-3));
-        config
-            .apply(&Overrides {
-                seed: Some(seed),
-                ..Overrides::default()
-            })
-            .unwrap();
-        let out = scratch(&format!("acc{seed}"));
-        let opts = RunOptions {
-            out: out.clone(),
-            ..RunOptions::default()
-        };
-        let summary = run::train(model, config, &opts, &mut Quiet).unwrap();
+        let summary = train_example("digits_mlp", seed);
         assert_eq!(
             summary.last.step, 1350,
             "45 steps of 32 (the last of 29) x 30 epochs"
         );
         accs.push(summary.last.test_accuracy.unwrap());
-        let _ = std::fs::remove_dir_all(out);
     }
     let mean = accs.iter().sum::<f64>() / accs.len() as f64;
     eprintln!("test accuracy by seed: {accs:?}, mean {mean}");
@@ -60,8 +48,8 @@ fn digits_mlp_matches_pytorch_accuracy_over_five_seeds() {
     );
 }
 
-/// Trains an example with its own settings and a seed; the final test accuracy.
-fn test_accuracy(name: &str, seed: u64) -> f64 {
+/// Trains an example with its own settings and a seed (in a scratch folder, removed).
+fn train_example(name: &str, seed: u64) -> run::Summary {
     let (model, mut config) = example(name);
     config
         .apply(&Overrides {
@@ -76,7 +64,12 @@ fn test_accuracy(name: &str, seed: u64) -> f64 {
     };
     let summary = run::train(model, config, &opts, &mut Quiet).unwrap();
     let _ = std::fs::remove_dir_all(out);
-    summary.last.test_accuracy.unwrap()
+    summary
+}
+
+/// The final test accuracy of `train_example`.
+fn test_accuracy(name: &str, seed: u64) -> f64 {
+    train_example(name, seed).last.test_accuracy.unwrap()
 }
 
 /// Issue 6's bar: the LeNet-style CNN reaches at least the MLP's accuracy on the same

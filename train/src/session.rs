@@ -616,7 +616,11 @@ impl Session {
     fn perturb_and_clip(&self, grads: &mut [&mut [f32]]) {
         if let Some(eta) = self.config.grad_noise {
             let sigma = (eta / (1.0 + self.step as f64).powf(0.55)).sqrt();
-            for (g, name) in grads.iter_mut().zip(self.model.param_names()) {
+            // One gradient per trained parameter (buffers have none).
+            let trained = (self.model.forward.params.iter())
+                .filter(|p| p.kind == ParamKind::Param)
+                .map(|p| p.name.as_str());
+            for (g, name) in grads.iter_mut().zip(trained) {
                 let mut rng = Rng::stream(
                     self.config.seed,
                     &format!("grad_noise/{}/{name}", self.step),

@@ -169,7 +169,8 @@ struct Helpers {
     layout: FuncId,
 }
 
-fn new_module() -> Result<(JITModule, Helpers), String> {
+/// A JIT module for the host, the kernels' symbols, and whether the ISA has FMA.
+fn new_module() -> Result<(JITModule, Helpers, bool), String> {
     let mut fb = settings::builder();
     let set =
         |fb: &mut settings::Builder, k: &str, v: &str| fb.set(k, v).map_err(|e| e.to_string());
@@ -180,6 +181,10 @@ fn new_module() -> Result<(JITModule, Helpers), String> {
     let isa = ib
         .finish(settings::Flags::new(fb))
         .map_err(|e| e.to_string())?;
+    let has_fma = isa
+        .isa_flags()
+        .iter()
+        .any(|v| v.name == "has_fma" && v.as_bool() == Some(true));
     let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
     jb.symbol("nnc_matmul", kernels::nnc_matmul as *const u8);
     jb.symbol("nnc_gather", kernels::nnc_gather as *const u8);
@@ -207,7 +212,7 @@ fn new_module() -> Result<(JITModule, Helpers), String> {
         copy: declare("nnc_copy", 3)?,
         layout: declare("nnc_layout", 4)?,
     };
-    Ok((module, helpers))
+    Ok((module, helpers, has_fma))
 }
 
 /// Merges each axis into the next where the walk is contiguous (`stride[a] == stride[a
@@ -670,7 +675,7 @@ fn compile_inner(
             f.name
         ));
     }
-    let (mut module, helpers) = new_module()?;
+    let (mut module, helpers, has_fma) = new_module()?;
     let ptr = types::I64;
     let mut sig: Signature = module.make_signature();
     for _ in 0..4 {
@@ -846,7 +851,7 @@ fn compile_inner(
                         stores: step.iter().map(|&m| (m, addr(&mut b, loc[m]))).collect(),
                         members: step.clone(),
                     };
-                    fused_loop(&mut b, f, &tree, count);
+                    fused_loop(&mut b, f, &tree, count, has_fma);
                 }
                 Op::Sum | Op::Mean | Op::ReduceMax => {
                     let Attr::Axes(axes) = &n.attr else {
@@ -1204,7 +1209,10 @@ fn member_of(f: &Func, mut v: Value, step: &[usize]) -> Option<usize> {
 
 /// `dst[i] = tree(i)` for `i < count`: one f32x4 loop with a scalar tail, every inlined
 /// node computed in registers.
-fn fused_loop(b: &mut FunctionBuilder, f: &Func, tree: &Tree, count: usize) {
+/// Emits one loop computing `tree` over `count` elements, f32x4 then a scalar tail. With
+/// `fma` (the ISA reports it), `a * b + c` and `a * b - c` computed in the loop become one
+/// fused multiply-add (one rounding instead of two; the unused product is dead code).
+fn fused_loop(b: &mut FunctionBuilder, f: &Func, tree: &Tree, count: usize, fma: bool) {
     let flags = MemFlagsData::new().with_notrap();
     // Loop-invariant values, computed once before the loop: constants and broadcast
     // scalars, as scalars and as vectors.
@@ -1247,19 +1255,47 @@ fn fused_loop(b: &mut FunctionBuilder, f: &Func, tree: &Tree, count: usize) {
                     }
                 }
                 None => {
-                    let xs: Vec<_> = n
-                        .args
-                        .iter()
-                        .map(|&a| match memo.get(&a) {
+                    let get = |memo: &HashMap<Value, cranelift_codegen::ir::Value>, a: Value| {
+                        match memo.get(&a) {
                             Some(&v) => v,
                             // An earlier member of this loop, read through an alias.
                             None => {
                                 let m = member_of(f, a, &tree.members).expect("a leaf or a member");
                                 memo[&Value::Node(m as u32)]
                             }
-                        })
-                        .collect();
-                    compute(b, n.op, &xs, ty)
+                        }
+                    };
+                    let xs: Vec<_> = n.args.iter().map(|&a| get(&memo, a)).collect();
+                    // A product computed in this loop, as its two factors.
+                    let product = |k: usize| match n.args[k] {
+                        Value::Node(m)
+                            if f.nodes[m as usize].op == Op::Mul
+                                && tree.order.contains(&(m as usize))
+                                && !invariant.contains_key(&(m as usize)) =>
+                        {
+                            let a = &f.nodes[m as usize].args;
+                            Some((get(&memo, a[0]), get(&memo, a[1])))
+                        }
+                        _ => None,
+                    };
+                    match (
+                        fma,
+                        n.op,
+                        product(0),
+                        n.args.get(1).and_then(|_| product(1)),
+                    ) {
+                        (true, Op::Add, Some((p, q)), _) => b.ins().fma(p, q, xs[1]),
+                        (true, Op::Add, None, Some((p, q))) => b.ins().fma(p, q, xs[0]),
+                        (true, Op::Sub, Some((p, q)), _) => {
+                            let c = b.ins().fneg(xs[1]);
+                            b.ins().fma(p, q, c)
+                        }
+                        (true, Op::Sub, None, Some((p, q))) => {
+                            let p = b.ins().fneg(p);
+                            b.ins().fma(p, q, xs[0])
+                        }
+                        _ => compute(b, n.op, &xs, ty),
+                    }
                 }
             };
             memo.insert(Value::Node(j as u32), y);

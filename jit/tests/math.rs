@@ -78,3 +78,39 @@ fn tanh_is_accurate_near_zero_and_far_from_it() {
         vec![1.0, -1.0, 1.0]
     );
 }
+
+/// `a * b + c` becomes one fused multiply-add exactly when the CPU has FMA, and computes
+/// `a * b + c` rounded once.
+#[test]
+fn multiply_add_fuses_where_the_isa_has_fma() {
+    let ty = TensorType::new(DType::F32, Shape::known(&[6]));
+    let mut f = Func::new("muladd");
+    let (a, b, c) = (
+        f.add_input("a", ty.clone()),
+        f.add_input("b", ty.clone()),
+        f.add_input("c", ty),
+    );
+    let p = f.build(Op::Mul, vec![a, b], Attr::None, None).unwrap();
+    let s = f.build(Op::Add, vec![p, c], Attr::None, None).unwrap();
+    f.outputs.push(s);
+    let dims = std::collections::HashMap::new();
+    let clif = nnc_jit::clif_text(&f, &dims).unwrap();
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        clif.contains("fma"),
+        std::arch::is_x86_feature_detected!("fma"),
+        "{clif}"
+    );
+    let t = |v: [f64; 6]| Tensor::new(DType::F32, vec![6], v.to_vec());
+    // 1 + 2^-12 squared is 1 + 2^-11 + 2^-24: the last term survives only when rounded once.
+    let x = 1.0 + 2f64.powi(-12);
+    let got = nnc_jit::Jit::new()
+        .eval(&f, &[t([x; 6]), t([x; 6]), t([-1.0; 6])], &[])
+        .unwrap()
+        .remove(0)
+        .data;
+    let once = x * x - 1.0;
+    let twice = f64::from((x * x) as f32) - 1.0;
+    let want = if clif.contains("fma") { once } else { twice };
+    assert!(got.iter().all(|&v| v == want), "{got:?}, want {want}");
+}

@@ -309,7 +309,11 @@ fn scalar_broadcast(f: &Func, n: &nnc_ir::Node) -> bool {
 
 /// Nodes computed inside their users' loops instead of in memory: fusible ops and scalar
 /// broadcasts whose every user is a fusible op over as many elements, and that are not
-/// outputs.
+/// outputs. A node with several users is recomputed in each user's loop, so that is
+/// allowed only where it costs one cheap op: constants, scalar broadcasts, and single
+/// arithmetic ops (not exp, ln, tanh, sqrt or division) over values in memory. Without
+/// this bound a recurrence (an LSTM's cell state, used by the next step and by the
+/// backward pass) was recomputed from its first step in every loop that needed it.
 fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<Vec<bool>, String> {
     let count = |ty: &nnc_ir::TensorType| -> Result<usize, String> {
         Ok(shape_of(ty, dims)?.iter().product())
@@ -336,7 +340,17 @@ fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<Vec<bool>, S
             let un = &f.nodes[u];
             ok &= fusible(f, un) && un.op != Op::Const && count(&un.ty)? == c;
         }
-        out[i] = ok;
+        let mut distinct = users[i].clone();
+        distinct.dedup();
+        let shared = distinct.len() > 1;
+        let cheap = n.op == Op::Const
+            || scalar_broadcast(f, n)
+            || (!matches!(n.op, Op::Exp | Op::Log | Op::Tanh | Op::Sqrt | Op::Div)
+                && n.args.iter().all(|a| match a {
+                    Value::Node(j) => !out[*j as usize],
+                    _ => true,
+                }));
+        out[i] = ok && (!shared || cheap);
     }
     Ok(out)
 }

@@ -82,7 +82,7 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
                     let (func, ..) = model_func(&defs, m, name, &[], false, &mut errors);
                     module.funcs.push(func);
                     if let Some(t) = defs.trains.get(m.name.name.as_str()) {
-                        if let Some((loss, update, spec, modal)) =
+                        if let Some((loss, Some(update), spec, modal)) =
                             train(&defs, m, t, true, &mut errors)
                         {
                             module.funcs.push(loss);
@@ -224,15 +224,15 @@ fn model_func<'d>(
     (func, scope, ret, elab.read_training, updates)
 }
 
-/// Builds `@Model.loss` and `@Model.update` from a train block (in inference mode, the
-/// loss is `@Model.eval`). Also says whether the model read `training`.
+/// Builds `@Model.loss` and `@Model.update` from a train block (in inference mode, only
+/// the loss, as `@Model.eval`). Also says whether the model read `training`.
 fn train<'d>(
     defs: &'d Defs<'d>,
     m: &'d FnDef,
     t: &'d TrainDef,
     training: bool,
     errors: &mut Vec<Diagnostic>,
-) -> Option<(Func, Func, TrainSpec, bool)> {
+) -> Option<(Func, Option<Func>, TrainSpec, bool)> {
     let name = &m.name.name;
     let before = errors.len();
     let fname = format!("{name}.{}", if training { "loss" } else { "eval" });
@@ -409,15 +409,14 @@ fn train<'d>(
     if spec.optimizer.name.is_empty() {
         return None;
     }
-    let rule = defs.rules[spec.optimizer.name.as_str()];
-    let update = rule_func(
-        defs,
-        rule,
-        &spec.optimizer,
-        &format!("{name}.update"),
-        opt_span,
-        errors,
-    )?;
+    // The update rule does not depend on the mode: built once, with the training loss.
+    let update = if training {
+        let rule = defs.rules[spec.optimizer.name.as_str()];
+        let f = &format!("{name}.update");
+        Some(rule_func(defs, rule, &spec.optimizer, f, opt_span, errors)?)
+    } else {
+        None
+    };
     Some((loss_func, update, spec, modal || elab_read))
 }
 

@@ -67,8 +67,8 @@ pub struct Model {
     /// `@M.loss`: (inputs, labels) to (loss, output), in training mode; absent without a
     /// train block.
     pub loss: Option<Func>,
-    /// The loss in inference mode (`@M.eval` for models that read `training`, else the
-    /// loss): what evaluation runs.
+    /// `@M.eval`, the loss in inference mode, for models that read `training`
+    /// (evaluation runs `eval_func`).
     pub eval: Option<Func>,
     /// Whether the training graphs draw noise (`random`): they then take the step's
     /// noise key as their last input.
@@ -113,9 +113,9 @@ impl Model {
                 .filter(|a| a.name != NOISE_KEY)
                 .map(|a| (a.name.clone(), a.ty.clone()));
             noise = l.inputs.last().is_some_and(|a| a.name == NOISE_KEY);
-            eval = Some(optimize(
-                module.func(&format!("{name}.eval")).unwrap_or(&l),
-            )?);
+            if let Some(e) = module.func(&format!("{name}.eval")) {
+                eval = Some(optimize(e)?);
+            }
             let names = |f: &Func| f.params.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
             if names(&l) != names(&forward) {
                 return Err(format!("`{name}.loss` and `{name}` disagree on parameters"));
@@ -156,6 +156,11 @@ impl Model {
             .iter()
             .map(|p| p.name.as_str())
             .collect()
+    }
+
+    /// What evaluation runs: the loss in inference mode.
+    pub fn eval_func(&self) -> Option<&Func> {
+        self.eval.as_ref().or(self.loss.as_ref())
     }
 
     /// Which of the parameters are buffers (not trained; the training loss returns their
@@ -669,7 +674,7 @@ impl Session {
     /// Mean loss (and accuracy for classifiers) over a data set.
     pub fn evaluate(&self, data: &Dataset) -> Result<Metrics, String> {
         let params = self.current_params();
-        let Some(loss) = &self.model.eval else {
+        let Some(loss) = self.model.eval_func() else {
             return Err(format!(
                 "`{}` has no train block, so no loss",
                 self.model.name

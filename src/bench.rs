@@ -224,13 +224,32 @@ fn update_bandwidth(update: &nnc_ir::Func) -> Result<serde_json::Value, String> 
     let states = update.params.len();
     let ins: Vec<Vec<f32>> = vec![vec![0.5; N], vec![0.01; N], vec![1e-3], vec![3.0]];
     let params: Vec<Vec<f32>> = vec![vec![0.25; N]; states];
+    let mut ins = ins;
+    let mut params = params;
     let mut outs: Vec<Vec<f32>> = kernel.output_lens().iter().map(|&n| vec![0.0; n]).collect();
-    let mut scratch = Vec::new();
-    kernel.run(&ins, &params, &mut outs, &mut scratch);
+    let mut scratch = vec![0.0f32; kernel.scratch_bytes() / 4];
+    // As training runs it: in place when the kernel allows (w and the states overwritten),
+    // else into separate outputs.
+    let in_place = kernel.in_place_safe();
+    let mut step = || {
+        let ins_p: Vec<*const f32> = ins.iter().map(|v| v.as_ptr()).collect();
+        let ps: Vec<*const f32> = params.iter().map(|v| v.as_ptr()).collect();
+        let outs_p: Vec<*mut f32> = if in_place {
+            std::iter::once(ins[0].as_mut_ptr())
+                .chain(params.iter_mut().map(|v| v.as_mut_ptr()))
+                .collect()
+        } else {
+            outs.iter_mut().map(|v| v.as_mut_ptr()).collect()
+        };
+        // The buffers have the sizes the kernel was compiled for; in place is what
+        // `in_place_safe` allows.
+        unsafe { kernel.run_raw(&ins_p, &ps, &outs_p, &mut scratch) };
+    };
+    step();
     let reps = 20;
     let t = Instant::now();
     for _ in 0..reps {
-        kernel.run(&ins, &params, &mut outs, &mut scratch);
+        step();
     }
     let kernel_s = t.elapsed().as_secs_f64() / reps as f64;
     // Every array the kernel reads (w, g, the states) and writes (w', the states').
@@ -253,5 +272,6 @@ fn update_bandwidth(update: &nnc_ir::Func) -> Result<serde_json::Value, String> 
         "gb_per_s": kernel_gbs,
         "memcpy_gb_per_s": copy_gbs,
         "ratio_to_memcpy": kernel_gbs / copy_gbs,
+        "in_place": in_place,
     }))
 }

@@ -80,7 +80,8 @@ impl Kernel {
     ///
     /// # Safety
     /// Each pointer must address as many f32 as the compiled function's value has, and
-    /// output buffers must not overlap the others.
+    /// output buffers must not overlap the others, except that with `in_place_safe` each
+    /// output may be exactly the input or parameter buffer it replaces.
     pub unsafe fn run_raw(
         &self,
         ins: &[*const f32],

@@ -66,6 +66,10 @@ pub const NOISE_KEY: &str = "noise_key";
 /// The most iterations a `for` may unroll to (each one inlines its body again).
 const MAX_UNROLL: i64 = 4096;
 
+/// The most statements one function may elaborate, loops and layer calls unrolled
+/// (nested loops multiply: 4096 x 4096 would otherwise run for minutes).
+pub const MAX_STATEMENTS: u64 = 1_000_000;
+
 /// One layer instance on the inlining stack, for parameter naming and error context.
 struct Frame {
     /// The name of the caller's statement that made this instance (`h1` in `h1 = dense(..)`).
@@ -97,6 +101,8 @@ pub(crate) struct Elab<'a, 'd> {
     randoms: u32,
     /// New values of buffers, by buffer: what their names held when their layer ended.
     pub buffer_updates: Vec<(Value, Value)>,
+    /// Statements elaborated so far, against `MAX_STATEMENTS`.
+    statements: u64,
 }
 
 impl<'a, 'd> Elab<'a, 'd> {
@@ -119,6 +125,7 @@ impl<'a, 'd> Elab<'a, 'd> {
             read_training: false,
             randoms: 0,
             buffer_updates: Vec::new(),
+            statements: 0,
         }
     }
 
@@ -726,6 +733,13 @@ impl<'a, 'd> Elab<'a, 'd> {
     /// resolution reported).
     pub fn body(&mut self, scope: &mut Scope, body: &'d [Stmt]) -> Option<Val> {
         for s in body {
+            self.statements += 1;
+            if self.statements > MAX_STATEMENTS {
+                if self.statements == MAX_STATEMENTS + 1 {
+                    self.report(errors::too_many_statements(s.span()));
+                }
+                return None;
+            }
             match s {
                 Stmt::Assign { name, value, .. } => {
                     self.set_stmt(&name.name);
@@ -778,6 +792,9 @@ impl<'a, 'd> Elab<'a, 'd> {
                     for item in items {
                         scope.insert(var.name.clone(), item);
                         self.body(scope, body);
+                        if self.statements > MAX_STATEMENTS {
+                            return None;
+                        }
                     }
                 }
                 Stmt::If {

@@ -53,6 +53,19 @@ pub(crate) fn too_long(span: Span, ops: usize) -> Diagnostic {
     )
     .with_help("split it into several statements with intermediate names")
 }
+pub(crate) fn too_many_statements(span: Span) -> Diagnostic {
+    e(
+        "E0006",
+        format!(
+            "the model unrolls to more than {} statements",
+            crate::elab::MAX_STATEMENTS
+        ),
+        span,
+        "the limit was reached here",
+    )
+    .with_help("nested `for` loops multiply; unroll fewer steps")
+}
+
 /// The input is not UTF-8; `offset` is the first bad byte.
 pub fn not_utf8(span: Span, offset: usize) -> Diagnostic {
     e(

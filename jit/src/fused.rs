@@ -21,8 +21,6 @@ pub struct FusedStep {
     /// Where each parameter lives: (trained, start, length), in the parameter arena `w`
     /// for trained ones, in `buf` for buffers.
     slots: Vec<(bool, usize, usize)>,
-    /// The spans of the trained parameters in `w` (and `g` and the state arenas).
-    spans: Vec<(usize, usize)>,
     buf: Vec<f32>,
     buf_next: Vec<f32>,
     shapes: Vec<Vec<usize>>,
@@ -40,7 +38,7 @@ impl std::fmt::Debug for FusedStep {
         write!(
             f,
             "FusedStep {{ {} parameters, {} values }}",
-            self.spans.len(),
+            self.slots.len(),
             self.w.len()
         )
     }
@@ -56,16 +54,12 @@ impl FusedStep {
         params: &[Tensor],
         states: &[Vec<Tensor>],
     ) -> Result<FusedStep, String> {
-        let mut spans = Vec::new();
         let mut slots = Vec::new();
         let (mut w, mut buf) = (Vec::new(), Vec::new());
         for (i, p) in params.iter().enumerate() {
             let trained = grad.is_none_or(|g| g.params[i].kind == ParamKind::Param);
             let arena = if trained { &mut w } else { &mut buf };
             slots.push((trained, arena.len(), p.len()));
-            if trained {
-                spans.push((arena.len(), p.len()));
-            }
             arena.extend(p.data.iter().map(|&v| v as f32));
         }
         let n_states = update
@@ -88,7 +82,6 @@ impl FusedStep {
             grad: grad.cloned(),
             update: update.cloned(),
             slots,
-            spans,
             buf_next: buf.clone(),
             buf,
             shapes: params.iter().map(|p| p.shape.clone()).collect(),
@@ -132,7 +125,7 @@ impl FusedStep {
                 .map(|&(_, s, _)| unsafe { b.add(s) }),
         );
         let g = self.g.as_mut_ptr();
-        outs.extend(self.spans.iter().map(|&(s, _)| unsafe { g.add(s) }));
+        outs.extend(trained(&self.slots).map(|(s, _)| unsafe { g.add(s) }));
         unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) };
         std::mem::swap(&mut self.buf, &mut self.buf_next);
         Ok((
@@ -189,7 +182,7 @@ impl FusedStep {
     pub fn grads_mut(&mut self) -> Vec<&mut [f32]> {
         let mut rest: &mut [f32] = &mut self.g;
         let mut out = Vec::new();
-        for &(_, len) in &self.spans {
+        for (_, len) in trained(&self.slots) {
             let (head, tail) = rest.split_at_mut(len);
             out.push(head);
             rest = tail;
@@ -262,6 +255,11 @@ impl FusedStep {
     pub fn shapes(&self) -> &[Vec<usize>] {
         &self.shapes
     }
+}
+
+/// The spans of the trained parameters in `w` (and in `g` and the state arenas).
+fn trained(slots: &[(bool, usize, usize)]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    slots.iter().filter(|s| s.0).map(|&(_, s, len)| (s, len))
 }
 
 /// Checks the inputs, binds the symbolic sizes, and converts the inputs to f32 into reused

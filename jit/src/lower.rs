@@ -643,34 +643,33 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Stri
         };
         Some(format!("{how} -> {}{with}", where_(p.loc[i])))
     };
-    let mut sizes: Vec<String> = dims.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-    sizes.sort();
     let head = format!(
         "; @{} for {}: scratch {} bytes ({} without reuse)\n",
         f.name,
-        if sizes.is_empty() {
-            "its fixed sizes".to_string()
-        } else {
-            sizes.join(", ")
-        },
+        sizes_text(dims),
         4 * p.scratch,
         4 * p.unshared
     );
     Ok(head + &nnc_ir::print::print_func(f, &note))
 }
 
-/// The Cranelift IR of the compiled function, as text.
-pub fn clif_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
+/// The sizes a kernel was specialized to, for the text stages' headers (`B = 32, N = 4`).
+fn sizes_text(dims: &HashMap<String, usize>) -> String {
     let mut sizes: Vec<String> = dims.iter().map(|(k, v)| format!("{k} = {v}")).collect();
     sizes.sort();
+    if sizes.is_empty() {
+        "its fixed sizes".to_string()
+    } else {
+        sizes.join(", ")
+    }
+}
+
+/// The Cranelift IR of the compiled function, as text.
+pub fn clif_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
     let head = format!(
         "; @{} for {}\n; fn0 = nnc_matmul, fn1 = nnc_gather, fn2 = nnc_reduce, fn3 = nnc_one_hot, fn4 = nnc_math, fn5 = nnc_copy, fn6 = nnc_layout\n",
         f.name,
-        if sizes.is_empty() {
-            "its fixed sizes".to_string()
-        } else {
-            sizes.join(", ")
-        }
+        sizes_text(dims)
     );
     compile_inner(f, dims, true).map(|(_, t)| head + &t.unwrap_or_default())
 }

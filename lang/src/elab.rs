@@ -1694,24 +1694,9 @@ impl<'a, 'd> Elab<'a, 'd> {
         let ty = self.ty(x).clone();
         let target = match op {
             Op::Reshape => {
-                let Val::List(items) = &vals[1] else {
-                    let d = self.describe(&vals[1]);
-                    self.report(errors::kind(spans[1], "a list of dimensions", &d));
+                let Some(dims) = self.dims_arg(&vals[1], spans[1]) else {
                     return Val::Error;
                 };
-                let mut dims = Vec::new();
-                for it in items {
-                    match it {
-                        Val::Int(n) if *n > 0 => dims.push(Dim::Known(*n as u64)),
-                        Val::Dim(s) => dims.push(Dim::Sym(s.clone())),
-                        Val::Error => return Val::Error,
-                        other => {
-                            let d = self.describe_dim(other);
-                            self.report(errors::bad_dim(spans[1], &d));
-                            return Val::Error;
-                        }
-                    }
-                }
                 let to = TensorType::new(ty.dtype, Shape(dims));
                 if ty.shape.volume() != to.shape.volume() {
                     self.report(errors::reshape(span, &ty.to_string(), &to.to_string()));

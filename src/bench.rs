@@ -30,8 +30,9 @@ pub struct BenchArgs {
     /// Timed steps per measurement (after one warm-up step).
     #[arg(long, default_value_t = 200)]
     steps: usize,
-    /// Measure only this: train, forward or update (the fused update kernel against memcpy).
-    #[arg(long, value_parser = ["train", "forward", "update"])]
+    /// Measure only this: train, forward, update (the fused update kernel against memcpy)
+    /// or gemm (every matrix product of a training step, against a square gemm).
+    #[arg(long, value_parser = ["train", "forward", "update", "gemm"])]
     only: Option<String>,
     /// Timed steps of the interpreter baseline (0 skips it).
     #[arg(long, default_value_t = 3)]
@@ -183,11 +184,82 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
         });
         let _ = writeln!(out, "{line}");
     }
+    if a.only.as_deref() == Some("gemm") {
+        let mut cfg = config.clone();
+        cfg.backend = Backend::Jit;
+        let mut s = Session::new(model.clone(), cfg).map_err(fail)?;
+        for line in gemm_profile(&mut s, &inputs, a.steps, model.grad.is_some()).map_err(fail)? {
+            let _ = writeln!(out, "{line}");
+        }
+    }
     if let (Some(update), None | Some("update")) = (&model.update, a.only.as_deref()) {
         let line = update_bandwidth(update).map_err(fail)?;
         let _ = writeln!(out, "{line}");
     }
     Ok(())
+}
+
+/// Every matrix product of a step (a training step when the model trains), grouped by
+/// shape and operand layout: microseconds per step, GFLOP/s, and that rate against a
+/// 1024-cubed gemm measured in the same run; then one line with gemm's share of the step.
+fn gemm_profile(
+    session: &mut Session,
+    inputs: &[Tensor],
+    steps: usize,
+    train: bool,
+) -> Result<Vec<serde_json::Value>, String> {
+    let steps = steps.max(1);
+    measure(session, inputs, 1, train)?;
+    nnc_jit::kernels::take_matmul_profile();
+    nnc_jit::kernels::profile_matmuls(true);
+    let m = measure(session, inputs, steps, train);
+    nnc_jit::kernels::profile_matmuls(false);
+    let m = m?;
+    let calls = nnc_jit::kernels::take_matmul_profile();
+    // The warm-up step of `measure` ran with the profile on too.
+    let per = (steps + 1) as f64;
+    let reference = nnc_jit::kernels::reference_gflops(1024);
+    let mut groups: Vec<(nnc_jit::kernels::MatmulCall, usize)> = Vec::new();
+    for c in calls {
+        let same = |g: &nnc_jit::kernels::MatmulCall| {
+            (g.batch, g.m, g.k, g.n, g.a_transposed, g.b_transposed)
+                == (c.batch, c.m, c.k, c.n, c.a_transposed, c.b_transposed)
+        };
+        match groups.iter_mut().find(|(g, _)| same(g)) {
+            Some((g, count)) => {
+                g.seconds += c.seconds;
+                *count += 1;
+            }
+            None => groups.push((c, 1)),
+        }
+    }
+    let mut lines = Vec::new();
+    let mut total = 0.0;
+    for (g, count) in &groups {
+        let secs = g.seconds / per;
+        total += secs;
+        let flops = 2.0 * (g.batch * g.m * g.k * g.n) as f64 * (*count as f64 / per);
+        let gflops = flops / secs / 1e9;
+        lines.push(serde_json::json!({
+            "bench": "gemm",
+            "shape": format!("{}x[{}x{}]@[{}x{}]", g.batch, g.m, g.k, g.k, g.n),
+            "a_transposed": g.a_transposed,
+            "b_transposed": g.b_transposed,
+            "calls_per_step": *count as f64 / per,
+            "us_per_step": secs * 1e6,
+            "gflops": gflops,
+            "vs_square_1024": gflops / reference,
+        }));
+    }
+    let step = m.per_step.as_secs_f64();
+    lines.push(serde_json::json!({
+        "bench": "gemm_total",
+        "us_per_step": step * 1e6,
+        "gemm_us_per_step": total * 1e6,
+        "gemm_share": total / step,
+        "square_1024_gflops": reference,
+    }));
+    Ok(lines)
 }
 
 /// The floor of a forward pass that must read every weight once: microseconds to sum all

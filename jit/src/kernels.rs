@@ -6,9 +6,56 @@
 //! shapes (specialized per batch size); the descriptors are arrays of `i64` owned by the
 //! compiled kernel, so they outlive every call.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
 
 static THREADS: AtomicUsize = AtomicUsize::new(1);
+static PROFILE: AtomicBool = AtomicBool::new(false);
+static PROFILED: Mutex<Vec<MatmulCall>> = Mutex::new(Vec::new());
+
+/// One call of `nnc_matmul`, as recorded while profiling: the product's sizes, whether each
+/// operand was read transposed (its column stride is not 1), and the wall time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatmulCall {
+    pub batch: usize,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub a_transposed: bool,
+    pub b_transposed: bool,
+    pub seconds: f64,
+}
+
+/// Starts or stops recording every matrix product (`nnc bench --only gemm`); off by
+/// default, when it costs one relaxed load per product.
+pub fn profile_matmuls(on: bool) {
+    PROFILE.store(on, Ordering::Relaxed);
+}
+
+/// The products recorded since the last call, in call order.
+pub fn take_matmul_profile() -> Vec<MatmulCall> {
+    std::mem::take(&mut *PROFILED.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// GFLOP/s of one `[n, n] x [n, n]` gemm on this thread count, now: the yardstick the
+/// profile's products are compared with in the same run.
+pub fn reference_gflops(n: usize) -> f64 {
+    let a = vec![1.0f32; n * n];
+    let mut c = vec![0.0f32; n * n];
+    let desc = [1, n, n, n, n, 1, n, 1, 0, 0].map(|v| v as i64);
+    let run = |c: &mut [f32]| unsafe {
+        nnc_matmul(a.as_ptr(), a.as_ptr(), c.as_mut_ptr(), desc.as_ptr())
+    };
+    run(&mut c);
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        run(&mut c);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (n * n * n) as f64 / best / 1e9
+}
 
 /// Sets how many threads matrix products may use (1 = the calling thread only).
 pub fn set_threads(n: usize) {
@@ -26,6 +73,38 @@ pub unsafe extern "C" fn nnc_matmul(a: *const f32, b: *const f32, c: *mut f32, d
     let d = unsafe { std::slice::from_raw_parts(desc, 10) };
     let (batch, m, k, n) = (d[0] as usize, d[1] as usize, d[2] as usize, d[3] as usize);
     let (a_bs, b_bs) = (d[8] as usize, d[9] as usize);
+    let started = PROFILE.load(Ordering::Relaxed).then(Instant::now);
+    unsafe { matmul(a, b, c, d, batch, m, k, n, a_bs, b_bs) };
+    if let Some(t) = started {
+        let call = MatmulCall {
+            batch,
+            m,
+            k,
+            n,
+            a_transposed: d[5] != 1,
+            b_transposed: d[7] != 1,
+            seconds: t.elapsed().as_secs_f64(),
+        };
+        PROFILED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(call);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    d: &[i64],
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a_bs: usize,
+    b_bs: usize,
+) {
     let par = match THREADS.load(Ordering::Relaxed) {
         1 => gemm::Parallelism::None,
         t => gemm::Parallelism::Rayon(t),

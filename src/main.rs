@@ -3,6 +3,7 @@
 //! Exit status: 0 success, 1 errors in the input (source, data), 2 bad command line.
 
 mod bench;
+mod deploy;
 mod train_cmds;
 
 use std::io::{IsTerminal, Write};
@@ -67,6 +68,8 @@ enum Command {
     Gradcheck(train_cmds::GradcheckArgs),
     /// Time forward and training steps on random data; one JSON line each.
     Bench(bench::BenchArgs),
+    /// Compile a checkpoint's forward pass into an object file and a C header.
+    Build(deploy::BuildArgs),
     /// List the primitive ops: mnemonic, arity, attribute, doc.
     Ops,
 }
@@ -159,6 +162,7 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<(), Failed> {
         Command::Predict(a) => train_cmds::predict(a),
         Command::Gradcheck(a) => train_cmds::gradcheck(a),
         Command::Bench(a) => bench::bench(a, start),
+        Command::Build(a) => deploy::build(a),
         Command::Ops => {
             for row in nnc_ir::TABLE {
                 println!(

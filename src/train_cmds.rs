@@ -157,14 +157,14 @@ pub struct GradcheckArgs {
     tolerance: f64,
 }
 
-fn fail(msg: impl std::fmt::Display) -> Failed {
+pub(crate) fn fail(msg: impl std::fmt::Display) -> Failed {
     eprintln!("error: {msg}");
     Failed(1)
 }
 
 /// The model to use: `--model`, else the one a train block trains, else (if allowed)
 /// the first model.
-fn pick(
+pub(crate) fn pick(
     checked: &nnc_lang::Checked,
     file: &Path,
     model: Option<String>,
@@ -213,7 +213,7 @@ fn pick(
     Ok((model, spec))
 }
 
-fn base_dir(file: &Path) -> PathBuf {
+pub(crate) fn base_dir(file: &Path) -> PathBuf {
     file.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
@@ -377,7 +377,7 @@ pub fn train(a: TrainArgs) -> Result<(), Failed> {
     Ok(())
 }
 
-fn session_from(
+pub(crate) fn session_from(
     model: Model,
     spec: Option<&nnc_lang::TrainSpec>,
     file: &Path,

@@ -9,3 +9,4 @@ pub mod gradcheck;
 pub mod interp;
 pub mod passes;
 pub mod random_graph;
+pub mod rows;

@@ -13,8 +13,8 @@
 //! and random graphs against it.
 
 mod fused;
-pub mod kernels;
 mod lower;
+pub mod object;
 
 use std::collections::HashMap;
 
@@ -23,6 +23,8 @@ use nnc_runtime::Tensor;
 
 pub use fused::FusedStep;
 pub use lower::{Kernel, clif_text, plan_text};
+/// The run-time kernels compiled code calls (a crate of their own: AOT objects link them).
+pub use nnc_rt as kernels;
 
 /// Compiles `f` for the given sizes of its symbolic dimensions.
 pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {

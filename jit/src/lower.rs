@@ -160,7 +160,7 @@ fn strides(shape: &[usize]) -> Vec<i64> {
     s
 }
 
-struct Helpers {
+pub(crate) struct Helpers {
     matmul: FuncId,
     gather: FuncId,
     reduce: FuncId,
@@ -170,14 +170,17 @@ struct Helpers {
     layout: FuncId,
 }
 
-/// A JIT module for the host, the kernels' symbols, and whether the ISA has FMA.
-fn new_module() -> Result<(JITModule, Helpers, bool), String> {
+/// The host's ISA (every feature it reports, so `fma` where it exists) and whether it has
+/// FMA. Objects are position-independent, so they link into PIE executables.
+pub(crate) fn host_isa(
+    pic: bool,
+) -> Result<(std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, bool), String> {
     let mut fb = settings::builder();
     let set =
         |fb: &mut settings::Builder, k: &str, v: &str| fb.set(k, v).map_err(|e| e.to_string());
     set(&mut fb, "opt_level", "speed")?;
     set(&mut fb, "use_colocated_libcalls", "false")?;
-    set(&mut fb, "is_pic", "false")?;
+    set(&mut fb, "is_pic", if pic { "true" } else { "false" })?;
     let ib = cranelift_native::builder().map_err(|e| e.to_string())?;
     let isa = ib
         .finish(settings::Flags::new(fb))
@@ -186,15 +189,11 @@ fn new_module() -> Result<(JITModule, Helpers, bool), String> {
         .isa_flags()
         .iter()
         .any(|v| v.name == "has_fma" && v.as_bool() == Some(true));
-    let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
-    jb.symbol("nnc_matmul", kernels::nnc_matmul as *const u8);
-    jb.symbol("nnc_gather", kernels::nnc_gather as *const u8);
-    jb.symbol("nnc_reduce", kernels::nnc_reduce as *const u8);
-    jb.symbol("nnc_one_hot", kernels::nnc_one_hot as *const u8);
-    jb.symbol("nnc_math", kernels::nnc_math as *const u8);
-    jb.symbol("nnc_copy", kernels::nnc_copy as *const u8);
-    jb.symbol("nnc_layout", kernels::nnc_layout as *const u8);
-    let mut module = JITModule::new(jb);
+    Ok((isa, has_fma))
+}
+
+/// Declares the run-time kernels (`nnc-rt`) as imported functions of `module`.
+pub(crate) fn declare_kernels<M: Module>(module: &mut M) -> Result<Helpers, String> {
     let mut declare = |name: &str, n: usize| -> Result<FuncId, String> {
         let mut sig = module.make_signature();
         for _ in 0..n {
@@ -204,7 +203,7 @@ fn new_module() -> Result<(JITModule, Helpers, bool), String> {
             .declare_function(name, Linkage::Import, &sig)
             .map_err(|e| e.to_string())
     };
-    let helpers = Helpers {
+    Ok(Helpers {
         matmul: declare("nnc_matmul", 4)?,
         gather: declare("nnc_gather", 3)?,
         reduce: declare("nnc_reduce", 3)?,
@@ -212,7 +211,22 @@ fn new_module() -> Result<(JITModule, Helpers, bool), String> {
         math: declare("nnc_math", 5)?,
         copy: declare("nnc_copy", 3)?,
         layout: declare("nnc_layout", 4)?,
-    };
+    })
+}
+
+/// A JIT module for the host with the kernels' symbols registered by address.
+fn new_module() -> Result<(JITModule, Helpers, bool), String> {
+    let (isa, has_fma) = host_isa(false)?;
+    let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    jb.symbol("nnc_matmul", kernels::nnc_matmul as *const u8);
+    jb.symbol("nnc_gather", kernels::nnc_gather as *const u8);
+    jb.symbol("nnc_reduce", kernels::nnc_reduce as *const u8);
+    jb.symbol("nnc_one_hot", kernels::nnc_one_hot as *const u8);
+    jb.symbol("nnc_math", kernels::nnc_math as *const u8);
+    jb.symbol("nnc_copy", kernels::nnc_copy as *const u8);
+    jb.symbol("nnc_layout", kernels::nnc_layout as *const u8);
+    let mut module = JITModule::new(jb);
+    let helpers = declare_kernels(&mut module)?;
     Ok((module, helpers, has_fma))
 }
 
@@ -683,29 +697,97 @@ fn compile_inner(
     dims: &HashMap<String, usize>,
     text: bool,
 ) -> Result<(Kernel, Option<String>), String> {
+    let (mut module, helpers, has_fma) = new_module()?;
+    let name = format!("nnc_{}", f.name.replace('.', "_"));
+    let mut descs = if text {
+        Descs::Numbered(Vec::new())
+    } else {
+        Descs::Addresses(Vec::new())
+    };
+    let l = lower_into(
+        &mut module,
+        &helpers,
+        has_fma,
+        f,
+        dims,
+        &name,
+        Linkage::Export,
+        &mut descs,
+    )?;
+    module.finalize_definitions().map_err(|e| e.to_string())?;
+    let code = module.get_finalized_function(l.id);
+    // The function was declared with exactly this signature.
+    let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
+    let descs = match descs {
+        Descs::Addresses(d) | Descs::Numbered(d) => d,
+        Descs::Data => Vec::new(),
+    };
+    Ok((
+        Kernel {
+            module: Some(module),
+            entry,
+            scratch_len: l.scratch,
+            unshared_len: l.unshared,
+            outputs: l.outputs,
+            in_place: l.in_place,
+            _descs: descs,
+        },
+        l.clif,
+    ))
+}
+
+/// Where the kernels' descriptors live: boxed arrays whose addresses are baked into the
+/// code (JIT), the same numbered instead of addressed (printed CLIF, stable text), or
+/// read-only data objects of the module (object files).
+pub(crate) enum Descs {
+    Addresses(Vec<Box<[i64]>>),
+    Numbered(Vec<Box<[i64]>>),
+    Data,
+}
+
+/// One IR function lowered into a module: its id and what the caller must know to run it.
+pub(crate) struct Lowered {
+    pub id: FuncId,
+    /// f32 elements of scratch memory it needs.
+    pub scratch: usize,
+    pub unshared: usize,
+    pub outputs: Vec<(DType, Vec<usize>)>,
+    pub in_place: bool,
+    pub clif: Option<String>,
+}
+
+/// Lowers `f`, specialized to `dims`, into `module` as the function `name` with the entry
+/// signature `(inputs, params, outputs, scratch)`, each an array of pointers except the
+/// scratch arena.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn lower_into<M: Module>(
+    module: &mut M,
+    helpers: &Helpers,
+    has_fma: bool,
+    f: &Func,
+    dims: &HashMap<String, usize>,
+    name: &str,
+    linkage: Linkage,
+    descs: &mut Descs,
+) -> Result<Lowered, String> {
     if !crate::supports(f) {
         return Err(format!(
             "the JIT compiles f32 and i32 graphs; `@{}` uses f64",
             f.name
         ));
     }
-    let (mut module, helpers, has_fma) = new_module()?;
+    let text = matches!(descs, Descs::Numbered(_));
     let ptr = types::I64;
     let mut sig: Signature = module.make_signature();
     for _ in 0..4 {
         sig.params.push(AbiParam::new(ptr));
     }
     let id = module
-        .declare_function(
-            &format!("nnc_{}", f.name.replace('.', "_")),
-            Linkage::Export,
-            &sig,
-        )
+        .declare_function(name, linkage, &sig)
         .map_err(|e| e.to_string())?;
     let mut ctx = Context::new();
     ctx.func.signature = sig;
     let mut fbc = FunctionBuilderContext::new();
-    let mut descs: Vec<Box<[i64]>> = Vec::new();
 
     let Plan {
         loc,
@@ -776,16 +858,32 @@ fn compile_inner(
             }
         };
         // Descriptors are baked in as addresses; in printed CLIF, as their index, so the
-        // text does not change from run to run.
-        let mut desc_ptr = |b: &mut FunctionBuilder, d: Vec<i64>| {
-            let boxed = d.into_boxed_slice();
-            let p = if text {
-                descs.len() as i64
-            } else {
-                boxed.as_ptr() as i64
-            };
-            descs.push(boxed);
-            b.ins().iconst(ptr, p)
+        // text does not change from run to run; in objects, as read-only data.
+        let mut desc_ptr = |b: &mut FunctionBuilder, d: Vec<i64>| -> Result<_, String> {
+            Ok(match descs {
+                Descs::Addresses(v) => {
+                    let boxed = d.into_boxed_slice();
+                    let p = boxed.as_ptr() as i64;
+                    v.push(boxed);
+                    b.ins().iconst(ptr, p)
+                }
+                Descs::Numbered(v) => {
+                    let p = v.len() as i64;
+                    v.push(d.into_boxed_slice());
+                    b.ins().iconst(ptr, p)
+                }
+                Descs::Data => {
+                    let id = module
+                        .declare_anonymous_data(false, false)
+                        .map_err(|e| e.to_string())?;
+                    let mut data = cranelift_module::DataDescription::new();
+                    data.define(d.iter().flat_map(|v| v.to_le_bytes()).collect());
+                    data.set_align(8);
+                    module.define_data(id, &data).map_err(|e| e.to_string())?;
+                    let gv = module.declare_data_in_func(id, b.func);
+                    b.ins().symbol_value(ptr, gv)
+                }
+            })
         };
 
         for step in &steps {
@@ -889,7 +987,7 @@ fn compile_inner(
                     d.extend(xs.iter().map(|&s| s as i64));
                     d.extend(ostr);
                     let x = arg_addr(&mut b, 0);
-                    let dp = desc_ptr(&mut b, d);
+                    let dp = desc_ptr(&mut b, d)?;
                     b.ins().call(h_reduce, &[x, dst, dp]);
                 }
                 Op::Broadcast | Op::Transpose => {
@@ -913,7 +1011,7 @@ fn compile_inner(
                     d.extend(out.iter().map(|&s| s as i64));
                     d.extend(per_out);
                     let x = arg_addr(&mut b, 0);
-                    let dp = desc_ptr(&mut b, d);
+                    let dp = desc_ptr(&mut b, d)?;
                     b.ins().call(h_gather, &[x, dst, dp]);
                 }
                 Op::OneHot => {
@@ -952,7 +1050,7 @@ fn compile_inner(
                     ];
                     let kind = b.ins().iconst(ptr, i64::from(n.op == Op::Col2im));
                     let x = arg_addr(&mut b, 0);
-                    let dp = desc_ptr(&mut b, d.iter().map(|&v| v as i64).collect());
+                    let dp = desc_ptr(&mut b, d.iter().map(|&v| v as i64).collect())?;
                     b.ins().call(h_layout, &[kind, x, dst, dp]);
                 }
                 Op::Slice | Op::Pad => {
@@ -975,7 +1073,7 @@ fn compile_inner(
                     ];
                     let kind = b.ins().iconst(ptr, if n.op == Op::Slice { 2 } else { 3 });
                     let x = arg_addr(&mut b, 0);
-                    let dp = desc_ptr(&mut b, d);
+                    let dp = desc_ptr(&mut b, d)?;
                     b.ins().call(h_layout, &[kind, x, dst, dp]);
                 }
                 Op::Random => {
@@ -984,7 +1082,7 @@ fn compile_inner(
                     };
                     let kind = b.ins().iconst(ptr, 5);
                     let key = arg_addr(&mut b, 0);
-                    let dp = desc_ptr(&mut b, vec![count as i64, stream as i64]);
+                    let dp = desc_ptr(&mut b, vec![count as i64, stream as i64])?;
                     b.ins().call(h_layout, &[kind, key, dst, dp]);
                 }
                 Op::Iota => {
@@ -999,7 +1097,7 @@ fn compile_inner(
                         out[a + 1..].iter().product::<usize>() as i64,
                     ];
                     let kind = b.ins().iconst(ptr, 4);
-                    let dp = desc_ptr(&mut b, d);
+                    let dp = desc_ptr(&mut b, d)?;
                     b.ins().call(h_layout, &[kind, dst, dst, dp]);
                 }
                 Op::MatMul => {
@@ -1047,7 +1145,7 @@ fn compile_inner(
                         b_bs as i64,
                     ];
                     let (ap, bp) = (addr(&mut b, al), addr(&mut b, bl));
-                    let dp = desc_ptr(&mut b, d);
+                    let dp = desc_ptr(&mut b, d)?;
                     b.ins().call(h_matmul, &[ap, bp, dst, dp]);
                 }
                 Op::Reshape => {}
@@ -1097,22 +1195,14 @@ fn compile_inner(
             .define_function(id, &mut ctx)
             .map_err(|e| format!("{e:?}"))?;
         module.clear_context(&mut ctx);
-        module.finalize_definitions().map_err(|e| e.to_string())?;
-        let code = module.get_finalized_function(id);
-        // The function was declared with exactly this signature.
-        let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
-        Ok((
-            Kernel {
-                module: Some(module),
-                entry,
-                scratch_len: scratch,
-                unshared_len: unshared,
-                outputs: kernel_outputs,
-                in_place,
-                _descs: descs,
-            },
+        Ok(Lowered {
+            id,
+            scratch,
+            unshared,
+            outputs: kernel_outputs,
+            in_place,
             clif,
-        ))
+        })
     }
 }
 

@@ -33,21 +33,9 @@ impl Fnv {
     }
 }
 
-/// Uniform noise in [0, 1) with 24 random bits (exact in f32), a pure function of a key
-/// (the training step's), a stream (one per `random` call site) and an element index: the
-/// `random` op's definition, shared by the interpreter and the JIT so both draw the same
-/// numbers.
-pub fn counter_uniform(key: u64, stream: u64, index: u64) -> f32 {
-    // SplitMix64's finalizer over the three words.
-    let mut z = key
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
-        .wrapping_add(index.wrapping_mul(0xBF58_476D_1CE4_E5B9));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
-}
+/// Uniform noise in [0, 1) with 24 random bits: the `random` op's definition, in the
+/// run-time kernels' crate because compiled code calls it too.
+pub use nnc_rt::counter_uniform;
 
 /// xoshiro256++.
 #[derive(Clone, Debug)]

@@ -1,10 +1,14 @@
-//! The run-time kernels generated code calls through symbols registered with the JIT:
+//! nnc's run-time kernels: what generated code calls for the work it does not inline:
 //! matrix products (the `gemm` crate), the layout ops (broadcast, transpose, reductions,
-//! one-hot) as strided loops, and the transcendental functions.
+//! one-hot, windows, slices) as strided loops, and the integer and power functions.
+//!
+//! The JIT registers these functions with Cranelift by address; an object file written
+//! by `nnc build` refers to them by name (`nnc_matmul`, ...), so a C program links
+//! `libnnc_rt.a` and a Rust program this crate. Nothing else of nnc is needed at run time.
 //!
 //! Every kernel takes raw pointers and sizes that the compiler computed from the graph's
 //! shapes (specialized per batch size); the descriptors are arrays of `i64` owned by the
-//! compiled kernel, so they outlive every call.
+//! compiled code (or, in an object file, its read-only data), so they outlive every call.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -68,6 +72,7 @@ pub fn set_threads(n: usize) {
 ///
 /// # Safety
 /// The pointers must address buffers of the sizes the strides describe.
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn nnc_matmul(a: *const f32, b: *const f32, c: *mut f32, desc: *const i64) {
     // desc: batch, m, k, n, a_rs, a_cs, b_rs, b_cs, a_bs, b_bs
     let d = unsafe { std::slice::from_raw_parts(desc, 10) };
@@ -326,6 +331,7 @@ unsafe fn small_matmul_body(
 /// slice/pad, `[outer, big, small, inner, start]` (the sliced axis has `big` elements in
 /// the larger tensor, `small` in the smaller); for iota, `[outer, len, inner]`; for
 /// random, `[n, stream]`. The buffers fit it.
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn nnc_layout(kind: i64, x: *const f32, y: *mut f32, desc: *const i64) {
     let len = [11, 11, 5, 5, 3, 2][kind as usize];
     let d: Vec<usize> = unsafe { std::slice::from_raw_parts(desc, len) }
@@ -439,7 +445,7 @@ pub unsafe extern "C" fn nnc_layout(kind: i64, x: *const f32, y: *mut f32, desc:
             let key = unsafe { *x } as i64 as u64;
             let y = unsafe { std::slice::from_raw_parts_mut(y, n) };
             for (i, v) in y.iter_mut().enumerate() {
-                *v = nnc_runtime::rng::counter_uniform(key, stream as u64, i as u64);
+                *v = counter_uniform(key, stream as u64, i as u64);
             }
         }
         _ => {
@@ -459,6 +465,7 @@ pub unsafe extern "C" fn nnc_layout(kind: i64, x: *const f32, y: *mut f32, desc:
 ///
 /// # Safety
 /// `desc` is `[rank, out_shape..., x_strides...]`, and the buffers fit it.
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn nnc_gather(x: *const f32, y: *mut f32, desc: *const i64) {
     let rank = unsafe { *desc } as usize;
     let d = unsafe { std::slice::from_raw_parts(desc.add(1), 2 * rank) };
@@ -505,6 +512,7 @@ pub unsafe extern "C" fn nnc_gather(x: *const f32, y: *mut f32, desc: *const i64
 ///
 /// # Safety
 /// `desc` is `[rank, kind, count, out_len, x_shape..., out_strides...]`.
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn nnc_reduce(x: *const f32, y: *mut f32, desc: *const i64) {
     let h = unsafe { std::slice::from_raw_parts(desc, 4) };
     let (rank, kind, count, out_len) = (h[0] as usize, h[1], h[2], h[3] as usize);
@@ -591,6 +599,7 @@ fn sum8(xs: &[f32]) -> f32 {
 ///
 /// # Safety
 /// `labels` holds `n` values and `y` holds `n * classes`.
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn nnc_one_hot(labels: *const f32, y: *mut f32, n: i64, classes: i64) {
     let (n, c) = (n as usize, classes as usize);
     let ys = unsafe { std::slice::from_raw_parts_mut(y, n * c) };
@@ -609,6 +618,7 @@ pub unsafe extern "C" fn nnc_one_hot(labels: *const f32, y: *mut f32, n: i64, cl
 ///
 /// # Safety
 /// The buffers hold `n` values (`b` only for the binary kinds).
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn nnc_math(kind: i64, a: *const f32, b: *const f32, y: *mut f32, n: i64) {
     let n = n as usize;
     let xs = unsafe { std::slice::from_raw_parts(a, n) };
@@ -637,8 +647,40 @@ pub unsafe extern "C" fn nnc_math(kind: i64, a: *const f32, b: *const f32, y: *m
 ///
 /// # Safety
 /// Both buffers hold `n` values.
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn nnc_copy(y: *mut f32, x: *const f32, n: i64) {
     unsafe { std::ptr::copy(x, y, n as usize) };
+}
+
+/// Uniform noise in [0, 1) with 24 random bits (exact in f32), a pure function of a key
+/// (the training step's), a stream (one per `random` call site) and an element index: the
+/// `random` op's definition, shared by the interpreter and the JIT so both draw the same
+/// numbers.
+pub fn counter_uniform(key: u64, stream: u64, index: u64) -> f32 {
+    // SplitMix64's finalizer over the three words.
+    let mut z = key
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
+        .wrapping_add(index.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+}
+
+/// The address of every kernel: a Rust program that links an `nnc build` object calls
+/// this once (`std::hint::black_box(nnc_rt::kernels())`) so the linker keeps them all,
+/// whatever order it reads the object and this library in.
+pub fn kernels() -> [usize; 7] {
+    [
+        nnc_matmul as *const () as usize,
+        nnc_gather as *const () as usize,
+        nnc_reduce as *const () as usize,
+        nnc_one_hot as *const () as usize,
+        nnc_math as *const () as usize,
+        nnc_copy as *const () as usize,
+        nnc_layout as *const () as usize,
+    ]
 }
 
 #[cfg(test)]

@@ -1,0 +1,247 @@
+//! Row independence: does each row of a function's outputs depend only on the same row of
+//! its inputs? Then the function may run on a batch in pieces (a chunk of rows at a time)
+//! and give what it gives on the whole batch, which is what an ahead-of-time object needs
+//! to take any batch size with kernels compiled for fixed ones.
+//!
+//! The batch is the symbolic dimension `batch` on the leading axis of inputs. Each value
+//! is either free of the rows (parameters, constants, inputs without the batch axis) or has
+//! one axis that enumerates them, every other axis being computed within a row. Each op
+//! either carries that axis to its result or mixes rows (a reduction over it, a slice of
+//! it, a matrix product contracting it, the row index itself), which is reported.
+
+use nnc_ir::{Attr, Dim, Func, Op, Value};
+
+/// Where a value's rows are.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Rows {
+    /// The same for every row.
+    Free,
+    /// This axis enumerates the rows.
+    Axis(usize),
+}
+
+/// `Ok` if every output has the rows on its leading axis and each depends only on its own
+/// rows of the inputs; else the first op that mixes rows, as `%i = op: why`.
+pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
+    let is_batch = |d: &Dim| matches!(d, Dim::Sym(s) if s == batch);
+    let leading = |dims: &[Dim]| {
+        dims.iter()
+            .position(is_batch)
+            .filter(|&a| dims[..a].iter().all(|d| *d == Dim::Known(1)))
+    };
+    let mut rows: Vec<Rows> = Vec::with_capacity(f.nodes.len());
+    let mut inputs = Vec::with_capacity(f.inputs.len());
+    for a in &f.inputs {
+        let dims = a.ty.shape.dims();
+        inputs.push(match dims.iter().position(is_batch) {
+            None => Rows::Free,
+            Some(0) => Rows::Axis(0),
+            Some(_) => {
+                return Err(format!(
+                    "input `{}` has the batch dimension `{batch}` on a later axis than the first",
+                    a.name
+                ));
+            }
+        });
+    }
+    let of = |rows: &[Rows], v: Value| match v {
+        Value::Input(i) => inputs[i as usize],
+        Value::Param(_) => Rows::Free,
+        Value::Node(i) => rows[i as usize],
+    };
+    for (i, n) in f.nodes.iter().enumerate() {
+        let args: Vec<Rows> = n.args.iter().map(|&v| of(&rows, v)).collect();
+        let mix = |why: &str| Err(format!("%{i} = {}: {why}", n.op.info().mnemonic));
+        let axes: Vec<usize> = args
+            .iter()
+            .filter_map(|r| match r {
+                Rows::Axis(a) => Some(*a),
+                Rows::Free => None,
+            })
+            .collect();
+        let r = match n.op {
+            Op::Const => Rows::Free,
+            Op::Iota => {
+                let along = match &n.attr {
+                    Attr::Axes(a) => a.first().copied(),
+                    _ => None,
+                };
+                if along.is_some_and(|a| is_batch(&n.ty.shape.dims()[a])) {
+                    return mix(
+                        "counts along the batch axis (each row would see its index in the piece)",
+                    );
+                }
+                Rows::Free
+            }
+            Op::Random => return mix("draws noise (training only)"),
+            _ if axes.is_empty() => Rows::Free,
+            Op::Neg
+            | Op::Abs
+            | Op::Sign
+            | Op::Exp
+            | Op::Log
+            | Op::Sqrt
+            | Op::Tanh
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Max
+            | Op::Min
+            | Op::Pow
+            | Op::Lt
+            | Op::Le
+            | Op::Gt
+            | Op::Ge
+            | Op::Eq
+            | Op::Ne
+            | Op::Select
+            | Op::Cast
+            | Op::OneHot => {
+                if axes.iter().any(|&a| a != axes[0]) {
+                    return mix("combines values whose rows lie on different axes");
+                }
+                Rows::Axis(axes[0])
+            }
+            Op::Sum | Op::Mean | Op::ReduceMax => {
+                let Attr::Axes(reduced) = &n.attr else {
+                    return mix("has no axes");
+                };
+                let a = axes[0];
+                if reduced.contains(&a) {
+                    return mix("reduces over the batch axis");
+                }
+                Rows::Axis(a - reduced.iter().filter(|&&r| r < a).count())
+            }
+            Op::Broadcast => match &n.attr {
+                Attr::Dims(d) => Rows::Axis(d[axes[0]]),
+                _ => return mix("has no axis map"),
+            },
+            Op::Transpose => match &n.attr {
+                Attr::Perm(p) => Rows::Axis(p.iter().position(|&x| x == axes[0]).unwrap_or(0)),
+                _ => return mix("has no permutation"),
+            },
+            Op::Reshape => {
+                let from = leading(f.ty(n.args[0]).shape.dims());
+                match (from, leading(n.ty.shape.dims())) {
+                    (Some(a), Some(b)) if a == axes[0] => Rows::Axis(b),
+                    _ => return mix("reshapes across the batch axis"),
+                }
+            }
+            Op::MatMul => {
+                let rank = |v: Value| f.ty(v).shape.dims().len();
+                let (lr, rr, out) = (rank(n.args[0]), rank(n.args[1]), n.ty.shape.dims().len());
+                // Each operand's rows, as a result axis; contracting them mixes rows.
+                let mut at = Vec::new();
+                for (k, (&r, rank)) in args.iter().zip([lr, rr]).enumerate() {
+                    if let Rows::Axis(a) = r {
+                        let contracted = if k == 0 { a == rank - 1 } else { a == rank - 2 };
+                        if contracted {
+                            return mix("contracts the batch axis");
+                        }
+                        // lhs's M axis, rhs's N axis and the batch axes keep their place
+                        // counted from the end.
+                        let placed = if k == 1 && a == rank - 1 {
+                            out - 1
+                        } else {
+                            a + out - rank
+                        };
+                        at.push(placed);
+                    }
+                }
+                if at.iter().any(|&a| a != at[0]) {
+                    return mix("multiplies rows of one operand with all rows of the other");
+                }
+                Rows::Axis(at[0])
+            }
+            Op::Im2col | Op::Col2im => {
+                if axes[0] > 1 {
+                    return mix("slides a window along the batch axis");
+                }
+                Rows::Axis(axes[0])
+            }
+            Op::Slice | Op::Pad => match n.attr {
+                Attr::Offset { axis, .. } if axis != axes[0] => Rows::Axis(axes[0]),
+                _ => return mix("slices or pads the batch axis"),
+            },
+        };
+        rows.push(r);
+    }
+    for (k, &o) in f.outputs.iter().enumerate() {
+        let dims = f.ty(o).shape.dims();
+        match of(&rows, o) {
+            Rows::Axis(0) if dims.first().is_some_and(is_batch) => {}
+            Rows::Axis(_) => {
+                return Err(format!(
+                    "output {k} does not have the batch dimension `{batch}` as its first axis"
+                ));
+            }
+            Rows::Free => {
+                return Err(format!(
+                    "output {k} does not depend on the rows of the inputs"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::independent;
+
+    fn check(ir: &str) -> Result<(), String> {
+        let m = nnc_ir::parse_module(ir).unwrap_or_else(|e| panic!("{e}\n{ir}"));
+        independent(&m.funcs[0], "B")
+    }
+
+    #[test]
+    fn a_dense_layer_and_a_transpose_keep_rows_apart() {
+        let ir = "func @f(%x: f32[B, 3]) -> f32[B, 2] {
+  param %w: f32[3, 2] = zeros
+  %0 = matmul %x, %w : f32[B, 2]
+  %1 = transpose %0, perm=[1, 0] : f32[2, B]
+  %2 = exp %1 : f32[2, B]
+  %3 = transpose %2, perm=[1, 0] : f32[B, 2]
+  %4 = sum %3, axes=[1] : f32[B]
+  %5 = broadcast %4, dims=[0] : f32[B, 2]
+  %6 = div %3, %5 : f32[B, 2]
+  return %6
+}
+";
+        assert_eq!(check(ir), Ok(()));
+    }
+
+    #[test]
+    fn mixing_rows_is_named() {
+        let over_batch = "func @f(%x: f32[B, 3]) -> f32[B, 3] {
+  %0 = sum %x, axes=[0] : f32[3]
+  %1 = broadcast %0, dims=[1] : f32[B, 3]
+  %2 = sub %x, %1 : f32[B, 3]
+  return %2
+}
+";
+        assert_eq!(
+            check(over_batch),
+            Err("%0 = sum: reduces over the batch axis".into())
+        );
+        let gram = "func @f(%x: f32[B, 3]) -> f32[B, B] {
+  %0 = transpose %x, perm=[1, 0] : f32[3, B]
+  %1 = matmul %x, %0 : f32[B, B]
+  return %1
+}
+";
+        assert!(
+            check(gram).unwrap_err().starts_with("%1 = matmul"),
+            "{:?}",
+            check(gram)
+        );
+        let index = "func @f(%x: f32[B, 3]) -> f32[B, 3] {
+  %0 = iota axes=[0] : f32[B, 3]
+  %1 = add %x, %0 : f32[B, 3]
+  return %1
+}
+";
+        assert!(check(index).unwrap_err().starts_with("%0 = iota"));
+    }
+}

@@ -1,0 +1,513 @@
+//! Ahead-of-time code: a model's forward pass as a relocatable object file with its
+//! weights embedded, and the C header that declares it.
+//!
+//! The same lowering as the JIT (`lower::lower_into`) writes the kernel into a Cranelift
+//! `ObjectModule`; descriptors and weights become read-only data, the run-time kernels
+//! stay undefined symbols (`nnc_matmul`, ...) that `libnnc_rt.a` or the `nnc-rt` crate
+//! provides, and scratch memory comes from `malloc`. Around the kernels sits one exported
+//! function written in CLIF:
+//!
+//! ```c
+//! int <name>_forward(const float *x, float *y, size_t batch);
+//! ```
+//!
+//! It checks its arguments, then runs the kernel compiled for `chunk` rows on as many
+//! chunks as fit and the one compiled for a single row on the rest, which is exact only
+//! because the caller has checked that each output row depends on its own input row alone
+//! (`nnc_compiler::rows`). With a fixed batch, one kernel, and any other batch is refused.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::Context;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    AbiParam, InstBuilder, Signature, StackSlotData, StackSlotKind, types,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
+use cranelift_object::{ObjectBuilder, ObjectModule};
+use nnc_ir::{DType, Dim, Func};
+
+use crate::lower::{self, Descs, Lowered};
+
+/// How the exported function takes its batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Batch {
+    /// Any number of rows of the symbolic dimension `dim`, in chunks of `chunk`.
+    Any { dim: String, chunk: usize },
+    /// Exactly `n` rows (`dim` is the symbol they bind, if the inputs have one).
+    Fixed { dim: Option<String>, n: usize },
+}
+
+/// What `nnc build` compiles.
+pub struct ObjectSpec<'a> {
+    /// The forward function, optimized.
+    pub func: &'a Func,
+    /// Its parameters' values, in `func.params` order.
+    pub params: &'a [Vec<f32>],
+    /// The C prefix of the exported names (`digits_mlp` gives `digits_mlp_forward`).
+    pub symbol: String,
+    pub batch: Batch,
+    /// Sizes of the other symbolic dimensions.
+    pub dims: HashMap<String, usize>,
+    /// Lines for the header's opening comment (how the data was scaled, say).
+    pub notes: Vec<String>,
+}
+
+/// The object file (ELF on Linux) and its C header.
+pub struct Built {
+    pub object: Vec<u8>,
+    pub header: String,
+    /// Bytes the function allocates per call (scratch memory).
+    pub scratch_bytes: usize,
+    /// Bytes of embedded weights.
+    pub weight_bytes: usize,
+}
+
+/// Error codes of the exported function, as the header names them.
+pub const OK: i32 = 0;
+pub const EINVAL: i32 = 1;
+pub const ENOMEM: i32 = 2;
+
+fn io_shape(
+    ty: &nnc_ir::TensorType,
+    batch: &Batch,
+    dims: &HashMap<String, usize>,
+) -> Result<(bool, Vec<usize>), String> {
+    let b = match batch {
+        Batch::Any { dim, .. } => Some(dim),
+        Batch::Fixed { dim, .. } => dim.as_ref(),
+    };
+    let mut rows = false;
+    let mut shape = Vec::new();
+    for (k, d) in ty.shape.dims().iter().enumerate() {
+        match d {
+            Dim::Sym(s) if Some(s) == b && k == 0 => rows = true,
+            Dim::Sym(s) => match dims.get(s) {
+                Some(&n) => shape.push(n),
+                None => {
+                    return Err(format!(
+                        "no size for the dimension `{s}` (give it with --dim {s}=N)"
+                    ));
+                }
+            },
+            Dim::Known(n) => shape.push(*n as usize),
+        }
+    }
+    Ok((rows, shape))
+}
+
+/// Compiles `spec` into an object file and writes its header.
+pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
+    let f = spec.func;
+    for a in &f.inputs {
+        if a.ty.dtype != DType::F32 {
+            return Err(format!(
+                "`nnc build` takes f32 inputs; `{}` is {}",
+                a.name, a.ty
+            ));
+        }
+    }
+    for (k, ty) in f.output_types().iter().enumerate() {
+        if ty.dtype != DType::F32 {
+            return Err(format!("`nnc build` gives f32 outputs; output {k} is {ty}"));
+        }
+    }
+    if spec.params.len() != f.params.len() {
+        return Err(format!(
+            "{} parameter values for {} parameters",
+            spec.params.len(),
+            f.params.len()
+        ));
+    }
+    let (isa, has_fma) = lower::host_isa(true)?;
+    let builder = ObjectBuilder::new(
+        isa,
+        spec.symbol.as_bytes().to_vec(),
+        cranelift_module::default_libcall_names(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut module = ObjectModule::new(builder);
+    let helpers = lower::declare_kernels(&mut module)?;
+
+    // One kernel per batch size: (rows per call, kernel).
+    let sizes: Vec<(usize, Option<String>)> = match &spec.batch {
+        Batch::Any { dim, chunk } => vec![(*chunk, Some(dim.clone())), (1, Some(dim.clone()))],
+        Batch::Fixed { dim, n } => vec![(*n, dim.clone())],
+    };
+    let mut kernels: Vec<(usize, Lowered)> = Vec::new();
+    for (rows, dim) in &sizes {
+        let mut dims = spec.dims.clone();
+        if let Some(d) = dim {
+            dims.insert(d.clone(), *rows);
+        }
+        let name = format!("{}_kernel_{rows}", spec.symbol);
+        let l = lower::lower_into(
+            &mut module,
+            &helpers,
+            has_fma,
+            f,
+            &dims,
+            &name,
+            Linkage::Local,
+            &mut Descs::Data,
+        )?;
+        kernels.push((*rows, l));
+    }
+
+    // The weights, and the table of their addresses the kernels take as `params`.
+    let mut weight_bytes = 0;
+    let mut weights: Vec<DataId> = Vec::new();
+    for (k, (p, values)) in f.params.iter().zip(spec.params).enumerate() {
+        let want: usize = io_shape(&p.ty, &spec.batch, &spec.dims)?.1.iter().product();
+        if values.len() != want {
+            return Err(format!(
+                "parameter `{}` has {} values for {}",
+                p.name,
+                values.len(),
+                p.ty
+            ));
+        }
+        let id = module
+            .declare_data(
+                &format!("{}_weight_{k}", spec.symbol),
+                Linkage::Local,
+                false,
+                false,
+            )
+            .map_err(|e| e.to_string())?;
+        let mut d = DataDescription::new();
+        let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        if bytes.is_empty() {
+            bytes.push(0);
+        }
+        weight_bytes += bytes.len();
+        d.define(bytes.into_boxed_slice());
+        d.set_align(64);
+        module.define_data(id, &d).map_err(|e| e.to_string())?;
+        weights.push(id);
+    }
+    let table = module
+        .declare_data(
+            &format!("{}_weights", spec.symbol),
+            Linkage::Local,
+            true,
+            false,
+        )
+        .map_err(|e| e.to_string())?;
+    let mut d = DataDescription::new();
+    d.define(vec![0u8; 8 * weights.len().max(1)].into_boxed_slice());
+    d.set_align(8);
+    for (k, &w) in weights.iter().enumerate() {
+        let gv = module.declare_data_in_data(w, &mut d);
+        d.write_data_addr((8 * k) as u32, gv, 0);
+    }
+    module.define_data(table, &d).map_err(|e| e.to_string())?;
+
+    let scratch_bytes = kernels
+        .iter()
+        .map(|(_, l)| 4 * l.scratch)
+        .max()
+        .unwrap_or(0);
+    wrapper(&mut module, spec, &kernels, table, scratch_bytes)?;
+    let object = module
+        .finish()
+        .emit()
+        .map_err(|e| format!("writing the object file: {e}"))?;
+    Ok(Built {
+        object,
+        header: header(spec)?,
+        scratch_bytes,
+        weight_bytes,
+    })
+}
+
+/// Bytes per row of each input and output, and whether it has rows (the batch axis).
+fn row_bytes(spec: &ObjectSpec) -> Result<(Vec<(bool, usize)>, Vec<(bool, usize)>), String> {
+    let f = spec.func;
+    let each = |ty: &nnc_ir::TensorType| -> Result<(bool, usize), String> {
+        let (rows, shape) = io_shape(ty, &spec.batch, &spec.dims)?;
+        Ok((rows, 4 * shape.iter().product::<usize>()))
+    };
+    let ins = f
+        .inputs
+        .iter()
+        .map(|a| each(&a.ty))
+        .collect::<Result<_, _>>()?;
+    let outs = f
+        .output_types()
+        .iter()
+        .map(|t| each(t))
+        .collect::<Result<_, _>>()?;
+    Ok((ins, outs))
+}
+
+/// `int <symbol>_forward(inputs..., outputs..., size_t batch)`.
+fn wrapper(
+    module: &mut ObjectModule,
+    spec: &ObjectSpec,
+    kernels: &[(usize, Lowered)],
+    table: DataId,
+    scratch_bytes: usize,
+) -> Result<FuncId, String> {
+    let ptr = types::I64;
+    let (ins, outs) = row_bytes(spec)?;
+    let mut sig: Signature = module.make_signature();
+    for _ in 0..ins.len() + outs.len() + 1 {
+        sig.params.push(AbiParam::new(ptr));
+    }
+    sig.returns.push(AbiParam::new(types::I32));
+    let id = module
+        .declare_function(&format!("{}_forward", spec.symbol), Linkage::Export, &sig)
+        .map_err(|e| e.to_string())?;
+    let mut malloc_sig = module.make_signature();
+    malloc_sig.params.push(AbiParam::new(ptr));
+    malloc_sig.returns.push(AbiParam::new(ptr));
+    let malloc = module
+        .declare_function("malloc", Linkage::Import, &malloc_sig)
+        .map_err(|e| e.to_string())?;
+    let mut free_sig = module.make_signature();
+    free_sig.params.push(AbiParam::new(ptr));
+    let free = module
+        .declare_function("free", Linkage::Import, &free_sig)
+        .map_err(|e| e.to_string())?;
+
+    let mut ctx = Context::new();
+    ctx.func.signature = sig;
+    let mut fbc = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
+        let malloc = module.declare_func_in_func(malloc, b.func);
+        let free = module.declare_func_in_func(free, b.func);
+        let kernel_refs: Vec<_> = kernels
+            .iter()
+            .map(|(rows, l)| (*rows, module.declare_func_in_func(l.id, b.func)))
+            .collect();
+        let table = module.declare_data_in_func(table, b.func);
+
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        let invalid = b.create_block();
+        let no_memory = b.create_block();
+        b.switch_to_block(entry);
+        let args = b.block_params(entry).to_vec();
+        let batch = args[args.len() - 1];
+        let io = &args[..args.len() - 1];
+        // Null pointers and an empty or (fixed) wrong batch are refused.
+        for &p in io {
+            let next = b.create_block();
+            b.ins().brif(p, next, &[], invalid, &[]);
+            b.switch_to_block(next);
+        }
+        let next = b.create_block();
+        match &spec.batch {
+            Batch::Fixed { n, .. } => {
+                let ok = b.ins().icmp_imm_u(IntCC::Equal, batch, *n as i64);
+                b.ins().brif(ok, next, &[], invalid, &[]);
+            }
+            Batch::Any { .. } => {
+                b.ins().brif(batch, next, &[], invalid, &[]);
+            }
+        }
+        b.switch_to_block(next);
+        let scratch = if scratch_bytes > 0 {
+            let size = b.ins().iconst(ptr, scratch_bytes as i64);
+            let call = b.ins().call(malloc, &[size]);
+            let s = b.inst_results(call)[0];
+            let next = b.create_block();
+            b.ins().brif(s, next, &[], no_memory, &[]);
+            b.switch_to_block(next);
+            s
+        } else {
+            b.ins().iconst(ptr, 0)
+        };
+        let slot = |b: &mut FunctionBuilder, n: usize| {
+            b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                (8 * n.max(1)) as u32,
+                3,
+            ))
+        };
+        let in_slot = slot(&mut b, ins.len());
+        let out_slot = slot(&mut b, outs.len());
+        let params = b.ins().symbol_value(ptr, table);
+        let zero = b.ins().iconst(ptr, 0);
+        let done = b.create_block();
+        // Each kernel in turn runs while at least its rows remain: `row` is a block
+        // parameter of each loop's head.
+        let mut start = zero;
+        for &(rows, kernel) in &kernel_refs {
+            let head = b.create_block();
+            let row = b.append_block_param(head, ptr);
+            let body = b.create_block();
+            let exit = b.create_block();
+            let exit_row = b.append_block_param(exit, ptr);
+            b.ins().jump(head, &[start.into()]);
+            b.switch_to_block(head);
+            let left = b.ins().isub(batch, row);
+            let enough = b
+                .ins()
+                .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, left, rows as i64);
+            b.ins().brif(enough, body, &[], exit, &[row.into()]);
+            b.switch_to_block(body);
+            for (slot_, (user, list)) in [
+                (in_slot, (&io[..ins.len()], &ins)),
+                (out_slot, (&io[ins.len()..], &outs)),
+            ] {
+                for (j, (&p, &(has_rows, bytes))) in user.iter().zip(list.iter()).enumerate() {
+                    let at = if has_rows {
+                        let off = b.ins().imul_imm_u(row, bytes as i64);
+                        b.ins().iadd(p, off)
+                    } else {
+                        p
+                    };
+                    b.ins().stack_store(ptr, at, slot_, (8 * j) as i32);
+                }
+            }
+            let ip = b.ins().stack_addr(ptr, in_slot, 0);
+            let op = b.ins().stack_addr(ptr, out_slot, 0);
+            b.ins().call(kernel, &[ip, params, op, scratch]);
+            let next_row = b.ins().iadd_imm_s(row, rows as i64);
+            b.ins().jump(head, &[next_row.into()]);
+            b.switch_to_block(exit);
+            start = exit_row;
+        }
+        b.ins().jump(done, &[]);
+        b.switch_to_block(done);
+        if scratch_bytes > 0 {
+            b.ins().call(free, &[scratch]);
+        }
+        let ok = b.ins().iconst(types::I32, OK as i64);
+        b.ins().return_(&[ok]);
+        b.switch_to_block(invalid);
+        let e = b.ins().iconst(types::I32, EINVAL as i64);
+        b.ins().return_(&[e]);
+        b.switch_to_block(no_memory);
+        let e = b.ins().iconst(types::I32, ENOMEM as i64);
+        b.ins().return_(&[e]);
+        b.seal_all_blocks();
+        b.finalize(module.target_config());
+    }
+    module
+        .define_function(id, &mut ctx)
+        .map_err(|e| format!("{e:?}"))?;
+    module.clear_context(&mut ctx);
+    Ok(id)
+}
+
+/// The C header: the function, its shapes and error codes.
+fn header(spec: &ObjectSpec) -> Result<String, String> {
+    let f = spec.func;
+    let upper = spec.symbol.to_uppercase();
+    let (ins, outs) = row_bytes(spec)?;
+    let shape_text = |ty: &nnc_ir::TensorType| -> Result<String, String> {
+        let (rows, shape) = io_shape(ty, &spec.batch, &spec.dims)?;
+        let mut parts: Vec<String> = Vec::new();
+        if rows {
+            parts.push("batch".into());
+        }
+        parts.extend(shape.iter().map(|n| n.to_string()));
+        Ok(format!("[{}]", parts.join(", ")))
+    };
+    let mut h = String::new();
+    h += &format!(
+        "/* {sym}.h: the forward pass of the model `{model}`, compiled ahead of time by nnc.\n *\n",
+        sym = spec.symbol,
+        model = f.name
+    );
+    h += " * Link the object file with nnc's run-time kernels: libnnc_rt.a (and -lpthread -ldl -lm)\n";
+    h += " * from C, or the nnc-rt crate from Rust. The weights are inside the object.\n";
+    h += " * Machine code for the CPU nnc ran on (its vector extensions); row-major float32 arrays.\n";
+    match &spec.batch {
+        Batch::Any { chunk, .. } => {
+            h += &format!(" * Any batch size; rows run {chunk} at a time, then one by one.\n")
+        }
+        Batch::Fixed { n, .. } => h += &format!(" * Compiled for a batch of exactly {n} rows.\n"),
+    }
+    for n in &spec.notes {
+        h += &format!(" * {n}\n");
+    }
+    h += " */\n";
+    h += &format!("#ifndef {upper}_H\n#define {upper}_H\n\n#include <stddef.h>\n\n");
+    h += "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n";
+    for (a, (_, bytes)) in f.inputs.iter().zip(&ins) {
+        h += &format!(
+            "/* input `{}`: float32 {} */\n#define {upper}_{}_SIZE {}\n",
+            a.name,
+            shape_text(&a.ty)?,
+            c_ident(&a.name).to_uppercase(),
+            bytes / 4
+        );
+    }
+    for (k, (ty, (_, bytes))) in f.output_types().iter().zip(&outs).enumerate() {
+        h += &format!(
+            "/* output {k}: float32 {} */\n#define {upper}_OUTPUT{}_SIZE {}\n",
+            shape_text(ty)?,
+            if outs.len() == 1 {
+                String::new()
+            } else {
+                k.to_string()
+            },
+            bytes / 4
+        );
+    }
+    if let Batch::Fixed { n, .. } = &spec.batch {
+        h += &format!("#define {upper}_BATCH {n}\n");
+    }
+    h += &format!(
+        "\n#define {upper}_OK {OK}\n/* a null pointer, batch 0{} */\n#define {upper}_EINVAL {EINVAL}\n/* scratch memory could not be allocated */\n#define {upper}_ENOMEM {ENOMEM}\n\n",
+        if matches!(spec.batch, Batch::Fixed { .. }) {
+            " or another batch size"
+        } else {
+            ""
+        }
+    );
+    let mut params: Vec<String> = f
+        .inputs
+        .iter()
+        .map(|a| format!("const float *{}", c_ident(&a.name)))
+        .collect();
+    if outs.len() == 1 {
+        params.push("float *y".into());
+    } else {
+        params.extend((0..outs.len()).map(|k| format!("float *y{k}")));
+    }
+    params.push("size_t batch".into());
+    h += "/* Each size above is floats per row (per call with a fixed batch). Thread-safe: each\n * call allocates its own scratch memory. Returns one of the codes above. */\n";
+    h += &format!("int {}_forward({});\n", spec.symbol, params.join(", "));
+    h += "\n#ifdef __cplusplus\n}\n#endif\n\n";
+    h += &format!("#endif /* {upper}_H */\n");
+    Ok(h)
+}
+
+/// A C identifier for a name (`h1.w` -> `h1_w`; a leading digit gets `_`).
+pub fn c_ident(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// `DigitsMlp` -> `digits_mlp`: the model's name as a C prefix.
+pub fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = name.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev_lower =
+                i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            if i > 0 && (prev_lower || (next_lower && chars[i - 1].is_ascii_uppercase())) {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    c_ident(&out)
+}

@@ -1,0 +1,152 @@
+//! `nnc build`: a checkpoint's forward pass as an object file and a C header
+//! (`nnc_jit::object`), for programs that run the model without nnc.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use nnc_ir::Dim;
+use nnc_jit::object::{Batch, ObjectSpec};
+use nnc_train::TrainConfig;
+
+use crate::train_cmds::{base_dir, fail, pick, session_from};
+use crate::{Failed, load_checked};
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// The .nn file.
+    file: PathBuf,
+    /// The model (default: the one with a train block, else the first).
+    #[arg(long)]
+    model: Option<String>,
+    /// The trained parameters to embed.
+    #[arg(long, value_name = "CKPT")]
+    checkpoint: PathBuf,
+    /// The folder to write `<model>.o` and `<model>.h` into (created if missing).
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+    /// Compile for exactly this many rows per call (needed when rows depend on each other).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Rows per call of the chunked kernel when any batch size is allowed.
+    #[arg(long, default_value_t = 32)]
+    chunk: usize,
+    /// Sizes of other symbolic dimensions, as NAME=N.
+    #[arg(long = "dim", value_name = "NAME=N", value_parser = parse_dim)]
+    dims: Vec<(String, usize)>,
+}
+
+fn parse_dim(s: &str) -> Result<(String, usize), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=N"))?;
+    let n: usize = v.parse().map_err(|_| format!("`{v}` is not a size"))?;
+    if n == 0 {
+        return Err("a dimension must be at least 1".into());
+    }
+    Ok((k.to_string(), n))
+}
+
+/// Where `libnnc_rt.a` is, if it was built beside this executable.
+fn runtime_library() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let lib = exe.parent()?.join("libnnc_rt.a");
+    lib.exists().then_some(lib)
+}
+
+pub fn build(a: BuildArgs) -> Result<(), Failed> {
+    let checked = load_checked(&a.file)?;
+    let (model, spec) = pick(&checked, &a.file, a.model.clone(), false)?;
+    if a.chunk == 0 {
+        return Err(fail("--chunk must be at least 1"));
+    }
+    let symbol = nnc_jit::object::snake_case(&model.name);
+    let scale = spec
+        .as_ref()
+        .and_then(|s| TrainConfig::from_spec(s, &base_dir(&a.file)).data)
+        .map_or(1.0, |d| d.scale);
+    let (session, _) = session_from(
+        model,
+        spec.as_ref(),
+        &a.file,
+        &a.checkpoint,
+        nnc_train::Backend::Interp,
+    )?;
+    let f = &session.model.forward;
+    let batch_dim = f
+        .inputs
+        .first()
+        .and_then(|x| x.ty.shape.dims().first().cloned());
+    let dims: HashMap<String, usize> = a.dims.iter().cloned().collect();
+    let batch = match (batch_dim, a.batch) {
+        (Some(Dim::Sym(d)), Some(n)) => Batch::Fixed { dim: Some(d), n },
+        (Some(Dim::Sym(d)), None) => {
+            if let Err(why) = nnc_compiler::rows::independent(f, &d) {
+                return Err(fail(format!(
+                    "`{}` cannot run on any batch size in pieces: {why}; compile it for one batch size with --batch N",
+                    f.name
+                )));
+            }
+            Batch::Any {
+                dim: d,
+                chunk: a.chunk,
+            }
+        }
+        (Some(Dim::Known(n)), b) if b.is_none_or(|b| b as u64 == n) => Batch::Fixed {
+            dim: None,
+            n: n as usize,
+        },
+        (Some(Dim::Known(n)), _) => {
+            return Err(fail(format!(
+                "`{}` takes exactly {n} rows (its first input's shape is fixed)",
+                f.name
+            )));
+        }
+        (None, _) => return Err(fail(format!("`{}` has no input with rows", f.name))),
+    };
+    let mut notes = Vec::new();
+    if scale != 1.0 {
+        notes.push(format!(
+            "The train block scales every feature by {scale} before the model sees it (nnc predict"
+        ));
+        notes.push("does too): pass features scaled the same way.".into());
+    }
+    let params: Vec<Vec<f32>> = session
+        .current_params()
+        .iter()
+        .map(|t| t.data.iter().map(|&v| v as f32).collect())
+        .collect();
+    let built = nnc_jit::object::build(&ObjectSpec {
+        func: f,
+        params: &params,
+        symbol: symbol.clone(),
+        batch,
+        dims,
+        notes,
+    })
+    .map_err(fail)?;
+    std::fs::create_dir_all(&a.output)
+        .map_err(|e| fail(format!("cannot create `{}`: {e}", a.output.display())))?;
+    let object = a.output.join(format!("{symbol}.o"));
+    let header = a.output.join(format!("{symbol}.h"));
+    nnc_runtime::checkpoint::write_atomic(&object, &built.object).map_err(fail)?;
+    nnc_runtime::checkpoint::write_atomic(&header, built.header.as_bytes()).map_err(fail)?;
+    println!(
+        "wrote {} ({} bytes: {} of weights; {} bytes of scratch per call) and {}",
+        object.display(),
+        built.object.len(),
+        built.weight_bytes,
+        built.scratch_bytes,
+        header.display()
+    );
+    let lib =
+        runtime_library().map_or_else(|| "libnnc_rt.a".to_string(), |p| p.display().to_string());
+    println!(
+        "link: cc -O2 main.c {} {lib} -lpthread -ldl -lm",
+        object.display()
+    );
+    if runtime_library().is_none() {
+        println!("(libnnc_rt.a is built by `cargo build --release -p nnc-rt`, in target/release/)");
+    }
+    Ok(())
+}

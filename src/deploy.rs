@@ -65,14 +65,8 @@ pub fn build(a: BuildArgs) -> Result<(), Failed> {
         .as_ref()
         .and_then(|s| TrainConfig::from_spec(s, &base_dir(&a.file)).data)
         .map_or(1.0, |d| d.scale);
-    let (session, _) = session_from(
-        model,
-        spec.as_ref(),
-        &a.file,
-        &a.checkpoint,
-        nnc_train::Backend::Interp,
-    )?;
-    let f = &session.model.forward;
+    // The batch is decided (and rows proven independent) before the checkpoint is read.
+    let f = &model.forward;
     let batch_dim = f
         .inputs
         .first()
@@ -111,6 +105,13 @@ pub fn build(a: BuildArgs) -> Result<(), Failed> {
         ));
         notes.push("does too): pass features scaled the same way.".into());
     }
+    let (session, _) = session_from(
+        model.clone(),
+        spec.as_ref(),
+        &a.file,
+        &a.checkpoint,
+        nnc_train::Backend::Interp,
+    )?;
     let params: Vec<Vec<f32>> = session
         .current_params()
         .iter()

@@ -1,11 +1,21 @@
 /* Reads rows of features as CSV (a header line; `scale` multiplies every value; the
- * label column, if named, is skipped), runs the model compiled by `nnc build`, and
- * prints each row's predicted class, one per line. Error codes are checked too. */
+ * label column, if named, is skipped), runs a model compiled by `nnc build`, and prints
+ * each row's predicted class and outputs as `nnc predict` does. Its error codes are
+ * checked too. Build with -DPREFIX=digits_mlp -DUPPER=DIGITS_MLP (the model's names). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "digits_mlp.h"
+#define STR2(a) #a
+#define STR(a) STR2(a)
+#define CAT2(a, b) a##b
+#define CAT(a, b) CAT2(a, b)
+#include STR(PREFIX.h)
+#define FORWARD CAT(PREFIX, _forward)
+#define X_SIZE CAT(UPPER, _X_SIZE)
+#define Y_SIZE CAT(UPPER, _OUTPUT_SIZE)
+#define OK CAT(UPPER, _OK)
+#define EINVAL_ CAT(UPPER, _EINVAL)
 
 int main(int argc, char **argv) {
     if (argc != 3) {
@@ -25,38 +35,40 @@ int main(int argc, char **argv) {
     for (char *t = strtok(line, ",\r\n"); t; t = strtok(NULL, ",\r\n"), cols++)
         if (strcmp(t, "label") == 0) label_col = cols;
     size_t cap = 1024, rows = 0;
-    float *x = malloc(cap * DIGITS_MLP_X_SIZE * sizeof(float));
+    float *x = malloc(cap * X_SIZE * sizeof(float));
     while (fgets(line, sizeof line, f)) {
         if (rows == cap) {
             cap *= 2;
-            x = realloc(x, cap * DIGITS_MLP_X_SIZE * sizeof(float));
+            x = realloc(x, cap * X_SIZE * sizeof(float));
         }
         int c = 0, k = 0;
         for (char *t = strtok(line, ",\r\n"); t; t = strtok(NULL, ",\r\n"), c++) {
             if (c == label_col) continue;
-            if (k < DIGITS_MLP_X_SIZE) x[rows * DIGITS_MLP_X_SIZE + k++] = strtof(t, NULL) * scale;
+            if (k < X_SIZE) x[rows * X_SIZE + k++] = strtof(t, NULL) * scale;
         }
-        if (k != DIGITS_MLP_X_SIZE) {
+        if (k != X_SIZE) {
             fprintf(stderr, "row %zu has %d features\n", rows + 1, k);
             return 2;
         }
         rows++;
     }
     fclose(f);
-    float *y = malloc(rows * DIGITS_MLP_OUTPUT_SIZE * sizeof(float));
-    if (digits_mlp_forward(NULL, y, rows) != DIGITS_MLP_EINVAL) return 3;
-    if (digits_mlp_forward(x, NULL, rows) != DIGITS_MLP_EINVAL) return 3;
-    if (digits_mlp_forward(x, y, 0) != DIGITS_MLP_EINVAL) return 3;
-    int rc = digits_mlp_forward(x, y, rows);
-    if (rc != DIGITS_MLP_OK) {
+    float *y = malloc(rows * Y_SIZE * sizeof(float));
+    if (FORWARD(NULL, y, rows) != EINVAL_) return 3;
+    if (FORWARD(x, NULL, rows) != EINVAL_) return 3;
+    if (FORWARD(x, y, 0) != EINVAL_) return 3;
+    int rc = FORWARD(x, y, rows);
+    if (rc != OK) {
         fprintf(stderr, "forward returned %d\n", rc);
         return 4;
     }
     for (size_t i = 0; i < rows; i++) {
         int best = 0;
-        for (int j = 1; j < DIGITS_MLP_OUTPUT_SIZE; j++)
-            if (y[i * DIGITS_MLP_OUTPUT_SIZE + j] > y[i * DIGITS_MLP_OUTPUT_SIZE + best]) best = j;
-        printf("%d\n", best);
+        for (int j = 1; j < Y_SIZE; j++)
+            if (y[i * Y_SIZE + j] > y[i * Y_SIZE + best]) best = j;
+        printf("%d", best);
+        for (int j = 0; j < Y_SIZE; j++) printf(",%.9g", y[i * Y_SIZE + j]);
+        printf("\n");
     }
     free(x);
     free(y);

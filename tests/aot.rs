@@ -1,0 +1,239 @@
+//! Ahead-of-time code: `nnc build` writes an object file and a C header; a C program
+//! compiled against them with the system's C compiler must predict what `nnc predict`
+//! predicts on the digits test rows, and the same object must link into a Rust program
+//! that has no nnc in it but the run-time kernels.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{nnc, s, scratch};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The `nnc-rt` static library, built with the profile this test was built with (its
+/// folder is the `nnc` binary's).
+fn runtime_library() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_nnc")).parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", "nnc-rt", "--lib"])
+        .current_dir(ROOT);
+    if dir.ends_with("release") {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lib = dir.join("libnnc_rt.a");
+    assert!(lib.exists(), "{} was not built", lib.display());
+    lib
+}
+
+/// The digits rows `nnc predict` and the C program both read: the header and the test
+/// tail (the last 360 rows).
+fn test_rows(dir: &Path) -> PathBuf {
+    let all = std::fs::read_to_string(Path::new(ROOT).join("examples/data/digits.csv")).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let rows = dir.join("test.csv");
+    let mut text = String::from(lines[0]) + "\n";
+    for l in &lines[lines.len() - 360..] {
+        text += l;
+        text += "\n";
+    }
+    std::fs::write(&rows, text).unwrap();
+    rows
+}
+
+fn table(text: &str) -> Vec<Vec<f64>> {
+    text.lines()
+        .filter(|l| !l.starts_with("prediction"))
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect()
+}
+
+/// Trains `example` briefly, builds it, compiles `tests/aot/predict.c` against it and
+/// compares every row's class and outputs with `nnc predict`.
+fn c_program_matches_predict(example: &str) {
+    let dir = scratch(&format!("aot-{example}"));
+    let file = format!("examples/{example}.nn");
+    let run = dir.join("run");
+    let (code, _, err) = nnc(&["train", &file, "--epochs", "3", "--out", s(&run)]);
+    assert_eq!(code, 0, "{err}");
+    let ckpt = run.join("checkpoint.safetensors");
+    let out = dir.join("out");
+    let (code, stdout, err) = nnc(&["build", &file, "--checkpoint", s(&ckpt), "-o", s(&out)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("link: cc"), "{stdout}");
+    let prefix = example.to_string();
+    let upper = prefix.to_uppercase();
+    let exe = dir.join("predict");
+    let cc = Command::new("cc")
+        .args(["-O2", "-std=c99", "-Wall", "-Werror", "-I", s(&out)])
+        .arg(format!("-DPREFIX={prefix}"))
+        .arg(format!("-DUPPER={upper}"))
+        .arg(Path::new(ROOT).join("tests/aot/predict.c"))
+        .arg(out.join(format!("{prefix}.o")))
+        .arg(runtime_library())
+        .args(["-lpthread", "-ldl", "-lm", "-o", s(&exe)])
+        .output()
+        .expect("a C compiler `cc` (gcc or clang) on the PATH");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let rows = test_rows(&dir);
+    let c = Command::new(&exe)
+        .args([s(&rows), "0.0625"])
+        .output()
+        .unwrap();
+    assert!(
+        c.status.success(),
+        "exit {:?}: {}",
+        c.status,
+        String::from_utf8_lossy(&c.stderr)
+    );
+    let (code, want, err) = nnc(&[
+        "predict",
+        &file,
+        "--checkpoint",
+        s(&ckpt),
+        "--input",
+        s(&rows),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (got, want) = (table(&String::from_utf8_lossy(&c.stdout)), table(&want));
+    assert_eq!(got.len(), 360);
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            g[0], w[0],
+            "row {i}: class {} vs nnc predict's {}",
+            g[0], w[0]
+        );
+        let scale = w[1..].iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        for (a, b) in g[1..].iter().zip(&w[1..]) {
+            assert!((a - b).abs() <= 1e-5 * scale, "row {i}: {g:?} vs {w:?}");
+        }
+    }
+}
+
+#[test]
+fn a_c_program_predicts_what_nnc_predicts_mlp() {
+    c_program_matches_predict("digits_mlp");
+}
+
+#[test]
+fn a_c_program_predicts_what_nnc_predicts_cnn() {
+    // Convolutions, batch norm on running statistics, pooling, dropout off.
+    c_program_matches_predict("digits_cnn");
+}
+
+/// A checkpoint of `example`'s initial parameters, written through the library (the
+/// header does not depend on the values; this model has no data to train on).
+fn initial_checkpoint(example: &str, path: &Path) {
+    let file = Path::new(ROOT).join(format!("examples/{example}.nn"));
+    let checked = nnc::lang::check(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let spec = &checked.trains[0];
+    let model = nnc::train::Model::new(&checked.module, &spec.model, Some(spec)).unwrap();
+    let config = nnc::train::TrainConfig::from_spec(spec, file.parent().unwrap());
+    let session = nnc::train::Session::new(model, config).unwrap();
+    session.to_checkpoint().save(path).unwrap();
+}
+
+#[test]
+fn the_header_documents_inputs_shapes_and_error_codes() {
+    let dir = scratch("aot-header");
+    let ckpt = dir.join("init.safetensors");
+    initial_checkpoint("two_inputs", &ckpt);
+    let out = dir.join("out");
+    let (code, _, err) = nnc(&[
+        "build",
+        "examples/two_inputs.nn",
+        "--checkpoint",
+        s(&ckpt),
+        "-o",
+        s(&out),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let header = std::fs::read_to_string(out.join("fusion.h")).unwrap();
+    insta::assert_snapshot!("two_inputs_header", header);
+}
+
+#[test]
+fn a_model_whose_rows_mix_needs_a_fixed_batch() {
+    let dir = scratch("aot-rows");
+    let file = dir.join("center.nn");
+    let data = Path::new(ROOT).join("examples/data/digits.csv");
+    std::fs::write(
+        &file,
+        format!(
+            "model Center(x: f32[B, 64]) -> f32[B, 10] {{\n    c = x - mean(x, axis = 0)\n    return dense(c, 10)\n}}\n\n\
+             train Center(y: i32[B]) {{\n    loss = cross_entropy(output, y)\n    optimizer = sgd(lr = 0.1)\n    batch = 32\n    epochs = 1\n    \
+             data = csv(\"{}\", label = \"label\", scale = 0.0625, test_tail = 360)\n}}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let (code, _, err) = nnc(&["train", s(&file), "--out", s(&run)]);
+    assert_eq!(code, 0, "{err}");
+    let ckpt = run.join("checkpoint.safetensors");
+    let out = dir.join("out");
+    let (code, _, err) = nnc(&["build", s(&file), "--checkpoint", s(&ckpt), "-o", s(&out)]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("reduces over the batch axis") && err.contains("--batch N"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written when the build fails");
+    let (code, _, err) = nnc(&[
+        "build",
+        s(&file),
+        "--checkpoint",
+        s(&ckpt),
+        "-o",
+        s(&out),
+        "--batch",
+        "8",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let header = std::fs::read_to_string(out.join("center.h")).unwrap();
+    assert!(header.contains("#define CENTER_BATCH 8"), "{header}");
+    assert!(header.contains("or another batch size"), "{header}");
+}
+
+#[test]
+fn bad_arguments_fail_cleanly() {
+    let dir = scratch("aot-bad");
+    let out = dir.join("out");
+    let missing = dir.join("none.safetensors");
+    let (code, _, err) = nnc(&[
+        "build",
+        "examples/digits_mlp.nn",
+        "--checkpoint",
+        s(&missing),
+        "-o",
+        s(&out),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("none.safetensors"), "{err}");
+    assert!(!out.exists(), "nothing is written when the build fails");
+    let (code, _, err) = nnc(&[
+        "build",
+        "examples/digits_mlp.nn",
+        "--checkpoint",
+        s(&missing),
+        "-o",
+        s(&out),
+        "--chunk",
+        "0",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--chunk"), "{err}");
+}

@@ -56,10 +56,9 @@ fn table(text: &str) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// Trains `example` briefly, builds it, compiles `tests/aot/predict.c` against it and
-/// compares every row's class and outputs with `nnc predict`.
-fn c_program_matches_predict(example: &str) {
-    let dir = scratch(&format!("aot-{example}"));
+/// Trains `example` briefly and builds it: (scratch folder, checkpoint, build folder).
+fn trained_build(example: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = scratch(name);
     let file = format!("examples/{example}.nn");
     let run = dir.join("run");
     let (code, _, err) = nnc(&["train", &file, "--epochs", "3", "--out", s(&run)]);
@@ -69,6 +68,41 @@ fn c_program_matches_predict(example: &str) {
     let (code, stdout, err) = nnc(&["build", &file, "--checkpoint", s(&ckpt), "-o", s(&out)]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("link: cc"), "{stdout}");
+    (dir, ckpt, out)
+}
+
+/// Every row's class and outputs against `nnc predict`'s.
+fn same_predictions(example: &str, ckpt: &Path, rows: &Path, got: &[u8]) {
+    let file = format!("examples/{example}.nn");
+    let (code, want, err) = nnc(&[
+        "predict",
+        &file,
+        "--checkpoint",
+        s(ckpt),
+        "--input",
+        s(rows),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (got, want) = (table(&String::from_utf8_lossy(got)), table(&want));
+    assert_eq!(got.len(), 360);
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            g[0], w[0],
+            "row {i}: class {} vs nnc predict's {}",
+            g[0], w[0]
+        );
+        let scale = w[1..].iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        for (a, b) in g[1..].iter().zip(&w[1..]) {
+            assert!((a - b).abs() <= 1e-5 * scale, "row {i}: {g:?} vs {w:?}");
+        }
+    }
+}
+
+/// Trains `example` briefly, builds it, compiles `tests/aot/predict.c` against it and
+/// compares every row's class and outputs with `nnc predict`.
+fn c_program_matches_predict(example: &str) {
+    let (dir, ckpt, out) = trained_build(example, &format!("aot-{example}"));
     let prefix = example.to_string();
     let upper = prefix.to_uppercase();
     let exe = dir.join("predict");
@@ -98,34 +132,55 @@ fn c_program_matches_predict(example: &str) {
         c.status,
         String::from_utf8_lossy(&c.stderr)
     );
-    let (code, want, err) = nnc(&[
-        "predict",
-        &file,
-        "--checkpoint",
-        s(&ckpt),
-        "--input",
-        s(&rows),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let (got, want) = (table(&String::from_utf8_lossy(&c.stdout)), table(&want));
-    assert_eq!(got.len(), 360);
-    assert_eq!(got.len(), want.len());
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(
-            g[0], w[0],
-            "row {i}: class {} vs nnc predict's {}",
-            g[0], w[0]
-        );
-        let scale = w[1..].iter().fold(1.0f64, |m, v| m.max(v.abs()));
-        for (a, b) in g[1..].iter().zip(&w[1..]) {
-            assert!((a - b).abs() <= 1e-5 * scale, "row {i}: {g:?} vs {w:?}");
-        }
-    }
+    same_predictions(example, &ckpt, &rows, &c.stdout);
 }
 
 #[test]
 fn a_c_program_predicts_what_nnc_predicts_mlp() {
     c_program_matches_predict("digits_mlp");
+}
+
+#[test]
+fn a_rust_program_links_the_object_with_only_the_kernels_crate() {
+    let (dir, ckpt, out) = trained_build("digits_mlp", "aot-rust");
+    let object = out.join("digits_mlp.o");
+    let exe_dir = Path::new(env!("CARGO_BIN_EXE_nnc")).parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "rustc",
+        "-p",
+        "nnc-rt",
+        "--example",
+        "deploy",
+        "--features",
+        "example-model",
+    ])
+    .current_dir(ROOT);
+    if exe_dir.ends_with("release") {
+        cmd.arg("--release");
+    }
+    let build = cmd
+        .args(["--", "-C"])
+        .arg(format!("link-arg={}", s(&object)))
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let rows = test_rows(&dir);
+    let run = Command::new(exe_dir.join("examples/deploy"))
+        .arg(&rows)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    same_predictions("digits_mlp", &ckpt, &rows, &run.stdout);
 }
 
 #[test]

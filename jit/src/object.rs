@@ -222,8 +222,11 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
     })
 }
 
-/// Bytes per row of each input and output, and whether it has rows (the batch axis).
-fn row_bytes(spec: &ObjectSpec) -> Result<(Vec<(bool, usize)>, Vec<(bool, usize)>), String> {
+/// Whether an input or output has rows (the batch axis), and its bytes per row.
+type Rowed = (bool, usize);
+
+/// Each input's and each output's rows and bytes per row.
+fn row_bytes(spec: &ObjectSpec) -> Result<(Vec<Rowed>, Vec<Rowed>), String> {
     let f = spec.func;
     let each = |ty: &nnc_ir::TensorType| -> Result<(bool, usize), String> {
         let (rows, shape) = io_shape(ty, &spec.batch, &spec.dims)?;

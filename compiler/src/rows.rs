@@ -24,10 +24,18 @@ enum Rows {
 /// rows of the inputs; else the first op that mixes rows, as `%i = op: why`.
 pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
     let is_batch = |d: &Dim| matches!(d, Dim::Sym(s) if s == batch);
-    let leading = |dims: &[Dim]| {
-        dims.iter()
-            .position(is_batch)
-            .filter(|&a| dims[..a].iter().all(|d| *d == Dim::Known(1)))
+    // The batch axis of a shape, with the product of the known sizes before and after it
+    // (a reshape keeps rows apart when it keeps both products: element (p, b, s) is at
+    // (p * B + b) * S + s on both sides).
+    let split = |dims: &[Dim]| -> Option<(usize, u64, u64)> {
+        let a = dims.iter().position(is_batch)?;
+        let product = |ds: &[Dim]| {
+            ds.iter().try_fold(1u64, |acc, d| match d {
+                Dim::Known(n) => Some(acc * n),
+                Dim::Sym(_) => None,
+            })
+        };
+        Some((a, product(&dims[..a])?, product(&dims[a + 1..])?))
     };
     let mut rows: Vec<Rows> = Vec::with_capacity(f.nodes.len());
     let mut inputs = Vec::with_capacity(f.inputs.len());
@@ -122,9 +130,11 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
                 _ => return mix("has no permutation"),
             },
             Op::Reshape => {
-                let from = leading(f.ty(n.args[0]).shape.dims());
-                match (from, leading(n.ty.shape.dims())) {
-                    (Some(a), Some(b)) if a == axes[0] => Rows::Axis(b),
+                let from = split(f.ty(n.args[0]).shape.dims());
+                match (from, split(n.ty.shape.dims())) {
+                    (Some((a, p, s)), Some((b, q, t))) if a == axes[0] && (p, s) == (q, t) => {
+                        Rows::Axis(b)
+                    }
                     _ => return mix("reshapes across the batch axis"),
                 }
             }

@@ -745,6 +745,398 @@ pub(crate) enum Descs {
     Data,
 }
 
+/// A kernel of `nnc-rt` that generated code calls.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum KernelFn {
+    Matmul,
+    Gather,
+    Reduce,
+    OneHot,
+    Math,
+    Copy,
+    Layout,
+}
+
+/// An argument of a kernel call: a buffer, a constant, or a descriptor (an array of
+/// constants the call reads through a pointer).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Arg {
+    Loc(Loc),
+    Imm(i64),
+    Desc(Vec<i64>),
+}
+
+/// One fused loop: `count` elements; at each index the nodes of `order` are computed from
+/// the `leaves` (read at the index), the `scalars` (one value broadcast to every index) and
+/// each other, and the `stores` written.
+#[derive(Clone, Debug)]
+pub(crate) struct LoopSpec {
+    pub order: Vec<usize>,
+    pub leaves: Vec<(Value, Loc)>,
+    pub scalars: Vec<(usize, Loc)>,
+    pub stores: Vec<(usize, Loc)>,
+    pub members: Vec<usize>,
+    pub count: usize,
+}
+
+/// One step of a compiled function, in a form both backends take.
+#[derive(Clone, Debug)]
+pub(crate) enum Instr {
+    Call(KernelFn, Vec<Arg>),
+    Loop(LoopSpec),
+}
+
+/// A function planned for concrete sizes: its steps, the scratch it needs (f32 elements,
+/// with and without reuse), its outputs and whether they may overwrite its operands.
+pub(crate) struct Program {
+    pub instrs: Vec<Instr>,
+    pub scratch: usize,
+    pub unshared: usize,
+    pub outputs: Vec<(DType, Vec<usize>)>,
+    pub in_place: bool,
+}
+
+/// The backend-neutral form of `f` for the sizes `dims`: the buffer plan's steps as kernel
+/// calls (with their descriptors computed) and fused loops, then copies of outputs that
+/// were not computed in place.
+pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program, String> {
+    if !crate::supports(f) {
+        return Err(format!(
+            "the JIT compiles f32 and i32 graphs; `@{}` uses f64",
+            f.name
+        ));
+    }
+    let Plan {
+        loc,
+        own: _,
+        inlined,
+        absorbed,
+        shapes,
+        steps,
+        scratch,
+        unshared,
+    } = plan(f, dims)?;
+    let value_loc = |loc: &[Loc], v: Value| match v {
+        Value::Input(i) => Loc::Input(i as usize),
+        Value::Param(i) => Loc::Param(i as usize),
+        Value::Node(i) => loc[i as usize],
+    };
+    let value_shape = |v: Value| -> Result<Vec<usize>, String> {
+        match v {
+            Value::Node(i) => Ok(shapes[i as usize].clone()),
+            v => shape_of(f.ty(v), dims),
+        }
+    };
+    let mut prog: Vec<Instr> = Vec::new();
+    for step in &steps {
+        let i = step[0];
+        let n = &f.nodes[i];
+        let here = loc[i];
+        let count: usize = shapes[i].iter().product();
+        let dst = Arg::Loc(here);
+        let arg = |k: usize| Arg::Loc(value_loc(&loc, n.args[k]));
+        let is_int = n.ty.dtype == DType::I32;
+        match n.op {
+            Op::Pow => {
+                let (x, y) = (arg(0), arg(1));
+                let k = Arg::Imm(4);
+                let cnt = Arg::Imm(count as i64);
+                prog.push(Instr::Call(KernelFn::Math, vec![k, x, y, dst, cnt]));
+            }
+            Op::Div if is_int => {
+                let (x, y) = (arg(0), arg(1));
+                let k = Arg::Imm(5);
+                let cnt = Arg::Imm(count as i64);
+                prog.push(Instr::Call(KernelFn::Math, vec![k, x, y, dst, cnt]));
+            }
+            Op::Cast => {
+                // Float to int (the other casts are aliases).
+                let x = arg(0);
+                let k = Arg::Imm(3);
+                let cnt = Arg::Imm(count as i64);
+                prog.push(Instr::Call(KernelFn::Math, vec![k, x.clone(), x, dst, cnt]));
+            }
+            _ if fusible(f, n) || scalar_broadcast(f, n) => {
+                // One loop for every node of the step: each member's inlined tree,
+                // operands first, then the member, stored to its buffer.
+                let mut order = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                let mut leaves: Vec<Value> = Vec::new();
+                let mut scalars: Vec<(usize, Value)> = Vec::new();
+                for &m in step {
+                    let mut stack = vec![(m, false)];
+                    while let Some((j, done)) = stack.pop() {
+                        if done {
+                            order.push(j);
+                            continue;
+                        }
+                        if !seen.insert(j) {
+                            continue;
+                        }
+                        stack.push((j, true));
+                        let nj = &f.nodes[j];
+                        if scalar_broadcast(f, nj) {
+                            scalars.push((j, nj.args[0]));
+                            continue;
+                        }
+                        for &a in &nj.args {
+                            match a {
+                                Value::Node(k) if inlined[k as usize] => {
+                                    stack.push((k as usize, false))
+                                }
+                                // A member (or an alias of one) is read in registers.
+                                _ if member_of(f, a, step).is_some() => {}
+                                _ if !leaves.contains(&a) => leaves.push(a),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                prog.push(Instr::Loop(LoopSpec {
+                    order,
+                    leaves: leaves.iter().map(|&v| (v, value_loc(&loc, v))).collect(),
+                    scalars: scalars
+                        .iter()
+                        .map(|&(j, v)| (j, value_loc(&loc, v)))
+                        .collect(),
+                    stores: step.iter().map(|&m| (m, loc[m])).collect(),
+                    members: step.clone(),
+                    count,
+                }));
+            }
+            Op::Sum | Op::Mean | Op::ReduceMax => {
+                let Attr::Axes(axes) = &n.attr else {
+                    return Err("reduction without axes".into());
+                };
+                let xs = value_shape(n.args[0])?;
+                let kept: Vec<usize> = (0..xs.len()).filter(|a| !axes.contains(a)).collect();
+                let out_strides = strides(&kept.iter().map(|&a| xs[a]).collect::<Vec<_>>());
+                let mut ostr = vec![0i64; xs.len()];
+                for (k, &a) in kept.iter().enumerate() {
+                    ostr[a] = out_strides[k];
+                }
+                let kind = match n.op {
+                    Op::Sum => 0,
+                    Op::Mean => 1,
+                    _ => 2,
+                };
+                let reduced: usize = axes.iter().map(|&a| xs[a]).product();
+                let (xs, ostr) = merge_axes(&xs, &ostr);
+                let mut d = vec![xs.len() as i64, kind, reduced as i64, count as i64];
+                d.extend(xs.iter().map(|&s| s as i64));
+                d.extend(ostr);
+                let x = arg(0);
+                let dp = Arg::Desc(d);
+                prog.push(Instr::Call(KernelFn::Reduce, vec![x, dst, dp]));
+            }
+            Op::Broadcast | Op::Transpose => {
+                let xs = value_shape(n.args[0])?;
+                let xstr = strides(&xs);
+                let out = &shapes[i];
+                let mut per_out = vec![0i64; out.len()];
+                match &n.attr {
+                    Attr::Dims(d) => d
+                        .iter()
+                        .enumerate()
+                        .for_each(|(k, &o)| per_out[o] = xstr[k]),
+                    Attr::Perm(p) => p
+                        .iter()
+                        .enumerate()
+                        .for_each(|(k, &a)| per_out[k] = xstr[a]),
+                    _ => return Err("layout op without its attribute".into()),
+                }
+                let (out, per_out) = merge_axes(out, &per_out);
+                let mut d = vec![out.len() as i64];
+                d.extend(out.iter().map(|&s| s as i64));
+                d.extend(per_out);
+                let x = arg(0);
+                let dp = Arg::Desc(d);
+                prog.push(Instr::Call(KernelFn::Gather, vec![x, dst, dp]));
+            }
+            Op::OneHot => {
+                let classes = *shapes[i].last().unwrap_or(&1);
+                let x = arg(0);
+                let nn = Arg::Imm((count / classes.max(1)) as i64);
+                let c = Arg::Imm(classes as i64);
+                prog.push(Instr::Call(KernelFn::OneHot, vec![x, dst, nn, c]));
+            }
+            Op::Im2col | Op::Col2im => {
+                let Attr::Window {
+                    kernel,
+                    stride,
+                    pad,
+                } = n.attr
+                else {
+                    return Err("window op without its attribute".into());
+                };
+                let (img, cols) = if n.op == Op::Im2col {
+                    (value_shape(n.args[0])?, shapes[i].clone())
+                } else {
+                    (shapes[i].clone(), value_shape(n.args[0])?)
+                };
+                let d = [
+                    img[0] * img[1],
+                    img[2],
+                    img[3],
+                    kernel[0],
+                    kernel[1],
+                    cols[4],
+                    cols[5],
+                    stride[0],
+                    stride[1],
+                    pad[0],
+                    pad[1],
+                ];
+                let kind = Arg::Imm(i64::from(n.op == Op::Col2im));
+                let x = arg(0);
+                let dp = Arg::Desc(d.iter().map(|&v| v as i64).collect());
+                prog.push(Instr::Call(KernelFn::Layout, vec![kind, x, dst, dp]));
+            }
+            Op::Slice | Op::Pad => {
+                let Attr::Offset { axis, start } = n.attr else {
+                    return Err("slice without its attribute".into());
+                };
+                let (big, small) = if n.op == Op::Slice {
+                    (value_shape(n.args[0])?, shapes[i].clone())
+                } else {
+                    (shapes[i].clone(), value_shape(n.args[0])?)
+                };
+                let outer: usize = big[..axis].iter().product();
+                let inner: usize = big[axis + 1..].iter().product();
+                let d = vec![
+                    outer as i64,
+                    big[axis] as i64,
+                    small[axis] as i64,
+                    inner as i64,
+                    start as i64,
+                ];
+                let kind = Arg::Imm(if n.op == Op::Slice { 2 } else { 3 });
+                let x = arg(0);
+                let dp = Arg::Desc(d);
+                prog.push(Instr::Call(KernelFn::Layout, vec![kind, x, dst, dp]));
+            }
+            Op::Random => {
+                let Attr::Value(stream) = n.attr else {
+                    return Err("random without its stream".into());
+                };
+                let kind = Arg::Imm(5);
+                let key = arg(0);
+                let dp = Arg::Desc(vec![count as i64, stream as i64]);
+                prog.push(Instr::Call(KernelFn::Layout, vec![kind, key, dst, dp]));
+            }
+            Op::Iota => {
+                let Attr::Axes(axes) = &n.attr else {
+                    return Err("iota without its axis".into());
+                };
+                let out = &shapes[i];
+                let a = axes[0];
+                let d = vec![
+                    out[..a].iter().product::<usize>() as i64,
+                    out[a] as i64,
+                    out[a + 1..].iter().product::<usize>() as i64,
+                ];
+                let kind = Arg::Imm(4);
+                let dp = Arg::Desc(d);
+                prog.push(Instr::Call(
+                    KernelFn::Layout,
+                    vec![kind, dst.clone(), dst, dp],
+                ));
+            }
+            Op::MatMul => {
+                let out = &shapes[i];
+                let r = out.len();
+                let (m, nn) = (out[r - 2], out[r - 1]);
+                let batch: usize = out[..r - 2].iter().product();
+                let a_shape = value_shape(n.args[0])?;
+                let b_shape = value_shape(n.args[1])?;
+                let k = a_shape[a_shape.len() - 1];
+                // An absorbed transpose is read through its operand with swapped strides.
+                let operand = |k_arg: usize, rows: usize, cols: usize| -> (Loc, i64, i64) {
+                    let v = n.args[k_arg];
+                    if let Value::Node(j) = v
+                        && absorbed[j as usize]
+                    {
+                        let src = f.nodes[j as usize].args[0];
+                        // The source is [cols, rows]: element (r, c) at c * rows + r.
+                        return (value_loc(&loc, src), 1, rows as i64);
+                    }
+                    (value_loc(&loc, v), cols as i64, 1)
+                };
+                let (al, a_rs, a_cs) = operand(0, m, k);
+                let (bl, b_rs, b_cs) = operand(1, k, nn);
+                // A rank-2 operand is shared by the batch (batch stride 0).
+                let a_bs = if a_shape.len() == 2 { 0 } else { m * k };
+                let b_bs = if b_shape.len() == 2 { 0 } else { k * nn };
+                // A row-major batch times a shared matrix is one taller product.
+                let (batch, m, a_bs) = if b_bs == 0 && a_bs != 0 && a_cs == 1 && a_rs == k as i64 {
+                    (1, batch * m, 0)
+                } else {
+                    (batch, m, a_bs)
+                };
+                let d = vec![
+                    batch as i64,
+                    m as i64,
+                    k as i64,
+                    nn as i64,
+                    a_rs,
+                    a_cs,
+                    b_rs,
+                    b_cs,
+                    a_bs as i64,
+                    b_bs as i64,
+                ];
+                let (ap, bp) = (Arg::Loc(al), Arg::Loc(bl));
+                let dp = Arg::Desc(d);
+                prog.push(Instr::Call(KernelFn::Matmul, vec![ap, bp, dst, dp]));
+            }
+            Op::Reshape => {}
+            op => return Err(format!("the JIT cannot lower `{}` yet", op.mnemonic())),
+        }
+    }
+    // Copy each output to the caller's buffer.
+    let mut outputs = Vec::new();
+    for (k, &o) in f.outputs.iter().enumerate() {
+        let shape = value_shape(o)?;
+        let len: usize = shape.iter().product();
+        outputs.push((f.ty(o).dtype, shape));
+        let l = value_loc(&loc, o);
+        if l == Loc::Output(k) {
+            continue;
+        }
+        let dst = Arg::Loc(Loc::Output(k));
+        let src = Arg::Loc(l);
+        let cnt = Arg::Imm(len as i64);
+        prog.push(Instr::Call(KernelFn::Copy, vec![dst, src, cnt]));
+    }
+    let in_place = {
+        let count = |i: usize| shapes[i].iter().product::<usize>();
+        let big = (0..f.nodes.len()).map(count).max().unwrap_or(0);
+        let big_steps: Vec<&Vec<usize>> = steps
+            .iter()
+            .filter(|st| st.iter().any(|&i| count(i) == big))
+            .collect();
+        // Inlined nodes run inside their user's loop; every other big node must be a
+        // member of the one loop, and so must every output.
+        let all_in_loop = (0..f.nodes.len())
+            .filter(|&i| count(i) == big && !inlined[i])
+            .all(|i| big_steps.len() == 1 && big_steps[0].contains(&i));
+        let fused_loop = big_steps
+            .first()
+            .is_some_and(|st| fusible(f, &f.nodes[st[0]]));
+        let outputs_stored = f.outputs.iter().all(|o| {
+            matches!(o, Value::Node(i) if big_steps.first().is_some_and(|st| st.contains(&(*i as usize))))
+        });
+        big_steps.len() == 1 && all_in_loop && fused_loop && outputs_stored
+    };
+    Ok(Program {
+        instrs: prog,
+        scratch,
+        unshared,
+        outputs,
+        in_place,
+    })
+}
+
 /// One IR function lowered into a module: its id and what the caller must know to run it.
 pub(crate) struct Lowered {
     pub id: FuncId,
@@ -770,12 +1162,6 @@ pub(crate) fn lower_into<M: Module>(
     linkage: Linkage,
     descs: &mut Descs,
 ) -> Result<Lowered, String> {
-    if !crate::supports(f) {
-        return Err(format!(
-            "the JIT compiles f32 and i32 graphs; `@{}` uses f64",
-            f.name
-        ));
-    }
     let text = matches!(descs, Descs::Numbered(_));
     let ptr = types::I64;
     let mut sig: Signature = module.make_signature();
@@ -789,21 +1175,7 @@ pub(crate) fn lower_into<M: Module>(
     ctx.func.signature = sig;
     let mut fbc = FunctionBuilderContext::new();
 
-    let Plan {
-        loc,
-        own: _,
-        inlined,
-        absorbed,
-        shapes,
-        steps,
-        scratch,
-        unshared,
-    } = plan(f, dims)?;
-    let value_loc = |loc: &[Loc], v: Value| match v {
-        Value::Input(i) => Loc::Input(i as usize),
-        Value::Param(i) => Loc::Param(i as usize),
-        Value::Node(i) => loc[i as usize],
-    };
+    let prog = program(f, dims)?;
 
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
@@ -851,12 +1223,6 @@ pub(crate) fn lower_into<M: Module>(
             Loc::Scratch(o) => b.ins().iadd_imm_s(scr, (o * 4) as i64),
             Loc::Output(k) => out_ptrs[k],
         };
-        let value_shape = |v: Value| -> Result<Vec<usize>, String> {
-            match v {
-                Value::Node(i) => Ok(shapes[i as usize].clone()),
-                v => shape_of(f.ty(v), dims),
-            }
-        };
         // Descriptors are baked in as addresses; in printed CLIF, as their index, so the
         // text does not change from run to run; in objects, as read-only data.
         let mut desc_ptr = |b: &mut FunctionBuilder, d: Vec<i64>| -> Result<_, String> {
@@ -886,310 +1252,54 @@ pub(crate) fn lower_into<M: Module>(
             })
         };
 
-        for step in &steps {
-            let i = step[0];
-            let n = &f.nodes[i];
-            let here = loc[i];
-            let count: usize = shapes[i].iter().product();
-            let dst = addr(&mut b, here);
-            let arg_addr = |b: &mut FunctionBuilder, k: usize| addr(b, value_loc(&loc, n.args[k]));
-            let is_int = n.ty.dtype == DType::I32;
-            match n.op {
-                Op::Pow => {
-                    let (x, y) = (arg_addr(&mut b, 0), arg_addr(&mut b, 1));
-                    let k = b.ins().iconst(ptr, 4);
-                    let cnt = b.ins().iconst(ptr, count as i64);
-                    b.ins().call(h_math, &[k, x, y, dst, cnt]);
-                }
-                Op::Div if is_int => {
-                    let (x, y) = (arg_addr(&mut b, 0), arg_addr(&mut b, 1));
-                    let k = b.ins().iconst(ptr, 5);
-                    let cnt = b.ins().iconst(ptr, count as i64);
-                    b.ins().call(h_math, &[k, x, y, dst, cnt]);
-                }
-                Op::Cast => {
-                    // Float to int (the other casts are aliases).
-                    let x = arg_addr(&mut b, 0);
-                    let k = b.ins().iconst(ptr, 3);
-                    let cnt = b.ins().iconst(ptr, count as i64);
-                    b.ins().call(h_math, &[k, x, x, dst, cnt]);
-                }
-                _ if fusible(f, n) || scalar_broadcast(f, n) => {
-                    // One loop for every node of the step: each member's inlined tree,
-                    // operands first, then the member, stored to its buffer.
-                    let mut order = Vec::new();
-                    let mut seen = std::collections::HashSet::new();
-                    let mut leaves: Vec<Value> = Vec::new();
-                    let mut scalars: Vec<(usize, Value)> = Vec::new();
-                    for &m in step {
-                        let mut stack = vec![(m, false)];
-                        while let Some((j, done)) = stack.pop() {
-                            if done {
-                                order.push(j);
-                                continue;
-                            }
-                            if !seen.insert(j) {
-                                continue;
-                            }
-                            stack.push((j, true));
-                            let nj = &f.nodes[j];
-                            if scalar_broadcast(f, nj) {
-                                scalars.push((j, nj.args[0]));
-                                continue;
-                            }
-                            for &a in &nj.args {
-                                match a {
-                                    Value::Node(k) if inlined[k as usize] => {
-                                        stack.push((k as usize, false))
-                                    }
-                                    // A member (or an alias of one) is read in registers.
-                                    _ if member_of(f, a, step).is_some() => {}
-                                    _ if !leaves.contains(&a) => leaves.push(a),
-                                    _ => {}
-                                }
-                            }
-                        }
+        for instr in &prog.instrs {
+            match instr {
+                Instr::Call(k, args) => {
+                    let mut vals = Vec::with_capacity(args.len());
+                    for a in args {
+                        vals.push(match a {
+                            Arg::Loc(l) => addr(&mut b, *l),
+                            Arg::Imm(v) => b.ins().iconst(ptr, *v),
+                            Arg::Desc(d) => desc_ptr(&mut b, d.clone())?,
+                        });
                     }
+                    let h = match k {
+                        KernelFn::Matmul => h_matmul,
+                        KernelFn::Gather => h_gather,
+                        KernelFn::Reduce => h_reduce,
+                        KernelFn::OneHot => h_one_hot,
+                        KernelFn::Math => h_math,
+                        KernelFn::Copy => h_copy,
+                        KernelFn::Layout => h_layout,
+                    };
+                    b.ins().call(h, &vals);
+                }
+                Instr::Loop(spec) => {
                     let tree = Tree {
-                        order,
-                        leaves: leaves
+                        order: spec.order.clone(),
+                        leaves: spec
+                            .leaves
                             .iter()
-                            .map(|&v| (v, addr(&mut b, value_loc(&loc, v))))
+                            .map(|&(v, l)| (v, addr(&mut b, l)))
                             .collect(),
-                        scalars: scalars
+                        scalars: spec
+                            .scalars
                             .iter()
-                            .map(|&(j, v)| (j, addr(&mut b, value_loc(&loc, v))))
+                            .map(|&(j, l)| (j, addr(&mut b, l)))
                             .collect(),
-                        stores: step.iter().map(|&m| (m, addr(&mut b, loc[m]))).collect(),
-                        members: step.clone(),
-                    };
-                    fused_loop(&mut b, f, &tree, count, has_fma);
-                }
-                Op::Sum | Op::Mean | Op::ReduceMax => {
-                    let Attr::Axes(axes) = &n.attr else {
-                        return Err("reduction without axes".into());
-                    };
-                    let xs = value_shape(n.args[0])?;
-                    let kept: Vec<usize> = (0..xs.len()).filter(|a| !axes.contains(a)).collect();
-                    let out_strides = strides(&kept.iter().map(|&a| xs[a]).collect::<Vec<_>>());
-                    let mut ostr = vec![0i64; xs.len()];
-                    for (k, &a) in kept.iter().enumerate() {
-                        ostr[a] = out_strides[k];
-                    }
-                    let kind = match n.op {
-                        Op::Sum => 0,
-                        Op::Mean => 1,
-                        _ => 2,
-                    };
-                    let reduced: usize = axes.iter().map(|&a| xs[a]).product();
-                    let (xs, ostr) = merge_axes(&xs, &ostr);
-                    let mut d = vec![xs.len() as i64, kind, reduced as i64, count as i64];
-                    d.extend(xs.iter().map(|&s| s as i64));
-                    d.extend(ostr);
-                    let x = arg_addr(&mut b, 0);
-                    let dp = desc_ptr(&mut b, d)?;
-                    b.ins().call(h_reduce, &[x, dst, dp]);
-                }
-                Op::Broadcast | Op::Transpose => {
-                    let xs = value_shape(n.args[0])?;
-                    let xstr = strides(&xs);
-                    let out = &shapes[i];
-                    let mut per_out = vec![0i64; out.len()];
-                    match &n.attr {
-                        Attr::Dims(d) => d
+                        stores: spec
+                            .stores
                             .iter()
-                            .enumerate()
-                            .for_each(|(k, &o)| per_out[o] = xstr[k]),
-                        Attr::Perm(p) => p
-                            .iter()
-                            .enumerate()
-                            .for_each(|(k, &a)| per_out[k] = xstr[a]),
-                        _ => return Err("layout op without its attribute".into()),
-                    }
-                    let (out, per_out) = merge_axes(out, &per_out);
-                    let mut d = vec![out.len() as i64];
-                    d.extend(out.iter().map(|&s| s as i64));
-                    d.extend(per_out);
-                    let x = arg_addr(&mut b, 0);
-                    let dp = desc_ptr(&mut b, d)?;
-                    b.ins().call(h_gather, &[x, dst, dp]);
-                }
-                Op::OneHot => {
-                    let classes = *shapes[i].last().unwrap_or(&1);
-                    let x = arg_addr(&mut b, 0);
-                    let nn = b.ins().iconst(ptr, (count / classes.max(1)) as i64);
-                    let c = b.ins().iconst(ptr, classes as i64);
-                    b.ins().call(h_one_hot, &[x, dst, nn, c]);
-                }
-                Op::Im2col | Op::Col2im => {
-                    let Attr::Window {
-                        kernel,
-                        stride,
-                        pad,
-                    } = n.attr
-                    else {
-                        return Err("window op without its attribute".into());
+                            .map(|&(m, l)| (m, addr(&mut b, l)))
+                            .collect(),
+                        members: spec.members.clone(),
                     };
-                    let (img, cols) = if n.op == Op::Im2col {
-                        (value_shape(n.args[0])?, shapes[i].clone())
-                    } else {
-                        (shapes[i].clone(), value_shape(n.args[0])?)
-                    };
-                    let d = [
-                        img[0] * img[1],
-                        img[2],
-                        img[3],
-                        kernel[0],
-                        kernel[1],
-                        cols[4],
-                        cols[5],
-                        stride[0],
-                        stride[1],
-                        pad[0],
-                        pad[1],
-                    ];
-                    let kind = b.ins().iconst(ptr, i64::from(n.op == Op::Col2im));
-                    let x = arg_addr(&mut b, 0);
-                    let dp = desc_ptr(&mut b, d.iter().map(|&v| v as i64).collect())?;
-                    b.ins().call(h_layout, &[kind, x, dst, dp]);
+                    fused_loop(&mut b, f, &tree, spec.count, has_fma);
                 }
-                Op::Slice | Op::Pad => {
-                    let Attr::Offset { axis, start } = n.attr else {
-                        return Err("slice without its attribute".into());
-                    };
-                    let (big, small) = if n.op == Op::Slice {
-                        (value_shape(n.args[0])?, shapes[i].clone())
-                    } else {
-                        (shapes[i].clone(), value_shape(n.args[0])?)
-                    };
-                    let outer: usize = big[..axis].iter().product();
-                    let inner: usize = big[axis + 1..].iter().product();
-                    let d = vec![
-                        outer as i64,
-                        big[axis] as i64,
-                        small[axis] as i64,
-                        inner as i64,
-                        start as i64,
-                    ];
-                    let kind = b.ins().iconst(ptr, if n.op == Op::Slice { 2 } else { 3 });
-                    let x = arg_addr(&mut b, 0);
-                    let dp = desc_ptr(&mut b, d)?;
-                    b.ins().call(h_layout, &[kind, x, dst, dp]);
-                }
-                Op::Random => {
-                    let Attr::Value(stream) = n.attr else {
-                        return Err("random without its stream".into());
-                    };
-                    let kind = b.ins().iconst(ptr, 5);
-                    let key = arg_addr(&mut b, 0);
-                    let dp = desc_ptr(&mut b, vec![count as i64, stream as i64])?;
-                    b.ins().call(h_layout, &[kind, key, dst, dp]);
-                }
-                Op::Iota => {
-                    let Attr::Axes(axes) = &n.attr else {
-                        return Err("iota without its axis".into());
-                    };
-                    let out = &shapes[i];
-                    let a = axes[0];
-                    let d = vec![
-                        out[..a].iter().product::<usize>() as i64,
-                        out[a] as i64,
-                        out[a + 1..].iter().product::<usize>() as i64,
-                    ];
-                    let kind = b.ins().iconst(ptr, 4);
-                    let dp = desc_ptr(&mut b, d)?;
-                    b.ins().call(h_layout, &[kind, dst, dst, dp]);
-                }
-                Op::MatMul => {
-                    let out = &shapes[i];
-                    let r = out.len();
-                    let (m, nn) = (out[r - 2], out[r - 1]);
-                    let batch: usize = out[..r - 2].iter().product();
-                    let a_shape = value_shape(n.args[0])?;
-                    let b_shape = value_shape(n.args[1])?;
-                    let k = a_shape[a_shape.len() - 1];
-                    // An absorbed transpose is read through its operand with swapped strides.
-                    let operand = |k_arg: usize, rows: usize, cols: usize| -> (Loc, i64, i64) {
-                        let v = n.args[k_arg];
-                        if let Value::Node(j) = v
-                            && absorbed[j as usize]
-                        {
-                            let src = f.nodes[j as usize].args[0];
-                            // The source is [cols, rows]: element (r, c) at c * rows + r.
-                            return (value_loc(&loc, src), 1, rows as i64);
-                        }
-                        (value_loc(&loc, v), cols as i64, 1)
-                    };
-                    let (al, a_rs, a_cs) = operand(0, m, k);
-                    let (bl, b_rs, b_cs) = operand(1, k, nn);
-                    // A rank-2 operand is shared by the batch (batch stride 0).
-                    let a_bs = if a_shape.len() == 2 { 0 } else { m * k };
-                    let b_bs = if b_shape.len() == 2 { 0 } else { k * nn };
-                    // A row-major batch times a shared matrix is one taller product.
-                    let (batch, m, a_bs) =
-                        if b_bs == 0 && a_bs != 0 && a_cs == 1 && a_rs == k as i64 {
-                            (1, batch * m, 0)
-                        } else {
-                            (batch, m, a_bs)
-                        };
-                    let d = vec![
-                        batch as i64,
-                        m as i64,
-                        k as i64,
-                        nn as i64,
-                        a_rs,
-                        a_cs,
-                        b_rs,
-                        b_cs,
-                        a_bs as i64,
-                        b_bs as i64,
-                    ];
-                    let (ap, bp) = (addr(&mut b, al), addr(&mut b, bl));
-                    let dp = desc_ptr(&mut b, d)?;
-                    b.ins().call(h_matmul, &[ap, bp, dst, dp]);
-                }
-                Op::Reshape => {}
-                op => return Err(format!("the JIT cannot lower `{}` yet", op.mnemonic())),
             }
-        }
-        // Copy each output to the caller's buffer.
-        let mut outputs = Vec::new();
-        for (k, &o) in f.outputs.iter().enumerate() {
-            let shape = value_shape(o)?;
-            let len: usize = shape.iter().product();
-            outputs.push((f.ty(o).dtype, shape));
-            let l = value_loc(&loc, o);
-            if l == Loc::Output(k) {
-                continue;
-            }
-            let dst = out_ptrs[k];
-            let src = addr(&mut b, l);
-            let cnt = b.ins().iconst(ptr, len as i64);
-            b.ins().call(h_copy, &[dst, src, cnt]);
         }
         b.ins().return_(&[]);
         b.finalize(module.target_config());
-        let kernel_outputs = outputs;
-        let in_place = {
-            let count = |i: usize| shapes[i].iter().product::<usize>();
-            let big = (0..f.nodes.len()).map(count).max().unwrap_or(0);
-            let big_steps: Vec<&Vec<usize>> = steps
-                .iter()
-                .filter(|st| st.iter().any(|&i| count(i) == big))
-                .collect();
-            // Inlined nodes run inside their user's loop; every other big node must be a
-            // member of the one loop, and so must every output.
-            let all_in_loop = (0..f.nodes.len())
-                .filter(|&i| count(i) == big && !inlined[i])
-                .all(|i| big_steps.len() == 1 && big_steps[0].contains(&i));
-            let fused_loop = big_steps
-                .first()
-                .is_some_and(|st| fusible(f, &f.nodes[st[0]]));
-            let outputs_stored = f.outputs.iter().all(|o| {
-                matches!(o, Value::Node(i) if big_steps.first().is_some_and(|st| st.contains(&(*i as usize))))
-            });
-            big_steps.len() == 1 && all_in_loop && fused_loop && outputs_stored
-        };
         let clif = text.then(|| ctx.func.display().to_string());
         module
             .define_function(id, &mut ctx)
@@ -1197,10 +1307,10 @@ pub(crate) fn lower_into<M: Module>(
         module.clear_context(&mut ctx);
         Ok(Lowered {
             id,
-            scratch,
-            unshared,
-            outputs: kernel_outputs,
-            in_place,
+            scratch: prog.scratch,
+            unshared: prog.unshared,
+            outputs: prog.outputs,
+            in_place: prog.in_place,
             clif,
         })
     }

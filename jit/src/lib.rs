@@ -13,6 +13,8 @@
 //! and random graphs against it.
 
 mod fused;
+#[cfg(feature = "llvm")]
+mod llvm;
 mod lower;
 pub mod object;
 
@@ -26,9 +28,53 @@ pub use lower::{Kernel, clif_text, plan_text};
 /// The run-time kernels compiled code calls (a crate of their own: AOT objects link them).
 pub use nnc_rt as kernels;
 
-/// Compiles `f` for the given sizes of its symbolic dimensions.
+/// Which code generator compiles the program of a function.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Codegen {
+    /// Cranelift: fast to compile, 128-bit vectors (the default).
+    #[default]
+    Cranelift,
+    /// LLVM at O3 for the host CPU (AVX-512 where it exists); needs the `llvm` feature.
+    Llvm,
+}
+
+/// Whether this build has the LLVM backend.
+pub const HAS_LLVM: bool = cfg!(feature = "llvm");
+
+/// Compiles `f` for the given sizes of its symbolic dimensions, with Cranelift.
 pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {
     lower::compile(f, dims)
+}
+
+/// Compiles `f` with the chosen code generator.
+pub fn compile_with(
+    codegen: Codegen,
+    f: &Func,
+    dims: &HashMap<String, usize>,
+) -> Result<Kernel, String> {
+    match codegen {
+        Codegen::Cranelift => lower::compile(f, dims),
+        #[cfg(feature = "llvm")]
+        Codegen::Llvm => lower::compile_llvm(f, dims),
+        #[cfg(not(feature = "llvm"))]
+        Codegen::Llvm => Err(
+            "this nnc was built without the LLVM backend; build it with `--features llvm` (needs llvm-19-dev)"
+                .into(),
+        ),
+    }
+}
+
+/// The LLVM IR of `f` for these sizes, as generated and after O3.
+pub fn llvm_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
+    #[cfg(feature = "llvm")]
+    {
+        lower::llvm_text(f, dims)
+    }
+    #[cfg(not(feature = "llvm"))]
+    {
+        let _ = (f, dims);
+        compile_with(Codegen::Llvm, f, &HashMap::new()).map(|_| String::new())
+    }
 }
 
 /// Compiles functions on first use and caches them per (function name, sizes).
@@ -40,6 +86,8 @@ pub struct Jit {
     pub compiled: usize,
     /// Time spent compiling them.
     pub compile_time: std::time::Duration,
+    /// The code generator.
+    pub codegen: Codegen,
 }
 
 impl std::fmt::Debug for Jit {
@@ -54,6 +102,14 @@ impl Jit {
         Jit::default()
     }
 
+    /// A JIT with an empty cache that compiles with `codegen`.
+    pub fn with_codegen(codegen: Codegen) -> Jit {
+        Jit {
+            codegen,
+            ..Jit::default()
+        }
+    }
+
     /// The kernel of `f` for these sizes, compiled on first use.
     pub fn kernel(&mut self, f: &Func, dims: &HashMap<String, usize>) -> Result<&Kernel, String> {
         let mut key_dims: Vec<(String, usize)> =
@@ -62,7 +118,7 @@ impl Jit {
         let key = (f.name.clone(), key_dims);
         if !self.cache.contains_key(&key) {
             let t = std::time::Instant::now();
-            let k = compile(f, dims)?;
+            let k = compile_with(self.codegen, f, dims)?;
             self.compile_time += t.elapsed();
             self.compiled += 1;
             self.cache.insert(key.clone(), k);

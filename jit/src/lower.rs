@@ -21,11 +21,19 @@ use nnc_ir::{Attr, DType, Dim, Func, Op, Value};
 
 use crate::kernels;
 
-type Entry = unsafe extern "C" fn(*const *const f32, *const *const f32, *const *mut f32, *mut f32);
+pub(crate) type Entry =
+    unsafe extern "C" fn(*const *const f32, *const *const f32, *const *mut f32, *mut f32);
+
+/// What keeps a compiled function's machine code alive.
+enum Code {
+    Cranelift(JITModule),
+    #[cfg(feature = "llvm")]
+    Llvm(#[allow(dead_code)] crate::llvm::LlvmCode),
+}
 
 /// A compiled function.
 pub struct Kernel {
-    module: Option<JITModule>,
+    module: Option<Code>,
     entry: Entry,
     scratch_len: usize,
     unshared_len: usize,
@@ -36,7 +44,7 @@ pub struct Kernel {
 
 impl Drop for Kernel {
     fn drop(&mut self) {
-        if let Some(m) = self.module.take() {
+        if let Some(Code::Cranelift(m)) = self.module.take() {
             // The entry point is never called after this.
             unsafe { m.free_memory() };
         }
@@ -692,6 +700,34 @@ pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String
     compile_inner(f, dims, false).map(|(k, _)| k)
 }
 
+/// Compiles `f` with LLVM: the same program, another code generator.
+#[cfg(feature = "llvm")]
+pub fn compile_llvm(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {
+    let prog = program(f, dims)?;
+    let (entry, code) = crate::llvm::compile(f, &prog)?;
+    Ok(Kernel {
+        module: Some(Code::Llvm(code)),
+        entry,
+        scratch_len: prog.scratch,
+        unshared_len: prog.unshared,
+        outputs: prog.outputs,
+        in_place: prog.in_place,
+        _descs: Vec::new(),
+    })
+}
+
+/// The LLVM IR of `f` for these sizes: as generated, then after LLVM's O3 pipeline.
+#[cfg(feature = "llvm")]
+pub fn llvm_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
+    let prog = program(f, dims)?;
+    let (before, after) = crate::llvm::ir_text(f, &prog)?;
+    Ok(format!(
+        "; @{} for {}: as generated\n{before}\n; after O3 for the host CPU\n{after}",
+        f.name,
+        sizes_text(dims)
+    ))
+}
+
 fn compile_inner(
     f: &Func,
     dims: &HashMap<String, usize>,
@@ -724,7 +760,7 @@ fn compile_inner(
     };
     Ok((
         Kernel {
-            module: Some(module),
+            module: Some(Code::Cranelift(module)),
             entry,
             scratch_len: l.scratch,
             unshared_len: l.unshared,
@@ -1402,7 +1438,7 @@ struct Tree {
 }
 
 /// The member of `step` whose buffer `v` reads (through aliases), if any.
-fn member_of(f: &Func, mut v: Value, step: &[usize]) -> Option<usize> {
+pub(crate) fn member_of(f: &Func, mut v: Value, step: &[usize]) -> Option<usize> {
     loop {
         match v {
             Value::Node(i) if step.contains(&(i as usize)) => return Some(i as usize),

@@ -1,0 +1,740 @@
+//! The LLVM backend (cargo feature `llvm`): the same program as the Cranelift backend
+//! (`lower::program`: kernel calls with their descriptors, fused loops) emitted as LLVM IR
+//! through inkwell, optimized at O3 and compiled by MCJIT for the host CPU.
+//!
+//! Fused loops are written with explicit vectors as wide as the host's registers (16 lanes
+//! with AVX-512), then the same body on one-lane vectors for the tail, so every value is a
+//! `VectorValue` and one emitter serves both; exp, ln and tanh are the Cephes polynomials
+//! of the Cranelift backend, operation for operation. Products are not contracted into
+//! fused multiply-adds (LLVM's default), so a loop rounds as the interpreter does.
+//!
+//! Every function carries the host's `target-cpu` and `target-features`: without them
+//! MCJIT emits SSE2 only.
+
+use std::collections::HashMap;
+
+use inkwell::builder::Builder;
+use inkwell::context::Context;
+use inkwell::execution_engine::ExecutionEngine;
+use inkwell::intrinsics::Intrinsic;
+use inkwell::module::Module;
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target, TargetMachine};
+use inkwell::types::{BasicMetadataTypeEnum, VectorType};
+use inkwell::values::{
+    BasicMetadataValueEnum, BasicValue, FunctionValue, IntValue, PointerValue, VectorValue,
+};
+use inkwell::{AddressSpace, FloatPredicate, OptimizationLevel};
+use nnc_ir::{Attr, Func, Op, Value};
+
+use crate::lower::{Arg, Entry, Instr, KernelFn, Loc, LoopSpec, Program, member_of};
+
+/// What keeps compiled code alive: the engine owns the machine code, the context the
+/// module. Fields drop in order, so the engine goes before the context it borrows.
+pub(crate) struct LlvmCode {
+    _engine: ExecutionEngine<'static>,
+    _context: Box<Context>,
+}
+
+// The engine and context are used by no other thread than the one dropping them, and the
+// entry point they keep alive is plain machine code.
+unsafe impl Send for LlvmCode {}
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("LLVM: {e}")
+}
+
+fn machine() -> Result<TargetMachine, String> {
+    Target::initialize_native(&InitializationConfig::default()).map_err(err)?;
+    let triple = TargetMachine::get_default_triple();
+    let target = Target::from_triple(&triple).map_err(err)?;
+    let cpu = TargetMachine::get_host_cpu_name().to_string();
+    let features = TargetMachine::get_host_cpu_features().to_string();
+    target
+        .create_target_machine(
+            &triple,
+            &cpu,
+            &features,
+            OptimizationLevel::Aggressive,
+            RelocMode::Default,
+            CodeModel::JITDefault,
+        )
+        .ok_or_else(|| err("no target machine for the host"))
+}
+
+/// Lanes of the widest float vector the host has.
+fn lanes() -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return 16;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return 8;
+        }
+    }
+    4
+}
+
+/// The program's function in LLVM IR, as generated (before optimization), and after O3.
+pub(crate) fn ir_text(f: &Func, prog: &Program) -> Result<(String, String), String> {
+    let context = Context::create();
+    let tm = machine()?;
+    let module = emit(&context, &tm, f, prog)?;
+    let before = module.print_to_string().to_string();
+    optimize(&module, &tm)?;
+    Ok((before, module.print_to_string().to_string()))
+}
+
+fn optimize(module: &Module, tm: &TargetMachine) -> Result<(), String> {
+    module
+        .run_passes("default<O3>", tm, PassBuilderOptions::create())
+        .map_err(err)
+}
+
+/// Compiles the program; the entry point has the Cranelift backend's signature.
+pub(crate) fn compile(f: &Func, prog: &Program) -> Result<(Entry, LlvmCode), String> {
+    let context = Box::new(Context::create());
+    // The context lives in its box as long as the returned `LlvmCode`, which drops the
+    // engine (and the module it owns) first.
+    let ctx: &'static Context = unsafe { &*(context.as_ref() as *const Context) };
+    let tm = machine()?;
+    let module = emit(ctx, &tm, f, prog)?;
+    optimize(&module, &tm)?;
+    let engine = module
+        .create_jit_execution_engine(OptimizationLevel::Aggressive)
+        .map_err(err)?;
+    for (name, addr) in kernel_addresses() {
+        if let Some(fv) = module.get_function(name) {
+            engine.add_global_mapping(&fv, addr);
+        }
+    }
+    let addr = engine.get_function_address(ENTRY).map_err(err)?;
+    // The function was emitted with exactly this signature.
+    let entry: Entry = unsafe { std::mem::transmute::<usize, Entry>(addr) };
+    Ok((
+        entry,
+        LlvmCode {
+            _engine: engine,
+            _context: context,
+        },
+    ))
+}
+
+const ENTRY: &str = "nnc_entry";
+
+fn kernel_addresses() -> [(&'static str, usize); 7] {
+    use crate::kernels as k;
+    [
+        ("nnc_matmul", k::nnc_matmul as *const () as usize),
+        ("nnc_gather", k::nnc_gather as *const () as usize),
+        ("nnc_reduce", k::nnc_reduce as *const () as usize),
+        ("nnc_one_hot", k::nnc_one_hot as *const () as usize),
+        ("nnc_math", k::nnc_math as *const () as usize),
+        ("nnc_copy", k::nnc_copy as *const () as usize),
+        ("nnc_layout", k::nnc_layout as *const () as usize),
+    ]
+}
+
+struct Emitter<'a, 'ctx> {
+    cx: &'ctx Context,
+    module: &'a Module<'ctx>,
+    b: Builder<'ctx>,
+    f: &'a Func,
+    /// Base pointers of inputs, parameters and outputs; the scratch arena.
+    ins: Vec<PointerValue<'ctx>>,
+    params: Vec<PointerValue<'ctx>>,
+    outs: Vec<PointerValue<'ctx>>,
+    scratch: PointerValue<'ctx>,
+    function: FunctionValue<'ctx>,
+    descs: usize,
+}
+
+fn emit<'ctx>(
+    cx: &'ctx Context,
+    tm: &TargetMachine,
+    f: &Func,
+    prog: &Program,
+) -> Result<Module<'ctx>, String> {
+    let module = cx.create_module(&f.name);
+    module.set_triple(&tm.get_triple());
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    let ptr = cx.ptr_type(AddressSpace::default());
+    let fn_ty = cx.void_type().fn_type(&[ptr.into(); 4], false);
+    let function = module.add_function(ENTRY, fn_ty, None);
+    for (k, v) in [
+        ("target-cpu", TargetMachine::get_host_cpu_name().to_string()),
+        (
+            "target-features",
+            TargetMachine::get_host_cpu_features().to_string(),
+        ),
+    ] {
+        function.add_attribute(
+            inkwell::attributes::AttributeLoc::Function,
+            cx.create_string_attribute(k, &v),
+        );
+    }
+    let entry = cx.append_basic_block(function, "entry");
+    let b = cx.create_builder();
+    b.position_at_end(entry);
+    let arg = |k: u32| function.get_nth_param(k).map(|p| p.into_pointer_value());
+    let (Some(ins), Some(pars), Some(outs), Some(scratch)) = (arg(0), arg(1), arg(2), arg(3))
+    else {
+        return Err(err("entry parameters"));
+    };
+    let load_ptrs =
+        |base: PointerValue<'ctx>, n: usize| -> Result<Vec<PointerValue<'ctx>>, String> {
+            (0..n)
+                .map(|k| {
+                    let at = unsafe {
+                        b.build_in_bounds_gep(
+                            ptr,
+                            base,
+                            &[cx.i64_type().const_int(k as u64, false)],
+                            "",
+                        )
+                    }
+                    .map_err(err)?;
+                    Ok(b.build_load(ptr, at, "").map_err(err)?.into_pointer_value())
+                })
+                .collect()
+        };
+    let ins = load_ptrs(ins, f.inputs.len())?;
+    let params = load_ptrs(pars, f.params.len())?;
+    let outs = load_ptrs(outs, f.outputs.len())?;
+    let mut e = Emitter {
+        cx,
+        module: &module,
+        b,
+        f,
+        ins,
+        params,
+        outs,
+        scratch,
+        function,
+        descs: 0,
+    };
+    for instr in &prog.instrs {
+        match instr {
+            Instr::Call(k, args) => e.call(*k, args)?,
+            Instr::Loop(spec) => e.fused_loop(spec)?,
+        }
+    }
+    e.b.build_return(None).map_err(err)?;
+    module.verify().map_err(err)?;
+    Ok(module)
+}
+
+impl<'a, 'ctx> Emitter<'a, 'ctx> {
+    fn i64(&self, v: i64) -> IntValue<'ctx> {
+        self.cx.i64_type().const_int(v as u64, true)
+    }
+
+    fn addr(&self, l: Loc) -> Result<PointerValue<'ctx>, String> {
+        Ok(match l {
+            Loc::Input(i) => self.ins[i],
+            Loc::Param(i) => self.params[i],
+            Loc::Output(k) => self.outs[k],
+            Loc::Scratch(o) => unsafe {
+                self.b
+                    .build_in_bounds_gep(
+                        self.cx.f32_type(),
+                        self.scratch,
+                        &[self.i64(o as i64)],
+                        "",
+                    )
+                    .map_err(err)?
+            },
+        })
+    }
+
+    fn kernel(&self, k: KernelFn) -> FunctionValue<'ctx> {
+        let p: BasicMetadataTypeEnum = self.cx.ptr_type(AddressSpace::default()).into();
+        let i: BasicMetadataTypeEnum = self.cx.i64_type().into();
+        let (name, params): (&str, Vec<BasicMetadataTypeEnum>) = match k {
+            KernelFn::Matmul => ("nnc_matmul", vec![p, p, p, p]),
+            KernelFn::Gather => ("nnc_gather", vec![p, p, p]),
+            KernelFn::Reduce => ("nnc_reduce", vec![p, p, p]),
+            KernelFn::OneHot => ("nnc_one_hot", vec![p, p, i, i]),
+            KernelFn::Math => ("nnc_math", vec![i, p, p, p, i]),
+            KernelFn::Copy => ("nnc_copy", vec![p, p, i]),
+            KernelFn::Layout => ("nnc_layout", vec![i, p, p, p]),
+        };
+        self.module.get_function(name).unwrap_or_else(|| {
+            let ty = self.cx.void_type().fn_type(&params, false);
+            self.module.add_function(name, ty, None)
+        })
+    }
+
+    fn call(&mut self, k: KernelFn, args: &[Arg]) -> Result<(), String> {
+        let mut vals: Vec<BasicMetadataValueEnum> = Vec::with_capacity(args.len());
+        for a in args {
+            vals.push(match a {
+                Arg::Loc(l) => self.addr(*l)?.into(),
+                Arg::Imm(v) => self.i64(*v).into(),
+                Arg::Desc(d) => {
+                    let ty = self.cx.i64_type().array_type(d.len() as u32);
+                    let g = self
+                        .module
+                        .add_global(ty, None, &format!("desc{}", self.descs));
+                    self.descs += 1;
+                    let items: Vec<IntValue> = d.iter().map(|&v| self.i64(v)).collect();
+                    g.set_initializer(&self.cx.i64_type().const_array(&items));
+                    g.set_constant(true);
+                    g.set_linkage(inkwell::module::Linkage::Private);
+                    g.as_pointer_value().into()
+                }
+            });
+        }
+        let kf = self.kernel(k);
+        self.b.build_call(kf, &vals, "").map_err(err)?;
+        Ok(())
+    }
+
+    /// One loop over `spec.count` elements in vectors of the host's width, then a loop
+    /// of one-lane vectors for the rest.
+    fn fused_loop(&mut self, spec: &LoopSpec) -> Result<(), String> {
+        let w = lanes() as usize;
+        let main = spec.count / w * w;
+        if main > 0 {
+            self.counted_loop(spec, 0, main, w as u32)?;
+        }
+        if main < spec.count {
+            self.counted_loop(spec, main, spec.count, 1)?;
+        }
+        Ok(())
+    }
+
+    fn counted_loop(
+        &mut self,
+        spec: &LoopSpec,
+        from: usize,
+        to: usize,
+        lanes: u32,
+    ) -> Result<(), String> {
+        let vt = self.cx.f32_type().vec_type(lanes);
+        // Loop-invariant values: constants and broadcast scalars.
+        let mut invariant: HashMap<usize, VectorValue<'ctx>> = HashMap::new();
+        for &j in &spec.order {
+            let n = &self.f.nodes[j];
+            match (n.op, &n.attr) {
+                (Op::Const, Attr::Value(v)) => {
+                    invariant.insert(j, splat_const(vt, *v as f32));
+                }
+                (Op::Broadcast, _) if member_of(self.f, n.args[0], &spec.members).is_none() => {
+                    if let Some(&(_, l)) = spec.scalars.iter().find(|(k, _)| *k == j) {
+                        let p = self.addr(l)?;
+                        let s = self.b.build_load(self.cx.f32_type(), p, "").map_err(err)?;
+                        let v = self.splat(vt, s.into_float_value())?;
+                        invariant.insert(j, v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let leaves: Vec<(Value, PointerValue<'ctx>)> = spec
+            .leaves
+            .iter()
+            .map(|&(v, l)| Ok((v, self.addr(l)?)))
+            .collect::<Result<_, String>>()?;
+        let stores: Vec<(usize, PointerValue<'ctx>)> = spec
+            .stores
+            .iter()
+            .map(|&(m, l)| Ok((m, self.addr(l)?)))
+            .collect::<Result<_, String>>()?;
+        let pre = self.b.get_insert_block().ok_or_else(|| err("no block"))?;
+        let head = self.cx.append_basic_block(self.function, "loop");
+        let body = self.cx.append_basic_block(self.function, "body");
+        let exit = self.cx.append_basic_block(self.function, "exit");
+        self.b.build_unconditional_branch(head).map_err(err)?;
+        self.b.position_at_end(head);
+        let i64t = self.cx.i64_type();
+        let phi = self.b.build_phi(i64t, "i").map_err(err)?;
+        let i = phi.as_basic_value().into_int_value();
+        let more = self
+            .b
+            .build_int_compare(inkwell::IntPredicate::ULT, i, self.i64(to as i64), "")
+            .map_err(err)?;
+        self.b
+            .build_conditional_branch(more, body, exit)
+            .map_err(err)?;
+        self.b.position_at_end(body);
+        let mut memo: HashMap<Value, VectorValue<'ctx>> = HashMap::new();
+        for &(v, base) in &leaves {
+            let p = unsafe {
+                self.b
+                    .build_in_bounds_gep(self.cx.f32_type(), base, &[i], "")
+            }
+            .map_err(err)?;
+            let x = self.b.build_load(vt, p, "").map_err(err)?;
+            if let Some(inst) = x.as_instruction_value() {
+                inst.set_alignment(4).map_err(err)?;
+            }
+            memo.insert(v, x.into_vector_value());
+        }
+        for &j in &spec.order {
+            let n = &self.f.nodes[j];
+            let y = match invariant.get(&j) {
+                Some(&v) => v,
+                None => {
+                    let xs: Vec<VectorValue<'ctx>> = n
+                        .args
+                        .iter()
+                        .map(|&a| match memo.get(&a) {
+                            Some(&v) => Ok(v),
+                            None => {
+                                let m = member_of(self.f, a, &spec.members)
+                                    .ok_or_else(|| err("an operand neither leaf nor member"))?;
+                                Ok(memo[&Value::Node(m as u32)])
+                            }
+                        })
+                        .collect::<Result<_, String>>()?;
+                    self.compute(n.op, &xs, vt)?
+                }
+            };
+            memo.insert(Value::Node(j as u32), y);
+        }
+        for &(m, base) in &stores {
+            let p = unsafe {
+                self.b
+                    .build_in_bounds_gep(self.cx.f32_type(), base, &[i], "")
+            }
+            .map_err(err)?;
+            let st = self
+                .b
+                .build_store(p, memo[&Value::Node(m as u32)])
+                .map_err(err)?;
+            st.set_alignment(4).map_err(err)?;
+        }
+        let next = self
+            .b
+            .build_int_add(i, self.i64(lanes as i64), "")
+            .map_err(err)?;
+        let latch = self.b.get_insert_block().ok_or_else(|| err("no block"))?;
+        self.b.build_unconditional_branch(head).map_err(err)?;
+        phi.add_incoming(&[(&self.i64(from as i64), pre), (&next, latch)]);
+        self.b.position_at_end(exit);
+        Ok(())
+    }
+
+    fn splat(
+        &self,
+        vt: VectorType<'ctx>,
+        s: inkwell::values::FloatValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, String> {
+        let i32t = self.cx.i32_type();
+        let v = self
+            .b
+            .build_insert_element(vt.get_poison(), s, i32t.const_zero(), "")
+            .map_err(err)?;
+        let mask = i32t.vec_type(vt.get_size()).const_zero();
+        self.b
+            .build_shuffle_vector(v, vt.get_poison(), mask, "")
+            .map_err(err)
+    }
+
+    fn intrinsic(&self, name: &str, x: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
+        let decl = Intrinsic::find(name)
+            .and_then(|i| i.get_declaration(self.module, &[x.get_type().into()]))
+            .ok_or_else(|| err(format!("no intrinsic {name}")))?;
+        let r = self.b.build_call(decl, &[x.into()], "").map_err(err)?;
+        match r.try_as_basic_value() {
+            inkwell::values::ValueKind::Basic(v) => Ok(v.into_vector_value()),
+            inkwell::values::ValueKind::Instruction(_) => {
+                Err(err(format!("{name} returned nothing")))
+            }
+        }
+    }
+
+    fn cmp(
+        &self,
+        p: FloatPredicate,
+        x: VectorValue<'ctx>,
+        y: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, String> {
+        self.b.build_float_compare(p, x, y, "").map_err(err)
+    }
+
+    fn select(
+        &self,
+        c: VectorValue<'ctx>,
+        x: VectorValue<'ctx>,
+        y: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, String> {
+        Ok(self
+            .b
+            .build_select(c, x, y, "")
+            .map_err(err)?
+            .into_vector_value())
+    }
+
+    /// 1.0 where the comparison holds, else 0.0.
+    fn indicator(
+        &self,
+        p: FloatPredicate,
+        x: VectorValue<'ctx>,
+        y: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, String> {
+        let vt = x.get_type();
+        let c = self.cmp(p, x, y)?;
+        self.select(c, splat_const(vt, 1.0), splat_const(vt, 0.0))
+    }
+
+    fn add(&self, x: VectorValue<'ctx>, y: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
+        self.b.build_float_add(x, y, "").map_err(err)
+    }
+    fn sub(&self, x: VectorValue<'ctx>, y: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
+        self.b.build_float_sub(x, y, "").map_err(err)
+    }
+    fn mul(&self, x: VectorValue<'ctx>, y: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
+        self.b.build_float_mul(x, y, "").map_err(err)
+    }
+    /// `x * y + z`, rounded twice (as the Cranelift backend's `madd`).
+    fn madd(
+        &self,
+        x: VectorValue<'ctx>,
+        y: VectorValue<'ctx>,
+        z: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, String> {
+        let p = self.mul(x, y)?;
+        self.add(p, z)
+    }
+
+    fn compute(
+        &self,
+        op: Op,
+        xs: &[VectorValue<'ctx>],
+        vt: VectorType<'ctx>,
+    ) -> Result<VectorValue<'ctx>, String> {
+        let k = |v: f32| splat_const(vt, v);
+        Ok(match op {
+            Op::Neg => self.b.build_float_neg(xs[0], "").map_err(err)?,
+            Op::Abs => self.intrinsic("llvm.fabs", xs[0])?,
+            Op::Sqrt => self.intrinsic("llvm.sqrt", xs[0])?,
+            Op::Sign => {
+                let pos = self.indicator(FloatPredicate::OGT, xs[0], k(0.0))?;
+                let neg = self.indicator(FloatPredicate::OLT, xs[0], k(0.0))?;
+                self.sub(pos, neg)?
+            }
+            Op::Add => self.add(xs[0], xs[1])?,
+            Op::Sub => self.sub(xs[0], xs[1])?,
+            Op::Mul => self.mul(xs[0], xs[1])?,
+            Op::Div => self.b.build_float_div(xs[0], xs[1], "").map_err(err)?,
+            // max: y where x < y, else x (the interpreter's rule).
+            Op::Max => {
+                let c = self.cmp(FloatPredicate::OLT, xs[0], xs[1])?;
+                self.select(c, xs[1], xs[0])?
+            }
+            Op::Min => {
+                let c = self.cmp(FloatPredicate::OLT, xs[1], xs[0])?;
+                self.select(c, xs[1], xs[0])?
+            }
+            Op::Lt => self.indicator(FloatPredicate::OLT, xs[0], xs[1])?,
+            Op::Le => self.indicator(FloatPredicate::OLE, xs[0], xs[1])?,
+            Op::Gt => self.indicator(FloatPredicate::OGT, xs[0], xs[1])?,
+            Op::Ge => self.indicator(FloatPredicate::OGE, xs[0], xs[1])?,
+            Op::Eq => self.indicator(FloatPredicate::OEQ, xs[0], xs[1])?,
+            Op::Ne => self.indicator(FloatPredicate::UNE, xs[0], xs[1])?,
+            Op::Select => {
+                let c = self.cmp(FloatPredicate::UNE, xs[0], k(0.0))?;
+                self.select(c, xs[1], xs[2])?
+            }
+            Op::Broadcast => xs[0],
+            Op::Exp => self.exp(xs[0])?,
+            Op::Log => self.log(xs[0])?,
+            Op::Tanh => self.tanh(xs[0])?,
+            op => return Err(err(format!("`{}` is not an elementwise op", op.mnemonic()))),
+        })
+    }
+
+    fn ints(&self, vt: VectorType<'ctx>) -> VectorType<'ctx> {
+        self.cx.i32_type().vec_type(vt.get_size())
+    }
+
+    fn iconst(&self, vt: VectorType<'ctx>, v: i32) -> VectorValue<'ctx> {
+        let it = self.cx.i32_type();
+        let items: Vec<IntValue> = (0..vt.get_size())
+            .map(|_| it.const_int(v as u32 as u64, false))
+            .collect();
+        VectorType::const_vector(&items)
+    }
+
+    fn cast(
+        &self,
+        x: VectorValue<'ctx>,
+        to: VectorType<'ctx>,
+    ) -> Result<VectorValue<'ctx>, String> {
+        Ok(self
+            .b
+            .build_bit_cast(x, to, "")
+            .map_err(err)?
+            .into_vector_value())
+    }
+
+    fn horner(&self, x: VectorValue<'ctx>, coeffs: &[f32]) -> Result<VectorValue<'ctx>, String> {
+        let vt = x.get_type();
+        let mut acc = splat_const(vt, coeffs[0]);
+        for &c in &coeffs[1..] {
+            acc = self.madd(acc, x, splat_const(vt, c))?;
+        }
+        Ok(acc)
+    }
+
+    fn clamp(&self, x: VectorValue<'ctx>, lo: f32, hi: f32) -> Result<VectorValue<'ctx>, String> {
+        let vt = x.get_type();
+        let (l, h) = (splat_const(vt, lo), splat_const(vt, hi));
+        let c = self.cmp(FloatPredicate::OLT, x, l)?;
+        let x = self.select(c, l, x)?;
+        let c = self.cmp(FloatPredicate::OGT, x, h)?;
+        self.select(c, h, x)
+    }
+
+    /// e^x, as `lower::exp`.
+    fn exp(&self, x0: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
+        let vt = x0.get_type();
+        let k = |v: f32| splat_const(vt, v);
+        let x = self.clamp(x0, -87.336_54, 88.0)?;
+        let magic = k(12_582_912.0);
+        let t = self.madd(x, k(std::f32::consts::LOG2_E), magic)?;
+        let fx = self.sub(t, magic)?;
+        let r = self.madd(fx, k(-0.693_359_4), x)?;
+        let r = self.madd(fx, k(2.121_944_4e-4), r)?;
+        let p = self.horner(
+            r,
+            &[
+                1.987_569_1e-4,
+                1.398_199_9e-3,
+                8.333_452e-3,
+                4.166_579_6e-2,
+                1.666_666_5e-1,
+                5e-1,
+            ],
+        )?;
+        let rr = self.mul(r, r)?;
+        let p = self.madd(p, rr, r)?;
+        let p = self.add(p, k(1.0))?;
+        let it = self.ints(vt);
+        let ti = self.cast(t, it)?;
+        let e = self
+            .b
+            .build_int_add(ti, self.iconst(vt, 127 - 0x4B40_0000), "")
+            .map_err(err)?;
+        let e = self
+            .b
+            .build_left_shift(e, self.iconst(vt, 23), "")
+            .map_err(err)?;
+        let pow2 = self.cast(e, vt)?;
+        let y = self.mul(p, pow2)?;
+        let over = self.cmp(FloatPredicate::OGT, x0, k(88.722_84))?;
+        let y = self.select(over, k(f32::INFINITY), y)?;
+        let under = self.cmp(FloatPredicate::OLT, x0, k(-87.336_54))?;
+        let y = self.select(under, k(0.0), y)?;
+        let nan = self.cmp(FloatPredicate::UNO, x0, x0)?;
+        self.select(nan, x0, y)
+    }
+
+    /// ln x, as `lower::log`.
+    fn log(&self, x0: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
+        let vt = x0.get_type();
+        let k = |v: f32| splat_const(vt, v);
+        let it = self.ints(vt);
+        let tiny = k(f32::MIN_POSITIVE);
+        let c = self.cmp(FloatPredicate::OLT, x0, tiny)?;
+        let x = self.select(c, tiny, x0)?;
+        let xi = self.cast(x, it)?;
+        let ei = self
+            .b
+            .build_right_shift(xi, self.iconst(vt, 23), false, "")
+            .map_err(err)?;
+        let ei = self
+            .b
+            .build_int_sub(ei, self.iconst(vt, 126), "")
+            .map_err(err)?;
+        let mi = self
+            .b
+            .build_and(xi, self.iconst(vt, !0x7F80_0000u32 as i32), "")
+            .map_err(err)?;
+        let mi = self
+            .b
+            .build_or(mi, self.iconst(vt, 0x3F00_0000), "")
+            .map_err(err)?;
+        let m = self.cast(mi, vt)?;
+        let e = self.b.build_signed_int_to_float(ei, vt, "").map_err(err)?;
+        let small = self.cmp(FloatPredicate::OLT, m, k(std::f32::consts::FRAC_1_SQRT_2))?;
+        let e_minus = self.sub(e, k(1.0))?;
+        let e = self.select(small, e_minus, e)?;
+        let m2 = self.add(m, m)?;
+        let m_small = self.sub(m2, k(1.0))?;
+        let m_big = self.sub(m, k(1.0))?;
+        let m = self.select(small, m_small, m_big)?;
+        let z = self.mul(m, m)?;
+        let p = self.horner(
+            m,
+            &[
+                7.037_683_6e-2,
+                -1.151_461e-1,
+                1.167_699_9e-1,
+                -1.242_014_1e-1,
+                1.424_932_3e-1,
+                -1.666_805_8e-1,
+                2.000_071_4e-1,
+                -2.499_999_4e-1,
+                3.333_333e-1,
+            ],
+        )?;
+        let y = self.mul(p, m)?;
+        let y = self.mul(y, z)?;
+        let y = self.madd(e, k(-2.121_944_4e-4), y)?;
+        let y = self.madd(z, k(-0.5), y)?;
+        let y = self.add(m, y)?;
+        let y = self.madd(e, k(0.693_359_4), y)?;
+        let is_zero = self.cmp(FloatPredicate::OEQ, x0, k(0.0))?;
+        let y = self.select(is_zero, k(f32::NEG_INFINITY), y)?;
+        let neg = self.cmp(FloatPredicate::OLT, x0, k(0.0))?;
+        let y = self.select(neg, k(f32::NAN), y)?;
+        let is_inf = self.cmp(FloatPredicate::OEQ, x0, k(f32::INFINITY))?;
+        let y = self.select(is_inf, k(f32::INFINITY), y)?;
+        let unordered = self.cmp(FloatPredicate::UNO, x0, x0)?;
+        self.select(unordered, x0, y)
+    }
+
+    /// tanh x, as `lower::tanh`.
+    fn tanh(&self, x: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
+        let vt = x.get_type();
+        let k = |v: f32| splat_const(vt, v);
+        let z = self.mul(x, x)?;
+        let p = self.horner(
+            z,
+            &[
+                -5.704_988_7e-3,
+                2.063_909e-2,
+                -5.373_971_6e-2,
+                1.333_144_2e-1,
+                -3.333_328e-1,
+            ],
+        )?;
+        let xz = self.mul(x, z)?;
+        let small_y = self.madd(xz, p, x)?;
+        let ax = self.intrinsic("llvm.fabs", x)?;
+        let two_ax = self.add(ax, ax)?;
+        let e = self.exp(two_ax)?;
+        let d = self.add(e, k(1.0))?;
+        let q = self.b.build_float_div(k(2.0), d, "").map_err(err)?;
+        let big_abs = self.sub(k(1.0), q)?;
+        let neg_big = self.b.build_float_neg(big_abs, "").map_err(err)?;
+        let is_neg = self.cmp(FloatPredicate::OLT, x, k(0.0))?;
+        let big_y = self.select(is_neg, neg_big, big_abs)?;
+        let small = self.cmp(FloatPredicate::OLT, ax, k(0.625))?;
+        let y = self.select(small, small_y, big_y)?;
+        let unordered = self.cmp(FloatPredicate::UNO, x, x)?;
+        self.select(unordered, x, y)
+    }
+}
+
+fn splat_const<'ctx>(vt: VectorType<'ctx>, v: f32) -> VectorValue<'ctx> {
+    let ft = vt.get_element_type().into_float_type();
+    let items: Vec<_> = (0..vt.get_size())
+        .map(|_| ft.const_float(v as f64))
+        .collect();
+    VectorType::const_vector(&items)
+}

@@ -26,7 +26,7 @@ pub(crate) type Entry =
 
 /// What keeps a compiled function's machine code alive.
 enum Code {
-    Cranelift(JITModule),
+    Cranelift(Box<JITModule>),
     #[cfg(feature = "llvm")]
     Llvm(#[allow(dead_code)] crate::llvm::LlvmCode),
 }
@@ -760,7 +760,7 @@ fn compile_inner(
     };
     Ok((
         Kernel {
-            module: Some(Code::Cranelift(module)),
+            module: Some(Code::Cranelift(Box::new(module))),
             entry,
             scratch_len: l.scratch,
             unshared_len: l.unshared,

@@ -34,6 +34,9 @@ pub struct BenchArgs {
     /// or gemm (every matrix product of a training step, against a square gemm).
     #[arg(long, value_parser = ["train", "forward", "update", "gemm"])]
     only: Option<String>,
+    /// The native backend to time: jit (Cranelift) or llvm (builds with --features llvm).
+    #[arg(long, default_value = "jit", value_parser = ["jit", "llvm"])]
+    backend: String,
     /// Timed steps of the interpreter baseline (0 skips it).
     #[arg(long, default_value_t = 3)]
     baseline_steps: usize,
@@ -137,6 +140,15 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
     let batch = a.batch.unwrap_or(config.batch).max(1);
     config.batch = batch;
     nnc_jit::kernels::set_threads(a.threads);
+    let (backend, codegen) = match a.backend.as_str() {
+        "llvm" if nnc_jit::HAS_LLVM => (Backend::Llvm, nnc_jit::Codegen::Llvm),
+        "llvm" => {
+            return Err(fail(
+                "this nnc was built without the LLVM backend; build it with `cargo build --release --features llvm` (needs llvm-19-dev)",
+            ));
+        }
+        _ => (Backend::Jit, nnc_jit::Codegen::Cranelift),
+    };
     let inputs = random_batch(&model, batch, &mut Rng::new(0)).map_err(fail)?;
     let mut out = std::io::stdout().lock();
     let kinds: &[(&str, bool)] = if model.grad.is_some() {
@@ -152,7 +164,7 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
             continue;
         }
         let mut jit_cfg = config.clone();
-        jit_cfg.backend = Backend::Jit;
+        jit_cfg.backend = backend;
         let mut s = Session::new(model.clone(), jit_cfg).map_err(fail)?;
         let started = process_start.elapsed();
         let m = measure(&mut s, &inputs, a.steps, train).map_err(fail)?;
@@ -168,7 +180,7 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
         let line = serde_json::json!({
             "bench": kind,
             "model": name,
-            "backend": "jit",
+            "backend": a.backend,
             "batch": batch,
             "threads": a.threads,
             "steps": a.steps,
@@ -186,14 +198,14 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
     }
     if a.only.as_deref() == Some("gemm") {
         let mut cfg = config.clone();
-        cfg.backend = Backend::Jit;
+        cfg.backend = backend;
         let mut s = Session::new(model.clone(), cfg).map_err(fail)?;
         for line in gemm_profile(&mut s, &inputs, a.steps, model.grad.is_some()).map_err(fail)? {
             let _ = writeln!(out, "{line}");
         }
     }
     if let (Some(update), None | Some("update")) = (&model.update, a.only.as_deref()) {
-        let line = update_bandwidth(update).map_err(fail)?;
+        let line = update_bandwidth(update, codegen).map_err(fail)?;
         let _ = writeln!(out, "{line}");
     }
     Ok(())
@@ -289,10 +301,13 @@ fn weights_read_us(params: &[nnc::Tensor]) -> f64 {
 
 /// The fused update kernel on 4M parameters (far beyond the caches) against memcpy in the
 /// same run: bytes moved per second by each, and their ratio.
-fn update_bandwidth(update: &nnc_ir::Func) -> Result<serde_json::Value, String> {
+fn update_bandwidth(
+    update: &nnc_ir::Func,
+    codegen: nnc_jit::Codegen,
+) -> Result<serde_json::Value, String> {
     const N: usize = 1 << 22;
     let dims = std::collections::HashMap::from([("N".to_string(), N)]);
-    let kernel = nnc_jit::compile(update, &dims)?;
+    let kernel = nnc_jit::compile_with(codegen, update, &dims)?;
     let states = update.params.len();
     let ins: Vec<Vec<f32>> = vec![vec![0.5; N], vec![0.01; N], vec![1e-3], vec![3.0]];
     let params: Vec<Vec<f32>> = vec![vec![0.25; N]; states];
@@ -338,6 +353,7 @@ fn update_bandwidth(update: &nnc_ir::Func) -> Result<serde_json::Value, String> 
     let (kernel_gbs, copy_gbs) = (bytes as f64 / kernel_s / 1e9, bytes as f64 / copy_s / 1e9);
     Ok(serde_json::json!({
         "bench": "update_kernel",
+        "backend": format!("{codegen:?}").to_lowercase(),
         "n": N,
         "bytes_moved": bytes,
         "ms": kernel_s * 1e3,

@@ -45,6 +45,9 @@ pub enum Stage {
     Fused,
     /// The Cranelift IR the JIT compiles them to.
     Clif,
+    /// The LLVM IR of the LLVM backend, as generated and after O3 (builds with the `llvm`
+    /// feature; not in `ALL`: it names the host CPU, so it is not snapshotted).
+    Llvm,
 }
 
 impl Stage {
@@ -67,12 +70,16 @@ impl Stage {
             Stage::Opt => "opt",
             Stage::Fused => "fused",
             Stage::Clif => "clif",
+            Stage::Llvm => "llvm",
         }
     }
 
     /// Parses a stage name.
     pub fn from_name(name: &str) -> Option<Stage> {
-        Stage::ALL.into_iter().find(|s| s.name() == name)
+        Stage::ALL
+            .into_iter()
+            .chain([Stage::Llvm])
+            .find(|s| s.name() == name)
     }
 }
 
@@ -93,16 +100,16 @@ pub fn stage_text(src: &str, stage: Stage) -> std::result::Result<String, Vec<Di
                 .map(|m| m.to_string())
                 .map_err(|e| vec![nnc_lang::internal(e)])
         }
-        Stage::Fused | Stage::Clif => {
+        Stage::Fused | Stage::Clif | Stage::Llvm => {
             let checked = nnc_lang::check(src)?;
-            native_text(&checked, stage == Stage::Clif).map_err(|e| vec![nnc_lang::internal(e)])
+            native_text(&checked, stage).map_err(|e| vec![nnc_lang::internal(e)])
         }
     }
 }
 
-/// The JIT's plan (or its Cranelift IR) for every optimized function, at the train block's
-/// batch size (32 without one) and, for update rules, all of the model's parameters.
-fn native_text(checked: &nnc_lang::Checked, clif: bool) -> std::result::Result<String, String> {
+/// The JIT's plan (or its Cranelift or LLVM IR) for every optimized function, at the train
+/// block's batch size (32 without one) and, for update rules, all of the model's parameters.
+fn native_text(checked: &nnc_lang::Checked, stage: Stage) -> std::result::Result<String, String> {
     let module = optimized_module(&checked.module, None)?;
     let mut out = String::new();
     for f in &module.funcs {
@@ -141,10 +148,10 @@ fn native_text(checked: &nnc_lang::Checked, clif: bool) -> std::result::Result<S
                 }
             }
         }
-        let text = if clif {
-            nnc_jit::clif_text(f, &dims)?
-        } else {
-            nnc_jit::plan_text(f, &dims)?
+        let text = match stage {
+            Stage::Clif => nnc_jit::clif_text(f, &dims)?,
+            Stage::Llvm => nnc_jit::llvm_text(f, &dims)?,
+            _ => nnc_jit::plan_text(f, &dims)?,
         };
         out.push_str(&text);
         out.push('\n');

@@ -34,8 +34,8 @@ enum Command {
     Ir {
         /// The .nn file.
         file: PathBuf,
-        /// The stage: ast, ir, grad, opt, fused or clif.
-        #[arg(long, default_value = "ir", value_parser = ["ast", "ir", "grad", "opt", "fused", "clif"])]
+        /// The stage: ast, ir, grad, opt, fused, clif or llvm (LLVM IR; builds with --features llvm).
+        #[arg(long, default_value = "ir", value_parser = ["ast", "ir", "grad", "opt", "fused", "clif", "llvm"])]
         stage: String,
         /// Print the optimized IR as it is right after this pass (simplify, cse, dce).
         #[arg(long, value_name = "PASS")]

@@ -40,17 +40,20 @@ pub struct DataArgs {
 
 /// What runs the model.
 #[derive(Args, Clone, Copy, Debug)]
-pub struct BackendArg {
-    /// What runs the model: jit (native code, the default) or interp (the reference interpreter).
+pub(crate) struct BackendArg {
+    /// What runs the model: jit (Cranelift native code, the default), llvm (LLVM native code;
+    /// builds with --features llvm) or interp (the reference interpreter).
     #[arg(long = "backend", default_value = "jit", value_parser = parse_backend)]
-    backend: nnc_train::Backend,
+    pub(crate) backend: nnc_train::Backend,
 }
 
 fn parse_backend(name: &str) -> Result<nnc_train::Backend, String> {
     match name {
         "jit" => Ok(nnc_train::Backend::Jit),
         "interp" => Ok(nnc_train::Backend::Interp),
-        other => Err(format!("`{other}` is not a backend; use jit or interp")),
+        "llvm" if nnc_jit::HAS_LLVM => Ok(nnc_train::Backend::Llvm),
+        "llvm" => Err("this nnc was built without the LLVM backend; build it with `cargo build --release --features llvm` (needs llvm-19-dev)".into()),
+        other => Err(format!("`{other}` is not a backend; use jit, llvm or interp")),
     }
 }
 

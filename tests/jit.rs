@@ -32,7 +32,18 @@ pub fn assert_close(what: &str, jit: &[Tensor], interp: &[Tensor]) {
 
 #[test]
 fn every_example_matches_the_interpreter() {
-    let mut jit = nnc_jit::Jit::new();
+    every_example_on(nnc_jit::Codegen::Cranelift);
+}
+
+/// The LLVM backend takes the same programs: every example, forward, backward and update.
+#[cfg(feature = "llvm")]
+#[test]
+fn every_example_matches_the_interpreter_on_llvm() {
+    every_example_on(nnc_jit::Codegen::Llvm);
+}
+
+fn every_example_on(codegen: nnc_jit::Codegen) {
+    let mut jit = nnc_jit::Jit::with_codegen(codegen);
     let mut compared = 0;
     for path in common::examples() {
         let src = std::fs::read_to_string(&path).unwrap();

@@ -339,11 +339,17 @@ fn npy_data_trains_exactly_like_the_same_csv() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A short run on the JIT gives the interpreter's loss curve, within f32 tolerance.
+/// A short run on the JIT (and on LLVM, when built with it) gives the interpreter's loss
+/// curve, within f32 tolerance.
 #[test]
 fn the_jit_and_the_interpreter_train_alike() {
     let (a, b) = (scratch("be-jit"), scratch("be-interp"));
-    for (dir, backend) in [(&a, "jit"), (&b, "interp")] {
+    let c = scratch("be-llvm");
+    let mut runs = vec![(&a, "jit"), (&b, "interp")];
+    if cfg!(feature = "llvm") {
+        runs.push((&c, "llvm"));
+    }
+    for &(dir, backend) in &runs {
         let (code, _, err) = nnc(&[
             "train",
             "examples/digits_mlp.nn",
@@ -360,20 +366,36 @@ fn the_jit_and_the_interpreter_train_alike() {
         assert_eq!(code, 0, "{err}");
     }
     let rows = |d: &Path| run::parse_rows(&std::fs::read_to_string(d.join("metrics.csv")).unwrap());
-    let (ra, rb) = (rows(&a), rows(&b));
-    assert_eq!(ra.len(), 3);
-    for (x, y) in ra.iter().zip(&rb) {
-        assert!(
-            (x.train_loss - y.train_loss).abs() < 1e-4 * y.train_loss,
-            "{x:?} vs {y:?}"
-        );
-        assert!(
-            (x.test_loss.unwrap() - y.test_loss.unwrap()).abs() < 1e-4,
-            "{x:?} vs {y:?}"
-        );
-        assert!((x.test_accuracy.unwrap() - y.test_accuracy.unwrap()).abs() <= 1.0 / 360.0);
+    let rb = rows(&b);
+    let native: Vec<_> = runs
+        .iter()
+        .filter(|r| r.1 != "interp")
+        .map(|r| rows(r.0))
+        .collect();
+    for ra in &native {
+        assert_eq!(ra.len(), 3);
+        for (x, y) in ra.iter().zip(&rb) {
+            assert!(
+                (x.train_loss - y.train_loss).abs() < 1e-4 * y.train_loss,
+                "{x:?} vs {y:?}"
+            );
+            assert!(
+                (x.test_loss.unwrap() - y.test_loss.unwrap()).abs() < 1e-4,
+                "{x:?} vs {y:?}"
+            );
+            assert!((x.test_accuracy.unwrap() - y.test_accuracy.unwrap()).abs() <= 1.0 / 360.0);
+        }
     }
-    for d in [a, b] {
+    for d in [a, b, c] {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// Without the `llvm` feature, `--backend llvm` is refused with what to do.
+#[cfg(not(feature = "llvm"))]
+#[test]
+fn the_llvm_backend_needs_the_feature() {
+    let (code, _, err) = nnc(&["train", "examples/digits_mlp.nn", "--backend", "llvm"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--features llvm"), "{err}");
 }

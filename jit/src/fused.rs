@@ -53,6 +53,7 @@ impl FusedStep {
         update: Option<&Func>,
         params: &[Tensor],
         states: &[Vec<Tensor>],
+        codegen: crate::Codegen,
     ) -> Result<FusedStep, String> {
         let mut slots = Vec::new();
         let (mut w, mut buf) = (Vec::new(), Vec::new());
@@ -78,7 +79,7 @@ impl FusedStep {
         }
         let n = w.len();
         Ok(FusedStep {
-            jit: Jit::new(),
+            jit: Jit::with_codegen(codegen),
             grad: grad.cloned(),
             update: update.cloned(),
             slots,

@@ -16,6 +16,8 @@ pub enum Backend {
     Jit,
     /// The reference interpreter, the oracle.
     Interp,
+    /// Native code from LLVM (nnc built with the `llvm` feature).
+    Llvm,
 }
 
 /// Everything a training run needs besides the model.

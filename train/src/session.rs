@@ -20,7 +20,8 @@ use crate::config::{Backend, TrainConfig};
 pub enum Executor {
     /// The reference interpreter.
     Interp,
-    /// The Cranelift JIT; f64 graphs, which it does not compile, run on the interpreter.
+    /// The JIT (Cranelift or LLVM); f64 graphs, which it does not compile, run on the
+    /// interpreter.
     Jit(std::sync::Arc<std::sync::Mutex<nnc_jit::Jit>>),
 }
 
@@ -30,6 +31,9 @@ impl Executor {
         match backend {
             Backend::Interp => Executor::Interp,
             Backend::Jit => Executor::Jit(Default::default()),
+            Backend::Llvm => Executor::Jit(std::sync::Arc::new(std::sync::Mutex::new(
+                nnc_jit::Jit::with_codegen(nnc_jit::Codegen::Llvm),
+            ))),
         }
     }
 
@@ -560,11 +564,16 @@ impl Session {
     /// Lays the parameters (and optimizer states) out in the JIT's arenas, once.
     fn ensure_arena(&mut self) -> Result<(), String> {
         if self.fused.is_none() {
+            let codegen = match &self.exec {
+                Executor::Jit(j) => j.lock().map(|j| j.codegen).unwrap_or_default(),
+                Executor::Interp => nnc_jit::Codegen::Cranelift,
+            };
             self.fused = Some(Box::new(nnc_jit::FusedStep::new(
                 self.model.grad.as_ref(),
                 self.model.update.as_ref(),
                 &self.params,
                 &self.states,
+                codegen,
             )?));
         }
         Ok(())

@@ -31,6 +31,9 @@ pub struct BuildArgs {
     /// Rows per call of the chunked kernel when any batch size is allowed.
     #[arg(long, default_value_t = 32)]
     chunk: usize,
+    /// The code generator: jit (Cranelift, the default) or llvm (builds with --features llvm).
+    #[arg(long, default_value = "jit", value_parser = ["jit", "llvm"])]
+    backend: String,
     /// Sizes of other symbolic dimensions, as NAME=N.
     #[arg(long = "dim", value_name = "NAME=N", value_parser = parse_dim)]
     dims: Vec<(String, usize)>,
@@ -124,6 +127,11 @@ pub fn build(a: BuildArgs) -> Result<(), Failed> {
         batch,
         dims,
         notes,
+        codegen: if a.backend == "llvm" {
+            nnc_jit::Codegen::Llvm
+        } else {
+            nnc_jit::Codegen::Cranelift
+        },
     })
     .map_err(fail)?;
     std::fs::create_dir_all(&a.output)

@@ -58,6 +58,10 @@ fn table(text: &str) -> Vec<Vec<f64>> {
 
 /// Trains `example` briefly and builds it: (scratch folder, checkpoint, build folder).
 fn trained_build(example: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    trained_build_with(example, name, "jit")
+}
+
+fn trained_build_with(example: &str, name: &str, backend: &str) -> (PathBuf, PathBuf, PathBuf) {
     let dir = scratch(name);
     let file = format!("examples/{example}.nn");
     let run = dir.join("run");
@@ -65,7 +69,16 @@ fn trained_build(example: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     assert_eq!(code, 0, "{err}");
     let ckpt = run.join("checkpoint.safetensors");
     let out = dir.join("out");
-    let (code, stdout, err) = nnc(&["build", &file, "--checkpoint", s(&ckpt), "-o", s(&out)]);
+    let (code, stdout, err) = nnc(&[
+        "build",
+        &file,
+        "--checkpoint",
+        s(&ckpt),
+        "-o",
+        s(&out),
+        "--backend",
+        backend,
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("link: cc"), "{stdout}");
     (dir, ckpt, out)
@@ -101,8 +114,9 @@ fn same_predictions(example: &str, ckpt: &Path, rows: &Path, got: &[u8]) {
 
 /// Trains `example` briefly, builds it, compiles `tests/aot/predict.c` against it and
 /// compares every row's class and outputs with `nnc predict`.
-fn c_program_matches_predict(example: &str) {
-    let (dir, ckpt, out) = trained_build(example, &format!("aot-{example}"));
+fn c_program_matches_predict(example: &str, backend: &str) {
+    let (dir, ckpt, out) =
+        trained_build_with(example, &format!("aot-{example}-{backend}"), backend);
     let prefix = example.to_string();
     let upper = prefix.to_uppercase();
     let exe = dir.join("predict");
@@ -137,7 +151,15 @@ fn c_program_matches_predict(example: &str) {
 
 #[test]
 fn a_c_program_predicts_what_nnc_predicts_mlp() {
-    c_program_matches_predict("digits_mlp");
+    c_program_matches_predict("digits_mlp", "jit");
+}
+
+/// The same objects from the LLVM backend.
+#[cfg(feature = "llvm")]
+#[test]
+fn a_c_program_predicts_what_nnc_predicts_llvm() {
+    c_program_matches_predict("digits_mlp", "llvm");
+    c_program_matches_predict("digits_cnn", "llvm");
 }
 
 #[test]
@@ -186,7 +208,7 @@ fn a_rust_program_links_the_object_with_only_the_kernels_crate() {
 #[test]
 fn a_c_program_predicts_what_nnc_predicts_cnn() {
     // Convolutions, batch norm on running statistics, pooling, dropout off.
-    c_program_matches_predict("digits_cnn");
+    c_program_matches_predict("digits_cnn", "jit");
 }
 
 /// A checkpoint of `example`'s initial parameters, written through the library (the

@@ -28,6 +28,7 @@ use inkwell::{AddressSpace, FloatPredicate, OptimizationLevel};
 use nnc_ir::{Attr, Func, Op, Value};
 
 use crate::lower::{Arg, Entry, Instr, KernelFn, Loc, LoopSpec, Program, member_of};
+use crate::object::{Batch, ObjectSpec};
 
 /// What keeps compiled code alive: the engine owns the machine code, the context the
 /// module. Fields drop in order, so the engine goes before the context it borrows.
@@ -156,12 +157,21 @@ fn emit<'ctx>(
     f: &Func,
     prog: &Program,
 ) -> Result<Module<'ctx>, String> {
-    let module = cx.create_module(&f.name);
+    let module = new_module(cx, tm, &f.name);
+    emit_into(cx, &module, f, prog, ENTRY, None)?;
+    module.verify().map_err(err)?;
+    Ok(module)
+}
+
+fn new_module<'ctx>(cx: &'ctx Context, tm: &TargetMachine, name: &str) -> Module<'ctx> {
+    let module = cx.create_module(name);
     module.set_triple(&tm.get_triple());
     module.set_data_layout(&tm.get_target_data().get_data_layout());
-    let ptr = cx.ptr_type(AddressSpace::default());
-    let fn_ty = cx.void_type().fn_type(&[ptr.into(); 4], false);
-    let function = module.add_function(ENTRY, fn_ty, None);
+    module
+}
+
+/// Marks `function` as compiled for the host CPU (without this, MCJIT emits SSE2 only).
+fn for_host(cx: &Context, function: FunctionValue) {
     for (k, v) in [
         ("target-cpu", TargetMachine::get_host_cpu_name().to_string()),
         (
@@ -174,6 +184,21 @@ fn emit<'ctx>(
             cx.create_string_attribute(k, &v),
         );
     }
+}
+
+/// Adds the program as the function `name(ins, params, outs, scratch)` to `module`.
+fn emit_into<'ctx>(
+    cx: &'ctx Context,
+    module: &Module<'ctx>,
+    f: &Func,
+    prog: &Program,
+    name: &str,
+    linkage: Option<inkwell::module::Linkage>,
+) -> Result<FunctionValue<'ctx>, String> {
+    let ptr = cx.ptr_type(AddressSpace::default());
+    let fn_ty = cx.void_type().fn_type(&[ptr.into(); 4], false);
+    let function = module.add_function(name, fn_ty, linkage);
+    for_host(cx, function);
     let entry = cx.append_basic_block(function, "entry");
     let b = cx.create_builder();
     b.position_at_end(entry);
@@ -204,7 +229,7 @@ fn emit<'ctx>(
     let outs = load_ptrs(outs, f.outputs.len())?;
     let mut e = Emitter {
         cx,
-        module: &module,
+        module,
         b,
         f,
         ins,
@@ -221,8 +246,7 @@ fn emit<'ctx>(
         }
     }
     e.b.build_return(None).map_err(err)?;
-    module.verify().map_err(err)?;
-    Ok(module)
+    Ok(function)
 }
 
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
@@ -737,4 +761,220 @@ fn splat_const<'ctx>(vt: VectorType<'ctx>, v: f32) -> VectorValue<'ctx> {
         .map(|_| ft.const_float(v as f64))
         .collect();
     VectorType::const_vector(&items)
+}
+
+/// An object file for `nnc build` (see `object.rs`): each `(rows, program)` as a private
+/// kernel, the weights and their address table as private constants, and the exported
+/// `<symbol>_forward` that checks its arguments, allocates scratch and runs the kernels
+/// over the batch, written in LLVM IR.
+pub(crate) fn object(
+    spec: &ObjectSpec,
+    kernels: &[(usize, Program)],
+    rows: &[(bool, usize)],
+    outs: &[(bool, usize)],
+) -> Result<Vec<u8>, String> {
+    use inkwell::module::Linkage;
+    let cx = Context::create();
+    Target::initialize_native(&InitializationConfig::default()).map_err(err)?;
+    let triple = TargetMachine::get_default_triple();
+    let tm = Target::from_triple(&triple)
+        .map_err(err)?
+        .create_target_machine(
+            &triple,
+            &TargetMachine::get_host_cpu_name().to_string(),
+            &TargetMachine::get_host_cpu_features().to_string(),
+            OptimizationLevel::Aggressive,
+            RelocMode::PIC,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| err("no target machine for the host"))?;
+    let module = new_module(&cx, &tm, &spec.symbol);
+    let mut fns = Vec::new();
+    for (r, prog) in kernels {
+        let name = format!("{}_kernel_{r}", spec.symbol);
+        fns.push((
+            *r,
+            emit_into(&cx, &module, spec.func, prog, &name, Some(Linkage::Private))?,
+        ));
+    }
+    let ptr = cx.ptr_type(AddressSpace::default());
+    let f32t = cx.f32_type();
+    let mut weights = Vec::new();
+    for (k, values) in spec.params.iter().enumerate() {
+        let items: Vec<_> = values.iter().map(|&v| f32t.const_float(v as f64)).collect();
+        let g = module.add_global(
+            f32t.array_type(values.len() as u32),
+            None,
+            &format!("{}_weight_{k}", spec.symbol),
+        );
+        g.set_initializer(&f32t.const_array(&items));
+        g.set_constant(true);
+        g.set_linkage(Linkage::Private);
+        g.set_alignment(64);
+        weights.push(g.as_pointer_value());
+    }
+    let table = module.add_global(
+        ptr.array_type(weights.len() as u32),
+        None,
+        &format!("{}_weights", spec.symbol),
+    );
+    table.set_initializer(&ptr.const_array(&weights));
+    table.set_constant(true);
+    table.set_linkage(Linkage::Private);
+
+    let i64t = cx.i64_type();
+    let i32t = cx.i32_type();
+    let mut params: Vec<BasicMetadataTypeEnum> = vec![ptr.into(); rows.len() + outs.len()];
+    params.push(i64t.into());
+    let forward = module.add_function(
+        &format!("{}_forward", spec.symbol),
+        i32t.fn_type(&params, false),
+        None,
+    );
+    for_host(&cx, forward);
+    let malloc = module.add_function("malloc", ptr.fn_type(&[i64t.into()], false), None);
+    let free = module.add_function("free", cx.void_type().fn_type(&[ptr.into()], false), None);
+    let b = cx.create_builder();
+    let block = |name: &str| cx.append_basic_block(forward, name);
+    let (entry, invalid, no_memory, done) = (
+        block("entry"),
+        block("invalid"),
+        block("no_memory"),
+        block("done"),
+    );
+    b.position_at_end(invalid);
+    b.build_return(Some(&i32t.const_int(crate::object::EINVAL as u64, false)))
+        .map_err(err)?;
+    b.position_at_end(no_memory);
+    b.build_return(Some(&i32t.const_int(crate::object::ENOMEM as u64, false)))
+        .map_err(err)?;
+    b.position_at_end(entry);
+    let args: Vec<_> = forward.get_param_iter().collect();
+    let batch = args[args.len() - 1].into_int_value();
+    let io: Vec<PointerValue> = args[..args.len() - 1]
+        .iter()
+        .map(|a| a.into_pointer_value())
+        .collect();
+    let mut bad = cx.bool_type().const_zero();
+    for &p in &io {
+        let null = b.build_is_null(p, "").map_err(err)?;
+        bad = b.build_or(bad, null, "").map_err(err)?;
+    }
+    let wrong = match &spec.batch {
+        Batch::Fixed { n, .. } => b.build_int_compare(
+            inkwell::IntPredicate::NE,
+            batch,
+            i64t.const_int(*n as u64, false),
+            "",
+        ),
+        Batch::Any { .. } => {
+            b.build_int_compare(inkwell::IntPredicate::EQ, batch, i64t.const_zero(), "")
+        }
+    }
+    .map_err(err)?;
+    let bad = b.build_or(bad, wrong, "").map_err(err)?;
+    let checked = block("checked");
+    b.build_conditional_branch(bad, invalid, checked)
+        .map_err(err)?;
+    b.position_at_end(checked);
+    let scratch_bytes = kernels
+        .iter()
+        .map(|(_, p)| 4 * p.scratch)
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let call = b
+        .build_call(
+            malloc,
+            &[i64t.const_int(scratch_bytes as u64, false).into()],
+            "",
+        )
+        .map_err(err)?;
+    let scratch = match call.try_as_basic_value() {
+        inkwell::values::ValueKind::Basic(v) => v.into_pointer_value(),
+        inkwell::values::ValueKind::Instruction(_) => return Err(err("malloc returned nothing")),
+    };
+    let null = b.build_is_null(scratch, "").map_err(err)?;
+    let run = block("run");
+    b.build_conditional_branch(null, no_memory, run)
+        .map_err(err)?;
+    b.position_at_end(run);
+    let in_arr = b
+        .build_array_alloca(ptr, i64t.const_int(rows.len().max(1) as u64, false), "ins")
+        .map_err(err)?;
+    let out_arr = b
+        .build_array_alloca(ptr, i64t.const_int(outs.len().max(1) as u64, false), "outs")
+        .map_err(err)?;
+    let mut start = i64t.const_zero();
+    let mut pre = run;
+    for &(r, kernel) in &fns {
+        let head = block("head");
+        let body = block("body");
+        let exit = block("exit");
+        b.build_unconditional_branch(head).map_err(err)?;
+        b.position_at_end(head);
+        let phi = b.build_phi(i64t, "row").map_err(err)?;
+        let row = phi.as_basic_value().into_int_value();
+        let left = b.build_int_sub(batch, row, "").map_err(err)?;
+        let enough = b
+            .build_int_compare(
+                inkwell::IntPredicate::UGE,
+                left,
+                i64t.const_int(r as u64, false),
+                "",
+            )
+            .map_err(err)?;
+        b.build_conditional_branch(enough, body, exit)
+            .map_err(err)?;
+        b.position_at_end(body);
+        for (arr, (ptrs, list)) in [
+            (in_arr, (&io[..rows.len()], rows)),
+            (out_arr, (&io[rows.len()..], outs)),
+        ] {
+            for (j, (&p, &(has_rows, bytes))) in ptrs.iter().zip(list.iter()).enumerate() {
+                let at = if has_rows {
+                    let off = b
+                        .build_int_mul(row, i64t.const_int(bytes as u64, false), "")
+                        .map_err(err)?;
+                    unsafe { b.build_in_bounds_gep(cx.i8_type(), p, &[off], "") }.map_err(err)?
+                } else {
+                    p
+                };
+                let slot = unsafe {
+                    b.build_in_bounds_gep(ptr, arr, &[i64t.const_int(j as u64, false)], "")
+                }
+                .map_err(err)?;
+                b.build_store(slot, at).map_err(err)?;
+            }
+        }
+        b.build_call(
+            kernel,
+            &[
+                in_arr.into(),
+                table.as_pointer_value().into(),
+                out_arr.into(),
+                scratch.into(),
+            ],
+            "",
+        )
+        .map_err(err)?;
+        let next = b
+            .build_int_add(row, i64t.const_int(r as u64, false), "")
+            .map_err(err)?;
+        b.build_unconditional_branch(head).map_err(err)?;
+        phi.add_incoming(&[(&start, pre), (&next, body)]);
+        b.position_at_end(exit);
+        start = row;
+        pre = exit;
+    }
+    b.build_unconditional_branch(done).map_err(err)?;
+    b.position_at_end(done);
+    b.build_call(free, &[scratch.into()], "").map_err(err)?;
+    b.build_return(Some(&i32t.const_zero())).map_err(err)?;
+    module.verify().map_err(err)?;
+    optimize(&module, &tm)?;
+    let buf = tm
+        .write_to_memory_buffer(&module, inkwell::targets::FileType::Object)
+        .map_err(err)?;
+    Ok(buf.as_slice().to_vec())
 }

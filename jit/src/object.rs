@@ -52,6 +52,8 @@ pub struct ObjectSpec<'a> {
     pub dims: HashMap<String, usize>,
     /// Lines for the header's opening comment (how the data was scaled, say).
     pub notes: Vec<String>,
+    /// The code generator (LLVM needs the `llvm` feature).
+    pub codegen: crate::Codegen,
 }
 
 /// The object file (ELF on Linux) and its C header.
@@ -120,6 +122,53 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
             f.params.len()
         ));
     }
+    let sizes: Vec<(usize, Option<String>)> = match &spec.batch {
+        Batch::Any { dim, chunk } => vec![(*chunk, Some(dim.clone())), (1, Some(dim.clone()))],
+        Batch::Fixed { dim, n } => vec![(*n, dim.clone())],
+    };
+    let dims_for = |rows: usize, dim: &Option<String>| {
+        let mut dims = spec.dims.clone();
+        if let Some(d) = dim {
+            dims.insert(d.clone(), rows);
+        }
+        dims
+    };
+    for (p, values) in f.params.iter().zip(spec.params) {
+        let want: usize = io_shape(&p.ty, &spec.batch, &spec.dims)?.1.iter().product();
+        if values.len() != want {
+            return Err(format!(
+                "parameter `{}` has {} values for {}",
+                p.name,
+                values.len(),
+                p.ty
+            ));
+        }
+    }
+    if spec.codegen == crate::Codegen::Llvm {
+        #[cfg(feature = "llvm")]
+        {
+            let programs = sizes
+                .iter()
+                .map(|(rows, dim)| Ok((*rows, lower::program(f, &dims_for(*rows, dim))?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            let (ins, outs) = row_bytes(spec)?;
+            let object = crate::llvm::object(spec, &programs, &ins, &outs)?;
+            return Ok(Built {
+                object,
+                header: header(spec)?,
+                scratch_bytes: programs
+                    .iter()
+                    .map(|(_, p)| 4 * p.scratch)
+                    .max()
+                    .unwrap_or(0),
+                weight_bytes: spec.params.iter().map(|p| 4 * p.len()).sum(),
+            });
+        }
+        #[cfg(not(feature = "llvm"))]
+        return Err(
+            "this nnc was built without the LLVM backend; build it with `--features llvm` (needs llvm-19-dev)".into(),
+        );
+    }
     let (isa, has_fma) = lower::host_isa(true)?;
     let builder = ObjectBuilder::new(
         isa,
@@ -131,16 +180,9 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
     let helpers = lower::declare_kernels(&mut module)?;
 
     // One kernel per batch size: (rows per call, kernel).
-    let sizes: Vec<(usize, Option<String>)> = match &spec.batch {
-        Batch::Any { dim, chunk } => vec![(*chunk, Some(dim.clone())), (1, Some(dim.clone()))],
-        Batch::Fixed { dim, n } => vec![(*n, dim.clone())],
-    };
     let mut kernels: Vec<(usize, Lowered)> = Vec::new();
     for (rows, dim) in &sizes {
-        let mut dims = spec.dims.clone();
-        if let Some(d) = dim {
-            dims.insert(d.clone(), *rows);
-        }
+        let dims = dims_for(*rows, dim);
         let name = format!("{}_kernel_{rows}", spec.symbol);
         let l = lower::lower_into(
             &mut module,
@@ -158,16 +200,7 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
     // The weights, and the table of their addresses the kernels take as `params`.
     let mut weight_bytes = 0;
     let mut weights: Vec<DataId> = Vec::new();
-    for (k, (p, values)) in f.params.iter().zip(spec.params).enumerate() {
-        let want: usize = io_shape(&p.ty, &spec.batch, &spec.dims)?.1.iter().product();
-        if values.len() != want {
-            return Err(format!(
-                "parameter `{}` has {} values for {}",
-                p.name,
-                values.len(),
-                p.ty
-            ));
-        }
+    for (k, values) in spec.params.iter().enumerate() {
         let id = module
             .declare_data(
                 &format!("{}_weight_{k}", spec.symbol),
@@ -226,7 +259,7 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
 type Rowed = (bool, usize);
 
 /// Each input's and each output's rows and bytes per row.
-fn row_bytes(spec: &ObjectSpec) -> Result<(Vec<Rowed>, Vec<Rowed>), String> {
+pub(crate) fn row_bytes(spec: &ObjectSpec) -> Result<(Vec<Rowed>, Vec<Rowed>), String> {
     let f = spec.func;
     let each = |ty: &nnc_ir::TensorType| -> Result<(bool, usize), String> {
         let (rows, shape) = io_shape(ty, &spec.batch, &spec.dims)?;

@@ -34,6 +34,10 @@ pub struct BuildArgs {
     /// The code generator: jit (Cranelift, the default) or llvm (builds with --features llvm).
     #[arg(long, default_value = "jit", value_parser = ["jit", "llvm"])]
     backend: String,
+    /// Where the weights live: embed (inside the object, the default) or file (read at run
+    /// time from a safetensors file by `<model>_load`).
+    #[arg(long, default_value = "embed", value_parser = ["embed", "file"])]
+    weights: String,
     /// Sizes of other symbolic dimensions, as NAME=N.
     #[arg(long = "dim", value_name = "NAME=N", value_parser = parse_dim)]
     dims: Vec<(String, usize)>,
@@ -127,6 +131,11 @@ pub fn build(a: BuildArgs) -> Result<(), Failed> {
         batch,
         dims,
         notes,
+        weights: if a.weights == "file" {
+            nnc_jit::object::Weights::File
+        } else {
+            nnc_jit::object::Weights::Embedded
+        },
         codegen: if a.backend == "llvm" {
             nnc_jit::Codegen::Llvm
         } else {

@@ -58,10 +58,10 @@ fn table(text: &str) -> Vec<Vec<f64>> {
 
 /// Trains `example` briefly and builds it: (scratch folder, checkpoint, build folder).
 fn trained_build(example: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    trained_build_with(example, name, "jit")
+    trained_build_with(example, name, &["--backend", "jit"])
 }
 
-fn trained_build_with(example: &str, name: &str, backend: &str) -> (PathBuf, PathBuf, PathBuf) {
+fn trained_build_with(example: &str, name: &str, options: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
     let dir = scratch(name);
     let file = format!("examples/{example}.nn");
     let run = dir.join("run");
@@ -69,16 +69,10 @@ fn trained_build_with(example: &str, name: &str, backend: &str) -> (PathBuf, Pat
     assert_eq!(code, 0, "{err}");
     let ckpt = run.join("checkpoint.safetensors");
     let out = dir.join("out");
-    let (code, stdout, err) = nnc(&[
-        "build",
-        &file,
-        "--checkpoint",
-        s(&ckpt),
-        "-o",
-        s(&out),
-        "--backend",
-        backend,
-    ]);
+    let (code, stdout, err) = nnc(&["build", &file, "--checkpoint", s(&ckpt), "-o", s(&out)]
+        .into_iter()
+        .chain(options.iter().copied())
+        .collect::<Vec<_>>());
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("link: cc"), "{stdout}");
     (dir, ckpt, out)
@@ -115,8 +109,16 @@ fn same_predictions(example: &str, ckpt: &Path, rows: &Path, got: &[u8]) {
 /// Trains `example` briefly, builds it, compiles `tests/aot/predict.c` against it and
 /// compares every row's class and outputs with `nnc predict`.
 fn c_program_matches_predict(example: &str, backend: &str) {
-    let (dir, ckpt, out) =
-        trained_build_with(example, &format!("aot-{example}-{backend}"), backend);
+    c_program_matches_predict_with(example, &["--backend", backend]);
+}
+
+/// The C program, built against the object `nnc build` made with `options`; with
+/// `--weights file` it first checks `_load`'s error codes, then loads the checkpoint.
+/// Returns the program and the checkpoint for more runs.
+fn c_program_matches_predict_with(example: &str, options: &[&str]) -> (PathBuf, PathBuf) {
+    let name = format!("aot-{example}-{}", options.join("-").replace("--", ""));
+    let (dir, ckpt, out) = trained_build_with(example, &name, options);
+    let load = options.contains(&"file");
     let prefix = example.to_string();
     let upper = prefix.to_uppercase();
     let exe = dir.join("predict");
@@ -124,6 +126,7 @@ fn c_program_matches_predict(example: &str, backend: &str) {
         .args(["-O2", "-std=c99", "-Wall", "-Werror", "-I", s(&out)])
         .arg(format!("-DPREFIX={prefix}"))
         .arg(format!("-DUPPER={upper}"))
+        .args(load.then_some("-DLOAD"))
         .arg(Path::new(ROOT).join("tests/aot/predict.c"))
         .arg(out.join(format!("{prefix}.o")))
         .arg(runtime_library())
@@ -138,6 +141,7 @@ fn c_program_matches_predict(example: &str, backend: &str) {
     let rows = test_rows(&dir);
     let c = Command::new(&exe)
         .args([s(&rows), "0.0625"])
+        .args(load.then_some(s(&ckpt)))
         .output()
         .unwrap();
     assert!(
@@ -147,6 +151,46 @@ fn c_program_matches_predict(example: &str, backend: &str) {
         String::from_utf8_lossy(&c.stderr)
     );
     same_predictions(example, &ckpt, &rows, &c.stdout);
+    (exe, ckpt)
+}
+
+/// `--weights file`: the object holds no weights; `_load` reads them from the checkpoint
+/// by name (after refusing a missing file and a CSV), and refuses a damaged checkpoint
+/// with the checksum's reason, and a truncated one.
+fn weights_from_a_file(backend: &str) {
+    let (exe, ckpt) =
+        c_program_matches_predict_with("digits_mlp", &["--backend", backend, "--weights", "file"]);
+    let dir = exe.parent().unwrap().to_path_buf();
+    let rows = dir.join("test.csv");
+    let mut bytes = std::fs::read(&ckpt).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 0x10;
+    let damaged = dir.join("damaged.safetensors");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let c = Command::new(&exe)
+        .args([s(&rows), "0.0625", s(&damaged)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert_eq!(c.status.code(), Some(10), "{err}");
+    assert!(
+        err.contains("load returned 4") && err.contains("checksum"),
+        "{err}"
+    );
+    let truncated = dir.join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..n / 2]).unwrap();
+    let c = Command::new(&exe)
+        .args([s(&rows), "0.0625", s(&truncated)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert_eq!(c.status.code(), Some(10), "{err}");
+    assert!(err.contains("load returned 3"), "{err}");
+}
+
+#[test]
+fn weights_can_come_from_a_checkpoint_at_run_time() {
+    weights_from_a_file("jit");
 }
 
 #[test]
@@ -160,6 +204,7 @@ fn a_c_program_predicts_what_nnc_predicts_mlp() {
 fn a_c_program_predicts_what_nnc_predicts_llvm() {
     c_program_matches_predict("digits_mlp", "llvm");
     c_program_matches_predict("digits_cnn", "llvm");
+    weights_from_a_file("llvm");
 }
 
 #[test]

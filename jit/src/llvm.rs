@@ -799,31 +799,115 @@ pub(crate) fn object(
     }
     let ptr = cx.ptr_type(AddressSpace::default());
     let f32t = cx.f32_type();
+    let i64t = cx.i64_type();
+    let i32t = cx.i32_type();
+    let file = spec.weights == crate::object::Weights::File;
     let mut weights = Vec::new();
-    for (k, values) in spec.params.iter().enumerate() {
-        let items: Vec<_> = values.iter().map(|&v| f32t.const_float(v as f64)).collect();
-        let g = module.add_global(
-            f32t.array_type(values.len() as u32),
-            None,
-            &format!("{}_weight_{k}", spec.symbol),
-        );
-        g.set_initializer(&f32t.const_array(&items));
-        g.set_constant(true);
-        g.set_linkage(Linkage::Private);
-        g.set_alignment(64);
-        weights.push(g.as_pointer_value());
+    if !file {
+        for (k, values) in spec.params.iter().enumerate() {
+            let items: Vec<_> = values.iter().map(|&v| f32t.const_float(v as f64)).collect();
+            let g = module.add_global(
+                f32t.array_type(values.len() as u32),
+                None,
+                &format!("{}_weight_{k}", spec.symbol),
+            );
+            g.set_initializer(&f32t.const_array(&items));
+            g.set_constant(true);
+            g.set_linkage(Linkage::Private);
+            g.set_alignment(64);
+            weights.push(g.as_pointer_value());
+        }
     }
+    let count = spec.params.len();
     let table = module.add_global(
-        ptr.array_type(weights.len() as u32),
+        ptr.array_type(count as u32),
         None,
         &format!("{}_weights", spec.symbol),
     );
-    table.set_initializer(&ptr.const_array(&weights));
-    table.set_constant(true);
+    if file {
+        // Filled by `<symbol>_load`.
+        table.set_initializer(&ptr.array_type(count as u32).const_zero());
+    } else {
+        table.set_initializer(&ptr.const_array(&weights));
+        table.set_constant(true);
+    }
     table.set_linkage(Linkage::Private);
+    if file {
+        // int <symbol>_load(const char *path): nnc_rt_load_weights with names and sizes.
+        let names: Vec<_> = spec
+            .func
+            .params
+            .iter()
+            .enumerate()
+            .map(|(k, p)| {
+                let text = cx.const_string(p.name.as_bytes(), true);
+                let g =
+                    module.add_global(text.get_type(), None, &format!("{}_name_{k}", spec.symbol));
+                g.set_initializer(&text);
+                g.set_constant(true);
+                g.set_linkage(Linkage::Private);
+                g.as_pointer_value()
+            })
+            .collect();
+        let names_g = module.add_global(
+            ptr.array_type(count as u32),
+            None,
+            &format!("{}_names", spec.symbol),
+        );
+        names_g.set_initializer(&ptr.const_array(&names));
+        names_g.set_constant(true);
+        names_g.set_linkage(Linkage::Private);
+        let lens: Vec<_> = spec
+            .params
+            .iter()
+            .map(|v| i64t.const_int(v.len() as u64, false))
+            .collect();
+        let lens_g = module.add_global(
+            i64t.array_type(count as u32),
+            None,
+            &format!("{}_lens", spec.symbol),
+        );
+        lens_g.set_initializer(&i64t.const_array(&lens));
+        lens_g.set_constant(true);
+        lens_g.set_linkage(Linkage::Private);
+        let rt = module.add_function(
+            "nnc_rt_load_weights",
+            i32t.fn_type(
+                &[ptr.into(), i64t.into(), ptr.into(), ptr.into(), ptr.into()],
+                false,
+            ),
+            None,
+        );
+        let load = module.add_function(
+            &format!("{}_load", spec.symbol),
+            i32t.fn_type(&[ptr.into()], false),
+            None,
+        );
+        let b = cx.create_builder();
+        b.position_at_end(cx.append_basic_block(load, "entry"));
+        let path = load
+            .get_nth_param(0)
+            .ok_or_else(|| err("load's parameter"))?;
+        let call = b
+            .build_call(
+                rt,
+                &[
+                    path.into(),
+                    i64t.const_int(count as u64, false).into(),
+                    names_g.as_pointer_value().into(),
+                    lens_g.as_pointer_value().into(),
+                    table.as_pointer_value().into(),
+                ],
+                "",
+            )
+            .map_err(err)?;
+        let r = match call.try_as_basic_value() {
+            inkwell::values::ValueKind::Basic(v) => v.into_int_value(),
+            inkwell::values::ValueKind::Instruction(_) => return Err(err("load returned nothing")),
+        };
+        b.build_return(Some(&r)).map_err(err)?;
+    }
 
-    let i64t = cx.i64_type();
-    let i32t = cx.i32_type();
     let mut params: Vec<BasicMetadataTypeEnum> = vec![ptr.into(); rows.len() + outs.len()];
     params.push(i64t.into());
     let forward = module.add_function(
@@ -877,6 +961,25 @@ pub(crate) fn object(
     b.build_conditional_branch(bad, invalid, checked)
         .map_err(err)?;
     b.position_at_end(checked);
+    if file && count > 0 {
+        // Not loaded yet: the table's first pointer is still null.
+        let first = b
+            .build_load(ptr, table.as_pointer_value(), "")
+            .map_err(err)?;
+        let missing = b
+            .build_is_null(first.into_pointer_value(), "")
+            .map_err(err)?;
+        let no_weights = block("no_weights");
+        let loaded = block("loaded");
+        b.build_conditional_branch(missing, no_weights, loaded)
+            .map_err(err)?;
+        b.position_at_end(no_weights);
+        b.build_return(Some(
+            &i32t.const_int(crate::object::ENOWEIGHTS as u64, false),
+        ))
+        .map_err(err)?;
+        b.position_at_end(loaded);
+    }
     let scratch_bytes = kernels
         .iter()
         .map(|(_, p)| 4 * p.scratch)

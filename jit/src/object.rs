@@ -54,6 +54,18 @@ pub struct ObjectSpec<'a> {
     pub notes: Vec<String>,
     /// The code generator (LLVM needs the `llvm` feature).
     pub codegen: crate::Codegen,
+    /// Whether the weights are inside the object or read at run time by `<symbol>_load`.
+    pub weights: Weights,
+}
+
+/// Where a built model's weights come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Weights {
+    /// Inside the object, as read-only data.
+    #[default]
+    Embedded,
+    /// From a safetensors file (an nnc checkpoint, say), by name, through `<symbol>_load`.
+    File,
 }
 
 /// The object file (ELF on Linux) and its C header.
@@ -70,6 +82,12 @@ pub struct Built {
 pub const OK: i32 = 0;
 pub const EINVAL: i32 = 1;
 pub const ENOMEM: i32 = 2;
+/// `_load`: the file cannot be read or is not safetensors (as `nnc_rt_load_weights`).
+pub const EIO: i32 = 3;
+/// `_load`: a weight is missing or has another type or size, or the checksum fails.
+pub const EWEIGHTS: i32 = 4;
+/// `_forward` before a successful `_load`.
+pub const ENOWEIGHTS: i32 = 5;
 
 fn io_shape(
     ty: &nnc_ir::TensorType,
@@ -161,7 +179,10 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
                     .map(|(_, p)| 4 * p.scratch)
                     .max()
                     .unwrap_or(0),
-                weight_bytes: spec.params.iter().map(|p| 4 * p.len()).sum(),
+                weight_bytes: match spec.weights {
+                    Weights::Embedded => spec.params.iter().map(|p| 4 * p.len()).sum(),
+                    Weights::File => 0,
+                },
             });
         }
         #[cfg(not(feature = "llvm"))]
@@ -197,28 +218,25 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
         kernels.push((*rows, l));
     }
 
-    // The weights, and the table of their addresses the kernels take as `params`.
+    // The weights, and the table of their addresses the kernels take as `params`: filled
+    // by relocations when the weights are inside, by `<symbol>_load` when they are not.
     let mut weight_bytes = 0;
     let mut weights: Vec<DataId> = Vec::new();
-    for (k, values) in spec.params.iter().enumerate() {
-        let id = module
-            .declare_data(
+    if spec.weights == Weights::Embedded {
+        for (k, values) in spec.params.iter().enumerate() {
+            let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            if bytes.is_empty() {
+                bytes.push(0);
+            }
+            weight_bytes += bytes.len();
+            weights.push(data(
+                &mut module,
                 &format!("{}_weight_{k}", spec.symbol),
-                Linkage::Local,
+                bytes,
+                64,
                 false,
-                false,
-            )
-            .map_err(|e| e.to_string())?;
-        let mut d = DataDescription::new();
-        let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        if bytes.is_empty() {
-            bytes.push(0);
+            )?);
         }
-        weight_bytes += bytes.len();
-        d.define(bytes.into_boxed_slice());
-        d.set_align(64);
-        module.define_data(id, &d).map_err(|e| e.to_string())?;
-        weights.push(id);
     }
     let table = module
         .declare_data(
@@ -229,13 +247,16 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
         )
         .map_err(|e| e.to_string())?;
     let mut d = DataDescription::new();
-    d.define(vec![0u8; 8 * weights.len().max(1)].into_boxed_slice());
+    d.define(vec![0u8; 8 * f.params.len().max(1)].into_boxed_slice());
     d.set_align(8);
     for (k, &w) in weights.iter().enumerate() {
         let gv = module.declare_data_in_data(w, &mut d);
         d.write_data_addr((8 * k) as u32, gv, 0);
     }
     module.define_data(table, &d).map_err(|e| e.to_string())?;
+    if spec.weights == Weights::File {
+        loader(&mut module, spec, table)?;
+    }
 
     let scratch_bytes = kernels
         .iter()
@@ -253,6 +274,106 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
         scratch_bytes,
         weight_bytes,
     })
+}
+
+/// A local data object holding `bytes`.
+fn data(
+    module: &mut ObjectModule,
+    name: &str,
+    bytes: Vec<u8>,
+    align: u64,
+    writable: bool,
+) -> Result<DataId, String> {
+    let id = module
+        .declare_data(name, Linkage::Local, writable, false)
+        .map_err(|e| e.to_string())?;
+    let mut d = DataDescription::new();
+    d.define(bytes.into_boxed_slice());
+    d.set_align(align);
+    module.define_data(id, &d).map_err(|e| e.to_string())?;
+    Ok(id)
+}
+
+/// `int <symbol>_load(const char *path)`: `nnc_rt_load_weights` with the weights' names
+/// and sizes, into the table the kernels read.
+fn loader(module: &mut ObjectModule, spec: &ObjectSpec, table: DataId) -> Result<(), String> {
+    let ptr = types::I64;
+    let f = spec.func;
+    let mut name_ids = Vec::new();
+    for (k, p) in f.params.iter().enumerate() {
+        let mut bytes = p.name.as_bytes().to_vec();
+        bytes.push(0);
+        name_ids.push(data(
+            module,
+            &format!("{}_name_{k}", spec.symbol),
+            bytes,
+            1,
+            false,
+        )?);
+    }
+    let names = module
+        .declare_data(
+            &format!("{}_names", spec.symbol),
+            Linkage::Local,
+            false,
+            false,
+        )
+        .map_err(|e| e.to_string())?;
+    let mut d = DataDescription::new();
+    d.define(vec![0u8; 8 * name_ids.len().max(1)].into_boxed_slice());
+    d.set_align(8);
+    for (k, &n) in name_ids.iter().enumerate() {
+        let gv = module.declare_data_in_data(n, &mut d);
+        d.write_data_addr((8 * k) as u32, gv, 0);
+    }
+    module.define_data(names, &d).map_err(|e| e.to_string())?;
+    let lens: Vec<u8> = spec
+        .params
+        .iter()
+        .flat_map(|v| (v.len() as u64).to_le_bytes())
+        .chain(std::iter::repeat_n(0, 8))
+        .collect();
+    let lens = data(module, &format!("{}_lens", spec.symbol), lens, 8, false)?;
+
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(ptr));
+    sig.returns.push(AbiParam::new(types::I32));
+    let id = module
+        .declare_function(&format!("{}_load", spec.symbol), Linkage::Export, &sig)
+        .map_err(|e| e.to_string())?;
+    let mut rt_sig = module.make_signature();
+    for _ in 0..5 {
+        rt_sig.params.push(AbiParam::new(ptr));
+    }
+    rt_sig.returns.push(AbiParam::new(types::I32));
+    let rt = module
+        .declare_function("nnc_rt_load_weights", Linkage::Import, &rt_sig)
+        .map_err(|e| e.to_string())?;
+    let mut ctx = Context::new();
+    ctx.func.signature = sig;
+    let mut fbc = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
+        let rt = module.declare_func_in_func(rt, b.func);
+        let [names, lens, table] =
+            [names, lens, table].map(|d| module.declare_data_in_func(d, b.func));
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let path = b.block_params(entry)[0];
+        let count = b.ins().iconst(ptr, f.params.len() as i64);
+        let [names, lens, table] = [names, lens, table].map(|g| b.ins().symbol_value(ptr, g));
+        let call = b.ins().call(rt, &[path, count, names, lens, table]);
+        let r = b.inst_results(call)[0];
+        b.ins().return_(&[r]);
+        b.seal_all_blocks();
+        b.finalize(module.target_config());
+    }
+    module
+        .define_function(id, &mut ctx)
+        .map_err(|e| format!("{e:?}"))?;
+    module.clear_context(&mut ctx);
+    Ok(())
 }
 
 /// Whether an input or output has rows (the batch axis), and its bytes per row.
@@ -346,6 +467,23 @@ fn wrapper(
             }
         }
         b.switch_to_block(next);
+        if spec.weights == Weights::File && !spec.func.params.is_empty() {
+            // Not loaded yet: the table's first pointer is still null.
+            let no_weights = b.create_block();
+            let t = b.ins().symbol_value(ptr, table);
+            let first = b.ins().load(
+                ptr,
+                cranelift_codegen::ir::MemFlagsData::new().with_notrap(),
+                t,
+                0,
+            );
+            let next = b.create_block();
+            b.ins().brif(first, next, &[], no_weights, &[]);
+            b.switch_to_block(no_weights);
+            let e = b.ins().iconst(types::I32, ENOWEIGHTS as i64);
+            b.ins().return_(&[e]);
+            b.switch_to_block(next);
+        }
         let scratch = if scratch_bytes > 0 {
             let size = b.ins().iconst(ptr, scratch_bytes as i64);
             let call = b.ins().call(malloc, &[size]);
@@ -452,7 +590,14 @@ fn header(spec: &ObjectSpec) -> Result<String, String> {
         model = f.name
     );
     h += " * Link the object file with nnc's run-time kernels: libnnc_rt.a (and -lpthread -ldl -lm)\n";
-    h += " * from C, or the nnc-rt crate from Rust. The weights are inside the object.\n";
+    h += match spec.weights {
+        Weights::Embedded => {
+            " * from C, or the nnc-rt crate from Rust. The weights are inside the object.\n"
+        }
+        Weights::File => {
+            " * from C, or the nnc-rt crate from Rust. The weights are read at run time from a\n * safetensors file (an nnc checkpoint) by name: call _load before _forward.\n"
+        }
+    };
     h += " * Machine code for the CPU nnc ran on (its vector extensions); row-major float32 arrays.\n";
     match &spec.batch {
         Batch::Any { chunk, .. } => {
@@ -491,13 +636,30 @@ fn header(spec: &ObjectSpec) -> Result<String, String> {
         h += &format!("#define {upper}_BATCH {n}\n");
     }
     h += &format!(
-        "\n#define {upper}_OK {OK}\n/* a null pointer, batch 0{} */\n#define {upper}_EINVAL {EINVAL}\n/* scratch memory could not be allocated */\n#define {upper}_ENOMEM {ENOMEM}\n\n",
+        "\n#define {upper}_OK {OK}\n/* a null pointer, batch 0{} */\n#define {upper}_EINVAL {EINVAL}\n/* scratch memory could not be allocated */\n#define {upper}_ENOMEM {ENOMEM}\n",
         if matches!(spec.batch, Batch::Fixed { .. }) {
             " or another batch size"
         } else {
             ""
         }
     );
+    if spec.weights == Weights::File {
+        h += &format!(
+            "/* _load: the file cannot be read, or is not safetensors */\n#define {upper}_EIO {EIO}\n\
+             /* _load: a weight is missing or of another type or size, or the checksum fails */\n#define {upper}_EWEIGHTS {EWEIGHTS}\n\
+             /* _forward before a successful _load */\n#define {upper}_ENOWEIGHTS {ENOWEIGHTS}\n\n"
+        );
+        h += "/* The weights _load reads, by name (float32):\n";
+        for (p, v) in f.params.iter().zip(spec.params) {
+            h += &format!(" *   {} {} ({} floats)\n", p.name, p.ty.shape, v.len());
+        }
+        h += " */\n";
+        h += &format!(
+            "/* Reads every weight from the safetensors file at `path`; on failure the weights\n * loaded before (if any) stay, and nnc_rt_error() says why. Not thread-safe with\n * _forward. */\nint {}_load(const char *path);\n/* Why the last _load failed. */\nconst char *nnc_rt_error(void);\n",
+            spec.symbol
+        );
+    }
+    h += "\n";
     let mut params: Vec<String> = f
         .inputs
         .iter()

@@ -10,6 +10,8 @@
 //! shapes (specialized per batch size); the descriptors are arrays of `i64` owned by the
 //! compiled code (or, in an object file, its read-only data), so they outlive every call.
 
+pub mod weights;
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -671,7 +673,7 @@ pub fn counter_uniform(key: u64, stream: u64, index: u64) -> f32 {
 /// The address of every kernel: a Rust program that links an `nnc build` object calls
 /// this once (`std::hint::black_box(nnc_rt::kernels())`) so the linker keeps them all,
 /// whatever order it reads the object and this library in.
-pub fn kernels() -> [usize; 7] {
+pub fn kernels() -> [usize; 9] {
     [
         nnc_matmul as *const () as usize,
         nnc_gather as *const () as usize,
@@ -680,6 +682,8 @@ pub fn kernels() -> [usize; 7] {
         nnc_math as *const () as usize,
         nnc_copy as *const () as usize,
         nnc_layout as *const () as usize,
+        weights::nnc_rt_load_weights as *const () as usize,
+        weights::nnc_rt_error as *const () as usize,
     ]
 }
 

@@ -18,7 +18,7 @@ use safetensors::tensor::{Dtype, SafeTensors};
 use crate::tensor::Tensor;
 
 /// The metadata key of the checksum.
-pub const CHECKSUM_KEY: &str = "nnc.checksum";
+pub use nnc_rt::weights::CHECKSUM_KEY;
 
 /// Named tensors with metadata.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -225,29 +225,7 @@ fn bytes_of(t: &Tensor) -> Vec<u8> {
 
 /// FNV-1a over every tensor (sorted by name) and the metadata (sorted by key). Any single
 /// changed byte changes the result, since each step is a bijection of the state.
-fn checksum<'a>(
-    tensors: impl Iterator<Item = (&'a str, String, &'a [usize], &'a [u8])>,
-    meta: &BTreeMap<String, String>,
-) -> u64 {
-    let mut h = crate::rng::Fnv::new();
-    let mut items: Vec<_> = tensors.collect();
-    items.sort_by(|a, b| a.0.cmp(b.0));
-    for (name, dtype, shape, data) in items {
-        h.write(name.as_bytes());
-        h.write(dtype.as_bytes());
-        for &d in shape {
-            h.write(&(d as u64).to_le_bytes());
-        }
-        h.write(data);
-    }
-    for (k, v) in meta {
-        if k != CHECKSUM_KEY {
-            h.write(k.as_bytes());
-            h.write(v.as_bytes());
-        }
-    }
-    h.finish()
-}
+use nnc_rt::weights::checksum;
 
 #[cfg(test)]
 mod tests {

@@ -5,33 +5,7 @@
 //! dependencies.
 
 /// The 64-bit FNV-1a hash: names random streams and checksums checkpoints.
-#[derive(Clone, Debug)]
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Fnv {
-        Fnv::new()
-    }
-}
-
-impl Fnv {
-    /// The hash of nothing.
-    pub fn new() -> Fnv {
-        Fnv(0xCBF2_9CE4_8422_2325)
-    }
-
-    /// Mixes in bytes.
-    pub fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
-        }
-    }
-
-    /// The hash so far.
-    pub fn finish(&self) -> u64 {
-        self.0
-    }
-}
+pub use nnc_rt::weights::Fnv;
 
 /// Uniform noise in [0, 1) with 24 random bits: the `random` op's definition, in the
 /// run-time kernels' crate because compiled code calls it too.

@@ -1,7 +1,8 @@
 /* Reads rows of features as CSV (a header line; `scale` multiplies every value; the
  * label column, if named, is skipped), runs a model compiled by `nnc build`, and prints
  * each row's predicted class and outputs as `nnc predict` does. Its error codes are
- * checked too. Build with -DPREFIX=digits_mlp -DUPPER=DIGITS_MLP (the model's names). */
+ * checked too. Build with -DPREFIX=digits_mlp -DUPPER=DIGITS_MLP (the model's names), and
+ * -DLOAD for an object built with `--weights file`, whose weights path comes third. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +19,17 @@
 #define EINVAL_ CAT(UPPER, _EINVAL)
 
 int main(int argc, char **argv) {
+#ifdef LOAD
+    if (argc != 4) {
+        fprintf(stderr, "usage: predict ROWS.csv SCALE WEIGHTS.safetensors\n");
+        return 2;
+    }
+#else
     if (argc != 3) {
         fprintf(stderr, "usage: predict ROWS.csv SCALE\n");
         return 2;
     }
+#endif
     FILE *f = fopen(argv[1], "r");
     if (!f) {
         perror(argv[1]);
@@ -54,6 +62,20 @@ int main(int argc, char **argv) {
     }
     fclose(f);
     float *y = malloc(rows * Y_SIZE * sizeof(float));
+#ifdef LOAD
+    /* Nothing runs before the weights are loaded; a bad file is refused with a reason and
+     * leaves no weights behind; then the real file. */
+    if (FORWARD(x, y, rows) != CAT(UPPER, _ENOWEIGHTS)) return 5;
+    if (CAT(PREFIX, _load)("/nonexistent/w.safetensors") != CAT(UPPER, _EIO)) return 6;
+    if (strstr(nnc_rt_error(), "cannot read") == NULL) return 7;
+    if (CAT(PREFIX, _load)(argv[1]) != CAT(UPPER, _EIO)) return 8; /* a CSV, not safetensors */
+    if (FORWARD(x, y, rows) != CAT(UPPER, _ENOWEIGHTS)) return 9;
+    int lr = CAT(PREFIX, _load)(argv[3]);
+    if (lr != OK) {
+        fprintf(stderr, "load returned %d: %s\n", lr, nnc_rt_error());
+        return 10;
+    }
+#endif
     if (FORWARD(NULL, y, rows) != EINVAL_) return 3;
     if (FORWARD(x, NULL, rows) != EINVAL_) return 3;
     if (FORWARD(x, y, 0) != EINVAL_) return 3;

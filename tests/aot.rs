@@ -162,30 +162,27 @@ fn weights_from_a_file(backend: &str) {
         c_program_matches_predict_with("digits_mlp", &["--backend", backend, "--weights", "file"]);
     let dir = exe.parent().unwrap().to_path_buf();
     let rows = dir.join("test.csv");
+    // The program exits with 10 and prints `_load`'s code and nnc_rt_error() when the
+    // load fails.
+    let load_fails = |weights: &Path, code: i32, why: &str| {
+        let c = Command::new(&exe)
+            .args([s(&rows), "0.0625", s(weights)])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&c.stderr);
+        assert_eq!(c.status.code(), Some(10), "{err}");
+        assert!(err.contains(&format!("load returned {code}")), "{err}");
+        assert!(err.contains(why), "{err}");
+    };
     let mut bytes = std::fs::read(&ckpt).unwrap();
     let n = bytes.len();
     bytes[n - 100] ^= 0x10;
     let damaged = dir.join("damaged.safetensors");
     std::fs::write(&damaged, &bytes).unwrap();
-    let c = Command::new(&exe)
-        .args([s(&rows), "0.0625", s(&damaged)])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&c.stderr);
-    assert_eq!(c.status.code(), Some(10), "{err}");
-    assert!(
-        err.contains("load returned 4") && err.contains("checksum"),
-        "{err}"
-    );
+    load_fails(&damaged, 4, "checksum");
     let truncated = dir.join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..n / 2]).unwrap();
-    let c = Command::new(&exe)
-        .args([s(&rows), "0.0625", s(&truncated)])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&c.stderr);
-    assert_eq!(c.status.code(), Some(10), "{err}");
-    assert!(err.contains("load returned 3"), "{err}");
+    load_fails(&truncated, 3, "truncated or corrupt");
 }
 
 #[test]

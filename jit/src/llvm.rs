@@ -623,17 +623,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         let fx = self.sub(t, magic)?;
         let r = self.madd(fx, k(-0.693_359_4), x)?;
         let r = self.madd(fx, k(2.121_944_4e-4), r)?;
-        let p = self.horner(
-            r,
-            &[
-                1.987_569_1e-4,
-                1.398_199_9e-3,
-                8.333_452e-3,
-                4.166_579_6e-2,
-                1.666_666_5e-1,
-                5e-1,
-            ],
-        )?;
+        let p = self.horner(r, &crate::lower::EXP_POLY)?;
         let rr = self.mul(r, r)?;
         let p = self.madd(p, rr, r)?;
         let p = self.add(p, k(1.0))?;
@@ -692,20 +682,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         let m_big = self.sub(m, k(1.0))?;
         let m = self.select(small, m_small, m_big)?;
         let z = self.mul(m, m)?;
-        let p = self.horner(
-            m,
-            &[
-                7.037_683_6e-2,
-                -1.151_461e-1,
-                1.167_699_9e-1,
-                -1.242_014_1e-1,
-                1.424_932_3e-1,
-                -1.666_805_8e-1,
-                2.000_071_4e-1,
-                -2.499_999_4e-1,
-                3.333_333e-1,
-            ],
-        )?;
+        let p = self.horner(m, &crate::lower::LOG_POLY)?;
         let y = self.mul(p, m)?;
         let y = self.mul(y, z)?;
         let y = self.madd(e, k(-2.121_944_4e-4), y)?;
@@ -727,16 +704,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         let vt = x.get_type();
         let k = |v: f32| splat_const(vt, v);
         let z = self.mul(x, x)?;
-        let p = self.horner(
-            z,
-            &[
-                -5.704_988_7e-3,
-                2.063_909e-2,
-                -5.373_971_6e-2,
-                1.333_144_2e-1,
-                -3.333_328e-1,
-            ],
-        )?;
+        let p = self.horner(z, &crate::lower::TANH_POLY)?;
         let xz = self.mul(x, z)?;
         let small_y = self.madd(xz, p, x)?;
         let ax = self.intrinsic("llvm.fabs", x)?;

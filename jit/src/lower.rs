@@ -1592,6 +1592,36 @@ fn fused_loop(b: &mut FunctionBuilder, f: &Func, tree: &Tree, count: usize, fma:
 
 type V = cranelift_codegen::ir::Value;
 
+/// The polynomials, highest degree first, shared with the LLVM backend so both compute
+/// the same numbers: e^r - 1 - r = r^2 p(r) on the reduced argument, ln(1 + m) on the
+/// mantissa, tanh x = x + x^3 p(x^2) below 0.625.
+pub(crate) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5e-1,
+];
+pub(crate) const LOG_POLY: [f32; 9] = [
+    7.037_683_6e-2,
+    -1.151_461e-1,
+    1.167_699_9e-1,
+    -1.242_014_1e-1,
+    1.424_932_3e-1,
+    -1.666_805_8e-1,
+    2.000_071_4e-1,
+    -2.499_999_4e-1,
+    3.333_333e-1,
+];
+pub(crate) const TANH_POLY: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_909e-2,
+    -5.373_971_6e-2,
+    1.333_144_2e-1,
+    -3.333_328e-1,
+];
+
 fn konst(b: &mut FunctionBuilder, v: f32, ty: types::Type) -> V {
     let s = b.ins().f32const(v);
     if ty.is_vector() {
@@ -1665,19 +1695,7 @@ fn exp(b: &mut FunctionBuilder, x0: V, ty: types::Type) -> V {
     let r = madd(b, fx, c1, x);
     let c2 = konst(b, 2.121_944_4e-4, ty);
     let r = madd(b, fx, c2, r);
-    let p = horner(
-        b,
-        r,
-        &[
-            1.987_569_1e-4,
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            5e-1,
-        ],
-        ty,
-    );
+    let p = horner(b, r, &EXP_POLY, ty);
     let rr = b.ins().fmul(r, r);
     let p = madd(b, p, rr, r);
     let one = konst(b, 1.0, ty);
@@ -1729,22 +1747,7 @@ fn log(b: &mut FunctionBuilder, x0: V, ty: types::Type) -> V {
     let m_big = b.ins().fsub(m, one);
     let m = pick(b, small, m_small, m_big, ty);
     let z = b.ins().fmul(m, m);
-    let p = horner(
-        b,
-        m,
-        &[
-            7.037_683_6e-2,
-            -1.151_461e-1,
-            1.167_699_9e-1,
-            -1.242_014_1e-1,
-            1.424_932_3e-1,
-            -1.666_805_8e-1,
-            2.000_071_4e-1,
-            -2.499_999_4e-1,
-            3.333_333e-1,
-        ],
-        ty,
-    );
+    let p = horner(b, m, &LOG_POLY, ty);
     let y = b.ins().fmul(p, m);
     let y = b.ins().fmul(y, z);
     let c2 = konst(b, -2.121_944_4e-4, ty);
@@ -1773,18 +1776,7 @@ fn log(b: &mut FunctionBuilder, x0: V, ty: types::Type) -> V {
 /// sign(x) (1 - 2 / (e^(2|x|) + 1)).
 fn tanh(b: &mut FunctionBuilder, x: V, ty: types::Type) -> V {
     let z = b.ins().fmul(x, x);
-    let p = horner(
-        b,
-        z,
-        &[
-            -5.704_988_7e-3,
-            2.063_909e-2,
-            -5.373_971_6e-2,
-            1.333_144_2e-1,
-            -3.333_328e-1,
-        ],
-        ty,
-    );
+    let p = horner(b, z, &TANH_POLY, ty);
     let xz = b.ins().fmul(x, z);
     let small_y = madd(b, xz, p, x);
     let ax = b.ins().fabs(x);

@@ -238,22 +238,14 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
             )?);
         }
     }
-    let table = module
-        .declare_data(
-            &format!("{}_weights", spec.symbol),
-            Linkage::Local,
-            true,
-            false,
-        )
-        .map_err(|e| e.to_string())?;
-    let mut d = DataDescription::new();
-    d.define(vec![0u8; 8 * f.params.len().max(1)].into_boxed_slice());
-    d.set_align(8);
-    for (k, &w) in weights.iter().enumerate() {
-        let gv = module.declare_data_in_data(w, &mut d);
-        d.write_data_addr((8 * k) as u32, gv, 0);
-    }
-    module.define_data(table, &d).map_err(|e| e.to_string())?;
+    // Writable: `<symbol>_load` fills it when the weights come from a file.
+    let table = address_table(
+        &mut module,
+        &format!("{}_weights", spec.symbol),
+        &weights,
+        f.params.len(),
+        true,
+    )?;
     if spec.weights == Weights::File {
         loader(&mut module, spec, table)?;
     }
@@ -294,6 +286,29 @@ fn data(
     Ok(id)
 }
 
+/// A local array of `len` pointers, the first ones the addresses of `targets` (the rest
+/// null).
+fn address_table(
+    module: &mut ObjectModule,
+    name: &str,
+    targets: &[DataId],
+    len: usize,
+    writable: bool,
+) -> Result<DataId, String> {
+    let id = module
+        .declare_data(name, Linkage::Local, writable, false)
+        .map_err(|e| e.to_string())?;
+    let mut d = DataDescription::new();
+    d.define(vec![0u8; 8 * len.max(1)].into_boxed_slice());
+    d.set_align(8);
+    for (k, &t) in targets.iter().enumerate() {
+        let gv = module.declare_data_in_data(t, &mut d);
+        d.write_data_addr((8 * k) as u32, gv, 0);
+    }
+    module.define_data(id, &d).map_err(|e| e.to_string())?;
+    Ok(id)
+}
+
 /// `int <symbol>_load(const char *path)`: `nnc_rt_load_weights` with the weights' names
 /// and sizes, into the table the kernels read.
 fn loader(module: &mut ObjectModule, spec: &ObjectSpec, table: DataId) -> Result<(), String> {
@@ -311,22 +326,13 @@ fn loader(module: &mut ObjectModule, spec: &ObjectSpec, table: DataId) -> Result
             false,
         )?);
     }
-    let names = module
-        .declare_data(
-            &format!("{}_names", spec.symbol),
-            Linkage::Local,
-            false,
-            false,
-        )
-        .map_err(|e| e.to_string())?;
-    let mut d = DataDescription::new();
-    d.define(vec![0u8; 8 * name_ids.len().max(1)].into_boxed_slice());
-    d.set_align(8);
-    for (k, &n) in name_ids.iter().enumerate() {
-        let gv = module.declare_data_in_data(n, &mut d);
-        d.write_data_addr((8 * k) as u32, gv, 0);
-    }
-    module.define_data(names, &d).map_err(|e| e.to_string())?;
+    let names = address_table(
+        module,
+        &format!("{}_names", spec.symbol),
+        &name_ids,
+        name_ids.len(),
+        false,
+    )?;
     let lens: Vec<u8> = spec
         .params
         .iter()

@@ -5,13 +5,17 @@ use nnc_ir::{Attr, DType, Func, Op, Shape, TensorType};
 use nnc_runtime::Tensor;
 
 fn run(op: Op, xs: &[f64]) -> Vec<f64> {
+    run_on(nnc_jit::Codegen::Cranelift, op, xs)
+}
+
+fn run_on(codegen: nnc_jit::Codegen, op: Op, xs: &[f64]) -> Vec<f64> {
     let ty = TensorType::new(DType::F32, Shape::known(&[xs.len() as u64]));
     let mut f = Func::new(format!("t_{}", op.mnemonic()));
     let x = f.add_input("x", ty);
     let y = f.build(op, vec![x], Attr::None, None).unwrap();
     f.outputs.push(y);
     let t = Tensor::new(DType::F32, vec![xs.len()], xs.to_vec());
-    nnc_jit::Jit::new()
+    nnc_jit::Jit::with_codegen(codegen)
         .eval(&f, &[t], &[])
         .unwrap()
         .remove(0)
@@ -113,4 +117,50 @@ fn multiply_add_fuses_where_the_isa_has_fma() {
     let twice = f64::from((x * x) as f32) - 1.0;
     let want = if clif.contains("fma") { once } else { twice };
     assert!(got.iter().all(|&v| v == want), "{got:?}, want {want}");
+}
+
+/// The LLVM backend emits the same polynomials operation for operation, without FMA
+/// contraction: its results equal Cranelift's bit for bit, in vector lanes and the tail.
+#[cfg(feature = "llvm")]
+#[test]
+fn exp_log_and_tanh_on_llvm_equal_cranelift_bit_for_bit() {
+    use nnc_jit::Codegen;
+    let mut xs: Vec<f64> = (0..=10_000).map(|i| -100.0 + 0.02 * i as f64).collect();
+    xs.extend([
+        0.0,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        1e-40,
+        3e38,
+    ]);
+    for op in [Op::Exp, Op::Log, Op::Tanh, Op::Sqrt, Op::Abs, Op::Sign] {
+        let (a, b) = (
+            run_on(Codegen::Llvm, op, &xs),
+            run_on(Codegen::Cranelift, op, &xs),
+        );
+        for ((x, p), q) in xs.iter().zip(&a).zip(&b) {
+            assert!(
+                p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()),
+                "{op:?}({x}): llvm {p}, cranelift {q}"
+            );
+        }
+    }
+}
+
+/// LLVM IR carries the host CPU (or MCJIT emits SSE2) and vectors as wide as its registers.
+#[cfg(feature = "llvm")]
+#[test]
+fn llvm_ir_names_the_host_cpu_and_uses_its_vector_width() {
+    let ty = TensorType::new(DType::F32, Shape::known(&[100]));
+    let mut f = Func::new("t".to_string());
+    let x = f.add_input("x", ty);
+    let y = f.build(Op::Exp, vec![x], Attr::None, None).unwrap();
+    f.outputs.push(y);
+    let text = nnc_jit::llvm_text(&f, &Default::default()).unwrap();
+    assert!(text.contains("\"target-cpu\""), "{text}");
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        assert!(text.contains("<16 x float>"), "{text}");
+    }
 }

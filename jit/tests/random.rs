@@ -1,6 +1,6 @@
 //! The JIT against the interpreter on 1,000 random graphs (every class of op, random
 //! shapes, transposes absorbed into matrix products), and the optimization pipeline on the
-//! same graphs: 0 mismatches.
+//! same graphs: 0 mismatches; with the `llvm` feature, the LLVM backend on them too.
 
 use nnc_compiler::interp::eval;
 use nnc_compiler::random_graph::{random_func, random_values};
@@ -39,6 +39,29 @@ fn a_thousand_random_graphs_match_the_interpreter() {
         let again = eval(&opt, &inputs, &params).unwrap();
         if let Err(e) = close(&again, &want) {
             failures.push(format!("seed {seed} (optimized): {e}\n{opt}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches; first:\n{}",
+        failures.len(),
+        failures[0]
+    );
+}
+
+/// The LLVM backend takes the same programs: the same graphs, the same tolerance.
+#[cfg(feature = "llvm")]
+#[test]
+fn a_thousand_random_graphs_match_the_interpreter_on_llvm() {
+    let mut jit = nnc_jit::Jit::with_codegen(nnc_jit::Codegen::Llvm);
+    let mut failures = Vec::new();
+    for seed in 0..1000u64 {
+        let f = random_func(seed, 3 + (seed % 12) as usize);
+        let (inputs, params) = random_values(&f, seed);
+        let want = eval(&f, &inputs, &params).unwrap();
+        let got = jit.eval(&f, &inputs, &params).unwrap();
+        if let Err(e) = close(&got, &want) {
+            failures.push(format!("seed {seed}: {e}\n{f}"));
         }
     }
     assert!(

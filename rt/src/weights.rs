@@ -26,6 +26,14 @@ impl Default for Fnv {
     }
 }
 
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Io(m) | LoadError::Weights(m) => f.write_str(m),
+        }
+    }
+}
+
 impl Fnv {
     /// The hash of nothing.
     pub fn new() -> Fnv {
@@ -80,10 +88,15 @@ pub enum LoadError {
     Weights(String),
 }
 
-/// The named float32 tensors of a safetensors file, each with the given element count.
-pub fn read_f32(bytes: &[u8], wanted: &[(&str, usize)]) -> Result<Vec<Vec<f32>>, LoadError> {
+/// A safetensors file's tensors and metadata (the checksum taken out), after verifying
+/// the checksum where there is one; `required` refuses a file without it (nnc's own
+/// checkpoints always have one).
+pub fn verified(
+    bytes: &[u8],
+    required: bool,
+) -> Result<(SafeTensors<'_>, BTreeMap<String, String>), LoadError> {
     let corrupt = |e: &dyn std::fmt::Display| {
-        LoadError::Io(format!("not a safetensors file, or truncated ({e})"))
+        LoadError::Io(format!("the checkpoint is truncated or corrupt ({e})"))
     };
     let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(&e))?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(&e))?;
@@ -92,20 +105,35 @@ pub fn read_f32(bytes: &[u8], wanted: &[(&str, usize)]) -> Result<Vec<Vec<f32>>,
         .as_ref()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
-    if let Some(stored) = meta.remove(CHECKSUM_KEY) {
-        let named = st.tensors();
-        let sum = checksum(
-            named
-                .iter()
-                .map(|(n, v)| (n.as_str(), format!("{:?}", v.dtype()), v.shape(), v.data())),
-            &meta,
-        );
-        if format!("{sum:016x}") != stored {
+    match meta.remove(CHECKSUM_KEY) {
+        Some(stored) => {
+            let named = st.tensors();
+            let sum = checksum(
+                named
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), format!("{:?}", v.dtype()), v.shape(), v.data())),
+                &meta,
+            );
+            if format!("{sum:016x}") != stored {
+                return Err(LoadError::Weights(format!(
+                    "the checkpoint is corrupt: its contents do not match its checksum \
+                     (stored {stored}, computed {sum:016x})"
+                )));
+            }
+        }
+        None if required => {
             return Err(LoadError::Weights(format!(
-                "the checkpoint is corrupt: its contents do not match its checksum (stored {stored}, computed {sum:016x})"
+                "the file has no `{CHECKSUM_KEY}`: it was not written by nnc, or its header is damaged"
             )));
         }
+        None => {}
     }
+    Ok((st, meta))
+}
+
+/// The named float32 tensors of a safetensors file, each with the given element count.
+pub fn read_f32(bytes: &[u8], wanted: &[(&str, usize)]) -> Result<Vec<Vec<f32>>, LoadError> {
+    let (st, _) = verified(bytes, false)?;
     wanted
         .iter()
         .map(|&(name, len)| {

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::Path;
 
 use nnc_ir::DType;
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::Dtype;
 
 use crate::tensor::Tensor;
 
@@ -99,34 +99,9 @@ impl Checkpoint {
 
     /// Parses safetensors bytes and verifies the checksum.
     pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
-        let corrupt =
-            |e: &dyn std::fmt::Display| format!("the checkpoint is truncated or corrupt ({e})");
-        let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(&e))?;
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(&e))?;
-        let mut meta: BTreeMap<String, String> = header
-            .metadata()
-            .as_ref()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        let Some(stored) = meta.remove(CHECKSUM_KEY) else {
-            return Err(format!(
-                "the file has no `{CHECKSUM_KEY}`: it was not written by nnc, or its header is damaged"
-            ));
-        };
+        let (st, meta) = nnc_rt::weights::verified(bytes, true).map_err(|e| e.to_string())?;
         let mut named = st.tensors();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        let sum = checksum(
-            named
-                .iter()
-                .map(|(n, v)| (n.as_str(), format!("{:?}", v.dtype()), v.shape(), v.data())),
-            &meta,
-        );
-        if format!("{sum:016x}") != stored {
-            return Err(format!(
-                "the checkpoint is corrupt: its contents do not match its checksum \
-                 (stored {stored}, computed {sum:016x})"
-            ));
-        }
         let mut tensors = Vec::new();
         for (n, v) in named {
             let dtype = match v.dtype() {

@@ -127,6 +127,12 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<(), Failed> {
             print_after,
         } => {
             let stage = Stage::from_name(&stage).expect("clap checked the stage name");
+            if stage == Stage::Llvm && !nnc_jit::HAS_LLVM {
+                eprintln!(
+                    "error: this nnc was built without the LLVM backend; build it with `cargo build --release --features llvm` (needs llvm-19-dev)"
+                );
+                return Err(Failed(2));
+            }
             let (name, bytes) = read(&file)?;
             let src = text(&name, &bytes)?;
             if let Some(pass) = print_after {

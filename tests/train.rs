@@ -395,7 +395,14 @@ fn the_jit_and_the_interpreter_train_alike() {
 #[cfg(not(feature = "llvm"))]
 #[test]
 fn the_llvm_backend_needs_the_feature() {
-    let (code, _, err) = nnc(&["train", "examples/digits_mlp.nn", "--backend", "llvm"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--features llvm"), "{err}");
+    for args in [
+        &["train", "examples/digits_mlp.nn", "--backend", "llvm"][..],
+        &["ir", "examples/digits_mlp.nn", "--stage", "llvm"],
+        &["bench", "examples/mlp784.nn", "--backend", "llvm"],
+        &["build", "examples/digits_mlp.nn", "--checkpoint", "x.safetensors", "-o", "/nonexistent/out", "--backend", "llvm"],
+    ] {
+        let (code, _, err) = nnc(args);
+        assert!(code == 1 || code == 2, "{args:?}: {code} {err}");
+        assert!(err.contains("--features llvm"), "{args:?}: {err}");
+    }
 }

@@ -10,6 +10,7 @@ is faster either way).
 
     python3 bench/peers.py --python ~/peers-venv/bin/python
     python3 bench/peers.py --only cnn_train --threads 1
+    python3 bench/peers.py --backend llvm --only mlp_train --threads 1
 
 The peers need a venv outside the repository (../shared/peers/README.md):
     python3 -m venv ~/peers-venv && ~/peers-venv/bin/pip install -r ../shared/peers/requirements.txt
@@ -35,10 +36,10 @@ BENCHES = {
 }
 
 
-def nnc(args, threads, steps):
+def nnc(args, threads, steps, backend):
     exe = os.path.join(ROOT, "target", "release", "nnc")
     cmd = [exe, "bench", *args, "--threads", str(threads), "--steps", str(steps),
-           "--baseline-steps", "0"]
+           "--baseline-steps", "0", "--backend", backend]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     rec = [json.loads(line) for line in out.splitlines() if line.startswith("{")][-1]
     return rec
@@ -65,16 +66,19 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--only", default=",".join(BENCHES))
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--backend", default="jit", choices=["jit", "llvm"],
+                    help="nnc's code generator (llvm builds nnc with --features llvm)")
     a = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
+    features = ["--features", "llvm"] if a.backend == "llvm" else []
+    subprocess.run(["cargo", "build", "--release", "-q", *features], cwd=ROOT, check=True)
     print("| benchmark | threads | nnc (before / after the peers) | peers | nnc vs best peer |")
     print("|---|---|---|---|---|")
     for name in a.only.split(","):
         args, script, fws, kind = BENCHES[name]
         for t in [int(x) for x in a.threads.split(",")]:
-            first = nnc(args, t, a.steps)
+            first = nnc(args, t, a.steps, a.backend)
             peers = peer(a.python, a.peers, script, fws, t, kind == "latency")
-            last = nnc(args, t, a.steps)
+            last = nnc(args, t, a.steps, a.backend)
             if kind == "latency":
                 ours = [r["ms_per_step"] * 1000 for r in (first, last)]
                 theirs = {p["framework"]: p["p50_us"] for p in peers}

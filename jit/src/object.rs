@@ -1,8 +1,10 @@
 //! Ahead-of-time code: a model's forward pass as a relocatable object file with its
-//! weights embedded, and the C header that declares it.
+//! weights embedded (or read at run time from a safetensors file by `<name>_load`), and
+//! the C header that declares it.
 //!
 //! The same lowering as the JIT (`lower::lower_into`) writes the kernel into a Cranelift
-//! `ObjectModule`; descriptors and weights become read-only data, the run-time kernels
+//! `ObjectModule` (or `llvm::object` into an LLVM module, with the same wrapper in LLVM
+//! IR); descriptors and weights become read-only data, the run-time kernels
 //! stay undefined symbols (`nnc_matmul`, ...) that `libnnc_rt.a` or the `nnc-rt` crate
 //! provides, and scratch memory comes from `malloc`. Around the kernels sits one exported
 //! function written in CLIF:
@@ -714,4 +716,19 @@ pub fn snake_case(name: &str) -> String {
         }
     }
     c_ident(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{c_ident, snake_case};
+
+    #[test]
+    fn names_become_c_identifiers() {
+        assert_eq!(snake_case("DigitsMlp"), "digits_mlp");
+        assert_eq!(snake_case("Lenet5"), "lenet5");
+        assert_eq!(snake_case("MLP784"), "mlp784");
+        assert_eq!(snake_case("HTTPServer"), "http_server");
+        assert_eq!(c_ident("h1.w"), "h1_w");
+        assert_eq!(c_ident("2x"), "_2x");
+    }
 }

@@ -399,7 +399,16 @@ fn the_llvm_backend_needs_the_feature() {
         &["train", "examples/digits_mlp.nn", "--backend", "llvm"][..],
         &["ir", "examples/digits_mlp.nn", "--stage", "llvm"],
         &["bench", "examples/mlp784.nn", "--backend", "llvm"],
-        &["build", "examples/digits_mlp.nn", "--checkpoint", "x.safetensors", "-o", "/nonexistent/out", "--backend", "llvm"],
+        &[
+            "build",
+            "examples/digits_mlp.nn",
+            "--checkpoint",
+            "x.safetensors",
+            "-o",
+            "/nonexistent/out",
+            "--backend",
+            "llvm",
+        ],
     ] {
         let (code, _, err) = nnc(args);
         assert!(code == 1 || code == 2, "{args:?}: {code} {err}");

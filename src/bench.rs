@@ -143,9 +143,7 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
     let (backend, codegen) = match a.backend.as_str() {
         "llvm" if nnc_jit::HAS_LLVM => (Backend::Llvm, nnc_jit::Codegen::Llvm),
         "llvm" => {
-            return Err(fail(
-                "this nnc was built without the LLVM backend; build it with `cargo build --release --features llvm` (needs llvm-19-dev)",
-            ));
+            return Err(fail(nnc_jit::NO_LLVM));
         }
         _ => (Backend::Jit, nnc_jit::Codegen::Cranelift),
     };

@@ -63,9 +63,7 @@ fn runtime_library() -> Option<PathBuf> {
 
 pub fn build(a: BuildArgs) -> Result<(), Failed> {
     if a.backend == "llvm" && !nnc_jit::HAS_LLVM {
-        eprintln!(
-            "error: this nnc was built without the LLVM backend; build it with `cargo build --release --features llvm` (needs llvm-19-dev)"
-        );
+        eprintln!("error: {}", nnc_jit::NO_LLVM);
         return Err(Failed(2));
     }
     let checked = load_checked(&a.file)?;

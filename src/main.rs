@@ -128,9 +128,7 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<(), Failed> {
         } => {
             let stage = Stage::from_name(&stage).expect("clap checked the stage name");
             if stage == Stage::Llvm && !nnc_jit::HAS_LLVM {
-                eprintln!(
-                    "error: this nnc was built without the LLVM backend; build it with `cargo build --release --features llvm` (needs llvm-19-dev)"
-                );
+                eprintln!("error: {}", nnc_jit::NO_LLVM);
                 return Err(Failed(2));
             }
             let (name, bytes) = read(&file)?;

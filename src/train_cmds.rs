@@ -52,8 +52,10 @@ fn parse_backend(name: &str) -> Result<nnc_train::Backend, String> {
         "jit" => Ok(nnc_train::Backend::Jit),
         "interp" => Ok(nnc_train::Backend::Interp),
         "llvm" if nnc_jit::HAS_LLVM => Ok(nnc_train::Backend::Llvm),
-        "llvm" => Err("this nnc was built without the LLVM backend; build it with `cargo build --release --features llvm` (needs llvm-19-dev)".into()),
-        other => Err(format!("`{other}` is not a backend; use jit, llvm or interp")),
+        "llvm" => Err(nnc_jit::NO_LLVM.into()),
+        other => Err(format!(
+            "`{other}` is not a backend; use jit, llvm or interp"
+        )),
     }
 }
 

@@ -41,6 +41,9 @@ pub enum Codegen {
 /// Whether this build has the LLVM backend.
 pub const HAS_LLVM: bool = cfg!(feature = "llvm");
 
+/// What asking for LLVM in a build without it says.
+pub const NO_LLVM: &str = "this nnc was built without the LLVM backend; build it with `cargo build --release --features llvm` (needs llvm-19-dev)";
+
 /// Compiles `f` for the given sizes of its symbolic dimensions, with Cranelift.
 pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {
     lower::compile(f, dims)
@@ -57,10 +60,7 @@ pub fn compile_with(
         #[cfg(feature = "llvm")]
         Codegen::Llvm => lower::compile_llvm(f, dims),
         #[cfg(not(feature = "llvm"))]
-        Codegen::Llvm => Err(
-            "this nnc was built without the LLVM backend; build it with `--features llvm` (needs llvm-19-dev)"
-                .into(),
-        ),
+        Codegen::Llvm => Err(NO_LLVM.into()),
     }
 }
 
@@ -73,7 +73,7 @@ pub fn llvm_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Stri
     #[cfg(not(feature = "llvm"))]
     {
         let _ = (f, dims);
-        compile_with(Codegen::Llvm, f, &HashMap::new()).map(|_| String::new())
+        Err(NO_LLVM.into())
     }
 }
 

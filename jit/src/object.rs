@@ -188,9 +188,7 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
             });
         }
         #[cfg(not(feature = "llvm"))]
-        return Err(
-            "this nnc was built without the LLVM backend; build it with `--features llvm` (needs llvm-19-dev)".into(),
-        );
+        return Err(crate::NO_LLVM.into());
     }
     let (isa, has_fma) = lower::host_isa(true)?;
     let builder = ObjectBuilder::new(

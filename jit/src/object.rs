@@ -268,6 +268,24 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
     })
 }
 
+/// Declares a C function the object calls (a libc or `nnc-rt` symbol): `params` pointer
+/// or size arguments, and its return type.
+fn import(
+    module: &mut ObjectModule,
+    name: &str,
+    params: usize,
+    returns: Option<types::Type>,
+) -> Result<FuncId, String> {
+    let mut sig = module.make_signature();
+    for _ in 0..params {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig.returns.extend(returns.map(AbiParam::new));
+    module
+        .declare_function(name, Linkage::Import, &sig)
+        .map_err(|e| e.to_string())
+}
+
 /// A local data object holding `bytes`.
 fn data(
     module: &mut ObjectModule,
@@ -347,14 +365,7 @@ fn loader(module: &mut ObjectModule, spec: &ObjectSpec, table: DataId) -> Result
     let id = module
         .declare_function(&format!("{}_load", spec.symbol), Linkage::Export, &sig)
         .map_err(|e| e.to_string())?;
-    let mut rt_sig = module.make_signature();
-    for _ in 0..5 {
-        rt_sig.params.push(AbiParam::new(ptr));
-    }
-    rt_sig.returns.push(AbiParam::new(types::I32));
-    let rt = module
-        .declare_function("nnc_rt_load_weights", Linkage::Import, &rt_sig)
-        .map_err(|e| e.to_string())?;
+    let rt = import(module, "nnc_rt_load_weights", 5, Some(types::I32))?;
     let mut ctx = Context::new();
     ctx.func.signature = sig;
     let mut fbc = FunctionBuilderContext::new();
@@ -423,17 +434,8 @@ fn wrapper(
     let id = module
         .declare_function(&format!("{}_forward", spec.symbol), Linkage::Export, &sig)
         .map_err(|e| e.to_string())?;
-    let mut malloc_sig = module.make_signature();
-    malloc_sig.params.push(AbiParam::new(ptr));
-    malloc_sig.returns.push(AbiParam::new(ptr));
-    let malloc = module
-        .declare_function("malloc", Linkage::Import, &malloc_sig)
-        .map_err(|e| e.to_string())?;
-    let mut free_sig = module.make_signature();
-    free_sig.params.push(AbiParam::new(ptr));
-    let free = module
-        .declare_function("free", Linkage::Import, &free_sig)
-        .map_err(|e| e.to_string())?;
+    let malloc = import(module, "malloc", 1, Some(ptr))?;
+    let free = import(module, "free", 1, None)?;
 
     let mut ctx = Context::new();
     ctx.func.signature = sig;

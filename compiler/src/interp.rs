@@ -115,68 +115,45 @@ fn strides(shape: &[usize]) -> Vec<usize> {
 /// Computes one op. Shapes were checked by the verifier; `out` is the result's shape.
 pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize>) -> Tensor {
     let n: usize = out.iter().product();
-    let unary = |f: &dyn Fn(f64) -> f64| Tensor {
-        dtype,
-        shape: out.clone(),
-        data: args[0].data.iter().map(|&x| f(x)).collect(),
-    };
-    let binary = |f: &dyn Fn(f64, f64) -> f64| Tensor {
-        dtype,
-        shape: out.clone(),
-        data: args[0]
-            .data
-            .iter()
-            .zip(&args[1].data)
-            .map(|(&x, &y)| f(x, y))
-            .collect(),
-    };
-    let b = |c: bool| if c { 1.0 } else { 0.0 };
-    match op {
-        Op::Neg => unary(&|x| -x),
-        Op::Abs => unary(&f64::abs),
-        Op::Sign => unary(&|x| {
-            if x > 0.0 {
-                1.0
-            } else if x < 0.0 {
-                -1.0
-            } else {
-                0.0
-            }
-        }),
-        Op::Exp => unary(&f64::exp),
-        Op::Log => unary(&f64::ln),
-        Op::Sqrt => unary(&f64::sqrt),
-        Op::Tanh => unary(&f64::tanh),
-        Op::Add => binary(&|x, y| x + y),
-        Op::Sub => binary(&|x, y| x - y),
-        Op::Mul => binary(&|x, y| x * y),
-        Op::Div if dtype == DType::I32 => {
-            binary(&|x, y| if y == 0.0 { 0.0 } else { (x / y).trunc() })
-        }
-        Op::Div => binary(&|x, y| x / y),
-        // As the JIT's select on one comparison: a NaN in `x` stays, one in `y` does not.
-        Op::Max => binary(&|x, y| if x < y { y } else { x }),
-        Op::Min => binary(&|x, y| if y < x { y } else { x }),
-        Op::Pow => binary(&f64::powf),
-        Op::Lt => binary(&|x, y| b(x < y)),
-        Op::Le => binary(&|x, y| b(x <= y)),
-        Op::Gt => binary(&|x, y| b(x > y)),
-        Op::Ge => binary(&|x, y| b(x >= y)),
-        Op::Eq => binary(&|x, y| b(x == y)),
-        Op::Ne => binary(&|x, y| b(x != y)),
-        Op::Select => Tensor {
+    // Elementwise ops: the op table's scalar definition at every element.
+    if let Some(f) = op.info().scalar {
+        let mut xs = vec![0.0; args.len()];
+        let data = (0..n)
+            .map(|i| {
+                for (x, a) in xs.iter_mut().zip(args) {
+                    *x = a.data[i];
+                }
+                f(&xs, dtype)
+            })
+            .collect();
+        return Tensor {
             dtype,
-            shape: out.clone(),
-            data: (0..n)
-                .map(|i| {
-                    if args[0].data[i] != 0.0 {
-                        args[1].data[i]
-                    } else {
-                        args[2].data[i]
-                    }
-                })
-                .collect(),
-        },
+            shape: out,
+            data,
+        };
+    }
+    match op {
+        Op::Neg
+        | Op::Abs
+        | Op::Sign
+        | Op::Exp
+        | Op::Log
+        | Op::Sqrt
+        | Op::Tanh
+        | Op::Add
+        | Op::Sub
+        | Op::Mul
+        | Op::Div
+        | Op::Max
+        | Op::Min
+        | Op::Pow
+        | Op::Lt
+        | Op::Le
+        | Op::Gt
+        | Op::Ge
+        | Op::Eq
+        | Op::Ne
+        | Op::Select => unreachable!("elementwise ops have a scalar definition (op table test)"),
         Op::Sum | Op::Mean | Op::ReduceMax => {
             let Attr::Axes(axes) = attr else {
                 unreachable!("verified")

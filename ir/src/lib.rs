@@ -14,7 +14,9 @@ pub mod types;
 pub mod verify;
 
 pub use graph::{Arg, Func, Init, Module, Node, Param, ParamKind, Value};
-pub use op::{Attr, AttrKind, Class, Op, OpInfo, TABLE, im2col_type};
+pub use op::{
+    Attr, AttrKind, Class, DTypes, Lowering, Op, OpInfo, Scalar, Sig, TABLE, im2col_type,
+};
 pub use parse::{ParseError, parse_module};
 pub use types::{DType, Dim, Shape, TensorType};
 pub use verify::{verify_func, verify_module};

@@ -10,47 +10,173 @@
 
 use crate::types::{DType, Dim, Shape, TensorType};
 
-/// A primitive op. Attributes (axes, permutations, constants) live in [`Attr`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[allow(missing_docs)] // Each variant's doc is its row in `TABLE`.
-pub enum Op {
-    Neg,
-    Abs,
-    Sign,
-    Exp,
-    Log,
-    Sqrt,
-    Tanh,
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Max,
-    Min,
-    Pow,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-    Ne,
-    Select,
-    Sum,
-    Mean,
-    ReduceMax,
-    MatMul,
-    Broadcast,
-    Reshape,
-    Transpose,
-    Const,
-    Cast,
-    OneHot,
-    Im2col,
-    Col2im,
-    Slice,
-    Pad,
-    Iota,
-    Random,
+/// The element types an op accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DTypes {
+    /// Any element type.
+    Any,
+    /// Float operands only (`exp`, `mean`, ...).
+    Float,
+}
+
+/// How the language calls an op: its keyword parameters in order, and how many of them
+/// are required (the rest are optional attributes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sig {
+    /// Not callable by name: `broadcast` and `const` are implicit (mixed shapes,
+    /// literals), `random(shape)` is the language's own built-in.
+    None,
+    /// `mnemonic(params...)`, the first `required` of them required.
+    Call(&'static [&'static str], usize),
+}
+
+/// How the backends compute an op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lowering {
+    /// Elementwise, computed in registers inside a fused loop (`nnc_jit::emit`). A
+    /// `cheap` op (one instruction) may be recomputed inside every loop that reads it;
+    /// others are stored once when several loops read them.
+    Fused {
+        /// One instruction.
+        cheap: bool,
+    },
+    /// A call of a run-time kernel (`nnc-rt`), with a descriptor of its sizes.
+    Kernel,
+    /// No code: the result shares its operand's buffer.
+    Alias,
+}
+
+/// The scalar definition of an elementwise op: the result from the operands' values, in
+/// f64, before rounding to `dtype` (the interpreter, the simplifier's constant folding and
+/// the front end's static folding all call it).
+pub type Scalar = fn(&[f64], DType) -> f64;
+
+/// One row of the op table.
+#[derive(Debug)]
+pub struct OpInfo {
+    /// The op.
+    pub op: Op,
+    /// Spelling in the IR and name of the language built-in.
+    pub mnemonic: &'static str,
+    /// Number of tensor operands.
+    pub arity: usize,
+    /// The family, which decides the type rule.
+    pub class: Class,
+    /// The element types it accepts.
+    pub dtypes: DTypes,
+    /// The attribute it carries.
+    pub attr: AttrKind,
+    /// How the language calls it.
+    pub sig: Sig,
+    /// How the backends compute it.
+    pub lowering: Lowering,
+    /// Its scalar definition, if it is elementwise.
+    pub scalar: Option<Scalar>,
+    /// What it computes.
+    pub doc: &'static str,
+}
+
+macro_rules! table {
+    ($($op:ident $mn:literal $arity:literal $class:ident $dtypes:ident $attr:ident
+       [$($param:literal),*] $req:literal $lowering:expr, $scalar:expr, $doc:literal;)*) => {
+        /// A primitive op. Attributes (axes, permutations, constants) live in [`Attr`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Op {
+            $(#[doc = $doc] $op,)*
+        }
+
+        /// Every primitive op, in `Op` order.
+        pub static TABLE: &[OpInfo] = &[
+            $(OpInfo {
+                op: Op::$op,
+                mnemonic: $mn,
+                arity: $arity,
+                class: Class::$class,
+                dtypes: DTypes::$dtypes,
+                attr: AttrKind::$attr,
+                sig: sig(&[$($param),*], $req),
+                lowering: $lowering,
+                scalar: $scalar,
+                doc: $doc,
+            },)*
+        ];
+    };
+}
+
+const fn sig(params: &'static [&'static str], required: usize) -> Sig {
+    if params.is_empty() {
+        Sig::None
+    } else {
+        Sig::Call(params, required)
+    }
+}
+
+const CHEAP: Lowering = Lowering::Fused { cheap: true };
+const COSTLY: Lowering = Lowering::Fused { cheap: false };
+const KERNEL: Lowering = Lowering::Kernel;
+const ALIAS: Lowering = Lowering::Alias;
+
+fn bit(c: bool) -> f64 {
+    if c { 1.0 } else { 0.0 }
+}
+
+// The rows. A new op is one row here, then whatever the compiler asks for: its gradient
+// (`vjp`), its gradcheck cases, its lowering (`nnc_jit::emit` for a fused op, `program` for
+// a kernel), and its interpreter arm if it is not elementwise. ARCHITECTURE.md lists them.
+table! {
+    // op     mnemonic  arity class   dtypes attr   params                      required lowering, scalar, doc
+    Neg       "neg"        1 Unary     Any   None   ["x"] 1 CHEAP, Some(|a, _| -a[0]), "negation: -x";
+    Abs       "abs"        1 Unary     Any   None   ["x"] 1 CHEAP, Some(|a, _| a[0].abs()), "absolute value: |x|";
+    Sign      "sign"       1 Unary     Any   None   ["x"] 1 CHEAP, Some(|a, _| bit(a[0] > 0.0) - bit(a[0] < 0.0)), "sign: -1, 0 or 1 (0 for NaN)";
+    Exp       "exp"        1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].exp()), "exponential: e^x";
+    Log       "log"        1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].ln()), "natural logarithm: ln x";
+    Sqrt      "sqrt"       1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].sqrt()), "square root";
+    Tanh      "tanh"       1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].tanh()), "hyperbolic tangent";
+    Add       "add"        2 Binary    Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| a[0] + a[1]), "sum: x + y";
+    Sub       "sub"        2 Binary    Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| a[0] - a[1]), "difference: x - y";
+    Mul       "mul"        2 Binary    Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| a[0] * a[1]), "product: x * y";
+    // Integer division truncates toward zero, and x / 0 is 0 (a kernel, not a fused loop).
+    Div       "div"        2 Binary    Any   None   ["x", "y"] 2 COSTLY, Some(div), "quotient: x / y";
+    // y where x < y, else x: one select on one comparison, so a NaN in x stays and one in y does not.
+    Max       "max"        2 Binary    Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| if a[0] < a[1] { a[1] } else { a[0] }), "elementwise maximum";
+    Min       "min"        2 Binary    Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| if a[1] < a[0] { a[1] } else { a[0] }), "elementwise minimum";
+    Pow       "pow"        2 Binary    Any   None   ["x", "y"] 2 KERNEL, Some(|a, _| a[0].powf(a[1])), "power: x ^ y";
+    Lt        "lt"         2 Compare   Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| bit(a[0] < a[1])), "1 where x < y, else 0";
+    Le        "le"         2 Compare   Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| bit(a[0] <= a[1])), "1 where x <= y, else 0";
+    Gt        "gt"         2 Compare   Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| bit(a[0] > a[1])), "1 where x > y, else 0";
+    Ge        "ge"         2 Compare   Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| bit(a[0] >= a[1])), "1 where x >= y, else 0";
+    Eq        "eq"         2 Compare   Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| bit(a[0] == a[1])), "1 where x == y, else 0";
+    Ne        "ne"         2 Compare   Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| bit(a[0] != a[1])), "1 where x != y, else 0";
+    Select    "select"     3 Select    Any   None   ["c", "a", "b"] 3 CHEAP, Some(|a, _| if a[0] != 0.0 { a[1] } else { a[2] }), "a where c != 0, else b";
+    Sum       "sum"        1 Reduce    Any   Axes   ["x", "axis", "keepdims"] 1 KERNEL, None, "sum over the listed axes, which are removed";
+    Mean      "mean"       1 Reduce    Float Axes   ["x", "axis", "keepdims"] 1 KERNEL, None, "mean over the listed axes, which are removed";
+    ReduceMax "reduce_max" 1 Reduce    Any   Axes   ["x", "axis", "keepdims"] 1 KERNEL, None, "maximum over the listed axes, which are removed";
+    MatMul    "matmul"     2 MatMul    Float None   ["x", "y"] 2 KERNEL, None, "matrix product over the last two axes, batched over the rest (a rank-2 operand is shared by the batch)";
+    Broadcast "broadcast"  1 Given     Any   Dims   [] 0 KERNEL, None, "copies the operand along new axes; operand axis i becomes result axis dims[i]";
+    Reshape   "reshape"    1 Given     Any   None   ["x", "shape"] 2 ALIAS, None, "the same elements in row-major order, in a new shape";
+    Transpose "transpose"  1 Transpose Any   Perm   ["x", "perm"] 1 KERNEL, None, "permutes axes: result axis i is operand axis perm[i]";
+    Const     "const"      0 Given     Any   Value  [] 0 CHEAP, None, "a tensor filled with one value";
+    // Float to int is a kernel (truncation); the other casts share their operand's buffer.
+    Cast      "cast"       1 Given     Any   None   ["x", "dtype"] 2 ALIAS, None, "converts the element type (float to int truncates toward zero)";
+    OneHot    "one_hot"    1 Given     Any   None   ["labels", "classes"] 2 KERNEL, None, "i32 labels [..] to 0/1 floats [.., N]; labels outside 0..N give all zeros";
+    Im2col    "im2col"     1 Given     Float Window ["x", "kernel", "stride", "padding"] 2 KERNEL, None, "[N, C, H, W] to windows [N, C, KH, KW, OH, OW]; outside the image reads 0";
+    Col2im    "col2im"     1 Given     Float Window ["x", "size", "kernel", "stride", "padding"] 3 KERNEL, None, "the adjoint of im2col: windows [N, C, KH, KW, OH, OW] summed back into [N, C, H, W]";
+    Slice     "slice"      1 Given     Any   Offset ["x", "start", "end", "axis"] 3 KERNEL, None, "the elements from index start on along axis, as many as the result has";
+    Pad       "pad"        1 Given     Any   Offset ["x", "before", "after", "axis"] 3 KERNEL, None, "zeros of the result's shape with the operand placed at index start along axis";
+    Iota      "iota"       0 Given     Any   Axes   ["shape", "axis"] 2 KERNEL, None, "each element's index along the one listed axis";
+    Random    "random"     1 Given     Any   Value  [] 0 KERNEL, None, "uniform noise in [0, 1): a hash of the key operand (i32[]), the stream (value) and each element's index";
+}
+
+fn div(a: &[f64], dtype: DType) -> f64 {
+    if dtype == DType::I32 {
+        if a[1] == 0.0 {
+            0.0
+        } else {
+            (a[0] / a[1]).trunc()
+        }
+    } else {
+        a[0] / a[1]
+    }
 }
 
 /// Which family an op belongs to; decides its type rule.
@@ -91,74 +217,6 @@ pub enum AttrKind {
     Window,
     /// `axis=1, start=2`: where a slice starts, or where padding puts its operand.
     Offset,
-}
-
-/// One row of the op table.
-#[derive(Debug)]
-pub struct OpInfo {
-    /// The op.
-    pub op: Op,
-    /// Spelling in the IR and name of the language built-in.
-    pub mnemonic: &'static str,
-    /// Number of tensor operands.
-    pub arity: usize,
-    /// The family, which decides the type rule.
-    pub class: Class,
-    /// The attribute it carries.
-    pub attr: AttrKind,
-    /// What it computes.
-    pub doc: &'static str,
-}
-
-macro_rules! table {
-    ($($op:ident $mn:literal $arity:literal $class:ident $attr:ident $doc:literal;)*) => {
-        /// Every primitive op, in `Op` order.
-        pub static TABLE: &[OpInfo] = &[
-            $(OpInfo { op: Op::$op, mnemonic: $mn, arity: $arity, class: Class::$class,
-                       attr: AttrKind::$attr, doc: $doc },)*
-        ];
-    };
-}
-
-table! {
-    // op        mnemonic     arity class     attr   doc
-    Neg       "neg"        1 Unary     None   "negation: -x";
-    Abs       "abs"        1 Unary     None   "absolute value: |x|";
-    Sign      "sign"       1 Unary     None   "sign: -1, 0 or 1";
-    Exp       "exp"        1 Unary     None   "exponential: e^x";
-    Log       "log"        1 Unary     None   "natural logarithm: ln x";
-    Sqrt      "sqrt"       1 Unary     None   "square root";
-    Tanh      "tanh"       1 Unary     None   "hyperbolic tangent";
-    Add       "add"        2 Binary    None   "sum: x + y";
-    Sub       "sub"        2 Binary    None   "difference: x - y";
-    Mul       "mul"        2 Binary    None   "product: x * y";
-    Div       "div"        2 Binary    None   "quotient: x / y";
-    Max       "max"        2 Binary    None   "elementwise maximum";
-    Min       "min"        2 Binary    None   "elementwise minimum";
-    Pow       "pow"        2 Binary    None   "power: x ^ y";
-    Lt        "lt"         2 Compare   None   "1 where x < y, else 0";
-    Le        "le"         2 Compare   None   "1 where x <= y, else 0";
-    Gt        "gt"         2 Compare   None   "1 where x > y, else 0";
-    Ge        "ge"         2 Compare   None   "1 where x >= y, else 0";
-    Eq        "eq"         2 Compare   None   "1 where x == y, else 0";
-    Ne        "ne"         2 Compare   None   "1 where x != y, else 0";
-    Select    "select"     3 Select    None   "a where c != 0, else b";
-    Sum       "sum"        1 Reduce    Axes   "sum over the listed axes, which are removed";
-    Mean      "mean"       1 Reduce    Axes   "mean over the listed axes, which are removed";
-    ReduceMax "reduce_max" 1 Reduce    Axes   "maximum over the listed axes, which are removed";
-    MatMul    "matmul"     2 MatMul    None   "matrix product over the last two axes, batched over the rest (a rank-2 operand is shared by the batch)";
-    Broadcast "broadcast"  1 Given     Dims   "copies the operand along new axes; operand axis i becomes result axis dims[i]";
-    Reshape   "reshape"    1 Given     None   "the same elements in row-major order, in a new shape";
-    Transpose "transpose"  1 Transpose Perm   "permutes axes: result axis i is operand axis perm[i]";
-    Const     "const"      0 Given     Value  "a tensor filled with one value";
-    Cast      "cast"       1 Given     None   "converts the element type (float to int truncates toward zero)";
-    OneHot    "one_hot"    1 Given     None   "i32 labels [..] to 0/1 floats [.., N]; labels outside 0..N give all zeros";
-    Im2col    "im2col"     1 Given     Window "[N, C, H, W] to windows [N, C, KH, KW, OH, OW]; outside the image reads 0";
-    Col2im    "col2im"     1 Given     Window "the adjoint of im2col: windows [N, C, KH, KW, OH, OW] summed back into [N, C, H, W]";
-    Slice     "slice"      1 Given     Offset "the elements from index start on along axis, as many as the result has";
-    Pad       "pad"        1 Given     Offset "zeros of the result's shape with the operand placed at index start along axis";
-    Iota      "iota"       0 Given     Axes   "each element's index along the one listed axis";
-    Random    "random"     1 Given     Value  "uniform noise in [0, 1): a hash of the key operand (i32[]), the stream (value) and each element's index";
 }
 
 /// The attribute of one op instance.
@@ -241,18 +299,8 @@ impl Op {
             ));
         }
         check_attr_kind(info, attr)?;
-        match info.class {
-            Class::Unary => {
-                let x = args[0];
-                let float_only = matches!(self, Op::Exp | Op::Log | Op::Sqrt | Op::Tanh);
-                if float_only && !x.dtype.is_float() {
-                    return Err(format!(
-                        "`{}` needs a float operand, found {x}",
-                        info.mnemonic
-                    ));
-                }
-                Ok(x.clone())
-            }
+        let ty = match info.class {
+            Class::Unary => Ok(args[0].clone()),
             Class::Binary | Class::Compare => {
                 let (x, y) = (args[0], args[1]);
                 if x != y {
@@ -279,9 +327,6 @@ impl Op {
                     unreachable!("checked by check_attr_kind")
                 };
                 check_axes(axes, x.rank(), "axes")?;
-                if self == Op::Mean && !x.dtype.is_float() {
-                    return Err(format!("`mean` needs a float operand, found {x}"));
-                }
                 let dims = x
                     .shape
                     .dims()
@@ -317,7 +362,20 @@ impl Op {
                 self.check_given(args, attr, ty)?;
                 Ok(ty.clone())
             }
+        }?;
+        if info.dtypes == DTypes::Float && args.first().is_some_and(|x| !x.dtype.is_float()) {
+            return Err(format!(
+                "`{}` needs a float operand, found {}",
+                info.mnemonic, args[0]
+            ));
         }
+        Ok(ty)
+    }
+
+    /// The scalar value of an elementwise op on operand values (`None` for the other
+    /// ops), in f64 before rounding to `dtype`.
+    pub fn scalar(self, args: &[f64], dtype: DType) -> Option<f64> {
+        self.info().scalar.map(|f| f(args, dtype))
     }
 
     /// The type rule of ops whose result type is written on the node.
@@ -461,7 +519,32 @@ impl Op {
                 }
                 Ok(())
             }
-            _ => unreachable!("{self:?} is not of class Given"),
+            Op::Neg
+            | Op::Abs
+            | Op::Sign
+            | Op::Exp
+            | Op::Log
+            | Op::Sqrt
+            | Op::Tanh
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Max
+            | Op::Min
+            | Op::Pow
+            | Op::Lt
+            | Op::Le
+            | Op::Gt
+            | Op::Ge
+            | Op::Eq
+            | Op::Ne
+            | Op::Select
+            | Op::Sum
+            | Op::Mean
+            | Op::ReduceMax
+            | Op::MatMul
+            | Op::Transpose => Err(format!("`{}` is not of class Given", self.mnemonic())),
         }
     }
 }
@@ -592,6 +675,46 @@ mod tests {
             assert_eq!(row.op as usize, i, "{} out of order", row.mnemonic);
             assert_eq!(Op::from_mnemonic(row.mnemonic), Some(row.op));
         }
+    }
+
+    #[test]
+    fn elementwise_ops_and_only_they_have_a_scalar_definition() {
+        for row in TABLE {
+            assert_eq!(
+                row.scalar.is_some(),
+                row.op.is_elementwise(),
+                "{}: a scalar definition exactly when elementwise",
+                row.mnemonic
+            );
+            // Fused ops are elementwise (or constants); kernels of elementwise ops (pow)
+            // are allowed.
+            if matches!(row.lowering, Lowering::Fused { .. }) {
+                assert!(
+                    row.op.is_elementwise() || row.op == Op::Const,
+                    "{} is fused but not elementwise",
+                    row.mnemonic
+                );
+            }
+            if let Sig::Call(params, required) = row.sig {
+                assert!(required <= params.len(), "{}", row.mnemonic);
+                assert!(params.len() >= row.arity, "{}", row.mnemonic);
+            }
+        }
+    }
+
+    #[test]
+    fn float_only_ops_refuse_integers() {
+        let i = TensorType::new(DType::I32, Shape::known(&[3]));
+        for row in TABLE.iter().filter(|r| r.dtypes == DTypes::Float) {
+            if row.class == Class::Unary {
+                let err = row.op.result_type(&[&i], &Attr::None, None).unwrap_err();
+                assert!(err.contains("needs a float operand"), "{err}");
+            }
+        }
+        let err = Op::Mean
+            .result_type(&[&i], &Attr::Axes(vec![0]), None)
+            .unwrap_err();
+        assert_eq!(err, "`mean` needs a float operand, found i32[3]");
     }
 
     #[test]

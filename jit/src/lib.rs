@@ -12,6 +12,7 @@
 //! floats. The reference interpreter is the oracle: `tests/jit.rs` compares every example
 //! and random graphs against it.
 
+mod emit;
 mod fused;
 #[cfg(feature = "llvm")]
 mod llvm;

@@ -5,7 +5,7 @@
 //! Fused loops are written with explicit vectors as wide as the host's registers (16 lanes
 //! with AVX-512), then the same body on one-lane vectors for the tail, so every value is a
 //! `VectorValue` and one emitter serves both; exp, ln and tanh are the Cephes polynomials
-//! of the Cranelift backend, operation for operation. Products are not contracted into
+//! of `emit.rs`, which both backends share. Products are not contracted into
 //! fused multiply-adds (LLVM's default), so a loop rounds as the interpreter does.
 //!
 //! Every function carries the host's `target-cpu` and `target-features`: without them
@@ -27,6 +27,7 @@ use inkwell::values::{
 use inkwell::{AddressSpace, FloatPredicate, OptimizationLevel};
 use nnc_ir::{Attr, Func, Op, Value};
 
+use crate::emit;
 use crate::lower::{Arg, Entry, Instr, KernelFn, Loc, LoopSpec, Program, member_of};
 use crate::object::{Batch, ObjectSpec};
 
@@ -413,7 +414,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                             }
                         })
                         .collect::<Result<_, String>>()?;
-                    self.compute(n.op, &xs, vt)?
+                    emit::compute(&mut Lanes { e: self, vt }, n.op, &xs)?
                 }
             };
             memo.insert(Value::Node(j as u32), y);
@@ -469,257 +470,120 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             }
         }
     }
+}
 
-    fn cmp(
-        &self,
-        p: FloatPredicate,
-        x: VectorValue<'ctx>,
-        y: VectorValue<'ctx>,
-    ) -> Result<VectorValue<'ctx>, String> {
-        self.b.build_float_compare(p, x, y, "").map_err(err)
+/// LLVM's `Lanes`: vectors of type `vt` (the host's width in a loop's body, one lane in
+/// its tail); constants are constant vectors.
+struct Lanes<'e, 'a, 'ctx> {
+    e: &'e Emitter<'a, 'ctx>,
+    vt: VectorType<'ctx>,
+}
+
+impl<'ctx> Lanes<'_, '_, 'ctx> {
+    fn ints(&self) -> VectorType<'ctx> {
+        self.e.cx.i32_type().vec_type(self.vt.get_size())
     }
-
-    fn select(
-        &self,
-        c: VectorValue<'ctx>,
-        x: VectorValue<'ctx>,
-        y: VectorValue<'ctx>,
-    ) -> Result<VectorValue<'ctx>, String> {
+    fn cast(&self, x: VectorValue<'ctx>, to: VectorType<'ctx>) -> emit::R<VectorValue<'ctx>> {
         Ok(self
-            .b
-            .build_select(c, x, y, "")
-            .map_err(err)?
-            .into_vector_value())
-    }
-
-    /// 1.0 where the comparison holds, else 0.0.
-    fn indicator(
-        &self,
-        p: FloatPredicate,
-        x: VectorValue<'ctx>,
-        y: VectorValue<'ctx>,
-    ) -> Result<VectorValue<'ctx>, String> {
-        let vt = x.get_type();
-        let c = self.cmp(p, x, y)?;
-        self.select(c, splat_const(vt, 1.0), splat_const(vt, 0.0))
-    }
-
-    fn add(&self, x: VectorValue<'ctx>, y: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
-        self.b.build_float_add(x, y, "").map_err(err)
-    }
-    fn sub(&self, x: VectorValue<'ctx>, y: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
-        self.b.build_float_sub(x, y, "").map_err(err)
-    }
-    fn mul(&self, x: VectorValue<'ctx>, y: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
-        self.b.build_float_mul(x, y, "").map_err(err)
-    }
-    /// `x * y + z`, rounded twice (as the Cranelift backend's `madd`).
-    fn madd(
-        &self,
-        x: VectorValue<'ctx>,
-        y: VectorValue<'ctx>,
-        z: VectorValue<'ctx>,
-    ) -> Result<VectorValue<'ctx>, String> {
-        let p = self.mul(x, y)?;
-        self.add(p, z)
-    }
-
-    fn compute(
-        &self,
-        op: Op,
-        xs: &[VectorValue<'ctx>],
-        vt: VectorType<'ctx>,
-    ) -> Result<VectorValue<'ctx>, String> {
-        let k = |v: f32| splat_const(vt, v);
-        Ok(match op {
-            Op::Neg => self.b.build_float_neg(xs[0], "").map_err(err)?,
-            Op::Abs => self.intrinsic("llvm.fabs", xs[0])?,
-            Op::Sqrt => self.intrinsic("llvm.sqrt", xs[0])?,
-            Op::Sign => {
-                let pos = self.indicator(FloatPredicate::OGT, xs[0], k(0.0))?;
-                let neg = self.indicator(FloatPredicate::OLT, xs[0], k(0.0))?;
-                self.sub(pos, neg)?
-            }
-            Op::Add => self.add(xs[0], xs[1])?,
-            Op::Sub => self.sub(xs[0], xs[1])?,
-            Op::Mul => self.mul(xs[0], xs[1])?,
-            Op::Div => self.b.build_float_div(xs[0], xs[1], "").map_err(err)?,
-            // max: y where x < y, else x (the interpreter's rule).
-            Op::Max => {
-                let c = self.cmp(FloatPredicate::OLT, xs[0], xs[1])?;
-                self.select(c, xs[1], xs[0])?
-            }
-            Op::Min => {
-                let c = self.cmp(FloatPredicate::OLT, xs[1], xs[0])?;
-                self.select(c, xs[1], xs[0])?
-            }
-            Op::Lt => self.indicator(FloatPredicate::OLT, xs[0], xs[1])?,
-            Op::Le => self.indicator(FloatPredicate::OLE, xs[0], xs[1])?,
-            Op::Gt => self.indicator(FloatPredicate::OGT, xs[0], xs[1])?,
-            Op::Ge => self.indicator(FloatPredicate::OGE, xs[0], xs[1])?,
-            Op::Eq => self.indicator(FloatPredicate::OEQ, xs[0], xs[1])?,
-            Op::Ne => self.indicator(FloatPredicate::UNE, xs[0], xs[1])?,
-            Op::Select => {
-                let c = self.cmp(FloatPredicate::UNE, xs[0], k(0.0))?;
-                self.select(c, xs[1], xs[2])?
-            }
-            Op::Broadcast => xs[0],
-            Op::Exp => self.exp(xs[0])?,
-            Op::Log => self.log(xs[0])?,
-            Op::Tanh => self.tanh(xs[0])?,
-            op => return Err(err(format!("`{}` is not an elementwise op", op.mnemonic()))),
-        })
-    }
-
-    fn ints(&self, vt: VectorType<'ctx>) -> VectorType<'ctx> {
-        self.cx.i32_type().vec_type(vt.get_size())
-    }
-
-    fn iconst(&self, vt: VectorType<'ctx>, v: i32) -> VectorValue<'ctx> {
-        let it = self.cx.i32_type();
-        let items: Vec<IntValue> = (0..vt.get_size())
-            .map(|_| it.const_int(v as u32 as u64, false))
-            .collect();
-        VectorType::const_vector(&items)
-    }
-
-    fn cast(
-        &self,
-        x: VectorValue<'ctx>,
-        to: VectorType<'ctx>,
-    ) -> Result<VectorValue<'ctx>, String> {
-        Ok(self
+            .e
             .b
             .build_bit_cast(x, to, "")
             .map_err(err)?
             .into_vector_value())
     }
+}
 
-    fn horner(&self, x: VectorValue<'ctx>, coeffs: &[f32]) -> Result<VectorValue<'ctx>, String> {
-        let vt = x.get_type();
-        let mut acc = splat_const(vt, coeffs[0]);
-        for &c in &coeffs[1..] {
-            acc = self.madd(acc, x, splat_const(vt, c))?;
-        }
-        Ok(acc)
+impl<'ctx> emit::Lanes for Lanes<'_, '_, 'ctx> {
+    type F = VectorValue<'ctx>;
+    type I = VectorValue<'ctx>;
+    type M = VectorValue<'ctx>;
+
+    fn konst(&mut self, v: f32) -> emit::R<Self::F> {
+        Ok(splat_const(self.vt, v))
     }
-
-    fn clamp(&self, x: VectorValue<'ctx>, lo: f32, hi: f32) -> Result<VectorValue<'ctx>, String> {
-        let vt = x.get_type();
-        let (l, h) = (splat_const(vt, lo), splat_const(vt, hi));
-        let c = self.cmp(FloatPredicate::OLT, x, l)?;
-        let x = self.select(c, l, x)?;
-        let c = self.cmp(FloatPredicate::OGT, x, h)?;
-        self.select(c, h, x)
+    fn iconst(&mut self, v: i32) -> emit::R<Self::I> {
+        let it = self.e.cx.i32_type();
+        let items: Vec<IntValue> = (0..self.vt.get_size())
+            .map(|_| it.const_int(v as u32 as u64, false))
+            .collect();
+        Ok(VectorType::const_vector(&items))
     }
-
-    /// e^x, as `lower::exp`.
-    fn exp(&self, x0: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
-        let vt = x0.get_type();
-        let k = |v: f32| splat_const(vt, v);
-        let x = self.clamp(x0, -87.336_54, 88.0)?;
-        let magic = k(12_582_912.0);
-        let t = self.madd(x, k(std::f32::consts::LOG2_E), magic)?;
-        let fx = self.sub(t, magic)?;
-        let r = self.madd(fx, k(-0.693_359_4), x)?;
-        let r = self.madd(fx, k(2.121_944_4e-4), r)?;
-        let p = self.horner(r, &crate::lower::EXP_POLY)?;
-        let rr = self.mul(r, r)?;
-        let p = self.madd(p, rr, r)?;
-        let p = self.add(p, k(1.0))?;
-        let it = self.ints(vt);
-        let ti = self.cast(t, it)?;
-        let e = self
-            .b
-            .build_int_add(ti, self.iconst(vt, 127 - 0x4B40_0000), "")
-            .map_err(err)?;
-        let e = self
-            .b
-            .build_left_shift(e, self.iconst(vt, 23), "")
-            .map_err(err)?;
-        let pow2 = self.cast(e, vt)?;
-        let y = self.mul(p, pow2)?;
-        let over = self.cmp(FloatPredicate::OGT, x0, k(88.722_84))?;
-        let y = self.select(over, k(f32::INFINITY), y)?;
-        let under = self.cmp(FloatPredicate::OLT, x0, k(-87.336_54))?;
-        let y = self.select(under, k(0.0), y)?;
-        let nan = self.cmp(FloatPredicate::UNO, x0, x0)?;
-        self.select(nan, x0, y)
+    fn add(&mut self, x: Self::F, y: Self::F) -> emit::R<Self::F> {
+        self.e.b.build_float_add(x, y, "").map_err(err)
     }
-
-    /// ln x, as `lower::log`.
-    fn log(&self, x0: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
-        let vt = x0.get_type();
-        let k = |v: f32| splat_const(vt, v);
-        let it = self.ints(vt);
-        let tiny = k(f32::MIN_POSITIVE);
-        let c = self.cmp(FloatPredicate::OLT, x0, tiny)?;
-        let x = self.select(c, tiny, x0)?;
-        let xi = self.cast(x, it)?;
-        let ei = self
-            .b
-            .build_right_shift(xi, self.iconst(vt, 23), false, "")
-            .map_err(err)?;
-        let ei = self
-            .b
-            .build_int_sub(ei, self.iconst(vt, 126), "")
-            .map_err(err)?;
-        let mi = self
-            .b
-            .build_and(xi, self.iconst(vt, !0x7F80_0000u32 as i32), "")
-            .map_err(err)?;
-        let mi = self
-            .b
-            .build_or(mi, self.iconst(vt, 0x3F00_0000), "")
-            .map_err(err)?;
-        let m = self.cast(mi, vt)?;
-        let e = self.b.build_signed_int_to_float(ei, vt, "").map_err(err)?;
-        let small = self.cmp(FloatPredicate::OLT, m, k(std::f32::consts::FRAC_1_SQRT_2))?;
-        let e_minus = self.sub(e, k(1.0))?;
-        let e = self.select(small, e_minus, e)?;
-        let m2 = self.add(m, m)?;
-        let m_small = self.sub(m2, k(1.0))?;
-        let m_big = self.sub(m, k(1.0))?;
-        let m = self.select(small, m_small, m_big)?;
-        let z = self.mul(m, m)?;
-        let p = self.horner(m, &crate::lower::LOG_POLY)?;
-        let y = self.mul(p, m)?;
-        let y = self.mul(y, z)?;
-        let y = self.madd(e, k(-2.121_944_4e-4), y)?;
-        let y = self.madd(z, k(-0.5), y)?;
-        let y = self.add(m, y)?;
-        let y = self.madd(e, k(0.693_359_4), y)?;
-        let is_zero = self.cmp(FloatPredicate::OEQ, x0, k(0.0))?;
-        let y = self.select(is_zero, k(f32::NEG_INFINITY), y)?;
-        let neg = self.cmp(FloatPredicate::OLT, x0, k(0.0))?;
-        let y = self.select(neg, k(f32::NAN), y)?;
-        let is_inf = self.cmp(FloatPredicate::OEQ, x0, k(f32::INFINITY))?;
-        let y = self.select(is_inf, k(f32::INFINITY), y)?;
-        let unordered = self.cmp(FloatPredicate::UNO, x0, x0)?;
-        self.select(unordered, x0, y)
+    fn sub(&mut self, x: Self::F, y: Self::F) -> emit::R<Self::F> {
+        self.e.b.build_float_sub(x, y, "").map_err(err)
     }
-
-    /// tanh x, as `lower::tanh`.
-    fn tanh(&self, x: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
-        let vt = x.get_type();
-        let k = |v: f32| splat_const(vt, v);
-        let z = self.mul(x, x)?;
-        let p = self.horner(z, &crate::lower::TANH_POLY)?;
-        let xz = self.mul(x, z)?;
-        let small_y = self.madd(xz, p, x)?;
-        let ax = self.intrinsic("llvm.fabs", x)?;
-        let two_ax = self.add(ax, ax)?;
-        let e = self.exp(two_ax)?;
-        let d = self.add(e, k(1.0))?;
-        let q = self.b.build_float_div(k(2.0), d, "").map_err(err)?;
-        let big_abs = self.sub(k(1.0), q)?;
-        let neg_big = self.b.build_float_neg(big_abs, "").map_err(err)?;
-        let is_neg = self.cmp(FloatPredicate::OLT, x, k(0.0))?;
-        let big_y = self.select(is_neg, neg_big, big_abs)?;
-        let small = self.cmp(FloatPredicate::OLT, ax, k(0.625))?;
-        let y = self.select(small, small_y, big_y)?;
-        let unordered = self.cmp(FloatPredicate::UNO, x, x)?;
-        self.select(unordered, x, y)
+    fn mul(&mut self, x: Self::F, y: Self::F) -> emit::R<Self::F> {
+        self.e.b.build_float_mul(x, y, "").map_err(err)
+    }
+    fn div(&mut self, x: Self::F, y: Self::F) -> emit::R<Self::F> {
+        self.e.b.build_float_div(x, y, "").map_err(err)
+    }
+    fn neg(&mut self, x: Self::F) -> emit::R<Self::F> {
+        self.e.b.build_float_neg(x, "").map_err(err)
+    }
+    fn abs(&mut self, x: Self::F) -> emit::R<Self::F> {
+        self.e.intrinsic("llvm.fabs", x)
+    }
+    fn sqrt(&mut self, x: Self::F) -> emit::R<Self::F> {
+        self.e.intrinsic("llvm.sqrt", x)
+    }
+    fn cmp(&mut self, c: emit::Cmp, x: Self::F, y: Self::F) -> emit::R<Self::M> {
+        let p = match c {
+            emit::Cmp::Lt => FloatPredicate::OLT,
+            emit::Cmp::Le => FloatPredicate::OLE,
+            emit::Cmp::Gt => FloatPredicate::OGT,
+            emit::Cmp::Ge => FloatPredicate::OGE,
+            emit::Cmp::Eq => FloatPredicate::OEQ,
+            emit::Cmp::Ne => FloatPredicate::UNE,
+            emit::Cmp::Unordered => FloatPredicate::UNO,
+        };
+        self.e.b.build_float_compare(p, x, y, "").map_err(err)
+    }
+    fn select(&mut self, m: Self::M, x: Self::F, y: Self::F) -> emit::R<Self::F> {
+        Ok(self
+            .e
+            .b
+            .build_select(m, x, y, "")
+            .map_err(err)?
+            .into_vector_value())
+    }
+    fn indicator(&mut self, m: Self::M) -> emit::R<Self::F> {
+        let (one, zero) = (splat_const(self.vt, 1.0), splat_const(self.vt, 0.0));
+        self.select(m, one, zero)
+    }
+    fn bits(&mut self, x: Self::F) -> emit::R<Self::I> {
+        self.cast(x, self.ints())
+    }
+    fn float_bits(&mut self, x: Self::I) -> emit::R<Self::F> {
+        self.cast(x, self.vt)
+    }
+    fn int_to_float(&mut self, x: Self::I) -> emit::R<Self::F> {
+        self.e
+            .b
+            .build_signed_int_to_float(x, self.vt, "")
+            .map_err(err)
+    }
+    fn iadd(&mut self, x: Self::I, y: Self::I) -> emit::R<Self::I> {
+        self.e.b.build_int_add(x, y, "").map_err(err)
+    }
+    fn isub(&mut self, x: Self::I, y: Self::I) -> emit::R<Self::I> {
+        self.e.b.build_int_sub(x, y, "").map_err(err)
+    }
+    fn and(&mut self, x: Self::I, y: Self::I) -> emit::R<Self::I> {
+        self.e.b.build_and(x, y, "").map_err(err)
+    }
+    fn or(&mut self, x: Self::I, y: Self::I) -> emit::R<Self::I> {
+        self.e.b.build_or(x, y, "").map_err(err)
+    }
+    fn shl(&mut self, x: Self::I, by: u32) -> emit::R<Self::I> {
+        let k = self.iconst(by as i32)?;
+        self.e.b.build_left_shift(x, k, "").map_err(err)
+    }
+    fn ushr(&mut self, x: Self::I, by: u32) -> emit::R<Self::I> {
+        let k = self.iconst(by as i32)?;
+        self.e.b.build_right_shift(x, k, false, "").map_err(err)
     }
 }
 

@@ -17,9 +17,9 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module};
-use nnc_ir::{Attr, DType, Dim, Func, Op, Value};
+use nnc_ir::{Attr, DType, Dim, Func, Lowering, Op, Value};
 
-use crate::kernels;
+use crate::{emit, kernels};
 
 pub(crate) type Entry =
     unsafe extern "C" fn(*const *const f32, *const *const f32, *const *mut f32, *mut f32);
@@ -295,34 +295,11 @@ fn absorbed_transposes(f: &Func) -> Vec<bool> {
     absorbed
 }
 
-/// Ops computed in registers inside a fused loop.
+/// Ops computed in registers inside a fused loop: the op table's `Fused` lowering, except
+/// integer division (a kernel: it truncates and defines x / 0 = 0).
 fn fusible(_f: &Func, n: &nnc_ir::Node) -> bool {
     let int_div = n.op == Op::Div && n.ty.dtype == DType::I32;
-    let lowered = matches!(
-        n.op,
-        Op::Neg
-            | Op::Abs
-            | Op::Sqrt
-            | Op::Sign
-            | Op::Add
-            | Op::Sub
-            | Op::Mul
-            | Op::Div
-            | Op::Max
-            | Op::Min
-            | Op::Lt
-            | Op::Le
-            | Op::Gt
-            | Op::Ge
-            | Op::Eq
-            | Op::Ne
-            | Op::Select
-            | Op::Const
-            | Op::Exp
-            | Op::Log
-            | Op::Tanh
-    );
-    lowered && !int_div
+    matches!(n.op.info().lowering, Lowering::Fused { .. }) && !int_div
 }
 
 /// A broadcast of a rank-0 value: the same scalar at every element.
@@ -368,7 +345,7 @@ fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<Vec<bool>, S
         let shared = distinct.len() > 1;
         let cheap = n.op == Op::Const
             || scalar_broadcast(f, n)
-            || (!matches!(n.op, Op::Exp | Op::Log | Op::Tanh | Op::Sqrt | Op::Div)
+            || (n.op.info().lowering == (Lowering::Fused { cheap: true })
                 && n.args.iter().all(|a| match a {
                     Value::Node(j) => !out[*j as usize],
                     _ => true,
@@ -1330,7 +1307,7 @@ pub(crate) fn lower_into<M: Module>(
                             .collect(),
                         members: spec.members.clone(),
                     };
-                    fused_loop(&mut b, f, &tree, spec.count, has_fma);
+                    fused_loop(&mut b, f, &tree, spec.count, has_fma)?;
                 }
             }
         }
@@ -1353,74 +1330,6 @@ pub(crate) fn lower_into<M: Module>(
 }
 
 /// One value of an elementwise op, on vectors (`ty` = F32X4) or scalars (F32).
-fn compute(
-    b: &mut FunctionBuilder,
-    op: Op,
-    xs: &[cranelift_codegen::ir::Value],
-    ty: types::Type,
-) -> cranelift_codegen::ir::Value {
-    let vector = ty.is_vector();
-    let splat = |b: &mut FunctionBuilder, v: f32| {
-        let s = b.ins().f32const(v);
-        if vector { b.ins().splat(ty, s) } else { s }
-    };
-    // 1.0 where `c` holds, else 0.0.
-    let indicator = |b: &mut FunctionBuilder, cc: FloatCC, x, y| {
-        let m = b.ins().fcmp(cc, x, y);
-        if vector {
-            let mf = b.ins().bitcast(ty, MemFlagsData::new(), m);
-            let one = splat(b, 1.0);
-            b.ins().band(mf, one)
-        } else {
-            let (one, zero) = (b.ins().f32const(1.0), b.ins().f32const(0.0));
-            b.ins().select(m, one, zero)
-        }
-    };
-    let choose = |b: &mut FunctionBuilder, cc: FloatCC, x, y, then, other| {
-        let m = b.ins().fcmp(cc, x, y);
-        if vector {
-            let mf = b.ins().bitcast(ty, MemFlagsData::new(), m);
-            b.ins().bitselect(mf, then, other)
-        } else {
-            b.ins().select(m, then, other)
-        }
-    };
-    match op {
-        Op::Neg => b.ins().fneg(xs[0]),
-        Op::Abs => b.ins().fabs(xs[0]),
-        Op::Sqrt => b.ins().sqrt(xs[0]),
-        Op::Sign => {
-            let zero = splat(b, 0.0);
-            let pos = indicator(b, FloatCC::GreaterThan, xs[0], zero);
-            let neg = indicator(b, FloatCC::LessThan, xs[0], zero);
-            b.ins().fsub(pos, neg)
-        }
-        Op::Add => b.ins().fadd(xs[0], xs[1]),
-        Op::Sub => b.ins().fsub(xs[0], xs[1]),
-        Op::Mul => b.ins().fmul(xs[0], xs[1]),
-        Op::Div => b.ins().fdiv(xs[0], xs[1]),
-        // max: y where x < y, else x (the interpreter's rule; one maxps-like select).
-        Op::Max => choose(b, FloatCC::LessThan, xs[0], xs[1], xs[1], xs[0]),
-        Op::Min => choose(b, FloatCC::LessThan, xs[1], xs[0], xs[1], xs[0]),
-        Op::Lt => indicator(b, FloatCC::LessThan, xs[0], xs[1]),
-        Op::Le => indicator(b, FloatCC::LessThanOrEqual, xs[0], xs[1]),
-        Op::Gt => indicator(b, FloatCC::GreaterThan, xs[0], xs[1]),
-        Op::Ge => indicator(b, FloatCC::GreaterThanOrEqual, xs[0], xs[1]),
-        Op::Eq => indicator(b, FloatCC::Equal, xs[0], xs[1]),
-        Op::Ne => indicator(b, FloatCC::NotEqual, xs[0], xs[1]),
-        Op::Select => {
-            let zero = splat(b, 0.0);
-            choose(b, FloatCC::NotEqual, xs[0], zero, xs[1], xs[2])
-        }
-        // A broadcast scalar this loop computed (a loop over one element).
-        Op::Broadcast => xs[0],
-        Op::Exp => exp(b, xs[0], ty),
-        Op::Log => log(b, xs[0], ty),
-        Op::Tanh => tanh(b, xs[0], ty),
-        _ => unreachable!("not a vector-lowered elementwise op: {op:?}"),
-    }
-}
-
 /// A fused elementwise expression: the root node and the inlined nodes under it, in an
 /// order where operands come first, and what its leaves read.
 struct Tree {
@@ -1462,7 +1371,13 @@ pub(crate) fn member_of(f: &Func, mut v: Value, step: &[usize]) -> Option<usize>
 /// Emits one loop computing `tree` over `count` elements, f32x4 then a scalar tail. With
 /// `fma` (the ISA reports it), `a * b + c` and `a * b - c` computed in the loop become one
 /// fused multiply-add (one rounding instead of two; the unused product is dead code).
-fn fused_loop(b: &mut FunctionBuilder, f: &Func, tree: &Tree, count: usize, fma: bool) {
+fn fused_loop(
+    b: &mut FunctionBuilder,
+    f: &Func,
+    tree: &Tree,
+    count: usize,
+    fma: bool,
+) -> Result<(), String> {
     let flags = MemFlagsData::new().with_notrap();
     // Loop-invariant values, computed once before the loop: constants and broadcast
     // scalars, as scalars and as vectors.
@@ -1544,7 +1459,7 @@ fn fused_loop(b: &mut FunctionBuilder, f: &Func, tree: &Tree, count: usize, fma:
                             let p = b.ins().fneg(p);
                             b.ins().fma(p, q, xs[0])
                         }
-                        _ => compute(b, n.op, &xs, ty),
+                        _ => emit::compute(&mut Clif { b: &mut *b, ty }, n.op, &xs)?,
                     }
                 }
             };
@@ -1555,6 +1470,7 @@ fn fused_loop(b: &mut FunctionBuilder, f: &Func, tree: &Tree, count: usize, fma:
             let p = b.ins().iadd(dst, off);
             b.ins().store(flags, memo[&Value::Node(m as u32)], p, 0);
         }
+        Ok::<(), String>(())
     };
     let vec_end = (count / 4 * 4) as i64;
     if vec_end > 0 {
@@ -1571,7 +1487,7 @@ fn fused_loop(b: &mut FunctionBuilder, f: &Func, tree: &Tree, count: usize, fma:
         b.switch_to_block(body_block);
         b.seal_block(body_block);
         let off = b.ins().ishl_imm_u(i, 2);
-        body(b, off, types::F32X4);
+        body(b, off, types::F32X4)?;
         let next = b.ins().iadd_imm_s(i, 4);
         b.ins().jump(header, &[next.into()]);
         b.seal_block(header);
@@ -1580,220 +1496,133 @@ fn fused_loop(b: &mut FunctionBuilder, f: &Func, tree: &Tree, count: usize, fma:
     }
     for j in vec_end as usize..count {
         let off = b.ins().iconst(types::I64, (4 * j) as i64);
-        body(b, off, types::F32);
+        body(b, off, types::F32)?;
     }
+    Ok(())
 }
 
-// ---- transcendental functions as polynomials (Cephes), on f32x4 or f32 ----
-//
-// Cranelift has no exp or log instruction, and a scalar libm call per element leaves the
-// vector domain; these stay in registers and fuse like arithmetic. Their maximum errors
-// against f64 are measured in `tests/math.rs`.
+// ---- the elementwise emitter's instructions in CLIF, on f32x4 or f32 ----
 
 type V = cranelift_codegen::ir::Value;
 
-/// The polynomials, highest degree first, shared with the LLVM backend so both compute
-/// the same numbers: e^r - 1 - r = r^2 p(r) on the reduced argument, ln(1 + m) on the
-/// mantissa, tanh x = x + x^3 p(x^2) below 0.625.
-pub(crate) const EXP_POLY: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    1.666_666_5e-1,
-    5e-1,
-];
-pub(crate) const LOG_POLY: [f32; 9] = [
-    7.037_683_6e-2,
-    -1.151_461e-1,
-    1.167_699_9e-1,
-    -1.242_014_1e-1,
-    1.424_932_3e-1,
-    -1.666_805_8e-1,
-    2.000_071_4e-1,
-    -2.499_999_4e-1,
-    3.333_333e-1,
-];
-pub(crate) const TANH_POLY: [f32; 5] = [
-    -5.704_988_7e-3,
-    2.063_909e-2,
-    -5.373_971_6e-2,
-    1.333_144_2e-1,
-    -3.333_328e-1,
-];
+/// Cranelift's `Lanes`: values of type `ty` (f32x4 in a loop's body, f32 in its tail).
+struct Clif<'a, 'b> {
+    b: &'a mut FunctionBuilder<'b>,
+    ty: types::Type,
+}
 
-fn konst(b: &mut FunctionBuilder, v: f32, ty: types::Type) -> V {
-    let s = b.ins().f32const(v);
-    if ty.is_vector() {
-        b.ins().splat(ty, s)
-    } else {
-        s
+impl Clif<'_, '_> {
+    fn int_ty(&self) -> types::Type {
+        if self.ty.is_vector() {
+            types::I32X4
+        } else {
+            types::I32
+        }
     }
 }
 
-fn iconst_like(b: &mut FunctionBuilder, v: i32, ity: types::Type) -> V {
-    let s = b.ins().iconst(types::I32, v as i64);
-    if ity.is_vector() {
-        b.ins().splat(ity, s)
-    } else {
-        s
+impl emit::Lanes for Clif<'_, '_> {
+    type F = V;
+    type I = V;
+    type M = V;
+
+    fn konst(&mut self, v: f32) -> emit::R<V> {
+        let s = self.b.ins().f32const(v);
+        Ok(if self.ty.is_vector() {
+            self.b.ins().splat(self.ty, s)
+        } else {
+            s
+        })
     }
-}
-
-fn int_ty(ty: types::Type) -> types::Type {
-    if ty.is_vector() {
-        types::I32X4
-    } else {
-        types::I32
+    fn iconst(&mut self, v: i32) -> emit::R<V> {
+        let s = self.b.ins().iconst(types::I32, v as i64);
+        Ok(if self.ty.is_vector() {
+            let ity = self.int_ty();
+            self.b.ins().splat(ity, s)
+        } else {
+            s
+        })
     }
-}
-
-/// `a * b + c`.
-fn madd(b: &mut FunctionBuilder, x: V, y: V, z: V) -> V {
-    let p = b.ins().fmul(x, y);
-    b.ins().fadd(p, z)
-}
-
-fn horner(b: &mut FunctionBuilder, x: V, coeffs: &[f32], ty: types::Type) -> V {
-    let mut acc = konst(b, coeffs[0], ty);
-    for &c in &coeffs[1..] {
-        let k = konst(b, c, ty);
-        acc = madd(b, acc, x, k);
+    fn add(&mut self, x: V, y: V) -> emit::R<V> {
+        Ok(self.b.ins().fadd(x, y))
     }
-    acc
-}
-
-/// `c ? x : y` for a comparison result `c` of `fcmp` on `ty`.
-fn pick(b: &mut FunctionBuilder, c: V, x: V, y: V, ty: types::Type) -> V {
-    if ty.is_vector() {
-        let m = b.ins().bitcast(ty, MemFlagsData::new(), c);
-        b.ins().bitselect(m, x, y)
-    } else {
-        b.ins().select(c, x, y)
+    fn sub(&mut self, x: V, y: V) -> emit::R<V> {
+        Ok(self.b.ins().fsub(x, y))
     }
-}
-
-/// Pseudo-min and -max (one `minps`/`maxps`).
-fn clamp(b: &mut FunctionBuilder, x: V, lo: f32, hi: f32, ty: types::Type) -> V {
-    let (l, h) = (konst(b, lo, ty), konst(b, hi, ty));
-    let c = b.ins().fcmp(FloatCC::LessThan, x, l);
-    let x = pick(b, c, l, x, ty);
-    let c = b.ins().fcmp(FloatCC::GreaterThan, x, h);
-    pick(b, c, h, x, ty)
-}
-
-/// e^x: range reduction by ln 2 (Cody-Waite), a degree-7 polynomial, and 2^n built in the
-/// exponent bits. Below -87.3 it flushes to 0 (as f32 nearly does); above 88.7, +inf.
-fn exp(b: &mut FunctionBuilder, x0: V, ty: types::Type) -> V {
-    let ity = int_ty(ty);
-    let x = clamp(b, x0, -87.336_54, 88.0, ty);
-    let log2e = konst(b, std::f32::consts::LOG2_E, ty);
-    let magic = konst(b, 12_582_912.0, ty); // 1.5 * 2^23: adding it rounds to an integer
-    let t = madd(b, x, log2e, magic);
-    let fx = b.ins().fsub(t, magic);
-    let c1 = konst(b, -0.693_359_4, ty);
-    let r = madd(b, fx, c1, x);
-    let c2 = konst(b, 2.121_944_4e-4, ty);
-    let r = madd(b, fx, c2, r);
-    let p = horner(b, r, &EXP_POLY, ty);
-    let rr = b.ins().fmul(r, r);
-    let p = madd(b, p, rr, r);
-    let one = konst(b, 1.0, ty);
-    let p = b.ins().fadd(p, one);
-    let ti = b.ins().bitcast(ity, MemFlagsData::new(), t);
-    let bias = iconst_like(b, 127 - 0x4B40_0000, ity);
-    let e = b.ins().iadd(ti, bias);
-    let e = b.ins().ishl_imm_u(e, 23);
-    let pow2 = b.ins().bitcast(ty, MemFlagsData::new(), e);
-    let y = b.ins().fmul(p, pow2);
-    // Overflow to +inf past the clamp, and NaN stays NaN.
-    let big = konst(b, 88.722_84, ty);
-    let over = b.ins().fcmp(FloatCC::GreaterThan, x0, big);
-    let inf = konst(b, f32::INFINITY, ty);
-    let y = pick(b, over, inf, y, ty);
-    // Flush to zero where e^x is below the normal range.
-    let low = konst(b, -87.336_54, ty);
-    let under = b.ins().fcmp(FloatCC::LessThan, x0, low);
-    let zero = konst(b, 0.0, ty);
-    let y = pick(b, under, zero, y, ty);
-    let nan = b.ins().fcmp(FloatCC::Unordered, x0, x0);
-    pick(b, nan, x0, y, ty)
-}
-
-/// ln x: x = m 2^e with m in [sqrt(1/2), sqrt(2)), a degree-9 polynomial in m - 1.
-/// ln 0 = -inf, ln of a negative number or NaN is NaN, ln inf = inf.
-fn log(b: &mut FunctionBuilder, x0: V, ty: types::Type) -> V {
-    let ity = int_ty(ty);
-    let tiny = konst(b, f32::MIN_POSITIVE, ty);
-    let c = b.ins().fcmp(FloatCC::LessThan, x0, tiny);
-    let x = pick(b, c, tiny, x0, ty);
-    let xi = b.ins().bitcast(ity, MemFlagsData::new(), x);
-    let ei = b.ins().ushr_imm_u(xi, 23);
-    let bias = iconst_like(b, 126, ity);
-    let ei = b.ins().isub(ei, bias);
-    let mut_mask = iconst_like(b, !0x7F80_0000u32 as i32, ity);
-    let mi = b.ins().band(xi, mut_mask);
-    let half = iconst_like(b, 0x3F00_0000, ity);
-    let mi = b.ins().bor(mi, half);
-    let m = b.ins().bitcast(ty, MemFlagsData::new(), mi); // in [0.5, 1)
-    let e = b.ins().fcvt_from_sint(ty, ei);
-    let sqrthf = konst(b, std::f32::consts::FRAC_1_SQRT_2, ty);
-    let small = b.ins().fcmp(FloatCC::LessThan, m, sqrthf);
-    let one = konst(b, 1.0, ty);
-    let e_minus = b.ins().fsub(e, one);
-    let e = pick(b, small, e_minus, e, ty);
-    let m2 = b.ins().fadd(m, m);
-    let m_small = b.ins().fsub(m2, one);
-    let m_big = b.ins().fsub(m, one);
-    let m = pick(b, small, m_small, m_big, ty);
-    let z = b.ins().fmul(m, m);
-    let p = horner(b, m, &LOG_POLY, ty);
-    let y = b.ins().fmul(p, m);
-    let y = b.ins().fmul(y, z);
-    let c2 = konst(b, -2.121_944_4e-4, ty);
-    let y = madd(b, e, c2, y);
-    let mhalf = konst(b, -0.5, ty);
-    let y = madd(b, z, mhalf, y);
-    let y = b.ins().fadd(m, y);
-    let c1 = konst(b, 0.693_359_4, ty);
-    let y = madd(b, e, c1, y);
-    // Special values.
-    let zero = konst(b, 0.0, ty);
-    let is_zero = b.ins().fcmp(FloatCC::Equal, x0, zero);
-    let ninf = konst(b, f32::NEG_INFINITY, ty);
-    let y = pick(b, is_zero, ninf, y, ty);
-    let neg = b.ins().fcmp(FloatCC::LessThan, x0, zero);
-    let nan = konst(b, f32::NAN, ty);
-    let y = pick(b, neg, nan, y, ty);
-    let inf = konst(b, f32::INFINITY, ty);
-    let is_inf = b.ins().fcmp(FloatCC::Equal, x0, inf);
-    let y = pick(b, is_inf, inf, y, ty);
-    let unordered = b.ins().fcmp(FloatCC::Unordered, x0, x0);
-    pick(b, unordered, x0, y, ty)
-}
-
-/// tanh x: an odd polynomial below |x| = 0.625 (no cancellation near 0), else
-/// sign(x) (1 - 2 / (e^(2|x|) + 1)).
-fn tanh(b: &mut FunctionBuilder, x: V, ty: types::Type) -> V {
-    let z = b.ins().fmul(x, x);
-    let p = horner(b, z, &TANH_POLY, ty);
-    let xz = b.ins().fmul(x, z);
-    let small_y = madd(b, xz, p, x);
-    let ax = b.ins().fabs(x);
-    let two_ax = b.ins().fadd(ax, ax);
-    let e = exp(b, two_ax, ty);
-    let one = konst(b, 1.0, ty);
-    let two = konst(b, 2.0, ty);
-    let d = b.ins().fadd(e, one);
-    let q = b.ins().fdiv(two, d);
-    let big_abs = b.ins().fsub(one, q);
-    let neg_big = b.ins().fneg(big_abs);
-    let zero = konst(b, 0.0, ty);
-    let is_neg = b.ins().fcmp(FloatCC::LessThan, x, zero);
-    let big_y = pick(b, is_neg, neg_big, big_abs, ty);
-    let limit = konst(b, 0.625, ty);
-    let small = b.ins().fcmp(FloatCC::LessThan, ax, limit);
-    let y = pick(b, small, small_y, big_y, ty);
-    let unordered = b.ins().fcmp(FloatCC::Unordered, x, x);
-    pick(b, unordered, x, y, ty)
+    fn mul(&mut self, x: V, y: V) -> emit::R<V> {
+        Ok(self.b.ins().fmul(x, y))
+    }
+    fn div(&mut self, x: V, y: V) -> emit::R<V> {
+        Ok(self.b.ins().fdiv(x, y))
+    }
+    fn neg(&mut self, x: V) -> emit::R<V> {
+        Ok(self.b.ins().fneg(x))
+    }
+    fn abs(&mut self, x: V) -> emit::R<V> {
+        Ok(self.b.ins().fabs(x))
+    }
+    fn sqrt(&mut self, x: V) -> emit::R<V> {
+        Ok(self.b.ins().sqrt(x))
+    }
+    fn cmp(&mut self, c: emit::Cmp, x: V, y: V) -> emit::R<V> {
+        let cc = match c {
+            emit::Cmp::Lt => FloatCC::LessThan,
+            emit::Cmp::Le => FloatCC::LessThanOrEqual,
+            emit::Cmp::Gt => FloatCC::GreaterThan,
+            emit::Cmp::Ge => FloatCC::GreaterThanOrEqual,
+            emit::Cmp::Eq => FloatCC::Equal,
+            emit::Cmp::Ne => FloatCC::NotEqual,
+            emit::Cmp::Unordered => FloatCC::Unordered,
+        };
+        Ok(self.b.ins().fcmp(cc, x, y))
+    }
+    fn select(&mut self, m: V, x: V, y: V) -> emit::R<V> {
+        Ok(if self.ty.is_vector() {
+            let m = self.b.ins().bitcast(self.ty, MemFlagsData::new(), m);
+            self.b.ins().bitselect(m, x, y)
+        } else {
+            self.b.ins().select(m, x, y)
+        })
+    }
+    fn indicator(&mut self, m: V) -> emit::R<V> {
+        if self.ty.is_vector() {
+            // The mask's lanes are all ones or all zeros: and-ing them with 1.0 is one
+            // instruction.
+            let mf = self.b.ins().bitcast(self.ty, MemFlagsData::new(), m);
+            let one = self.konst(1.0)?;
+            Ok(self.b.ins().band(mf, one))
+        } else {
+            let one = self.konst(1.0)?;
+            let zero = self.konst(0.0)?;
+            Ok(self.b.ins().select(m, one, zero))
+        }
+    }
+    fn bits(&mut self, x: V) -> emit::R<V> {
+        let ity = self.int_ty();
+        Ok(self.b.ins().bitcast(ity, MemFlagsData::new(), x))
+    }
+    fn float_bits(&mut self, x: V) -> emit::R<V> {
+        Ok(self.b.ins().bitcast(self.ty, MemFlagsData::new(), x))
+    }
+    fn int_to_float(&mut self, x: V) -> emit::R<V> {
+        Ok(self.b.ins().fcvt_from_sint(self.ty, x))
+    }
+    fn iadd(&mut self, x: V, y: V) -> emit::R<V> {
+        Ok(self.b.ins().iadd(x, y))
+    }
+    fn isub(&mut self, x: V, y: V) -> emit::R<V> {
+        Ok(self.b.ins().isub(x, y))
+    }
+    fn and(&mut self, x: V, y: V) -> emit::R<V> {
+        Ok(self.b.ins().band(x, y))
+    }
+    fn or(&mut self, x: V, y: V) -> emit::R<V> {
+        Ok(self.b.ins().bor(x, y))
+    }
+    fn shl(&mut self, x: V, by: u32) -> emit::R<V> {
+        Ok(self.b.ins().ishl_imm_u(x, i64::from(by)))
+    }
+    fn ushr(&mut self, x: V, by: u32) -> emit::R<V> {
+        Ok(self.b.ins().ushr_imm_u(x, i64::from(by)))
+    }
 }

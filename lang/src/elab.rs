@@ -9,7 +9,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use nnc_ir::{Attr, Class, DType, Dim, Func, Init, Op, ParamKind, Shape, TensorType, Value};
+use nnc_ir::{
+    Attr, Class, DType, DTypes, Dim, Func, Init, Op, ParamKind, Shape, Sig, TensorType, Value,
+};
 
 use crate::ast::*;
 use crate::diagnostics::{Diagnostic, PRELUDE, Span, USER};
@@ -339,7 +341,7 @@ impl<'a, 'd> Elab<'a, 'd> {
                 }
             }
         }
-        if names::needs_float(name) && !common.dtype.is_float() {
+        if op.info().dtypes == DTypes::Float && !common.dtype.is_float() {
             self.report(errors::float_needed(span, name, &common.to_string()));
             return Val::Error;
         }
@@ -418,39 +420,16 @@ impl<'a, 'd> Elab<'a, 'd> {
                 _ => {}
             }
         }
-        let (a, b) = (fs[0], *fs.get(1).unwrap_or(&0.0));
-        let c = |x: bool| if x { 1.0 } else { 0.0 };
-        let v = match op {
-            Op::Neg => -a,
-            Op::Abs => a.abs(),
-            Op::Sign => a.signum() * c(a != 0.0),
-            Op::Exp => a.exp(),
-            Op::Log => a.ln(),
-            Op::Sqrt => a.sqrt(),
-            Op::Tanh => a.tanh(),
-            Op::Add => a + b,
-            Op::Sub => a - b,
-            Op::Mul => a * b,
-            Op::Div => a / b,
-            Op::Max => a.max(b),
-            Op::Min => a.min(b),
-            Op::Pow => a.powf(b),
-            Op::Lt => c(a < b),
-            Op::Le => c(a <= b),
-            Op::Gt => c(a > b),
-            Op::Ge => c(a >= b),
-            Op::Eq => c(a == b),
-            Op::Ne => c(a != b),
-            Op::Select => {
-                if a != 0.0 {
-                    fs[1]
-                } else {
-                    fs[2]
-                }
-            }
-            _ => f64::NAN,
+        // Static floats are f64: the op table's definition, unrounded.
+        let Some(v) = op.scalar(&fs, DType::F64) else {
+            self.report(errors::op_rule(
+                span,
+                op.mnemonic(),
+                format!("`{}` needs a tensor operand", op.mnemonic()),
+            ));
+            return Val::Error;
         };
-        if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne) {
+        if op.info().class == Class::Compare {
             return Val::Bool(v != 0.0);
         }
         Val::Float(v)
@@ -1225,29 +1204,16 @@ impl<'a, 'd> Elab<'a, 'd> {
         span: Span,
     ) -> Val {
         let name = op.mnemonic();
-        let params: &[&str] = match op {
-            Op::Sum | Op::Mean | Op::ReduceMax => &["x", "axis", "keepdims"],
-            Op::Transpose => &["x", "perm"],
-            Op::Reshape => &["x", "shape"],
-            Op::Cast => &["x", "dtype"],
-            Op::OneHot => &["labels", "classes"],
-            Op::Select => &["c", "a", "b"],
-            Op::Im2col => &["x", "kernel", "stride", "padding"],
-            Op::Col2im => &["x", "size", "kernel", "stride", "padding"],
-            Op::Slice => &["x", "start", "end", "axis"],
-            Op::Pad => &["x", "before", "after", "axis"],
-            Op::Iota => &["shape", "axis"],
-            _ if class == Class::Unary => &["x"],
-            _ => &["x", "y"],
+        let Sig::Call(params, required) = op.info().sig else {
+            self.report(errors::op_rule(
+                span,
+                name,
+                format!("`{name}` is not callable by name"),
+            ));
+            return Val::Error;
         };
         let Some(slots) = self.bind_args(name, params, args, span) else {
             return Val::Error;
-        };
-        let required = match op {
-            Op::Sum | Op::Mean | Op::ReduceMax | Op::Transpose => 1,
-            Op::Im2col | Op::Iota => 2,
-            Op::Col2im | Op::Slice | Op::Pad => 3,
-            _ => params.len(),
         };
         let mut vals = Vec::new();
         let mut spans = Vec::new();
@@ -1733,7 +1699,14 @@ impl<'a, 'd> Elab<'a, 'd> {
                 dims.push(Dim::Known(n));
                 TensorType::new(DType::F32, Shape(dims))
             }
-            _ => unreachable!("only reshape, cast and one_hot are callable among Given ops"),
+            _ => {
+                self.report(errors::op_rule(
+                    span,
+                    op.mnemonic(),
+                    format!("`{}` has no elaboration rule", op.mnemonic()),
+                ));
+                return Val::Error;
+            }
         };
         match self.func.build(op, vec![x], Attr::None, Some(target)) {
             Ok(v) => Val::Tensor(v),

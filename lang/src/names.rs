@@ -2,7 +2,7 @@
 //! primitive ops, initializers, schedules, data sources and train settings. Each table
 //! here is the single list the checker, the resolver and the docs read.
 
-use nnc_ir::{Class, TABLE};
+use nnc_ir::{Class, Sig, TABLE};
 
 /// Initializers usable after `param w: T = ...`, with their keyword parameters and defaults.
 pub const INITIALIZERS: &[(&str, &[(&str, f64)])] = &[
@@ -137,12 +137,12 @@ pub const SETTINGS: &[(&str, SettingKind, bool)] = &[
     ("data", SettingKind::Data, false),
 ];
 
-/// Primitive ops callable by their mnemonic from the language, with broadcasting.
-/// `broadcast` and `const` are implicit (literals and mixed shapes) and not callable.
+/// Primitive ops callable by their mnemonic from the language, with broadcasting (the op
+/// table's `Sig`), and `random`, which the language calls with the step's key supplied.
 pub fn primitive_functions() -> impl Iterator<Item = &'static str> {
     TABLE
         .iter()
-        .filter(|row| !matches!(row.mnemonic, "broadcast" | "const"))
+        .filter(|row| row.sig != Sig::None || row.op == nnc_ir::Op::Random)
         .map(|row| row.mnemonic)
 }
 
@@ -172,11 +172,6 @@ pub fn builtin_functions() -> impl Iterator<Item = &'static str> {
 pub fn is_global_name(name: &str) -> bool {
     matches!(name, "true" | "false" | "training" | "f32" | "f64" | "i32")
         || INITIALIZERS.iter().any(|(n, _)| *n == name)
-}
-
-/// Whether an elementwise primitive needs float operands.
-pub fn needs_float(mnemonic: &str) -> bool {
-    matches!(mnemonic, "exp" | "log" | "sqrt" | "tanh")
 }
 
 /// The class of a primitive by mnemonic.

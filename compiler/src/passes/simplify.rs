@@ -39,20 +39,16 @@ fn constant(v: f64, n: &Node) -> Rewrite {
     })
 }
 
-/// The value of an elementwise op on scalars, as the interpreter computes it.
+/// The value of an elementwise op on scalars: the op table's definition, rounded to the
+/// node's type (as the interpreter computes it). Non-finite results are not folded.
 fn fold(n: &Node, xs: &[f64]) -> Option<f64> {
-    let t = nnc_runtime::Tensor::new(n.ty.dtype, vec![], vec![0.0]);
-    let args: Vec<nnc_runtime::Tensor> = xs
-        .iter()
-        .map(|&x| nnc_runtime::Tensor {
-            data: vec![x],
-            ..t.clone()
-        })
-        .collect();
-    let refs: Vec<&nnc_runtime::Tensor> = args.iter().collect();
-    let mut r = crate::interp::apply(n.op, &n.attr, &refs, n.ty.dtype, vec![]);
-    r.round();
-    r.data.first().copied().filter(|v| v.is_finite())
+    let v = n.op.scalar(xs, n.ty.dtype)?;
+    let v = match n.ty.dtype {
+        DType::F32 => v as f32 as f64,
+        DType::I32 => (v as i32) as f64,
+        DType::F64 => v,
+    };
+    Some(v).filter(|v| v.is_finite())
 }
 
 /// Simplifies every node.

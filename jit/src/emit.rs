@@ -1,0 +1,315 @@
+//! The elementwise emitter, written once for every backend.
+//!
+//! A backend implements [`Lanes`]: float, integer and mask values of one vector width (or
+//! one lane, for a loop's tail) and the handful of instructions a fused loop needs. Over
+//! that trait this module defines how every fused op is computed (`compute`) and the
+//! transcendental functions as polynomials (`exp`, `log`, `tanh`, ...), so Cranelift and
+//! LLVM emit the same operations in the same order and compute the same numbers, bit for
+//! bit. Products are never contracted into fused multiply-adds here (`madd` rounds twice,
+//! as the interpreter does); the Cranelift loop contracts `a * b + c` itself where the ISA
+//! has FMA.
+//!
+//! The polynomials are Cephes-style: a range reduction, a short polynomial, special values
+//! selected at the end (NaN stays NaN). Their errors against f64 are measured in
+//! `tests/math.rs`.
+
+use nnc_ir::Op;
+
+pub(crate) type R<T> = Result<T, String>;
+
+/// A float comparison: ordered (false on NaN) except `Ne` and `Unordered`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cmp {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    /// Not equal, or unordered (true on NaN, as `x != y` in the interpreter).
+    Ne,
+    /// Either operand is NaN.
+    Unordered,
+}
+
+/// What a backend provides to emit elementwise code: f32 lanes (`F`), i32 lanes of the
+/// same width (`I`) and comparison masks (`M`).
+pub(crate) trait Lanes {
+    type F: Copy;
+    type I: Copy;
+    type M: Copy;
+
+    fn konst(&mut self, v: f32) -> R<Self::F>;
+    fn iconst(&mut self, v: i32) -> R<Self::I>;
+    fn add(&mut self, x: Self::F, y: Self::F) -> R<Self::F>;
+    fn sub(&mut self, x: Self::F, y: Self::F) -> R<Self::F>;
+    fn mul(&mut self, x: Self::F, y: Self::F) -> R<Self::F>;
+    fn div(&mut self, x: Self::F, y: Self::F) -> R<Self::F>;
+    fn neg(&mut self, x: Self::F) -> R<Self::F>;
+    fn abs(&mut self, x: Self::F) -> R<Self::F>;
+    fn sqrt(&mut self, x: Self::F) -> R<Self::F>;
+    fn cmp(&mut self, c: Cmp, x: Self::F, y: Self::F) -> R<Self::M>;
+    /// `x` where `m`, else `y`.
+    fn select(&mut self, m: Self::M, x: Self::F, y: Self::F) -> R<Self::F>;
+    /// 1.0 where `m`, else 0.0.
+    fn indicator(&mut self, m: Self::M) -> R<Self::F>;
+    /// The bits of `x` as integers.
+    fn bits(&mut self, x: Self::F) -> R<Self::I>;
+    /// Integers' bits as floats (the inverse of `bits`).
+    fn float_bits(&mut self, x: Self::I) -> R<Self::F>;
+    /// The integers' values as floats.
+    fn int_to_float(&mut self, x: Self::I) -> R<Self::F>;
+    fn iadd(&mut self, x: Self::I, y: Self::I) -> R<Self::I>;
+    fn isub(&mut self, x: Self::I, y: Self::I) -> R<Self::I>;
+    fn and(&mut self, x: Self::I, y: Self::I) -> R<Self::I>;
+    fn or(&mut self, x: Self::I, y: Self::I) -> R<Self::I>;
+    fn shl(&mut self, x: Self::I, by: u32) -> R<Self::I>;
+    fn ushr(&mut self, x: Self::I, by: u32) -> R<Self::I>;
+}
+
+/// One fused op on its operands' lanes. `Broadcast` is a scalar this loop computed;
+/// constants are hoisted out of the loop by the backend and never reach here.
+pub(crate) fn compute<L: Lanes>(l: &mut L, op: Op, xs: &[L::F]) -> R<L::F> {
+    let x = xs[0];
+    let y = || xs[1];
+    Ok(match op {
+        Op::Neg => l.neg(x)?,
+        Op::Abs => l.abs(x)?,
+        Op::Sqrt => l.sqrt(x)?,
+        Op::Sign => {
+            let zero = l.konst(0.0)?;
+            let m = l.cmp(Cmp::Gt, x, zero)?;
+            let pos = l.indicator(m)?;
+            let m = l.cmp(Cmp::Lt, x, zero)?;
+            let neg = l.indicator(m)?;
+            l.sub(pos, neg)?
+        }
+        Op::Exp => exp(l, x)?,
+        Op::Log => log(l, x)?,
+        Op::Tanh => tanh(l, x)?,
+        Op::Add => l.add(x, y())?,
+        Op::Sub => l.sub(x, y())?,
+        Op::Mul => l.mul(x, y())?,
+        Op::Div => l.div(x, y())?,
+        // max: y where x < y, else x (the op table's rule; one maxps-like select).
+        Op::Max => {
+            let m = l.cmp(Cmp::Lt, x, y())?;
+            l.select(m, y(), x)?
+        }
+        Op::Min => {
+            let m = l.cmp(Cmp::Lt, y(), x)?;
+            l.select(m, y(), x)?
+        }
+        Op::Lt => indicator(l, Cmp::Lt, x, y())?,
+        Op::Le => indicator(l, Cmp::Le, x, y())?,
+        Op::Gt => indicator(l, Cmp::Gt, x, y())?,
+        Op::Ge => indicator(l, Cmp::Ge, x, y())?,
+        Op::Eq => indicator(l, Cmp::Eq, x, y())?,
+        Op::Ne => indicator(l, Cmp::Ne, x, y())?,
+        Op::Select => {
+            let zero = l.konst(0.0)?;
+            let m = l.cmp(Cmp::Ne, x, zero)?;
+            l.select(m, xs[1], xs[2])?
+        }
+        // A broadcast scalar this loop computed (a loop over one element).
+        Op::Broadcast => x,
+        Op::Const
+        | Op::Pow
+        | Op::Sum
+        | Op::Mean
+        | Op::ReduceMax
+        | Op::MatMul
+        | Op::Reshape
+        | Op::Transpose
+        | Op::Cast
+        | Op::OneHot
+        | Op::Im2col
+        | Op::Col2im
+        | Op::Slice
+        | Op::Pad
+        | Op::Iota
+        | Op::Random => {
+            return Err(format!(
+                "`{}` is not computed in a fused loop",
+                op.mnemonic()
+            ));
+        }
+    })
+}
+
+fn indicator<L: Lanes>(l: &mut L, c: Cmp, x: L::F, y: L::F) -> R<L::F> {
+    let m = l.cmp(c, x, y)?;
+    l.indicator(m)
+}
+
+/// `x * y + z`, rounded twice.
+pub(crate) fn madd<L: Lanes>(l: &mut L, x: L::F, y: L::F, z: L::F) -> R<L::F> {
+    let p = l.mul(x, y)?;
+    l.add(p, z)
+}
+
+fn horner<L: Lanes>(l: &mut L, x: L::F, coeffs: &[f32]) -> R<L::F> {
+    let mut acc = l.konst(coeffs[0])?;
+    for &c in &coeffs[1..] {
+        let k = l.konst(c)?;
+        acc = madd(l, acc, x, k)?;
+    }
+    Ok(acc)
+}
+
+/// Pseudo-min and -max (one `minps`/`maxps` each).
+fn clamp<L: Lanes>(l: &mut L, x: L::F, lo: f32, hi: f32) -> R<L::F> {
+    let (lo, hi) = (l.konst(lo)?, l.konst(hi)?);
+    let c = l.cmp(Cmp::Lt, x, lo)?;
+    let x = l.select(c, lo, x)?;
+    let c = l.cmp(Cmp::Gt, x, hi)?;
+    l.select(c, hi, x)
+}
+
+/// `v` where `c(x, k)`, else `y`.
+fn replace<L: Lanes>(l: &mut L, c: Cmp, x: L::F, k: f32, v: L::F, y: L::F) -> R<L::F> {
+    let k = l.konst(k)?;
+    let m = l.cmp(c, x, k)?;
+    l.select(m, v, y)
+}
+
+/// NaN stays NaN: `x` where it is NaN, else `y`.
+fn keep_nan<L: Lanes>(l: &mut L, x: L::F, y: L::F) -> R<L::F> {
+    let m = l.cmp(Cmp::Unordered, x, x)?;
+    l.select(m, x, y)
+}
+
+// The polynomials, highest degree first: e^r - 1 - r = r^2 p(r) on the reduced argument,
+// ln(1 + m) on the mantissa, tanh x = x + x^3 p(x^2) below 0.625.
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5e-1,
+];
+const LOG_POLY: [f32; 9] = [
+    7.037_683_6e-2,
+    -1.151_461e-1,
+    1.167_699_9e-1,
+    -1.242_014_1e-1,
+    1.424_932_3e-1,
+    -1.666_805_8e-1,
+    2.000_071_4e-1,
+    -2.499_999_4e-1,
+    3.333_333e-1,
+];
+const TANH_POLY: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_909e-2,
+    -5.373_971_6e-2,
+    1.333_144_2e-1,
+    -3.333_328e-1,
+];
+
+/// e^x: range reduction by ln 2 (Cody-Waite), a degree-7 polynomial, and 2^n built in the
+/// exponent bits. Below -87.3 it flushes to 0 (as f32 nearly does); above 88.7, +inf.
+pub(crate) fn exp<L: Lanes>(l: &mut L, x0: L::F) -> R<L::F> {
+    let x = clamp(l, x0, -87.336_54, 88.0)?;
+    let log2e = l.konst(std::f32::consts::LOG2_E)?;
+    let magic = l.konst(12_582_912.0)?; // 1.5 * 2^23: adding it rounds to an integer
+    let t = madd(l, x, log2e, magic)?;
+    let fx = l.sub(t, magic)?;
+    let c1 = l.konst(-0.693_359_4)?;
+    let r = madd(l, fx, c1, x)?;
+    let c2 = l.konst(2.121_944_4e-4)?;
+    let r = madd(l, fx, c2, r)?;
+    let p = horner(l, r, &EXP_POLY)?;
+    let rr = l.mul(r, r)?;
+    let p = madd(l, p, rr, r)?;
+    let one = l.konst(1.0)?;
+    let p = l.add(p, one)?;
+    let ti = l.bits(t)?;
+    let bias = l.iconst(127 - 0x4B40_0000)?;
+    let e = l.iadd(ti, bias)?;
+    let e = l.shl(e, 23)?;
+    let pow2 = l.float_bits(e)?;
+    let y = l.mul(p, pow2)?;
+    // Overflow to +inf past the clamp, and NaN stays NaN.
+    let big = l.konst(88.722_84)?;
+    let over = l.cmp(Cmp::Gt, x0, big)?;
+    let inf = l.konst(f32::INFINITY)?;
+    let y = l.select(over, inf, y)?;
+    // Flush to zero where e^x is below the normal range.
+    let low = l.konst(-87.336_54)?;
+    let under = l.cmp(Cmp::Lt, x0, low)?;
+    let zero = l.konst(0.0)?;
+    let y = l.select(under, zero, y)?;
+    keep_nan(l, x0, y)
+}
+
+/// ln x: x = m 2^e with m in [sqrt(1/2), sqrt(2)), a degree-9 polynomial in m - 1.
+/// ln 0 = -inf, ln of a negative number or NaN is NaN, ln inf = inf.
+pub(crate) fn log<L: Lanes>(l: &mut L, x0: L::F) -> R<L::F> {
+    let tiny = l.konst(f32::MIN_POSITIVE)?;
+    let c = l.cmp(Cmp::Lt, x0, tiny)?;
+    let x = l.select(c, tiny, x0)?;
+    let xi = l.bits(x)?;
+    let ei = l.ushr(xi, 23)?;
+    let bias = l.iconst(126)?;
+    let ei = l.isub(ei, bias)?;
+    let mant_mask = l.iconst(!0x7F80_0000u32 as i32)?;
+    let mi = l.and(xi, mant_mask)?;
+    let half = l.iconst(0x3F00_0000)?;
+    let mi = l.or(mi, half)?;
+    let m = l.float_bits(mi)?; // in [0.5, 1)
+    let e = l.int_to_float(ei)?;
+    let sqrthf = l.konst(std::f32::consts::FRAC_1_SQRT_2)?;
+    let small = l.cmp(Cmp::Lt, m, sqrthf)?;
+    let one = l.konst(1.0)?;
+    let e_minus = l.sub(e, one)?;
+    let e = l.select(small, e_minus, e)?;
+    let m2 = l.add(m, m)?;
+    let m_small = l.sub(m2, one)?;
+    let m_big = l.sub(m, one)?;
+    let m = l.select(small, m_small, m_big)?;
+    let z = l.mul(m, m)?;
+    let p = horner(l, m, &LOG_POLY)?;
+    let y = l.mul(p, m)?;
+    let y = l.mul(y, z)?;
+    let c2 = l.konst(-2.121_944_4e-4)?;
+    let y = madd(l, e, c2, y)?;
+    let mhalf = l.konst(-0.5)?;
+    let y = madd(l, z, mhalf, y)?;
+    let y = l.add(m, y)?;
+    let c1 = l.konst(0.693_359_4)?;
+    let y = madd(l, e, c1, y)?;
+    // Special values.
+    let zero = l.konst(0.0)?;
+    let is_zero = l.cmp(Cmp::Eq, x0, zero)?;
+    let ninf = l.konst(f32::NEG_INFINITY)?;
+    let y = l.select(is_zero, ninf, y)?;
+    let neg = l.cmp(Cmp::Lt, x0, zero)?;
+    let nan = l.konst(f32::NAN)?;
+    let y = l.select(neg, nan, y)?;
+    let inf = l.konst(f32::INFINITY)?;
+    let is_inf = l.cmp(Cmp::Eq, x0, inf)?;
+    let y = l.select(is_inf, inf, y)?;
+    keep_nan(l, x0, y)
+}
+
+/// tanh x: an odd polynomial below |x| = 0.625 (no cancellation near 0), else
+/// sign(x) (1 - 2 / (e^(2|x|) + 1)).
+pub(crate) fn tanh<L: Lanes>(l: &mut L, x: L::F) -> R<L::F> {
+    let z = l.mul(x, x)?;
+    let p = horner(l, z, &TANH_POLY)?;
+    let xz = l.mul(x, z)?;
+    let small_y = madd(l, xz, p, x)?;
+    let ax = l.abs(x)?;
+    let two_ax = l.add(ax, ax)?;
+    let e = exp(l, two_ax)?;
+    let one = l.konst(1.0)?;
+    let two = l.konst(2.0)?;
+    let d = l.add(e, one)?;
+    let q = l.div(two, d)?;
+    let big_abs = l.sub(one, q)?;
+    let neg_big = l.neg(big_abs)?;
+    let big_y = replace(l, Cmp::Lt, x, 0.0, neg_big, big_abs)?;
+    let y = replace(l, Cmp::Lt, ax, 0.625, small_y, big_y)?;
+    keep_nan(l, x, y)
+}

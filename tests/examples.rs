@@ -89,6 +89,18 @@ fn ir_text_round_trips_and_verifies() {
             "{}: grad stage round trip",
             path.display()
         );
+        // And the optimized graphs (`--stage opt`): parse(print) is the same text.
+        let opt = nnc::stage_text(&src, Stage::Opt).unwrap();
+        let parsed = nnc::ir::parse_module(&opt)
+            .unwrap_or_else(|e| panic!("{} (opt): {e}\n{opt}", path.display()));
+        nnc::ir::verify_module(&parsed)
+            .unwrap_or_else(|e| panic!("{} (opt):\n{e}", path.display()));
+        assert_eq!(
+            parsed.to_string(),
+            opt,
+            "{}: opt stage round trip",
+            path.display()
+        );
     }
 }
 

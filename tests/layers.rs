@@ -66,6 +66,39 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 #[test]
+fn gelu_exact_and_tanh_approximation() {
+    let x = random(&[4, 25], 3);
+    let x = Tensor::new(
+        DType::F32,
+        x.shape.clone(),
+        x.data.iter().map(|v| 4.0 * v).collect(),
+    );
+    for (approximate, want) in [
+        (
+            "false",
+            (|v: f64| 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2))) as fn(f64) -> f64,
+        ),
+        ("true", |v: f64| {
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * v * (1.0 + (k * (v + 0.044715 * v * v * v)).tanh())
+        }),
+    ] {
+        let src = format!(
+            "model M(x: f32[4, 25]) -> f32[4, 25] {{\n    return gelu(x, approximate = {approximate})\n}}\n"
+        );
+        let (out, _) = run(&src, "M", std::slice::from_ref(&x));
+        // Tighter than `assert_close`: the two curves differ by up to 5e-4.
+        for (&v, &g) in x.data.iter().zip(&out.data) {
+            let w = want(v);
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "gelu({v}): {g} vs {w}"
+            );
+        }
+    }
+}
+
+#[test]
 fn conv2d_with_stride_and_padding() {
     let src = "model M(x: f32[2, 3, 7, 6]) -> f32[2, 4, 4, 3] {\n    return conv2d(x, 4, 3, stride = 2, padding = 1)\n}\n";
     let x = random(&[2, 3, 7, 6], 1);

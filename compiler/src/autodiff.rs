@@ -135,6 +135,27 @@ pub fn vjp(
             let d = b.bin(Op::Sub, one, yy)?;
             out.push((0, b.bin(Op::Mul, gy, d)?));
         }
+        // d sin(x) = cos(x) dx
+        Op::Sin => {
+            let c = b.un(Op::Cos, x.unwrap())?;
+            out.push((0, b.bin(Op::Mul, gy, c)?));
+        }
+        // d cos(x) = -sin(x) dx
+        Op::Cos => {
+            let s = b.un(Op::Sin, x.unwrap())?;
+            let n = b.un(Op::Neg, s)?;
+            out.push((0, b.bin(Op::Mul, gy, n)?));
+        }
+        // d erf(x) = 2/sqrt(pi) e^(-x^2) dx
+        Op::Erf => {
+            let xv = x.unwrap();
+            let xx = b.bin(Op::Mul, xv, xv)?;
+            let nxx = b.un(Op::Neg, xx)?;
+            let e = b.un(Op::Exp, nxx)?;
+            let k = b.fill(std::f64::consts::FRAC_2_SQRT_PI, e)?;
+            let d = b.bin(Op::Mul, k, e)?;
+            out.push((0, b.bin(Op::Mul, gy, d)?));
+        }
         // d(a + b) = da + db
         Op::Add => {
             if want(0) {

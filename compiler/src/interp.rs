@@ -140,6 +140,9 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
         | Op::Log
         | Op::Sqrt
         | Op::Tanh
+        | Op::Sin
+        | Op::Cos
+        | Op::Erf
         | Op::Add
         | Op::Sub
         | Op::Mul

@@ -44,7 +44,16 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
         let choice = rng.below(17);
         let r = match choice {
             0 => {
-                let op = [Op::Neg, Op::Abs, Op::Sign, Op::Tanh][rng.below(4) as usize];
+                let ops = [
+                    Op::Neg,
+                    Op::Abs,
+                    Op::Sign,
+                    Op::Tanh,
+                    Op::Sin,
+                    Op::Cos,
+                    Op::Erf,
+                ];
+                let op = ops[rng.below(ops.len() as u64) as usize];
                 f.build(op, vec![a], Attr::None, None)
             }
             1 => {

@@ -86,7 +86,7 @@ fn cases(op: Op) -> Vec<Case> {
     use Gen::*;
     let none = || Attr::None;
     match op {
-        Op::Neg | Op::Exp | Op::Tanh => vec![
+        Op::Neg | Op::Exp | Op::Tanh | Op::Sin | Op::Cos | Op::Erf => vec![
             case(op, none(), None, vec![p(&[3, 4], Any)]),
             case(op, none(), None, vec![p(&[], Any)]),
         ],

@@ -132,6 +132,9 @@ table! {
     Log       "log"        1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].ln()), "natural logarithm: ln x";
     Sqrt      "sqrt"       1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].sqrt()), "square root";
     Tanh      "tanh"       1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].tanh()), "hyperbolic tangent";
+    Sin       "sin"        1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].sin()), "sine (radians)";
+    Cos       "cos"        1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].cos()), "cosine (radians)";
+    Erf       "erf"        1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| libm::erf(a[0])), "error function: 2/sqrt(pi) times the integral of e^(-t^2) from 0 to x";
     Add       "add"        2 Binary    Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| a[0] + a[1]), "sum: x + y";
     Sub       "sub"        2 Binary    Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| a[0] - a[1]), "difference: x - y";
     Mul       "mul"        2 Binary    Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| a[0] * a[1]), "product: x * y";
@@ -526,6 +529,9 @@ impl Op {
             | Op::Log
             | Op::Sqrt
             | Op::Tanh
+            | Op::Sin
+            | Op::Cos
+            | Op::Erf
             | Op::Add
             | Op::Sub
             | Op::Mul

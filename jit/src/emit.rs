@@ -3,7 +3,7 @@
 //! A backend implements [`Lanes`]: float, integer and mask values of one vector width (or
 //! one lane, for a loop's tail) and the handful of instructions a fused loop needs. Over
 //! that trait this module defines how every fused op is computed (`compute`) and the
-//! transcendental functions as polynomials (`exp`, `log`, `tanh`, ...), so Cranelift and
+//! transcendental functions as polynomials (`exp`, `log`, `tanh`, `sin`, `cos`, `erf`), so Cranelift and
 //! LLVM emit the same operations in the same order and compute the same numbers, bit for
 //! bit. Products are never contracted into fused multiply-adds here (`madd` rounds twice,
 //! as the interpreter does); the Cranelift loop contracts `a * b + c` itself where the ISA
@@ -86,6 +86,9 @@ pub(crate) fn compute<L: Lanes>(l: &mut L, op: Op, xs: &[L::F]) -> R<L::F> {
         Op::Exp => exp(l, x)?,
         Op::Log => log(l, x)?,
         Op::Tanh => tanh(l, x)?,
+        Op::Sin => sin(l, x)?,
+        Op::Cos => cos(l, x)?,
+        Op::Erf => erf(l, x)?,
         Op::Add => l.add(x, y())?,
         Op::Sub => l.sub(x, y())?,
         Op::Mul => l.mul(x, y())?,
@@ -311,5 +314,109 @@ pub(crate) fn tanh<L: Lanes>(l: &mut L, x: L::F) -> R<L::F> {
     let neg_big = l.neg(big_abs)?;
     let big_y = replace(l, Cmp::Lt, x, 0.0, neg_big, big_abs)?;
     let y = replace(l, Cmp::Lt, ax, 0.625, small_y, big_y)?;
+    keep_nan(l, x, y)
+}
+
+// sin and cos on r in [-pi/4, pi/4] (Cephes sinf/cosf): sin r = r + r^3 p(r^2),
+// cos r = 1 - r^2 / 2 + r^4 q(r^2).
+const SIN_POLY: [f32; 3] = [-1.951_529_6e-4, 8.332_161e-3, -1.666_665_5e-1];
+const COS_POLY: [f32; 3] = [2.443_315_7e-5, -1.388_731_6e-3, 4.166_664_6e-2];
+
+/// sin x (`quarter` = 0) or cos x (`quarter` = 1, as sin(x + pi/2)): x = q pi/2 + r with
+/// q the nearest integer (Cody-Waite in three parts, exact for |q| < 2^16), then the
+/// quadrant q + quarter picks sin r or cos r and the sign. Accurate to a few ulp for |x|
+/// up to 8192 (as Cephes); the reduction loses bits beyond, and inf or NaN gives NaN.
+fn sin_quadrant<L: Lanes>(l: &mut L, x: L::F, quarter: i32) -> R<L::F> {
+    let two_over_pi = l.konst(std::f32::consts::FRAC_2_PI)?;
+    let magic = l.konst(12_582_912.0)?; // 1.5 * 2^23: adding it rounds to an integer
+    let t = madd(l, x, two_over_pi, magic)?;
+    let q = l.sub(t, magic)?;
+    let mut r = x;
+    for part in [-1.570_312_5, -4.837_513e-4, -7.549_79e-8] {
+        let c = l.konst(part)?;
+        r = madd(l, q, c, r)?;
+    }
+    let z = l.mul(r, r)?;
+    let p = horner(l, z, &SIN_POLY)?;
+    let rz = l.mul(r, z)?;
+    let sin_r = madd(l, rz, p, r)?;
+    let p = horner(l, z, &COS_POLY)?;
+    let zz = l.mul(z, z)?;
+    let mhalf = l.konst(-0.5)?;
+    let one = l.konst(1.0)?;
+    let c = madd(l, z, mhalf, one)?;
+    let cos_r = madd(l, zz, p, c)?;
+    // The low bits of t's mantissa are q mod 4 (for negative q too: t - 2^23 = 2^22 + q).
+    let qi = l.bits(t)?;
+    let k = l.iconst(quarter)?;
+    let qi = l.iadd(qi, k)?;
+    let zero = l.konst(0.0)?;
+    let one_i = l.iconst(1)?;
+    let odd = l.and(qi, one_i)?;
+    let odd = l.int_to_float(odd)?;
+    let odd = l.cmp(Cmp::Ne, odd, zero)?;
+    let two_i = l.iconst(2)?;
+    let half = l.and(qi, two_i)?;
+    let half = l.int_to_float(half)?;
+    let half = l.cmp(Cmp::Ne, half, zero)?;
+    let v = l.select(odd, cos_r, sin_r)?;
+    let nv = l.neg(v)?;
+    let y = l.select(half, nv, v)?;
+    // inf - inf is NaN already; a NaN operand stays NaN.
+    keep_nan(l, x, y)
+}
+
+pub(crate) fn sin<L: Lanes>(l: &mut L, x: L::F) -> R<L::F> {
+    sin_quadrant(l, x, 0)
+}
+
+pub(crate) fn cos<L: Lanes>(l: &mut L, x: L::F) -> R<L::F> {
+    sin_quadrant(l, x, 1)
+}
+
+// erf: (2 / sqrt(pi)) x (1 - x^2/3 + x^4/10 - ...) below |x| = 0.5 (no cancellation near
+// 0), and 1 - erfc(|x|) above with the Chebyshev fit of Numerical Recipes' erfcc
+// (fractional error of erfc below 1.2e-7): erfc z = t exp(-z^2 + p(t)), t = 1 / (1 + z/2).
+const ERF_SERIES: [f32; 6] = [
+    -1.0 / 1320.0,
+    1.0 / 216.0,
+    -1.0 / 42.0,
+    1.0 / 10.0,
+    -1.0 / 3.0,
+    1.0,
+];
+const ERFC_POLY: [f32; 10] = [
+    0.170_872_77,
+    -0.822_152_23,
+    1.488_515_9,
+    -1.135_204,
+    0.278_868_07,
+    -0.186_288_06,
+    0.096_784_18,
+    0.374_091_96,
+    1.000_023_7,
+    -1.265_512_2,
+];
+
+/// The error function; erf(±inf) = ±1, NaN stays NaN.
+pub(crate) fn erf<L: Lanes>(l: &mut L, x: L::F) -> R<L::F> {
+    let z = l.mul(x, x)?;
+    let p = horner(l, z, &ERF_SERIES)?;
+    let c = l.konst(std::f32::consts::FRAC_2_SQRT_PI)?;
+    let cx = l.mul(c, x)?;
+    let small_y = l.mul(cx, p)?;
+    let ax = l.abs(x)?;
+    let half = l.konst(0.5)?;
+    let one = l.konst(1.0)?;
+    let d = madd(l, ax, half, one)?;
+    let t = l.div(one, d)?;
+    let p = horner(l, t, &ERFC_POLY)?;
+    let arg = l.sub(p, z)?;
+    let e = exp(l, arg)?;
+    let erfc = l.mul(t, e)?;
+    let big_abs = l.sub(one, erfc)?;
+    let neg_big = l.neg(big_abs)?;
+    let big_y = replace(l, Cmp::Lt, x, 0.0, neg_big, big_abs)?;
+    let y = replace(l, Cmp::Lt, ax, 0.5, small_y, big_y)?;
     keep_nan(l, x, y)
 }

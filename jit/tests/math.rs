@@ -1,4 +1,4 @@
-//! The JIT's polynomial exp, ln and tanh against f64 over their ranges: the maximum errors
+//! The JIT's polynomial exp, ln, tanh, sin, cos and erf against f64 over their ranges: the maximum errors
 //! measured here are the ones ARCHITECTURE.md states.
 
 use nnc_ir::{Attr, DType, Func, Op, Shape, TensorType};
@@ -83,6 +83,43 @@ fn tanh_is_accurate_near_zero_and_far_from_it() {
     );
 }
 
+#[test]
+fn sin_and_cos_are_accurate_over_their_reduced_range() {
+    // Absolute error (sin and cos cross zero), over many periods.
+    let xs = grid(-8192.0, 8192.0, 1 << 20);
+    let (e, at) = worst(Op::Sin, &xs, f64::sin, 1.0);
+    eprintln!("sin: max error {e:e} at {at}");
+    assert!(e < 1e-6, "sin: {e:e} at {at}");
+    let (e, at) = worst(Op::Cos, &xs, f64::cos, 1.0);
+    eprintln!("cos: max error {e:e} at {at}");
+    assert!(e < 1e-6, "cos: {e:e} at {at}");
+    // Relative accuracy near 0 for sin, and within a period.
+    let (e, at) = worst(Op::Sin, &grid(-0.01, 0.01, 10_001), f64::sin, 1e-30);
+    assert!(e < 3e-7, "sin near 0: {e:e} at {at}");
+    let (e, at) = worst(Op::Cos, &grid(-3.0, 3.0, 1 << 18), f64::cos, 1e-3);
+    assert!(e < 1e-6, "cos: {e:e} at {at}");
+    assert!(
+        run(Op::Sin, &[f64::INFINITY, f64::NAN])
+            .iter()
+            .all(|v| v.is_nan())
+    );
+    assert_eq!(run(Op::Cos, &[0.0]), vec![1.0]);
+}
+
+#[test]
+fn erf_is_accurate_near_zero_and_in_its_tails() {
+    let (e, at) = worst(Op::Erf, &grid(-6.0, 6.0, 1 << 20), libm::erf, 1e-3);
+    eprintln!("erf: max error {e:e} at {at}");
+    assert!(e < 5e-7, "erf: {e:e} at {at}");
+    let (e, at) = worst(Op::Erf, &grid(-0.01, 0.01, 10_001), libm::erf, 1e-30);
+    assert!(e < 3e-7, "erf near 0: {e:e} at {at}");
+    assert_eq!(
+        run(Op::Erf, &[f64::INFINITY, f64::NEG_INFINITY, 0.0]),
+        vec![1.0, -1.0, 0.0]
+    );
+    assert!(run(Op::Erf, &[f64::NAN])[0].is_nan());
+}
+
 /// `a * b + c` becomes one fused multiply-add exactly when the CPU has FMA, and computes
 /// `a * b + c` rounded once.
 #[test]
@@ -119,11 +156,11 @@ fn multiply_add_fuses_where_the_isa_has_fma() {
     assert!(got.iter().all(|&v| v == want), "{got:?}, want {want}");
 }
 
-/// The LLVM backend emits the same polynomials operation for operation, without FMA
+/// The LLVM backend emits the same polynomials (emit.rs) operation for operation, without FMA
 /// contraction: its results equal Cranelift's bit for bit, in vector lanes and the tail.
 #[cfg(feature = "llvm")]
 #[test]
-fn exp_log_and_tanh_on_llvm_equal_cranelift_bit_for_bit() {
+fn elementwise_functions_on_llvm_equal_cranelift_bit_for_bit() {
     use nnc_jit::Codegen;
     let mut xs: Vec<f64> = (0..=10_000).map(|i| -100.0 + 0.02 * i as f64).collect();
     xs.extend([
@@ -135,7 +172,17 @@ fn exp_log_and_tanh_on_llvm_equal_cranelift_bit_for_bit() {
         1e-40,
         3e38,
     ]);
-    for op in [Op::Exp, Op::Log, Op::Tanh, Op::Sqrt, Op::Abs, Op::Sign] {
+    for op in [
+        Op::Exp,
+        Op::Log,
+        Op::Tanh,
+        Op::Sin,
+        Op::Cos,
+        Op::Erf,
+        Op::Sqrt,
+        Op::Abs,
+        Op::Sign,
+    ] {
         let (a, b) = (
             run_on(Codegen::Llvm, op, &xs),
             run_on(Codegen::Cranelift, op, &xs),

@@ -4,7 +4,8 @@
 //!   identity permutation; a reshape of a reshape and a broadcast of a broadcast become one;
 //! - constants fold: an elementwise op, broadcast or reshape of constants is a constant;
 //! - identities: `x + 0`, `0 + x`, `x - 0`, `x * 1`, `1 * x`, `x / 1` are `x`, and `x * 0`,
-//!   `0 * x` are `0`. The last is exact for finite `x` only; a non-finite parameter means
+//!   `0 * x` are `0`. The last is exact for finite `x` only (and gives +0 where
+//!   a negative `x` gives -0); a non-finite parameter means
 //!   training has already diverged, and the training loop stops on a non-finite loss
 //!   before it matters.
 

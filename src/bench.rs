@@ -65,7 +65,22 @@ fn random_batch(model: &Model, batch: usize, rng: &mut Rng) -> Result<Vec<Tensor
     let f = model.loss.as_ref().unwrap_or(&model.forward);
     let mut out = Vec::new();
     // The session supplies the noise key itself.
-    for a in f.inputs.iter().filter(|a| a.name != nnc::lang::NOISE_KEY) {
+    // Ids that a gather reads (an embedding's) range over its table's rows; other
+    // integer inputs are labels.
+    let rows_read_by = |i: usize| {
+        f.nodes.iter().find_map(|n| match (n.op, &n.attr) {
+            (nnc::ir::Op::Gather, nnc::ir::Attr::Index { axis, .. })
+                if n.args[1] == nnc::ir::Value::Input(i as u32) =>
+            {
+                f.ty(n.args[0]).shape.dims()[*axis].known()
+            }
+            _ => None,
+        })
+    };
+    for (i, a) in f.inputs.iter().enumerate() {
+        if a.name == nnc::lang::NOISE_KEY {
+            continue;
+        }
         let shape: Vec<usize> =
             a.ty.shape
                 .dims()
@@ -77,7 +92,7 @@ fn random_batch(model: &Model, batch: usize, rng: &mut Rng) -> Result<Vec<Tensor
                 .collect();
         let n: usize = shape.iter().product();
         let data = if a.ty.dtype == DType::I32 {
-            let k = model.classes.unwrap_or(2) as u64;
+            let k = rows_read_by(i).unwrap_or(model.classes.unwrap_or(2) as u64);
             (0..n).map(|_| rng.below(k) as f64).collect()
         } else {
             (0..n).map(|_| rng.uniform()).collect()
@@ -328,7 +343,8 @@ fn update_bandwidth(
         };
         // The buffers have the sizes the kernel was compiled for; in place is what
         // `in_place_safe` allows.
-        unsafe { kernel.run_raw(&ins_p, &ps, &outs_p, &mut scratch) };
+        // Random data of the model's shapes: ids are in range, so this cannot fail.
+        let _ = unsafe { kernel.run_raw(&ins_p, &ps, &outs_p, &mut scratch) };
     };
     step();
     let reps = 20;

@@ -74,3 +74,48 @@ fn every_example_on(codegen: nnc_jit::Codegen) {
     jit.eval(&f, &inputs, &params).unwrap();
     assert_eq!(jit.compiled, before);
 }
+
+/// An embedding of 50,000 rows is a gather, and its gradient a scatter-add into the rows
+/// used: the training graph on the JIT matches the interpreter (repeated ids summed), and
+/// an id outside the table is an error naming the source line on both, never a read.
+#[test]
+fn a_large_embedding_trains_by_gather_and_refuses_bad_ids() {
+    let src = "model Bag(ids: i32[B, 32]) -> f32[B, 4] {
+    e = embedding(ids, 50000, 16)
+    return dense(mean(e, axis = 1), 4)
+}
+
+train Bag(y: i32[B]) {
+    loss = cross_entropy(output, y)
+    optimizer = sgd(lr = 0.1)
+}
+";
+    let checked = nnc::lang::check(src).unwrap();
+    let optimized = nnc::optimized_module(&checked.module, None).unwrap();
+    let f = optimized.func("Bag.grad").unwrap();
+    // Nothing of the vocabulary's size but its gradient, one scatter-add: no one-hot
+    // [B, 32, 50000], the work is O(ids x dim).
+    let big: Vec<_> = f
+        .nodes
+        .iter()
+        .filter(|n| n.ty.to_string().contains("50000"))
+        .map(|n| n.op)
+        .collect();
+    assert_eq!(big, [nnc::ir::Op::ScatterAdd], "{f}");
+    let mut rng = Rng::stream(3, "embedding");
+    let (mut inputs, params) = random_values(f, &mut rng, 8);
+    let ids: Vec<f64> = (0..8 * 32)
+        .map(|i| if i % 5 == 0 { 7.0 } else { rng.below(50_000) as f64 })
+        .collect();
+    inputs[0] = Tensor::new(nnc::ir::DType::I32, vec![8, 32], ids.clone());
+    let mut jit = nnc_jit::Jit::new();
+    let want = eval(f, &inputs, &params).unwrap();
+    let got = jit.eval(f, &inputs, &params).unwrap();
+    assert_close("Bag.grad", &got, &want);
+    let mut bad = ids;
+    bad[100] = 50_000.0;
+    inputs[0] = Tensor::new(nnc::ir::DType::I32, vec![8, 32], bad);
+    let expected = "`gather` on line 2: id 50000 is outside the table's rows 0..50000";
+    assert_eq!(eval(f, &inputs, &params).unwrap_err().0, expected);
+    assert_eq!(jit.eval(f, &inputs, &params).unwrap_err(), expected);
+}

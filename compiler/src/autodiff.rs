@@ -315,6 +315,20 @@ pub fn vjp(
         }
         // Integer labels, indices: not differentiable.
         Op::OneHot | Op::Iota | Op::Random => {}
+        // d gather(t, ids) = scatter_add(dy, ids) into t's shape: each row of the table
+        // gets the sum of the adjoints of the places it was gathered to (ids are integers:
+        // no adjoint). O(ids x row), never O(rows of the table) per id.
+        Op::Gather => {
+            let tt = b.ty(args[0]);
+            let d = b.f.build(Op::ScatterAdd, vec![gy, args[1]], attr.clone(), Some(tt))?;
+            out.push((0, d));
+        }
+        // d scatter_add(x, ids) = gather(dy, ids): each place reads its row's adjoint.
+        Op::ScatterAdd => {
+            let xt = b.ty(args[0]);
+            let d = b.f.build(Op::Gather, vec![gy, args[1]], attr.clone(), Some(xt))?;
+            out.push((0, d));
+        }
         // im2col and col2im are each other's adjoints (a copy into windows, and the sum
         // of the windows back into the image); so are slice and pad.
         Op::Im2col | Op::Col2im | Op::Slice | Op::Pad => {

@@ -89,6 +89,7 @@ pub fn eval(func: &Func, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Ten
         };
         let args: Vec<&Tensor> = node.args.iter().map(|&a| get(a)).collect();
         let out_shape = shape_of(&node.ty)?;
+        check_ids(node, &args)?;
         let mut t = apply(node.op, &node.attr, &args, node.ty.dtype, out_shape);
         t.round();
         vals.push(t);
@@ -287,6 +288,12 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
                 shape: out,
             }
         }
+        Op::Gather | Op::ScatterAdd => {
+            let Attr::Index { axis, .. } = *attr else {
+                unreachable!("verified")
+            };
+            take(op, axis, args[0], args[1], dtype, out)
+        }
         Op::OneHot => {
             let classes = *out.last().expect("one_hot has rank >= 1");
             let mut data = vec![0.0; n];
@@ -301,6 +308,57 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
                 data,
             }
         }
+    }
+}
+
+/// A gather's or scatter's ids must name rows of the table: anything else is an error
+/// naming the op's source line, never a read outside the table.
+fn check_ids(node: &nnc_ir::Node, args: &[&Tensor]) -> Result<(), EvalError> {
+    let (Op::Gather | Op::ScatterAdd, Attr::Index { axis, line }) = (node.op, &node.attr) else {
+        return Ok(());
+    };
+    let rows = match node.op {
+        Op::Gather => args[0].shape[*axis],
+        _ => node.ty.shape.0[*axis].known().unwrap_or(0) as usize,
+    };
+    match args[1]
+        .data
+        .iter()
+        .find(|&&id| !(id >= 0.0 && id < rows as f64))
+    {
+        Some(&id) => Err(EvalError(nnc_ir::op::index_error(
+            node.op, *line, id, rows,
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Rows `[outer, rows, inner]` of a table and `[outer, ids, inner]` of what gathering
+/// from it gives: `gathered[o, j, i] = table[o, ids[j], i]`.
+fn take(op: Op, axis: usize, x: &Tensor, ids: &Tensor, dtype: DType, out: Vec<usize>) -> Tensor {
+    let table = if op == Op::Gather { &x.shape } else { &out };
+    let outer: usize = table[..axis].iter().product();
+    let rows = table[axis];
+    let inner: usize = table[axis + 1..].iter().product();
+    let n = ids.data.len();
+    let mut data = vec![0.0; out.iter().product()];
+    for o in 0..outer {
+        for (j, &id) in ids.data.iter().enumerate() {
+            let t = (o * rows + id as usize) * inner;
+            let g = (o * n + j) * inner;
+            for i in 0..inner {
+                if op == Op::Gather {
+                    data[g + i] = x.data[t + i];
+                } else {
+                    data[t + i] += x.data[g + i];
+                }
+            }
+        }
+    }
+    Tensor {
+        dtype,
+        shape: out,
+        data,
     }
 }
 

@@ -2,7 +2,7 @@
 //! the interpreter. Each function takes small f32 inputs and parameters and applies a
 //! random sequence of ops from every class of the table (elementwise, comparisons and
 //! selects, reductions, broadcasts, transposes, reshapes, matrix products with batched or
-//! shared operands, windows, slices and padding, constants, iota).
+//! shared operands, windows, slices and padding, constants, iota, gathers and scatters).
 
 use nnc_ir::{Attr, DType, Func, Init, Op, ParamKind, Shape, TensorType, Value};
 use nnc_runtime::{Rng, Tensor};
@@ -41,7 +41,7 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
     while built < ops {
         let a = pool[rng.below(pool.len() as u64) as usize];
         let ad = dims_of(&f, a);
-        let choice = rng.below(17);
+        let choice = rng.below(18);
         let r = match choice {
             0 => {
                 let ops = [
@@ -260,6 +260,39 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
                     .build(Op::Random, vec![key], stream, Some(ty(&ad)))
                     .unwrap();
                 f.build(Op::Mul, vec![a, noise], Attr::None, None)
+            }
+            17 if !ad.is_empty() => {
+                // Rows picked by ids computed from another value (trunc of |tanh| times
+                // fewer than the rows: always in range), or the adjoint summing them back.
+                let axis = rng.below(ad.len() as u64) as usize;
+                let b = pool[rng.below(pool.len() as u64) as usize];
+                let bd = dims_of(&f, b);
+                if bd.len() > 2 {
+                    continue;
+                }
+                let t = f.build(Op::Tanh, vec![b], Attr::None, None).unwrap();
+                let m = f.build(Op::Abs, vec![t], Attr::None, None).unwrap();
+                let k = f
+                    .build(
+                        Op::Const,
+                        vec![],
+                        Attr::Value(ad[axis] as f64 - 0.5),
+                        Some(ty(&bd)),
+                    )
+                    .unwrap();
+                let m = f.build(Op::Mul, vec![m, k], Attr::None, None).unwrap();
+                let it = TensorType::new(DType::I32, Shape::known(&bd));
+                let ids = f.build(Op::Cast, vec![m], Attr::None, Some(it)).unwrap();
+                let mut gd = ad[..axis].to_vec();
+                gd.extend(&bd);
+                gd.extend(&ad[axis + 1..]);
+                let attr = Attr::Index { axis, line: 0 };
+                let g = f.build(Op::Gather, vec![a, ids], attr.clone(), Some(ty(&gd)));
+                if rng.below(2) == 0 {
+                    g
+                } else {
+                    f.build(Op::ScatterAdd, vec![g.unwrap(), ids], attr, Some(ty(&ad)))
+                }
             }
             _ => continue,
         };

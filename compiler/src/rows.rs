@@ -161,6 +161,21 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
                 Attr::Offset { axis, .. } if axis != axes[0] => Rows::Axis(axes[0]),
                 _ => return mix("slices or pads the batch axis"),
             },
+            // gather(table, ids): the ids' axes replace the table's indexed axis.
+            Op::Gather => {
+                let Attr::Index { axis, .. } = n.attr else {
+                    return mix("has no axis");
+                };
+                let ids_rank = f.ty(n.args[1]).shape.dims().len();
+                match (args[0], args[1]) {
+                    (Rows::Free, Rows::Axis(a)) => Rows::Axis(axis + a),
+                    (Rows::Axis(a), Rows::Free) if a < axis => Rows::Axis(a),
+                    (Rows::Axis(a), Rows::Free) if a > axis => Rows::Axis(a - 1 + ids_rank),
+                    _ => return mix("picks rows of the batch axis"),
+                }
+            }
+            // scatter_add sums every row's values into one table.
+            Op::ScatterAdd => return mix("sums the batch into one table"),
             // A new op is refused until it has a rule: refusing is always safe.
             _ => return mix("has no rule for rows yet"),
         };

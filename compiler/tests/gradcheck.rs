@@ -284,6 +284,33 @@ fn cases(op: Op) -> Vec<Case> {
                 vec![p(&[2, 3], Any)],
             ),
         ],
+        // Repeated ids (8 ids of 4 rows): the adjoint sums them.
+        Op::Gather => {
+            let ids = |dims: &[u64]| input(TensorType::new(DType::I32, Shape::known(dims)), Labels(4));
+            vec![
+                case(
+                    op,
+                    Attr::Index { axis: 0, line: 0 },
+                    Some(t(&[2, 4, 3])),
+                    vec![p(&[4, 3], Any), ids(&[2, 4])],
+                ),
+                case(
+                    op,
+                    Attr::Index { axis: 1, line: 0 },
+                    Some(t(&[2, 8, 5])),
+                    vec![p(&[2, 4, 5], Any), ids(&[8])],
+                ),
+            ]
+        }
+        Op::ScatterAdd => vec![case(
+            op,
+            Attr::Index { axis: 1, line: 0 },
+            Some(t(&[3, 4])),
+            vec![
+                p(&[3, 2, 3], Any),
+                input(TensorType::new(DType::I32, Shape::known(&[2, 3])), Labels(4)),
+            ],
+        )],
         Op::OneHot => vec![case(
             op,
             none(),

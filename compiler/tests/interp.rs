@@ -1,6 +1,7 @@
 //! The reference interpreter, one primitive at a time, against hand-computed values.
 //! Each case is written as IR text, so the tests read like the IR they exercise.
 
+use nnc_compiler::interp::eval;
 use nnc_ir::{DType, TABLE, parse_module};
 use nnc_runtime::Tensor;
 
@@ -273,6 +274,34 @@ fn symbolic_dimensions_bind_from_inputs_and_must_agree() {
     assert!(
         err.0.contains("`x` expects f32[B, 2], got f32[3, 3]"),
         "{err}"
+    );
+}
+
+#[test]
+fn gather_and_scatter_add_pick_and_sum_rows() {
+    let ir = "func @f(%t: f32[3, 2], %ids: i32[4]) -> (f32[4, 2], f32[3, 2], f32[2, 4]) {
+  %0 = gather %t, %ids, axis=0, line=0 : f32[4, 2]
+  %1 = scatter_add %0, %ids, axis=0, line=0 : f32[3, 2]
+  %2 = transpose %t, perm=[1, 0] : f32[2, 3]
+  %3 = gather %2, %ids, axis=1, line=0 : f32[2, 4]
+  return %0, %1, %3
+}";
+    let m = parse_module(ir).unwrap();
+    let t = Tensor::new(DType::F32, vec![3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let ids = Tensor::new(DType::I32, vec![4], vec![2.0, 0.0, 2.0, 1.0]);
+    let out = eval(&m.funcs[0], &[t.clone(), ids], &[]).unwrap();
+    assert_eq!(out[0].data, [5.0, 6.0, 1.0, 2.0, 5.0, 6.0, 3.0, 4.0]);
+    // Row 2 was picked twice: its adjoint is twice the row.
+    assert_eq!(out[1].data, [1.0, 2.0, 3.0, 4.0, 10.0, 12.0]);
+    assert_eq!(out[2].data, [5.0, 1.0, 5.0, 3.0, 6.0, 2.0, 6.0, 4.0]);
+    // An id outside the table is an error naming the op and its line, never a read.
+    let ir = ir.replace("line=0 : f32[4, 2]", "line=7 : f32[4, 2]");
+    let m = parse_module(&ir).unwrap();
+    let bad = Tensor::new(DType::I32, vec![4], vec![2.0, 3.0, 0.0, 0.0]);
+    let err = eval(&m.funcs[0], &[t, bad], &[]).unwrap_err();
+    assert_eq!(
+        err.0,
+        "`gather` on line 7: id 3 is outside the table's rows 0..3"
     );
 }
 

@@ -167,6 +167,8 @@ table! {
     Slice     "slice"      1 Given     Any   Offset ["x", "start", "end", "axis"] 3 KERNEL, None, "the elements from index start on along axis, as many as the result has";
     Pad       "pad"        1 Given     Any   Offset ["x", "before", "after", "axis"] 3 KERNEL, None, "zeros of the result's shape with the operand placed at index start along axis";
     Iota      "iota"       0 Given     Any   Axes   ["shape", "axis"] 2 KERNEL, None, "each element's index along the one listed axis";
+    Gather    "gather"     2 Given     Any   Index  ["x", "ids", "axis"] 2 KERNEL, None, "rows of x along axis picked by i32 ids: [..a, V, ..b] and ids [..i] give [..a, ..i, ..b]; an id outside 0..V is a run-time error naming the line";
+    ScatterAdd "scatter_add" 2 Given   Float Index  ["x", "ids", "size", "axis"] 3 KERNEL, None, "the adjoint of gather: x [..a, ..i, ..b] summed into rows ids of zeros [..a, V, ..b]";
     Random    "random"     1 Given     Any   Value  [] 0 KERNEL, None, "uniform noise in [0, 1): a hash of the key operand (i32[]), the stream (value) and each element's index";
 }
 
@@ -220,6 +222,9 @@ pub enum AttrKind {
     Window,
     /// `axis=1, start=2`: where a slice starts, or where padding puts its operand.
     Offset,
+    /// `axis=0, line=12`: the indexed axis of a gather or scatter, and the source line
+    /// that run-time index errors name (0: none).
+    Index,
 }
 
 /// The attribute of one op instance.
@@ -243,6 +248,13 @@ pub enum Attr {
         stride: [usize; 2],
         /// Zeros added on both sides, per axis.
         pad: [usize; 2],
+    },
+    /// The indexed axis of a gather or scatter.
+    Index {
+        /// The axis of the table.
+        axis: usize,
+        /// The source line run-time errors name (0 where there is none).
+        line: usize,
     },
     /// A position along one axis.
     Offset {
@@ -495,6 +507,41 @@ impl Op {
                 }
                 Ok(())
             }
+            Op::Gather | Op::ScatterAdd => {
+                let Attr::Index { axis, .. } = *attr else {
+                    unreachable!()
+                };
+                let ids = args[1];
+                // The table, and what gathering `ids` from it gives.
+                let (table, rows) = if self == Op::Gather {
+                    (args[0], ty)
+                } else {
+                    (ty, args[0])
+                };
+                if ids.dtype != DType::I32 {
+                    return Err(format!(
+                        "`{}` needs i32 ids, found {ids}",
+                        self.mnemonic()
+                    ));
+                }
+                if axis >= table.rank() || table.shape.0[axis].known().is_none() {
+                    return Err(format!(
+                        "`{}` at axis={axis} needs a known axis of {table}",
+                        self.mnemonic()
+                    ));
+                }
+                let mut dims = table.shape.0[..axis].to_vec();
+                dims.extend(ids.shape.0.iter().cloned());
+                dims.extend(table.shape.0[axis + 1..].iter().cloned());
+                let expect = TensorType::new(table.dtype, Shape(dims));
+                if &expect != rows {
+                    return Err(format!(
+                        "`{}` of {ids} at axis={axis} relates {table} to {expect}, not {rows}",
+                        self.mnemonic()
+                    ));
+                }
+                Ok(())
+            }
             Op::Iota => {
                 let Attr::Axes(axes) = attr else {
                     unreachable!()
@@ -555,6 +602,20 @@ impl Op {
     }
 }
 
+/// The run-time error of a gather or scatter whose id is not a row of its table: every
+/// backend reports it in these words.
+pub fn index_error(op: Op, line: usize, id: f64, rows: usize) -> String {
+    let at = if line > 0 {
+        format!(" on line {line}")
+    } else {
+        String::new()
+    };
+    format!(
+        "`{}`{at}: id {id} is outside the table's rows 0..{rows}",
+        op.mnemonic()
+    )
+}
+
 fn check_attr_kind(info: &OpInfo, attr: &Attr) -> Result<(), String> {
     let ok = matches!(
         (info.attr, attr),
@@ -565,6 +626,7 @@ fn check_attr_kind(info: &OpInfo, attr: &Attr) -> Result<(), String> {
             | (AttrKind::Value, Attr::Value(_))
             | (AttrKind::Window, Attr::Window { .. })
             | (AttrKind::Offset, Attr::Offset { .. })
+            | (AttrKind::Index, Attr::Index { .. })
     );
     if ok {
         Ok(())

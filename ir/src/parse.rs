@@ -464,7 +464,11 @@ fn parse_node(
         AttrKind::Axes => Some("axes"),
         AttrKind::Dims => Some("dims"),
         AttrKind::Perm => Some("perm"),
-        AttrKind::None | AttrKind::Value | AttrKind::Window | AttrKind::Offset => None,
+        AttrKind::None
+        | AttrKind::Value
+        | AttrKind::Window
+        | AttrKind::Offset
+        | AttrKind::Index => None,
     };
     let sep = |lx: &mut Lexer, first: bool| {
         if first && info.arity == 0 {
@@ -491,9 +495,14 @@ fn parse_node(
             pad: pairs[2],
         };
     }
-    if info.attr == AttrKind::Offset {
+    if matches!(info.attr, AttrKind::Offset | AttrKind::Index) {
+        let keys = if info.attr == AttrKind::Offset {
+            ["axis", "start"]
+        } else {
+            ["axis", "line"]
+        };
         let mut vals = [0usize; 2];
-        for (i, key) in ["axis", "start"].iter().enumerate() {
+        for (i, key) in keys.iter().enumerate() {
             sep(lx, i == 0)?;
             lx.keyword(key)?;
             lx.expect("=")?;
@@ -503,9 +512,16 @@ fn parse_node(
             }
             vals[i] = n as usize;
         }
-        attr = Attr::Offset {
-            axis: vals[0],
-            start: vals[1],
+        attr = if info.attr == AttrKind::Offset {
+            Attr::Offset {
+                axis: vals[0],
+                start: vals[1],
+            }
+        } else {
+            Attr::Index {
+                axis: vals[0],
+                line: vals[1],
+            }
         };
     }
     if let Some(key) = list_attr {

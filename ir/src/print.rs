@@ -121,6 +121,7 @@ fn node_text(func: &Func, node: &Node) -> String {
             s.push_str(&list("pad", pad));
         }
         Attr::Offset { axis, start } => write!(s, ", axis={axis}, start={start}").unwrap(),
+        Attr::Index { axis, line } => write!(s, ", axis={axis}, line={line}").unwrap(),
         Attr::None | Attr::Value(_) => {}
     }
     // With no operands, the attribute follows the mnemonic directly (`iota axes=[1]`).

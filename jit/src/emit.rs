@@ -130,7 +130,9 @@ pub(crate) fn compute<L: Lanes>(l: &mut L, op: Op, xs: &[L::F]) -> R<L::F> {
         | Op::Slice
         | Op::Pad
         | Op::Iota
-        | Op::Random => {
+        | Op::Random
+        | Op::Gather
+        | Op::ScatterAdd => {
             return Err(format!(
                 "`{}` is not computed in a fused loop",
                 op.mnemonic()

@@ -127,7 +127,7 @@ impl FusedStep {
         );
         let g = self.g.as_mut_ptr();
         outs.extend(trained(&self.slots).map(|(s, _)| unsafe { g.add(s) }));
-        unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) };
+        unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) }?;
         std::mem::swap(&mut self.buf, &mut self.buf_next);
         Ok((
             f64::from(loss[0]),
@@ -156,7 +156,7 @@ impl FusedStep {
         let ins: Vec<*const f32> = self.inputs.iter().map(|v| v.as_ptr()).collect();
         let out_ptrs: Vec<*mut f32> = outs.iter_mut().map(|v| v.as_mut_ptr()).collect();
         // Fresh output buffers: they overlap nothing.
-        unsafe { kernel.run_raw(&ins, &ps, &out_ptrs, &mut self.scratch) };
+        unsafe { kernel.run_raw(&ins, &ps, &out_ptrs, &mut self.scratch) }?;
         Ok(outs
             .into_iter()
             .zip(types)
@@ -204,7 +204,7 @@ impl FusedStep {
             // the states' there: update in place (4 arrays in the cache instead of 7).
             let mut outs = vec![self.w.as_mut_ptr()];
             outs.extend(self.states.iter_mut().map(|s| s.as_mut_ptr()));
-            unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) };
+            unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) }?;
             return Ok(());
         }
         let n = self.w.len();
@@ -213,7 +213,7 @@ impl FusedStep {
         self.states_next.iter_mut().for_each(|s| s.resize(n, 0.0));
         let mut outs = vec![self.w_next.as_mut_ptr()];
         outs.extend(self.states_next.iter_mut().map(|s| s.as_mut_ptr()));
-        unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) };
+        unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) }?;
         std::mem::swap(&mut self.w, &mut self.w_next);
         std::mem::swap(&mut self.states, &mut self.states_next);
         Ok(())

@@ -154,8 +154,9 @@ impl Jit {
         let kernel = self.kernel(f, &dims)?;
         let types = kernel.output_types().to_vec();
         let mut outs: Vec<Vec<f32>> = kernel.output_lens().iter().map(|&n| vec![0.0; n]).collect();
-        kernel.run(&ins, &ps, &mut outs, &mut scratch);
+        let ran = kernel.run(&ins, &ps, &mut outs, &mut scratch);
         self.scratch = scratch;
+        ran?;
         Ok(outs
             .into_iter()
             .zip(&types)

@@ -125,17 +125,8 @@ pub(crate) fn compile(f: &Func, prog: &Program) -> Result<(Entry, LlvmCode), Str
 
 const ENTRY: &str = "nnc_entry";
 
-fn kernel_addresses() -> [(&'static str, usize); 7] {
-    use crate::kernels as k;
-    [
-        ("nnc_matmul", k::nnc_matmul as *const () as usize),
-        ("nnc_gather", k::nnc_gather as *const () as usize),
-        ("nnc_reduce", k::nnc_reduce as *const () as usize),
-        ("nnc_one_hot", k::nnc_one_hot as *const () as usize),
-        ("nnc_math", k::nnc_math as *const () as usize),
-        ("nnc_copy", k::nnc_copy as *const () as usize),
-        ("nnc_layout", k::nnc_layout as *const () as usize),
-    ]
+fn kernel_addresses() -> impl Iterator<Item = (&'static str, usize)> {
+    crate::kernels::KERNELS.iter().map(|k| (k.name, (k.addr)()))
 }
 
 struct Emitter<'a, 'ctx> {
@@ -276,15 +267,17 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     fn kernel(&self, k: KernelFn) -> FunctionValue<'ctx> {
         let p: BasicMetadataTypeEnum = self.cx.ptr_type(AddressSpace::default()).into();
         let i: BasicMetadataTypeEnum = self.cx.i64_type().into();
-        let (name, params): (&str, Vec<BasicMetadataTypeEnum>) = match k {
-            KernelFn::Matmul => ("nnc_matmul", vec![p, p, p, p]),
-            KernelFn::Gather => ("nnc_gather", vec![p, p, p]),
-            KernelFn::Reduce => ("nnc_reduce", vec![p, p, p]),
-            KernelFn::OneHot => ("nnc_one_hot", vec![p, p, i, i]),
-            KernelFn::Math => ("nnc_math", vec![i, p, p, p, i]),
-            KernelFn::Copy => ("nnc_copy", vec![p, p, i]),
-            KernelFn::Layout => ("nnc_layout", vec![i, p, p, p]),
-        };
+        let sym = k.sym();
+        let (name, params): (&str, Vec<BasicMetadataTypeEnum>) = (
+            sym.name,
+            sym.params
+                .iter()
+                .map(|q| match q {
+                    crate::kernels::Param::Ptr => p,
+                    crate::kernels::Param::I64 => i,
+                })
+                .collect(),
+        );
         self.module.get_function(name).unwrap_or_else(|| {
             let ty = self.cx.void_type().fn_type(&params, false);
             self.module.add_function(name, ty, None)

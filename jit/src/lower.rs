@@ -96,7 +96,7 @@ impl Kernel {
         params: &[*const f32],
         outs: &[*mut f32],
         scratch: &mut Vec<f32>,
-    ) {
+    ) -> Result<(), String> {
         if scratch.len() < self.scratch_len {
             scratch.resize(self.scratch_len, 0.0);
         }
@@ -108,6 +108,7 @@ impl Kernel {
                 scratch.as_mut_ptr(),
             )
         };
+        index_errors()
     }
 
     /// Runs the function. Buffer lengths must be those the function was compiled for.
@@ -117,7 +118,7 @@ impl Kernel {
         params: &[Vec<f32>],
         outputs: &mut [Vec<f32>],
         scratch: &mut Vec<f32>,
-    ) {
+    ) -> Result<(), String> {
         if scratch.len() < self.scratch_len {
             scratch.resize(self.scratch_len, 0.0);
         }
@@ -133,6 +134,24 @@ impl Kernel {
                 scratch.as_mut_ptr(),
             )
         };
+        index_errors()
+    }
+}
+
+/// The first id a gather or scatter of the last call found outside its table, as the
+/// interpreter words it.
+fn index_errors() -> Result<(), String> {
+    match kernels::take_index_error() {
+        None => Ok(()),
+        Some(e) => {
+            let op = if e.gather { Op::Gather } else { Op::ScatterAdd };
+            Err(nnc_ir::op::index_error(
+                op,
+                e.line as usize,
+                f64::from(e.id),
+                e.rows as usize,
+            ))
+        }
     }
 }
 
@@ -168,15 +187,8 @@ fn strides(shape: &[usize]) -> Vec<i64> {
     s
 }
 
-pub(crate) struct Helpers {
-    matmul: FuncId,
-    gather: FuncId,
-    reduce: FuncId,
-    one_hot: FuncId,
-    math: FuncId,
-    copy: FuncId,
-    layout: FuncId,
-}
+/// The run-time kernels declared in a module, in `KernelFn` order.
+pub(crate) struct Helpers(Vec<FuncId>);
 
 /// The host's ISA (every feature it reports, so `fma` where it exists) and whether it has
 /// FMA. Objects are position-independent, so they link into PIE executables.
@@ -200,39 +212,31 @@ pub(crate) fn host_isa(
     Ok((isa, has_fma))
 }
 
-/// Declares the run-time kernels (`nnc-rt`) as imported functions of `module`.
+/// Declares the run-time kernels (`nnc-rt`'s ABI table) as imported functions of
+/// `module`.
 pub(crate) fn declare_kernels<M: Module>(module: &mut M) -> Result<Helpers, String> {
-    let mut declare = |name: &str, n: usize| -> Result<FuncId, String> {
+    let mut ids = Vec::new();
+    for k in &kernels::KERNELS {
         let mut sig = module.make_signature();
-        for _ in 0..n {
+        for _ in k.params {
             sig.params.push(AbiParam::new(types::I64));
         }
-        module
-            .declare_function(name, Linkage::Import, &sig)
-            .map_err(|e| e.to_string())
-    };
-    Ok(Helpers {
-        matmul: declare("nnc_matmul", 4)?,
-        gather: declare("nnc_gather", 3)?,
-        reduce: declare("nnc_reduce", 3)?,
-        one_hot: declare("nnc_one_hot", 4)?,
-        math: declare("nnc_math", 5)?,
-        copy: declare("nnc_copy", 3)?,
-        layout: declare("nnc_layout", 4)?,
-    })
+        ids.push(
+            module
+                .declare_function(k.name, Linkage::Import, &sig)
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    Ok(Helpers(ids))
 }
 
 /// A JIT module for the host with the kernels' symbols registered by address.
 fn new_module() -> Result<(JITModule, Helpers, bool), String> {
     let (isa, has_fma) = host_isa(false)?;
     let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
-    jb.symbol("nnc_matmul", kernels::nnc_matmul as *const u8);
-    jb.symbol("nnc_gather", kernels::nnc_gather as *const u8);
-    jb.symbol("nnc_reduce", kernels::nnc_reduce as *const u8);
-    jb.symbol("nnc_one_hot", kernels::nnc_one_hot as *const u8);
-    jb.symbol("nnc_math", kernels::nnc_math as *const u8);
-    jb.symbol("nnc_copy", kernels::nnc_copy as *const u8);
-    jb.symbol("nnc_layout", kernels::nnc_layout as *const u8);
+    for k in &kernels::KERNELS {
+        jb.symbol(k.name, (k.addr)() as *const u8);
+    }
     let mut module = JITModule::new(jb);
     let helpers = declare_kernels(&mut module)?;
     Ok((module, helpers, has_fma))
@@ -665,10 +669,16 @@ fn sizes_text(dims: &HashMap<String, usize>) -> String {
 
 /// The Cranelift IR of the compiled function, as text.
 pub fn clif_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
+    let names: Vec<String> = kernels::KERNELS
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("fn{i} = {}", k.name))
+        .collect();
     let head = format!(
-        "; @{} for {}\n; fn0 = nnc_matmul, fn1 = nnc_gather, fn2 = nnc_reduce, fn3 = nnc_one_hot, fn4 = nnc_math, fn5 = nnc_copy, fn6 = nnc_layout\n",
+        "; @{} for {}\n; {}\n",
         f.name,
-        sizes_text(dims)
+        sizes_text(dims),
+        names.join(", ")
     );
     compile_inner(f, dims, true).map(|(_, t)| head + &t.unwrap_or_default())
 }
@@ -759,16 +769,7 @@ pub(crate) enum Descs {
 }
 
 /// A kernel of `nnc-rt` that generated code calls.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum KernelFn {
-    Matmul,
-    Gather,
-    Reduce,
-    OneHot,
-    Math,
-    Copy,
-    Layout,
-}
+pub(crate) use kernels::KernelFn;
 
 /// An argument of a kernel call: a buffer, a constant, or a descriptor (an array of
 /// constants the call reads through a pointer).
@@ -852,20 +853,20 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
         match n.op {
             Op::Pow => {
                 let (x, y) = (arg(0), arg(1));
-                let k = Arg::Imm(4);
+                let k = Arg::Imm(kernels::MathKind::Pow as i64);
                 let cnt = Arg::Imm(count as i64);
                 prog.push(Instr::Call(KernelFn::Math, vec![k, x, y, dst, cnt]));
             }
             Op::Div if is_int => {
                 let (x, y) = (arg(0), arg(1));
-                let k = Arg::Imm(5);
+                let k = Arg::Imm(kernels::MathKind::IntDiv as i64);
                 let cnt = Arg::Imm(count as i64);
                 prog.push(Instr::Call(KernelFn::Math, vec![k, x, y, dst, cnt]));
             }
             Op::Cast => {
                 // Float to int (the other casts are aliases).
                 let x = arg(0);
-                let k = Arg::Imm(3);
+                let k = Arg::Imm(kernels::MathKind::Trunc as i64);
                 let cnt = Arg::Imm(count as i64);
                 prog.push(Instr::Call(KernelFn::Math, vec![k, x.clone(), x, dst, cnt]));
             }
@@ -1000,7 +1001,11 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                     pad[0],
                     pad[1],
                 ];
-                let kind = Arg::Imm(i64::from(n.op == Op::Col2im));
+                let kind = Arg::Imm(if n.op == Op::Im2col {
+                    kernels::LayoutKind::Im2col
+                } else {
+                    kernels::LayoutKind::Col2im
+                } as i64);
                 let x = arg(0);
                 let dp = Arg::Desc(d.iter().map(|&v| v as i64).collect());
                 prog.push(Instr::Call(KernelFn::Layout, vec![kind, x, dst, dp]));
@@ -1023,7 +1028,11 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                     inner as i64,
                     start as i64,
                 ];
-                let kind = Arg::Imm(if n.op == Op::Slice { 2 } else { 3 });
+                let kind = Arg::Imm(if n.op == Op::Slice {
+                    kernels::LayoutKind::Slice
+                } else {
+                    kernels::LayoutKind::Pad
+                } as i64);
                 let x = arg(0);
                 let dp = Arg::Desc(d);
                 prog.push(Instr::Call(KernelFn::Layout, vec![kind, x, dst, dp]));
@@ -1032,7 +1041,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                 let Attr::Value(stream) = n.attr else {
                     return Err("random without its stream".into());
                 };
-                let kind = Arg::Imm(5);
+                let kind = Arg::Imm(kernels::LayoutKind::Random as i64);
                 let key = arg(0);
                 let dp = Arg::Desc(vec![count as i64, stream as i64]);
                 prog.push(Instr::Call(KernelFn::Layout, vec![kind, key, dst, dp]));
@@ -1048,12 +1057,37 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                     out[a] as i64,
                     out[a + 1..].iter().product::<usize>() as i64,
                 ];
-                let kind = Arg::Imm(4);
+                let kind = Arg::Imm(kernels::LayoutKind::Iota as i64);
                 let dp = Arg::Desc(d);
                 prog.push(Instr::Call(
                     KernelFn::Layout,
                     vec![kind, dst.clone(), dst, dp],
                 ));
+            }
+            Op::Gather | Op::ScatterAdd => {
+                let Attr::Index { axis, line } = n.attr else {
+                    return Err("gather without its axis".into());
+                };
+                let table = if n.op == Op::Gather {
+                    value_shape(n.args[0])?
+                } else {
+                    shapes[i].clone()
+                };
+                let ids: usize = value_shape(n.args[1])?.iter().product();
+                let d = vec![
+                    table[..axis].iter().product::<usize>() as i64,
+                    table[axis] as i64,
+                    table[axis + 1..].iter().product::<usize>() as i64,
+                    ids as i64,
+                    line as i64,
+                ];
+                let kind = Arg::Imm(if n.op == Op::Gather {
+                    kernels::TakeKind::Gather
+                } else {
+                    kernels::TakeKind::ScatterAdd
+                } as i64);
+                let (ids, x) = (arg(1), arg(0));
+                prog.push(Instr::Call(KernelFn::Take, vec![kind, ids, x, dst, Arg::Desc(d)]));
             }
             Op::MatMul => {
                 let out = &shapes[i];
@@ -1210,25 +1244,11 @@ pub(crate) fn lower_into<M: Module>(
         let par_ptrs: Vec<_> = (0..f.params.len())
             .map(|i| b.ins().load(ptr, flags, pars, (8 * i) as i32))
             .collect();
-        let refs = [
-            helpers.matmul,
-            helpers.gather,
-            helpers.reduce,
-            helpers.one_hot,
-            helpers.math,
-            helpers.copy,
-            helpers.layout,
-        ]
-        .map(|h| module.declare_func_in_func(h, b.func));
-        let [
-            h_matmul,
-            h_gather,
-            h_reduce,
-            h_one_hot,
-            h_math,
-            h_copy,
-            h_layout,
-        ] = refs;
+        let refs: Vec<_> = helpers
+            .0
+            .iter()
+            .map(|&h| module.declare_func_in_func(h, b.func))
+            .collect();
 
         let addr = |b: &mut FunctionBuilder, l: Loc| match l {
             Loc::Input(i) => in_ptrs[i],
@@ -1276,15 +1296,7 @@ pub(crate) fn lower_into<M: Module>(
                             Arg::Desc(d) => desc_ptr(&mut b, d.clone())?,
                         });
                     }
-                    let h = match k {
-                        KernelFn::Matmul => h_matmul,
-                        KernelFn::Gather => h_gather,
-                        KernelFn::Reduce => h_reduce,
-                        KernelFn::OneHot => h_one_hot,
-                        KernelFn::Math => h_math,
-                        KernelFn::Copy => h_copy,
-                        KernelFn::Layout => h_layout,
-                    };
+                    let h = refs[*k as usize];
                     b.ins().call(h, &vals);
                 }
                 Instr::Loop(spec) => {

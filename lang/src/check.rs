@@ -68,7 +68,7 @@ pub fn parse(src: &str) -> Result<Program, Vec<Diagnostic>> {
 pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
     let program = parse(src)?;
     let mut errors = Vec::new();
-    let defs = Defs::collect(prelude(), &program, &mut errors);
+    let defs = Defs::collect(prelude(), &program, src, &mut errors);
     resolve(&defs, &program, &mut errors);
     let mut module = Module::default();
     let mut trains = Vec::new();

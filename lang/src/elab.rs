@@ -1253,6 +1253,9 @@ impl<'a, 'd> Elab<'a, 'd> {
             {
                 self.layout(op, vals, &spans, span)
             }
+            Class::Given if matches!(op, Op::Gather | Op::ScatterAdd) => {
+                self.take(op, vals, &spans, span)
+            }
             Class::Given => self.given(op, vals, &spans, span),
         }
     }
@@ -1633,6 +1636,76 @@ impl<'a, 'd> Elab<'a, 'd> {
                 self.build_given(op, vec![x], Attr::Offset { axis, start }, t, span)
             }
         }
+    }
+
+    /// The user's line a span is on: its own for user code, the user's call for code
+    /// inside the prelude (1-based; what run-time errors name).
+    fn user_line(&self, span: Span) -> usize {
+        let at = if span.src == USER {
+            span.start
+        } else {
+            self.site.as_ref().map_or(0, |(s, _)| s.start)
+        };
+        let src = self.defs.src;
+        src.as_bytes()[..at.min(src.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// `gather(x, ids, axis = 0)`: rows of `x` along `axis` picked by integer ids;
+    /// `scatter_add(x, ids, size, axis = 0)`: its adjoint, `x` summed into `size` rows.
+    fn take(&mut self, op: Op, vals: Vec<Option<Val>>, spans: &[Span], span: Span) -> Val {
+        let (Some(xv), Some(iv)) = (vals[0].clone(), vals[1].clone()) else {
+            return Val::Error;
+        };
+        let (Some(x), Some(ids)) = (self.tensor_arg(&xv, spans[0]), self.tensor_arg(&iv, spans[1]))
+        else {
+            return Val::Error;
+        };
+        let (xt, it) = (self.ty(x).clone(), self.ty(ids).clone());
+        if it.dtype != DType::I32 {
+            self.report(errors::labels_dtype(spans[1], &it.to_string()));
+            return Val::Error;
+        }
+        let axis_at = if op == Op::Gather { 2 } else { 3 };
+        let axis_val = vals[axis_at].clone().unwrap_or(Val::Int(0));
+        let line = self.user_line(span);
+        let result = if op == Op::Gather {
+            let Some(axes) = self.axes(Some(&axis_val), &xt, spans[axis_at]) else {
+                return Val::Error;
+            };
+            let axis = axes[0];
+            let mut dims = xt.shape.0[..axis].to_vec();
+            dims.extend(it.shape.0.iter().cloned());
+            dims.extend(xt.shape.0[axis + 1..].iter().cloned());
+            (axis, TensorType::new(xt.dtype, Shape(dims)))
+        } else {
+            // The table has x's axes before the ids' axes, `size` rows, then the rest.
+            let size = vals[2].clone().map(|v| (v, spans[2]));
+            let Some(rows) = self.count_arg(size.as_ref(), 0) else {
+                return Val::Error;
+            };
+            let lead = xt.rank().saturating_sub(it.rank());
+            let table_rank = lead + 1;
+            let proxy = TensorType::new(xt.dtype, Shape(vec![Dim::Known(1); table_rank.max(1)]));
+            let Some(axes) = self.axes(Some(&axis_val), &proxy, spans[axis_at]) else {
+                return Val::Error;
+            };
+            let axis = axes[0];
+            if xt.rank() < axis + it.rank() {
+                let msg = format!("{xt} has no room for ids {it} at axis {axis}");
+                self.report(errors::op_rule(span, op.mnemonic(), msg));
+                return Val::Error;
+            }
+            let mut dims = xt.shape.0[..axis].to_vec();
+            dims.push(Dim::Known(rows as u64));
+            dims.extend(xt.shape.0[axis + it.rank()..].iter().cloned());
+            (axis, TensorType::new(xt.dtype, Shape(dims)))
+        };
+        let (axis, ty) = result;
+        self.build_given(op, vec![x, ids], Attr::Index { axis, line }, ty, span)
     }
 
     fn build_given(

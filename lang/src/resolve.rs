@@ -22,6 +22,8 @@ pub struct Defs<'a> {
     pub rules: HashMap<&'a str, &'a RuleDef>,
     /// Train blocks by model name.
     pub trains: HashMap<&'a str, &'a TrainDef>,
+    /// The user's source text (run-time errors name its lines).
+    pub src: &'a str,
 }
 
 impl<'a> Defs<'a> {
@@ -30,6 +32,7 @@ impl<'a> Defs<'a> {
     pub fn collect(
         prelude: &'a Program,
         user: &'a Program,
+        src: &'a str,
         errors: &mut Vec<Diagnostic>,
     ) -> Defs<'a> {
         let mut defs = Defs {
@@ -37,6 +40,7 @@ impl<'a> Defs<'a> {
             models: HashMap::new(),
             rules: HashMap::new(),
             trains: HashMap::new(),
+            src,
         };
         for item in &prelude.items {
             match item {

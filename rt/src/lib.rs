@@ -10,7 +10,10 @@
 //! shapes (specialized per batch size); the descriptors are arrays of `i64` owned by the
 //! compiled code (or, in an object file, its read-only data), so they outlive every call.
 
+mod take;
 pub mod weights;
+
+pub use take::{IndexError, nnc_rt_index_error, nnc_take, take_index_error};
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -335,6 +338,7 @@ unsafe fn small_matmul_body(
 /// random, `[n, stream]`. The buffers fit it.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nnc_layout(kind: i64, x: *const f32, y: *mut f32, desc: *const i64) {
+    // Descriptor lengths, by `LayoutKind`.
     let len = [11, 11, 5, 5, 3, 2][kind as usize];
     let d: Vec<usize> = unsafe { std::slice::from_raw_parts(desc, len) }
         .iter()
@@ -670,25 +674,176 @@ pub fn counter_uniform(key: u64, stream: u64, index: u64) -> f32 {
     (z >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
 }
 
+/// The kinds of [`nnc_math`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i64)]
+pub enum MathKind {
+    /// Float to int, truncating toward zero.
+    Trunc = 3,
+    /// `a ^ b`.
+    Pow = 4,
+    /// Integer division, truncating; `x / 0 = 0`.
+    IntDiv = 5,
+}
+
+/// The kinds of [`nnc_layout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i64)]
+pub enum LayoutKind {
+    Im2col = 0,
+    Col2im = 1,
+    Slice = 2,
+    Pad = 3,
+    Iota = 4,
+    Random = 5,
+}
+
+/// The kinds of [`nnc_take`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i64)]
+pub enum TakeKind {
+    Gather = 0,
+    ScatterAdd = 1,
+}
+
+/// A parameter of a kernel's C signature (both are 64 bits wide).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Param {
+    /// A buffer or descriptor address.
+    Ptr,
+    /// An integer: a kind or a count.
+    I64,
+}
+
+/// The kernels generated code calls, in [`KERNELS`] order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFn {
+    Matmul,
+    Gather,
+    Reduce,
+    OneHot,
+    Math,
+    Copy,
+    Layout,
+    Take,
+}
+
+/// One kernel of the ABI: its symbol, its C parameters, its address.
+pub struct KernelSym {
+    /// The kernel.
+    pub kernel: KernelFn,
+    /// The unmangled symbol objects name.
+    pub name: &'static str,
+    /// Its parameters, in order; kernels return nothing.
+    pub params: &'static [Param],
+    /// Its address, for JIT modules.
+    pub addr: fn() -> usize,
+}
+
+impl KernelFn {
+    /// This kernel's row of [`KERNELS`].
+    pub fn sym(self) -> &'static KernelSym {
+        &KERNELS[self as usize]
+    }
+}
+
+use Param::{I64, Ptr};
+
+/// The kernel ABI: every backend declares, registers and calls the kernels from this one
+/// table.
+pub static KERNELS: [KernelSym; 8] = [
+    KernelSym {
+        kernel: KernelFn::Matmul,
+        name: "nnc_matmul",
+        params: &[Ptr, Ptr, Ptr, Ptr],
+        addr: || nnc_matmul as *const () as usize,
+    },
+    KernelSym {
+        kernel: KernelFn::Gather,
+        name: "nnc_gather",
+        params: &[Ptr, Ptr, Ptr],
+        addr: || nnc_gather as *const () as usize,
+    },
+    KernelSym {
+        kernel: KernelFn::Reduce,
+        name: "nnc_reduce",
+        params: &[Ptr, Ptr, Ptr],
+        addr: || nnc_reduce as *const () as usize,
+    },
+    KernelSym {
+        kernel: KernelFn::OneHot,
+        name: "nnc_one_hot",
+        params: &[Ptr, Ptr, I64, I64],
+        addr: || nnc_one_hot as *const () as usize,
+    },
+    KernelSym {
+        kernel: KernelFn::Math,
+        name: "nnc_math",
+        params: &[I64, Ptr, Ptr, Ptr, I64],
+        addr: || nnc_math as *const () as usize,
+    },
+    KernelSym {
+        kernel: KernelFn::Copy,
+        name: "nnc_copy",
+        params: &[Ptr, Ptr, I64],
+        addr: || nnc_copy as *const () as usize,
+    },
+    KernelSym {
+        kernel: KernelFn::Layout,
+        name: "nnc_layout",
+        params: &[I64, Ptr, Ptr, Ptr],
+        addr: || nnc_layout as *const () as usize,
+    },
+    KernelSym {
+        kernel: KernelFn::Take,
+        name: "nnc_take",
+        params: &[I64, Ptr, Ptr, Ptr, Ptr],
+        addr: || nnc_take as *const () as usize,
+    },
+];
+
 /// The address of every kernel: a Rust program that links an `nnc build` object calls
 /// this once (`std::hint::black_box(nnc_rt::kernels())`) so the linker keeps them all,
 /// whatever order it reads the object and this library in.
-pub fn kernels() -> [usize; 9] {
-    [
-        nnc_matmul as *const () as usize,
-        nnc_gather as *const () as usize,
-        nnc_reduce as *const () as usize,
-        nnc_one_hot as *const () as usize,
-        nnc_math as *const () as usize,
-        nnc_copy as *const () as usize,
-        nnc_layout as *const () as usize,
-        weights::nnc_rt_load_weights as *const () as usize,
-        weights::nnc_rt_error as *const () as usize,
-    ]
+pub fn kernels() -> Vec<usize> {
+    let mut all: Vec<usize> = KERNELS.iter().map(|k| (k.addr)()).collect();
+    all.push(weights::nnc_rt_load_weights as *const () as usize);
+    all.push(weights::nnc_rt_error as *const () as usize);
+    all.push(nnc_rt_index_error as *const () as usize);
+    all
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_kernel_table_is_in_kernel_order() {
+        for (i, k) in super::KERNELS.iter().enumerate() {
+            assert_eq!(k.kernel as usize, i, "{}", k.name);
+        }
+    }
+
+    /// Gather reads rows by id; scatter-add sums back, repeated ids included; an id
+    /// outside the table is recorded and gives zeros, never a read outside.
+    #[test]
+    fn take_gathers_scatters_and_refuses_bad_ids() {
+        let table = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // [3, 2]
+        let ids = [2.0f32, 0.0, 2.0];
+        let desc = [1i64, 3, 2, 3, 9];
+        let mut g = [0.0f32; 6];
+        unsafe { super::nnc_take(0, ids.as_ptr(), table.as_ptr(), g.as_mut_ptr(), desc.as_ptr()) };
+        assert_eq!(g, [5.0, 6.0, 1.0, 2.0, 5.0, 6.0]);
+        let mut s = [7.0f32; 6];
+        unsafe { super::nnc_take(1, ids.as_ptr(), g.as_ptr(), s.as_mut_ptr(), desc.as_ptr()) };
+        assert_eq!(s, [1.0, 2.0, 0.0, 0.0, 10.0, 12.0]);
+        assert_eq!(super::take_index_error(), None);
+        let bad = [1.0f32, 3.0, f32::NAN];
+        unsafe { super::nnc_take(0, bad.as_ptr(), table.as_ptr(), g.as_mut_ptr(), desc.as_ptr()) };
+        assert_eq!(g, [3.0, 4.0, 0.0, 0.0, 0.0, 0.0]);
+        let e = super::take_index_error().unwrap();
+        assert_eq!((e.gather, e.line, e.id, e.rows), (true, 9, 3.0, 3));
+        assert_eq!(super::take_index_error(), None);
+    }
+
     /// Every matmul path (few rows, few columns, short inner dimension, gemm) against a naive product, with plain and
     /// transposed operands.
     #[test]

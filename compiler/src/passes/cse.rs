@@ -29,6 +29,7 @@ fn key(n: &Node) -> Key {
             pad,
         } => (5, [*kernel, *stride, *pad].concat(), 0),
         Attr::Offset { axis, start } => (6, vec![*axis, *start], 0),
+        Attr::Index { axis, line } => (7, vec![*axis, *line], 0),
     };
     Key {
         op: n.op,

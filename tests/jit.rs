@@ -105,7 +105,13 @@ train Bag(y: i32[B]) {
     let mut rng = Rng::stream(3, "embedding");
     let (mut inputs, params) = random_values(f, &mut rng, 8);
     let ids: Vec<f64> = (0..8 * 32)
-        .map(|i| if i % 5 == 0 { 7.0 } else { rng.below(50_000) as f64 })
+        .map(|i| {
+            if i % 5 == 0 {
+                7.0
+            } else {
+                rng.below(50_000) as f64
+            }
+        })
         .collect();
     inputs[0] = Tensor::new(nnc::ir::DType::I32, vec![8, 32], ids.clone());
     let mut jit = nnc_jit::Jit::new();

@@ -305,19 +305,18 @@ fn causal_multi_head_attention() {
     assert_close(&out.data, &want);
 }
 
-#[test]
-fn mixture_of_experts_uses_the_top_k_experts() {
-    let (bsz, i, e, hid, u) = (3, 4, 4, 5, 2);
-    let src = "model M(x: f32[3, 4]) -> f32[3, 2] {\n    return moe(x, 4, 5, 2, top_k = 2)\n}\n";
-    let x = random(&[bsz, i], 7);
-    let (out, p) = run(src, "M", std::slice::from_ref(&x));
+/// PyTorch's top-k mixture: the k largest gate logits (torch.topk: the lower index wins a
+/// tie), a softmax over them, the experts' outputs mixed by it.
+fn moe_reference(x: &Tensor, p: &HashMap<String, Vec<f64>>, dims: [usize; 6]) -> Vec<f64> {
+    let [bsz, i, e, hid, u, k] = dims;
     let mut want = Vec::new();
     for b in 0..bsz {
         let xb = &x.data[b * i..(b + 1) * i];
         let logits = affine(xb, &p["out.logits.w"], &p["out.logits.b"], e);
         let mut order: Vec<usize> = (0..e).collect();
+        // A stable sort: equal logits keep the lower index first.
         order.sort_by(|&a, &c| logits[c].total_cmp(&logits[a]));
-        let top = &order[..2];
+        let top = &order[..k];
         let z: f64 = top.iter().map(|&k| logits[k].exp()).sum();
         let mut y = vec![0.0; u];
         for &k in top {
@@ -333,7 +332,52 @@ fn mixture_of_experts_uses_the_top_k_experts() {
         }
         want.extend(y);
     }
-    assert_close(&out.data, &want);
+    want
+}
+
+#[test]
+fn mixture_of_experts_uses_the_top_k_experts() {
+    let src = "model M(x: f32[3, 4]) -> f32[3, 2] {\n    return moe(x, 4, 5, 2, top_k = 2)\n}\n";
+    let x = random(&[3, 4], 7);
+    let (out, p) = run(src, "M", std::slice::from_ref(&x));
+    assert_close(&out.data, &moe_reference(&x, &p, [3, 4, 4, 5, 2, 2]));
+}
+
+/// A zero-initialized router gives every expert the same logit: exactly k experts still
+/// run, the first k (as torch.topk), not all the tied ones.
+#[test]
+fn mixture_of_experts_keeps_exactly_k_experts_on_ties() {
+    let src = "model M(x: f32[3, 4]) -> f32[3, 2] {\n    return moe(x, 5, 3, 2, top_k = 2)\n}\n";
+    let x = random(&[3, 4], 8);
+    let checked = nnc::lang::check(src).unwrap();
+    let f = checked.module.func("M").unwrap();
+    let mut rng = Rng::stream(9, "moe ties");
+    let mut by_name = HashMap::new();
+    let params: Vec<Tensor> = f
+        .params
+        .iter()
+        .map(|p| {
+            let shape = sizes(&p.ty);
+            let n = shape.iter().product();
+            let router = p.name.starts_with("out.logits");
+            let data: Vec<f64> = (0..n)
+                .map(|_| {
+                    if router {
+                        0.0
+                    } else {
+                        (rng.normal() * 0.5) as f32 as f64
+                    }
+                })
+                .collect();
+            by_name.insert(p.name.clone(), data.clone());
+            Tensor::new(DType::F32, shape, data)
+        })
+        .collect();
+    let out = nnc::compiler::interp::eval(f, std::slice::from_ref(&x), &params).unwrap();
+    assert_close(
+        &out[0].data,
+        &moe_reference(&x, &by_name, [3, 4, 5, 3, 2, 2]),
+    );
 }
 
 #[test]

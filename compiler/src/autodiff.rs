@@ -320,13 +320,15 @@ pub fn vjp(
         // no adjoint). O(ids x row), never O(rows of the table) per id.
         Op::Gather => {
             let tt = b.ty(args[0]);
-            let d = b.f.build(Op::ScatterAdd, vec![gy, args[1]], attr.clone(), Some(tt))?;
+            let d =
+                b.f.build(Op::ScatterAdd, vec![gy, args[1]], attr.clone(), Some(tt))?;
             out.push((0, d));
         }
         // d scatter_add(x, ids) = gather(dy, ids): each place reads its row's adjoint.
         Op::ScatterAdd => {
             let xt = b.ty(args[0]);
-            let d = b.f.build(Op::Gather, vec![gy, args[1]], attr.clone(), Some(xt))?;
+            let d =
+                b.f.build(Op::Gather, vec![gy, args[1]], attr.clone(), Some(xt))?;
             out.push((0, d));
         }
         // im2col and col2im are each other's adjoints (a copy into windows, and the sum

@@ -326,9 +326,7 @@ fn check_ids(node: &nnc_ir::Node, args: &[&Tensor]) -> Result<(), EvalError> {
         .iter()
         .find(|&&id| !(id >= 0.0 && id < rows as f64))
     {
-        Some(&id) => Err(EvalError(nnc_ir::op::index_error(
-            node.op, *line, id, rows,
-        ))),
+        Some(&id) => Err(EvalError(nnc_ir::op::index_error(node.op, *line, id, rows))),
         None => Ok(()),
     }
 }

@@ -286,7 +286,8 @@ fn cases(op: Op) -> Vec<Case> {
         ],
         // Repeated ids (8 ids of 4 rows): the adjoint sums them.
         Op::Gather => {
-            let ids = |dims: &[u64]| input(TensorType::new(DType::I32, Shape::known(dims)), Labels(4));
+            let ids =
+                |dims: &[u64]| input(TensorType::new(DType::I32, Shape::known(dims)), Labels(4));
             vec![
                 case(
                     op,
@@ -308,7 +309,10 @@ fn cases(op: Op) -> Vec<Case> {
             Some(t(&[3, 4])),
             vec![
                 p(&[3, 2, 3], Any),
-                input(TensorType::new(DType::I32, Shape::known(&[2, 3])), Labels(4)),
+                input(
+                    TensorType::new(DType::I32, Shape::known(&[2, 3])),
+                    Labels(4),
+                ),
             ],
         )],
         Op::OneHot => vec![case(

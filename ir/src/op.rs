@@ -519,10 +519,7 @@ impl Op {
                     (ty, args[0])
                 };
                 if ids.dtype != DType::I32 {
-                    return Err(format!(
-                        "`{}` needs i32 ids, found {ids}",
-                        self.mnemonic()
-                    ));
+                    return Err(format!("`{}` needs i32 ids, found {ids}", self.mnemonic()));
                 }
                 if axis >= table.rank() || table.shape.0[axis].known().is_none() {
                     return Err(format!(

@@ -1087,7 +1087,10 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                     kernels::TakeKind::ScatterAdd
                 } as i64);
                 let (ids, x) = (arg(1), arg(0));
-                prog.push(Instr::Call(KernelFn::Take, vec![kind, ids, x, dst, Arg::Desc(d)]));
+                prog.push(Instr::Call(
+                    KernelFn::Take,
+                    vec![kind, ids, x, dst, Arg::Desc(d)],
+                ));
             }
             Op::MatMul => {
                 let out = &shapes[i];

@@ -1660,8 +1660,10 @@ impl<'a, 'd> Elab<'a, 'd> {
         let (Some(xv), Some(iv)) = (vals[0].clone(), vals[1].clone()) else {
             return Val::Error;
         };
-        let (Some(x), Some(ids)) = (self.tensor_arg(&xv, spans[0]), self.tensor_arg(&iv, spans[1]))
-        else {
+        let (Some(x), Some(ids)) = (
+            self.tensor_arg(&xv, spans[0]),
+            self.tensor_arg(&iv, spans[1]),
+        ) else {
             return Val::Error;
         };
         let (xt, it) = (self.ty(x).clone(), self.ty(ids).clone());

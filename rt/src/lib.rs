@@ -830,14 +830,30 @@ mod tests {
         let ids = [2.0f32, 0.0, 2.0];
         let desc = [1i64, 3, 2, 3, 9];
         let mut g = [0.0f32; 6];
-        unsafe { super::nnc_take(0, ids.as_ptr(), table.as_ptr(), g.as_mut_ptr(), desc.as_ptr()) };
+        unsafe {
+            super::nnc_take(
+                0,
+                ids.as_ptr(),
+                table.as_ptr(),
+                g.as_mut_ptr(),
+                desc.as_ptr(),
+            )
+        };
         assert_eq!(g, [5.0, 6.0, 1.0, 2.0, 5.0, 6.0]);
         let mut s = [7.0f32; 6];
         unsafe { super::nnc_take(1, ids.as_ptr(), g.as_ptr(), s.as_mut_ptr(), desc.as_ptr()) };
         assert_eq!(s, [1.0, 2.0, 0.0, 0.0, 10.0, 12.0]);
         assert_eq!(super::take_index_error(), None);
         let bad = [1.0f32, 3.0, f32::NAN];
-        unsafe { super::nnc_take(0, bad.as_ptr(), table.as_ptr(), g.as_mut_ptr(), desc.as_ptr()) };
+        unsafe {
+            super::nnc_take(
+                0,
+                bad.as_ptr(),
+                table.as_ptr(),
+                g.as_mut_ptr(),
+                desc.as_ptr(),
+            )
+        };
         assert_eq!(g, [3.0, 4.0, 0.0, 0.0, 0.0, 0.0]);
         let e = super::take_index_error().unwrap();
         assert_eq!((e.gather, e.line, e.id, e.rows), (true, 9, 3.0, 3));

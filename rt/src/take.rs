@@ -52,15 +52,13 @@ pub unsafe extern "C" fn nnc_take(
     let (table, gathered) = (outer * rows * inner, outer * n * inner);
     let gather = kind == 0;
     let (xs, ys) = if gather {
-        (
-            unsafe { std::slice::from_raw_parts(x, table) },
-            unsafe { std::slice::from_raw_parts_mut(y, gathered) },
-        )
+        (unsafe { std::slice::from_raw_parts(x, table) }, unsafe {
+            std::slice::from_raw_parts_mut(y, gathered)
+        })
     } else {
-        (
-            unsafe { std::slice::from_raw_parts(x, gathered) },
-            unsafe { std::slice::from_raw_parts_mut(y, table) },
-        )
+        (unsafe { std::slice::from_raw_parts(x, gathered) }, unsafe {
+            std::slice::from_raw_parts_mut(y, table)
+        })
     };
     if !gather {
         ys.fill(0.0);

@@ -209,3 +209,35 @@ proptest! {
         prop_assert_eq!(parsed.to_string(), text);
     }
 }
+
+/// Errors far along a line and huge names quoted in messages render, clipped: miette
+/// panicked past column 65,535 and spent seconds on a megabyte name.
+#[test]
+fn errors_on_huge_lines_and_names_render_clipped() {
+    let render = |src: &str| {
+        let diags = nnc::lang::check(src).unwrap_err();
+        nnc::render_plain("big.nn", src, &diags)
+    };
+    // An unknown name after 65,530 spaces, and a label spanning the long line.
+    let src = format!(
+        "model M(x: f32[B, 4]) -> f32[B, 4] {{\n    return{}zz\n}}\n",
+        " ".repeat(65_530)
+    );
+    let out = render(&src);
+    assert!(out.contains("zz"), "{out}");
+    assert!(out.contains('…'), "{out}");
+    assert!(out.len() < 4_000, "{} bytes", out.len());
+    // A one-megabyte identifier: quoted in the message and underlined in the source.
+    let name = "a".repeat(1 << 20);
+    let src = format!("model M(x: f32[B, 4]) -> f32[B, 4] {{\n    return {name}\n}}\n");
+    let out = render(&src);
+    assert!(out.contains("E01"), "{}", &out[..out.len().min(500)]);
+    assert!(out.len() < 8_000, "{} bytes", out.len());
+    // Long lines elsewhere in the file do not move the error's line number.
+    let src = format!(
+        "# {}\nmodel M(x: f32[B, 4]) -> f32[B, 4] {{\n    return yy\n}}\n",
+        "c".repeat(100_000)
+    );
+    let out = render(&src);
+    assert!(out.contains("big.nn:3:"), "{out}");
+}

@@ -161,18 +161,26 @@ pub fn render(diags: &[Diagnostic], sources: &Sources<'_>, color: bool) -> Strin
         } else {
             sources.user
         };
+        let spans: Vec<Span> = std::iter::once(d.primary.0)
+            .chain(d.labels.iter().map(|(s, _)| *s).filter(|s| s.src == src))
+            .collect();
+        let clipped = Clipped::new(text, &spans);
         let clamp = |s: Span| {
-            let start = s.start.min(text.len());
-            miette::SourceSpan::new(start.into(), s.end.clamp(start, text.len()) - start)
+            let start = clipped.map(s.start.min(text.len()));
+            let end = clipped.map(s.end.clamp(s.start.min(text.len()), text.len()));
+            miette::SourceSpan::new(start.into(), end.max(start) - start)
         };
         let mut labels = vec![miette::LabeledSpan::new_primary_with_span(
-            non_empty(&d.primary.1),
+            non_empty(&clip_text(&d.primary.1)),
             clamp(d.primary.0),
         )];
         let mut notes = Vec::new();
         for (s, l) in &d.labels {
             if s.src == src {
-                labels.push(miette::LabeledSpan::new_with_span(non_empty(l), clamp(*s)));
+                labels.push(miette::LabeledSpan::new_with_span(
+                    non_empty(&clip_text(l)),
+                    clamp(*s),
+                ));
             } else {
                 notes.push(l.clone());
             }
@@ -185,17 +193,139 @@ pub fn render(diags: &[Diagnostic], sources: &Sources<'_>, color: bool) -> Strin
                 None => n,
             });
         }
+        let message = clip_text(&d.message);
+        let clipped_diag;
+        let diag = if message.len() == d.message.len() {
+            d
+        } else {
+            clipped_diag = Diagnostic {
+                message,
+                ..d.clone()
+            };
+            &clipped_diag
+        };
         let report = Report {
-            diag: d,
-            source: miette::NamedSource::new(name, text.to_string()),
+            diag,
+            source: miette::NamedSource::new(name, clipped.text),
             labels,
-            help,
+            help: help.map(|h| clip_text(&h)),
         };
         if handler.render_report(&mut out, &report).is_err() {
             out.push_str(&format!("{d}\n"));
         }
     }
     out
+}
+
+/// Lines longer than this are shown as a window around the spans they hold.
+const MAX_LINE: usize = 160;
+/// Messages, labels and help longer than this (a quoted megabyte identifier) are cut.
+const MAX_TEXT: usize = 400;
+
+/// `s` cut to at most `MAX_TEXT` bytes (on a character boundary), marked with `…`.
+fn clip_text(s: &str) -> String {
+    if s.len() <= MAX_TEXT {
+        return s.to_string();
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The source as rendered: every line longer than `MAX_LINE` cut to a window (around the
+/// first span that starts in it, else its beginning) with `…` where text was left out, so
+/// the renderer never lays out a megabyte line (miette panics past column 65,535 and
+/// takes quadratic time). Line numbers are unchanged; offsets map through `map`.
+struct Clipped {
+    text: String,
+    /// For each clipped line: its start, the window kept, and where the window begins in
+    /// `text`; lines between keep their offsets shifted by what earlier lines lost.
+    cuts: Vec<Cut>,
+}
+
+struct Cut {
+    line_start: usize,
+    line_end: usize,
+    keep: (usize, usize),
+    new_keep_start: usize,
+    new_line_end: usize,
+}
+
+impl Clipped {
+    fn new(text: &str, spans: &[Span]) -> Clipped {
+        if text.lines().all(|l| l.len() <= MAX_LINE) {
+            return Clipped {
+                text: text.to_string(),
+                cuts: Vec::new(),
+            };
+        }
+        let mut out = String::with_capacity(text.len().min(1 << 20));
+        let mut cuts = Vec::new();
+        let mut start = 0;
+        for line in text.split_inclusive('\n') {
+            let body = line.trim_end_matches(['\n', '\r']);
+            let end = start + body.len();
+            if body.len() <= MAX_LINE {
+                out.push_str(line);
+            } else {
+                let focus = spans
+                    .iter()
+                    .map(|s| s.start)
+                    .find(|&o| o >= start && o <= end)
+                    .unwrap_or(start);
+                let boundary = |mut o: usize, up: bool| {
+                    while !text.is_char_boundary(o) {
+                        if up { o += 1 } else { o -= 1 }
+                    }
+                    o
+                };
+                let lo = boundary(focus.saturating_sub(MAX_LINE / 3).max(start), false);
+                let hi = boundary((lo + MAX_LINE).min(end), false);
+                if lo > start {
+                    out.push('…');
+                }
+                let new_keep_start = out.len();
+                out.push_str(&text[lo..hi]);
+                if hi < end {
+                    out.push('…');
+                }
+                let new_line_end = out.len();
+                out.push_str(&line[body.len()..]);
+                cuts.push(Cut {
+                    line_start: start,
+                    line_end: end,
+                    keep: (lo, hi),
+                    new_keep_start,
+                    new_line_end,
+                });
+            }
+            start += line.len();
+        }
+        Clipped { text: out, cuts }
+    }
+
+    /// Where offset `o` of the original text is in the clipped one.
+    fn map(&self, o: usize) -> usize {
+        // The last cut line starting at or before `o`.
+        let k = self.cuts.partition_point(|c| c.line_start <= o);
+        if k == 0 {
+            return o;
+        }
+        let c = &self.cuts[k - 1];
+        if o > c.line_end {
+            // After the cut line: shifted by what it lost.
+            return o - c.line_end + c.new_line_end;
+        }
+        if o < c.keep.0 {
+            c.new_keep_start
+        } else if o > c.keep.1 {
+            c.new_line_end
+        } else {
+            c.new_keep_start + (o - c.keep.0)
+        }
+    }
 }
 
 fn non_empty(s: &str) -> Option<String> {

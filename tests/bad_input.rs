@@ -381,3 +381,110 @@ fn bad_overrides_and_settings() {
     assert_eq!(code, 1);
     assert!(err.contains("has no train block"), "{err}");
 }
+
+/// Two columns named `label`: `label = "label"` would silently train on the first (an
+/// all-zero pixel column, 100% accuracy); refused, naming both columns.
+#[test]
+fn duplicate_column_names() {
+    let csv = digits_rows(50, |i, l| {
+        if i == 0 {
+            l.replacen("pixel0", "label", 1)
+        } else {
+            l.to_string()
+        }
+    });
+    train_fails_on(
+        "duplicate_columns",
+        &csv,
+        &[
+            "data.csv",
+            "line 1: columns 1 and 65 are both named `label`",
+        ],
+    );
+}
+
+/// A cell that overflows f32 (read, or once scaled) is refused where `inf` is.
+#[test]
+fn values_that_overflow_f32() {
+    let csv = digits_rows(50, |i, l| {
+        if i == 9 {
+            l.replacen("0,", "1e39,", 1)
+        } else {
+            l.to_string()
+        }
+    });
+    train_fails_on(
+        "overflow_f32",
+        &csv,
+        &["line 10, column 1 (`pixel0`): `1e39` does not fit in f32"],
+    );
+    // 3e38 fits f32, but not once scaled by 16.
+    let csv = digits_rows(50, |i, l| {
+        if i == 4 {
+            l.replacen("0,", "3e38,", 1)
+        } else {
+            l.to_string()
+        }
+    });
+    let dir = scratch("overflow_scaled");
+    let data = dir.join("data.csv");
+    std::fs::write(&data, &csv).unwrap();
+    let src = std::fs::read_to_string("examples/digits_mlp.nn")
+        .unwrap()
+        .replace("scale = 0.0625", "scale = 16.0");
+    let model = dir.join("m.nn");
+    std::fs::write(&model, src).unwrap();
+    let (code, _, err) = nnc(&[
+        "train",
+        s(&model),
+        "--data",
+        s(&data),
+        "--test-tail",
+        "10",
+        "--epochs",
+        "1",
+        "--out",
+        s(&dir.join("run")),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("line 5 of `")
+            && err.contains("(after scale = 16), which does not fit in f32"),
+        "{err}"
+    );
+    assert!(!dir.join("run").exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Old Mac line ends (a lone CR) read as lines, not as "a header but no rows".
+#[test]
+fn cr_only_line_ends_read() {
+    let csv = digits_rows(60, |_, l| l.to_string()).replace('\n', "\r");
+    let dir = scratch("cr_only");
+    let data = dir.join("data.csv");
+    std::fs::write(&data, csv).unwrap();
+    let (code, _, err) = nnc(&[
+        "train",
+        "examples/digits_mlp.nn",
+        "--data",
+        s(&data),
+        "--test-tail",
+        "10",
+        "--epochs",
+        "1",
+        "--out",
+        s(&dir.join("run")),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Data errors about the whole set name the file: a model input of another width.
+#[test]
+fn data_errors_name_the_file() {
+    let csv = digits_rows(50, |_, l| {
+        l.rsplit_once(',').map_or(l, |(a, _)| a).to_string()
+    });
+    // Every row lost its last cell: the label column is gone in the header too.
+    train_fails_on("width_names_file", &csv, &["data.csv"]);
+}

@@ -18,8 +18,7 @@ pub struct Table {
 /// Parses CSV text. A first line that does not parse as numbers is the header. Every row
 /// must have as many cells as the first; blank lines are skipped.
 pub fn parse(text: &str) -> Result<Table, String> {
-    let mut lines = text
-        .lines()
+    let mut lines = split_lines(text)
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .peekable();
@@ -30,6 +29,16 @@ pub fn parse(text: &str) -> Result<Table, String> {
     let header = cells.iter().any(|c| c.parse::<f64>().is_err());
     let columns: Vec<String> = if header {
         lines.next();
+        // Two columns of one name: `label = ...` would silently pick the first.
+        for (i, c) in cells.iter().enumerate() {
+            if let Some(j) = cells[..i].iter().position(|d| d == c) {
+                return Err(format!(
+                    "line 1: columns {} and {} are both named `{c}`",
+                    j + 1,
+                    i + 1
+                ));
+            }
+        }
         cells.iter().map(|s| s.to_string()).collect()
     } else {
         (0..cells.len()).map(|i| format!("c{i}")).collect()
@@ -49,6 +58,15 @@ pub fn parse(text: &str) -> Result<Table, String> {
         let mut row = Vec::with_capacity(cells.len());
         for (c, cell) in cells.iter().enumerate() {
             match cell.parse::<f64>() {
+                Ok(v) if v.abs() > f32::MAX as f64 && v.is_finite() => {
+                    return Err(format!(
+                        "line {}, column {} (`{}`): `{cell}` does not fit in f32 (at most {:e})",
+                        ln + 1,
+                        c + 1,
+                        columns[c],
+                        f32::MAX
+                    ));
+                }
                 Ok(v) if v.is_finite() => row.push(v),
                 _ => {
                     return Err(format!(
@@ -70,6 +88,25 @@ pub fn parse(text: &str) -> Result<Table, String> {
         columns,
         rows,
         lines: numbers,
+    })
+}
+
+/// Lines ended by `\n`, `\r\n` or a lone `\r` (old Mac files).
+fn split_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = rest.find(['\n', '\r']).unwrap_or(rest.len());
+        let line = &rest[..end];
+        let skip = match rest.as_bytes().get(end) {
+            Some(b'\r') if rest.as_bytes().get(end + 1) == Some(&b'\n') => 2,
+            Some(_) => 1,
+            None => 0,
+        };
+        rest = &rest[end + skip..];
+        Some(line)
     })
 }
 

@@ -59,6 +59,10 @@ pub struct Dataset {
     pub y: Option<Tensor>,
     /// Where each row came from, for error messages (`line 12 of digits.csv`).
     pub origin: Vec<String>,
+    /// The files, for errors about the whole set (`` `digits.csv` ``).
+    pub source: String,
+    /// The labels' own file, when they have one (NPY): label errors name its rows.
+    pub label_file: Option<String>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
@@ -73,8 +77,24 @@ pub fn load(spec: &DataSpec) -> Result<Dataset, String> {
     };
     if spec.scale != 1.0 {
         ds.x.data.iter_mut().for_each(|v| *v *= spec.scale);
-        ds.x.round();
     }
+    // Features are f32: a value that overflows it (read, or once scaled) is an error, not
+    // an infinity that trains to `loss inf`.
+    let per = ds.x.shape[1..].iter().product::<usize>().max(1);
+    if let Some(i) = ds.x.data.iter().position(|v| v.abs() > f32::MAX as f64) {
+        let v = ds.x.data[i];
+        let scaled = if spec.scale != 1.0 {
+            format!(" (after scale = {})", spec.scale)
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "{}: feature {} is {v:e}{scaled}, which does not fit in f32",
+            ds.origin[i / per],
+            i % per + 1
+        ));
+    }
+    ds.x.round();
     Ok(ds)
 }
 
@@ -123,6 +143,8 @@ fn load_csv(path: &Path, label: Option<&str>) -> Result<Dataset, String> {
             .iter()
             .map(|l| format!("line {l} of `{file}`"))
             .collect(),
+        source: format!("`{file}`"),
+        label_file: None,
     })
 }
 
@@ -157,6 +179,11 @@ fn load_npy(x: &Path, y: Option<&Path>) -> Result<Dataset, String> {
         origin: (0..n)
             .map(|i| format!("row {i} of `{}`", x.display()))
             .collect(),
+        source: match y {
+            None => format!("`{}`", x.display()),
+            Some(p) => format!("`{}` and `{}`", x.display(), p.display()),
+        },
+        label_file: y.map(|p| p.display().to_string()),
     })
 }
 
@@ -191,6 +218,8 @@ impl Dataset {
             x: take(&self.x),
             y: self.y.as_ref().map(take),
             origin: idx.iter().map(|&i| self.origin[i].clone()).collect(),
+            source: self.source.clone(),
+            label_file: self.label_file.clone(),
         }
     }
 
@@ -203,13 +232,15 @@ impl Dataset {
             Split::Fraction(f) if (0.0..1.0).contains(&f) => (f * n as f64).round() as usize,
             Split::Fraction(f) => {
                 return Err(format!(
-                    "test_fraction = {f} must be at least 0 and below 1"
+                    "{}: test_fraction = {f} must be at least 0 and below 1",
+                    self.source
                 ));
             }
         };
         if held >= n {
             return Err(format!(
-                "holding out {held} rows for testing leaves none of the {n} rows to train on"
+                "{}: holding out {held} rows for testing leaves none of the {n} rows to train on",
+                self.source
             ));
         }
         let all: Vec<usize> = (0..n).collect();
@@ -243,7 +274,8 @@ impl Dataset {
         let have: usize = self.x.shape[1..].iter().product();
         if want != have {
             return Err(format!(
-                "the data has {have} features per row, but the model's input `{x_name}: {x_ty}` takes {want}"
+                "{}: the data has {have} features per row, but the model's input `{x_name}: {x_ty}` takes {want}",
+                self.source
             ));
         }
         self.x.shape = std::iter::once(n).chain(per).collect();
@@ -255,8 +287,9 @@ impl Dataset {
         };
         let Some(mut labels) = self.y.take() else {
             return Err(format!(
-                "the model trains against `{y_name}: {y_ty}`, but the data has no labels \
-                 (name the label column with `label = \"...\"`, or give a labels file)"
+                "{}: the model trains against `{y_name}: {y_ty}`, but the data has no labels \
+                 (name the label column with `label = \"...\"`, or give a labels file)",
+                self.source
             ));
         };
         let want: usize = y_ty
@@ -269,7 +302,8 @@ impl Dataset {
         let have: usize = labels.shape[1..].iter().product();
         if want != have {
             return Err(format!(
-                "the data has {have} label values per row, but `{y_name}: {y_ty}` takes {want}"
+                "{}: the data has {have} label values per row, but `{y_name}: {y_ty}` takes {want}",
+                self.source
             ));
         }
         if y_ty.dtype == DType::I32 {
@@ -285,7 +319,12 @@ impl Dataset {
                     })
                 };
                 if let Some(why) = bad {
-                    return Err(format!("{}: {why}", self.origin[i / have.max(1)]));
+                    let row = i / have.max(1);
+                    let at = match &self.label_file {
+                        Some(f) => format!("row {row} of `{f}`"),
+                        None => self.origin[row].clone(),
+                    };
+                    return Err(format!("{at}: {why}"));
                 }
             }
         }
@@ -302,5 +341,48 @@ impl Dataset {
         labels.round();
         self.y = Some(labels);
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bad label in a labels file names that file's row, not the features file's.
+    #[test]
+    fn npy_label_errors_name_the_labels_file() {
+        let dir = std::env::temp_dir().join(format!("nnc-npy-labels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (xp, yp) = (dir.join("x.npy"), dir.join("y.npy"));
+        let x = Tensor::new(DType::F32, vec![3, 2], vec![0.0; 6]);
+        let y = Tensor::new(DType::F64, vec![3], vec![0.0, 1.0, 7.0]);
+        std::fs::write(&xp, npy::write(&x)).unwrap();
+        std::fs::write(&yp, npy::write(&y)).unwrap();
+        let spec = DataSpec {
+            source: Source::Npy {
+                x: xp.clone(),
+                y: Some(yp.clone()),
+            },
+            scale: 1.0,
+            split: Split::None,
+        };
+        let ds = load(&spec).unwrap();
+        let x_ty = TensorType::new(
+            DType::F32,
+            nnc_ir::Shape(vec![nnc_ir::Dim::Sym("B".into()), nnc_ir::Dim::Known(2)]),
+        );
+        let y_ty = TensorType::new(
+            DType::I32,
+            nnc_ir::Shape(vec![nnc_ir::Dim::Sym("B".into())]),
+        );
+        let err = ds.fit("x", &x_ty, Some(("y", &y_ty)), Some(3)).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "row 2 of `{}`: label 7 is outside 0..2 (the model has 3 classes)",
+                yp.display()
+            )
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

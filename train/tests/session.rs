@@ -27,6 +27,8 @@ fn setup(tweak: impl Fn(&mut TrainConfig)) -> (Session, Dataset) {
         x: Tensor::new(DType::F32, vec![n, 8], x),
         y: Some(Tensor::new(DType::F32, vec![n, 64], y)),
         origin: (0..n).map(|i| format!("row {i}")).collect(),
+        source: "the test's rows".into(),
+        label_file: None,
     };
     (Session::new(model, config).unwrap(), ds)
 }

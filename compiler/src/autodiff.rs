@@ -324,6 +324,23 @@ pub fn vjp(
                 b.f.build(Op::ScatterAdd, vec![gy, args[1]], attr.clone(), Some(tt))?;
             out.push((0, d));
         }
+        // d concat(x1, .., xn) = the slice of dy where each operand sits.
+        Op::Concat => {
+            let Attr::Axis(axis) = *attr else {
+                return Err("concat without its axis".into());
+            };
+            let mut start = 0;
+            for (k, &a) in args.iter().enumerate() {
+                let at = b.ty(a);
+                let len = at.shape.0[axis].known().unwrap_or(0) as usize;
+                if want(k) {
+                    let s =
+                        b.f.build(Op::Slice, vec![gy], Attr::Offset { axis, start }, Some(at))?;
+                    out.push((k, s));
+                }
+                start += len;
+            }
+        }
         // d scatter_add(x, ids) = gather(dy, ids): each place reads its row's adjoint.
         Op::ScatterAdd => {
             let xt = b.ty(args[0]);

@@ -288,6 +288,24 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
                 shape: out,
             }
         }
+        Op::Concat => {
+            let Attr::Axis(axis) = *attr else {
+                unreachable!("verified")
+            };
+            let outer: usize = out[..axis].iter().product();
+            let mut data = Vec::with_capacity(n);
+            for o in 0..outer {
+                for a in args {
+                    let chunk: usize = a.shape[axis..].iter().product();
+                    data.extend_from_slice(&a.data[o * chunk..(o + 1) * chunk]);
+                }
+            }
+            Tensor {
+                dtype,
+                shape: out,
+                data,
+            }
+        }
         Op::Gather | Op::ScatterAdd => {
             let Attr::Index { axis, .. } = *attr else {
                 unreachable!("verified")

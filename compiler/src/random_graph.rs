@@ -41,7 +41,7 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
     while built < ops {
         let a = pool[rng.below(pool.len() as u64) as usize];
         let ad = dims_of(&f, a);
-        let choice = rng.below(18);
+        let choice = rng.below(19);
         let r = match choice {
             0 => {
                 let ops = [
@@ -293,6 +293,22 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
                 } else {
                     f.build(Op::ScatterAdd, vec![g.unwrap(), ids], attr, Some(ty(&ad)))
                 }
+            }
+            18 if !ad.is_empty() => {
+                // The operand joined with itself or another value of its shape but the axis.
+                let axis = rng.below(ad.len() as u64) as usize;
+                let others: Vec<Value> = pool
+                    .iter()
+                    .copied()
+                    .filter(|&v| {
+                        let d = dims_of(&f, v);
+                        d.len() == ad.len() && (0..d.len()).all(|k| k == axis || d[k] == ad[k])
+                    })
+                    .collect();
+                let parts = (0..1 + rng.below(3))
+                    .map(|_| others[rng.below(others.len() as u64) as usize])
+                    .collect();
+                f.build(Op::Concat, parts, Attr::Axis(axis), None)
             }
             _ => continue,
         };

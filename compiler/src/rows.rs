@@ -174,6 +174,14 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
                     _ => return mix("picks rows of the batch axis"),
                 }
             }
+            // concat along another axis than the rows' keeps them (free operands are the
+            // same for every row).
+            Op::Concat => match n.attr {
+                Attr::Axis(axis) if axes.iter().all(|&a| a == axes[0] && a != axis) => {
+                    Rows::Axis(axes[0])
+                }
+                _ => return mix("joins along the batch axis"),
+            },
             // scatter_add sums every row's values into one table.
             Op::ScatterAdd => return mix("sums the batch into one table"),
             // A new op is refused until it has a rule: refusing is always safe.

@@ -284,6 +284,21 @@ fn cases(op: Op) -> Vec<Case> {
                 vec![p(&[2, 3], Any)],
             ),
         ],
+        Op::Concat => vec![
+            case(
+                op,
+                Attr::Axis(1),
+                None,
+                vec![p(&[2, 1, 3], Any), p(&[2, 3, 3], Any), p(&[2, 2, 3], Any)],
+            ),
+            // One operand not differentiated.
+            case(
+                op,
+                Attr::Axis(0),
+                None,
+                vec![input(t(&[2, 4]), Any), p(&[3, 4], Any)],
+            ),
+        ],
         // Repeated ids (8 ids of 4 rows): the adjoint sums them.
         Op::Gather => {
             let ids =

@@ -306,6 +306,25 @@ fn gather_and_scatter_add_pick_and_sum_rows() {
 }
 
 #[test]
+fn concat_joins_along_an_axis() {
+    let ir = "func @f(%a: f32[2, 1], %b: f32[2, 2]) -> (f32[2, 3], f32[4, 2]) {
+  %0 = concat %a, %b, axis=1 : f32[2, 3]
+  %1 = concat %b, %b, axis=0 : f32[4, 2]
+  return %0, %1
+}";
+    let m = parse_module(ir).unwrap();
+    let a = Tensor::new(DType::F32, vec![2, 1], vec![1.0, 2.0]);
+    let b = Tensor::new(DType::F32, vec![2, 2], vec![3.0, 4.0, 5.0, 6.0]);
+    let out = eval(&m.funcs[0], &[a, b], &[]).unwrap();
+    assert_eq!(out[0].data, [1.0, 3.0, 4.0, 2.0, 5.0, 6.0]);
+    assert_eq!(out[1].data, [3.0, 4.0, 5.0, 6.0, 3.0, 4.0, 5.0, 6.0]);
+    assert_eq!(
+        m.to_string().lines().nth(1).unwrap(),
+        "  %0 = concat %a, %b, axis=1 : f32[2, 3]"
+    );
+}
+
+#[test]
 fn every_op_in_the_table_is_tested_here() {
     // A primitive added to the table without a hand-computed interpreter case fails here.
     let src = include_str!("interp.rs");

@@ -167,6 +167,8 @@ table! {
     Slice     "slice"      1 Given     Any   Offset ["x", "start", "end", "axis"] 3 KERNEL, None, "the elements from index start on along axis, as many as the result has";
     Pad       "pad"        1 Given     Any   Offset ["x", "before", "after", "axis"] 3 KERNEL, None, "zeros of the result's shape with the operand placed at index start along axis";
     Iota      "iota"       0 Given     Any   Axes   ["shape", "axis"] 2 KERNEL, None, "each element's index along the one listed axis";
+    // Variadic: one or more operands (the arity is the least).
+    Concat    "concat"     1 Concat    Any   Axis   ["xs", "axis"] 1 KERNEL, None, "the operands joined along axis (equal elsewhere); the adjoint of each is a slice";
     Gather    "gather"     2 Given     Any   Index  ["x", "ids", "axis"] 2 KERNEL, None, "rows of x along axis picked by i32 ids: [..a, V, ..b] and ids [..i] give [..a, ..i, ..b]; an id outside 0..V is a run-time error naming the line";
     ScatterAdd "scatter_add" 2 Given   Float Index  ["x", "ids", "size", "axis"] 3 KERNEL, None, "the adjoint of gather: x [..a, ..i, ..b] summed into rows ids of zeros [..a, V, ..b]";
     Random    "random"     1 Given     Any   Value  [] 0 KERNEL, None, "uniform noise in [0, 1): a hash of the key operand (i32[]), the stream (value) and each element's index";
@@ -203,6 +205,8 @@ pub enum Class {
     Given,
     /// Permutes the axes.
     Transpose,
+    /// Joins one or more operands along an axis (variadic).
+    Concat,
 }
 
 /// The kind of attribute an op carries, and how it is spelled in the IR text.
@@ -222,6 +226,8 @@ pub enum AttrKind {
     Window,
     /// `axis=1, start=2`: where a slice starts, or where padding puts its operand.
     Offset,
+    /// `axis=1`: one axis.
+    Axis,
     /// `axis=0, line=12`: the indexed axis of a gather or scatter, and the source line
     /// that run-time index errors name (0: none).
     Index,
@@ -249,6 +255,8 @@ pub enum Attr {
         /// Zeros added on both sides, per axis.
         pad: [usize; 2],
     },
+    /// One axis (concat's).
+    Axis(usize),
     /// The indexed axis of a gather or scatter.
     Index {
         /// The axis of the table.
@@ -304,7 +312,8 @@ impl Op {
         given: Option<&TensorType>,
     ) -> Result<TensorType, String> {
         let info = self.info();
-        if args.len() != info.arity {
+        let variadic = info.class == Class::Concat;
+        if args.len() != info.arity && !(variadic && args.len() >= info.arity) {
             return Err(format!(
                 "`{}` takes {} operand{}, found {}",
                 info.mnemonic,
@@ -353,6 +362,30 @@ impl Op {
                 Ok(TensorType::new(x.dtype, Shape(dims)))
             }
             Class::MatMul => matmul_type(args[0], args[1]),
+            Class::Concat => {
+                let Attr::Axis(axis) = *attr else {
+                    unreachable!("checked by check_attr_kind")
+                };
+                let x = args[0];
+                if axis >= x.rank() {
+                    return Err(format!("axis={axis} out of range for {x}"));
+                }
+                let mut total = 0u64;
+                for a in args {
+                    let same = a.dtype == x.dtype
+                        && a.rank() == x.rank()
+                        && (0..x.rank()).all(|k| k == axis || a.shape.0[k] == x.shape.0[k]);
+                    let Some(n) = a.shape.0.get(axis).and_then(Dim::known).filter(|_| same) else {
+                        return Err(format!(
+                            "`concat` at axis={axis} needs operands equal but for a known axis {axis}: {x} and {a}"
+                        ));
+                    };
+                    total = total.saturating_add(n);
+                }
+                let mut dims = x.shape.0.clone();
+                dims[axis] = Dim::Known(total);
+                Ok(TensorType::new(x.dtype, Shape(dims)))
+            }
             Class::Transpose => {
                 let x = args[0];
                 let Attr::Perm(perm) = attr else {
@@ -594,7 +627,8 @@ impl Op {
             | Op::Mean
             | Op::ReduceMax
             | Op::MatMul
-            | Op::Transpose => Err(format!("`{}` is not of class Given", self.mnemonic())),
+            | Op::Transpose
+            | Op::Concat => Err(format!("`{}` is not of class Given", self.mnemonic())),
         }
     }
 }
@@ -624,6 +658,7 @@ fn check_attr_kind(info: &OpInfo, attr: &Attr) -> Result<(), String> {
             | (AttrKind::Window, Attr::Window { .. })
             | (AttrKind::Offset, Attr::Offset { .. })
             | (AttrKind::Index, Attr::Index { .. })
+            | (AttrKind::Axis, Attr::Axis(_))
     );
     if ok {
         Ok(())

@@ -153,6 +153,11 @@ impl Lexer {
         &self.toks[self.pos].0
     }
 
+    /// Whether the token after the current one is a value name (`, %x`).
+    fn next_is_value(&self) -> bool {
+        matches!(self.toks.get(self.pos + 1), Some((Tok::Value(_), _, _)))
+    }
+
     fn err<T>(&self, message: impl Into<String>) -> Result<T, ParseError> {
         let (_, line, col) = &self.toks[self.pos];
         Err(ParseError {
@@ -449,10 +454,13 @@ fn parse_node(
         attr = Attr::Value(lx.num()?);
     }
     let mut args = Vec::new();
-    for i in 0..info.arity {
+    let variadic = info.class == crate::op::Class::Concat;
+    let mut i = 0;
+    while i < info.arity || (variadic && lx.peek() == &Tok::Punct(",") && lx.next_is_value()) {
         if i > 0 {
             lx.expect(",")?;
         }
+        i += 1;
         let n = lx.value_name()?;
         let Some(&v) = names.get(&n) else {
             lx.pos -= 1;
@@ -468,7 +476,8 @@ fn parse_node(
         | AttrKind::Value
         | AttrKind::Window
         | AttrKind::Offset
-        | AttrKind::Index => None,
+        | AttrKind::Index
+        | AttrKind::Axis => None,
     };
     let sep = |lx: &mut Lexer, first: bool| {
         if first && info.arity == 0 {
@@ -523,6 +532,16 @@ fn parse_node(
                 line: vals[1],
             }
         };
+    }
+    if info.attr == AttrKind::Axis {
+        lx.expect(",")?;
+        lx.keyword("axis")?;
+        lx.expect("=")?;
+        let n = lx.num()?;
+        if n < 0.0 || n.fract() != 0.0 || n > u32::MAX as f64 {
+            return lx.err("`axis` must be a non-negative integer".to_string());
+        }
+        attr = Attr::Axis(n as usize);
     }
     if let Some(key) = list_attr {
         if info.arity > 0 {

@@ -122,6 +122,7 @@ fn node_text(func: &Func, node: &Node) -> String {
         }
         Attr::Offset { axis, start } => write!(s, ", axis={axis}, start={start}").unwrap(),
         Attr::Index { axis, line } => write!(s, ", axis={axis}, line={line}").unwrap(),
+        Attr::Axis(axis) => write!(s, ", axis={axis}").unwrap(),
         Attr::None | Attr::Value(_) => {}
     }
     // With no operands, the attribute follows the mnemonic directly (`iota axes=[1]`).

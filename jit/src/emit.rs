@@ -132,7 +132,8 @@ pub(crate) fn compute<L: Lanes>(l: &mut L, op: Op, xs: &[L::F]) -> R<L::F> {
         | Op::Iota
         | Op::Random
         | Op::Gather
-        | Op::ScatterAdd => {
+        | Op::ScatterAdd
+        | Op::Concat => {
             return Err(format!(
                 "`{}` is not computed in a fused loop",
                 op.mnemonic()

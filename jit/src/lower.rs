@@ -1064,6 +1064,33 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                     vec![kind, dst.clone(), dst, dp],
                 ));
             }
+            Op::Concat => {
+                let Attr::Axis(axis) = n.attr else {
+                    return Err("concat without its axis".into());
+                };
+                // Each operand placed at its offset along the axis (no zero fill: the
+                // pieces cover the result).
+                let out = &shapes[i];
+                let outer: usize = out[..axis].iter().product();
+                let inner: usize = out[axis + 1..].iter().product();
+                let mut start = 0;
+                for k in 0..n.args.len() {
+                    let len = value_shape(n.args[k])?[axis];
+                    let d = vec![
+                        outer as i64,
+                        out[axis] as i64,
+                        len as i64,
+                        inner as i64,
+                        start as i64,
+                    ];
+                    let kind = Arg::Imm(kernels::LayoutKind::Place as i64);
+                    prog.push(Instr::Call(
+                        KernelFn::Layout,
+                        vec![kind, arg(k), dst.clone(), Arg::Desc(d)],
+                    ));
+                    start += len;
+                }
+            }
             Op::Gather | Op::ScatterAdd => {
                 let Attr::Index { axis, line } = n.attr else {
                     return Err("gather without its axis".into());

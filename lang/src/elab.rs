@@ -574,6 +574,21 @@ impl<'a, 'd> Elab<'a, 'd> {
         if name == "full" {
             return self.full(vals, span);
         }
+        if name == "stack" {
+            let Some(slots) = self.bind_args("stack", &["xs", "axis"], vals, span) else {
+                return Val::Error;
+            };
+            if slots[0].is_none() {
+                self.report(errors::missing_arg(span, "stack", "xs"));
+                return Val::Error;
+            }
+            let spans: Vec<Span> = slots
+                .iter()
+                .map(|s| s.as_ref().map_or(span, |s| s.1))
+                .collect();
+            let vals: Vec<Option<Val>> = slots.into_iter().map(|s| s.map(|s| s.0)).collect();
+            return self.concat(vals, &spans, span, true);
+        }
         if name == "random" {
             return self.random(vals, span);
         }
@@ -1256,6 +1271,7 @@ impl<'a, 'd> Elab<'a, 'd> {
             Class::Given if matches!(op, Op::Gather | Op::ScatterAdd) => {
                 self.take(op, vals, &spans, span)
             }
+            Class::Concat => self.concat(vals, &spans, span, false),
             Class::Given => self.given(op, vals, &spans, span),
         }
     }
@@ -1634,6 +1650,73 @@ impl<'a, 'd> Elab<'a, 'd> {
                 dims[axis] = Dim::Known(new_len);
                 let t = TensorType::new(ty.dtype, Shape(dims));
                 self.build_given(op, vec![x], Attr::Offset { axis, start }, t, span)
+            }
+        }
+    }
+
+    /// `concat([a, b, ..], axis = 0)`: tensors joined along an axis; with `stack`, along a
+    /// new axis (each operand gets a size-1 axis there first).
+    fn concat(&mut self, vals: Vec<Option<Val>>, spans: &[Span], span: Span, stack: bool) -> Val {
+        let name = if stack { "stack" } else { "concat" };
+        let items = match &vals[0] {
+            Some(Val::List(xs)) if !xs.is_empty() => xs.clone(),
+            Some(Val::Tensor(t)) => vec![Val::Tensor(*t)],
+            Some(Val::Error) | None => return Val::Error,
+            Some(other) => {
+                let d = self.describe(other);
+                self.report(errors::kind(spans[0], "a list of tensors", &d));
+                return Val::Error;
+            }
+        };
+        let mut parts = Vec::new();
+        for v in &items {
+            let Some(t) = self.tensor_arg(v, spans[0]) else {
+                return Val::Error;
+            };
+            parts.push(t);
+        }
+        let first = self.ty(parts[0]).clone();
+        // `stack`'s axis may be one past the last.
+        let probe = if stack {
+            let mut d = first.shape.0.clone();
+            d.push(Dim::Known(1));
+            TensorType::new(first.dtype, Shape(d))
+        } else {
+            first.clone()
+        };
+        let axis_val = vals.get(1).cloned().flatten().unwrap_or(Val::Int(0));
+        let Some(axes) = self.axes(
+            Some(&axis_val),
+            &probe,
+            spans.get(1).copied().unwrap_or(span),
+        ) else {
+            return Val::Error;
+        };
+        let axis = axes[0];
+        if stack {
+            for p in parts.iter_mut() {
+                let t = self.ty(*p).clone();
+                let mut d = t.shape.0.clone();
+                d.insert(axis.min(d.len()), Dim::Known(1));
+                match self.func.build(
+                    Op::Reshape,
+                    vec![*p],
+                    Attr::None,
+                    Some(TensorType::new(t.dtype, Shape(d))),
+                ) {
+                    Ok(v) => *p = v,
+                    Err(msg) => {
+                        self.report(errors::op_rule(span, name, msg));
+                        return Val::Error;
+                    }
+                }
+            }
+        }
+        match self.func.build(Op::Concat, parts, Attr::Axis(axis), None) {
+            Ok(v) => Val::Tensor(v),
+            Err(msg) => {
+                self.report(errors::op_rule(span, name, msg));
+                Val::Error
             }
         }
     }

@@ -339,7 +339,7 @@ unsafe fn small_matmul_body(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nnc_layout(kind: i64, x: *const f32, y: *mut f32, desc: *const i64) {
     // Descriptor lengths, by `LayoutKind`.
-    let len = [11, 11, 5, 5, 3, 2][kind as usize];
+    let len = [11, 11, 5, 5, 3, 2, 5][kind as usize];
     let d: Vec<usize> = unsafe { std::slice::from_raw_parts(desc, len) }
         .iter()
         .map(|&v| v as usize)
@@ -418,7 +418,7 @@ pub unsafe extern "C" fn nnc_layout(kind: i64, x: *const f32, y: *mut f32, desc:
                 }
             }
         }
-        2 | 3 => {
+        2 | 3 | 6 => {
             let [outer, big, small, inner, start] = d[..] else {
                 return;
             };
@@ -432,6 +432,7 @@ pub unsafe extern "C" fn nnc_layout(kind: i64, x: *const f32, y: *mut f32, desc:
             if kind == 3 {
                 y.fill(0.0);
             }
+            // 6 (place) writes the operand like pad, leaving the rest of `y` as it is.
             let run = small * inner;
             for o in 0..outer {
                 let b = (o * big + start) * inner;
@@ -696,6 +697,8 @@ pub enum LayoutKind {
     Pad = 3,
     Iota = 4,
     Random = 5,
+    /// Pad without the zeros: writes the operand at its offset, nothing else (concat).
+    Place = 6,
 }
 
 /// The kinds of [`nnc_take`].

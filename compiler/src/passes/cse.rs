@@ -30,6 +30,7 @@ fn key(n: &Node) -> Key {
         } => (5, [*kernel, *stride, *pad].concat(), 0),
         Attr::Offset { axis, start } => (6, vec![*axis, *start], 0),
         Attr::Index { axis, line } => (7, vec![*axis, *line], 0),
+        Attr::Axis(axis) => (8, vec![*axis], 0),
     };
     Key {
         op: n.op,

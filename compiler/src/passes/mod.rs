@@ -69,8 +69,10 @@ pub enum Rewrite {
 }
 
 /// Rebuilds `f` node by node: operands are mapped to their rebuilt values and `rewrite`
-/// decides each node's replacement. Inputs and parameters are kept.
-pub fn rebuild(f: &Func, mut rewrite: impl FnMut(&Func, Node) -> Rewrite) -> Func {
+/// decides each node's replacement; it may append helper nodes to the function being
+/// built (a zero constant a rewrite needs) before returning. Inputs and parameters are
+/// kept.
+pub fn rebuild(f: &Func, mut rewrite: impl FnMut(&mut Func, Node) -> Rewrite) -> Func {
     let mut g = f.clone();
     g.nodes.clear();
     let mut map: HashMap<Value, Value> = HashMap::new();
@@ -78,7 +80,7 @@ pub fn rebuild(f: &Func, mut rewrite: impl FnMut(&Func, Node) -> Rewrite) -> Fun
     for (i, n) in f.nodes.iter().enumerate() {
         let mut n = n.clone();
         n.args = n.args.iter().map(|&a| get(&map, a)).collect();
-        let v = match rewrite(&g, n) {
+        let v = match rewrite(&mut g, n) {
             Rewrite::Value(v) => v,
             Rewrite::Node(n) => {
                 g.nodes.push(n);

@@ -53,9 +53,12 @@ fn fold(n: &Node, xs: &[f64]) -> Option<f64> {
     Some(v).filter(|v| v.is_finite())
 }
 
-/// The pieces a value places along one axis of zeros, as `(axis, [(start, len, piece)])`:
-/// a `pad` places its operand; a `concat` places its operands other than zero constants.
-fn placed(g: &Func, v: Value) -> Option<(usize, Vec<(usize, usize, Value)>)> {
+/// A value placed in a range of an axis: `(start, len, value)`.
+type Piece = (usize, usize, Value);
+
+/// The pieces a value places along one axis of zeros, as `(axis, pieces)`: a `pad` places
+/// its operand; a `concat` places its operands other than zero constants.
+fn placed(g: &Func, v: Value) -> Option<(usize, Vec<Piece>)> {
     let Value::Node(i) = v else { return None };
     let n = &g.nodes[i as usize];
     let len = |v: Value, axis: usize| g.ty(v).shape.0[axis].known().map(|k| k as usize);

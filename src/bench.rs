@@ -90,7 +90,19 @@ fn random_batch(model: &Model, batch: usize, rng: &mut Rng) -> Result<Vec<Tensor
                     Dim::Sym(_) => batch,
                 })
                 .collect();
-        let n: usize = shape.iter().product();
+        // Host tensors hold f64: refuse what cannot fit before allocating it.
+        let n = shape
+            .iter()
+            .try_fold(1usize, |n, &k| n.checked_mul(k))
+            .filter(|&n| (n as u128) * 8 <= nnc::ir::limits::memory_limit() as u128)
+            .ok_or_else(|| {
+                format!(
+                    "a batch of {batch} rows of `{}: {}` does not fit the memory limit of {} (`--memory-limit` sets another)",
+                    a.name,
+                    a.ty,
+                    nnc::ir::limits::bytes_text(nnc::ir::limits::memory_limit() as u128)
+                )
+            })?;
         let data = if a.ty.dtype == DType::I32 {
             let k = rows_read_by(i).unwrap_or(model.classes.unwrap_or(2) as u64);
             (0..n).map(|_| rng.below(k) as f64).collect()

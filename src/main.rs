@@ -18,8 +18,37 @@ use nnc_runtime::Tensor;
 #[derive(Parser)]
 #[command(name = "nnc", version, about = "A compiler for neural networks")]
 struct Cli {
+    /// The most memory one tensor may take, in bytes (`64G`, `512M` and the like too);
+    /// default: the machine's physical memory. Larger shapes are refused at checking.
+    #[arg(long, global = true, value_name = "BYTES", value_parser = parse_bytes)]
+    memory_limit: Option<u64>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `123`, `64K`, `512M`, `24G`, `1T` (powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("`{s}`: the unit must be K, M, G or T")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    n.checked_mul(mul)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("`{s}` is not a positive number of bytes below 2^64"))
 }
 
 #[derive(Subcommand)]
@@ -96,6 +125,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, start: std::time::Instant) -> Result<(), Failed> {
+    if let Some(b) = cli.memory_limit {
+        nnc_ir::limits::set_memory_limit(b);
+    }
     match cli.command {
         Command::Check { files } => {
             let mut failed = false;

@@ -488,3 +488,39 @@ fn data_errors_name_the_file() {
     // Every row lost its last cell: the label column is gone in the header too.
     train_fails_on("width_names_file", &csv, &["data.csv"]);
 }
+
+/// Sizes: shapes that overflow or exceed the memory limit are refused when checked, with
+/// the span (E0225); a batch that cannot fit is refused before anything is allocated.
+#[test]
+fn tensors_larger_than_the_memory_limit() {
+    let (code, _, err) = nnc(&["check", "tests/errors/tensor_too_large.nn"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("E0225") && err.contains("tensor too large"),
+        "{err}"
+    );
+    let (code, _, err) = nnc(&["check", "tests/errors/tensor_elements_overflow.nn"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("more than 2^64 elements"), "{err}");
+    // The limit is an option: mlp784's 784 x 256 weights (784 KiB) exceed 100 KiB.
+    let (code, _, err) = nnc(&["check", "examples/mlp784.nn", "--memory-limit", "100K"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("`f32[784, 256]` needs 784.0 KiB"), "{err}");
+    let (code, _, _) = nnc(&["check", "examples/mlp784.nn", "--memory-limit", "1G"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = nnc(&["check", "examples/mlp784.nn", "--memory-limit", "lots"]);
+    assert_eq!(code, 2, "{err}");
+    // A batch of ten million rows: refused, not an abort.
+    let (code, _, err) = nnc(&[
+        "bench",
+        "examples/mlp784.nn",
+        "--batch",
+        "10000000",
+        "--steps",
+        "1",
+        "--baseline-steps",
+        "0",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not fit the memory limit"), "{err}");
+}

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod graph;
+pub mod limits;
 pub mod op;
 pub mod parse;
 pub mod print;

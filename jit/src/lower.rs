@@ -820,6 +820,37 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
             f.name
         ));
     }
+    // Every value at these sizes must fit the memory limit (checked arithmetic: a batch of
+    // 10^7 rows is an error here, not an abort when the buffers are allocated).
+    let limit = nnc_ir::limits::memory_limit() as u128;
+    for ty in f
+        .inputs
+        .iter()
+        .map(|a| &a.ty)
+        .chain(f.params.iter().map(|p| &p.ty))
+        .chain(f.nodes.iter().map(|n| &n.ty))
+    {
+        let mut n: u128 = 4;
+        for d in ty.shape.dims() {
+            let k = match d {
+                Dim::Known(k) => *k as u128,
+                Dim::Sym(s) => *dims
+                    .get(s)
+                    .ok_or_else(|| format!("no size for dimension {s}"))?
+                    as u128,
+            };
+            n = n.saturating_mul(k);
+        }
+        if n > limit {
+            return Err(format!(
+                "`@{}` at {} needs a {ty} of {}, more than the memory limit of {} (`--memory-limit` sets another)",
+                f.name,
+                sizes_text(dims),
+                nnc_ir::limits::bytes_text(n),
+                nnc_ir::limits::bytes_text(limit)
+            ));
+        }
+    }
     let Plan {
         loc,
         own: _,
@@ -830,6 +861,15 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
         scratch,
         unshared,
     } = plan(f, dims)?;
+    if scratch as u128 * 4 > limit {
+        return Err(format!(
+            "`@{}` at {} needs {} of scratch memory, more than the memory limit of {}",
+            f.name,
+            sizes_text(dims),
+            nnc_ir::limits::bytes_text(scratch as u128 * 4),
+            nnc_ir::limits::bytes_text(limit)
+        ));
+    }
     let value_loc = |loc: &[Loc], v: Value| match v {
         Value::Input(i) => Loc::Input(i as usize),
         Value::Param(i) => Loc::Param(i as usize),

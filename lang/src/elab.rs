@@ -1182,7 +1182,12 @@ impl<'a, 'd> Elab<'a, 'd> {
                 }
             }
         }
-        Some(TensorType::new(dt, Shape(out)))
+        let t = TensorType::new(dt, Shape(out));
+        if let Some(why) = nnc_ir::limits::too_large(&t) {
+            self.report(errors::too_large(ty.span(), why));
+            return None;
+        }
+        Some(t)
     }
 
     pub fn check_return(&mut self, scope: &mut Scope, ann: &TypeAnn, ret: &Val, rspan: Span) {
@@ -1462,7 +1467,12 @@ impl<'a, 'd> Elab<'a, 'd> {
                 return Val::Error;
             }
         };
-        Val::Tensor(self.constant(v, TensorType::new(DType::F32, Shape(dims))))
+        let ty = TensorType::new(DType::F32, Shape(dims));
+        if let Some(why) = nnc_ir::limits::too_large(&ty) {
+            self.report(errors::too_large(span, why));
+            return Val::Error;
+        }
+        Val::Tensor(self.constant(v, ty))
     }
 
     /// `random(shape)`: uniform noise in [0, 1), a new draw at every training step. Only
@@ -1801,6 +1811,10 @@ impl<'a, 'd> Elab<'a, 'd> {
         ty: TensorType,
         span: Span,
     ) -> Val {
+        if let Some(why) = nnc_ir::limits::too_large(&ty) {
+            self.report(errors::too_large(span, why));
+            return Val::Error;
+        }
         match self.func.build(op, args, attr, Some(ty)) {
             Ok(v) => Val::Tensor(v),
             Err(msg) => {
@@ -1866,6 +1880,10 @@ impl<'a, 'd> Elab<'a, 'd> {
                 return Val::Error;
             }
         };
+        if let Some(why) = nnc_ir::limits::too_large(&target) {
+            self.report(errors::too_large(span, why));
+            return Val::Error;
+        }
         match self.func.build(op, vec![x], Attr::None, Some(target)) {
             Ok(v) => Val::Tensor(v),
             Err(msg) => {

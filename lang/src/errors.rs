@@ -433,6 +433,14 @@ pub(crate) fn overflow(span: Span) -> Diagnostic {
         "overflows",
     )
 }
+pub(crate) fn too_large(span: Span, why: String) -> Diagnostic {
+    e(
+        "E0225",
+        format!("tensor too large: {why}"),
+        span,
+        "this size",
+    )
+}
 pub(crate) fn param_symbolic(span: Span, ty: &str) -> Diagnostic {
     e(
         "E0219",

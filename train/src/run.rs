@@ -145,9 +145,42 @@ pub fn train(
             out.display()
         )));
     }
+    let created = !out.exists();
     std::fs::create_dir_all(out)
         .map_err(|e| format!("cannot create output folder `{}`: {e}", out.display()))?;
+    remove_stale_temporaries(out);
+    let result = train_epochs(&mut session, &train, test.as_ref(), rows, out, obs);
+    // A run that failed before writing anything leaves no empty folder behind.
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir(out);
+    }
+    result
+}
 
+/// Temporary files of `write_atomic` (`.metrics.csv.tmp-PID`) that a killed process left.
+fn remove_stale_temporaries(out: &Path) {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = [CHECKPOINT, METRICS_CSV, METRICS_JSON, CURVE]
+            .iter()
+            .any(|f| name.starts_with(&format!(".{f}.tmp-")));
+        if ours {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+fn train_epochs(
+    session: &mut Session,
+    train: &Dataset,
+    test: Option<&Dataset>,
+    mut rows: Vec<EpochRow>,
+    out: &Path,
+    obs: &mut dyn Observer,
+) -> Result<Summary, TrainError> {
     let start = Instant::now();
     let earlier = rows.last().map_or(0.0, |r| r.seconds);
     let epochs = session.config.epochs as u64;
@@ -155,7 +188,7 @@ pub fn train(
     while session.epoch < epochs {
         obs.epoch_start(session.epoch + 1, epochs, steps);
         let mut last_lr = 0.0;
-        let trained = session.train_epoch(&train, &mut |r| {
+        let trained = session.train_epoch(train, &mut |r| {
             last_lr = r.lr;
             obs.step(r)
         });
@@ -177,7 +210,7 @@ pub fn train(
             }
             Err(e) => return Err(e),
         };
-        let held: Option<Metrics> = match &test {
+        let held: Option<Metrics> = match test {
             Some(t) => Some(session.evaluate(t)?),
             None => None,
         };
@@ -192,12 +225,12 @@ pub fn train(
             seconds: earlier + start.elapsed().as_secs_f64(),
         };
         rows.push(row.clone());
-        session.to_checkpoint().save(&out.join(CHECKPOINT))?;
+        // The metrics first, then the checkpoint: killed between the two, the folder holds
+        // a row for an epoch the checkpoint does not have yet, which a resume drops and
+        // trains again (the other order lost the row for good).
         write_atomic(&out.join(METRICS_CSV), csv_text(&rows).as_bytes())?;
-        write_atomic(
-            &out.join(METRICS_JSON),
-            json_text(&session, &row).as_bytes(),
-        )?;
+        session.to_checkpoint().save(&out.join(CHECKPOINT))?;
+        write_atomic(&out.join(METRICS_JSON), json_text(session, &row).as_bytes())?;
         write_atomic(
             &out.join(CURVE),
             crate::plot::svg(&session.model.name, &rows).as_bytes(),
@@ -211,7 +244,7 @@ pub fn train(
     Ok(Summary {
         last,
         epochs: session.epoch,
-        out: out.clone(),
+        out: out.to_path_buf(),
     })
 }
 

@@ -818,6 +818,17 @@ impl Session {
                 problems.join("; ")
             ));
         }
+        // A valid checksum over NaN weights is still not a model: refuse non-finite
+        // parameters, buffers and optimizer states by name.
+        for (n, t) in &ck.tensors {
+            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                return Err(format!(
+                    "the checkpoint's `{n}` holds {} at element {i}: it cannot be used \
+                     (a run that diverged? resume from an earlier checkpoint)",
+                    t.data[i]
+                ));
+            }
+        }
         let mut states = self.current_states();
         if resume {
             let opt = ck.meta.get("optimizer").cloned().unwrap_or_default();
@@ -851,8 +862,16 @@ impl Session {
                     .and_then(|v| v.parse().ok())
                     .ok_or_else(|| format!("the checkpoint's `{k}` is missing or not a number"))
             };
-            self.step = num("step")?;
-            self.epoch = num("epoch")?;
+            let (step, epoch) = (num("step")?, num("epoch")?);
+            // Counters past 2^53 are not exact in the f64 the schedules compute with, and
+            // a run cannot have more epochs than steps.
+            if step > 1 << 53 || epoch > step {
+                return Err(format!(
+                    "the checkpoint's counters are not a run's (step {step}, epoch {epoch})"
+                ));
+            }
+            self.step = step;
+            self.epoch = epoch;
         }
         for (p, t) in self.model.forward.params.iter().zip(self.params.iter_mut()) {
             t.data = ck.get(&p.name).expect("checked above").data.clone();

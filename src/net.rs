@@ -61,7 +61,7 @@ impl Net {
             ))
         })?;
         let spec = checked.trains.iter().find(|t| t.model == name);
-        let model = Model::new(&checked.module, name, spec)?;
+        let model = Model::new(&checked.module, name, spec)?.with_lines(&checked.lines);
         let mut config = match spec {
             Some(s) => TrainConfig::from_spec(s, Path::new(base_dir)),
             None => TrainConfig::inference(name),

@@ -214,7 +214,9 @@ pub(crate) fn pick(
     if need_train && spec.is_none() {
         return Err(fail(format!("`{name}` has no train block")));
     }
-    let model = Model::new(&checked.module, &name, spec.as_ref()).map_err(fail)?;
+    let model = Model::new(&checked.module, &name, spec.as_ref())
+        .map_err(fail)?
+        .with_lines(&checked.lines);
     Ok((model, spec))
 }
 
@@ -354,6 +356,9 @@ pub fn train(a: TrainArgs) -> Result<(), Failed> {
         bar.finish_and_clear();
     }
     let summary = result.map_err(fail)?;
+    if let Some(w) = &summary.warning {
+        eprintln!("warning: {w}");
+    }
     let r = &summary.last;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(

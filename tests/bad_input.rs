@@ -524,3 +524,80 @@ fn tensors_larger_than_the_memory_limit() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("does not fit the memory limit"), "{err}");
 }
+
+/// A loss that is not finite names where the first non-finite value came from: the op and
+/// the user's line (the step is re-run on the interpreter only when it failed).
+#[test]
+fn nan_loss_names_the_op_and_line_that_made_it() {
+    let dir = scratch("nan-origin");
+    let model = dir.join("log.nn");
+    let src = format!(
+        "model M(x: f32[B, 64]) -> f32[B, 10] {{
+    h = relu(dense(x, 32))
+    # Pixels are in [0, 1]: x - 1 <= 0, so the log is -inf or NaN.
+    bad = log(x - 1.0)
+    return dense(h + mean(bad, axis = 1, keepdims = true), 10)
+}}
+
+train M(y: i32[B]) {{
+    loss = cross_entropy(output, y)
+    optimizer = adam(lr = 1e-3)
+    data = csv(\"{}/examples/data/digits.csv\", label = \"label\", scale = 0.0625, test_tail = 360)
+}}
+",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::write(&model, src).unwrap();
+    let (code, _, err) = nnc(&["train", s(&model), "--out", s(&dir.join("run")), "-q"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("at step 1 (epoch 1, batch 1)"), "{err}");
+    assert!(
+        err.contains("the first non-finite value: `log` on line 4 gave"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A loss that diverges without becoming infinite (a learning rate of 1e6) trains to
+/// chance accuracy: the run still finishes, but says so.
+#[test]
+fn a_diverging_loss_is_warned_about() {
+    let dir = scratch("diverges");
+    let model = dir.join("big_lr.nn");
+    let src = std::fs::read_to_string("examples/digits_mlp.nn")
+        .unwrap()
+        .replace("adam(lr = 1e-3)", "adam(lr = 1e6)")
+        .replace(
+            "data/digits.csv",
+            &format!("{}/examples/data/digits.csv", env!("CARGO_MANIFEST_DIR")),
+        );
+    std::fs::write(&model, src).unwrap();
+    let (code, _, err) = nnc(&[
+        "train",
+        s(&model),
+        "--epochs",
+        "2",
+        "--out",
+        s(&dir.join("run")),
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: the training loss grew from"),
+        "{err}"
+    );
+    assert!(err.contains("the run diverged"), "{err}");
+    // An ordinary run says nothing of the kind.
+    let (code, _, err) = nnc(&[
+        "train",
+        "examples/digits_mlp.nn",
+        "--epochs",
+        "2",
+        "--out",
+        s(&dir.join("ok")),
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -23,9 +23,40 @@ impl std::fmt::Display for EvalError {
 
 impl std::error::Error for EvalError {}
 
+/// The first node that makes a non-finite value from finite operands (where a NaN or an
+/// infinity started), with that value: what a diverged training step reports.
+pub fn first_non_finite(
+    func: &Func,
+    inputs: &[Tensor],
+    params: &[Tensor],
+) -> Result<Option<(usize, f64)>, EvalError> {
+    let mut found = None;
+    run(func, inputs, params, &mut |i, args, t| {
+        let finite = |t: &Tensor| t.data.iter().all(|v| v.is_finite());
+        if found.is_none() && args.iter().all(|a| finite(a)) {
+            if let Some(&v) = t.data.iter().find(|v| !v.is_finite()) {
+                found = Some((i, v));
+            }
+        }
+        found.is_none()
+    })?;
+    Ok(found)
+}
+
 /// Evaluates `func` on inputs and parameter values (in declaration order). Symbolic
 /// dimensions are bound from the inputs, and must be bound consistently.
 pub fn eval(func: &Func, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Tensor>, EvalError> {
+    run(func, inputs, params, &mut |_, _, _| true)
+}
+
+/// Evaluates node by node; `each(i, operands, value)` sees every node's value and may
+/// stop the evaluation by returning false (the outputs are then not computed).
+fn run(
+    func: &Func,
+    inputs: &[Tensor],
+    params: &[Tensor],
+    each: &mut dyn FnMut(usize, &[&Tensor], &Tensor) -> bool,
+) -> Result<Vec<Tensor>, EvalError> {
     if inputs.len() != func.inputs.len() {
         return Err(EvalError(format!(
             "`@{}` takes {} inputs, got {}",
@@ -92,6 +123,9 @@ pub fn eval(func: &Func, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Ten
         check_ids(node, &args)?;
         let mut t = apply(node.op, &node.attr, &args, node.ty.dtype, out_shape);
         t.round();
+        if !each(vals.len(), &args, &t) {
+            return Ok(Vec::new());
+        }
         vals.push(t);
     }
     Ok(func

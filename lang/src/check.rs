@@ -38,6 +38,10 @@ pub struct Checked {
     pub module: Module,
     /// The train blocks, resolved.
     pub trains: Vec<TrainSpec>,
+    /// The user's source line of each node of the models' functions and training losses
+    /// (as elaborated, before any pass; 0 where none is known), by function name: what
+    /// run-time errors point at.
+    pub lines: std::collections::HashMap<String, Vec<usize>>,
 }
 
 /// A resolved train block.
@@ -72,6 +76,7 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
     resolve(&defs, &program, &mut errors);
     let mut module = Module::default();
     let mut trains = Vec::new();
+    let mut lines = std::collections::HashMap::new();
     // Elaborate only what resolved cleanly, so one mistake is reported once.
     let resolved_ok = errors.is_empty();
     if resolved_ok {
@@ -79,19 +84,29 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
             match item {
                 Item::Model(m) => {
                     let name = m.name.name.clone();
-                    let (func, ..) = model_func(&defs, m, name, &[], false, &mut errors);
+                    let (func, .., mut func_lines) =
+                        model_func(&defs, m, name, &[], false, &mut errors);
+                    func_lines.resize(func.nodes.len(), 0);
+                    lines.insert(func.name.clone(), func_lines);
                     module.funcs.push(func);
                     if let Some(t) = defs.trains.get(m.name.name.as_str()) {
-                        if let Some((loss, Some(update), spec, modal)) =
-                            train(&defs, m, t, true, &mut errors)
+                        if let Some(TrainFuncs {
+                            loss,
+                            update: Some(update),
+                            spec,
+                            modal,
+                            lines: loss_lines,
+                        }) = train(&defs, m, t, true, &mut errors)
                         {
+                            lines.insert(loss.name.clone(), loss_lines);
                             module.funcs.push(loss);
                             module.funcs.push(update);
                             trains.push(spec);
                             // A model that reads `training` gets its loss in inference mode
                             // too, for evaluation.
                             if modal
-                                && let Some((eval, ..)) = train(&defs, m, t, false, &mut errors)
+                                && let Some(TrainFuncs { loss: eval, .. }) =
+                                    train(&defs, m, t, false, &mut errors)
                             {
                                 module.funcs.push(eval);
                             }
@@ -120,6 +135,7 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
             program,
             module,
             trains,
+            lines,
         });
     }
     errors.sort_by_key(|d| (d.span().src, d.span().start, d.code));
@@ -135,6 +151,7 @@ type ModelFunc = (
     Val,
     bool,
     Vec<(Value, Value)>,
+    Vec<usize>,
 );
 
 /// Builds a model's function: inputs from its typed parameters, then its body, in
@@ -221,7 +238,8 @@ fn model_func<'d>(
     }
     let func = std::mem::replace(&mut elab.func, Func::new(""));
     let updates = std::mem::take(&mut elab.buffer_updates);
-    (func, scope, ret, elab.read_training, updates)
+    let lines = std::mem::take(&mut elab.lines);
+    (func, scope, ret, elab.read_training, updates, lines)
 }
 
 /// Builds `@Model.loss` and `@Model.update` from a train block (in inference mode, only
@@ -232,17 +250,18 @@ fn train<'d>(
     t: &'d TrainDef,
     training: bool,
     errors: &mut Vec<Diagnostic>,
-) -> Option<(Func, Option<Func>, TrainSpec, bool)> {
+) -> Option<TrainFuncs> {
     let name = &m.name.name;
     let before = errors.len();
     let fname = format!("{name}.{}", if training { "loss" } else { "eval" });
-    let (func, mut scope, output, modal, updates) =
+    let (func, mut scope, output, modal, updates, lines) =
         model_func(defs, m, fname, &t.params, training, errors);
     if errors.len() > before {
         return None;
     }
     let mut elab = Elab::new(defs, func, errors);
     elab.training = training;
+    elab.lines = lines;
     scope.insert("output".into(), output.clone());
     let mut seen: std::collections::HashMap<&str, Span> = std::collections::HashMap::new();
     let mut spec = TrainSpec {
@@ -281,6 +300,7 @@ fn train<'d>(
             continue;
         }
         seen.insert(&key.name, key.span);
+        let nodes_before = elab.func.nodes.len();
         // A bare rule or schedule name means a call with the defaults.
         let v = match &value.kind {
             ExprKind::Name(n)
@@ -301,6 +321,7 @@ fn train<'d>(
             }
             _ => elab.eval(&mut scope, value),
         };
+        elab.mark_lines(nodes_before, key.span);
         if matches!(v, Val::Error) {
             continue;
         }
@@ -405,6 +426,8 @@ fn train<'d>(
         }
     }
     let loss_func = std::mem::replace(&mut elab.func, Func::new(""));
+    let mut loss_lines = std::mem::take(&mut elab.lines);
+    loss_lines.resize(loss_func.nodes.len(), 0);
     let elab_read = elab.read_training;
     if spec.optimizer.name.is_empty() {
         return None;
@@ -417,7 +440,24 @@ fn train<'d>(
     } else {
         None
     };
-    Some((loss_func, update, spec, modal || elab_read))
+    Some(TrainFuncs {
+        loss: loss_func,
+        update,
+        spec,
+        modal: modal || elab_read,
+        lines: loss_lines,
+    })
+}
+
+/// A train block's functions: the loss (or, in inference mode, eval) function, the update
+/// rule (built with the training loss), the resolved block, whether the model read
+/// `training`, and the loss's source lines.
+struct TrainFuncs {
+    loss: Func,
+    update: Option<Func>,
+    spec: TrainSpec,
+    modal: bool,
+    lines: Vec<usize>,
 }
 
 fn call_name(e: &Expr) -> String {

@@ -105,6 +105,8 @@ pub(crate) struct Elab<'a, 'd> {
     pub buffer_updates: Vec<(Value, Value)>,
     /// Statements elaborated so far, against `MAX_STATEMENTS`.
     statements: u64,
+    /// The user's source line of each node (0 where none is known yet).
+    pub lines: Vec<usize>,
 }
 
 impl<'a, 'd> Elab<'a, 'd> {
@@ -128,6 +130,7 @@ impl<'a, 'd> Elab<'a, 'd> {
             randoms: 0,
             buffer_updates: Vec::new(),
             statements: 0,
+            lines: Vec::new(),
         }
     }
 
@@ -727,6 +730,7 @@ impl<'a, 'd> Elab<'a, 'd> {
     /// resolution reported).
     pub fn body(&mut self, scope: &mut Scope, body: &'d [Stmt]) -> Option<Val> {
         for s in body {
+            let before = self.func.nodes.len();
             self.statements += 1;
             if self.statements > MAX_STATEMENTS {
                 if self.statements == MAX_STATEMENTS + 1 {
@@ -762,7 +766,9 @@ impl<'a, 'd> Elab<'a, 'd> {
                 }
                 Stmt::Return { value, .. } => {
                     self.set_stmt("out");
-                    return Some(self.eval(scope, value));
+                    let v = self.eval(scope, value);
+                    self.mark_lines(before, s.span());
+                    return Some(v);
                 }
                 Stmt::State { .. } => {}
                 Stmt::For {
@@ -809,6 +815,7 @@ impl<'a, 'd> Elab<'a, 'd> {
                     self.body(scope, if taken { then } else { els });
                 }
             }
+            self.mark_lines(before, s.span());
         }
         None
     }
@@ -1739,12 +1746,23 @@ impl<'a, 'd> Elab<'a, 'd> {
         } else {
             self.site.as_ref().map_or(0, |(s, _)| s.start)
         };
-        let src = self.defs.src;
-        src.as_bytes()[..at.min(src.len())]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        self.defs.line_of(at)
+    }
+
+    /// Gives the nodes from `before` on that have no line yet the line of a user
+    /// statement (the innermost user statement that made a node names it; prelude code
+    /// takes the line of the user's statement that called it).
+    pub(crate) fn mark_lines(&mut self, before: usize, span: Span) {
+        if span.src != USER {
+            return;
+        }
+        let line = self.defs.line_of(span.start);
+        self.lines.resize(self.func.nodes.len(), 0);
+        for l in &mut self.lines[before.min(self.func.nodes.len())..] {
+            if *l == 0 {
+                *l = line;
+            }
+        }
     }
 
     /// `gather(x, ids, axis = 0)`: rows of `x` along `axis` picked by integer ids;

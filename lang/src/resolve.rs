@@ -22,11 +22,16 @@ pub struct Defs<'a> {
     pub rules: HashMap<&'a str, &'a RuleDef>,
     /// Train blocks by model name.
     pub trains: HashMap<&'a str, &'a TrainDef>,
-    /// The user's source text (run-time errors name its lines).
-    pub src: &'a str,
+    /// Where each line of the user's source starts (run-time errors name lines).
+    pub line_starts: Vec<usize>,
 }
 
 impl<'a> Defs<'a> {
+    /// The 1-based line of a byte offset of the user's source.
+    pub fn line_of(&self, offset: usize) -> usize {
+        self.line_starts.partition_point(|&s| s <= offset).max(1)
+    }
+
     /// Collects definitions, reporting duplicates within the user's program. A user
     /// definition may shadow a prelude one of the same name.
     pub fn collect(
@@ -40,7 +45,9 @@ impl<'a> Defs<'a> {
             models: HashMap::new(),
             rules: HashMap::new(),
             trains: HashMap::new(),
-            src,
+            line_starts: std::iter::once(0)
+                .chain(src.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
         };
         for item in &prelude.items {
             match item {

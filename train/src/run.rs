@@ -80,6 +80,9 @@ pub struct Summary {
     pub epochs: u64,
     /// The output folder.
     pub out: PathBuf,
+    /// Said when the run ended worse than it began (the loss diverged without becoming
+    /// infinite: a learning rate far too large).
+    pub warning: Option<String>,
 }
 
 /// Loads the configured data, split and fitted to the model: `(train, test)`.
@@ -182,6 +185,7 @@ fn train_epochs(
     obs: &mut dyn Observer,
 ) -> Result<Summary, TrainError> {
     let start = Instant::now();
+    let mut first_loss: Option<f64> = None;
     let earlier = rows.last().map_or(0.0, |r| r.seconds);
     let epochs = session.config.epochs as u64;
     let steps = session.steps_per_epoch(train.len()) as u64;
@@ -190,11 +194,12 @@ fn train_epochs(
         let mut last_lr = 0.0;
         let trained = session.train_epoch(train, &mut |r| {
             last_lr = r.lr;
+            first_loss.get_or_insert(r.loss);
             obs.step(r)
         });
         let fit = match trained {
             Ok(m) => m,
-            Err(e @ TrainError::Diverged { .. }) => {
+            Err(e @ TrainError::Diverged { step, .. }) => {
                 let kept = if out.join(CHECKPOINT).exists() {
                     format!(
                         "the last good checkpoint (epoch {}) is `{}`",
@@ -204,9 +209,13 @@ fn train_epochs(
                 } else {
                     "no checkpoint had been written yet".to_string()
                 };
-                return Err(TrainError::Failed(format!(
-                    "{e}; {kept} (try a smaller learning rate, or `clip = 1.0` in the train block)"
-                )));
+                // At the first step no update has happened: the model itself is not finite.
+                let hint = if step == 1 {
+                    ""
+                } else {
+                    " (try a smaller learning rate, or `clip = 1.0` in the train block)"
+                };
+                return Err(TrainError::Failed(format!("{e}; {kept}{hint}")));
             }
             Err(e) => return Err(e),
         };
@@ -241,10 +250,20 @@ fn train_epochs(
         .last()
         .cloned()
         .ok_or_else(|| "no epoch was trained".to_string())?;
+    // Ten times the loss of the run's first step, at its end: training made it worse.
+    let warning = first_loss
+        .filter(|&f| f.is_finite() && last.train_loss > 10.0 * f.abs().max(1e-12))
+        .map(|f| {
+            format!(
+                "the training loss grew from {f:.4} (first step) to {:.4} (last epoch): the run diverged; try a smaller learning rate",
+                last.train_loss
+            )
+        });
     Ok(Summary {
         last,
         epochs: session.epoch,
         out: out.to_path_buf(),
+        warning,
     })
 }
 

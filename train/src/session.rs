@@ -88,6 +88,12 @@ pub struct Model {
     /// The number of classes, when the labels are class numbers and the output is
     /// `[B, classes]`.
     pub classes: Option<usize>,
+    /// `@M.loss` as checked, before the passes: where a diverged step's first non-finite
+    /// value is looked for.
+    pub source_loss: Option<Func>,
+    /// The user's source line of each node of `source_loss` (`Checked::lines`; empty
+    /// when not known).
+    pub loss_lines: Vec<usize>,
 }
 
 impl Model {
@@ -105,6 +111,7 @@ impl Model {
             .map(|a| (a.name.clone(), a.ty.clone()))
             .ok_or_else(|| format!("`{name}` has no inputs"))?;
         let (mut loss, mut grad, mut update, mut y, mut eval) = (None, None, None, None, None);
+        let mut source_loss = None;
         let mut noise = false;
         if spec.is_some() {
             let l = module
@@ -126,6 +133,7 @@ impl Model {
             }
             grad = Some(optimize(&nnc_compiler::autodiff::grad(&l)?)?);
             loss = Some(optimize(&l)?);
+            source_loss = Some(l);
             update = Some(optimize(
                 module
                     .func(&format!("{name}.update"))
@@ -150,7 +158,18 @@ impl Model {
             x,
             y,
             classes,
+            source_loss,
+            loss_lines: Vec::new(),
         })
+    }
+
+    /// The same model, with the source lines of its loss's nodes (`Checked::lines`), so
+    /// a diverged step names the line that made the first non-finite value.
+    pub fn with_lines(mut self, lines: &std::collections::HashMap<String, Vec<usize>>) -> Model {
+        if let Some(l) = lines.get(&format!("{}.loss", self.name)) {
+            self.loss_lines = l.clone();
+        }
+        self
     }
 
     /// The names of the trained parameters, in order.
@@ -222,6 +241,9 @@ pub enum TrainError {
         batch: usize,
         /// The loss.
         loss: f64,
+        /// Where the first non-finite value came from (`` `log` on line 5 gave -inf ``),
+        /// when it could be found.
+        origin: Option<String>,
     },
 }
 
@@ -234,10 +256,17 @@ impl std::fmt::Display for TrainError {
                 epoch,
                 batch,
                 loss,
-            } => write!(
-                f,
-                "the loss is {loss} at step {step} (epoch {epoch}, batch {batch}); training stopped"
-            ),
+                origin,
+            } => {
+                write!(
+                    f,
+                    "the loss is {loss} at step {step} (epoch {epoch}, batch {batch})"
+                )?;
+                if let Some(o) = origin {
+                    write!(f, "; the first non-finite value: {o}")?;
+                }
+                write!(f, "; training stopped")
+            }
         }
     }
 }
@@ -389,11 +418,13 @@ impl Session {
                     step, epoch, loss, ..
                 }) => {
                     self.sync_params();
+                    let origin = self.non_finite_origin(&inputs);
                     return Err(TrainError::Diverged {
                         step,
                         epoch,
                         batch: bi + 1,
                         loss,
+                        origin,
                     });
                 }
                 r => match r {
@@ -480,6 +511,23 @@ impl Session {
         Tensor::new(DType::I32, vec![], vec![key as f64])
     }
 
+    /// Re-runs the failed step's loss on the interpreter, as checked, and names the first
+    /// op that made a non-finite value from finite operands, with its source line. Costs
+    /// nothing in a run that does not diverge.
+    fn non_finite_origin(&self, inputs: &[Tensor]) -> Option<String> {
+        let f = self.model.source_loss.as_ref()?;
+        let mut ins = inputs.to_vec();
+        if self.model.noise {
+            ins.push(self.noise_key());
+        }
+        let (i, v) = nnc_compiler::interp::first_non_finite(f, &ins, &self.params).ok()??;
+        let op = f.nodes[i].op.mnemonic();
+        Some(match self.model.loss_lines.get(i) {
+            Some(&line) if line > 0 => format!("`{op}` on line {line} gave {v}"),
+            _ => format!("`{op}` (%{i} of `@{}`) gave {v}", f.name),
+        })
+    }
+
     fn step_with(&mut self, inputs: &[Tensor], total: u64) -> Result<(f64, Tensor), TrainError> {
         if self.model.noise {
             let mut with_key = inputs.to_vec();
@@ -510,6 +558,7 @@ impl Session {
                 epoch: self.epoch + 1,
                 batch: 0,
                 loss,
+                origin: None,
             });
         }
         // Outputs: loss, output, the buffers' new values, the trained parameters' gradients.
@@ -607,6 +656,7 @@ impl Session {
                     epoch: self.epoch + 1,
                     batch: 0,
                     loss,
+                    origin: None,
                 });
             }
             self.perturb_and_clip(&mut fused.grads_mut());

@@ -145,7 +145,7 @@ fn mutated_programs_and_data_exit_0_or_1() {
     ]);
     assert_eq!(code, 0, "{err}");
     let before = snapshot(&kept);
-    let mut r = Rand(2026_12_01);
+    let mut r = Rand(20_261_201);
     let examples = common::examples();
     let data = std::fs::read("examples/data/digits.csv").unwrap();
     let mut failures = Vec::new();

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Costs at the sizes users have: nnc against PyTorch eager in the same run, as ratios.
 
-Embeddings of 1k to 50k rows (32 ids per row, mean, dense, batch 32, Adam) and LSTMs over
-T = 16 to 1024 steps (16 features, 64 units, batch 32, Adam). For each configuration:
+Embeddings of 1k to 50k rows (32 ids per row, mean, dense, batch 32, Adam), LSTMs over
+T = 16 to 1024 steps (16 features, 64 units, batch 32, Adam) and a causal pre-norm
+transformer block over 256 and 1024 tokens (d = 64, 4 heads, hidden 256, batch 16). For each configuration:
 nnc, then PyTorch, then nnc again (A-B-A: a drift of the shared machine shows as a
 spread), one Markdown row with both figures, the ratio and peak RSS.
 
@@ -47,10 +48,24 @@ train Seq(y: i32[B]) {{
 }}
 """
 
+TRANSFORMER = """model Block(x: f32[B, {tokens}, 64]) -> f32[B, 10] {{
+    h = transformer_block(x, 4, 256, causal = true)
+    return dense(mean(h, axis = 1), 10)
+}}
+
+train Block(y: i32[B]) {{
+    loss = cross_entropy(output, y)
+    optimizer = adam(lr = 1e-3)
+    batch = {batch}
+}}
+"""
+
 CONFIGS = {
     "embedding": [dict(vocab=v, dim=64, ids=32) for v in (1000, 30000, 50000)],
     "lstm": [dict(time=t) for t in (16, 64, 256, 1024)],
+    "transformer": [dict(tokens=t, batch=16) for t in (256, 1024)],
 }
+TEMPLATES = {"embedding": EMBEDDING, "lstm": LSTM, "transformer": TRANSFORMER}
 
 
 def run_nnc(exe, src, steps, timeout):
@@ -93,7 +108,7 @@ def main():
     for model, cfgs in CONFIGS.items():
         if a.only and model != a.only:
             continue
-        template = EMBEDDING if model == "embedding" else LSTM
+        template = TEMPLATES[model]
         for cfg in cfgs:
             src = template.format(**cfg)
             first = [run_nnc(e, src, a.steps, a.timeout) for e in exes]

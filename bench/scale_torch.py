@@ -3,6 +3,7 @@
 
     ~/peers-venv/bin/python bench/scale_torch.py embedding --vocab 30000 --steps 50
     ~/peers-venv/bin/python bench/scale_torch.py lstm --time 64 --steps 20
+    ~/peers-venv/bin/python bench/scale_torch.py transformer --tokens 1024 --steps 5
 
 Training step = forward, cross-entropy, backward, Adam (lr 1e-3), on random data of the
 model's shape; the median of `--steps` timed steps after warm-up. Peak RSS of the process.
@@ -48,9 +49,27 @@ def lstm(a):
     return model, x
 
 
+def transformer(a):
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = torch.nn.TransformerEncoderLayer(
+                64, 4, dim_feedforward=256, dropout=0.0, batch_first=True, norm_first=True)
+            self.out = torch.nn.Linear(64, a.classes)
+            self.mask = torch.nn.Transformer.generate_square_subsequent_mask(a.tokens)
+
+        def forward(self, x):
+            return self.out(self.block(x, src_mask=self.mask, is_causal=True).mean(dim=1))
+
+    model = Block()
+    x = torch.rand(a.batch, a.tokens, 64)
+    return model, x
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("model", choices=["embedding", "lstm"])
+    p.add_argument("model", choices=["embedding", "lstm", "transformer"])
+    p.add_argument("--tokens", type=int, default=256)
     p.add_argument("--vocab", type=int, default=30000)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--ids", type=int, default=32)
@@ -64,7 +83,7 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model, x = (embedding if a.model == "embedding" else lstm)(a)
+    model, x = {"embedding": embedding, "lstm": lstm, "transformer": transformer}[a.model](a)
     y = torch.randint(0, a.classes, (a.batch,))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()

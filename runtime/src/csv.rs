@@ -60,20 +60,22 @@ pub fn parse(text: &str) -> Result<Table, String> {
             match cell.parse::<f64>() {
                 Ok(v) if v.abs() > f32::MAX as f64 && v.is_finite() => {
                     return Err(format!(
-                        "line {}, column {} (`{}`): `{cell}` does not fit in f32 (at most {:e})",
+                        "line {}, column {} (`{}`): `{}` does not fit in f32 (at most {:e})",
                         ln + 1,
                         c + 1,
-                        columns[c],
+                        clip(&columns[c]),
+                        clip(cell),
                         f32::MAX
                     ));
                 }
                 Ok(v) if v.is_finite() => row.push(v),
                 _ => {
                     return Err(format!(
-                        "line {}, column {} (`{}`): `{cell}` is not a number",
+                        "line {}, column {} (`{}`): `{}` is not a number",
                         ln + 1,
                         c + 1,
-                        columns[c]
+                        clip(&columns[c]),
+                        clip(cell)
                     ));
                 }
             }
@@ -89,6 +91,15 @@ pub fn parse(text: &str) -> Result<Table, String> {
         rows,
         lines: numbers,
     })
+}
+
+/// A cell or name as quoted in a message: at most 40 characters (a 1 GB cell is not
+/// repeated back).
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// Lines ended by `\n`, `\r\n` or a lone `\r` (old Mac files).

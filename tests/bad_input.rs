@@ -508,6 +508,16 @@ fn tensors_larger_than_the_memory_limit() {
     assert!(err.contains("`f32[784, 256]` needs 784.0 KiB"), "{err}");
     let (code, _, _) = nnc(&["check", "examples/mlp784.nn", "--memory-limit", "1G"]);
     assert_eq!(code, 0);
+    // Every tensor fits 5 MiB, but training holds the parameters, their gradients and
+    // Adam's two states: refused at the optimizer.
+    let (code, _, err) = nnc(&["check", "examples/mlp784.nn", "--memory-limit", "5M"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "training needs too much memory: `Mlp784` with `adam` holds its 269322 parameters"
+        ),
+        "{err}"
+    );
     let (code, _, err) = nnc(&["check", "examples/mlp784.nn", "--memory-limit", "lots"]);
     assert_eq!(code, 2, "{err}");
     // A batch of ten million rows: refused, not an abort.

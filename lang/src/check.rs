@@ -436,7 +436,35 @@ fn train<'d>(
     let update = if training {
         let rule = defs.rules[spec.optimizer.name.as_str()];
         let f = &format!("{name}.update");
-        Some(rule_func(defs, rule, &spec.optimizer, f, opt_span, errors)?)
+        let u = rule_func(defs, rule, &spec.optimizer, f, opt_span, errors)?;
+        // What training holds per trained element: the host's f64 parameter and states,
+        // and the JIT's f32 arenas of parameters, gradients and states.
+        let states = u
+            .params
+            .iter()
+            .filter(|p| p.kind == ParamKind::State)
+            .count() as u128;
+        let elements: u128 = loss_func
+            .params
+            .iter()
+            .map(|p| p.ty.shape.volume().0)
+            .fold(0u128, u128::saturating_add);
+        let bytes = elements.saturating_mul(8 * (1 + states) + 4 * (2 + states));
+        let limit = nnc_ir::limits::memory_limit() as u128;
+        if bytes > limit {
+            errors.push(errors::training_too_large(
+                opt_span,
+                format!(
+                    "`{name}` with `{}` holds its {elements} parameters, their gradients and {states} optimizer state{} each: {} of memory, more than the limit of {}",
+                    spec.optimizer.name,
+                    if states == 1 { "" } else { "s" },
+                    nnc_ir::limits::bytes_text(bytes),
+                    nnc_ir::limits::bytes_text(limit)
+                ),
+            ));
+            return None;
+        }
+        Some(u)
     } else {
         None
     };

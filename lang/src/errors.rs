@@ -441,6 +441,14 @@ pub(crate) fn too_large(span: Span, why: String) -> Diagnostic {
         "this size",
     )
 }
+pub(crate) fn training_too_large(span: Span, why: String) -> Diagnostic {
+    e(
+        "E0225",
+        format!("training needs too much memory: {why}"),
+        span,
+        "with this optimizer",
+    )
+}
 pub(crate) fn param_symbolic(span: Span, ty: &str) -> Diagnostic {
     e(
         "E0219",

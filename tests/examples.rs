@@ -45,10 +45,27 @@ fn ast_text_round_trips() {
         let once = nnc::stage_text(&src, Stage::Ast).unwrap();
         let twice = nnc::stage_text(&once, Stage::Ast).unwrap();
         assert_eq!(once, twice, "{}", path.display());
-        // The printed source also checks to the same IR as the original.
+        // The printed source also checks to the same IR as the original, but for the
+        // source lines gathers carry for their run-time errors (the printer drops comments
+        // and blank lines, so lines move).
+        let no_lines = |ir: String| -> String {
+            ir.lines()
+                .map(|l| match l.find(", line=") {
+                    Some(at) => {
+                        let rest = &l[at + 7..];
+                        let end = rest
+                            .find(|c: char| !c.is_ascii_digit())
+                            .unwrap_or(rest.len());
+                        format!("{}{}", &l[..at], &rest[end..])
+                    }
+                    None => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         assert_eq!(
-            nnc::stage_text(&once, Stage::Ir).unwrap(),
-            nnc::stage_text(&src, Stage::Ir).unwrap(),
+            no_lines(nnc::stage_text(&once, Stage::Ir).unwrap()),
+            no_lines(nnc::stage_text(&src, Stage::Ir).unwrap()),
             "{}",
             path.display()
         );

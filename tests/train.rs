@@ -92,6 +92,7 @@ fn the_layer_examples_learn() {
         ("digits_transformer", 0.85),
         ("digits_moe", 0.85),
         ("digits_glu", 0.85),
+        ("digits_tokens", 0.85),
     ] {
         let acc = test_accuracy(name, 0);
         eprintln!("{name}: {acc}");

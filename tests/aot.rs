@@ -116,6 +116,16 @@ fn c_program_matches_predict(example: &str, backend: &str) {
 /// `--weights file` it first checks `_load`'s error codes, then loads the checkpoint.
 /// Returns the program and the checkpoint for more runs.
 fn c_program_matches_predict_with(example: &str, options: &[&str]) -> (PathBuf, PathBuf) {
+    c_program_matches_predict_scaled(example, options, "0.0625", &[])
+}
+
+/// The same with the features' scale (the train block's) and more C definitions.
+fn c_program_matches_predict_scaled(
+    example: &str,
+    options: &[&str],
+    scale: &str,
+    defines: &[String],
+) -> (PathBuf, PathBuf) {
     let name = format!("aot-{example}-{}", options.join("-").replace("--", ""));
     let (dir, ckpt, out) = trained_build_with(example, &name, options);
     let load = options.contains(&"file");
@@ -127,6 +137,7 @@ fn c_program_matches_predict_with(example: &str, options: &[&str]) -> (PathBuf, 
         .arg(format!("-DPREFIX={prefix}"))
         .arg(format!("-DUPPER={upper}"))
         .args(load.then_some("-DLOAD"))
+        .args(defines)
         .arg(Path::new(ROOT).join("tests/aot/predict.c"))
         .arg(out.join(format!("{prefix}.o")))
         .arg(runtime_library())
@@ -140,7 +151,7 @@ fn c_program_matches_predict_with(example: &str, options: &[&str]) -> (PathBuf, 
     );
     let rows = test_rows(&dir);
     let c = Command::new(&exe)
-        .args([s(&rows), "0.0625"])
+        .args([s(&rows), scale])
         .args(load.then_some(s(&ckpt)))
         .output()
         .unwrap();
@@ -152,6 +163,23 @@ fn c_program_matches_predict_with(example: &str, options: &[&str]) -> (PathBuf, 
     );
     same_predictions(example, &ckpt, &rows, &c.stdout);
     (exe, ckpt)
+}
+
+/// An embedding (a gather) in a deployed object: the same predictions as `nnc predict`,
+/// and an id outside the table returns `_EINDEX` (never a read outside it); the next call
+/// is clean.
+#[test]
+fn a_c_program_predicts_what_nnc_predicts_tokens() {
+    let defines = ["-DEINDEX=DIGITS_TOKENS_EINDEX".to_string()];
+    c_program_matches_predict_scaled("digits_tokens", &["--backend", "jit"], "1", &defines);
+}
+
+/// The same from the LLVM backend's wrapper.
+#[cfg(feature = "llvm")]
+#[test]
+fn a_c_program_predicts_what_nnc_predicts_tokens_llvm() {
+    let defines = ["-DEINDEX=DIGITS_TOKENS_EINDEX".to_string()];
+    c_program_matches_predict_scaled("digits_tokens", &["--backend", "llvm"], "1", &defines);
 }
 
 /// `--weights file`: the object holds no weights; `_load` reads them from the checkpoint

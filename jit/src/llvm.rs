@@ -898,7 +898,31 @@ pub(crate) fn object(
     b.build_unconditional_branch(done).map_err(err)?;
     b.position_at_end(done);
     b.build_call(free, &[scratch.into()], "").map_err(err)?;
-    b.build_return(Some(&i32t.const_zero())).map_err(err)?;
+    if crate::object::gathers(spec.func) {
+        // An id outside its table was recorded (this thread): EINDEX, else OK.
+        let check = module.add_function("nnc_rt_index_error", i64t.fn_type(&[], false), None);
+        let r = b.build_call(check, &[], "").map_err(err)?;
+        let bad = match r.try_as_basic_value() {
+            inkwell::values::ValueKind::Basic(v) => v.into_int_value(),
+            inkwell::values::ValueKind::Instruction(_) => {
+                return Err(err("nnc_rt_index_error returned nothing"));
+            }
+        };
+        let bad = b
+            .build_int_compare(inkwell::IntPredicate::NE, bad, i64t.const_zero(), "")
+            .map_err(err)?;
+        let code = b
+            .build_select(
+                bad,
+                i32t.const_int(crate::object::EINDEX as u64, false),
+                i32t.const_zero(),
+                "",
+            )
+            .map_err(err)?;
+        b.build_return(Some(&code)).map_err(err)?;
+    } else {
+        b.build_return(Some(&i32t.const_zero())).map_err(err)?;
+    }
     module.verify().map_err(err)?;
     optimize(&module, &tm)?;
     let buf = tm

@@ -90,6 +90,16 @@ pub const EIO: i32 = 3;
 pub const EWEIGHTS: i32 = 4;
 /// `_forward` before a successful `_load`.
 pub const ENOWEIGHTS: i32 = 5;
+/// `_forward`: an id a gather (an embedding) read is outside its table; the outputs of
+/// the rows holding it are not valid.
+pub const EINDEX: i32 = 6;
+
+/// Whether the function reads rows by id (so its wrapper checks the ids' errors).
+pub(crate) fn gathers(f: &nnc_ir::Func) -> bool {
+    f.nodes
+        .iter()
+        .any(|n| matches!(n.op, nnc_ir::Op::Gather | nnc_ir::Op::ScatterAdd))
+}
 
 fn io_shape(
     ty: &nnc_ir::TensorType,
@@ -436,6 +446,11 @@ fn wrapper(
         .map_err(|e| e.to_string())?;
     let malloc = import(module, "malloc", 1, Some(ptr))?;
     let free = import(module, "free", 1, None)?;
+    let index_error = if gathers(spec.func) {
+        Some(import(module, "nnc_rt_index_error", 0, Some(ptr))?)
+    } else {
+        None
+    };
 
     let mut ctx = Context::new();
     ctx.func.signature = sig;
@@ -444,6 +459,7 @@ fn wrapper(
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
         let malloc = module.declare_func_in_func(malloc, b.func);
         let free = module.declare_func_in_func(free, b.func);
+        let index_error = index_error.map(|f| module.declare_func_in_func(f, b.func));
         let kernel_refs: Vec<_> = kernels
             .iter()
             .map(|(rows, l)| (*rows, module.declare_func_in_func(l.id, b.func)))
@@ -559,7 +575,18 @@ fn wrapper(
         if scratch_bytes > 0 {
             b.ins().call(free, &[scratch]);
         }
-        let ok = b.ins().iconst(types::I32, OK as i64);
+        let ok = if let Some(index_error) = index_error {
+            // An id outside its table was recorded (this thread): EINDEX, else OK.
+            let call = b.ins().call(index_error, &[]);
+            let bad = b.inst_results(call)[0];
+            let (e, ok) = (
+                b.ins().iconst(types::I32, EINDEX as i64),
+                b.ins().iconst(types::I32, OK as i64),
+            );
+            b.ins().select(bad, e, ok)
+        } else {
+            b.ins().iconst(types::I32, OK as i64)
+        };
         b.ins().return_(&[ok]);
         b.switch_to_block(invalid);
         let e = b.ins().iconst(types::I32, EINVAL as i64);
@@ -651,6 +678,11 @@ fn header(spec: &ObjectSpec) -> Result<String, String> {
             ""
         }
     );
+    if gathers(f) {
+        h += &format!(
+            "/* an id (an embedding's) outside its table: the outputs of its rows are not valid */\n#define {upper}_EINDEX {EINDEX}\n"
+        );
+    }
     if spec.weights == Weights::File {
         h += &format!(
             "/* _load: the file cannot be read, or is not safetensors */\n#define {upper}_EIO {EIO}\n\

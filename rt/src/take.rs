@@ -26,10 +26,11 @@ pub fn take_index_error() -> Option<IndexError> {
     INDEX_ERROR.with(|e| e.take())
 }
 
-/// Whether an index error is pending on this thread (generated code's wrappers test it).
+/// Whether an index error happened on this thread since the last call, and clears it
+/// (a deployed `_forward` asks after running its kernels).
 #[unsafe(no_mangle)]
 pub extern "C" fn nnc_rt_index_error() -> i64 {
-    i64::from(INDEX_ERROR.with(|e| e.get()).is_some())
+    i64::from(INDEX_ERROR.with(|e| e.take()).is_some())
 }
 
 /// `kind` 0, gather: `y[o, j, i] = x[o, ids[j], i]`; `kind` 1, scatter-add: `y = 0`, then

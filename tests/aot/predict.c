@@ -2,7 +2,8 @@
  * label column, if named, is skipped), runs a model compiled by `nnc build`, and prints
  * each row's predicted class and outputs as `nnc predict` does. Its error codes are
  * checked too. Build with -DPREFIX=digits_mlp -DUPPER=DIGITS_MLP (the model's names), and
- * -DLOAD for an object built with `--weights file`, whose weights path comes third. */
+ * -DLOAD for an object built with `--weights file`, whose weights path comes third;
+ * -DEINDEX=UPPER_EINDEX for a model with an embedding, whose bad ids are checked. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "forward returned %d\n", rc);
         return 4;
     }
+#ifdef EINDEX
+    /* An id outside the embedding's table: EINDEX, and the next call is clean again. */
+    float kept = x[0];
+    x[0] = 1000.0f;
+    if (FORWARD(x, y, rows) != EINDEX) return 11;
+    x[0] = kept;
+    if (FORWARD(x, y, rows) != OK) return 12;
+#endif
     for (size_t i = 0; i < rows; i++) {
         int best = 0;
         for (int j = 1; j < Y_SIZE; j++)

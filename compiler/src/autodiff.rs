@@ -117,6 +117,8 @@ pub fn vjp(
             let s = b.un(Op::Sign, x.unwrap())?;
             out.push((0, b.bin(Op::Mul, gy, s)?));
         }
+        // stop_gradient: no gradient flows back, by definition.
+        Op::StopGradient => {}
         // sign, comparisons: piecewise constant, zero derivative.
         Op::Sign | Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne => {}
         // d e^x = e^x dx

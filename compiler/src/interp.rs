@@ -178,6 +178,7 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
         | Op::Sin
         | Op::Cos
         | Op::Erf
+        | Op::StopGradient
         | Op::Add
         | Op::Sub
         | Op::Mul

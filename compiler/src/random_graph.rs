@@ -52,6 +52,7 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
                     Op::Sin,
                     Op::Cos,
                     Op::Erf,
+                    Op::StopGradient,
                 ];
                 let op = ops[rng.below(ops.len() as u64) as usize];
                 f.build(op, vec![a], Attr::None, None)

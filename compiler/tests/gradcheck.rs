@@ -86,6 +86,9 @@ fn cases(op: Op) -> Vec<Case> {
     use Gen::*;
     let none = || Attr::None;
     match op {
+        // Its gradient is zero by definition, not the derivative of the identity: applied
+        // to an input here, and `stop_gradient_blocks_the_gradient` checks the zero.
+        Op::StopGradient => vec![case(op, none(), None, vec![input(t(&[3]), Any)])],
         Op::Neg | Op::Exp | Op::Tanh | Op::Sin | Op::Cos | Op::Erf => vec![
             case(op, none(), None, vec![p(&[3, 4], Any)]),
             case(op, none(), None, vec![p(&[], Any)]),
@@ -500,4 +503,26 @@ fn mean_over_a_symbolic_dimension() {
         let r = check(&f, &[x], &[w], &Options::default()).unwrap();
         assert!(r[0].worst < 1e-6, "B = {b}: {r:?}");
     }
+}
+
+/// `loss = sum(stop_gradient(p) * p)`: the gradient is `stop_gradient(p)`, i.e. `p`, not
+/// the `2p` of `sum(p * p)`.
+#[test]
+fn stop_gradient_blocks_the_gradient() {
+    let mut f = Func::new("sg");
+    let ty = t(&[3]);
+    let p = f.add_param(ParamKind::Param, "p", ty.clone(), Init::Zeros);
+    let s = f
+        .build(Op::StopGradient, vec![p], Attr::None, None)
+        .unwrap();
+    let m = f.build(Op::Mul, vec![s, p], Attr::None, None).unwrap();
+    let l = f
+        .build(Op::Sum, vec![m], Attr::Axes(vec![0]), None)
+        .unwrap();
+    f.outputs.push(l);
+    let g = grad(&f).unwrap();
+    let pv = Tensor::new(DType::F64, vec![3], vec![0.5, -1.0, 2.0]);
+    let outs = eval(&g, &[], &[pv]).unwrap();
+    assert_eq!(outs[0].data, vec![0.25 + 1.0 + 4.0]);
+    assert_eq!(outs[1].data, vec![0.5, -1.0, 2.0]);
 }

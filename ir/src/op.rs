@@ -134,6 +134,8 @@ table! {
     Tanh      "tanh"       1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].tanh()), "hyperbolic tangent";
     Sin       "sin"        1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].sin()), "sine (radians)";
     Cos       "cos"        1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].cos()), "cosine (radians)";
+    // The identity forward, no gradient back: what learning rules built in the language use.
+    StopGradient "stop_gradient" 1 Unary Float None ["x"] 1 ALIAS, Some(|a, _| a[0]), "the operand unchanged; autodiff sends no gradient through it";
     Erf       "erf"        1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| libm::erf(a[0])), "error function: 2/sqrt(pi) times the integral of e^(-t^2) from 0 to x";
     Add       "add"        2 Binary    Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| a[0] + a[1]), "sum: x + y";
     Sub       "sub"        2 Binary    Any   None   ["x", "y"] 2 CHEAP, Some(|a, _| a[0] - a[1]), "difference: x - y";
@@ -609,6 +611,7 @@ impl Op {
             | Op::Sin
             | Op::Cos
             | Op::Erf
+            | Op::StopGradient
             | Op::Add
             | Op::Sub
             | Op::Mul

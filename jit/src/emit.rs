@@ -89,6 +89,8 @@ pub(crate) fn compute<L: Lanes>(l: &mut L, op: Op, xs: &[L::F]) -> R<L::F> {
         Op::Sin => sin(l, x)?,
         Op::Cos => cos(l, x)?,
         Op::Erf => erf(l, x)?,
+        // An alias, not a loop; the identity wherever a loop meets it.
+        Op::StopGradient => x,
         Op::Add => l.add(x, y())?,
         Op::Sub => l.sub(x, y())?,
         Op::Mul => l.mul(x, y())?,

@@ -425,9 +425,8 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Stri
         .nodes
         .iter()
         .map(|nd| match nd.op {
-            Op::Reshape => true,
             Op::Cast => !(f.ty(nd.args[0]).dtype.is_float() && nd.ty.dtype == DType::I32),
-            _ => false,
+            op => op.info().lowering == Lowering::Alias,
         })
         .collect();
     let own: Vec<bool> = (0..n)
@@ -1206,7 +1205,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                 let dp = Arg::Desc(d);
                 prog.push(Instr::Call(KernelFn::Matmul, vec![ap, bp, dst, dp]));
             }
-            Op::Reshape => {}
+            Op::Reshape | Op::StopGradient => {}
             op => return Err(format!("the JIT cannot lower `{}` yet", op.mnemonic())),
         }
     }
@@ -1433,7 +1432,7 @@ pub(crate) fn member_of(f: &Func, mut v: Value, step: &[usize]) -> Option<usize>
     loop {
         match v {
             Value::Node(i) if step.contains(&(i as usize)) => return Some(i as usize),
-            Value::Node(i) if matches!(f.nodes[i as usize].op, Op::Reshape | Op::Cast) => {
+            Value::Node(i) if f.nodes[i as usize].op.info().lowering == Lowering::Alias => {
                 let nd = &f.nodes[i as usize];
                 if nd.op == Op::Cast
                     && f.ty(nd.args[0]).dtype.is_float()

@@ -133,6 +133,8 @@ pub fn run(f: &Func) -> Func {
         let same_type = n.args.len() == 1 && ty_of(n.args[0]) == n.ty;
         match n.op {
             Op::Reshape | Op::Cast if same_type => return Rewrite::Value(n.args[0]),
+            // After autodiff (passes run on its output) it is the identity.
+            Op::StopGradient => return Rewrite::Value(n.args[0]),
             Op::Broadcast | Op::Transpose if same_type => {
                 let identity = match &n.attr {
                     Attr::Dims(d) | Attr::Perm(d) => d.iter().enumerate().all(|(i, &k)| i == k),

@@ -611,3 +611,33 @@ fn a_diverging_loss_is_warned_about() {
     assert!(!err.contains("warning"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A 50 MB cell (a line of a broken export): refused with a clipped quote, not repeated
+/// back whole (a 1 GB line aborted the process).
+#[test]
+fn a_huge_cell_is_refused_with_a_clipped_quote() {
+    let header = digits_rows(0, |_, l| l.to_string());
+    let mut csv = header;
+    csv.push_str(&"7".repeat(50_000_000));
+    csv.push_str(&",0".repeat(64));
+    csv.push('\n');
+    let dir = scratch("huge_cell");
+    let data = dir.join("data.csv");
+    std::fs::write(&data, &csv).unwrap();
+    drop(csv);
+    let (code, _, err) = nnc(&[
+        "train",
+        "examples/digits_mlp.nn",
+        "--data",
+        s(&data),
+        "--out",
+        s(&dir.join("run")),
+    ]);
+    assert_eq!(code, 1, "{}", &err[..err.len().min(500)]);
+    assert!(err.len() < 1000, "{} bytes of error", err.len());
+    assert!(
+        err.contains("line 2, column 1 (`pixel0`)") && err.contains("does not fit in f32"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

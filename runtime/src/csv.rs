@@ -58,7 +58,12 @@ pub fn parse(text: &str) -> Result<Table, String> {
         let mut row = Vec::with_capacity(cells.len());
         for (c, cell) in cells.iter().enumerate() {
             match cell.parse::<f64>() {
-                Ok(v) if v.abs() > f32::MAX as f64 && v.is_finite() => {
+                // Too large for f32, digits that overflow f64 too (not a written `inf`).
+                Ok(v)
+                    if v.abs() > f32::MAX as f64
+                        && !v.is_nan()
+                        && !cell.to_ascii_lowercase().contains("inf") =>
+                {
                     return Err(format!(
                         "line {}, column {} (`{}`): `{}` does not fit in f32 (at most {:e})",
                         ln + 1,

@@ -121,8 +121,10 @@ def main():
                     continue
                 ms = [r["ms_per_step"] for r in (r1, r2)]
                 rss = max(r.get("peak_rss_mb", 0) for r in (r1, r2))
+                held = r1.get("step_mb")
+                rss_text = f"{rss:.0f}" + (f" (step holds {held:.0f})" if held else "")
                 ratio = torch["ms_per_step"] / statistics.median(ms)
-                cells.append(f"{ms[0]:.2f}, {ms[1]:.2f} | {rss:.0f} | {ratio:.2f}x")
+                cells.append(f"{ms[0]:.2f}, {ms[1]:.2f} | {rss_text} | {ratio:.2f}x")
             conf = ", ".join(f"{k}={v}" for k, v in cfg.items())
             print(f"| {model} | {conf} | {torch['ms_per_step']:.2f} | {torch['peak_rss_mb']:.0f} | "
                   + " | ".join(cells) + " |", flush=True)

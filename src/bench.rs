@@ -202,6 +202,8 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
             None
         };
         let secs = m.per_step.as_secs_f64();
+        let (step_bytes, host_bytes) = s.held_bytes();
+        let mb = |b: usize| b as f64 / (1 << 20) as f64;
         let line = serde_json::json!({
             "bench": kind,
             "model": name,
@@ -215,6 +217,8 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
             "compile_ms": m.compile.as_secs_f64() * 1e3,
             "first_step_done_ms_from_start": (started + m.first).as_secs_f64() * 1e3,
             "peak_rss_mb": peak_rss_mb(),
+            "step_mb": step_bytes.map(mb),
+            "host_params_mb": mb(host_bytes),
             "interp_ms_per_step": baseline.as_ref().map(|b| b.per_step.as_secs_f64() * 1e3),
             "speedup_vs_interp": baseline.as_ref().map(|b| b.per_step.as_secs_f64() / secs),
             "weights_read_us": (!train).then(|| weights_read_us(&s.params)),

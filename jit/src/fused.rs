@@ -45,6 +45,22 @@ impl std::fmt::Debug for FusedStep {
 }
 
 impl FusedStep {
+    /// Bytes the training step holds: the parameter, gradient, optimizer-state and buffer
+    /// arenas (with the update's second copies), the kernels' scratch arena (the
+    /// activations the backward reads, and temporaries) and the input batch in f32.
+    pub fn held_bytes(&self) -> usize {
+        let floats = self.w.len()
+            + self.g.len()
+            + self.w_next.len()
+            + self.buf.len()
+            + self.buf_next.len()
+            + self.states.iter().map(Vec::len).sum::<usize>()
+            + self.states_next.iter().map(Vec::len).sum::<usize>()
+            + self.scratch.capacity()
+            + self.inputs.iter().map(Vec::len).sum::<usize>();
+        4 * floats
+    }
+
     /// Lays out `params` (with their optimizer `states`, one list per parameter) in arenas.
     /// `grad` returns the loss, the output and one gradient per parameter; `update` is the
     /// rule over one flat `f32[N]` parameter.

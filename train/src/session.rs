@@ -710,6 +710,19 @@ impl Session {
         }
     }
 
+    /// Bytes the compiled training step holds (arenas, scratch, the batch), once a step
+    /// ran on the JIT; and the host's f64 copies of the parameters and optimizer states.
+    pub fn held_bytes(&self) -> (Option<usize>, usize) {
+        let host = self.params.iter().map(|t| t.data.len()).sum::<usize>()
+            + self
+                .states
+                .iter()
+                .flatten()
+                .map(|t| t.data.len())
+                .sum::<usize>();
+        (self.fused.as_ref().map(|f| f.held_bytes()), 8 * host)
+    }
+
     /// Time the JIT has spent compiling for this session (zero on the interpreter).
     pub fn compile_time(&self) -> std::time::Duration {
         let exec = match &self.exec {

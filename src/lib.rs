@@ -25,6 +25,7 @@ pub use nnc_macros::{include_model, model};
 pub use nnc_runtime::data::Dataset;
 pub use nnc_train::Metrics;
 
+use nnc_ir::Role;
 use nnc_lang::Diagnostic;
 
 /// A stage of the pipeline whose program prints as text.
@@ -139,7 +140,7 @@ fn native_text(checked: &nnc_lang::Checked, stage: Stage) -> std::result::Result
         for ty in all {
             for d in ty.shape.dims() {
                 if let nnc_ir::Dim::Sym(s) = d {
-                    let size = if f.name.ends_with(".update") {
+                    let size = if Role::of(&f.name).1 == Role::Update {
                         params as usize
                     } else {
                         batch
@@ -181,16 +182,14 @@ pub fn optimized_module(
     let training = training_module(module)?;
     let mut out = nnc_ir::Module::default();
     for f in &module.funcs {
-        if f.name.contains('.') {
+        if Role::of(&f.name).1 != Role::Forward {
             continue;
         }
         let mut funcs = vec![f];
-        funcs.extend(
-            training
-                .funcs
-                .iter()
-                .filter(|g| g.name.starts_with(&format!("{}.", f.name))),
-        );
+        funcs.extend(training.funcs.iter().filter(|g| {
+            let (model, role) = Role::of(&g.name);
+            model == f.name && role != Role::Forward
+        }));
         for g in funcs {
             let mut snapshot = None;
             let opt = nnc_compiler::passes::optimize(g, &mut |name, h| {
@@ -209,11 +208,11 @@ pub fn optimized_module(
 pub fn training_module(module: &nnc_ir::Module) -> std::result::Result<nnc_ir::Module, String> {
     let mut out = nnc_ir::Module::default();
     for f in &module.funcs {
-        let Some(base) = f.name.strip_suffix(".loss") else {
+        let (base, Role::Loss) = Role::of(&f.name) else {
             continue;
         };
         out.funcs.push(nnc_compiler::autodiff::grad(f)?);
-        if let Some(u) = module.func(&format!("{base}.update")) {
+        if let Some(u) = module.func(&Role::Update.name(base)) {
             out.funcs.push(u.clone());
         }
     }

@@ -556,7 +556,11 @@ pub fn gradcheck(a: GradcheckArgs) -> Result<(), Failed> {
             )));
         }
     };
-    let Some(loss) = checked.module.func(&format!("{name}.loss")).cloned() else {
+    let Some(loss) = checked
+        .module
+        .func(&nnc_ir::Role::Loss.name(&name))
+        .cloned()
+    else {
         return Err(fail(format!(
             "`{name}` has no train block, so no loss to check"
         )));

@@ -32,10 +32,7 @@ pub fn grad(f: &Func) -> Result<Func, String> {
         ));
     }
     let mut g = f.clone();
-    g.name = match f.name.strip_suffix(".loss") {
-        Some(base) => format!("{base}.grad"),
-        None => format!("{}.grad", f.name),
-    };
+    g.name = nnc_ir::Role::Grad.name(nnc_ir::Role::of(&f.name).0);
 
     // Which values depend on a trained parameter.
     let mut needs = vec![false; f.nodes.len()];

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod op;
 pub mod parse;
 pub mod print;
+pub mod role;
 pub mod types;
 pub mod verify;
 
@@ -19,5 +20,6 @@ pub use op::{
     Attr, AttrKind, Class, DTypes, Lowering, Op, OpInfo, Scalar, Sig, TABLE, im2col_type,
 };
 pub use parse::{ParseError, parse_module};
+pub use role::{Outputs, Role};
 pub use types::{DType, Dim, Shape, TensorType};
 pub use verify::{verify_func, verify_module};

@@ -128,7 +128,7 @@ impl FusedStep {
         let dims = load_inputs(&mut self.inputs, &grad.inputs, inputs)?;
         let ps = self.param_ptrs();
         let kernel = self.jit.kernel(grad, &dims)?;
-        let (out_dtype, out_shape) = kernel.output_types()[1].clone();
+        let (out_dtype, out_shape) = kernel.output_types()[nnc_ir::Outputs::OUTPUT].clone();
         let mut loss = [0.0f32];
         let mut output = vec![0.0f32; out_shape.iter().product()];
         let ins: Vec<*const f32> = self.inputs.iter().map(|v| v.as_ptr()).collect();

@@ -253,7 +253,12 @@ fn train<'d>(
 ) -> Option<TrainFuncs> {
     let name = &m.name.name;
     let before = errors.len();
-    let fname = format!("{name}.{}", if training { "loss" } else { "eval" });
+    let fname = if training {
+        nnc_ir::Role::Loss
+    } else {
+        nnc_ir::Role::Eval
+    }
+    .name(name);
     let (func, mut scope, output, modal, updates, lines) =
         model_func(defs, m, fname, &t.params, training, errors);
     if errors.len() > before {
@@ -435,7 +440,7 @@ fn train<'d>(
     // The update rule does not depend on the mode: built once, with the training loss.
     let update = if training {
         let rule = defs.rules[spec.optimizer.name.as_str()];
-        let f = &format!("{name}.update");
+        let f = &nnc_ir::Role::Update.name(name);
         let u = rule_func(defs, rule, &spec.optimizer, f, opt_span, errors)?;
         // What training holds per trained element: the host's f64 parameter and states,
         // and the JIT's f32 arenas of parameters, gradients and states.

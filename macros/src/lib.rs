@@ -300,7 +300,10 @@ fn generate(
             }
         });
         let train = checked.trains.iter().find(|t| &t.model == name).map(|_| {
-            let loss = checked.module.func(&format!("{name}.loss")).expect("a trained model has a loss");
+            let loss = checked
+                .module
+                .func(&nnc_ir::Role::Loss.name(name))
+                .expect("a trained model has a loss");
             // The labels; the noise key of a model that draws noise is the session's.
             let labels: Vec<_> = loss.inputs[f.inputs.len()..].iter().filter(|a| a.name != nnc_lang::NOISE_KEY).collect();
             let ys: Vec<Ident> = labels.iter().map(|a| rust_ident(&a.name)).collect();

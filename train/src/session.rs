@@ -7,7 +7,7 @@
 //! function of its seed, and a run resumed from a checkpoint continues exactly as if it
 //! had not stopped.
 
-use nnc_ir::{DType, Func, Module, ParamKind, TensorType};
+use nnc_ir::{DType, Func, Module, Outputs, ParamKind, Role, TensorType};
 use nnc_lang::{NOISE_KEY, TrainSpec};
 use nnc_runtime::data::Dataset;
 use nnc_runtime::{Checkpoint, Rng, Tensor, init_param};
@@ -115,7 +115,7 @@ impl Model {
         let mut noise = false;
         if spec.is_some() {
             let l = module
-                .func(&format!("{name}.loss"))
+                .func(&Role::Loss.name(name))
                 .ok_or_else(|| format!("`{name}` has no loss function"))?
                 .clone();
             y = l
@@ -124,7 +124,7 @@ impl Model {
                 .filter(|a| a.name != NOISE_KEY)
                 .map(|a| (a.name.clone(), a.ty.clone()));
             noise = l.inputs.last().is_some_and(|a| a.name == NOISE_KEY);
-            if let Some(e) = module.func(&format!("{name}.eval")) {
+            if let Some(e) = module.func(&Role::Eval.name(name)) {
                 eval = Some(optimize(e)?);
             }
             let names = |f: &Func| f.params.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
@@ -136,7 +136,7 @@ impl Model {
             source_loss = Some(l);
             update = Some(optimize(
                 module
-                    .func(&format!("{name}.update"))
+                    .func(&Role::Update.name(name))
                     .ok_or_else(|| format!("`{name}` has no update rule"))?,
             )?);
         }
@@ -166,7 +166,7 @@ impl Model {
     /// The same model, with the source lines of its loss's nodes (`Checked::lines`), so
     /// a diverged step names the line that made the first non-finite value.
     pub fn with_lines(mut self, lines: &std::collections::HashMap<String, Vec<usize>>) -> Model {
-        if let Some(l) = lines.get(&format!("{}.loss", self.name)) {
+        if let Some(l) = lines.get(&Role::Loss.name(&self.name)) {
             self.loss_lines = l.clone();
         }
         self
@@ -184,6 +184,13 @@ impl Model {
     /// What evaluation runs: the loss in inference mode.
     pub fn eval_func(&self) -> Option<&Func> {
         self.eval.as_ref().or(self.loss.as_ref())
+    }
+
+    /// Where the loss and gradient functions' values are.
+    pub fn outputs(&self) -> Outputs {
+        Outputs {
+            buffers: self.buffer_indices().len(),
+        }
     }
 
     /// Which of the parameters are buffers (not trained; the training loss returns their
@@ -564,12 +571,12 @@ impl Session {
         // Outputs: loss, output, the buffers' new values, the trained parameters' gradients.
         let buffers: Vec<usize> = self.model.buffer_indices();
         for (k, &i) in buffers.iter().enumerate() {
-            self.params[i].data = outs[2 + k].data.clone();
+            self.params[i].data = outs[self.model.outputs().buffer(k)].data.clone();
         }
         let trained: Vec<usize> = (0..self.params.len())
             .filter(|i| !buffers.contains(i))
             .collect();
-        let mut grads: Vec<Tensor> = outs[2 + buffers.len()..].to_vec();
+        let mut grads: Vec<Tensor> = outs[self.model.outputs().gradients()..].to_vec();
         if self.config.grad_noise.is_some() || self.config.clip.is_some() {
             let mut bufs: Vec<Vec<f32>> = grads
                 .iter()
@@ -762,7 +769,7 @@ impl Session {
             let outs = self.exec.eval(loss, &inputs, &params)?;
             sum += outs[0].data[0] * chunk.len() as f64;
             if let (Some(_), Some(y)) = (self.model.classes, &b.y) {
-                correct += count_correct(&outs[1], y);
+                correct += count_correct(&outs[Outputs::OUTPUT], y);
             }
         }
         Ok(Metrics {

@@ -179,26 +179,25 @@ pub fn optimized_module(
             names.join(", ")
         ));
     }
-    let training = training_module(module)?;
     let mut out = nnc_ir::Module::default();
     for f in &module.funcs {
-        if Role::of(&f.name).1 != Role::Forward {
+        let (name, Role::Forward) = Role::of(&f.name) else {
             continue;
-        }
-        let mut funcs = vec![f];
-        funcs.extend(training.funcs.iter().filter(|g| {
-            let (model, role) = Role::of(&g.name);
-            model == f.name && role != Role::Forward
-        }));
-        for g in funcs {
+        };
+        let train = module.func(&Role::Loss.name(name)).is_some();
+        let mut optimize = |g: &nnc_ir::Func| -> std::result::Result<nnc_ir::Func, String> {
             let mut snapshot = None;
-            let opt = nnc_compiler::passes::optimize(g, &mut |name, h| {
-                if Some(name) == print_after {
+            let opt = nnc_compiler::passes::optimize(g, &mut |pass, h| {
+                if Some(pass) == print_after {
                     snapshot = Some(h.clone());
                 }
             })?;
-            out.funcs.push(snapshot.unwrap_or(opt));
-        }
+            Ok(snapshot.unwrap_or(opt))
+        };
+        let funcs = nnc_compiler::pipeline::model_funcs(module, name, train, &mut optimize)?;
+        out.funcs.push(funcs.forward);
+        out.funcs.extend(funcs.grad);
+        out.funcs.extend(funcs.update);
     }
     Ok(out)
 }

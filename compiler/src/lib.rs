@@ -8,5 +8,6 @@ pub mod autodiff;
 pub mod gradcheck;
 pub mod interp;
 pub mod passes;
+pub mod pipeline;
 pub mod random_graph;
 pub mod rows;

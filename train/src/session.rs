@@ -100,46 +100,31 @@ impl Model {
     /// Picks model `name` out of a checked module. With a train spec, its loss, gradient
     /// and update functions come along.
     pub fn new(module: &Module, name: &str, spec: Option<&TrainSpec>) -> Result<Model, String> {
-        let forward = optimize(
-            module
-                .func(name)
-                .ok_or_else(|| format!("there is no model `{name}`"))?,
-        )?;
+        let funcs =
+            nnc_compiler::pipeline::model_funcs(module, name, spec.is_some(), &mut optimize)?;
+        let forward = funcs.forward;
         let x = forward
             .inputs
             .first()
             .map(|a| (a.name.clone(), a.ty.clone()))
             .ok_or_else(|| format!("`{name}` has no inputs"))?;
-        let (mut loss, mut grad, mut update, mut y, mut eval) = (None, None, None, None, None);
-        let mut source_loss = None;
-        let mut noise = false;
-        if spec.is_some() {
-            let l = module
-                .func(&Role::Loss.name(name))
-                .ok_or_else(|| format!("`{name}` has no loss function"))?
-                .clone();
-            y = l
-                .inputs
-                .get(forward.inputs.len())
-                .filter(|a| a.name != NOISE_KEY)
-                .map(|a| (a.name.clone(), a.ty.clone()));
-            noise = l.inputs.last().is_some_and(|a| a.name == NOISE_KEY);
-            if let Some(e) = module.func(&Role::Eval.name(name)) {
-                eval = Some(optimize(e)?);
-            }
-            let names = |f: &Func| f.params.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
-            if names(&l) != names(&forward) {
-                return Err(format!("`{name}.loss` and `{name}` disagree on parameters"));
-            }
-            grad = Some(optimize(&nnc_compiler::autodiff::grad(&l)?)?);
-            loss = Some(optimize(&l)?);
-            source_loss = Some(l);
-            update = Some(optimize(
-                module
-                    .func(&Role::Update.name(name))
-                    .ok_or_else(|| format!("`{name}` has no update rule"))?,
-            )?);
-        }
+        let (y, noise) = match &funcs.source_loss {
+            Some(l) => (
+                l.inputs
+                    .get(forward.inputs.len())
+                    .filter(|a| a.name != NOISE_KEY)
+                    .map(|a| (a.name.clone(), a.ty.clone())),
+                l.inputs.last().is_some_and(|a| a.name == NOISE_KEY),
+            ),
+            None => (None, false),
+        };
+        let (loss, eval, grad, update, source_loss) = (
+            funcs.loss,
+            funcs.eval,
+            funcs.grad,
+            funcs.update,
+            funcs.source_loss,
+        );
         let out_ty = forward.output_types()[0].clone();
         let classes = match (&y, out_ty.rank()) {
             (Some((_, yt)), 2) if yt.dtype == DType::I32 => {

@@ -13,7 +13,6 @@
 //! and random graphs against it.
 
 mod emit;
-mod fused;
 #[cfg(feature = "llvm")]
 mod llvm;
 mod lower;
@@ -24,7 +23,6 @@ use std::collections::HashMap;
 use nnc_ir::{DType, Dim, Func};
 use nnc_runtime::Tensor;
 
-pub use fused::FusedStep;
 pub use lower::{Kernel, clif_text, plan_text};
 /// The run-time kernels compiled code calls (a crate of their own: AOT objects link them).
 pub use nnc_rt as kernels;

@@ -8,12 +8,14 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod fused;
 pub mod plot;
 pub mod run;
 pub mod schedule;
 pub mod session;
 
 pub use config::{Backend, Overrides, TrainConfig};
+pub use fused::FusedStep;
 pub use run::{Observer, Quiet, RunOptions, Summary};
 pub use schedule::Schedule;
 pub use session::{Executor, Metrics, Model, Session, TrainError};

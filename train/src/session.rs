@@ -315,7 +315,7 @@ pub struct Session {
     params_stale: bool,
     /// On the JIT, the arenas the fused training step keeps the parameters (copied out to
     /// `params` after each step) and optimizer states in.
-    fused: Option<Box<nnc_jit::FusedStep>>,
+    fused: Option<Box<crate::fused::FusedStep>>,
 }
 
 impl Clone for Session {
@@ -609,7 +609,7 @@ impl Session {
                 Executor::Jit(j) => j.lock().map(|j| j.codegen).unwrap_or_default(),
                 Executor::Interp => nnc_jit::Codegen::Cranelift,
             };
-            self.fused = Some(Box::new(nnc_jit::FusedStep::new(
+            self.fused = Some(Box::new(crate::fused::FusedStep::new(
                 self.model.grad.as_ref(),
                 self.model.update.as_ref(),
                 &self.params,

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use nnc_ir::{Func, ParamKind};
 use nnc_runtime::Tensor;
 
-use crate::Jit;
+use nnc_jit::Jit;
 
 /// Parameters, gradients and optimizer states in arenas, and the kernels over them.
 pub struct FusedStep {
@@ -69,7 +69,7 @@ impl FusedStep {
         update: Option<&Func>,
         params: &[Tensor],
         states: &[Vec<Tensor>],
-        codegen: crate::Codegen,
+        codegen: nnc_jit::Codegen,
     ) -> Result<FusedStep, String> {
         let mut slots = Vec::new();
         let (mut w, mut buf) = (Vec::new(), Vec::new());
@@ -294,7 +294,7 @@ fn load_inputs(
         ));
     }
     let declared = args.iter().map(|a| (a.name.as_str(), &a.ty));
-    let dims = crate::bind_dims(declared, inputs.iter())?;
+    let dims = nnc_jit::bind_dims(declared, inputs.iter())?;
     bufs.resize(inputs.len(), Vec::new());
     for (buf, t) in bufs.iter_mut().zip(inputs) {
         buf.clear();

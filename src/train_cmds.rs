@@ -629,8 +629,18 @@ pub fn gradcheck(a: GradcheckArgs) -> Result<(), Failed> {
         );
     }
     if bad > 0 {
+        // A model that stops gradients learns by a rule of its own (feedback alignment,
+        // straight-through estimators): its gradients are the rule's, not the loss's
+        // derivative, so they are expected to differ.
+        let rule = loss.nodes.iter().any(|n| n.op == nnc_ir::Op::StopGradient);
+        let why = if rule {
+            " — expected: the model uses stop_gradient (a learning rule other than backprop, \
+             such as fa_dense or sign_dense), so these are the rule's gradients, not the loss's derivative"
+        } else {
+            ""
+        };
         return Err(fail(format!(
-            "{bad} parameter{} of `{name}` failed the gradient check (tolerance {:e})",
+            "{bad} parameter{} of `{name}` failed the gradient check (tolerance {:e}){why}",
             if bad == 1 { "" } else { "s" },
             a.tolerance
         )));

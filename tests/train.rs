@@ -93,6 +93,8 @@ fn the_layer_examples_learn() {
         ("digits_moe", 0.85),
         ("digits_glu", 0.85),
         ("digits_tokens", 0.85),
+        ("digits_fa", 0.85),
+        ("digits_sign", 0.85),
     ] {
         let acc = test_accuracy(name, 0);
         eprintln!("{name}: {acc}");

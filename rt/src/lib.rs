@@ -656,6 +656,10 @@ pub unsafe extern "C" fn nnc_math(kind: i64, a: *const f32, b: *const f32, y: *m
 /// Both buffers hold `n` values.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nnc_copy(y: *mut f32, x: *const f32, n: i64) {
+    // A value written back over itself (a buffer the step leaves unchanged): nothing to do.
+    if std::ptr::eq(y, x) {
+        return;
+    }
     unsafe { std::ptr::copy(x, y, n as usize) };
 }
 

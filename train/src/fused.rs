@@ -135,16 +135,36 @@ impl FusedStep {
         let mut outs: Vec<*mut f32> = vec![loss.as_mut_ptr(), output.as_mut_ptr()];
         // The buffers' new values, then each gradient: exactly its parameter's span of the
         // gradient arena.
-        let b = self.buf_next.as_mut_ptr();
+        // A buffer the step changes gets its new value in `buf_next`, copied back after
+        // the kernel (its old value may be read until the end); one it leaves unchanged
+        // (an output that is the parameter itself: feedback alignment's fixed matrices) is
+        // "written" over itself, which the copy kernel skips.
+        let (b, b_next) = (self.buf.as_mut_ptr(), self.buf_next.as_mut_ptr());
+        let first = nnc_ir::Outputs { buffers: 0 }.buffer(0);
+        let buffers: Vec<(usize, usize, bool)> = (self.slots.iter().enumerate())
+            .filter(|(_, s)| !s.0)
+            .enumerate()
+            .map(|(k, (i, &(_, s, len)))| {
+                (
+                    s,
+                    len,
+                    grad.outputs[first + k] == nnc_ir::Value::Param(i as u32),
+                )
+            })
+            .collect();
         outs.extend(
-            (self.slots.iter())
-                .filter(|s| !s.0)
-                .map(|&(_, s, _)| unsafe { b.add(s) }),
+            buffers
+                .iter()
+                .map(|&(s, _, same)| unsafe { if same { b.add(s) } else { b_next.add(s) } }),
         );
         let g = self.g.as_mut_ptr();
         outs.extend(trained(&self.slots).map(|(s, _)| unsafe { g.add(s) }));
         unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) }?;
-        std::mem::swap(&mut self.buf, &mut self.buf_next);
+        for &(s, len, same) in &buffers {
+            if !same {
+                self.buf[s..s + len].copy_from_slice(&self.buf_next[s..s + len]);
+            }
+        }
         Ok((
             f64::from(loss[0]),
             Tensor::new(

@@ -1,11 +1,12 @@
 //! Simplification and canonicalization, node by node:
 //!
 //! - no-ops vanish: a reshape, broadcast, transpose or cast to the operand's own type, an
-//!   identity permutation; a reshape of a reshape and a broadcast of a broadcast become one;
+//!   identity permutation; a reshape of a reshape, a broadcast of a broadcast and a
+//!   transpose of a transpose become one;
 //! - constants fold: an elementwise op, broadcast or reshape of constants is a constant;
 //! - a sum of pads (or concats with zeros) of disjoint ranges of one axis is one concat;
 //! - identities: `x + 0`, `0 + x`, `x - 0`, `x * 1`, `1 * x`, `x / 1` are `x`, and `x * 0`,
-//!   `0 * x` are `0`. The last is exact for finite `x` only (and gives +0 where
+//!   `0 * x` are `0`, and `x - x` is `0`. These are exact for finite `x` only (and gives +0 where
 //!   a negative `x` gives -0); a non-finite parameter means
 //!   training has already diverged, and the training loop stops on a non-finite loss
 //!   before it matters.
@@ -158,6 +159,25 @@ pub fn run(f: &Func) -> Func {
                 return Rewrite::Node(Node { args: vec![x], ..n });
             }
         }
+        // A transpose of a transpose is one (result axis i is x's axis inner[outer[i]]), or
+        // nothing: the adjoint of `x @ transpose(b)` reads b itself.
+        if n.op == Op::Transpose
+            && let (Value::Node(i), Attr::Perm(outer)) = (n.args[0], &n.attr)
+        {
+            let inner = &g.nodes[i as usize];
+            if let (Op::Transpose, Attr::Perm(p1)) = (inner.op, &inner.attr) {
+                let perm: Vec<usize> = outer.iter().map(|&k| p1[k]).collect();
+                let x = inner.args[0];
+                if perm.iter().enumerate().all(|(i, &k)| i == k) {
+                    return Rewrite::Value(x);
+                }
+                return Rewrite::Node(Node {
+                    args: vec![x],
+                    attr: Attr::Perm(perm),
+                    ..n
+                });
+            }
+        }
         if n.op == Op::Broadcast
             && let (Value::Node(i), Attr::Dims(outer)) = (n.args[0], &n.attr)
         {
@@ -196,6 +216,10 @@ pub fn run(f: &Func) -> Func {
                     return Rewrite::Value(a);
                 }
                 (Op::Mul, Some(1.0), _) => return Rewrite::Value(b),
+                // x - x is 0 (exact for finite x): what `q - stop_gradient(q)`, a learning
+                // rule's way of adding a gradient path without changing the value,
+                // becomes once autodiff is done.
+                (Op::Sub, ..) if a == b => return constant(0.0, &n),
                 (Op::Mul, Some(z), _) | (Op::Mul, _, Some(z)) if z == 0.0 => {
                     return constant(0.0, &n);
                 }

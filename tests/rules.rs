@@ -1,0 +1,180 @@
+//! Learning rules beyond backprop, written in the prelude with `stop_gradient`: each
+//! layer's gradients against an independent f64 computation of the rule from its paper,
+//! and the cost of the step against backprop's (the same matrix products).
+
+mod common;
+
+use nnc::ir::{DType, Func, Op};
+use nnc::runtime::{Rng, Tensor};
+
+fn model(layer: &str) -> String {
+    format!(
+        "model M(x: f32[B, 4]) -> f32[B, 2] {{
+    h = relu({layer}(x, 3))
+    return {layer}(h, 2)
+}}
+
+train M(y: f32[B, 2]) {{
+    loss = mse(output, y)
+    optimizer = sgd(lr = 0.1)
+}}
+"
+    )
+}
+
+fn grad_func(src: &str) -> Func {
+    let checked = nnc::lang::check(src).unwrap();
+    let m = nnc::optimized_module(&checked.module, None).unwrap();
+    m.func("M.grad").unwrap().clone()
+}
+
+/// How a rule sends the output layer's error back: from its weights and its feedback
+/// buffer (if it has one), the [2, 3] matrix the error is multiplied by.
+type Back = dyn Fn(&[f64], Option<&Vec<f64>>) -> Vec<f64>;
+
+fn matmul(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Vec<f64> {
+    let mut c = vec![0.0; n * m];
+    for i in 0..n {
+        for j in 0..m {
+            c[i * m + j] = (0..k).map(|t| a[i * k + t] * b[t * m + j]).sum();
+        }
+    }
+    c
+}
+
+fn transpose(a: &[f64], r: usize, c: usize) -> Vec<f64> {
+    (0..c * r).map(|i| a[(i % r) * c + i / r]).collect()
+}
+
+/// The rule's gradients for `relu(L(x, 3))` then `L(h, 2)` under mse: the weights learn
+/// from x^T dy as in backprop; the error reaches the hidden layer through `back(w2,
+/// feedback2)` ([2, 3]) instead of w2^T.
+fn reference(
+    p: &std::collections::HashMap<String, Vec<f64>>,
+    x: &[f64],
+    y: &[f64],
+    back: &Back,
+) -> Vec<(String, Vec<f64>)> {
+    let n = 5;
+    let a1: Vec<f64> = matmul(x, &p["h.w"], n, 4, 3)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + p["h.b"][i % 3])
+        .collect();
+    let h: Vec<f64> = a1.iter().map(|v| v.max(0.0)).collect();
+    let out: Vec<f64> = matmul(&h, &p["out.w"], n, 3, 2)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + p["out.b"][i % 2])
+        .collect();
+    let dout: Vec<f64> = out
+        .iter()
+        .zip(y)
+        .map(|(o, t)| 2.0 * (o - t) / (n * 2) as f64)
+        .collect();
+    let dw2 = matmul(&transpose(&h, n, 3), &dout, 3, n, 2);
+    let db2: Vec<f64> = (0..2)
+        .map(|j| (0..n).map(|i| dout[i * 2 + j]).sum())
+        .collect();
+    let b2 = back(&p["out.w"], p.get("out.feedback"));
+    let dh = matmul(&dout, &b2, n, 2, 3);
+    let da1: Vec<f64> = dh
+        .iter()
+        .zip(&a1)
+        .map(|(d, a)| if *a > 0.0 { *d } else { 0.0 })
+        .collect();
+    let dw1 = matmul(&transpose(x, n, 4), &da1, 4, n, 3);
+    let db1: Vec<f64> = (0..3)
+        .map(|j| (0..n).map(|i| da1[i * 3 + j]).sum())
+        .collect();
+    vec![
+        ("h.w".into(), dw1),
+        ("h.b".into(), db1),
+        ("out.w".into(), dw2),
+        ("out.b".into(), db2),
+    ]
+}
+
+fn check_rule(layer: &str, back: &Back) {
+    let g = grad_func(&model(layer));
+    let mut rng = Rng::stream(5, layer);
+    let mut by_name = std::collections::HashMap::new();
+    let params: Vec<Tensor> = g
+        .params
+        .iter()
+        .map(|p| {
+            let shape: Vec<usize> =
+                p.ty.shape
+                    .dims()
+                    .iter()
+                    .map(|d| d.known().unwrap() as usize)
+                    .collect();
+            let n = shape.iter().product();
+            let data: Vec<f64> = (0..n).map(|_| (rng.normal() * 0.7) as f32 as f64).collect();
+            by_name.insert(p.name.clone(), data.clone());
+            Tensor::new(DType::F32, shape, data)
+        })
+        .collect();
+    let x: Vec<f64> = (0..20)
+        .map(|_| (rng.uniform() * 2.0 - 1.0) as f32 as f64)
+        .collect();
+    let y: Vec<f64> = (0..10)
+        .map(|_| (rng.uniform() * 2.0 - 1.0) as f32 as f64)
+        .collect();
+    let inputs = [
+        Tensor::new(DType::F32, vec![5, 4], x.clone()),
+        Tensor::new(DType::F32, vec![5, 2], y.clone()),
+    ];
+    let outs = nnc::compiler::interp::eval(&g, &inputs, &params).unwrap();
+    let want = reference(&by_name, &x, &y, back);
+    let trained: Vec<&str> = g
+        .params
+        .iter()
+        .filter(|p| p.kind == nnc::ir::ParamKind::Param)
+        .map(|p| p.name.as_str())
+        .collect();
+    let first = nnc::ir::Outputs {
+        buffers: g.params.len() - trained.len(),
+    }
+    .gradients();
+    for (name, w) in want {
+        let k = trained.iter().position(|n| *n == name).unwrap();
+        let got = &outs[first + k].data;
+        for (a, b) in got.iter().zip(&w) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "{layer} d{name}: {got:?} vs {w:?}"
+            );
+        }
+    }
+}
+
+/// Feedback alignment (Lillicrap et al., 2016): the hidden error is dy @ B, with B the
+/// layer's fixed random `feedback` [units, I].
+#[test]
+fn feedback_alignment_sends_the_error_through_its_fixed_matrix() {
+    check_rule("fa_dense", &|_w, feedback| feedback.unwrap().clone());
+}
+
+/// Sign symmetry (Liao, Leibo & Poggio, 2016): the hidden error is dy @ sign(w)^T.
+#[test]
+fn sign_symmetry_sends_the_error_through_the_signs_of_the_weights() {
+    check_rule("sign_dense", &|w, _| {
+        let s: Vec<f64> = w
+            .iter()
+            .map(|v| v.signum() * f64::from(u8::from(*v != 0.0)))
+            .collect();
+        transpose(&s, 3, 2)
+    });
+}
+
+/// The rules' steps do the work backprop's does: as many matrix products, because the
+/// simplifier folds `q - stop_gradient(q)` to 0 and q is never computed.
+#[test]
+fn the_rules_cost_what_backprop_costs() {
+    let products = |f: &Func| f.nodes.iter().filter(|n| n.op == Op::MatMul).count();
+    let dense = products(&grad_func(&model("dense")));
+    for layer in ["fa_dense", "sign_dense"] {
+        assert_eq!(products(&grad_func(&model(layer))), dense, "{layer}");
+    }
+}

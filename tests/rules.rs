@@ -178,3 +178,62 @@ fn the_rules_cost_what_backprop_costs() {
         assert_eq!(products(&grad_func(&model(layer))), dense, "{layer}");
     }
 }
+
+/// The straight-through estimators: sign and round going forward, the identity's gradient
+/// going back (Bengio et al., 2013).
+#[test]
+fn straight_through_estimators_pass_the_gradient_of_the_identity() {
+    for (layer, f) in [
+        ("ste_sign", (|v: f64| v.signum()) as fn(f64) -> f64),
+        ("ste_round", |v: f64| v.round()),
+    ] {
+        let src = format!(
+            "model M(x: f32[B, 3]) -> f32[B, 3] {{
+    param w: f32[3] = normal(0.0, 2.0)
+    return {layer}(x * w)
+}}
+
+train M(y: f32[B, 3]) {{
+    loss = mse(output, y)
+    optimizer = sgd(lr = 0.1)
+}}
+"
+        );
+        let g = grad_func(&src);
+        let w = [1.3f32 as f64, -0.4f32 as f64, 2.6f32 as f64];
+        let x: Vec<f64> = [0.5, -1.25, 0.75, 2.0, 0.3, -0.6]
+            .iter()
+            .map(|&v: &f64| v as f32 as f64)
+            .collect();
+        let y = [0.0, 1.0, -1.0, 2.0, 0.0, 1.0];
+        let inputs = [
+            Tensor::new(DType::F32, vec![2, 3], x.clone()),
+            Tensor::new(DType::F32, vec![2, 3], y.to_vec()),
+        ];
+        let outs = nnc::compiler::interp::eval(
+            &g,
+            &inputs,
+            &[Tensor::new(DType::F32, vec![3], w.to_vec())],
+        )
+        .unwrap();
+        let out: Vec<f64> = (0..6).map(|i| f((x[i] * w[i % 3]) as f32 as f64)).collect();
+        for (a, b) in outs[nnc::ir::Outputs::OUTPUT].data.iter().zip(&out) {
+            assert_eq!(a, b, "{layer} forward");
+        }
+        // d mse / dw_j = sum_i 2 (out - y) / 6 * x_ij: the identity's derivative.
+        let dw: Vec<f64> = (0..3)
+            .map(|j| {
+                (0..2)
+                    .map(|i| 2.0 * (out[i * 3 + j] - y[i * 3 + j]) / 6.0 * x[i * 3 + j])
+                    .sum()
+            })
+            .collect();
+        let got = &outs[nnc::ir::Outputs { buffers: 0 }.gradients()].data;
+        for (a, b) in got.iter().zip(&dw) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "{layer}: {got:?} vs {dw:?}"
+            );
+        }
+    }
+}

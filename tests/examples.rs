@@ -147,7 +147,8 @@ fn every_trained_example_passes_gradcheck() {
                 .unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);
             let name = path.file_stem().unwrap().to_string_lossy();
-            if ["digits_fa", "digits_sign", "digits_binary"].contains(&name.as_ref()) {
+            if ["digits_fa", "digits_sign", "digits_dfa", "digits_binary"].contains(&name.as_ref())
+            {
                 let err = String::from_utf8_lossy(&out.stderr);
                 assert_eq!(out.status.code(), Some(1), "{name}: {stdout}{err}");
                 assert!(err.contains("the rule's gradients"), "{err}");

@@ -237,3 +237,111 @@ train M(y: f32[B, 3]) {{
         }
     }
 }
+
+/// Direct feedback alignment (Nokland, 2016): the hidden layer's error is the output's
+/// error through the layer's own fixed matrix, e @ B, and nothing comes from the layer
+/// above (it reads stop_gradient(h)).
+#[test]
+fn direct_feedback_alignment_sends_the_output_error_to_each_hidden_layer() {
+    let src = "model M(x: f32[B, 4]) -> f32[B, 2] {
+    h = relu(dense(x, 3))
+    o = dense(stop_gradient(h), 2)
+    return o + dfa_feedback(h, 2)
+}
+
+train M(y: f32[B, 2]) {
+    loss = mse(output, y)
+    optimizer = sgd(lr = 0.1)
+}
+";
+    let g = grad_func(src);
+    let mut rng = Rng::stream(11, "dfa");
+    let mut p = std::collections::HashMap::new();
+    let params: Vec<Tensor> = g
+        .params
+        .iter()
+        .map(|q| {
+            let shape: Vec<usize> =
+                q.ty.shape
+                    .dims()
+                    .iter()
+                    .map(|d| d.known().unwrap() as usize)
+                    .collect();
+            let data: Vec<f64> = (0..shape.iter().product())
+                .map(|_| (rng.normal() * 0.7) as f32 as f64)
+                .collect();
+            p.insert(q.name.clone(), data.clone());
+            Tensor::new(DType::F32, shape, data)
+        })
+        .collect();
+    let x: Vec<f64> = (0..20)
+        .map(|_| (rng.uniform() * 2.0 - 1.0) as f32 as f64)
+        .collect();
+    let y: Vec<f64> = (0..10)
+        .map(|_| (rng.uniform() * 2.0 - 1.0) as f32 as f64)
+        .collect();
+    let inputs = [
+        Tensor::new(DType::F32, vec![5, 4], x.clone()),
+        Tensor::new(DType::F32, vec![5, 2], y.clone()),
+    ];
+    let outs = nnc::compiler::interp::eval(&g, &inputs, &params).unwrap();
+    // The reference: out = o (the feedback term is 0), e = d mse / d out.
+    let n = 5;
+    let a1: Vec<f64> = matmul(&x, &p["h.w"], n, 4, 3)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + p["h.b"][i % 3])
+        .collect();
+    let h: Vec<f64> = a1.iter().map(|v| v.max(0.0)).collect();
+    let out: Vec<f64> = matmul(&h, &p["o.w"], n, 3, 2)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + p["o.b"][i % 2])
+        .collect();
+    let e: Vec<f64> = out
+        .iter()
+        .zip(&y)
+        .map(|(o, t)| 2.0 * (o - t) / 10.0)
+        .collect();
+    let feedback = p.iter().find(|(k, _)| k.ends_with(".feedback")).unwrap().1;
+    let dh = matmul(&e, feedback, n, 2, 3);
+    let da1: Vec<f64> = dh
+        .iter()
+        .zip(&a1)
+        .map(|(d, a)| if *a > 0.0 { *d } else { 0.0 })
+        .collect();
+    let want = [
+        ("h.w", matmul(&transpose(&x, n, 4), &da1, 4, n, 3)),
+        (
+            "h.b",
+            (0..3)
+                .map(|j| (0..n).map(|i| da1[i * 3 + j]).sum())
+                .collect(),
+        ),
+        ("o.w", matmul(&transpose(&h, n, 3), &e, 3, n, 2)),
+        (
+            "o.b",
+            (0..2).map(|j| (0..n).map(|i| e[i * 2 + j]).sum()).collect(),
+        ),
+    ];
+    let trained: Vec<&str> = g
+        .params
+        .iter()
+        .filter(|q| q.kind == nnc::ir::ParamKind::Param)
+        .map(|q| q.name.as_str())
+        .collect();
+    let first = nnc::ir::Outputs {
+        buffers: g.params.len() - trained.len(),
+    }
+    .gradients();
+    for (name, w) in want {
+        let k = trained.iter().position(|t| *t == name).unwrap();
+        let got = &outs[first + k].data;
+        for (a, b) in got.iter().zip(&w) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "d{name}: {got:?} vs {w:?}"
+            );
+        }
+    }
+}

@@ -96,6 +96,7 @@ fn the_layer_examples_learn() {
         ("digits_fa", 0.85),
         ("digits_sign", 0.85),
         ("digits_binary", 0.85),
+        ("digits_dfa", 0.85),
     ] {
         let acc = test_accuracy(name, 0);
         eprintln!("{name}: {acc}");

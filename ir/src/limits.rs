@@ -24,8 +24,13 @@ pub fn memory_limit() -> u64 {
     }
 }
 
-/// `MemTotal` of /proc/meminfo; 64 GiB where it cannot be read.
+/// `MemTotal` of /proc/meminfo (read once); 64 GiB where it cannot be read.
 pub fn physical_memory() -> u64 {
+    static MEMORY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(read_meminfo)
+}
+
+fn read_meminfo() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| {

@@ -12,6 +12,16 @@ use nnc::runtime::{Rng, Tensor};
 /// Checks `src`, evaluates function `func` on `inputs` with random parameters, and returns
 /// its first output and the parameters by name.
 fn run(src: &str, func: &str, inputs: &[Tensor]) -> (Tensor, HashMap<String, Vec<f64>>) {
+    run_zeroing(src, func, inputs, &|_| false)
+}
+
+/// `run` with the parameters `zero` names set to zeros.
+fn run_zeroing(
+    src: &str,
+    func: &str,
+    inputs: &[Tensor],
+    zero: &dyn Fn(&str) -> bool,
+) -> (Tensor, HashMap<String, Vec<f64>>) {
     let checked = nnc::lang::check(src).unwrap_or_else(|d| {
         panic!("{}", nnc::render_plain("test", src, &d));
     });
@@ -24,7 +34,10 @@ fn run(src: &str, func: &str, inputs: &[Tensor]) -> (Tensor, HashMap<String, Vec
         .map(|p| {
             let shape = sizes(&p.ty);
             let n = shape.iter().product();
-            let data: Vec<f64> = (0..n).map(|_| (rng.normal() * 0.5) as f32 as f64).collect();
+            let data: Vec<f64> = (0..n)
+                .map(|_| (rng.normal() * 0.5) as f32 as f64)
+                .map(|v| if zero(&p.name) { 0.0 } else { v })
+                .collect();
             by_name.insert(p.name.clone(), data.clone());
             Tensor::new(DType::F32, shape, data)
         })
@@ -349,35 +362,10 @@ fn mixture_of_experts_uses_the_top_k_experts() {
 fn mixture_of_experts_keeps_exactly_k_experts_on_ties() {
     let src = "model M(x: f32[3, 4]) -> f32[3, 2] {\n    return moe(x, 5, 3, 2, top_k = 2)\n}\n";
     let x = random(&[3, 4], 8);
-    let checked = nnc::lang::check(src).unwrap();
-    let f = checked.module.func("M").unwrap();
-    let mut rng = Rng::stream(9, "moe ties");
-    let mut by_name = HashMap::new();
-    let params: Vec<Tensor> = f
-        .params
-        .iter()
-        .map(|p| {
-            let shape = sizes(&p.ty);
-            let n = shape.iter().product();
-            let router = p.name.starts_with("out.logits");
-            let data: Vec<f64> = (0..n)
-                .map(|_| {
-                    if router {
-                        0.0
-                    } else {
-                        (rng.normal() * 0.5) as f32 as f64
-                    }
-                })
-                .collect();
-            by_name.insert(p.name.clone(), data.clone());
-            Tensor::new(DType::F32, shape, data)
-        })
-        .collect();
-    let out = nnc::compiler::interp::eval(f, std::slice::from_ref(&x), &params).unwrap();
-    assert_close(
-        &out[0].data,
-        &moe_reference(&x, &by_name, [3, 4, 5, 3, 2, 2]),
-    );
+    let (out, by_name) = run_zeroing(src, "M", std::slice::from_ref(&x), &|n| {
+        n.starts_with("out.logits")
+    });
+    assert_close(&out.data, &moe_reference(&x, &by_name, [3, 4, 5, 3, 2, 2]));
 }
 
 #[test]

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::collections::HashMap;
+
 use nnc::ir::{DType, Func, Op};
 use nnc::runtime::{Rng, Tensor};
 
@@ -28,6 +30,53 @@ fn grad_func(src: &str) -> Func {
     m.func("M.grad").unwrap().clone()
 }
 
+/// Random f32-exact values for `g`'s parameters (buffers included), and them by name.
+fn random_params(g: &Func, rng: &mut Rng) -> (Vec<Tensor>, HashMap<String, Vec<f64>>) {
+    let mut by_name = HashMap::new();
+    let params = g
+        .params
+        .iter()
+        .map(|p| {
+            let shape: Vec<usize> =
+                p.ty.shape
+                    .dims()
+                    .iter()
+                    .map(|d| d.known().unwrap() as usize)
+                    .collect();
+            let data: Vec<f64> = (0..shape.iter().product())
+                .map(|_| (rng.normal() * 0.7) as f32 as f64)
+                .collect();
+            by_name.insert(p.name.clone(), data.clone());
+            Tensor::new(DType::F32, shape, data)
+        })
+        .collect();
+    (params, by_name)
+}
+
+/// The gradient function's outputs for the trained parameters named in `want` equal it.
+fn assert_gradients(g: &Func, outs: &[Tensor], want: &[(String, Vec<f64>)], what: &str) {
+    let trained: Vec<&str> = g
+        .params
+        .iter()
+        .filter(|p| p.kind == nnc::ir::ParamKind::Param)
+        .map(|p| p.name.as_str())
+        .collect();
+    let first = nnc::ir::Outputs {
+        buffers: g.params.len() - trained.len(),
+    }
+    .gradients();
+    for (name, w) in want {
+        let k = trained.iter().position(|n| n == name).unwrap();
+        let got = &outs[first + k].data;
+        for (a, b) in got.iter().zip(w) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "{what} d{name}: {got:?} vs {w:?}"
+            );
+        }
+    }
+}
+
 /// How a rule sends the output layer's error back: from its weights and its feedback
 /// buffer (if it has one), the [2, 3] matrix the error is multiplied by.
 type Back = dyn Fn(&[f64], Option<&Vec<f64>>) -> Vec<f64>;
@@ -50,7 +99,7 @@ fn transpose(a: &[f64], r: usize, c: usize) -> Vec<f64> {
 /// from x^T dy as in backprop; the error reaches the hidden layer through `back(w2,
 /// feedback2)` ([2, 3]) instead of w2^T.
 fn reference(
-    p: &std::collections::HashMap<String, Vec<f64>>,
+    p: &HashMap<String, Vec<f64>>,
     x: &[f64],
     y: &[f64],
     back: &Back,
@@ -98,23 +147,7 @@ fn reference(
 fn check_rule(layer: &str, back: &Back) {
     let g = grad_func(&model(layer));
     let mut rng = Rng::stream(5, layer);
-    let mut by_name = std::collections::HashMap::new();
-    let params: Vec<Tensor> = g
-        .params
-        .iter()
-        .map(|p| {
-            let shape: Vec<usize> =
-                p.ty.shape
-                    .dims()
-                    .iter()
-                    .map(|d| d.known().unwrap() as usize)
-                    .collect();
-            let n = shape.iter().product();
-            let data: Vec<f64> = (0..n).map(|_| (rng.normal() * 0.7) as f32 as f64).collect();
-            by_name.insert(p.name.clone(), data.clone());
-            Tensor::new(DType::F32, shape, data)
-        })
-        .collect();
+    let (params, by_name) = random_params(&g, &mut rng);
     let x: Vec<f64> = (0..20)
         .map(|_| (rng.uniform() * 2.0 - 1.0) as f32 as f64)
         .collect();
@@ -127,26 +160,7 @@ fn check_rule(layer: &str, back: &Back) {
     ];
     let outs = nnc::compiler::interp::eval(&g, &inputs, &params).unwrap();
     let want = reference(&by_name, &x, &y, back);
-    let trained: Vec<&str> = g
-        .params
-        .iter()
-        .filter(|p| p.kind == nnc::ir::ParamKind::Param)
-        .map(|p| p.name.as_str())
-        .collect();
-    let first = nnc::ir::Outputs {
-        buffers: g.params.len() - trained.len(),
-    }
-    .gradients();
-    for (name, w) in want {
-        let k = trained.iter().position(|n| *n == name).unwrap();
-        let got = &outs[first + k].data;
-        for (a, b) in got.iter().zip(&w) {
-            assert!(
-                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                "{layer} d{name}: {got:?} vs {w:?}"
-            );
-        }
-    }
+    assert_gradients(&g, &outs, &want, layer);
 }
 
 /// Feedback alignment (Lillicrap et al., 2016): the hidden error is dy @ B, with B the
@@ -256,24 +270,7 @@ train M(y: f32[B, 2]) {
 ";
     let g = grad_func(src);
     let mut rng = Rng::stream(11, "dfa");
-    let mut p = std::collections::HashMap::new();
-    let params: Vec<Tensor> = g
-        .params
-        .iter()
-        .map(|q| {
-            let shape: Vec<usize> =
-                q.ty.shape
-                    .dims()
-                    .iter()
-                    .map(|d| d.known().unwrap() as usize)
-                    .collect();
-            let data: Vec<f64> = (0..shape.iter().product())
-                .map(|_| (rng.normal() * 0.7) as f32 as f64)
-                .collect();
-            p.insert(q.name.clone(), data.clone());
-            Tensor::new(DType::F32, shape, data)
-        })
-        .collect();
+    let (params, p) = random_params(&g, &mut rng);
     let x: Vec<f64> = (0..20)
         .map(|_| (rng.uniform() * 2.0 - 1.0) as f32 as f64)
         .collect();
@@ -311,37 +308,21 @@ train M(y: f32[B, 2]) {
         .map(|(d, a)| if *a > 0.0 { *d } else { 0.0 })
         .collect();
     let want = [
-        ("h.w", matmul(&transpose(&x, n, 4), &da1, 4, n, 3)),
         (
-            "h.b",
+            "h.w".to_string(),
+            matmul(&transpose(&x, n, 4), &da1, 4, n, 3),
+        ),
+        (
+            "h.b".to_string(),
             (0..3)
                 .map(|j| (0..n).map(|i| da1[i * 3 + j]).sum())
                 .collect(),
         ),
-        ("o.w", matmul(&transpose(&h, n, 3), &e, 3, n, 2)),
+        ("o.w".to_string(), matmul(&transpose(&h, n, 3), &e, 3, n, 2)),
         (
-            "o.b",
+            "o.b".to_string(),
             (0..2).map(|j| (0..n).map(|i| e[i * 2 + j]).sum()).collect(),
         ),
     ];
-    let trained: Vec<&str> = g
-        .params
-        .iter()
-        .filter(|q| q.kind == nnc::ir::ParamKind::Param)
-        .map(|q| q.name.as_str())
-        .collect();
-    let first = nnc::ir::Outputs {
-        buffers: g.params.len() - trained.len(),
-    }
-    .gradients();
-    for (name, w) in want {
-        let k = trained.iter().position(|t| *t == name).unwrap();
-        let got = &outs[first + k].data;
-        for (a, b) in got.iter().zip(&w) {
-            assert!(
-                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                "d{name}: {got:?} vs {w:?}"
-            );
-        }
-    }
+    assert_gradients(&g, &outs, &want, "dfa");
 }

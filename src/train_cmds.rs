@@ -608,16 +608,27 @@ pub fn gradcheck(a: GradcheckArgs) -> Result<(), Failed> {
     };
     let reports = nnc_compiler::gradcheck::check(&loss, &inputs, &params, &opts).map_err(fail)?;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
+    let rules = nnc_compiler::gradcheck::has_rules(&loss);
+    let _ = write!(
         out,
         "{:<24} {:>8} {:>12}  {:>14} {:>14}",
         "parameter", "checked", "worst error", "autodiff", "finite diff"
     );
+    let _ = writeln!(
+        out,
+        "{}",
+        if rules {
+            "   rule's gradient vs derivative"
+        } else {
+            ""
+        }
+    );
     let mut bad = 0;
+    let mut differ = Vec::new();
     for r in &reports {
         let ok = r.worst <= a.tolerance;
         bad += usize::from(!ok);
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{:<24} {:>8} {:>12.3e}  {:>14.6e} {:>14.6e}{}",
             r.name,
@@ -627,20 +638,41 @@ pub fn gradcheck(a: GradcheckArgs) -> Result<(), Failed> {
             r.numeric,
             if ok { "" } else { "  FAILED" }
         );
+        if let Some(d) = &r.rule {
+            if d.worst <= a.tolerance {
+                let _ = write!(out, "   equal ({:.1e})", d.worst);
+            } else {
+                differ.push(r.name.as_str());
+                let _ = write!(
+                    out,
+                    "   differs by {:.3e} ({:.6e} vs {:.6e})",
+                    d.worst, d.rule, d.derivative
+                );
+            }
+        }
+        let _ = writeln!(out);
+    }
+    if rules {
+        // The model learns by a rule of its own (a grad block, stop_gradient): the check
+        // above is of autodiff's derivative with the rules taken out, and the last column
+        // says where the rule's gradient is not that derivative (by design).
+        let _ = writeln!(
+            out,
+            "note: `{name}` learns by a rule of its own (grad blocks or stop_gradient): the columns \
+             before the last check the loss's derivative with the rules taken out; {}",
+            if differ.is_empty() {
+                "the rule's gradients equal it".to_string()
+            } else {
+                format!(
+                    "the rule's gradients differ from it for {} (expected of a rule other than backprop)",
+                    differ.join(", ")
+                )
+            }
+        );
     }
     if bad > 0 {
-        // A model that stops gradients learns by a rule of its own (feedback alignment,
-        // straight-through estimators): its gradients are the rule's, not the loss's
-        // derivative, so they are expected to differ.
-        let rule = loss.nodes.iter().any(|n| n.op == nnc_ir::Op::StopGradient);
-        let why = if rule {
-            " — expected: the model uses stop_gradient (a learning rule other than backprop, \
-             such as fa_dense or sign_dense), so these are the rule's gradients, not the loss's derivative"
-        } else {
-            ""
-        };
         return Err(fail(format!(
-            "{bad} parameter{} of `{name}` failed the gradient check (tolerance {:e}){why}",
+            "{bad} parameter{} of `{name}` failed the gradient check (tolerance {:e})",
             if bad == 1 { "" } else { "s" },
             a.tolerance
         )));

@@ -149,15 +149,19 @@ fn every_trained_example_passes_gradcheck() {
             let name = path.file_stem().unwrap().to_string_lossy();
             if ["digits_fa", "digits_sign", "digits_dfa", "digits_binary"].contains(&name.as_ref())
             {
+                // The loss's derivative (rules taken out) passes; the rule's own
+                // gradients are reported beside it, labelled.
                 let err = String::from_utf8_lossy(&out.stderr);
-                assert_eq!(out.status.code(), Some(1), "{name}: {stdout}{err}");
-                assert!(err.contains("the rule's gradients"), "{err}");
+                assert!(out.status.success(), "{name}: {stdout}{err}");
+                assert!(!stdout.contains("FAILED"), "{stdout}");
+                assert!(stdout.contains("learns by a rule of its own"), "{stdout}");
                 let row = |p: &str| stdout.lines().find(|l| l.starts_with(p)).unwrap_or("");
-                assert!(row("h1.w").contains("FAILED"), "{stdout}");
+                assert!(row("h1.w").contains("differs by"), "{stdout}");
                 // FA and sign symmetry give the output layer's weights x^T dy; the
                 // binarized net's straight-through weights differ everywhere.
+                let out_w = if name == "digits_dfa" { "o.w" } else { "out.w" };
                 if name != "digits_binary" {
-                    assert!(!row("out.w").contains("FAILED"), "{stdout}");
+                    assert!(row(out_w).contains("equal"), "{stdout}");
                 }
                 continue;
             }

@@ -56,15 +56,19 @@ pub fn grad(f: &Func) -> Result<Func, String> {
         };
         let node = &f.nodes[i];
         let wants: Vec<bool> = node.args.iter().map(|&a| needs_value(&needs, a)).collect();
-        let contributions = vjp(
-            &mut g,
-            node.op,
-            &node.attr,
-            &node.args,
-            Value::Node(i as u32),
-            gy,
-            &wants,
-        )?;
+        let contributions = if node.op == Op::CustomGrad {
+            custom(f, &mut g, i, gy, &wants)?
+        } else {
+            vjp(
+                &mut g,
+                node.op,
+                &node.attr,
+                &node.args,
+                Value::Node(i as u32),
+                gy,
+                &wants,
+            )?
+        };
         for (k, ga) in contributions {
             let a = node.args[k];
             let total = match adj.get(&a) {
@@ -87,6 +91,68 @@ pub fn grad(f: &Func) -> Result<Func, String> {
         g.outputs.push(gv);
     }
     Ok(g)
+}
+
+/// The adjoints a layer's own backward gives its operands: `custom_grad y, dy, (x, dx)*`
+/// at node `i` of `f`, with `gy` the adjoint of its result. Each wanted `dx` is computed
+/// again in `g` with `gy` in place of the cotangent `dy`: the nodes between them are
+/// copied, the rest (forward values the backward reads) are shared. `y` gets nothing: the
+/// layer's body is not differentiated.
+fn custom(
+    f: &Func,
+    g: &mut Func,
+    i: usize,
+    gy: Value,
+    wants: &[bool],
+) -> Result<Vec<Contribution>, String> {
+    let node = &f.nodes[i];
+    let ct = node.args[1];
+    let Value::Node(c) = ct else {
+        return Err(format!("custom_grad %{i} has no cotangent operand"));
+    };
+    if f.nodes[c as usize].op != Op::Cotangent {
+        return Err(format!(
+            "the second operand of custom_grad %{i} must be a cotangent"
+        ));
+    }
+    let wanted: Vec<usize> = (2..node.args.len())
+        .step_by(2)
+        .filter(|&k| wants.get(k).copied().unwrap_or(false))
+        .collect();
+    // The nodes the wanted adjoints are computed from.
+    let mut used = vec![false; i];
+    for &k in &wanted {
+        if let Value::Node(j) = node.args[k + 1] {
+            used[j as usize] = true;
+        }
+    }
+    for j in (c as usize + 1..i).rev() {
+        if used[j] {
+            for a in &f.nodes[j].args {
+                if let Value::Node(a) = *a {
+                    used[a as usize] = true;
+                }
+            }
+        }
+    }
+    // Copy, in order, each of them that depends on the cotangent.
+    let mut map: HashMap<Value, Value> = HashMap::from([(ct, gy)]);
+    let start = c as usize + 1;
+    for (j, n) in f.nodes.iter().enumerate().take(i).skip(start) {
+        if !used[j] || !n.args.iter().any(|a| map.contains_key(a)) {
+            continue;
+        }
+        let args = n.args.iter().map(|a| *map.get(a).unwrap_or(a)).collect();
+        let v = g.build(n.op, args, n.attr.clone(), Some(n.ty.clone()))?;
+        map.insert(Value::Node(j as u32), v);
+    }
+    Ok(wanted
+        .into_iter()
+        .map(|k| {
+            let dx = node.args[k + 1];
+            (k, *map.get(&dx).unwrap_or(&dx))
+        })
+        .collect())
 }
 
 /// The gradient rules. Given an op applied to `args` giving `y`, and the adjoint `gy` of
@@ -116,6 +182,9 @@ pub fn vjp(
         }
         // stop_gradient: no gradient flows back, by definition.
         Op::StopGradient => {}
+        // A layer's own backward is applied by `grad` (see `custom`), never here.
+        Op::Cotangent => {}
+        Op::CustomGrad => return Err("custom_grad is differentiated by its own backward".into()),
         // sign, comparisons: piecewise constant, zero derivative.
         Op::Sign | Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne => {}
         // d e^x = e^x dx

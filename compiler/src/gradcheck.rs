@@ -6,8 +6,13 @@
 //! one. The error reported is `|analytic - numeric| / max(|analytic|, |numeric|, floor)`:
 //! relative where the derivative is large, absolute (scaled by `1/floor`) near zero, where
 //! the rounding error of the loss (about `1e-16 * |L| / eps`) dominates finite differences.
+//!
+//! A model that learns by a rule of its own (a layer's `grad` block, `stop_gradient`) does
+//! not follow the loss's derivative by design. For it, the check is of autodiff's
+//! derivative of the same loss with the rules taken out (`without_rules`), and the rule's
+//! gradient is reported beside it: how far it is from the derivative.
 
-use nnc_ir::{DType, Func, ParamKind};
+use nnc_ir::{DType, Func, Op, ParamKind};
 use nnc_runtime::{Rng, Tensor};
 
 use crate::autodiff;
@@ -53,6 +58,36 @@ pub struct ParamReport {
     pub analytic: f64,
     /// The finite-difference derivative at `worst_at`.
     pub numeric: f64,
+    /// For a model with a learning rule: how its gradient differs from the derivative.
+    pub rule: Option<RuleDiff>,
+}
+
+/// How a learning rule's gradient of one parameter differs from the loss's derivative,
+/// over the checked elements (the same error measure).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleDiff {
+    /// The largest difference.
+    pub worst: f64,
+    /// The rule's gradient where it is largest.
+    pub rule: f64,
+    /// The derivative there.
+    pub derivative: f64,
+}
+
+/// Whether `f` learns by a rule other than its loss's derivative.
+pub fn has_rules(f: &Func) -> bool {
+    f.nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::CustomGrad | Op::StopGradient))
+}
+
+/// `f` with every learning rule taken out (`custom_grad` and `stop_gradient` are their
+/// operand): the same values, differentiated as the loss's derivative.
+pub fn without_rules(f: &Func) -> Func {
+    crate::passes::rebuild(f, |_, n| match n.op {
+        Op::CustomGrad | Op::StopGradient => crate::passes::Rewrite::Value(n.args[0]),
+        _ => crate::passes::Rewrite::Node(n),
+    })
 }
 
 /// Checks the gradient of `loss_func`'s first output (a scalar) with respect to each of its
@@ -65,7 +100,13 @@ pub fn check(
     opts: &Options,
 ) -> Result<Vec<ParamReport>, EvalError> {
     let f = loss_func.with_float_type(DType::F64);
-    let g = autodiff::grad(&f).map_err(EvalError)?;
+    let rules = has_rules(&f);
+    let g = autodiff::grad(&without_rules(&f)).map_err(EvalError)?;
+    let ruled = if rules {
+        Some(autodiff::grad(&f).map_err(EvalError)?)
+    } else {
+        None
+    };
     let to64 = |t: &Tensor| {
         if t.dtype.is_float() {
             Tensor::new(DType::F64, t.shape.clone(), t.data.clone())
@@ -77,6 +118,11 @@ pub fn check(
     let mut params: Vec<Tensor> = params.iter().map(to64).collect();
     let outs = eval(&g, &inputs, &params)?;
     let grads = &outs[f.outputs.len()..];
+    let rule_outs = match &ruled {
+        Some(r) => eval(r, &inputs, &params)?,
+        None => Vec::new(),
+    };
+    let rule_grads = rule_outs.get(f.outputs.len()..).unwrap_or(&[]);
     let loss_at =
         |params: &[Tensor]| -> Result<f64, EvalError> { Ok(eval(&f, &inputs, params)?[0].data[0]) };
     let mut rng = Rng::stream(opts.seed, "gradcheck");
@@ -103,6 +149,11 @@ pub fn check(
             worst_at: 0,
             analytic: 0.0,
             numeric: 0.0,
+            rule: rules.then_some(RuleDiff {
+                worst: 0.0,
+                rule: 0.0,
+                derivative: 0.0,
+            }),
         };
         for &j in &elems {
             let w = params[i].data[j];
@@ -119,6 +170,17 @@ pub fn check(
                 report.worst_at = j;
                 report.analytic = analytic;
                 report.numeric = numeric;
+            }
+            if let (Some(d), Some(r)) = (&mut report.rule, rule_grads.get(k)) {
+                let rule = r.data[j];
+                let diff = error(rule, analytic, opts.floor);
+                if diff > d.worst || diff.is_nan() {
+                    *d = RuleDiff {
+                        worst: diff,
+                        rule,
+                        derivative: analytic,
+                    };
+                }
             }
         }
         reports.push(report);

@@ -66,7 +66,31 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
         Value::Param(_) => Rows::Free,
         Value::Node(i) => rows[i as usize],
     };
+    // Only what the outputs' values depend on: a layer's own backward (custom_grad's
+    // operands after the first) never runs going forward.
+    let mut live = vec![false; f.nodes.len()];
+    let mark = |live: &mut Vec<bool>, v: &Value| {
+        if let Value::Node(j) = *v {
+            live[j as usize] = true;
+        }
+    };
+    f.outputs.iter().for_each(|o| mark(&mut live, o));
+    for i in (0..f.nodes.len()).rev() {
+        if live[i] {
+            let n = &f.nodes[i];
+            let read = if n.op == Op::CustomGrad {
+                1
+            } else {
+                n.args.len()
+            };
+            n.args[..read].iter().for_each(|a| mark(&mut live, a));
+        }
+    }
     for (i, n) in f.nodes.iter().enumerate() {
+        if !live[i] {
+            rows.push(Rows::Free);
+            continue;
+        }
         let args: Vec<Rows> = n.args.iter().map(|&v| of(&rows, v)).collect();
         let mix = |why: &str| Err(format!("%{i} = {}: {why}", n.op.info().mnemonic));
         let axes: Vec<usize> = args
@@ -182,6 +206,8 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
                 }
                 _ => return mix("joins along the batch axis"),
             },
+            // The value is its first operand's.
+            Op::CustomGrad => args[0],
             // scatter_add sums every row's values into one table.
             Op::ScatterAdd => return mix("sums the batch into one table"),
             // A new op is refused until it has a rule: refusing is always safe.

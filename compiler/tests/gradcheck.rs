@@ -8,7 +8,7 @@
 use nnc_compiler::autodiff::grad;
 use nnc_compiler::gradcheck::{Options, check};
 use nnc_compiler::interp::eval;
-use nnc_ir::{Attr, DType, Dim, Func, Init, Op, ParamKind, Shape, TABLE, TensorType};
+use nnc_ir::{Attr, DType, Dim, Func, Init, Op, ParamKind, Shape, TABLE, TensorType, Value};
 use nnc_runtime::{Rng, Tensor};
 
 /// How an operand's values are drawn.
@@ -89,6 +89,8 @@ fn cases(op: Op) -> Vec<Case> {
         // Its gradient is zero by definition, not the derivative of the identity: applied
         // to an input here, and `stop_gradient_blocks_the_gradient` checks the zero.
         Op::StopGradient => vec![case(op, none(), None, vec![input(t(&[3]), Any)])],
+        // A layer's own backward is not a derivative rule: `custom_grad_*` below.
+        Op::Cotangent | Op::CustomGrad => vec![],
         Op::Neg | Op::Exp | Op::Tanh | Op::Sin | Op::Cos | Op::Erf => vec![
             case(op, none(), None, vec![p(&[3, 4], Any)]),
             case(op, none(), None, vec![p(&[], Any)]),
@@ -426,6 +428,9 @@ fn every_primitive_has_a_gradient_that_matches_finite_differences() {
     let mut checked = 0;
     for row in TABLE {
         let cs = cases(row.op);
+        if row.lowering == nnc_ir::Lowering::Erased {
+            continue;
+        }
         assert!(!cs.is_empty(), "`{}` has no gradient cases", row.mnemonic);
         for (ci, c) in cs.iter().enumerate() {
             let f = build(c);
@@ -525,4 +530,98 @@ fn stop_gradient_blocks_the_gradient() {
     let outs = eval(&g, &[], &[pv]).unwrap();
     assert_eq!(outs[0].data, vec![0.25 + 1.0 + 4.0]);
     assert_eq!(outs[1].data, vec![0.5, -1.0, 2.0]);
+}
+
+/// `loss = sum(y * y)` with `y = tanh(x * w)` (w broadcast over x's rows) given its own
+/// backward for w: `dw = sum(dy * d, axis 0)` with `d` the true derivative `(1 - y^2) x`
+/// (`exact`) or a rule that leaves out tanh's slope, `d = x`.
+fn custom_grad_model(exact: bool) -> Func {
+    let mut f = Func::new("cg");
+    let xt = t(&[2, 3]);
+    let x = f.add_input("x", xt.clone());
+    let w = f.add_param(ParamKind::Param, "w", t(&[3]), Init::Zeros);
+    let b = |f: &mut Func, op, args: Vec<Value>| f.build(op, args, Attr::None, None).unwrap();
+    let wb = f
+        .build(
+            Op::Broadcast,
+            vec![w],
+            Attr::Dims(vec![1]),
+            Some(xt.clone()),
+        )
+        .unwrap();
+    let xw = b(&mut f, Op::Mul, vec![x, wb]);
+    let y = b(&mut f, Op::Tanh, vec![xw]);
+    let dy = f
+        .build(Op::Cotangent, vec![], Attr::None, Some(xt.clone()))
+        .unwrap();
+    let d = if exact {
+        let one = f
+            .build(Op::Const, vec![], Attr::Value(1.0), Some(xt))
+            .unwrap();
+        let yy = b(&mut f, Op::Mul, vec![y, y]);
+        let slope = b(&mut f, Op::Sub, vec![one, yy]);
+        b(&mut f, Op::Mul, vec![slope, x])
+    } else {
+        x
+    };
+    let t = b(&mut f, Op::Mul, vec![dy, d]);
+    let dw = f
+        .build(Op::Sum, vec![t], Attr::Axes(vec![0]), None)
+        .unwrap();
+    let cg = b(&mut f, Op::CustomGrad, vec![y, dy, w, dw]);
+    let sq = b(&mut f, Op::Mul, vec![cg, cg]);
+    let l = f
+        .build(Op::Sum, vec![sq], Attr::Axes(vec![0, 1]), None)
+        .unwrap();
+    f.outputs.push(l);
+    nnc_ir::verify_func(&f).unwrap();
+    f
+}
+
+#[test]
+fn custom_grad_with_the_true_derivative_passes_the_check() {
+    let f = custom_grad_model(true);
+    let mut rng = Rng::new(3);
+    let x = draw(Gen::Any, &t(&[2, 3]), None, &mut rng);
+    let w = draw(Gen::Any, &t(&[3]), None, &mut rng);
+    let r = check(&f, &[x], &[w], &Options::default()).unwrap();
+    assert!(r[0].worst < 1e-6, "{r:?}");
+    let rule = r[0].rule.as_ref().expect("a model with a rule");
+    assert!(rule.worst < 1e-12, "the block is the derivative: {rule:?}");
+}
+
+/// The rule's gradient is what its block says (computed here independently: dL/dy = 2y,
+/// so dw = sum over rows of 2 y x), and the check reports how it differs.
+#[test]
+fn custom_grad_gives_the_blocks_adjoint() {
+    let f = custom_grad_model(false);
+    let mut rng = Rng::new(4);
+    let x = draw(Gen::Any, &t(&[2, 3]), None, &mut rng);
+    let w = draw(Gen::Any, &t(&[3]), None, &mut rng);
+    let g = grad(&f).unwrap();
+    nnc_ir::verify_func(&g).unwrap();
+    let outs = eval(&g, std::slice::from_ref(&x), std::slice::from_ref(&w)).unwrap();
+    for j in 0..3 {
+        let want: f64 = (0..2)
+            .map(|i| {
+                let xv = x.data[i * 3 + j];
+                2.0 * (xv * w.data[j]).tanh() * xv
+            })
+            .sum();
+        assert!(
+            (outs[1].data[j] - want).abs() < 1e-12,
+            "{j}: {} vs {want}",
+            outs[1].data[j]
+        );
+    }
+    let r = check(&f, &[x], &[w], &Options::default()).unwrap();
+    assert!(r[0].worst < 1e-6, "the derivative itself is right: {r:?}");
+    assert!(r[0].rule.as_ref().unwrap().worst > 1e-3, "{r:?}");
+    // After the passes the backward's stand-ins are gone.
+    let opt = nnc_compiler::passes::optimize(&g, &mut |_, _| {}).unwrap();
+    assert!(
+        opt.nodes
+            .iter()
+            .all(|n| n.op.info().lowering != nnc_ir::Lowering::Erased)
+    );
 }

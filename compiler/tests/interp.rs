@@ -339,3 +339,23 @@ fn every_op_in_the_table_is_tested_here() {
         );
     }
 }
+
+/// Going forward a layer's own backward is inert: `custom_grad` is its first operand, and
+/// the cotangent it reads (which stands for an adjoint that exists only inside autodiff)
+/// evaluates to zeros. Both print and parse back.
+#[test]
+fn custom_grad_is_its_value_going_forward() {
+    let ir = "func @f(%x: f32[2]) -> (f32[2], f32[2]) {
+  %0 = exp %x : f32[2]
+  %1 = cotangent : f32[2]
+  %2 = mul %1, %0 : f32[2]
+  %3 = custom_grad %0, %1, %x, %2 : f32[2]
+  return %3, %1
+}";
+    let m = parse_module(ir).unwrap();
+    assert_eq!(m.to_string().trim(), ir);
+    let x = Tensor::new(DType::F32, vec![2], vec![0.0, 1.0]);
+    let out = eval(&m.funcs[0], &[x], &[]).unwrap();
+    assert_eq!(out[0].data, [1.0, (1.0f32).exp() as f64]);
+    assert_eq!(out[1].data, [0.0, 0.0]);
+}

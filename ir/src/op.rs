@@ -44,6 +44,9 @@ pub enum Lowering {
     Kernel,
     /// No code: the result shares its operand's buffer.
     Alias,
+    /// Never reaches a backend: autodiff reads it, and the simplifier removes it before
+    /// code is generated (a layer's own backward, `grad` blocks).
+    Erased,
 }
 
 /// The scalar definition of an elementwise op: the result from the operands' values, in
@@ -115,6 +118,7 @@ const CHEAP: Lowering = Lowering::Fused { cheap: true };
 const COSTLY: Lowering = Lowering::Fused { cheap: false };
 const KERNEL: Lowering = Lowering::Kernel;
 const ALIAS: Lowering = Lowering::Alias;
+const ERASED: Lowering = Lowering::Erased;
 
 fn bit(c: bool) -> f64 {
     if c { 1.0 } else { 0.0 }
@@ -174,6 +178,11 @@ table! {
     Gather    "gather"     2 Given     Any   Index  ["x", "ids", "axis"] 2 KERNEL, None, "rows of x along axis picked by i32 ids: [..a, V, ..b] and ids [..i] give [..a, ..i, ..b]; an id outside 0..V is a run-time error naming the line";
     ScatterAdd "scatter_add" 2 Given   Float Index  ["x", "ids", "size", "axis"] 3 KERNEL, None, "the adjoint of gather: x [..a, ..i, ..b] summed into rows ids of zeros [..a, V, ..b]";
     Random    "random"     1 Given     Any   Value  [] 0 KERNEL, None, "uniform noise in [0, 1): a hash of the key operand (i32[]), the stream (value) and each element's index";
+    // A layer's own backward (a `grad` block): `custom_grad` returns y unchanged and lists,
+    // for each primal operand, the adjoint autodiff gives it, computed from a `cotangent`
+    // (which stands for y's adjoint; autodiff substitutes the real one).
+    Cotangent "cotangent"  0 Given     Float None   [] 0 ERASED, None, "the adjoint of a custom_grad's result, as seen by its backward (zeros when evaluated)";
+    CustomGrad "custom_grad" 2 CustomGrad Float None [] 0 ERASED, None, "custom_grad y, dy, x1, dx1, ..: y unchanged; autodiff gives each xk the adjoint dxk, computed from the cotangent dy, instead of differentiating y";
 }
 
 fn div(a: &[f64], dtype: DType) -> f64 {
@@ -209,6 +218,8 @@ pub enum Class {
     Transpose,
     /// Joins one or more operands along an axis (variadic).
     Concat,
+    /// `custom_grad y, dy, (x, dx)*`: the type of `y`; `dy` has it too, each `dx` its `x`'s.
+    CustomGrad,
 }
 
 /// The kind of attribute an op carries, and how it is spelled in the IR text.
@@ -275,6 +286,13 @@ pub enum Attr {
     },
 }
 
+impl OpInfo {
+    /// Whether the op takes any number of operands from its arity on.
+    pub fn is_variadic(&self) -> bool {
+        matches!(self.class, Class::Concat | Class::CustomGrad)
+    }
+}
+
 impl Op {
     /// This op's row in the table.
     pub fn info(self) -> &'static OpInfo {
@@ -314,7 +332,7 @@ impl Op {
         given: Option<&TensorType>,
     ) -> Result<TensorType, String> {
         let info = self.info();
-        let variadic = info.class == Class::Concat;
+        let variadic = info.is_variadic();
         if args.len() != info.arity && !(variadic && args.len() >= info.arity) {
             return Err(format!(
                 "`{}` takes {} operand{}, found {}",
@@ -387,6 +405,24 @@ impl Op {
                 let mut dims = x.shape.0.clone();
                 dims[axis] = Dim::Known(total);
                 Ok(TensorType::new(x.dtype, Shape(dims)))
+            }
+            Class::CustomGrad => {
+                let (y, dy) = (args[0], args[1]);
+                if dy != y || !args.len().is_multiple_of(2) {
+                    return Err(format!(
+                        "`custom_grad` takes y, its cotangent of the same type, then pairs of an operand and its adjoint; found {} operands, y {y}, dy {dy}",
+                        args.len()
+                    ));
+                }
+                for pair in args[2..].chunks(2) {
+                    if pair[0] != pair[1] {
+                        return Err(format!(
+                            "an adjoint must have its operand's type: {} for {}",
+                            pair[1], pair[0]
+                        ));
+                    }
+                }
+                Ok(y.clone())
             }
             Class::Transpose => {
                 let x = args[0];
@@ -585,6 +621,12 @@ impl Op {
                 }
                 Ok(())
             }
+            Op::Cotangent => {
+                if !ty.dtype.is_float() {
+                    return Err(format!("`cotangent` is a float adjoint, not {ty}"));
+                }
+                Ok(())
+            }
             Op::Random => {
                 let Attr::Value(stream) = attr else {
                     unreachable!()
@@ -631,7 +673,8 @@ impl Op {
             | Op::ReduceMax
             | Op::MatMul
             | Op::Transpose
-            | Op::Concat => Err(format!("`{}` is not of class Given", self.mnemonic())),
+            | Op::Concat
+            | Op::CustomGrad => Err(format!("`{}` is not of class Given", self.mnemonic())),
         }
     }
 }

@@ -454,7 +454,7 @@ fn parse_node(
         attr = Attr::Value(lx.num()?);
     }
     let mut args = Vec::new();
-    let variadic = info.class == crate::op::Class::Concat;
+    let variadic = info.is_variadic();
     let mut i = 0;
     while i < info.arity || (variadic && lx.peek() == &Tok::Punct(",") && lx.next_is_value()) {
         if i > 0 {

@@ -135,7 +135,9 @@ pub(crate) fn compute<L: Lanes>(l: &mut L, op: Op, xs: &[L::F]) -> R<L::F> {
         | Op::Random
         | Op::Gather
         | Op::ScatterAdd
-        | Op::Concat => {
+        | Op::Concat
+        | Op::Cotangent
+        | Op::CustomGrad => {
             return Err(format!(
                 "`{}` is not computed in a fused loop",
                 op.mnemonic()

@@ -181,6 +181,24 @@ pub enum Stmt {
         /// The statement.
         span: Span,
     },
+    /// `grad (dy) { .. }`: the layer's own backward, from the adjoint `dy` of its result.
+    Grad {
+        /// The name its statements give the result's adjoint.
+        dy: Ident,
+        /// Assignments of locals and of adjoints (`x.grad = ..`).
+        body: Vec<Stmt>,
+        /// The whole block.
+        span: Span,
+    },
+    /// `x.grad = expr`, in a grad block: the adjoint of input or parameter `x`.
+    GradAssign {
+        /// The input or parameter.
+        target: Ident,
+        /// Its adjoint.
+        value: Expr,
+        /// The statement.
+        span: Span,
+    },
     /// `if c { .. } else { .. }` on a static condition: only the taken branch is built.
     If {
         /// The condition (a static boolean or integer).
@@ -198,7 +216,10 @@ impl Stmt {
     /// Every expression of the statement, nested blocks included.
     pub fn exprs<'a>(&'a self, out: &mut Vec<&'a Expr>) {
         match self {
-            Stmt::Assign { value, .. } | Stmt::Return { value, .. } => out.push(value),
+            Stmt::Assign { value, .. }
+            | Stmt::Return { value, .. }
+            | Stmt::GradAssign { value, .. } => out.push(value),
+            Stmt::Grad { body, .. } => body.iter().for_each(|s| s.exprs(out)),
             Stmt::Param { init, .. } | Stmt::State { init, .. } => out.extend(init.iter()),
             Stmt::For { iter, body, .. } => {
                 out.push(iter);
@@ -221,6 +242,8 @@ impl Stmt {
             | Stmt::State { span, .. }
             | Stmt::Return { span, .. }
             | Stmt::For { span, .. }
+            | Stmt::Grad { span, .. }
+            | Stmt::GradAssign { span, .. }
             | Stmt::If { span, .. } => *span,
         }
     }

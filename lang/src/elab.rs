@@ -73,7 +73,7 @@ const MAX_UNROLL: i64 = 4096;
 pub const MAX_STATEMENTS: u64 = 1_000_000;
 
 /// One layer instance on the inlining stack, for parameter naming and error context.
-struct Frame {
+struct Frame<'d> {
     /// The name of the caller's statement that made this instance (`h1` in `h1 = dense(..)`).
     base: String,
     /// The dotted path, once a parameter needed it.
@@ -82,13 +82,39 @@ struct Frame {
     stmt: String,
     /// The buffers this instance declared: their names and values.
     buffers: Vec<(Ident, Value)>,
+    /// The tensor inputs the instance was called with, by parameter name.
+    inputs: Vec<(String, Value)>,
+    /// The trained parameters it declared itself.
+    params: Vec<(String, Value)>,
+    /// How many parameters the function had when the instance began.
+    params_before: usize,
+    /// Its `grad` block, with the names in scope where it stands, until `return`.
+    grad: Option<(&'d Stmt, Scope)>,
+    /// The layer's name.
+    layer: String,
+}
+
+impl Frame<'_> {
+    fn new(layer: &str, base: String, path: Option<String>, params_before: usize) -> Self {
+        Frame {
+            base,
+            path,
+            stmt: "out".into(),
+            buffers: Vec::new(),
+            inputs: Vec::new(),
+            params: Vec::new(),
+            params_before,
+            grad: None,
+            layer: layer.to_string(),
+        }
+    }
 }
 
 pub(crate) struct Elab<'a, 'd> {
     pub defs: &'d Defs<'d>,
     pub func: Func,
     pub errors: &'a mut Vec<Diagnostic>,
-    frames: Vec<Frame>,
+    frames: Vec<Frame<'d>>,
     used: HashSet<String>,
     /// The user's call into the prelude, where prelude errors are reported.
     site: Option<(Span, String)>,
@@ -116,12 +142,7 @@ impl<'a, 'd> Elab<'a, 'd> {
             defs,
             func,
             errors,
-            frames: vec![Frame {
-                base: String::new(),
-                path: Some(String::new()),
-                stmt: "out".into(),
-                buffers: Vec::new(),
-            }],
+            frames: vec![Frame::new("", String::new(), Some(String::new()), 0)],
             used,
             site: None,
             calls: Vec::new(),
@@ -343,6 +364,10 @@ impl<'a, 'd> Elab<'a, 'd> {
                     }
                 }
             }
+        }
+        if op == Op::StopGradient && !common.dtype.is_float() {
+            self.report(errors::stop_gradient_int(span, &common.to_string()));
+            return Val::Error;
         }
         if op.info().dtypes == DTypes::Float && !common.dtype.is_float() {
             self.report(errors::float_needed(span, name, &common.to_string()));
@@ -673,12 +698,9 @@ impl<'a, 'd> Elab<'a, 'd> {
             .last()
             .map(|f| f.stmt.clone())
             .unwrap_or_default();
-        self.frames.push(Frame {
-            base,
-            path: None,
-            stmt: "out".into(),
-            buffers: Vec::new(),
-        });
+        let params_before = self.func.params.len();
+        self.frames
+            .push(Frame::new(&def.name.name, base, None, params_before));
         let result = self.instantiate_body(def, slots, span);
         self.frames.pop();
         if pushed_call {
@@ -712,6 +734,9 @@ impl<'a, 'd> Elab<'a, 'd> {
             };
             if matches!(v, Val::Error) {
                 return Val::Error;
+            }
+            if let (Val::Tensor(t), Some(f)) = (&v, self.frames.last_mut()) {
+                f.inputs.push((p.name.name.clone(), *t));
             }
             scope.insert(p.name.name.clone(), v);
         }
@@ -757,19 +782,38 @@ impl<'a, 'd> Elab<'a, 'd> {
                         ParamKind::Buffer
                     };
                     let v = self.param(scope, kind, name, ty, init.as_ref(), *span);
-                    if let (Val::Tensor(b), false, Some(f)) =
-                        (&v, *trainable, self.frames.last_mut())
-                    {
-                        f.buffers.push((name.clone(), *b));
+                    if let (Val::Tensor(b), Some(f)) = (&v, self.frames.last_mut()) {
+                        if *trainable {
+                            f.params.push((name.name.clone(), *b));
+                        } else {
+                            f.buffers.push((name.clone(), *b));
+                        }
                     }
                     scope.insert(name.name.clone(), v);
                 }
                 Stmt::Return { value, .. } => {
                     self.set_stmt("out");
-                    let v = self.eval(scope, value);
+                    let mut v = self.eval(scope, value);
                     self.mark_lines(before, s.span());
+                    let grad = self.frames.last_mut().and_then(|f| f.grad.take());
+                    if let Some((g, at)) = grad {
+                        let before = self.func.nodes.len();
+                        v = self.grad_block(v, g, at, value.span);
+                        self.mark_lines(before, g.span());
+                    }
                     return Some(v);
                 }
+                // Elaborated at `return`, once the result's type is known; a grad block
+                // in a model was reported by resolution.
+                Stmt::Grad { .. } => {
+                    if self.frames.len() > 1
+                        && let Some(f) = self.frames.last_mut()
+                    {
+                        f.grad = Some((s, scope.clone()));
+                    }
+                }
+                // Outside a grad block: reported by resolution.
+                Stmt::GradAssign { .. } => {}
                 Stmt::State { .. } => {}
                 Stmt::For {
                     var, iter, body, ..
@@ -818,6 +862,131 @@ impl<'a, 'd> Elab<'a, 'd> {
             self.mark_lines(before, s.span());
         }
         None
+    }
+
+    /// A layer's own backward: `y` returned with the adjoints the grad block `g` gives the
+    /// instance's float inputs and parameters, each computed from a cotangent standing for
+    /// `y`'s adjoint (`custom_grad`; autodiff substitutes the real adjoint).
+    fn grad_block(&mut self, y: Val, g: &'d Stmt, mut scope: Scope, yspan: Span) -> Val {
+        let Stmt::Grad { dy, body, span } = g else {
+            return y;
+        };
+        let yv = match y {
+            Val::Tensor(v) if self.ty(v).dtype.is_float() => v,
+            Val::Error => return Val::Error,
+            other => {
+                let d = self.describe(&other);
+                self.report(errors::grad_result(yspan, &d));
+                return Val::Error;
+            }
+        };
+        let Some(frame) = self.frames.last() else {
+            return Val::Tensor(yv);
+        };
+        // Primals: float tensor inputs, then the layer's own parameters.
+        let mut primals: Vec<(String, Value)> = frame
+            .inputs
+            .iter()
+            .filter(|(_, v)| self.func.ty(*v).dtype.is_float())
+            .cloned()
+            .collect();
+        primals.extend(frame.params.iter().cloned());
+        let ints: Vec<(String, String)> = frame
+            .inputs
+            .iter()
+            .filter(|(_, v)| !self.func.ty(*v).dtype.is_float())
+            .map(|(n, v)| (n.clone(), self.func.ty(*v).to_string()))
+            .collect();
+        let layer = frame.layer.clone();
+        let own: HashSet<Value> = frame.params.iter().map(|(_, v)| *v).collect();
+        let foreign = (frame.params_before..self.func.params.len())
+            .map(|i| Value::Param(i as u32))
+            .find(|v| {
+                !own.contains(v)
+                    && matches!(v, Value::Param(i) if self.func.params[*i as usize].kind == ParamKind::Param)
+            });
+        if let Some(Value::Param(i)) = foreign {
+            let name = self.func.params[i as usize].name.clone();
+            self.report(errors::grad_sublayer_param(*span, &layer, &name));
+            return Val::Error;
+        }
+        let yt = self.ty(yv).clone();
+        let ct = match self.func.build(Op::Cotangent, vec![], Attr::None, Some(yt)) {
+            Ok(v) => v,
+            Err(e) => {
+                self.report(errors::op_rule(*span, "grad", e));
+                return Val::Error;
+            }
+        };
+        scope.insert(dy.name.clone(), Val::Tensor(ct));
+        let mut given: HashMap<String, Value> = HashMap::new();
+        let mut ok = true;
+        for s in body {
+            let Stmt::GradAssign { target, value, .. } = s else {
+                self.body(&mut scope, std::slice::from_ref(s));
+                continue;
+            };
+            let before = self.func.nodes.len();
+            let v = self.eval(&mut scope, value);
+            self.mark_lines(before, s.span());
+            let Some((_, p)) = primals.iter().find(|(n, _)| *n == target.name) else {
+                // Resolution reported names the layer does not have; what is left is an
+                // integer input.
+                if let Some((_, t)) = ints.iter().find(|(n, _)| *n == target.name) {
+                    let why = format!("`{}` is {t}, and integers carry no gradient", target.name);
+                    self.report(errors::unknown_adjoint(
+                        target.span,
+                        &target.name,
+                        &why,
+                        None,
+                    ));
+                }
+                ok = false;
+                continue;
+            };
+            let pt = self.func.ty(*p).clone();
+            match v {
+                Val::Tensor(a) if *self.ty(a) == pt => _ = given.insert(target.name.clone(), a),
+                Val::Error => ok = false,
+                other => {
+                    let d = match &other {
+                        Val::Tensor(a) => self.ty(*a).to_string(),
+                        o => self.describe(o),
+                    };
+                    self.report(errors::adjoint_type(
+                        value.span,
+                        &target.name,
+                        &pt.to_string(),
+                        &d,
+                    ));
+                    ok = false;
+                }
+            }
+        }
+        let missing: Vec<String> = primals
+            .iter()
+            .filter(|(n, _)| !given.contains_key(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !ok {
+            return Val::Error;
+        }
+        if !missing.is_empty() {
+            self.report(errors::missing_adjoint(*span, &layer, &missing));
+            return Val::Error;
+        }
+        let mut args = vec![yv, ct];
+        for (n, p) in &primals {
+            args.push(*p);
+            args.push(given[n]);
+        }
+        match self.func.build(Op::CustomGrad, args, Attr::None, None) {
+            Ok(v) => Val::Tensor(v),
+            Err(e) => {
+                self.report(errors::op_rule(*span, "grad", e));
+                Val::Error
+            }
+        }
     }
 
     /// Records the values the current instance's buffer names hold at its end: a buffer
@@ -1285,6 +1454,12 @@ impl<'a, 'd> Elab<'a, 'd> {
             }
             Class::Concat => self.concat(vals, &spans, span, false),
             Class::Given => self.given(op, vals, &spans, span),
+            // Written as a `grad` block, never called (its `Sig` is `None`).
+            Class::CustomGrad => {
+                let why = format!("`{name}` is written as a `grad` block in a layer");
+                self.report(errors::op_rule(span, name, why));
+                Val::Error
+            }
         }
     }
 

@@ -290,6 +290,51 @@ pub(crate) fn no_update(span: Span, rule: &str, w: &str) -> Diagnostic {
     ))
 }
 
+pub(crate) fn misplaced_grad(span: Span, place: &str) -> Diagnostic {
+    e(
+        "E0124",
+        format!("a `grad` block is not allowed in {place}"),
+        span,
+        "not allowed here",
+    )
+    .with_help("a layer may end with one `grad (dy) { .. }` block, at its top level before `return`; models, rules and train blocks use their layers' gradients")
+}
+pub(crate) fn misplaced_adjoint(span: Span, name: &str) -> Diagnostic {
+    e(
+        "E0125",
+        format!("`{name}.grad` is assigned outside a layer's `grad` block"),
+        span,
+        "not in a grad block",
+    )
+    .with_help("adjoints are assigned at the top level of `grad (dy) { .. }`")
+}
+pub(crate) fn unknown_adjoint(
+    span: Span,
+    name: &str,
+    why: &str,
+    suggestion: Option<&str>,
+) -> Diagnostic {
+    did_you_mean(
+        e(
+            "E0126",
+            format!("`{name}.grad` names no input or parameter of this layer: {why}"),
+            span,
+            "no such gradient",
+        ),
+        suggestion,
+    )
+}
+pub(crate) fn adjoint_twice(span: Span, first: Span, name: &str) -> Diagnostic {
+    e(
+        "E0128",
+        format!("`{name}.grad` is assigned twice"),
+        span,
+        "again here",
+    )
+    .with_label(first, "first here")
+    .with_help("give each adjoint once: sum the parts into one expression")
+}
+
 // ---- types and shapes (E02xx) ----
 
 pub(crate) fn dtype_mismatch(span: Span, op: &str, a: &str, b: &str) -> Diagnostic {
@@ -492,6 +537,54 @@ pub(crate) fn random_outside_training(span: Span) -> Diagnostic {
         "noise in inference mode",
     )
     .with_help("guard it with `if training { .. }`, as the prelude's `dropout` does")
+}
+pub(crate) fn adjoint_type(span: Span, name: &str, primal: &str, found: &str) -> Diagnostic {
+    e(
+        "E0226",
+        format!("`{name}.grad` must have `{name}`'s type {primal}, found {found}"),
+        span,
+        format!("this is {found}"),
+    )
+    .with_help("an adjoint has its value's shape and dtype: reduce over broadcast axes (`sum(dy, axis = 0)`) or transpose as needed")
+}
+pub(crate) fn missing_adjoint(span: Span, layer: &str, names: &[String]) -> Diagnostic {
+    let list: Vec<String> = names.iter().map(|n| format!("`{n}.grad`")).collect();
+    e(
+        "E0227",
+        format!(
+            "the grad block of `{layer}` does not give {}",
+            list.join(", ")
+        ),
+        span,
+        "in this grad block",
+    )
+    .with_help("a grad block gives the adjoint of every float tensor input and every `param` of its layer (write `x.grad = 0.0 * x` for none)")
+}
+pub(crate) fn stop_gradient_int(span: Span, ty: &str) -> Diagnostic {
+    e(
+        "E0228",
+        format!("`stop_gradient` of an integer tensor {ty}: integers carry no gradient"),
+        span,
+        "integer tensor",
+    )
+    .with_help("remove `stop_gradient`: integer values are never differentiated")
+}
+pub(crate) fn grad_sublayer_param(span: Span, layer: &str, param: &str) -> Diagnostic {
+    e(
+        "E0229",
+        format!("`{layer}` has a grad block, but parameter `{param}` of a layer it calls would get no gradient"),
+        span,
+        "in this grad block",
+    )
+    .with_help("declare the parameters a grad block trains with `param` in the layer itself")
+}
+pub(crate) fn grad_result(span: Span, found: &str) -> Diagnostic {
+    e(
+        "E0230",
+        format!("a layer with a grad block must return a float tensor, found {found}"),
+        span,
+        "its result",
+    )
 }
 pub(crate) fn buffer_type(span: Span, name: &str, declared: &str, found: &str) -> Diagnostic {
     e(

@@ -110,6 +110,13 @@ fn nested(out: &mut String, body: &[Stmt], depth: usize) {
                 }
             }
             Stmt::Return { value, .. } => write!(out, "return {}", expr(value)).unwrap(),
+            Stmt::Grad { dy, body, .. } => {
+                write!(out, "grad ({}) ", dy.name).unwrap();
+                nested(out, body, depth + 1);
+            }
+            Stmt::GradAssign { target, value, .. } => {
+                write!(out, "{}.grad = {}", target.name, expr(value)).unwrap()
+            }
             Stmt::For {
                 var, iter, body, ..
             } => {

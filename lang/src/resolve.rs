@@ -119,6 +119,12 @@ pub fn resolve(defs: &Defs<'_>, user: &Program, errors: &mut Vec<Diagnostic>) {
 struct Scope<'d> {
     names: HashSet<String>,
     defs: &'d Defs<'d>,
+    /// In a model (no grad block) rather than a layer.
+    model: bool,
+    /// The layer's inputs and `param`s, which a grad block gives adjoints.
+    adjointable: Vec<String>,
+    /// The layer's buffers (not trained: no adjoint).
+    buffers: Vec<String>,
 }
 
 impl Scope<'_> {
@@ -197,6 +203,8 @@ impl Scope<'_> {
     fn body(&mut self, body: &[Stmt], place: Place, errors: &mut Vec<Diagnostic>) -> bool {
         let mut returned = false;
         let mut params: HashMap<&str, Span> = HashMap::new();
+        let mut grad_seen = false;
+        let mut adjoints: HashMap<&str, Span> = HashMap::new();
         for s in body {
             if returned {
                 errors.push(errors::after_return(s.span()));
@@ -244,13 +252,66 @@ impl Scope<'_> {
                     self.expr(value, errors);
                     returned = true;
                 }
+                Stmt::Grad { dy, body, span } => {
+                    if place != Place::Layer || self.model {
+                        let p = if self.model {
+                            "a model"
+                        } else {
+                            place.describe()
+                        };
+                        errors.push(errors::misplaced_grad(*span, p));
+                    } else if grad_seen {
+                        errors.push(errors::misplaced_grad(
+                            *span,
+                            "a layer that has one already (one grad block per layer)",
+                        ));
+                    }
+                    grad_seen = true;
+                    let saved = self.names.clone();
+                    self.names.insert(dy.name.clone());
+                    self.body(body, Place::Grad, errors);
+                    self.names = saved;
+                }
+                Stmt::GradAssign {
+                    target,
+                    value,
+                    span,
+                } => {
+                    self.expr(value, errors);
+                    if place != Place::Grad {
+                        errors.push(errors::misplaced_adjoint(*span, &target.name));
+                        continue;
+                    }
+                    let name = target.name.as_str();
+                    if !self.adjointable.iter().any(|a| a == name) {
+                        let why = if self.buffers.iter().any(|b| b == name) {
+                            format!("`{name}` is a buffer, which is not trained")
+                        } else {
+                            let list: Vec<String> =
+                                self.adjointable.iter().map(|a| format!("`{a}`")).collect();
+                            format!("the layer has {}", list.join(", "))
+                        };
+                        let cands: Vec<&str> =
+                            self.adjointable.iter().map(|s| s.as_str()).collect();
+                        errors.push(errors::unknown_adjoint(
+                            target.span,
+                            name,
+                            &why,
+                            suggest(name, cands),
+                        ));
+                    } else if let Some(&first) = adjoints.get(name) {
+                        errors.push(errors::adjoint_twice(target.span, first, name));
+                    } else {
+                        adjoints.insert(name, target.span);
+                    }
+                }
                 Stmt::For {
                     var,
                     iter,
                     body,
                     span,
                 } => {
-                    if place != Place::Layer && place != Place::Nested {
+                    if !matches!(place, Place::Layer | Place::Nested | Place::Grad) {
                         errors.push(errors::misplaced(*span, "for", place.describe()));
                     }
                     self.expr(iter, errors);
@@ -263,7 +324,7 @@ impl Scope<'_> {
                     els,
                     span,
                 } => {
-                    if place != Place::Layer && place != Place::Nested {
+                    if !matches!(place, Place::Layer | Place::Nested | Place::Grad) {
                         errors.push(errors::misplaced(*span, "if", place.describe()));
                     }
                     self.expr(cond, errors);
@@ -283,6 +344,8 @@ enum Place {
     Train,
     /// The body of a `for` or `if` inside a layer: assignments and more control flow.
     Nested,
+    /// A layer's `grad` block: assignments, adjoints, control flow.
+    Grad,
 }
 
 impl Place {
@@ -291,6 +354,7 @@ impl Place {
             Place::Layer => "a layer or model",
             Place::Rule => "a rule",
             Place::Train => "a train block",
+            Place::Grad => "a grad block (it assigns names and adjoints: `x.grad = ..`)",
             Place::Nested => {
                 "the body of a `for` or `if` (assign names there; declare parameters and return outside)"
             }
@@ -299,9 +363,26 @@ impl Place {
 }
 
 fn fn_def(defs: &Defs<'_>, f: &FnDef, what: &str, errors: &mut Vec<Diagnostic>) {
+    let mut adjointable: Vec<String> = f.params.iter().map(|p| p.name.name.clone()).collect();
+    let mut buffers = Vec::new();
+    for s in &f.body {
+        if let Stmt::Param {
+            trainable, name, ..
+        } = s
+        {
+            if *trainable {
+                adjointable.push(name.name.clone());
+            } else {
+                buffers.push(name.name.clone());
+            }
+        }
+    }
     let mut scope = Scope {
         names: HashSet::new(),
         defs,
+        model: what == "model",
+        adjointable,
+        buffers,
     };
     scope.params(&f.params, errors);
     if !scope.body(&f.body, Place::Layer, errors) {
@@ -321,6 +402,9 @@ fn rule_def(defs: &Defs<'_>, r: &RuleDef, errors: &mut Vec<Diagnostic>) {
     let mut scope = Scope {
         names: HashSet::new(),
         defs,
+        model: false,
+        adjointable: Vec::new(),
+        buffers: Vec::new(),
     };
     scope.params(&r.params, errors);
     for n in [&r.weight.name, &r.grad.name] {
@@ -350,6 +434,9 @@ fn train_def(defs: &Defs<'_>, t: &TrainDef, errors: &mut Vec<Diagnostic>) {
     let mut scope = Scope {
         names: HashSet::new(),
         defs,
+        model: false,
+        adjointable: Vec::new(),
+        buffers: Vec::new(),
     };
     scope.params(&model.params, errors);
     scope.params(&t.params, errors);

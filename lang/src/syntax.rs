@@ -133,6 +133,8 @@ fn describe_rule(rule: Rule) -> &'static str {
         | Rule::for_stmt
         | Rule::if_stmt
         | Rule::if_block
+        | Rule::grad_block
+        | Rule::grad_assign
         | Rule::assign
         | Rule::stmt => "a statement",
         Rule::type_ann | Rule::tensor_type => "a type",
@@ -381,6 +383,20 @@ impl Cx {
                     var,
                     iter,
                     body,
+                    span,
+                }
+            }
+            Rule::grad_block => {
+                let dy = self.ident(inner.next()?);
+                let body = self.block(inner.next()?);
+                Stmt::Grad { dy, body, span }
+            }
+            Rule::grad_assign => {
+                let target = self.ident(inner.next()?);
+                let value = self.expr(inner.next()?)?;
+                Stmt::GradAssign {
+                    target,
+                    value,
                     span,
                 }
             }

@@ -1,5 +1,6 @@
 //! Simplification and canonicalization, node by node:
 //!
+//! - `stop_gradient(x)` and `custom_grad(x, ..)` are `x` (the passes run after autodiff);
 //! - no-ops vanish: a reshape, broadcast, transpose or cast to the operand's own type, an
 //!   identity permutation; a reshape of a reshape, a broadcast of a broadcast and a
 //!   transpose of a transpose become one;
@@ -136,6 +137,8 @@ pub fn run(f: &Func) -> Func {
             Op::Reshape | Op::Cast if same_type => return Rewrite::Value(n.args[0]),
             // After autodiff (passes run on its output) it is the identity.
             Op::StopGradient => return Rewrite::Value(n.args[0]),
+            // Likewise a layer's own backward: its cotangent and adjoints are then dead.
+            Op::CustomGrad => return Rewrite::Value(n.args[0]),
             Op::Broadcast | Op::Transpose if same_type => {
                 let identity = match &n.attr {
                     Attr::Dims(d) | Attr::Perm(d) => d.iter().enumerate().all(|(i, &k)| i == k),

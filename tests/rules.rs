@@ -1,6 +1,7 @@
-//! Learning rules beyond backprop, written in the prelude with `stop_gradient`: each
-//! layer's gradients against an independent f64 computation of the rule from its paper,
-//! and the cost of the step against backprop's (the same matrix products).
+//! Learning rules beyond backprop, written in the prelude with grad blocks and
+//! `stop_gradient`: each layer's gradients against an independent f64 computation of the
+//! rule from its paper, and the cost of the step against backprop's (the same matrix
+//! products).
 
 mod common;
 
@@ -325,4 +326,174 @@ train M(y: f32[B, 2]) {
         ),
     ];
     assert_gradients(&g, &outs, &want, "dfa");
+}
+
+fn sigmoid(v: f64) -> f64 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// Forward-forward (Hinton, 2022) on two classes, so that the wrong label is the other
+/// one: each layer's gradient is that of its own loss on its goodness (sum of squares),
+/// softplus(2 - g) at the true label and softplus(g - 2) at the wrong one, with its input
+/// normalized to unit length and held constant (nothing flows between layers).
+#[test]
+fn forward_forward_trains_each_layer_on_its_own_goodness() {
+    let src = "model M(x: f32[B, 3]) -> f32[B, 2] {
+    xs = ff_labels(x, 2)
+    h1 = relu(dense(ff_normalize(xs), 3))
+    h2 = relu(dense(ff_normalize(h1), 3))
+    g1 = goodness(h1)
+    g2 = goodness(h2)
+    return g1 + g2
+}
+
+train M(y: i32[B]) {
+    loss = ff_loss(g1, y) + ff_loss(g2, y)
+    optimizer = sgd(lr = 0.1)
+}
+";
+    let g = grad_func(src);
+    let mut rng = Rng::stream(13, "ff");
+    let (params, p) = random_params(&g, &mut rng);
+    let n = 4;
+    let x: Vec<f64> = (0..n * 3).map(|_| rng.uniform() as f32 as f64).collect();
+    let y = [0.0, 1.0, 1.0, 0.0];
+    let inputs = [
+        Tensor::new(DType::F32, vec![n, 3], x.clone()),
+        Tensor::new(DType::I32, vec![n], y.to_vec()),
+        Tensor::new(DType::I32, vec![], vec![0.0]),
+    ];
+    let inputs = &inputs[..g.inputs.len()];
+    let outs = nnc::compiler::interp::eval(&g, inputs, &params).unwrap();
+    // Rows: (b, c) for image b with label c; the layer input u, [n * 2, d].
+    let unit = |v: &[f64]| {
+        let len = v.iter().map(|a| a * a).sum::<f64>().sqrt() + 1e-4;
+        v.iter().map(|a| a / len).collect::<Vec<f64>>()
+    };
+    let mut u1 = Vec::new();
+    for b in 0..n {
+        for c in 0..2 {
+            let mut row = x[b * 3..b * 3 + 3].to_vec();
+            row.extend((0..2).map(|k| f64::from(u8::from(k == c))));
+            u1.extend(unit(&row));
+        }
+    }
+    // One layer: its gradients and its activities.
+    let layer = |u: &[f64], d: usize, w: &[f64], bias: &[f64]| {
+        let a: Vec<f64> = matmul(u, w, n * 2, d, 3)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + bias[i % 3])
+            .collect();
+        let h: Vec<f64> = a.iter().map(|v| v.max(0.0)).collect();
+        let mut da = vec![0.0; n * 2 * 3];
+        for (b, &label) in y.iter().enumerate() {
+            for c in 0..2 {
+                let r = b * 2 + c;
+                let good: f64 = h[r * 3..r * 3 + 3].iter().map(|v| v * v).sum();
+                // d/dg of the mean over images of the positive or negative term.
+                let dg = if c as f64 == label {
+                    -sigmoid(2.0 - good) / n as f64
+                } else {
+                    sigmoid(good - 2.0) / n as f64
+                };
+                for k in 0..3 {
+                    let i = r * 3 + k;
+                    da[i] = if a[i] > 0.0 { dg * 2.0 * h[i] } else { 0.0 };
+                }
+            }
+        }
+        let dw = matmul(&transpose(u, n * 2, d), &da, d, n * 2, 3);
+        let db: Vec<f64> = (0..3)
+            .map(|k| (0..n * 2).map(|r| da[r * 3 + k]).sum())
+            .collect();
+        (dw, db, h)
+    };
+    let (dw1, db1, h1) = layer(&u1, 5, &p["h1.w"], &p["h1.b"]);
+    let u2: Vec<f64> = h1.chunks(3).flat_map(unit).collect();
+    let (dw2, db2, _) = layer(&u2, 3, &p["h2.w"], &p["h2.b"]);
+    let want = vec![
+        ("h1.w".into(), dw1),
+        ("h1.b".into(), db1),
+        ("h2.w".into(), dw2),
+        ("h2.b".into(), db2),
+    ];
+    assert_gradients(&g, &outs, &want, "forward-forward");
+}
+
+/// A spike's surrogate gradient is snnTorch's fast sigmoid, 1 / (1 + 25 |u|)^2, where the
+/// step function's derivative is 0; through a leaky integrate-and-fire layer over 3 steps
+/// (beta 0.9, threshold 1, reset by subtraction without gradient), against backprop
+/// through time written out here.
+#[test]
+fn lif_trains_through_the_fast_sigmoid_surrogate() {
+    let src = "model M(x: f32[B, 3, 2]) -> f32[B, 2] {
+    return mean(lif(x, 2), axis = 1)
+}
+
+train M(y: f32[B, 2]) {
+    loss = mse(output, y)
+    optimizer = sgd(lr = 0.1)
+}
+";
+    let g = grad_func(src);
+    let mut rng = Rng::stream(17, "lif");
+    let (mut params, mut p) = random_params(&g, &mut rng);
+    // Weights large enough to spike, biases around the threshold.
+    for (t, prm) in params.iter_mut().zip(&g.params) {
+        for v in t.data.iter_mut() {
+            *v = (*v * 2.0 + if prm.name.ends_with(".b") { 0.8 } else { 0.0 }) as f32 as f64;
+        }
+        p.insert(prm.name.clone(), t.data.clone());
+    }
+    let (n, steps) = (3, 3);
+    let x: Vec<f64> = (0..n * steps * 2)
+        .map(|_| (rng.uniform() * 2.0) as f32 as f64)
+        .collect();
+    let y: Vec<f64> = (0..n * 2).map(|_| rng.uniform() as f32 as f64).collect();
+    let inputs = [
+        Tensor::new(DType::F32, vec![n, steps, 2], x.clone()),
+        Tensor::new(DType::F32, vec![n, 2], y.clone()),
+    ];
+    let outs = nnc::compiler::interp::eval(&g, &inputs, &params).unwrap();
+    let (w, b) = (&p["out.current.w"], &p["out.current.b"]);
+    let surrogate = |u: f64| 1.0 / ((1.0 + 25.0 * u.abs()) * (1.0 + 25.0 * u.abs()));
+    let mut dw = vec![0.0; 4];
+    let mut db = vec![0.0; 2];
+    for i in 0..n {
+        // Forward, keeping each step's membrane.
+        let cur = |t: usize, k: usize| {
+            b[k] + (0..2)
+                .map(|f| x[(i * steps + t) * 2 + f] * w[f * 2 + k])
+                .sum::<f64>()
+        };
+        let mut mem = [[0.0; 2]; 3];
+        let mut spk = [[0.0; 2]; 3];
+        for t in 0..steps {
+            for k in 0..2 {
+                let (m0, s0) = if t == 0 {
+                    (0.0, 0.0)
+                } else {
+                    (mem[t - 1][k], spk[t - 1][k])
+                };
+                mem[t][k] = 0.9 * m0 + cur(t, k) - s0;
+                spk[t][k] = f64::from(u8::from(mem[t][k] - 1.0 > 0.0));
+            }
+        }
+        for k in 0..2 {
+            let rate = (0..steps).map(|t| spk[t][k]).sum::<f64>() / steps as f64;
+            let dout = 2.0 * (rate - y[i * 2 + k]) / (n * 2) as f64;
+            // Backward in time: the membrane carries beta, the reset nothing.
+            let mut dmem = 0.0;
+            for t in (0..steps).rev() {
+                dmem = dmem * 0.9 + dout / steps as f64 * surrogate(mem[t][k] - 1.0);
+                db[k] += dmem;
+                for f in 0..2 {
+                    dw[f * 2 + k] += dmem * x[(i * steps + t) * 2 + f];
+                }
+            }
+        }
+    }
+    let want = vec![("out.current.w".into(), dw), ("out.current.b".into(), db)];
+    assert_gradients(&g, &outs, &want, "lif");
 }

@@ -97,6 +97,8 @@ fn the_layer_examples_learn() {
         ("digits_sign", 0.85),
         ("digits_binary", 0.85),
         ("digits_dfa", 0.85),
+        ("digits_ff", 0.8),
+        ("digits_spiking", 0.85),
     ] {
         let acc = test_accuracy(name, 0);
         eprintln!("{name}: {acc}");

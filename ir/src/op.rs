@@ -757,7 +757,7 @@ pub fn im2col_type(
         let Some(size) = img.shape.0[2 + a].known() else {
             return Err(format!("windows need known image sizes, found {img}"));
         };
-        let padded = size + 2 * pad[a] as u64;
+        let padded = size.saturating_add((pad[a] as u64).saturating_mul(2));
         if padded < kernel[a] as u64 || pad[a] >= kernel[a] {
             return Err(format!(
                 "a {}x{} window with padding {pad:?} does not fit {img}",

@@ -441,6 +441,12 @@ fn train_def(defs: &Defs<'_>, t: &TrainDef, errors: &mut Vec<Diagnostic>) {
     scope.params(&model.params, errors);
     scope.params(&t.params, errors);
     scope.names.insert("output".into());
+    // The loss may read the model's named values (layer-local and auxiliary losses).
+    for s in &model.body {
+        if let Stmt::Assign { name, .. } = s {
+            scope.names.insert(name.name.clone());
+        }
+    }
     scope.body(&t.body, Place::Train, errors);
 }
 

@@ -150,3 +150,47 @@ fn run_evaluates_the_forward_pass() {
     assert_eq!(code, 1);
     assert!(err.contains("line 2, column 2"), "{err}");
 }
+
+/// `nnc gradcheck` on a grad block: one that writes the true derivative passes with its
+/// rule column "equal"; feedback alignment's passes the derivative check too, and says,
+/// labelled, where and by how much its gradients differ from the derivative.
+#[test]
+fn gradcheck_reports_a_grad_blocks_difference() {
+    let layer = |dx: &str| {
+        format!(
+            "layer lin(x: f32[B, I], units: int) {{
+    param w: f32[I, units] = fan_in_uniform
+    buffer feedback: f32[units, I] = uniform(-0.5, 0.5)
+    grad (dy) {{
+        x.grad = {dx}
+        w.grad = transpose(x) @ dy
+    }}
+    return x @ w
+}}
+
+model M(x: f32[B, 4]) -> f32[B, 3] {{
+    return lin(tanh(lin(x, 5)), 3)
+}}
+
+train M(y: i32[B]) {{
+    loss = cross_entropy(output, y)
+    optimizer = sgd(lr = 0.1)
+}}
+"
+        )
+    };
+    let exact = tmp("grad_exact.nn", layer("dy @ transpose(w)").as_bytes());
+    let (code, out, err) = nnc(&["gradcheck", &exact]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.matches("equal (").count(), 2, "{out}");
+    assert!(out.contains("the rule's gradients equal it"), "{out}");
+    let fa = tmp("grad_fa.nn", layer("dy @ feedback").as_bytes());
+    let (code, out, err) = nnc(&["gradcheck", &fa]);
+    assert_eq!(code, 0, "{out}{err}");
+    let row = |p: &str| out.lines().find(|l| l.starts_with(p)).unwrap_or("").to_string();
+    // The outer layer's weights learn from x^T dy either way; the inner one's error came
+    // through the feedback matrix.
+    assert!(row("out_2.w").contains("equal ("), "{out}");
+    assert!(row("out.w ").contains("differs by"), "{out}");
+    assert!(out.contains("expected of a rule other than backprop"), "{out}");
+}

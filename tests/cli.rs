@@ -187,10 +187,18 @@ train M(y: i32[B]) {{
     let fa = tmp("grad_fa.nn", layer("dy @ feedback").as_bytes());
     let (code, out, err) = nnc(&["gradcheck", &fa]);
     assert_eq!(code, 0, "{out}{err}");
-    let row = |p: &str| out.lines().find(|l| l.starts_with(p)).unwrap_or("").to_string();
+    let row = |p: &str| {
+        out.lines()
+            .find(|l| l.starts_with(p))
+            .unwrap_or("")
+            .to_string()
+    };
     // The outer layer's weights learn from x^T dy either way; the inner one's error came
     // through the feedback matrix.
     assert!(row("out_2.w").contains("equal ("), "{out}");
     assert!(row("out.w ").contains("differs by"), "{out}");
-    assert!(out.contains("expected of a rule other than backprop"), "{out}");
+    assert!(
+        out.contains("expected of a rule other than backprop"),
+        "{out}"
+    );
 }

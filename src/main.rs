@@ -4,6 +4,7 @@
 
 mod bench;
 mod deploy;
+mod onnx;
 mod train_cmds;
 
 use std::io::{IsTerminal, Write};
@@ -99,6 +100,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Compile a checkpoint's forward pass into an object file and a C header.
     Build(deploy::BuildArgs),
+    /// Export a checkpoint's inference pass as an ONNX model (onnxruntime, Netron, ...).
+    Export(onnx::ExportArgs),
     /// List the primitive ops: mnemonic, arity, attribute, doc.
     Ops,
 }
@@ -199,6 +202,7 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<(), Failed> {
         Command::Gradcheck(a) => train_cmds::gradcheck(a),
         Command::Bench(a) => bench::bench(a, start),
         Command::Build(a) => deploy::build(a),
+        Command::Export(a) => onnx::export(a),
         Command::Ops => {
             for row in nnc_ir::TABLE {
                 println!(

@@ -1,0 +1,158 @@
+//! `nnc export` against an independent runtime: every digits example, trained for one
+//! epoch, exported to ONNX, passes onnx's full checker and gives on onnxruntime what
+//! `nnc predict` gives on the 360 test rows (the same class, outputs within 1e-5 relative;
+//! `tests/onnx/check.py`). The first run makes a Python virtual environment with onnx and
+//! onnxruntime under the target folder (from PyPI).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{nnc, s, scratch};
+
+/// The pinned oracle.
+const PACKAGES: &[&str] = &["onnx==1.23.2", "onnxruntime==1.32.0", "numpy==2.4.6"];
+
+/// The virtual environment's Python, made on first use.
+fn python() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("onnx-venv");
+    let py = dir.join("bin/python");
+    let ready = dir.join("ready");
+    if !ready.exists() {
+        let ok = Command::new("python3")
+            .args(["-m", "venv", s(&dir)])
+            .status()
+            .is_ok_and(|st| st.success())
+            && Command::new(&py)
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+                .args(PACKAGES)
+                .status()
+                .is_ok_and(|st| st.success());
+        assert!(
+            ok,
+            "could not make the onnxruntime environment in {} (python3 -m venv, then pip install {})",
+            dir.display(),
+            PACKAGES.join(" ")
+        );
+        std::fs::write(&ready, PACKAGES.join("\n")).unwrap();
+    }
+    py
+}
+
+/// The digits' test rows (the last 360) as their own CSV.
+fn test_rows(dir: &std::path::Path) -> PathBuf {
+    let all = std::fs::read_to_string("examples/data/digits.csv").unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let mut out = String::from(lines[0]);
+    out.push('\n');
+    for l in &lines[lines.len() - 360..] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    let p = dir.join("test_rows.csv");
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+#[test]
+fn every_digits_example_exports_and_runs_on_onnxruntime() {
+    let py = python();
+    let dir = scratch("onnx");
+    let rows = test_rows(&dir);
+    let check = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/check.py");
+    for name in [
+        "digits_mlp",
+        "digits_cnn",
+        "digits_gru",
+        "digits_lstm",
+        "digits_transformer",
+        "digits_moe",
+        "digits_glu",
+        "digits_fa",
+        "digits_sign",
+        "digits_dfa",
+        "digits_binary",
+        "digits_tokens",
+        "digits_ff",
+        "digits_spiking",
+    ] {
+        let file = format!("examples/{name}.nn");
+        let run = dir.join(name);
+        let (code, _, err) = nnc(&["train", &file, "--epochs", "1", "--out", s(&run)]);
+        assert_eq!(code, 0, "{name}: {err}");
+        let ckpt = run.join("checkpoint.safetensors");
+        let model = dir.join(format!("{name}.onnx"));
+        let (code, out, err) = nnc(&["export", &file, "--checkpoint", s(&ckpt), "-o", s(&model)]);
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        let pred = dir.join(format!("{name}.csv"));
+        let (code, _, err) = nnc(&[
+            "predict",
+            &file,
+            "--checkpoint",
+            s(&ckpt),
+            "--input",
+            s(&rows),
+            "--output",
+            s(&pred),
+        ]);
+        assert_eq!(code, 0, "{name}: {err}");
+        let o = Command::new(&py)
+            .args([check, s(&model), s(&rows), s(&pred)])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        eprint!("{text}");
+        assert!(o.status.success(), "{name}: {text}");
+    }
+}
+
+/// What cannot be exported is refused, naming the op; nothing is written at `-o`, and an
+/// existing file there is left as it was.
+#[test]
+fn export_refuses_cleanly() {
+    let dir = scratch("onnx-refuse");
+    let out = dir.join("model.onnx");
+    std::fs::write(&out, b"keep").unwrap();
+    let (code, _, err) = nnc(&[
+        "export",
+        "examples/digits_mlp.nn",
+        "--checkpoint",
+        "no/such.safetensors",
+        "-o",
+        s(&out),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep");
+    let (code, _, _) = nnc(&["export", "examples/digits_mlp.nn", "-o", s(&out)]);
+    assert_eq!(code, 2);
+}
+
+/// A model with an op ONNX has no equal of is refused with the op and its line, before
+/// the checkpoint is read.
+#[test]
+fn export_names_the_op_it_cannot_map() {
+    let dir = scratch("onnx-unmapped");
+    let file = dir.join("div.nn");
+    std::fs::write(
+        &file,
+        "model M(x: f32[B, 4]) -> f32[B, 4] {\n    n = cast(x, i32) / 2\n    return x + cast(n, f32)\n}\n",
+    )
+    .unwrap();
+    let out = dir.join("m.onnx");
+    let (code, _, err) = nnc(&[
+        "export",
+        s(&file),
+        "--checkpoint",
+        "x.safetensors",
+        "-o",
+        s(&out),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("`div` on line 2 divides integers"), "{err}");
+    assert!(!out.exists());
+}

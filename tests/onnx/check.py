@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""The ONNX oracle: checks an exported model with onnx's full checker, runs it with
+onnxruntime on the rows of a CSV (the `label` column dropped) and compares with the CSV
+`nnc predict` wrote for the same rows: the same class for every row, every output within
+1e-5 relative (of the row's largest output). Prints one summary line; exits 1 on a
+mismatch.
+
+    python check.py model.onnx rows.csv nnc_predictions.csv
+"""
+
+import csv
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+
+def main():
+    model_path, rows_path, nnc_path = sys.argv[1:4]
+    model = onnx.load(model_path)
+    onnx.checker.check_model(model, full_check=True)
+    with open(rows_path) as f:
+        rows = list(csv.reader(f))
+    head = rows[0]
+    keep = [i for i, h in enumerate(head) if h != "label"]
+    x = np.array([[float(r[i]) for i in keep] for r in rows[1:]], dtype=np.float32)
+    sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    y = sess.run(None, {name: x})[0].reshape(len(x), -1)
+    with open(nnc_path) as f:
+        pred = list(csv.reader(f))
+    cols = [i for i, h in enumerate(pred[0]) if h.startswith("out")]
+    want = np.array([[float(r[i]) for i in cols] for r in pred[1:]], dtype=np.float64)
+    if want.shape != y.shape:
+        print(f"shapes differ: onnxruntime {y.shape}, nnc {want.shape}")
+        return 1
+    scale = np.maximum(np.abs(want).max(axis=1, keepdims=True), 1e-6)
+    rel = float((np.abs(y - want) / scale).max())
+    same = int((y.argmax(1) == want.argmax(1)).sum())
+    print(f"{model_path}: {len(x)} rows, same class {same}/{len(x)}, max relative difference {rel:.2e}")
+    return 0 if same == len(x) and rel <= 1e-5 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

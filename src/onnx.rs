@@ -217,6 +217,8 @@ struct Graph<'a> {
     syms: HashMap<String, String>,
     /// The name of each input after its scale.
     inputs: Vec<String>,
+    /// Shape tensors already built, by their dimensions.
+    shapes: HashMap<Vec<Dim>, String>,
 }
 
 impl Graph<'_> {
@@ -286,6 +288,15 @@ impl Graph<'_> {
 
     /// A shape as an int64 tensor: a constant, or pieces joined at run time.
     fn shape(&mut self, dims: &[Dim]) -> Result<String, String> {
+        if let Some(s) = self.shapes.get(dims) {
+            return Ok(s.clone());
+        }
+        let s = self.new_shape(dims)?;
+        self.shapes.insert(dims.to_vec(), s.clone());
+        Ok(s)
+    }
+
+    fn new_shape(&mut self, dims: &[Dim]) -> Result<String, String> {
         if dims.iter().all(|d| d.known().is_some()) {
             let v: Vec<i64> = dims.iter().map(|d| d.known().unwrap_or(0) as i64).collect();
             return Ok(self.ints(&v));
@@ -311,6 +322,7 @@ pub fn to_onnx(f: &Func, params: &[Vec<f32>], meta: &Meta) -> Result<Vec<u8>, St
         count: 0,
         syms: HashMap::new(),
         inputs: Vec::new(),
+        shapes: HashMap::new(),
     };
     let mut graph = GraphProto::new();
     graph.name = f.name.clone();
@@ -355,6 +367,17 @@ pub fn to_onnx(f: &Func, params: &[Vec<f32>], meta: &Meta) -> Result<Vec<u8>, St
                 Value::Node(j) => names[j as usize].clone(),
             }
         };
+        let name_of = |v: Value| match v {
+            Value::Input(j) => g.inputs[j as usize].clone(),
+            Value::Param(j) => f.params[j as usize].name.clone(),
+            Value::Node(j) => names[j as usize].clone(),
+        };
+        if let Some((op, inputs, attrs)) = layer_op(f, i, &name_of) {
+            let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            let out = g.node(op, &refs, attrs);
+            names.push(out);
+            continue;
+        }
         let args: Vec<String> = (0..n.args.len()).map(arg).collect();
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = lower(
@@ -382,8 +405,23 @@ pub fn to_onnx(f: &Func, params: &[Vec<f32>], meta: &Meta) -> Result<Vec<u8>, St
         g.node_to("Identity", &[&src], vec![], &name);
         graph.output.push(value_info(&name, f.ty(o)));
     }
-    graph.node = g.nodes;
-    graph.initializer = g.inits;
+    // Drop what no output reads (the primitives a layer's operator replaced).
+    let mut live: std::collections::HashSet<String> =
+        graph.output.iter().map(|o| o.name.clone()).collect();
+    let mut kept = Vec::new();
+    for n in g.nodes.into_iter().rev() {
+        if n.output.iter().any(|o| live.contains(o)) {
+            live.extend(n.input.iter().cloned());
+            kept.push(n);
+        }
+    }
+    kept.reverse();
+    graph.node = kept;
+    graph.initializer = g
+        .inits
+        .into_iter()
+        .filter(|t| live.contains(&t.name))
+        .collect();
     let mut m = ModelProto::new();
     // IR version 8 goes with opset 17.
     m.ir_version = 8;
@@ -408,6 +446,93 @@ pub fn to_onnx(f: &Func, params: &[Vec<f32>], meta: &Meta) -> Result<Vec<u8>, St
     m.graph = protobuf::MessageField::some(graph);
     m.write_to_bytes()
         .map_err(|e| format!("cannot encode the ONNX model: {e}"))
+}
+
+/// ONNX's own operator for the prelude layer whose primitives end at node `i`, if they
+/// are exactly one: `Gemm` for a dense layer (`x @ w + b`, rank 2), `Conv` for `conv2d`
+/// (windows times the filters, plus the bias), `MaxPool` and `AveragePool` for the
+/// pools. Returns the operator, its inputs and attributes.
+fn layer_op(
+    f: &Func,
+    i: usize,
+    name: &dyn Fn(Value) -> String,
+) -> Option<(&'static str, Vec<String>, Vec<AttributeProto>)> {
+    let node = |v: Value| match v {
+        Value::Node(j) => Some(&f.nodes[j as usize]),
+        _ => None,
+    };
+    let param = |v: Value, rank: usize| matches!(v, Value::Param(_)) && f.ty(v).rank() == rank;
+    // A bias: a rank-1 parameter broadcast along axis `axis` of the result.
+    let bias = |v: Value, axis: usize| {
+        let b = node(v)?;
+        (b.op == Op::Broadcast && b.attr == Attr::Dims(vec![axis]) && param(b.args[0], 1))
+            .then_some(b.args[0])
+    };
+    let window = |a: &Attr| match *a {
+        Attr::Window {
+            kernel,
+            stride,
+            pad,
+        } => Some((kernel, stride, pad)),
+        _ => None,
+    };
+    let window_attrs = |k: [usize; 2], s: [usize; 2], p: [usize; 2]| {
+        let v = |a: [usize; 2]| [a[0] as i64, a[1] as i64];
+        let p = [p[0] as i64, p[1] as i64, p[0] as i64, p[1] as i64];
+        vec![
+            attr_ints("kernel_shape", &v(k)),
+            attr_ints("strides", &v(s)),
+            attr_ints("pads", &p),
+        ]
+    };
+    // conv2d: reshape(reshape(w) @ reshape(im2col(x)), [N, O, OH, OW]).
+    let conv = |v: Value| {
+        let r = node(v)?;
+        let m = node(*r.args.first()?).filter(|m| r.op == Op::Reshape && m.op == Op::MatMul)?;
+        let w = node(m.args[0]).filter(|w| w.op == Op::Reshape && param(w.args[0], 4))?;
+        let c = node(m.args[1]).filter(|c| c.op == Op::Reshape)?;
+        let cols = node(c.args[0]).filter(|c| c.op == Op::Im2col)?;
+        let (k, s, p) = window(&cols.attr)?;
+        Some((cols.args[0], w.args[0], window_attrs(k, s, p)))
+    };
+    let n = &f.nodes[i];
+    match n.op {
+        Op::Add => {
+            let (a, b) = (n.args[0], n.args[1]);
+            if let Some(mm) = node(a).filter(|m| m.op == Op::MatMul)
+                && f.ty(mm.args[0]).rank() == 2
+                && param(mm.args[1], 2)
+                && let Some(b) = bias(b, 1)
+                && n.ty.rank() == 2
+            {
+                let inputs = vec![name(mm.args[0]), name(mm.args[1]), name(b)];
+                return Some(("Gemm", inputs, vec![]));
+            }
+            if let Some((x, w, attrs)) = conv(a)
+                && let Some(b) = bias(b, 1)
+            {
+                return Some(("Conv", vec![name(x), name(w), name(b)], attrs));
+            }
+            None
+        }
+        Op::Reshape => {
+            let (x, w, attrs) = conv(Value::Node(i as u32))?;
+            Some(("Conv", vec![name(x), name(w)], attrs))
+        }
+        Op::ReduceMax | Op::Mean if n.attr == Attr::Axes(vec![2, 3]) => {
+            let cols = node(n.args[0]).filter(|c| c.op == Op::Im2col)?;
+            let (k, s, p) = window(&cols.attr)?;
+            if n.op == Op::ReduceMax {
+                // im2col pads with zeros, which MaxPool's padding does not.
+                (p == [0, 0]).then(|| ("MaxPool", vec![name(cols.args[0])], window_attrs(k, s, p)))
+            } else {
+                let mut attrs = window_attrs(k, s, p);
+                attrs.push(attr_int("count_include_pad", 1));
+                Some(("AveragePool", vec![name(cols.args[0])], attrs))
+            }
+        }
+        _ => None,
+    }
 }
 
 /// One primitive as ONNX nodes; returns the name of its result.

@@ -5,7 +5,9 @@ onnxruntime on the rows of a CSV (the `label` column dropped) and compares with 
 1e-5 relative (of the row's largest output). Prints one summary line; exits 1 on a
 mismatch.
 
-    python check.py model.onnx rows.csv nnc_predictions.csv
+    python check.py model.onnx rows.csv nnc_predictions.csv [Op,Op,...]
+
+The optional last argument lists ONNX operators the graph must contain.
 """
 
 import csv
@@ -20,6 +22,11 @@ def main():
     model_path, rows_path, nnc_path = sys.argv[1:4]
     model = onnx.load(model_path)
     onnx.checker.check_model(model, full_check=True)
+    ops = {n.op_type for n in model.graph.node}
+    for want in (sys.argv[4].split(",") if len(sys.argv) > 4 and sys.argv[4] else []):
+        if want not in ops:
+            print(f"{model_path}: no {want} node (it has {sorted(ops)})")
+            return 1
     with open(rows_path) as f:
         rows = list(csv.reader(f))
     head = rows[0]

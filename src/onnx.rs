@@ -451,7 +451,8 @@ pub fn to_onnx(f: &Func, params: &[Vec<f32>], meta: &Meta) -> Result<Vec<u8>, St
 /// ONNX's own operator for the prelude layer whose primitives end at node `i`, if they
 /// are exactly one: `Gemm` for a dense layer (`x @ w + b`, rank 2), `Conv` for `conv2d`
 /// (windows times the filters, plus the bias), `MaxPool` and `AveragePool` for the
-/// pools. Returns the operator, its inputs and attributes.
+/// pools, `BatchNormalization` for batch norm in inference, `Relu` for `max(x, 0)`.
+/// Returns the operator, its inputs and attributes.
 fn layer_op(
     f: &Func,
     i: usize,
@@ -466,7 +467,7 @@ fn layer_op(
     let bias = |v: Value, axis: usize| {
         let b = node(v)?;
         (b.op == Op::Broadcast && b.attr == Attr::Dims(vec![axis]) && param(b.args[0], 1))
-            .then_some(b.args[0])
+            .then(|| b.args[0])
     };
     let window = |a: &Attr| match *a {
         Attr::Window {
@@ -495,9 +496,62 @@ fn layer_op(
         let (k, s, p) = window(&cols.attr)?;
         Some((cols.args[0], w.args[0], window_attrs(k, s, p)))
     };
+    // Through reshapes.
+    let bare = |mut v: Value| {
+        while let Some(r) = node(v).filter(|r| r.op == Op::Reshape) {
+            v = r.args[0];
+        }
+        v
+    };
+    let constant = |v: Value| match node(v) {
+        Some(c) if c.op == Op::Const => match c.attr {
+            Attr::Value(x) => Some(x),
+            _ => None,
+        },
+        _ => None,
+    };
+    // batch norm in inference: (x - mean) / sqrt(var + eps) * gamma + beta, each
+    // statistic a rank-1 parameter or buffer broadcast along the channels.
+    let batch_norm = |n: &nnc_ir::Node| {
+        let beta = bias(n.args[1], 1)?;
+        let scaled = node(n.args[0]).filter(|m| m.op == Op::Mul)?;
+        let gamma = bias(scaled.args[1], 1)?;
+        let d = node(scaled.args[0]).filter(|d| d.op == Op::Div)?;
+        let centered = node(d.args[0]).filter(|s| s.op == Op::Sub)?;
+        let mean = bias(centered.args[1], 1)?;
+        let root = node(bare(
+            node(d.args[1]).filter(|b| b.op == Op::Broadcast)?.args[0],
+        ))
+        .filter(|r| r.op == Op::Sqrt)?;
+        let sum = node(root.args[0]).filter(|s| s.op == Op::Add)?;
+        let var = bare(sum.args[0]);
+        let eps = constant(sum.args[1])?;
+        (param(var, 1) && f.ty(var) == f.ty(mean)).then_some(())?;
+        let inputs = vec![
+            name(centered.args[0]),
+            name(gamma),
+            name(beta),
+            name(mean),
+            name(var),
+        ];
+        let mut e = AttributeProto::new();
+        e.name = "epsilon".into();
+        e.type_ = AttributeType::FLOAT.into();
+        e.f = eps as f32;
+        Some(("BatchNormalization", inputs, vec![e]))
+    };
     let n = &f.nodes[i];
     match n.op {
+        // relu = max(x, 0)
+        Op::Max if constant(n.args[1]) == Some(0.0) && n.ty.dtype.is_float() => {
+            Some(("Relu", vec![name(n.args[0])], vec![]))
+        }
         Op::Add => {
+            if n.ty.rank() >= 2
+                && let Some(bn) = batch_norm(n)
+            {
+                return Some(bn);
+            }
             let (a, b) = (n.args[0], n.args[1]);
             if let Some(mm) = node(a).filter(|m| m.op == Op::MatMul)
                 && f.ty(mm.args[0]).rank() == 2

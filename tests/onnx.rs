@@ -63,8 +63,8 @@ fn every_digits_example_exports_and_runs_on_onnxruntime() {
     let check = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/check.py");
     // With the ONNX operators their layers must become.
     for (name, ops) in [
-        ("digits_mlp", "Gemm"),
-        ("digits_cnn", "Conv,MaxPool,Gemm"),
+        ("digits_mlp", "Gemm,Relu"),
+        ("digits_cnn", "Conv,BatchNormalization,Relu,MaxPool,Gemm"),
         ("digits_gru", ""),
         ("digits_lstm", ""),
         ("digits_transformer", ""),

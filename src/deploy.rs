@@ -123,11 +123,16 @@ pub fn build(a: BuildArgs) -> Result<(), Failed> {
         &a.checkpoint,
         nnc_train::Backend::Interp,
     )?;
-    let params: Vec<Vec<f32>> = session
+    let mut params: Vec<Vec<f32>> = session
         .current_params()
         .iter()
         .map(|t| t.data.iter().map(|&v| v as f32).collect())
         .collect();
+    let normalized = match &session.stats {
+        Some(s) => Some(with_input_stats(f, &mut params, s).map_err(fail)?),
+        None => None,
+    };
+    let f = normalized.as_ref().unwrap_or(f);
     let built = nnc_jit::object::build(&ObjectSpec {
         func: f,
         params: &params,
@@ -171,4 +176,60 @@ pub fn build(a: BuildArgs) -> Result<(), Failed> {
         println!("(libnnc_rt.a is built by `cargo build --release -p nnc-rt`, in target/release/)");
     }
     Ok(())
+}
+
+/// `f` with the training data's feature normalization as its first nodes: the first
+/// input `[B, F]` becomes `(x - shift) * mult` with the two vectors as buffers
+/// `data.shift` and `data.mult`, whose values are appended to `params`.
+pub(crate) fn with_input_stats(
+    f: &nnc_ir::Func,
+    params: &mut Vec<Vec<f32>>,
+    stats: &nnc_runtime::data::FeatureStats,
+) -> Result<nnc_ir::Func, String> {
+    use nnc_ir::{Attr, Init, Op, ParamKind, Shape, TensorType, Value};
+    let xt = f
+        .inputs
+        .first()
+        .map(|a| a.ty.clone())
+        .ok_or("the model has no input")?;
+    let features = xt.shape.dims().get(1).and_then(|d| d.known());
+    if xt.rank() != 2 || features != Some(stats.shift.len() as u64) || !xt.dtype.is_float() {
+        return Err(format!(
+            "the checkpoint normalizes {} features, but the model's input is {xt}",
+            stats.shift.len()
+        ));
+    }
+    let mut g = f.clone();
+    g.nodes.clear();
+    let vt = TensorType::new(xt.dtype, Shape::known(&[stats.shift.len() as u64]));
+    let shift = g.add_param(ParamKind::Buffer, "data.shift", vt.clone(), Init::Zeros);
+    let mult = g.add_param(ParamKind::Buffer, "data.mult", vt, Init::Zeros);
+    let to_x = |g: &mut nnc_ir::Func, v| {
+        g.build(
+            Op::Broadcast,
+            vec![v],
+            Attr::Dims(vec![1]),
+            Some(xt.clone()),
+        )
+    };
+    let s = to_x(&mut g, shift)?;
+    let d = g.build(Op::Sub, vec![Value::Input(0), s], Attr::None, None)?;
+    let m = to_x(&mut g, mult)?;
+    let x = g.build(Op::Mul, vec![d, m], Attr::None, None)?;
+    let offset = g.nodes.len() as u32;
+    let map = |v: Value| match v {
+        Value::Input(0) => x,
+        Value::Node(j) => Value::Node(j + offset),
+        other => other,
+    };
+    for n in &f.nodes {
+        let mut n = n.clone();
+        n.args = n.args.iter().map(|&a| map(a)).collect();
+        g.nodes.push(n);
+    }
+    g.outputs = f.outputs.iter().map(|&o| map(o)).collect();
+    params.push(stats.shift.iter().map(|&v| v as f32).collect());
+    params.push(stats.mult.iter().map(|&v| v as f32).collect());
+    nnc_ir::verify_func(&g).map_err(|e| format!("{e:?}"))?;
+    Ok(g)
 }

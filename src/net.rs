@@ -162,8 +162,10 @@ impl Net {
         Ok(self.session.evaluate(&data)?)
     }
 
-    /// The data the train block declares, split as declared: `(train, test)`.
-    pub fn data(&self) -> Result<(Dataset, Option<Dataset>)> {
+    /// The data the train block declares, split and normalized as declared: `(train,
+    /// test)`. Normalization statistics are fitted on the training rows (or kept from a
+    /// loaded checkpoint) and saved with the net.
+    pub fn data(&mut self) -> Result<(Dataset, Option<Dataset>)> {
         if self.session.config.data.is_none() {
             return Err(Error(format!(
                 "{}'s train block declares no data (relative paths start at {})",
@@ -171,10 +173,14 @@ impl Net {
                 self.base_dir.display()
             )));
         }
-        Ok(nnc_train::run::load_data(
+        let (train, test, stats) = nnc_train::run::load_data(
             &self.session.model,
             &self.session.config,
-        )?)
+            self.session.stats.as_ref(),
+            true,
+        )?;
+        self.session.stats = stats;
+        Ok((train, test))
     }
 
     /// Writes a checkpoint (the same format as `nnc train`), atomically.

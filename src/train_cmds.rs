@@ -423,7 +423,9 @@ pub fn eval(a: EvalArgs) -> Result<(), Failed> {
             d.split = Split::None;
         }
     }
-    let (train, test) = nnc_train::run::load_data(&session.model, &config).map_err(fail)?;
+    let (train, test, _) =
+        nnc_train::run::load_data(&session.model, &config, session.stats.as_ref(), false)
+            .map_err(fail)?;
     let mut out = std::io::stdout().lock();
     let mut show = |what: &str, ds: &data::Dataset| -> Result<(), Failed> {
         let m = session.evaluate(ds).map_err(fail)?;
@@ -502,10 +504,15 @@ pub fn predict(a: PredictArgs) -> Result<(), Failed> {
         source,
         scale,
         split: Split::None,
+        normalize: data::Normalize::None,
     })
     .map_err(fail)?;
     let x = &session.model.x;
-    let ds = ds.fit(&x.0, &x.1, None, None).map_err(fail)?;
+    let mut ds = ds.fit(&x.0, &x.1, None, None).map_err(fail)?;
+    // With the statistics training fitted (kept in the checkpoint).
+    if let Some(s) = &session.stats {
+        s.apply(&mut ds.x).map_err(fail)?;
+    }
     let y = session.predict(&ds.x).map_err(fail)?;
     let cols = y.shape[1..].iter().product::<usize>().max(1);
     let mut text = String::new();

@@ -77,8 +77,24 @@ fn every_digits_example_exports_and_runs_on_onnxruntime() {
         ("digits_tokens", "Gather"),
         ("digits_ff", ""),
         ("digits_spiking", ""),
+        // The MLP on standardized features: the statistics become the graph's first nodes.
+        ("standardized", "Gemm,Relu"),
     ] {
-        let file = format!("examples/{name}.nn");
+        let file = if name == "standardized" {
+            let src = std::fs::read_to_string("examples/digits_mlp.nn")
+                .unwrap()
+                .replace(
+                    "data/digits.csv",
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/digits.csv"),
+                )
+                .replace("test_tail = 360", "test_tail = 360, standardize = true");
+            assert!(src.contains("standardize = true"));
+            let p = dir.join("standardized.nn");
+            std::fs::write(&p, src).unwrap();
+            s(&p).to_string()
+        } else {
+            format!("examples/{name}.nn")
+        };
         let run = dir.join(name);
         let (code, _, err) = nnc(&["train", &file, "--epochs", "1", "--out", s(&run)]);
         assert_eq!(code, 0, "{name}: {err}");

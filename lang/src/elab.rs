@@ -2178,6 +2178,16 @@ impl<'a, 'd> Elab<'a, 'd> {
         if !ok {
             return Val::Error;
         }
+        let on = |k: &str| out.iter().any(|(n, v)| n == k && *v == Static::Bool(true));
+        if on("standardize") && on("min_max") {
+            self.report(errors::setting_value(
+                span,
+                &format!("{name}(..., standardize, min_max)"),
+                "one normalization, not both",
+                "both true",
+            ));
+            return Val::Error;
+        }
         Val::Call(CallSpec {
             name: name.to_string(),
             args: out,
@@ -2200,6 +2210,7 @@ fn arg_fits(kind: names::ArgKind, v: &Static) -> bool {
         K::NonNegative => num.is_some_and(|x| x >= 0.0 && x.is_finite()),
         K::Fraction => num.is_some_and(|x| (0.0..1.0).contains(&x)),
         K::Text => matches!(v, Static::Str(_)),
+        K::Bool => matches!(v, Static::Bool(_)),
     }
 }
 

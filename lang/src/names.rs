@@ -37,6 +37,8 @@ pub enum ArgKind {
     Fraction,
     /// A string (a path or a column name).
     Text,
+    /// `true` or `false`.
+    Bool,
 }
 
 impl ArgKind {
@@ -49,6 +51,7 @@ impl ArgKind {
             ArgKind::NonNegative => "a non-negative number",
             ArgKind::Fraction => "a number at least 0 and below 1",
             ArgKind::Text => "a string",
+            ArgKind::Bool => "true or false",
         }
     }
 }
@@ -91,6 +94,8 @@ pub const DATA_SOURCES: &[(&str, &[(&str, ArgKind)])] = &[
             ("scale", ArgKind::Positive),
             ("test_tail", ArgKind::Count),
             ("test_fraction", ArgKind::Fraction),
+            ("standardize", ArgKind::Bool),
+            ("min_max", ArgKind::Bool),
         ],
     ),
     (
@@ -101,6 +106,8 @@ pub const DATA_SOURCES: &[(&str, &[(&str, ArgKind)])] = &[
             ("scale", ArgKind::Positive),
             ("test_tail", ArgKind::Count),
             ("test_fraction", ArgKind::Fraction),
+            ("standardize", ArgKind::Bool),
+            ("min_max", ArgKind::Bool),
         ],
     ),
 ];

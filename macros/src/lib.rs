@@ -322,8 +322,10 @@ fn generate(
                 pub fn evaluate(&self, data: &::nnc::Dataset) -> ::nnc::Result<::nnc::Metrics> {
                     self.net.evaluate(data)
                 }
-                /// The data declared in the train block, split as declared: `(train, test)`.
-                pub fn data(&self) -> ::nnc::Result<(::nnc::Dataset, ::core::option::Option<::nnc::Dataset>)> {
+                /// The data declared in the train block, split and normalized as declared:
+                /// `(train, test)` (normalization statistics are fitted on the training rows
+                /// and saved with the model).
+                pub fn data(&mut self) -> ::nnc::Result<(::nnc::Dataset, ::core::option::Option<::nnc::Dataset>)> {
                     self.net.data()
                 }
             }

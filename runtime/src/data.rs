@@ -48,6 +48,142 @@ pub struct DataSpec {
     pub scale: f64,
     /// The held-out part.
     pub split: Split,
+    /// Per-feature normalization, fitted on the training rows.
+    pub normalize: Normalize,
+}
+
+/// How features are normalized after the scale, with statistics of the training rows only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Normalize {
+    /// As read.
+    #[default]
+    None,
+    /// Zero mean, unit standard deviation (the population's, as scikit-learn's
+    /// `StandardScaler`); a constant feature is only centered.
+    Standardize,
+    /// Into [0, 1] by the minimum and maximum; a constant feature becomes 0.
+    MinMax,
+}
+
+/// Per-feature statistics: each feature `x[.., j]` becomes `(x - shift[j]) * mult[j]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureStats {
+    /// Which normalization they are for.
+    pub kind: Normalize,
+    /// Subtracted.
+    pub shift: Vec<f64>,
+    /// Then multiplied by.
+    pub mult: Vec<f64>,
+}
+
+impl FeatureStats {
+    /// The metadata keys they are kept under in checkpoints.
+    pub const KEYS: [&'static str; 3] = ["data.normalize", "data.shift", "data.mult"];
+
+    /// Fits `kind` to the rows of `x` (`[N, F...]`, features flattened), in f64.
+    pub fn fit(kind: Normalize, x: &Tensor) -> Result<FeatureStats, String> {
+        let n = x.shape.first().copied().unwrap_or(0);
+        if n == 0 {
+            return Err("no training rows to fit the feature statistics on".into());
+        }
+        let f = x.len() / n;
+        let col = |j: usize| (0..n).map(move |i| x.data[i * f + j]);
+        let (mut shift, mut mult) = (Vec::with_capacity(f), Vec::with_capacity(f));
+        for j in 0..f {
+            let (s, spread) = match kind {
+                Normalize::None => (0.0, 1.0),
+                Normalize::Standardize => {
+                    let mean = col(j).sum::<f64>() / n as f64;
+                    let var = col(j).map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
+                    (mean, var.sqrt())
+                }
+                Normalize::MinMax => {
+                    let lo = col(j).fold(f64::INFINITY, f64::min);
+                    let hi = col(j).fold(f64::NEG_INFINITY, f64::max);
+                    (lo, hi - lo)
+                }
+            };
+            shift.push(s);
+            mult.push(if spread > 0.0 { 1.0 / spread } else { 1.0 });
+        }
+        Ok(FeatureStats { kind, shift, mult })
+    }
+
+    /// Normalizes `x`'s features in place.
+    pub fn apply(&self, x: &mut Tensor) -> Result<(), String> {
+        let n = x.shape.first().copied().unwrap_or(0).max(1);
+        let f = x.len() / n;
+        if f != self.shift.len() {
+            return Err(format!(
+                "the feature statistics are for {} features, but the rows have {f}",
+                self.shift.len()
+            ));
+        }
+        for (i, v) in x.data.iter_mut().enumerate() {
+            let j = i % f;
+            *v = (*v - self.shift[j]) * self.mult[j];
+        }
+        Ok(())
+    }
+
+    /// As checkpoint metadata (f64 values written so they read back exactly).
+    pub fn to_meta(&self) -> Vec<(String, String)> {
+        let list = |v: &[f64]| {
+            let items: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+            format!("[{}]", items.join(","))
+        };
+        let kind = match self.kind {
+            Normalize::None => "none",
+            Normalize::Standardize => "standardize",
+            Normalize::MinMax => "min_max",
+        };
+        vec![
+            (Self::KEYS[0].into(), kind.into()),
+            (Self::KEYS[1].into(), list(&self.shift)),
+            (Self::KEYS[2].into(), list(&self.mult)),
+        ]
+    }
+
+    /// From checkpoint metadata: `None` if there are none.
+    pub fn from_meta(
+        meta: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<FeatureStats>, String> {
+        let Some(kind) = meta.get(Self::KEYS[0]) else {
+            return Ok(None);
+        };
+        let kind = match kind.as_str() {
+            "none" => Normalize::None,
+            "standardize" => Normalize::Standardize,
+            "min_max" => Normalize::MinMax,
+            k => {
+                return Err(format!(
+                    "the checkpoint's feature normalization `{k}` is unknown"
+                ));
+            }
+        };
+        let list = |key: &str| -> Result<Vec<f64>, String> {
+            let text = meta.get(key).map(String::as_str).unwrap_or("");
+            let inner = text
+                .strip_prefix('[')
+                .and_then(|t| t.strip_suffix(']'))
+                .ok_or_else(|| format!("the checkpoint's `{key}` is not a list"))?;
+            inner
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .ok_or_else(|| format!("the checkpoint's `{key}` holds `{s}`"))
+                })
+                .collect()
+        };
+        let (shift, mult) = (list(Self::KEYS[1])?, list(Self::KEYS[2])?);
+        if shift.len() != mult.len() {
+            return Err("the checkpoint's feature statistics disagree in length".into());
+        }
+        Ok(Some(FeatureStats { kind, shift, mult }))
+    }
 }
 
 /// Rows of features and labels.
@@ -365,6 +501,7 @@ mod tests {
             },
             scale: 1.0,
             split: Split::None,
+            normalize: Normalize::None,
         };
         let ds = load(&spec).unwrap();
         let x_ty = TensorType::new(

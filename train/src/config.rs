@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use nnc_lang::{CallSpec, Static, TrainSpec};
-use nnc_runtime::data::{DataSpec, Source, Split};
+use nnc_runtime::data::{DataSpec, Normalize, Source, Split};
 
 use crate::schedule::Schedule;
 
@@ -148,8 +148,17 @@ impl TrainConfig {
                     label: Some(arg_str(d, "label").unwrap_or_else(|| "label".into())),
                 }
             };
+            let on = |k: &str| matches!(arg(d, k), Some(Static::Bool(true)));
             DataSpec {
                 source,
+                // Both at once was refused by the checker.
+                normalize: if on("standardize") {
+                    Normalize::Standardize
+                } else if on("min_max") {
+                    Normalize::MinMax
+                } else {
+                    Normalize::None
+                },
                 scale: arg_num(d, "scale", 1.0),
                 split: split_of(
                     arg(d, "test_tail").and_then(num).map(|n| n as usize),
@@ -191,7 +200,7 @@ impl TrainConfig {
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
             let old = self.data.take();
-            let (old_scale, old_split, old_label) = match &old {
+            let (old_scale, old_split, old_label, old_norm) = match &old {
                 Some(d) => (
                     d.scale,
                     d.split,
@@ -199,8 +208,9 @@ impl TrainConfig {
                         Source::Csv { label, .. } => label.clone(),
                         Source::Npy { .. } => None,
                     },
+                    d.normalize,
                 ),
-                None => (1.0, Split::None, None),
+                None => (1.0, Split::None, None, Normalize::None),
             };
             let source = if is_npy {
                 Source::Npy {
@@ -217,6 +227,7 @@ impl TrainConfig {
                 source,
                 scale: old_scale,
                 split: old_split,
+                normalize: old_norm,
             });
         } else if o.labels.is_some() {
             match &mut self.data {

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use nnc_runtime::Checkpoint;
 use nnc_runtime::checkpoint::write_atomic;
-use nnc_runtime::data::{self, Dataset};
+use nnc_runtime::data::{self, Dataset, FeatureStats, Normalize};
 
 use crate::config::TrainConfig;
 use crate::session::{Metrics, Model, Session, StepReport, TrainError};
@@ -85,11 +85,16 @@ pub struct Summary {
     pub warning: Option<String>,
 }
 
-/// Loads the configured data, split and fitted to the model: `(train, test)`.
+/// Loads the configured data, split and fitted to the model: `(train, test)`, both
+/// normalized as configured by `stats` (a checkpoint's), or by statistics fitted here on
+/// the training rows only when `stats` is `None` and `fit` allows it. Returns the
+/// statistics used.
 pub fn load_data(
     model: &Model,
     config: &TrainConfig,
-) -> Result<(Dataset, Option<Dataset>), String> {
+    stats: Option<&FeatureStats>,
+    fit: bool,
+) -> Result<(Dataset, Option<Dataset>, Option<FeatureStats>), String> {
     let Some(spec) = &config.data else {
         return Err(format!(
             "no data for `{}`: declare `data = csv(\"file.csv\", label = \"label\")` in its train block, or pass --data",
@@ -97,7 +102,25 @@ pub fn load_data(
         ));
     };
     let all = model.fit(data::load(spec)?)?;
-    all.split(spec.split)
+    let (mut train, mut test) = all.split(spec.split)?;
+    let stats = match (stats, spec.normalize) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Normalize::None) => None,
+        (None, kind) if fit => Some(FeatureStats::fit(kind, &train.x)?),
+        (None, _) => {
+            return Err(
+                "the train block normalizes the features, but the checkpoint holds no statistics (it was trained without them)"
+                    .into(),
+            );
+        }
+    };
+    if let Some(s) = &stats {
+        s.apply(&mut train.x)?;
+        if let Some(t) = &mut test {
+            s.apply(&mut t.x)?;
+        }
+    }
+    Ok((train, test, stats))
 }
 
 /// Whether a folder already holds (part of) a run.
@@ -114,8 +137,19 @@ pub fn train(
     opts: &RunOptions,
     obs: &mut dyn Observer,
 ) -> Result<Summary, TrainError> {
-    let (train, test) = load_data(&model, &config)?;
     let mut session = Session::new(model, config)?;
+    // A resumed run normalizes with the checkpoint's statistics, not refitted ones.
+    let resumed_stats = match &opts.resume {
+        Some(p) => FeatureStats::from_meta(&Checkpoint::load(p)?.meta)?,
+        None => None,
+    };
+    let (train, test, stats) = load_data(
+        &session.model,
+        &session.config,
+        resumed_stats.as_ref(),
+        true,
+    )?;
+    session.stats = stats;
     let mut rows: Vec<EpochRow> = Vec::new();
     let out = &opts.out;
     if let Some(ck_path) = &opts.resume {

@@ -311,6 +311,9 @@ pub struct Session {
     pub last_lr: f64,
     /// What runs the functions.
     pub exec: Executor,
+    /// The feature statistics the data is normalized with (fitted on the training rows;
+    /// kept in checkpoints).
+    pub stats: Option<nnc_runtime::data::FeatureStats>,
     /// Whether `params` lags the JIT's arena (after deferred steps; see `sync_params`).
     params_stale: bool,
     /// On the JIT, the arenas the fused training step keeps the parameters (copied out to
@@ -335,6 +338,7 @@ impl Clone for Session {
             epoch: self.epoch,
             last_lr: self.last_lr,
             exec: Executor::new(self.config.backend),
+            stats: self.stats.clone(),
             params_stale: false,
             fused: None,
         }
@@ -378,6 +382,7 @@ impl Session {
             epoch: 0,
             last_lr: 0.0,
             exec: Executor::new(config_backend),
+            stats: None,
             params_stale: false,
             fused: None,
         })
@@ -829,6 +834,9 @@ impl Session {
         for (k, v) in meta {
             ck.meta.insert(k.into(), v);
         }
+        for (k, v) in self.stats.iter().flat_map(|s| s.to_meta()) {
+            ck.meta.insert(k, v);
+        }
         ck
     }
 
@@ -842,6 +850,7 @@ impl Session {
             ));
         }
         let theirs = ck.meta.get("model").cloned().unwrap_or_default();
+        self.stats = nnc_runtime::data::FeatureStats::from_meta(&ck.meta)?;
         let mut problems = Vec::new();
         for (p, t) in self.model.forward.params.iter().zip(&self.params) {
             match ck.get(&p.name) {

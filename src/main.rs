@@ -100,6 +100,15 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Compile a checkpoint's forward pass into an object file and a C header.
     Build(deploy::BuildArgs),
+    /// Format .nn files in place: the canonical layout, comments and blank lines kept.
+    Fmt {
+        /// The .nn files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Change nothing; exit 1 if a file is not formatted.
+        #[arg(long)]
+        check: bool,
+    },
     /// Export a checkpoint's inference pass as an ONNX model (onnxruntime, Netron, ...).
     Export(onnx::ExportArgs),
     /// List the primitive ops: mnemonic, arity, attribute, doc.
@@ -155,6 +164,36 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<(), Failed> {
                 }
             }
             if failed { Err(Failed(1)) } else { Ok(()) }
+        }
+        Command::Fmt { files, check } => {
+            let mut status = Ok(());
+            for f in &files {
+                let (name, bytes) = read(f)?;
+                let src = text(&name, &bytes)?;
+                let program = match nnc_lang::parse(src) {
+                    Ok(p) => p,
+                    Err(d) => {
+                        status = Err(report(&name, src, &d));
+                        continue;
+                    }
+                };
+                let formatted = nnc_lang::print::format(src, &program);
+                if formatted == src {
+                    continue;
+                }
+                if check {
+                    println!("{name}: not formatted");
+                    status = Err(Failed(1));
+                } else if let Err(e) =
+                    nnc_runtime::checkpoint::write_atomic(f, formatted.as_bytes())
+                {
+                    eprintln!("error: {e}");
+                    status = Err(Failed(1));
+                } else {
+                    println!("{name}: formatted");
+                }
+            }
+            status
         }
         Command::Ir {
             file,

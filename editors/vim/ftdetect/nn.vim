@@ -1,0 +1,2 @@
+" nnc's model files
+autocmd BufRead,BufNewFile *.nn setfiletype nn

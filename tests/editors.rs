@@ -1,0 +1,61 @@
+//! The editor files under `editors/` know the language's keywords: the VS Code grammar
+//! and the vim syntax list every keyword of `lang/src/grammar.pest` (and `grad`), and the
+//! extension's JSON files parse.
+
+fn read(p: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(p)).unwrap()
+}
+
+/// The keywords the grammar reserves, plus `grad` (a grad block's opening word).
+fn keywords() -> Vec<String> {
+    let g = read("lang/src/grammar.pest");
+    let line = g.lines().find(|l| l.starts_with("keyword")).unwrap();
+    let mut k: Vec<String> = line
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| w.chars().all(|c| c.is_ascii_alphabetic()))
+        .map(str::to_string)
+        .collect();
+    assert!(k.len() >= 10, "{k:?}");
+    k.push("grad".into());
+    k
+}
+
+#[test]
+fn editor_files_know_every_keyword() {
+    let vim = read("editors/vim/syntax/nn.vim");
+    let vim_kw: Vec<&str> = vim
+        .lines()
+        .find(|l| l.starts_with("syn keyword nnKeyword"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .collect();
+    let grammar: serde_json::Value =
+        serde_json::from_str(&read("editors/vscode/syntaxes/nn.tmLanguage.json")).unwrap();
+    let control = grammar["patterns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "keyword.control.nn")
+        .unwrap()["match"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for k in keywords() {
+        assert!(vim_kw.contains(&k.as_str()), "vim lacks `{k}`");
+        assert!(
+            control.contains(&format!("|{k}|"))
+                || control.contains(&format!("({k}|"))
+                || control.contains(&format!("|{k})")),
+            "VS Code lacks `{k}`"
+        );
+    }
+    for f in [
+        "editors/vscode/package.json",
+        "editors/vscode/language-configuration.json",
+    ] {
+        serde_json::from_str::<serde_json::Value>(&read(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+}

@@ -4,6 +4,7 @@
 
 mod bench;
 mod deploy;
+mod draw;
 mod onnx;
 mod train_cmds;
 
@@ -109,6 +110,8 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Draw a model as an SVG picture: a box per statement (or per primitive op).
+    Draw(draw::DrawArgs),
     /// Export a checkpoint's inference pass as an ONNX model (onnxruntime, Netron, ...).
     Export(onnx::ExportArgs),
     /// List the primitive ops: mnemonic, arity, attribute, doc.
@@ -242,6 +245,7 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<(), Failed> {
         Command::Bench(a) => bench::bench(a, start),
         Command::Build(a) => deploy::build(a),
         Command::Export(a) => onnx::export(a),
+        Command::Draw(a) => draw::draw(a),
         Command::Ops => {
             for row in nnc_ir::TABLE {
                 println!(

@@ -42,6 +42,10 @@ pub struct Checked {
     /// (as elaborated, before any pass; 0 where none is known), by function name: what
     /// run-time errors point at.
     pub lines: std::collections::HashMap<String, Vec<usize>>,
+    /// For each node of a model's function, the byte offset in the user's source of the
+    /// model's top-level statement that made it (`usize::MAX` where none did): what
+    /// `nnc draw` groups nodes and parameters by.
+    pub statements: std::collections::HashMap<String, Vec<usize>>,
 }
 
 /// A resolved train block.
@@ -77,6 +81,7 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
     let mut module = Module::default();
     let mut trains = Vec::new();
     let mut lines = std::collections::HashMap::new();
+    let mut statements = std::collections::HashMap::new();
     // Elaborate only what resolved cleanly, so one mistake is reported once.
     let resolved_ok = errors.is_empty();
     if resolved_ok {
@@ -84,10 +89,12 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
             match item {
                 Item::Model(m) => {
                     let name = m.name.name.clone();
-                    let (func, .., mut func_lines) =
+                    let (func, .., mut func_lines, mut top) =
                         model_func(&defs, m, name, &[], false, &mut errors);
                     func_lines.resize(func.nodes.len(), 0);
+                    top.resize(func.nodes.len(), usize::MAX);
                     lines.insert(func.name.clone(), func_lines);
+                    statements.insert(func.name.clone(), top);
                     module.funcs.push(func);
                     if let Some(t) = defs.trains.get(m.name.name.as_str()) {
                         if let Some(TrainFuncs {
@@ -136,6 +143,7 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
             module,
             trains,
             lines,
+            statements,
         });
     }
     errors.sort_by_key(|d| (d.span().src, d.span().start, d.code));
@@ -151,6 +159,7 @@ type ModelFunc = (
     Val,
     bool,
     Vec<(Value, Value)>,
+    Vec<usize>,
     Vec<usize>,
 );
 
@@ -239,7 +248,8 @@ fn model_func<'d>(
     let func = std::mem::replace(&mut elab.func, Func::new(""));
     let updates = std::mem::take(&mut elab.buffer_updates);
     let lines = std::mem::take(&mut elab.lines);
-    (func, scope, ret, elab.read_training, updates, lines)
+    let top = std::mem::take(&mut elab.top);
+    (func, scope, ret, elab.read_training, updates, lines, top)
 }
 
 /// Builds `@Model.loss` and `@Model.update` from a train block (in inference mode, only
@@ -259,7 +269,7 @@ fn train<'d>(
         nnc_ir::Role::Eval
     }
     .name(name);
-    let (func, mut scope, output, modal, updates, lines) =
+    let (func, mut scope, output, modal, updates, lines, _) =
         model_func(defs, m, fname, &t.params, training, errors);
     if errors.len() > before {
         return None;

@@ -133,6 +133,10 @@ pub(crate) struct Elab<'a, 'd> {
     statements: u64,
     /// The user's source line of each node (0 where none is known yet).
     pub lines: Vec<usize>,
+    /// The source offset of the model's top-level statement that made each node.
+    pub top: Vec<usize>,
+    /// How many `for`/`if` bodies are being elaborated inside the current frame's.
+    nesting: u32,
 }
 
 impl<'a, 'd> Elab<'a, 'd> {
@@ -152,6 +156,8 @@ impl<'a, 'd> Elab<'a, 'd> {
             buffer_updates: Vec::new(),
             statements: 0,
             lines: Vec::new(),
+            top: Vec::new(),
+            nesting: 0,
         }
     }
 
@@ -795,11 +801,15 @@ impl<'a, 'd> Elab<'a, 'd> {
                     self.set_stmt("out");
                     let mut v = self.eval(scope, value);
                     self.mark_lines(before, s.span());
+                    let at_top = self.frames.len() == 1 && self.nesting == 0;
                     let grad = self.frames.last_mut().and_then(|f| f.grad.take());
                     if let Some((g, at)) = grad {
                         let before = self.func.nodes.len();
                         v = self.grad_block(v, g, at, value.span);
                         self.mark_lines(before, g.span());
+                    }
+                    if at_top {
+                        self.mark_top(before, s.span());
                     }
                     return Some(v);
                 }
@@ -835,7 +845,9 @@ impl<'a, 'd> Elab<'a, 'd> {
                     };
                     for item in items {
                         scope.insert(var.name.clone(), item);
+                        self.nesting += 1;
                         self.body(scope, body);
+                        self.nesting -= 1;
                         if self.statements > MAX_STATEMENTS {
                             return None;
                         }
@@ -856,12 +868,31 @@ impl<'a, 'd> Elab<'a, 'd> {
                             continue;
                         }
                     };
+                    self.nesting += 1;
                     self.body(scope, if taken { then } else { els });
+                    self.nesting -= 1;
                 }
             }
             self.mark_lines(before, s.span());
+            if self.frames.len() == 1 && self.nesting == 0 {
+                self.mark_top(before, s.span());
+            }
         }
         None
+    }
+
+    /// Records that the nodes from `before` on were made by the model's top-level
+    /// statement at `span`.
+    fn mark_top(&mut self, before: usize, span: Span) {
+        if span.src != USER {
+            return;
+        }
+        self.top.resize(self.func.nodes.len(), usize::MAX);
+        for t in &mut self.top[before.min(self.func.nodes.len())..] {
+            if *t == usize::MAX {
+                *t = span.start;
+            }
+        }
     }
 
     /// A layer's own backward: `y` returned with the adjoints the grad block `g` gives the

@@ -377,7 +377,7 @@ pub fn to_onnx(f: &Func, params: &[Vec<f32>], meta: &Meta) -> Result<Vec<u8>, St
             Value::Param(j) => f.params[j as usize].name.clone(),
             Value::Node(j) => names[j as usize].clone(),
         };
-        if let Some((op, inputs, attrs)) = layer_op(f, i, &name_of) {
+        if let Some((op, inputs, attrs)) = layer_op(f, i, &name_of, meta.opset) {
             let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
             let out = g.node(op, &refs, attrs);
             names.push(out);
@@ -456,12 +456,14 @@ pub fn to_onnx(f: &Func, params: &[Vec<f32>], meta: &Meta) -> Result<Vec<u8>, St
 /// ONNX's own operator for the prelude layer whose primitives end at node `i`, if they
 /// are exactly one: `Gemm` for a dense layer (`x @ w + b`, rank 2), `Conv` for `conv2d`
 /// (windows times the filters, plus the bias), `MaxPool` and `AveragePool` for the
-/// pools, `BatchNormalization` for batch norm in inference, `Relu` for `max(x, 0)`.
+/// pools, `BatchNormalization` for batch norm in inference, `Relu` for `max(x, 0)`,
+/// `Softmax` and (opset 17) `LayerNormalization` over the last axis.
 /// Returns the operator, its inputs and attributes.
 fn layer_op(
     f: &Func,
     i: usize,
     name: &dyn Fn(Value) -> String,
+    opset: i64,
 ) -> Option<(&'static str, Vec<String>, Vec<AttributeProto>)> {
     let node = |v: Value| match v {
         Value::Node(j) => Some(&f.nodes[j as usize]),
@@ -545,8 +547,55 @@ fn layer_op(
         e.f = eps as f32;
         Some(("BatchNormalization", inputs, vec![e]))
     };
+    let last = |t: &TensorType| t.rank().checked_sub(1);
+    // A reduction over the last axis of `x` only, broadcast back (through reshapes).
+    let over_last = |v: Value, op: Op| {
+        let b = node(v).filter(|b| b.op == Op::Broadcast)?;
+        let r = node(bare(b.args[0])).filter(|r| r.op == op)?;
+        let axis = last(f.ty(r.args[0]))?;
+        (r.attr == Attr::Axes(vec![axis])).then(|| r.args[0])
+    };
+    // softmax: exp(x - max(x)) / sum(exp(x - max(x))) along the last axis.
+    let softmax = |n: &nnc_ir::Node| {
+        let e = node(n.args[0]).filter(|e| e.op == Op::Exp)?;
+        (over_last(n.args[1], Op::Sum)? == n.args[0]).then_some(())?;
+        let s = node(e.args[0]).filter(|s| s.op == Op::Sub)?;
+        let x = s.args[0];
+        (over_last(s.args[1], Op::ReduceMax)? == x).then_some(())?;
+        Some(("Softmax", vec![name(x)], vec![attr_int("axis", -1)]))
+    };
+    // layer norm: (x - mean(x)) / sqrt(mean((x - mean(x))^2) + eps) * gamma + beta over
+    // the last axis.
+    let layer_norm = |n: &nnc_ir::Node| {
+        let axis = last(&n.ty)?;
+        let beta = bias(n.args[1], axis)?;
+        let scaled = node(n.args[0]).filter(|m| m.op == Op::Mul)?;
+        let gamma = bias(scaled.args[1], axis)?;
+        let d = node(scaled.args[0]).filter(|d| d.op == Op::Div)?;
+        let centered = node(d.args[0]).filter(|s| s.op == Op::Sub)?;
+        let x = centered.args[0];
+        (over_last(centered.args[1], Op::Mean)? == x).then_some(())?;
+        let b = node(d.args[1]).filter(|b| b.op == Op::Broadcast)?;
+        let root = node(bare(b.args[0])).filter(|r| r.op == Op::Sqrt)?;
+        let sum = node(root.args[0]).filter(|s| s.op == Op::Add)?;
+        let eps = constant(sum.args[1])?;
+        let var = node(bare(sum.args[0])).filter(|v| v.op == Op::Mean)?;
+        let sq = node(var.args[0]).filter(|q| q.op == Op::Mul)?;
+        (sq.args[0] == d.args[0] && sq.args[1] == d.args[0] && var.attr == Attr::Axes(vec![axis]))
+            .then_some(())?;
+        let mut e = AttributeProto::new();
+        e.name = "epsilon".into();
+        e.type_ = AttributeType::FLOAT.into();
+        e.f = eps as f32;
+        Some((
+            "LayerNormalization",
+            vec![name(x), name(gamma), name(beta)],
+            vec![attr_int("axis", -1), e],
+        ))
+    };
     let n = &f.nodes[i];
     match n.op {
+        Op::Div if n.ty.dtype.is_float() => softmax(n),
         // relu = max(x, 0)
         Op::Max if constant(n.args[1]) == Some(0.0) && n.ty.dtype.is_float() => {
             Some(("Relu", vec![name(n.args[0])], vec![]))
@@ -556,6 +605,13 @@ fn layer_op(
                 && let Some(bn) = batch_norm(n)
             {
                 return Some(bn);
+            }
+            // LayerNormalization is an operator from opset 17 on.
+            if n.ty.dtype.is_float()
+                && opset >= 17
+                && let Some(ln) = layer_norm(n)
+            {
+                return Some(ln);
             }
             let (a, b) = (n.args[0], n.args[1]);
             if let Some(mm) = node(a).filter(|m| m.op == Op::MatMul)

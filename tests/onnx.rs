@@ -14,8 +14,13 @@ use common::{nnc, s, scratch};
 /// The pinned oracle.
 const PACKAGES: &[&str] = &["onnx==1.23.2", "onnxruntime==1.32.0", "numpy==2.4.6"];
 
-/// The virtual environment's Python, made on first use.
+/// The virtual environment's Python, made on first use (once, however many tests ask).
 fn python() -> PathBuf {
+    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PY.get_or_init(make_python).clone()
+}
+
+fn make_python() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("onnx-venv");
     let py = dir.join("bin/python");
     let ready = dir.join("ready");
@@ -97,6 +102,75 @@ fn every_digits_example_exports_and_runs_on_onnxruntime() {
         };
         let run = dir.join(name);
         let (code, _, err) = nnc(&["train", &file, "--epochs", "1", "--out", s(&run)]);
+        assert_eq!(code, 0, "{name}: {err}");
+        let ckpt = run.join("checkpoint.safetensors");
+        let model = dir.join(format!("{name}.onnx"));
+        let (code, out, err) = nnc(&["export", &file, "--checkpoint", s(&ckpt), "-o", s(&model)]);
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        let pred = dir.join(format!("{name}.csv"));
+        let (code, _, err) = nnc(&[
+            "predict",
+            &file,
+            "--checkpoint",
+            s(&ckpt),
+            "--input",
+            s(&rows),
+            "--output",
+            s(&pred),
+        ]);
+        assert_eq!(code, 0, "{name}: {err}");
+        let o = Command::new(&py)
+            .args([check, s(&model), s(&rows), s(&pred), ops])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        eprint!("{text}");
+        assert!(o.status.success(), "{name}: {text}");
+    }
+}
+
+/// The two examples without shipped data (MNIST-sized LeNet-5 and the 784-256-256-10
+/// MLP), trained an epoch on 40 random rows and checked on them.
+#[test]
+fn the_mnist_sized_examples_export_too() {
+    let py = python();
+    let dir = scratch("onnx-mnist");
+    let mut csv: Vec<String> = vec![
+        (0..784)
+            .map(|i| format!("p{i}"))
+            .chain(["label".to_string()])
+            .collect::<Vec<_>>()
+            .join(","),
+    ];
+    let mut rng = nnc::runtime::Rng::new(3);
+    for _ in 0..40 {
+        let mut row: Vec<String> = (0..784).map(|_| format!("{:.3}", rng.uniform())).collect();
+        row.push(rng.below(10).to_string());
+        csv.push(row.join(","));
+    }
+    let rows = dir.join("rows.csv");
+    std::fs::write(&rows, csv.join("\n") + "\n").unwrap();
+    let check = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/check.py");
+    for (name, ops) in [
+        ("lenet5", "Conv,MaxPool,Relu,Gemm"),
+        ("mlp784", "Gemm,Relu"),
+    ] {
+        let file = format!("examples/{name}.nn");
+        let run = dir.join(name);
+        let (code, _, err) = nnc(&[
+            "train",
+            &file,
+            "--data",
+            s(&rows),
+            "--epochs",
+            "1",
+            "--out",
+            s(&run),
+        ]);
         assert_eq!(code, 0, "{name}: {err}");
         let ckpt = run.join("checkpoint.safetensors");
         let model = dir.join(format!("{name}.onnx"));

@@ -33,8 +33,10 @@ def main():
     keep = [i for i, h in enumerate(head) if h != "label"]
     x = np.array([[float(r[i]) for i in keep] for r in rows[1:]], dtype=np.float32)
     sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    y = sess.run(None, {name: x})[0].reshape(len(x), -1)
+    inp = sess.get_inputs()[0]
+    # Rows of the CSV in the model's input shape (LeNet-5's [N, 1, 28, 28]).
+    x = x.reshape([len(x)] + [int(d) for d in inp.shape[1:]])
+    y = sess.run(None, {inp.name: x})[0].reshape(len(x), -1)
     with open(nnc_path) as f:
         pred = list(csv.reader(f))
     cols = [i for i, h in enumerate(pred[0]) if h.startswith("out")]

@@ -123,16 +123,8 @@ pub fn build(a: BuildArgs) -> Result<(), Failed> {
         &a.checkpoint,
         nnc_train::Backend::Interp,
     )?;
-    let mut params: Vec<Vec<f32>> = session
-        .current_params()
-        .iter()
-        .map(|t| t.data.iter().map(|&v| v as f32).collect())
-        .collect();
-    let normalized = match &session.stats {
-        Some(s) => Some(with_input_stats(f, &mut params, s).map_err(fail)?),
-        None => None,
-    };
-    let f = normalized.as_ref().unwrap_or(f);
+    let (normalized, params) = deployed(&session, f).map_err(fail)?;
+    let f = &normalized;
     let built = nnc_jit::object::build(&ObjectSpec {
         func: f,
         params: &params,
@@ -176,6 +168,24 @@ pub fn build(a: BuildArgs) -> Result<(), Failed> {
         println!("(libnnc_rt.a is built by `cargo build --release -p nnc-rt`, in target/release/)");
     }
     Ok(())
+}
+
+/// What a deployed model runs: `f` with the checkpoint's feature normalization (if it
+/// has one) as its first nodes, and its parameter values in f32, in `f.params` order.
+pub(crate) fn deployed(
+    session: &nnc_train::Session,
+    f: &nnc_ir::Func,
+) -> Result<(nnc_ir::Func, Vec<Vec<f32>>), String> {
+    let mut params: Vec<Vec<f32>> = session
+        .current_params()
+        .iter()
+        .map(|t| t.data.iter().map(|&v| v as f32).collect())
+        .collect();
+    let f = match &session.stats {
+        Some(s) => with_input_stats(f, &mut params, s)?,
+        None => f.clone(),
+    };
+    Ok((f, params))
 }
 
 /// `f` with the training data's feature normalization as its first nodes: the first

@@ -77,16 +77,8 @@ pub fn export(a: ExportArgs) -> Result<(), Failed> {
         &a.checkpoint,
         nnc_train::Backend::Interp,
     )?;
-    let mut params: Vec<Vec<f32>> = session
-        .current_params()
-        .iter()
-        .map(|t| t.data.iter().map(|&v| v as f32).collect())
-        .collect();
-    // The training data's normalization, after the scale.
-    let f = match &session.stats {
-        Some(s) => crate::deploy::with_input_stats(&f, &mut params, s).map_err(fail)?,
-        None => f,
-    };
+    // With the training data's normalization, after the scale.
+    let (f, params) = crate::deploy::deployed(&session, &f).map_err(fail)?;
     let meta = Meta {
         source: a.file.display().to_string(),
         opset: a.opset,

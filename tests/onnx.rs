@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{nnc, s, scratch};
@@ -45,6 +45,54 @@ fn make_python() -> PathBuf {
     py
 }
 
+/// Trains `file` for an epoch (on `data` if given), exports it, and checks the ONNX model
+/// on `rows` against `nnc predict`, requiring the operators `ops` (comma-separated).
+fn export_and_check(
+    py: &Path,
+    dir: &Path,
+    name: &str,
+    file: &str,
+    data: Option<&Path>,
+    rows: &Path,
+    ops: &str,
+) {
+    let check = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/check.py");
+    let run = dir.join(name);
+    let mut args = vec!["train", file, "--epochs", "1", "--out", s(&run)];
+    if let Some(d) = data {
+        args.extend(["--data", s(d)]);
+    }
+    let (code, _, err) = nnc(&args);
+    assert_eq!(code, 0, "{name}: {err}");
+    let ckpt = run.join("checkpoint.safetensors");
+    let model = dir.join(format!("{name}.onnx"));
+    let (code, out, err) = nnc(&["export", file, "--checkpoint", s(&ckpt), "-o", s(&model)]);
+    assert_eq!(code, 0, "{name}: {out}{err}");
+    let pred = dir.join(format!("{name}.csv"));
+    let (code, _, err) = nnc(&[
+        "predict",
+        file,
+        "--checkpoint",
+        s(&ckpt),
+        "--input",
+        s(rows),
+        "--output",
+        s(&pred),
+    ]);
+    assert_eq!(code, 0, "{name}: {err}");
+    let o = Command::new(py)
+        .args([check, s(&model), s(rows), s(&pred), ops])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprint!("{text}");
+    assert!(o.status.success(), "{name}: {text}");
+}
+
 /// The digits' test rows (the last 360) as their own CSV.
 fn test_rows(dir: &std::path::Path) -> PathBuf {
     let all = std::fs::read_to_string("examples/data/digits.csv").unwrap();
@@ -65,7 +113,6 @@ fn every_digits_example_exports_and_runs_on_onnxruntime() {
     let py = python();
     let dir = scratch("onnx");
     let rows = test_rows(&dir);
-    let check = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/check.py");
     // With the ONNX operators their layers must become.
     for (name, ops) in [
         ("digits_mlp", "Gemm,Relu"),
@@ -100,36 +147,7 @@ fn every_digits_example_exports_and_runs_on_onnxruntime() {
         } else {
             format!("examples/{name}.nn")
         };
-        let run = dir.join(name);
-        let (code, _, err) = nnc(&["train", &file, "--epochs", "1", "--out", s(&run)]);
-        assert_eq!(code, 0, "{name}: {err}");
-        let ckpt = run.join("checkpoint.safetensors");
-        let model = dir.join(format!("{name}.onnx"));
-        let (code, out, err) = nnc(&["export", &file, "--checkpoint", s(&ckpt), "-o", s(&model)]);
-        assert_eq!(code, 0, "{name}: {out}{err}");
-        let pred = dir.join(format!("{name}.csv"));
-        let (code, _, err) = nnc(&[
-            "predict",
-            &file,
-            "--checkpoint",
-            s(&ckpt),
-            "--input",
-            s(&rows),
-            "--output",
-            s(&pred),
-        ]);
-        assert_eq!(code, 0, "{name}: {err}");
-        let o = Command::new(&py)
-            .args([check, s(&model), s(&rows), s(&pred), ops])
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        eprint!("{text}");
-        assert!(o.status.success(), "{name}: {text}");
+        export_and_check(&py, &dir, name, &file, None, &rows, ops);
     }
 }
 
@@ -154,51 +172,12 @@ fn the_mnist_sized_examples_export_too() {
     }
     let rows = dir.join("rows.csv");
     std::fs::write(&rows, csv.join("\n") + "\n").unwrap();
-    let check = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/check.py");
     for (name, ops) in [
         ("lenet5", "Conv,MaxPool,Relu,Gemm"),
         ("mlp784", "Gemm,Relu"),
     ] {
         let file = format!("examples/{name}.nn");
-        let run = dir.join(name);
-        let (code, _, err) = nnc(&[
-            "train",
-            &file,
-            "--data",
-            s(&rows),
-            "--epochs",
-            "1",
-            "--out",
-            s(&run),
-        ]);
-        assert_eq!(code, 0, "{name}: {err}");
-        let ckpt = run.join("checkpoint.safetensors");
-        let model = dir.join(format!("{name}.onnx"));
-        let (code, out, err) = nnc(&["export", &file, "--checkpoint", s(&ckpt), "-o", s(&model)]);
-        assert_eq!(code, 0, "{name}: {out}{err}");
-        let pred = dir.join(format!("{name}.csv"));
-        let (code, _, err) = nnc(&[
-            "predict",
-            &file,
-            "--checkpoint",
-            s(&ckpt),
-            "--input",
-            s(&rows),
-            "--output",
-            s(&pred),
-        ]);
-        assert_eq!(code, 0, "{name}: {err}");
-        let o = Command::new(&py)
-            .args([check, s(&model), s(&rows), s(&pred), ops])
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        eprint!("{text}");
-        assert!(o.status.success(), "{name}: {text}");
+        export_and_check(&py, &dir, name, &file, Some(&rows), &rows, ops);
     }
 }
 

@@ -201,9 +201,7 @@ class Spiking(torch.nn.Module):
 def run(rule, seed, data):
     torch.manual_seed(seed)
     xt, yt, xs, ys = data
-    if rule == "ff":
-        return run_ff(seed, data)
-    model = Spiking() if rule == "spiking" else Mlp(rule)
+    model = {"ff": ForwardForward, "spiking": Spiking}.get(rule, lambda: Mlp(rule))()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(30):
@@ -211,26 +209,17 @@ def run(rule, seed, data):
         for i in range(0, len(xt), 32):
             idx = perm[i:i + 32]
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            loss(model, xt[idx], yt[idx], g).backward()
             opt.step()
     with torch.no_grad():
         return (model(xs).argmax(1) == ys).float().mean().item() * 100
 
 
-def run_ff(seed, data):
-    xt, yt, xs, ys = data
-    model = ForwardForward()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(30):
-        perm = torch.randperm(len(xt), generator=g)
-        for i in range(0, len(xt), 32):
-            idx = perm[i:i + 32]
-            opt.zero_grad()
-            model.loss(xt[idx], yt[idx], g).backward()
-            opt.step()
-    with torch.no_grad():
-        return (model(xs).argmax(1) == ys).float().mean().item() * 100
+def loss(model, x, y, gen):
+    """Forward-forward's layer-local losses, or cross-entropy of the outputs."""
+    if isinstance(model, ForwardForward):
+        return model.loss(x, y, gen)
+    return torch.nn.functional.cross_entropy(model(x), y)
 
 
 def main():

@@ -96,6 +96,25 @@ fn transpose(a: &[f64], r: usize, c: usize) -> Vec<f64> {
     (0..c * r).map(|i| a[(i % r) * c + i / r]).collect()
 }
 
+/// The forward pass of `h = relu(x @ h.w + h.b)` then `h @ {out}.w + {out}.b` on 5 rows
+/// of 4 features: `(a1, h, out)`.
+fn forward(p: &HashMap<String, Vec<f64>>, x: &[f64], out: &str) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let n = 5;
+    let a1: Vec<f64> = matmul(x, &p["h.w"], n, 4, 3)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + p["h.b"][i % 3])
+        .collect();
+    let h: Vec<f64> = a1.iter().map(|v| v.max(0.0)).collect();
+    let (w, b) = (&p[&format!("{out}.w")], &p[&format!("{out}.b")]);
+    let o: Vec<f64> = matmul(&h, w, n, 3, 2)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + b[i % 2])
+        .collect();
+    (a1, h, o)
+}
+
 /// The rule's gradients for `relu(L(x, 3))` then `L(h, 2)` under mse: the weights learn
 /// from x^T dy as in backprop; the error reaches the hidden layer through `back(w2,
 /// feedback2)` ([2, 3]) instead of w2^T.
@@ -106,17 +125,7 @@ fn reference(
     back: &Back,
 ) -> Vec<(String, Vec<f64>)> {
     let n = 5;
-    let a1: Vec<f64> = matmul(x, &p["h.w"], n, 4, 3)
-        .iter()
-        .enumerate()
-        .map(|(i, v)| v + p["h.b"][i % 3])
-        .collect();
-    let h: Vec<f64> = a1.iter().map(|v| v.max(0.0)).collect();
-    let out: Vec<f64> = matmul(&h, &p["out.w"], n, 3, 2)
-        .iter()
-        .enumerate()
-        .map(|(i, v)| v + p["out.b"][i % 2])
-        .collect();
+    let (a1, h, out) = forward(p, x, "out");
     let dout: Vec<f64> = out
         .iter()
         .zip(y)
@@ -285,17 +294,7 @@ train M(y: f32[B, 2]) {
     let outs = nnc::compiler::interp::eval(&g, &inputs, &params).unwrap();
     // The reference: out = o (the feedback term is 0), e = d mse / d out.
     let n = 5;
-    let a1: Vec<f64> = matmul(&x, &p["h.w"], n, 4, 3)
-        .iter()
-        .enumerate()
-        .map(|(i, v)| v + p["h.b"][i % 3])
-        .collect();
-    let h: Vec<f64> = a1.iter().map(|v| v.max(0.0)).collect();
-    let out: Vec<f64> = matmul(&h, &p["o.w"], n, 3, 2)
-        .iter()
-        .enumerate()
-        .map(|(i, v)| v + p["o.b"][i % 2])
-        .collect();
+    let (a1, h, out) = forward(&p, &x, "o");
     let e: Vec<f64> = out
         .iter()
         .zip(&y)

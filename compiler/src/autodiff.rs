@@ -119,27 +119,31 @@ fn custom(
         .step_by(2)
         .filter(|&k| wants.get(k).copied().unwrap_or(false))
         .collect();
-    // The nodes the wanted adjoints are computed from.
-    let mut used = vec![false; i];
-    for &k in &wanted {
-        if let Value::Node(j) = node.args[k + 1] {
-            used[j as usize] = true;
+    // The nodes between the cotangent and `i` that the wanted adjoints are computed from
+    // (only those can depend on the cotangent): `used[j - start]`. Sized by the block,
+    // not the function, so T blocks in an unrolled recurrence cost O(T x block).
+    let start = c as usize + 1;
+    let mut used = vec![false; i - start];
+    let mark = |used: &mut Vec<bool>, v: Value| {
+        if let Value::Node(j) = v
+            && (j as usize) >= start
+            && (j as usize) < i
+        {
+            used[j as usize - start] = true;
         }
+    };
+    for &k in &wanted {
+        mark(&mut used, node.args[k + 1]);
     }
-    for j in (c as usize + 1..i).rev() {
-        if used[j] {
-            for a in &f.nodes[j].args {
-                if let Value::Node(a) = *a {
-                    used[a as usize] = true;
-                }
-            }
+    for j in (start..i).rev() {
+        if used[j - start] {
+            f.nodes[j].args.iter().for_each(|&a| mark(&mut used, a));
         }
     }
     // Copy, in order, each of them that depends on the cotangent.
     let mut map: HashMap<Value, Value> = HashMap::from([(ct, gy)]);
-    let start = c as usize + 1;
     for (j, n) in f.nodes.iter().enumerate().take(i).skip(start) {
-        if !used[j] || !n.args.iter().any(|a| map.contains_key(a)) {
+        if !used[j - start] || !n.args.iter().any(|a| map.contains_key(a)) {
             continue;
         }
         let args = n.args.iter().map(|a| *map.get(a).unwrap_or(a)).collect();

@@ -113,6 +113,9 @@ fn unmapped(n: &nnc_ir::Node) -> Option<&'static str> {
         Op::Col2im | Op::ScatterAdd | Op::Random | Op::Cotangent | Op::CustomGrad => {
             Some("has no ONNX mapping")
         }
+        Op::Scan | Op::ScanOut | Op::LoopVar => {
+            Some("is a loop, which nnc does not export yet (ONNX's Scan would hold it)")
+        }
         Op::Div if !n.ty.dtype.is_float() => {
             Some("divides integers (x / 0 is 0 in nnc), which no ONNX operator does")
         }
@@ -870,7 +873,14 @@ fn lower(
             };
             g.node("Gather", a, vec![attr_int("axis", axis as i64)])
         }
-        Op::Col2im | Op::ScatterAdd | Op::Random | Op::Cotangent | Op::CustomGrad => {
+        Op::Col2im
+        | Op::ScatterAdd
+        | Op::Random
+        | Op::Cotangent
+        | Op::CustomGrad
+        | Op::Scan
+        | Op::ScanOut
+        | Op::LoopVar => {
             return Err("has no ONNX mapping".into());
         }
     })

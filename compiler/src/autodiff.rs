@@ -45,39 +45,16 @@ pub fn grad(f: &Func) -> Result<Func, String> {
         needs[i] = n.ty.dtype.is_float() && n.args.iter().any(|&a| needs_value(&needs, a));
     }
 
-    let mut adj: HashMap<Value, Value> = HashMap::new();
-    if needs_value(&needs, loss) {
-        let one = g.build(Op::Const, vec![], Attr::Value(1.0), Some(lt))?;
-        adj.insert(loss, one);
-    }
-    for i in (0..f.nodes.len()).rev() {
-        let Some(&gy) = adj.get(&Value::Node(i as u32)) else {
-            continue;
-        };
-        let node = &f.nodes[i];
-        let wants: Vec<bool> = node.args.iter().map(|&a| needs_value(&needs, a)).collect();
-        let contributions = if node.op == Op::CustomGrad {
-            custom(f, &mut g, i, gy, &wants)?
-        } else {
-            vjp(
-                &mut g,
-                node.op,
-                &node.attr,
-                &node.args,
-                Value::Node(i as u32),
-                gy,
-                &wants,
-            )?
-        };
-        for (k, ga) in contributions {
-            let a = node.args[k];
-            let total = match adj.get(&a) {
-                Some(&prev) => g.build(Op::Add, vec![prev, ga], Attr::None, None)?,
-                None => ga,
-            };
-            adj.insert(a, total);
-        }
-    }
+    let seeds = if needs_value(&needs, loss) {
+        vec![(
+            loss,
+            g.build(Op::Const, vec![], Attr::Value(1.0), Some(lt))?,
+        )]
+    } else {
+        Vec::new()
+    };
+    let leaf = |v: Value| needs_value(&needs, v);
+    let adj = backprop(f, &mut g, &needs, &leaf, &seeds)?;
     for (i, p) in f.params.iter().enumerate() {
         if p.kind != ParamKind::Param {
             continue;
@@ -91,6 +68,256 @@ pub fn grad(f: &Func) -> Result<Func, String> {
         g.outputs.push(gv);
     }
     Ok(g)
+}
+
+/// Reverse accumulation over `f`'s nodes, emitting the backward into `g` (a copy of `f`
+/// being extended): starts from the adjoints `seeds` (summed where a value repeats) and
+/// returns the adjoint of every value that got one. `needs[i]`: node `i` depends on a
+/// value being differentiated.
+fn backprop(
+    f: &Func,
+    g: &mut Func,
+    needs: &[bool],
+    leaf: &dyn Fn(Value) -> bool,
+    seeds: &[(Value, Value)],
+) -> Result<HashMap<Value, Value>, String> {
+    let needs_value = |v: Value| match v {
+        Value::Node(i) => needs[i as usize],
+        v => leaf(v),
+    };
+    let mut adj: HashMap<Value, Value> = HashMap::new();
+    let add = |g: &mut Func, adj: &mut HashMap<Value, Value>, a: Value, ga: Value| {
+        let total = match adj.get(&a) {
+            Some(&prev) => g.build(Op::Add, vec![prev, ga], Attr::None, None)?,
+            None => ga,
+        };
+        adj.insert(a, total);
+        Ok::<(), String>(())
+    };
+    for &(v, s) in seeds {
+        add(g, &mut adj, v, s)?;
+    }
+    // The adjoints of each scan's results, by (scan, result), gathered from its scan_outs.
+    let mut outs: HashMap<(u32, usize), Value> = HashMap::new();
+    for i in (0..f.nodes.len()).rev() {
+        let node = &f.nodes[i];
+        if let (Op::ScanOut, Attr::Output(k), Some(&gy)) =
+            (node.op, &node.attr, adj.get(&Value::Node(i as u32)))
+            && let Value::Node(s) = node.args[0]
+        {
+            let prev = outs.get(&(s, *k)).copied();
+            let total = match prev {
+                Some(p) => g.build(Op::Add, vec![p, gy], Attr::None, None)?,
+                None => gy,
+            };
+            outs.insert((s, *k), total);
+            continue;
+        }
+        let wants: Vec<bool> = node
+            .args
+            .iter()
+            .map(|&a| needs_value(a) && f.ty(a).dtype.is_float())
+            .collect();
+        let contributions = if let Attr::Loop(l) = &node.attr {
+            let n = l.body.outputs.len();
+            let gys: Vec<Option<Value>> =
+                (0..n).map(|k| outs.get(&(i as u32, k)).copied()).collect();
+            if gys.iter().all(Option::is_none) {
+                continue;
+            }
+            scan(f, g, i, &gys, &wants)?
+        } else {
+            let Some(&gy) = adj.get(&Value::Node(i as u32)) else {
+                continue;
+            };
+            if node.op == Op::CustomGrad {
+                custom(f, g, i, gy, &wants)?
+            } else {
+                vjp(
+                    g,
+                    node.op,
+                    &node.attr,
+                    &node.args,
+                    Value::Node(i as u32),
+                    gy,
+                    &wants,
+                )?
+            }
+        };
+        for (k, ga) in contributions {
+            add(g, &mut adj, node.args[k], ga)?;
+        }
+    }
+    Ok(adj)
+}
+
+/// The vector-Jacobian product of a whole function: a function taking `f`'s inputs, then a
+/// cotangent for each of its outputs, and returning the adjoint of each input (zeros for
+/// integer inputs and inputs the outputs do not depend on). `f` has no parameters.
+pub fn vjp_func(f: &Func) -> Result<Func, String> {
+    let mut g = f.clone();
+    g.name = format!("{}.vjp", f.name);
+    g.outputs.clear();
+    let n_in = f.inputs.len();
+    let float_in =
+        |v: Value| matches!(v, Value::Input(i) if f.inputs[i as usize].ty.dtype.is_float());
+    let mut needs = vec![false; f.nodes.len()];
+    for (i, n) in f.nodes.iter().enumerate() {
+        needs[i] = n.ty.dtype.is_float()
+            && n.args.iter().any(|&a| match a {
+                Value::Node(j) => needs[j as usize],
+                a => float_in(a),
+            });
+    }
+    let mut seeds = Vec::new();
+    for (k, &o) in f.outputs.iter().enumerate() {
+        let ty = f.ty(o).clone();
+        let ct = g.add_input(format!("d{k}"), ty);
+        let live = match o {
+            Value::Node(j) => needs[j as usize],
+            o => float_in(o),
+        };
+        if live {
+            seeds.push((o, ct));
+        }
+    }
+    let adj = backprop(f, &mut g, &needs, &float_in, &seeds)?;
+    for i in 0..n_in {
+        let v = Value::Input(i as u32);
+        let gv = match adj.get(&v) {
+            Some(&gv) => gv,
+            None => {
+                let ty = f.inputs[i].ty.clone();
+                g.build(Op::Const, vec![], Attr::Value(0.0), Some(ty))?
+            }
+        };
+        g.outputs.push(gv);
+    }
+    Ok(g)
+}
+
+/// The adjoints of a scan's operands (node `i` of `f`), from the adjoints `gys` of its
+/// results: a second scan runs the steps backward over the carries the forward saved.
+/// The forward scan (in `g`) is given one more output per carry, the carry each step
+/// started from (O(T) memory); each backward step recomputes its forward step from it and
+/// applies the body's vector-Jacobian product, carrying the carries' adjoints and
+/// accumulating the constants'.
+fn scan(
+    f: &Func,
+    g: &mut Func,
+    i: usize,
+    gys: &[Option<Value>],
+    wants: &[bool],
+) -> Result<Vec<Contribution>, String> {
+    let node = &f.nodes[i];
+    let Attr::Loop(l) = &node.attr else {
+        return Err(format!("%{i} is not a scan"));
+    };
+    let (nc, ns) = (l.carries, l.sequences);
+    let nk = node.args.len() - nc - ns;
+    let ny = l.body.outputs.len() - nc;
+    // The forward saves the carry each step starts from.
+    let mut fwd = (**l).clone();
+    for c in 0..nc {
+        fwd.body.outputs.push(Value::Input(c as u32));
+    }
+    g.nodes[i].attr = Attr::Loop(Box::new(fwd));
+    let scan_v = Value::Node(i as u32);
+    let mut saved = Vec::new();
+    for c in 0..nc {
+        let k = nc + ny + c;
+        let ty = g
+            .scan_result(scan_v, k)
+            .ok_or("the forward scan lost a result")?;
+        saved.push(g.push(Op::ScanOut, vec![scan_v], Attr::Output(k), ty));
+    }
+    // One backward step: carries (dc, dk), sequences (c, x, dy), constants (k).
+    let j = vjp_func(&l.body)?;
+    let mut body = Func::new(format!("{}.back", l.body.name));
+    let bin = &l.body.inputs;
+    let dc: Vec<Value> = (0..nc)
+        .map(|c| body.add_input(format!("dc{c}"), bin[c].ty.clone()))
+        .collect();
+    let dk: Vec<Value> = (0..nk)
+        .map(|c| body.add_input(format!("dk{c}"), bin[nc + ns + c].ty.clone()))
+        .collect();
+    let mut primal: Vec<Value> = (0..nc + ns)
+        .map(|c| body.add_input(format!("p{c}"), bin[c].ty.clone()))
+        .collect();
+    let dy: Vec<Value> = (0..ny)
+        .map(|c| {
+            let ty = l.body.ty(l.body.outputs[nc + c]).clone();
+            body.add_input(format!("dy{c}"), ty)
+        })
+        .collect();
+    primal.extend((0..nk).map(|c| body.add_input(format!("k{c}"), bin[nc + ns + c].ty.clone())));
+    let mut args = primal;
+    args.extend(&dc);
+    args.extend(&dy);
+    let adj = body.inline(&j, &args)?;
+    let mut outputs: Vec<Value> = adj[..nc].to_vec();
+    for c in 0..nk {
+        let acc = if body.ty(dk[c]).dtype.is_float() {
+            body.build(Op::Add, vec![dk[c], adj[nc + ns + c]], Attr::None, None)?
+        } else {
+            dk[c]
+        };
+        outputs.push(acc);
+    }
+    outputs.extend(&adj[nc..nc + ns]);
+    body.outputs = outputs;
+    // Its operands in `g`.
+    let zeros =
+        |g: &mut Func, ty: TensorType| g.build(Op::Const, vec![], Attr::Value(0.0), Some(ty));
+    let mut ops = Vec::new();
+    for c in 0..nc {
+        let v = match gys[c] {
+            Some(v) => v,
+            None => zeros(g, f.ty(node.args[c]).clone())?,
+        };
+        ops.push(v);
+    }
+    for c in 0..nk {
+        ops.push(zeros(g, f.ty(node.args[nc + ns + c]).clone())?);
+    }
+    ops.extend(&saved);
+    ops.extend(&node.args[nc..nc + ns]);
+    for c in 0..ny {
+        let v = match gys[nc + c] {
+            Some(v) => v,
+            None => {
+                let ty = g
+                    .scan_result(scan_v, nc + c)
+                    .ok_or("a scan lost a result")?;
+                zeros(g, ty)?
+            }
+        };
+        ops.push(v);
+    }
+    ops.extend(&node.args[nc + ns..]);
+    let back = nnc_ir::Loop {
+        carries: nc + nk,
+        sequences: nc + ns + ny,
+        reverse: true,
+        body,
+    };
+    let bv = g.build(Op::Scan, ops, Attr::Loop(Box::new(back)), None)?;
+    let res = g.scan_outs(bv);
+    let mut out = Vec::new();
+    for (k, &w) in wants.iter().enumerate() {
+        if !w {
+            continue;
+        }
+        let v = if k < nc {
+            res[k]
+        } else if k < nc + ns {
+            res[nc + nk + (k - nc)]
+        } else {
+            res[nc + (k - nc - ns)]
+        };
+        out.push((k, v));
+    }
+    Ok(out)
 }
 
 /// The adjoints a layer's own backward gives its operands: `custom_grad y, dy, (x, dx)*`
@@ -189,6 +416,8 @@ pub fn vjp(
         // A layer's own backward is applied by `grad` (see `custom`), never here.
         Op::Cotangent => {}
         Op::CustomGrad => return Err("custom_grad is differentiated by its own backward".into()),
+        Op::Scan | Op::ScanOut => return Err("a scan is differentiated by `backprop`".into()),
+        Op::LoopVar => return Err("a loop body's stand-in reached autodiff".into()),
         // sign, comparisons: piecewise constant, zero derivative.
         Op::Sign | Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne => {}
         // d e^x = e^x dx

@@ -76,14 +76,19 @@ pub struct RuleDiff {
 
 /// Whether `f` learns by a rule other than its loss's derivative.
 pub fn has_rules(f: &Func) -> bool {
-    f.nodes
-        .iter()
-        .any(|n| matches!(n.op, Op::CustomGrad | Op::StopGradient))
+    f.nodes.iter().any(|n| match &n.attr {
+        nnc_ir::Attr::Loop(l) => has_rules(&l.body),
+        _ => matches!(n.op, Op::CustomGrad | Op::StopGradient),
+    })
 }
 
 /// `f` with every learning rule taken out (`custom_grad` and `stop_gradient` are their
 /// operand): the same values, differentiated as the loss's derivative.
 pub fn without_rules(f: &Func) -> Func {
+    crate::passes::nested(strip_rules, f)
+}
+
+fn strip_rules(f: &Func) -> Func {
     crate::passes::rebuild(f, |_, n| match n.op {
         Op::CustomGrad | Op::StopGradient => crate::passes::Rewrite::Value(n.args[0]),
         _ => crate::passes::Rewrite::Node(n),

@@ -110,6 +110,8 @@ fn run(
             .collect()
     };
     let mut vals: Vec<Tensor> = Vec::with_capacity(func.nodes.len());
+    // The results of each scan, by node, until its `scan_out`s read them.
+    let mut loops: HashMap<usize, Vec<Tensor>> = HashMap::new();
     for node in &func.nodes {
         let get = |v: Value| -> &Tensor {
             match v {
@@ -121,7 +123,23 @@ fn run(
         let args: Vec<&Tensor> = node.args.iter().map(|&a| get(a)).collect();
         let out_shape = shape_of(&node.ty)?;
         check_ids(node, &args)?;
-        let mut t = apply(node.op, &node.attr, &args, node.ty.dtype, out_shape);
+        let mut t = match &node.attr {
+            Attr::Loop(l) => {
+                loops.insert(vals.len(), scan(l, &args)?);
+                Tensor::new(node.ty.dtype, Vec::new(), vec![0.0])
+            }
+            Attr::Output(k) => {
+                let Some(Value::Node(s)) = node.args.first() else {
+                    return Err(EvalError("`scan_out` reads no scan".into()));
+                };
+                loops
+                    .get(&(*s as usize))
+                    .and_then(|r| r.get(*k))
+                    .cloned()
+                    .ok_or_else(|| EvalError(format!("`scan_out` of %{s} has no result {k}")))?
+            }
+            _ => apply(node.op, &node.attr, &args, node.ty.dtype, out_shape),
+        };
         t.round();
         if !each(vals.len(), &args, &t) {
             return Ok(Vec::new());
@@ -137,6 +155,60 @@ fn run(
             Value::Node(i) => vals[i as usize].clone(),
         })
         .collect())
+}
+
+/// Runs a scan: the body once per step of axis 0 of the sequences (last to first when
+/// `reverse`), carrying the carries; returns the final carries and the stacked outputs.
+fn scan(l: &nnc_ir::Loop, args: &[&Tensor]) -> Result<Vec<Tensor>, EvalError> {
+    let (nc, ns) = (l.carries, l.sequences);
+    let steps = args[nc].shape[0];
+    let mut carries: Vec<Tensor> = args[..nc].iter().map(|&t| t.clone()).collect();
+    let ny = l.body.outputs.len() - nc;
+    let mut ys: Vec<Vec<Tensor>> = vec![Vec::with_capacity(steps); ny];
+    let order: Vec<usize> = if l.reverse {
+        (0..steps).rev().collect()
+    } else {
+        (0..steps).collect()
+    };
+    for t in order {
+        let mut ins = carries.clone();
+        for x in &args[nc..nc + ns] {
+            let len: usize = x.shape[1..].iter().product();
+            ins.push(Tensor::new(
+                x.dtype,
+                x.shape[1..].to_vec(),
+                x.data[t * len..(t + 1) * len].to_vec(),
+            ));
+        }
+        ins.extend(args[nc + ns..].iter().map(|&t| t.clone()));
+        let mut outs = eval(&l.body, &ins, &[])?;
+        let rest = outs.split_off(nc);
+        carries = outs;
+        for (y, v) in ys.iter_mut().zip(rest) {
+            y.push(v);
+        }
+    }
+    let mut results = carries;
+    for (k, mut y) in ys.into_iter().enumerate() {
+        if l.reverse {
+            y.reverse();
+        }
+        let ty = l.body.ty(l.body.outputs[nc + k]);
+        let step: Vec<usize> = match y.first() {
+            Some(t) => t.shape.clone(),
+            None => ty
+                .shape
+                .dims()
+                .iter()
+                .map(|d| d.known().unwrap_or(0) as usize)
+                .collect(),
+        };
+        let mut shape = vec![steps];
+        shape.extend(step);
+        let data = y.into_iter().flat_map(|t| t.data).collect();
+        results.push(Tensor::new(ty.dtype, shape, data));
+    }
+    Ok(results)
 }
 
 fn strides(shape: &[usize]) -> Vec<usize> {
@@ -200,6 +272,13 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
             data: vec![0.0; n],
         },
         Op::CustomGrad => args[0].clone(),
+        // Evaluated by `run`, which holds the loop's results; the front end's stand-in
+        // never reaches it.
+        Op::Scan | Op::ScanOut | Op::LoopVar => Tensor {
+            dtype,
+            shape: out,
+            data: vec![0.0; n],
+        },
         Op::Sum | Op::Mean | Op::ReduceMax => {
             let Attr::Axes(axes) = attr else {
                 unreachable!("verified")

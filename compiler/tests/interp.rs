@@ -359,3 +359,46 @@ fn custom_grad_is_its_value_going_forward() {
     assert_eq!(out[0].data, [1.0, (1.0f32).exp() as f64]);
     assert_eq!(out[1].data, [0.0, 0.0]);
 }
+
+/// A running sum as a scan, forward and reversed: the final carry, and each step's carry
+/// stacked in step order. `"loop_var"`, the front end's stand-in, never reaches IR text.
+#[test]
+fn scan_carries_and_stacks() {
+    let body = |name: &str| {
+        format!(
+            "    func @{name}(%c: f32[2], %x: f32[2]) -> (f32[2], f32[2]) {{
+      %0 = add %c, %x : f32[2]
+      return %0, %0
+    }}"
+        )
+    };
+    let ir = format!(
+        "func @f(%xs: f32[3, 2]) -> (f32[2], f32[3, 2], f32[2], f32[3, 2]) {{
+  %0 = const 0.0 : f32[2]
+  %1 = scan %0, %xs, carries=1, sequences=1, reverse=0 : f32[]
+{}
+  %2 = scan_out %1, output=0 : f32[2]
+  %3 = scan_out %1, output=1 : f32[3, 2]
+  %4 = scan %0, %xs, carries=1, sequences=1, reverse=1 : f32[]
+{}
+  %5 = scan_out %4, output=0 : f32[2]
+  %6 = scan_out %4, output=1 : f32[3, 2]
+  return %2, %3, %5, %6
+}}
+",
+        body("fwd"),
+        body("back")
+    );
+    let m = parse_module(&ir).unwrap();
+    assert_eq!(m.to_string(), ir);
+    let xs = Tensor::new(DType::F32, vec![3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let out = eval(&m.funcs[0], &[xs], &[]).unwrap();
+    assert_eq!(out[0].data, [9.0, 12.0]);
+    assert_eq!(out[1].data, [1.0, 2.0, 4.0, 6.0, 9.0, 12.0]);
+    assert_eq!(out[2].data, [9.0, 12.0]);
+    assert_eq!(out[3].data, [9.0, 12.0, 8.0, 10.0, 5.0, 6.0]);
+    assert_eq!(
+        nnc_ir::Op::from_mnemonic("loop_var"),
+        Some(nnc_ir::Op::LoopVar)
+    );
+}

@@ -207,7 +207,159 @@ impl Func {
         let mut f = self.clone();
         f.inputs.iter_mut().for_each(|a| a.ty = conv(&a.ty));
         f.params.iter_mut().for_each(|p| p.ty = conv(&p.ty));
-        f.nodes.iter_mut().for_each(|n| n.ty = conv(&n.ty));
+        for n in &mut f.nodes {
+            match &mut n.attr {
+                // A scan's own type is a placeholder; its body's are converted.
+                Attr::Loop(l) => l.body = l.body.with_float_type(dtype),
+                _ => n.ty = conv(&n.ty),
+            }
+        }
         f
+    }
+}
+
+/// A structured loop's body and how the scan's operands divide: the first `carries` are
+/// the carried values' initial values, the next `sequences` are stepped along axis 0, the
+/// rest are constants every step reads. The body takes one value per operand (a step of
+/// each sequence: its type without axis 0) and returns the new carries, then one step of
+/// each output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loop {
+    /// How many operands are carries.
+    pub carries: usize,
+    /// How many operands after them are sequences.
+    pub sequences: usize,
+    /// Whether the steps run from the last to the first (outputs still stacked in order).
+    pub reverse: bool,
+    /// One step.
+    pub body: Func,
+}
+
+impl Loop {
+    /// The number of steps: axis 0 of the sequences.
+    pub fn steps<'t>(&self, args: &[&'t TensorType]) -> Option<&'t crate::types::Dim> {
+        args.get(self.carries).and_then(|t| t.shape.0.first())
+    }
+
+    /// Checks the operands' types against the body's signature.
+    pub fn check(&self, args: &[&TensorType]) -> Result<(), String> {
+        let b = &self.body;
+        if self.sequences == 0 || self.carries + self.sequences > args.len() {
+            return Err(format!(
+                "`scan` needs at least one sequence after its {} carries, found {} operands",
+                self.carries,
+                args.len()
+            ));
+        }
+        if b.inputs.len() != args.len() || !b.params.is_empty() {
+            return Err(format!(
+                "the body of `scan` takes {} values and no parameters, one per operand ({})",
+                b.inputs.len(),
+                args.len()
+            ));
+        }
+        let t = self.steps(args);
+        for (k, (a, arg)) in args.iter().zip(&b.inputs).enumerate() {
+            let want = if k >= self.carries && k < self.carries + self.sequences {
+                if a.rank() == 0 || a.shape.0.first() != t {
+                    return Err(format!(
+                        "sequence {a} of `scan` does not have the first sequence's steps"
+                    ));
+                }
+                TensorType::new(a.dtype, crate::types::Shape(a.shape.0[1..].to_vec()))
+            } else {
+                (*a).clone()
+            };
+            if arg.ty != want {
+                return Err(format!(
+                    "the body of `scan` takes `%{}` as {}, but operand {k} gives {want}",
+                    arg.name, arg.ty
+                ));
+            }
+        }
+        if b.outputs.len() < self.carries {
+            return Err("the body of `scan` must return every carry".into());
+        }
+        for (k, a) in args.iter().take(self.carries).enumerate() {
+            if b.ty(b.outputs[k]) != *a {
+                return Err(format!(
+                    "carry {k} of `scan` is {a}, but the body returns {}",
+                    b.ty(b.outputs[k])
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The types of the results, for operands of these types: the carries', then each
+    /// output stacked along a new axis 0.
+    pub fn result_types(&self, args: &[&TensorType]) -> Vec<TensorType> {
+        let b = &self.body;
+        let t = self
+            .steps(args)
+            .cloned()
+            .unwrap_or(crate::types::Dim::Known(0));
+        b.outputs
+            .iter()
+            .enumerate()
+            .map(|(k, &o)| {
+                let ty = b.ty(o);
+                if k < self.carries {
+                    ty.clone()
+                } else {
+                    let mut dims = vec![t.clone()];
+                    dims.extend(ty.shape.0.iter().cloned());
+                    TensorType::new(ty.dtype, crate::types::Shape(dims))
+                }
+            })
+            .collect()
+    }
+}
+
+impl Func {
+    /// The type of result `k` of the scan `v`, if `v` is a scan with that many results.
+    pub fn scan_result(&self, v: Value, k: usize) -> Option<TensorType> {
+        let Value::Node(i) = v else { return None };
+        let n = self.nodes.get(i as usize)?;
+        let Attr::Loop(l) = &n.attr else { return None };
+        let tys: Vec<&TensorType> = n.args.iter().map(|&a| self.ty(a)).collect();
+        l.result_types(&tys).into_iter().nth(k)
+    }
+
+    /// Appends `scan_out` nodes for every result of the scan `v`.
+    pub fn scan_outs(&mut self, v: Value) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut k = 0;
+        while let Some(ty) = self.scan_result(v, k) {
+            out.push(self.push(Op::ScanOut, vec![v], Attr::Output(k), ty));
+            k += 1;
+        }
+        out
+    }
+}
+
+impl Func {
+    /// Copies `src`'s nodes into this function with its inputs bound to `args`, and
+    /// returns what its outputs became. `src` has no parameters.
+    pub fn inline(&mut self, src: &Func, args: &[Value]) -> Result<Vec<Value>, String> {
+        if args.len() != src.inputs.len() || !src.params.is_empty() {
+            return Err(format!(
+                "cannot inline `@{}`: {} arguments for {} inputs",
+                src.name,
+                args.len(),
+                src.inputs.len()
+            ));
+        }
+        let mut map: Vec<Value> = Vec::with_capacity(src.nodes.len());
+        let get = |map: &[Value], v: Value| match v {
+            Value::Input(i) => args[i as usize],
+            Value::Node(i) => map[i as usize],
+            Value::Param(_) => unreachable!("checked: no parameters"),
+        };
+        for n in &src.nodes {
+            let a = n.args.iter().map(|&v| get(&map, v)).collect();
+            map.push(self.push(n.op, a, n.attr.clone(), n.ty.clone()));
+        }
+        Ok(src.outputs.iter().map(|&v| get(&map, v)).collect())
     }
 }

@@ -15,7 +15,7 @@ pub mod role;
 pub mod types;
 pub mod verify;
 
-pub use graph::{Arg, Func, Init, Module, Node, Param, ParamKind, Value};
+pub use graph::{Arg, Func, Init, Loop, Module, Node, Param, ParamKind, Value};
 pub use op::{
     Attr, AttrKind, Class, DTypes, Lowering, Op, OpInfo, Scalar, Sig, TABLE, im2col_type,
 };

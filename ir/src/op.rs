@@ -183,6 +183,15 @@ table! {
     // (which stands for y's adjoint; autodiff substitutes the real one).
     Cotangent "cotangent"  0 Given     Float None   [] 0 ERASED, None, "the adjoint of a custom_grad's result, as seen by its backward (zeros when evaluated)";
     CustomGrad "custom_grad" 2 CustomGrad Float None [] 0 ERASED, None, "custom_grad y, dy, x1, dx1, ..: y unchanged; autodiff gives each xk the adjoint dxk, computed from the cotangent dy, instead of differentiating y";
+    // A structured loop (`lax.scan`): operands are the carries' initial values, the
+    // sequences (stepped along axis 0) and the constants; the body maps (carries, one step
+    // of each sequence, constants) to (new carries, one step of each output). Its results,
+    // read with `scan_out`, are the final carries and the outputs stacked along axis 0.
+    Scan      "scan"       1 Scan      Any   Loop   [] 0 KERNEL, None, "a loop over axis 0 of its sequences: body(carries, steps, constants) -> (carries, steps); results by scan_out";
+    ScanOut   "scan_out"   1 Given     Any   Output [] 0 ALIAS, None, "result k of a scan: a final carry, or an output stacked along axis 0";
+    // What the front end stands in for a loop body's operands while it elaborates the body
+    // in place; it outlines the body into a scan before the IR leaves it.
+    LoopVar   "loop_var"   0 Given     Any   None   [] 0 ERASED, None, "an operand of a loop body being built (never in finished IR)";
 }
 
 fn div(a: &[f64], dtype: DType) -> f64 {
@@ -220,6 +229,9 @@ pub enum Class {
     Concat,
     /// `custom_grad y, dy, (x, dx)*`: the type of `y`; `dy` has it too, each `dx` its `x`'s.
     CustomGrad,
+    /// A structured loop: the body's signature is checked against the operands; the node's
+    /// own type is `LOOP_TYPE` (its results are `scan_out` nodes).
+    Scan,
 }
 
 /// The kind of attribute an op carries, and how it is spelled in the IR text.
@@ -244,6 +256,10 @@ pub enum AttrKind {
     /// `axis=0, line=12`: the indexed axis of a gather or scatter, and the source line
     /// that run-time index errors name (0: none).
     Index,
+    /// `carries=2, sequences=1, reverse=0` and the body function, printed after the node.
+    Loop,
+    /// `output=1`: which result of a scan.
+    Output,
 }
 
 /// The attribute of one op instance.
@@ -284,12 +300,16 @@ pub enum Attr {
         /// The first index.
         start: usize,
     },
+    /// A scan's body and the division of its operands.
+    Loop(Box<crate::graph::Loop>),
+    /// Which result of a scan a `scan_out` reads.
+    Output(usize),
 }
 
 impl OpInfo {
     /// Whether the op takes any number of operands from its arity on.
     pub fn is_variadic(&self) -> bool {
-        matches!(self.class, Class::Concat | Class::CustomGrad)
+        matches!(self.class, Class::Concat | Class::CustomGrad | Class::Scan)
     }
 }
 
@@ -423,6 +443,13 @@ impl Op {
                     }
                 }
                 Ok(y.clone())
+            }
+            Class::Scan => {
+                let Attr::Loop(l) = attr else {
+                    unreachable!("checked by check_attr_kind")
+                };
+                l.check(args)?;
+                Ok(LOOP_TYPE.clone())
             }
             Class::Transpose => {
                 let x = args[0];
@@ -627,6 +654,8 @@ impl Op {
                 }
                 Ok(())
             }
+            // Its type is the scan's result's, which the verifier checks (it needs the scan).
+            Op::ScanOut | Op::LoopVar => Ok(()),
             Op::Random => {
                 let Attr::Value(stream) = attr else {
                     unreachable!()
@@ -674,10 +703,17 @@ impl Op {
             | Op::MatMul
             | Op::Transpose
             | Op::Concat
-            | Op::CustomGrad => Err(format!("`{}` is not of class Given", self.mnemonic())),
+            | Op::CustomGrad
+            | Op::Scan => Err(format!("`{}` is not of class Given", self.mnemonic())),
         }
     }
 }
+
+/// The type of a scan node itself (a placeholder: its results are `scan_out` nodes).
+pub static LOOP_TYPE: TensorType = TensorType {
+    dtype: DType::F32,
+    shape: Shape(Vec::new()),
+};
 
 /// The run-time error of a gather or scatter whose id is not a row of its table: every
 /// backend reports it in these words.
@@ -705,6 +741,8 @@ fn check_attr_kind(info: &OpInfo, attr: &Attr) -> Result<(), String> {
             | (AttrKind::Offset, Attr::Offset { .. })
             | (AttrKind::Index, Attr::Index { .. })
             | (AttrKind::Axis, Attr::Axis(_))
+            | (AttrKind::Loop, Attr::Loop(_))
+            | (AttrKind::Output, Attr::Output(_))
     );
     if ok {
         Ok(())

@@ -477,7 +477,9 @@ fn parse_node(
         | AttrKind::Window
         | AttrKind::Offset
         | AttrKind::Index
-        | AttrKind::Axis => None,
+        | AttrKind::Axis
+        | AttrKind::Loop
+        | AttrKind::Output => None,
     };
     let sep = |lx: &mut Lexer, first: bool| {
         if first && info.arity == 0 {
@@ -543,6 +545,27 @@ fn parse_node(
         }
         attr = Attr::Axis(n as usize);
     }
+    let mut counts = [0usize; 3];
+    if matches!(info.attr, AttrKind::Loop | AttrKind::Output) {
+        let keys: &[&str] = if info.attr == AttrKind::Loop {
+            &["carries", "sequences", "reverse"]
+        } else {
+            &["output"]
+        };
+        for (i, key) in keys.iter().enumerate() {
+            lx.expect(",")?;
+            lx.keyword(key)?;
+            lx.expect("=")?;
+            let n = lx.num()?;
+            if n < 0.0 || n.fract() != 0.0 || n > u32::MAX as f64 {
+                return lx.err(format!("`{key}` must be a non-negative integer"));
+            }
+            counts[i] = n as usize;
+        }
+        if info.attr == AttrKind::Output {
+            attr = Attr::Output(counts[0]);
+        }
+    }
     if let Some(key) = list_attr {
         if info.arity > 0 {
             lx.expect(",")?;
@@ -558,6 +581,23 @@ fn parse_node(
     }
     lx.expect(":")?;
     let ty = lx.ty()?;
+    if info.attr == AttrKind::Loop {
+        let body = parse_func(lx)?;
+        attr = Attr::Loop(Box::new(crate::graph::Loop {
+            carries: counts[0],
+            sequences: counts[1],
+            reverse: counts[2] != 0,
+            body,
+        }));
+    }
+    if op == Op::ScanOut {
+        let want = args.first().and_then(|&s| func.scan_result(s, counts[0]));
+        if want.as_ref() != Some(&ty) {
+            return lx.err(format!(
+                "`scan_out` must read a result of a scan, of its type (found {ty})"
+            ));
+        }
+    }
     let tys: Vec<&TensorType> = args.iter().map(|&v| func.ty(v)).collect();
     match op.result_type(&tys, &attr, Some(&ty)) {
         Ok(t) if t == ty => Ok(func.push(op, args, attr, ty)),

@@ -123,6 +123,13 @@ fn node_text(func: &Func, node: &Node) -> String {
         Attr::Offset { axis, start } => write!(s, ", axis={axis}, start={start}").unwrap(),
         Attr::Index { axis, line } => write!(s, ", axis={axis}, line={line}").unwrap(),
         Attr::Axis(axis) => write!(s, ", axis={axis}").unwrap(),
+        Attr::Output(k) => write!(s, ", output={k}").unwrap(),
+        Attr::Loop(l) => write!(
+            s,
+            ", carries={}, sequences={}, reverse={}",
+            l.carries, l.sequences, l.reverse as u8
+        )
+        .unwrap(),
         Attr::None | Attr::Value(_) => {}
     }
     // With no operands, the attribute follows the mnemonic directly (`iota axes=[1]`).
@@ -130,6 +137,12 @@ fn node_text(func: &Func, node: &Node) -> String {
         s.replace_range(attr_start..attr_start + 2, " ");
     }
     write!(s, " : {}", node.ty).unwrap();
+    // A scan's body follows it, indented.
+    if let Attr::Loop(l) = &node.attr {
+        for line in print_func(&l.body, &|_| None).lines() {
+            write!(s, "\n    {line}").unwrap();
+        }
+    }
     s
 }
 

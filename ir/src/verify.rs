@@ -50,6 +50,23 @@ pub fn verify_func(func: &Func) -> Result<(), String> {
             );
             continue;
         }
+        if let crate::op::Attr::Loop(l) = &node.attr
+            && let Err(e) = verify_func(&l.body)
+        {
+            errors.insert(i, format!("in the body: {e}"));
+            continue;
+        }
+        if node.op == crate::op::Op::ScanOut {
+            let k = match node.attr {
+                crate::op::Attr::Output(k) => k,
+                _ => usize::MAX,
+            };
+            let want = node.args.first().and_then(|&s| func.scan_result(s, k));
+            if want.as_ref() != Some(&node.ty) {
+                errors.insert(i, format!("not result {k} of a scan of type {}", node.ty));
+                continue;
+            }
+        }
         let tys: Vec<_> = node.args.iter().map(|&a| func.ty(a)).collect();
         match node.op.result_type(&tys, &node.attr, Some(&node.ty)) {
             Ok(t) if t == node.ty => {}

@@ -137,7 +137,10 @@ pub(crate) fn compute<L: Lanes>(l: &mut L, op: Op, xs: &[L::F]) -> R<L::F> {
         | Op::ScatterAdd
         | Op::Concat
         | Op::Cotangent
-        | Op::CustomGrad => {
+        | Op::CustomGrad
+        | Op::Scan
+        | Op::ScanOut
+        | Op::LoopVar => {
             return Err(format!(
                 "`{}` is not computed in a fused loop",
                 op.mnemonic()

@@ -1485,9 +1485,10 @@ impl<'a, 'd> Elab<'a, 'd> {
             }
             Class::Concat => self.concat(vals, &spans, span, false),
             Class::Given => self.given(op, vals, &spans, span),
-            // Written as a `grad` block, never called (its `Sig` is `None`).
-            Class::CustomGrad => {
-                let why = format!("`{name}` is written as a `grad` block in a layer");
+            // Written as a `grad` block or a `for .. in steps(..)` loop, never called (their
+            // `Sig` is `None`).
+            Class::CustomGrad | Class::Scan => {
+                let why = format!("`{name}` is written as a `grad` block or a `steps` loop");
                 self.report(errors::op_rule(span, name, why));
                 Val::Error
             }

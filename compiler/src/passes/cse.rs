@@ -31,12 +31,19 @@ fn key(n: &Node) -> Key {
         Attr::Offset { axis, start } => (6, vec![*axis, *start], 0),
         Attr::Index { axis, line } => (7, vec![*axis, *line], 0),
         Attr::Axis(axis) => (8, vec![*axis], 0),
+        Attr::Output(k) => (9, vec![*k], 0),
+        Attr::Loop(l) => (10, vec![l.carries, l.sequences, l.reverse as usize], 0),
+    };
+    // Two scans are the same when their bodies print the same.
+    let body = match &n.attr {
+        Attr::Loop(l) => l.body.to_string(),
+        _ => String::new(),
     };
     Key {
         op: n.op,
         args: n.args.clone(),
         attr,
-        ty: n.ty.to_string(),
+        ty: n.ty.to_string() + &body,
     }
 }
 

@@ -52,12 +52,23 @@ pub const PIPELINE: &[Pass] = &[
 pub fn optimize(f: &Func, after: &mut dyn FnMut(&str, &Func)) -> Result<Func, String> {
     let mut cur = f.clone();
     for p in PIPELINE {
-        cur = (p.run)(&cur);
+        cur = nested(p.run, &cur);
         nnc_ir::verify_func(&cur)
             .map_err(|e| format!("the IR is invalid after pass `{}`:\n{e}", p.name))?;
         after(p.name, &cur);
     }
     Ok(cur)
+}
+
+/// Runs a pass on the bodies of `f`'s scans (innermost first), then on `f`.
+pub fn nested(run: fn(&Func) -> Func, f: &Func) -> Func {
+    let mut g = f.clone();
+    for n in &mut g.nodes {
+        if let nnc_ir::Attr::Loop(l) = &mut n.attr {
+            l.body = nested(run, &l.body);
+        }
+    }
+    run(&g)
 }
 
 /// What a rewrite returns for a node: an existing value, or a node to append.

@@ -141,6 +141,8 @@ struct Emitter<'a, 'ctx> {
     scratch: PointerValue<'ctx>,
     function: FunctionValue<'ctx>,
     descs: usize,
+    /// The program's loop bodies.
+    bodies: Vec<FunctionValue<'ctx>>,
 }
 
 fn emit<'ctx>(
@@ -187,6 +189,13 @@ fn emit_into<'ctx>(
     name: &str,
     linkage: Option<inkwell::module::Linkage>,
 ) -> Result<FunctionValue<'ctx>, String> {
+    // Loop bodies first, as private functions the scan kernel is given.
+    let mut bodies = Vec::new();
+    for (k, (bf, bp)) in prog.bodies.iter().enumerate() {
+        let bname = format!("{name}_loop{k}");
+        let private = Some(inkwell::module::Linkage::Private);
+        bodies.push(emit_into(cx, module, bf, bp, &bname, private)?);
+    }
     let ptr = cx.ptr_type(AddressSpace::default());
     let fn_ty = cx.void_type().fn_type(&[ptr.into(); 4], false);
     let function = module.add_function(name, fn_ty, linkage);
@@ -230,6 +239,7 @@ fn emit_into<'ctx>(
         scratch,
         function,
         descs: 0,
+        bodies,
     };
     for instr in &prog.instrs {
         match instr {
@@ -302,6 +312,21 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                     g.set_linkage(inkwell::module::Linkage::Private);
                     g.as_pointer_value().into()
                 }
+                Arg::Ptrs(ls) => {
+                    let p = self.cx.ptr_type(AddressSpace::default());
+                    let ty = p.array_type(ls.len() as u32);
+                    let slot = self.b.build_alloca(ty, "ptrs").map_err(err)?;
+                    for (j, &l) in ls.iter().enumerate() {
+                        let at = unsafe {
+                            self.b
+                                .build_in_bounds_gep(p, slot, &[self.i64(j as i64)], "")
+                                .map_err(err)?
+                        };
+                        self.b.build_store(at, self.addr(l)?).map_err(err)?;
+                    }
+                    slot.into()
+                }
+                Arg::Body(k) => self.bodies[*k].as_global_value().as_pointer_value().into(),
             });
         }
         let kf = self.kernel(k);

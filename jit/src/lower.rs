@@ -12,7 +12,9 @@ use std::collections::HashMap;
 
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, types};
+use cranelift_codegen::ir::{
+    AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, types,
+};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -359,6 +361,79 @@ fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<Vec<bool>, S
     Ok(out)
 }
 
+/// Where a scan keeps what it needs inside its buffer (offsets in f32 elements, each
+/// aligned to 16 bytes), and what its kernel is told.
+pub(crate) struct ScanLayout {
+    /// Each result: the final carries, then the stacked outputs.
+    pub results: Vec<usize>,
+    /// The buffer of each carry a step reads.
+    pub carries: Vec<usize>,
+    /// The body's scratch arena.
+    pub scratch: usize,
+    /// Elements in all.
+    pub total: usize,
+    pub desc: kernels::ScanDesc,
+}
+
+fn scan_layout(f: &Func, i: usize, dims: &HashMap<String, usize>) -> Result<ScanLayout, String> {
+    let n = &f.nodes[i];
+    let Attr::Loop(l) = &n.attr else {
+        return Err(format!("%{i} is not a scan"));
+    };
+    let size = |ty: &nnc_ir::TensorType| -> Result<usize, String> {
+        Ok(shape_of(ty, dims)?.iter().product())
+    };
+    let tys: Vec<&nnc_ir::TensorType> = n.args.iter().map(|&a| f.ty(a)).collect();
+    let (nc, ns) = (l.carries, l.sequences);
+    let mut top = 0;
+    let mut place = |len: usize| {
+        top += len.div_ceil(4) * 4;
+        top - len.div_ceil(4) * 4
+    };
+    let mut results = Vec::new();
+    for ty in l.result_types(&tys) {
+        results.push(place(size(&ty)?));
+    }
+    let csz: Vec<usize> = tys[..nc]
+        .iter()
+        .map(|t| size(t))
+        .collect::<Result<_, _>>()?;
+    let carries = csz.iter().map(|&c| place(c)).collect();
+    let body = plan(&l.body, dims)?;
+    let scratch = place(body.scratch);
+    let step = |ty: &nnc_ir::TensorType| -> Result<usize, String> {
+        Ok(shape_of(ty, dims)?.iter().skip(1).product())
+    };
+    let steps = match l.steps(&tys) {
+        Some(d) => shape_of(
+            &nnc_ir::TensorType::new(DType::F32, nnc_ir::Shape(vec![d.clone()])),
+            dims,
+        )?[0],
+        None => 0,
+    };
+    let desc = kernels::ScanDesc {
+        carries: csz,
+        sequences: tys[nc..nc + ns]
+            .iter()
+            .map(|t| step(t))
+            .collect::<Result<_, _>>()?,
+        constants: n.args.len() - nc - ns,
+        outputs: l.body.outputs[nc..]
+            .iter()
+            .map(|&o| size(l.body.ty(o)))
+            .collect::<Result<_, _>>()?,
+        steps,
+        reverse: l.reverse,
+    };
+    Ok(ScanLayout {
+        results,
+        carries,
+        scratch,
+        total: top,
+        desc,
+    })
+}
+
 /// Where every value lives, and which nodes are computed where.
 pub(crate) struct Plan {
     pub loc: Vec<Loc>,
@@ -415,11 +490,20 @@ fn reads(f: &Func, inlined: &[bool], absorbed: &[bool], i: usize) -> Vec<Value> 
 pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, String> {
     let absorbed = absorbed_transposes(f);
     let inlined = inlined_nodes(f, dims)?;
-    let shapes: Vec<Vec<usize>> = f
+    let mut shapes: Vec<Vec<usize>> = f
         .nodes
         .iter()
         .map(|n| shape_of(&n.ty, dims))
         .collect::<Result<_, _>>()?;
+    // A scan's buffer holds its results, the carries a step reads and its body's scratch.
+    let mut scans: HashMap<usize, ScanLayout> = HashMap::new();
+    for (i, nd) in f.nodes.iter().enumerate() {
+        if nd.op == Op::Scan {
+            let l = scan_layout(f, i, dims)?;
+            shapes[i] = vec![l.total];
+            scans.insert(i, l);
+        }
+    }
     let n = f.nodes.len();
     let alias: Vec<bool> = f
         .nodes
@@ -547,7 +631,8 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Stri
             live.push((last_use[i], off, size));
         }
     }
-    // Aliases live where their operand does.
+    // Aliases live where their operand does; a scan's results at their offsets in its
+    // buffer.
     for i in 0..n {
         if alias[i] {
             loc[i] = match f.nodes[i].args[0] {
@@ -555,6 +640,11 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Stri
                 Value::Param(k) => Loc::Param(k as usize),
                 Value::Node(k) => loc[k as usize],
             };
+            if let (Attr::Output(r), Value::Node(s)) = (&f.nodes[i].attr, f.nodes[i].args[0])
+                && let (Some(l), Loc::Scratch(base)) = (scans.get(&(s as usize)), loc[i])
+            {
+                loc[i] = Loc::Scratch(base + l.results[*r]);
+            }
         }
     }
     Ok(Plan {
@@ -777,6 +867,10 @@ pub(crate) enum Arg {
     Loc(Loc),
     Imm(i64),
     Desc(Vec<i64>),
+    /// An array of buffer addresses (a scan's operands and results).
+    Ptrs(Vec<Loc>),
+    /// The entry of the program's k-th loop body.
+    Body(usize),
 }
 
 /// One fused loop: `count` elements; at each index the nodes of `order` are computed from
@@ -803,6 +897,8 @@ pub(crate) enum Instr {
 /// with and without reuse), its outputs and whether they may overwrite its operands.
 pub(crate) struct Program {
     pub instrs: Vec<Instr>,
+    /// The body of each scan, in node order, with its own program (`Arg::Body(k)`).
+    pub bodies: Vec<(Func, Program)>,
     pub scratch: usize,
     pub unshared: usize,
     pub outputs: Vec<(DType, Vec<usize>)>,
@@ -881,6 +977,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
         }
     };
     let mut prog: Vec<Instr> = Vec::new();
+    let mut bodies: Vec<(Func, Program)> = Vec::new();
     for step in &steps {
         let i = step[0];
         let n = &f.nodes[i];
@@ -1205,7 +1302,27 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                 let dp = Arg::Desc(d);
                 prog.push(Instr::Call(KernelFn::Matmul, vec![ap, bp, dst, dp]));
             }
-            Op::Reshape | Op::StopGradient => {}
+            Op::Scan => {
+                let Attr::Loop(l) = &n.attr else {
+                    return Err("scan without its body".into());
+                };
+                let Loc::Scratch(base) = here else {
+                    return Err("a scan's buffer is not in scratch memory".into());
+                };
+                let lay = scan_layout(f, i, dims)?;
+                let mut ptrs: Vec<Loc> = n.args.iter().map(|&a| value_loc(&loc, a)).collect();
+                let at = |o: usize| Loc::Scratch(base + o);
+                ptrs.extend(lay.results.iter().map(|&o| at(o)));
+                ptrs.extend(lay.carries.iter().map(|&o| at(o)));
+                ptrs.push(at(lay.scratch));
+                let k = bodies.len();
+                bodies.push((l.body.clone(), program(&l.body, dims)?));
+                prog.push(Instr::Call(
+                    KernelFn::Scan,
+                    vec![Arg::Desc(lay.desc.encode()), Arg::Ptrs(ptrs), Arg::Body(k)],
+                ));
+            }
+            Op::Reshape | Op::StopGradient | Op::ScanOut => {}
             op => return Err(format!("the JIT cannot lower `{}` yet", op.mnemonic())),
         }
     }
@@ -1246,6 +1363,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
     };
     Ok(Program {
         instrs: prog,
+        bodies,
         scratch,
         unshared,
         outputs,
@@ -1278,6 +1396,43 @@ pub(crate) fn lower_into<M: Module>(
     linkage: Linkage,
     descs: &mut Descs,
 ) -> Result<Lowered, String> {
+    let prog = program(f, dims)?;
+    lower_program(module, helpers, has_fma, f, &prog, name, linkage, descs)
+}
+
+/// Lowers a planned function, and first each of its loop bodies (as local functions
+/// `{name}_loop{k}`, whose CLIF follows its own in text).
+#[allow(clippy::too_many_arguments)]
+fn lower_program<M: Module>(
+    module: &mut M,
+    helpers: &Helpers,
+    has_fma: bool,
+    f: &Func,
+    prog: &Program,
+    name: &str,
+    linkage: Linkage,
+    descs: &mut Descs,
+) -> Result<Lowered, String> {
+    let mut bodies = Vec::new();
+    let mut body_text = String::new();
+    for (k, (bf, bp)) in prog.bodies.iter().enumerate() {
+        let bname = format!("{name}_loop{k}");
+        let l = lower_program(
+            module,
+            helpers,
+            has_fma,
+            bf,
+            bp,
+            &bname,
+            Linkage::Local,
+            descs,
+        )?;
+        if let Some(t) = l.clif {
+            body_text.push('\n');
+            body_text.push_str(&t);
+        }
+        bodies.push(l.id);
+    }
     let text = matches!(descs, Descs::Numbered(_));
     let ptr = types::I64;
     let mut sig: Signature = module.make_signature();
@@ -1290,8 +1445,6 @@ pub(crate) fn lower_into<M: Module>(
     let mut ctx = Context::new();
     ctx.func.signature = sig;
     let mut fbc = FunctionBuilderContext::new();
-
-    let prog = program(f, dims)?;
 
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
@@ -1317,6 +1470,10 @@ pub(crate) fn lower_into<M: Module>(
             .0
             .iter()
             .map(|&h| module.declare_func_in_func(h, b.func))
+            .collect();
+        let body_refs: Vec<_> = bodies
+            .iter()
+            .map(|&id| module.declare_func_in_func(id, b.func))
             .collect();
 
         let addr = |b: &mut FunctionBuilder, l: Loc| match l {
@@ -1363,6 +1520,19 @@ pub(crate) fn lower_into<M: Module>(
                             Arg::Loc(l) => addr(&mut b, *l),
                             Arg::Imm(v) => b.ins().iconst(ptr, *v),
                             Arg::Desc(d) => desc_ptr(&mut b, d.clone())?,
+                            Arg::Ptrs(ls) => {
+                                let slot = b.create_sized_stack_slot(StackSlotData::new(
+                                    StackSlotKind::ExplicitSlot,
+                                    (8 * ls.len()) as u32,
+                                    3,
+                                ));
+                                for (j, &l) in ls.iter().enumerate() {
+                                    let a = addr(&mut b, l);
+                                    b.ins().stack_store(ptr, a, slot, (8 * j) as i32);
+                                }
+                                b.ins().stack_addr(ptr, slot, 0)
+                            }
+                            Arg::Body(k) => b.ins().func_addr(ptr, body_refs[*k]),
                         });
                     }
                     let h = refs[*k as usize];
@@ -1394,7 +1564,7 @@ pub(crate) fn lower_into<M: Module>(
         }
         b.ins().return_(&[]);
         b.finalize(module.target_config());
-        let clif = text.then(|| ctx.func.display().to_string());
+        let clif = text.then(|| ctx.func.display().to_string() + &body_text);
         module
             .define_function(id, &mut ctx)
             .map_err(|e| format!("{e:?}"))?;
@@ -1403,7 +1573,7 @@ pub(crate) fn lower_into<M: Module>(
             id,
             scratch: prog.scratch,
             unshared: prog.unshared,
-            outputs: prog.outputs,
+            outputs: prog.outputs.clone(),
             in_place: prog.in_place,
             clif,
         })

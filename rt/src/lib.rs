@@ -663,6 +663,108 @@ pub unsafe extern "C" fn nnc_copy(y: *mut f32, x: *const f32, n: i64) {
     unsafe { std::ptr::copy(x, y, n as usize) };
 }
 
+/// A compiled function's entry: pointers to its inputs, parameters and outputs, and its
+/// scratch arena.
+pub type Entry =
+    unsafe extern "C" fn(*const *const f32, *const *const f32, *const *mut f32, *mut f32);
+
+/// The descriptor of [`nnc_scan`]: counts, then the element count of each carry, of one
+/// step of each sequence and of one step of each output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScanDesc {
+    /// Carries.
+    pub carries: Vec<usize>,
+    /// Sequences (one step each).
+    pub sequences: Vec<usize>,
+    /// Constants (passed through).
+    pub constants: usize,
+    /// Outputs (one step each).
+    pub outputs: Vec<usize>,
+    /// Steps.
+    pub steps: usize,
+    /// Last step first.
+    pub reverse: bool,
+}
+
+impl ScanDesc {
+    /// As the `i64` array compiled code passes.
+    pub fn encode(&self) -> Vec<i64> {
+        let mut d = vec![
+            self.carries.len() as i64,
+            self.sequences.len() as i64,
+            self.constants as i64,
+            self.outputs.len() as i64,
+            self.steps as i64,
+            self.reverse as i64,
+        ];
+        for v in [&self.carries, &self.sequences, &self.outputs] {
+            d.extend(v.iter().map(|&n| n as i64));
+        }
+        d
+    }
+}
+
+/// A structured loop: runs `body` once per step, carrying the carries. `ptrs` holds the
+/// carries' initial values, the sequences, the constants, then the results (the final
+/// carries, the stacked outputs), one buffer per carry for the value a step reads, and
+/// the body's scratch arena. Each step reads the carries from those buffers and one step
+/// of each sequence in place, writes the new carries into the result buffers and its
+/// outputs in place in the stacked ones, then the new carries are copied back.
+///
+/// # Safety
+/// `desc` is a [`ScanDesc`] encoding; every pointer holds what the descriptor says, the
+/// results do not overlap the operands, and `body` was compiled for these sizes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nnc_scan(desc: *const i64, ptrs: *const *mut f32, body: *const u8) {
+    unsafe {
+        let head = std::slice::from_raw_parts(desc, 6);
+        let [nc, ns, nk, ny, steps] = [0, 1, 2, 3, 4].map(|k| head[k] as usize);
+        let reverse = head[5] != 0;
+        let sizes = std::slice::from_raw_parts(desc.add(6), nc + ns + ny);
+        let (csz, rest) = sizes.split_at(nc);
+        let (ssz, ysz) = rest.split_at(ns);
+        let p = std::slice::from_raw_parts(ptrs, 2 * nc + ns + nk + ny + nc + 1);
+        let (init, p) = p.split_at(nc);
+        let (seqs, p) = p.split_at(ns);
+        let (consts, p) = p.split_at(nk);
+        let (finals, p) = p.split_at(nc);
+        let (stacked, p) = p.split_at(ny);
+        let (cur, p) = p.split_at(nc);
+        let scratch = p[0];
+        let body: Entry = std::mem::transmute::<*const u8, Entry>(body);
+        for c in 0..nc {
+            std::ptr::copy(init[c], cur[c], csz[c] as usize);
+        }
+        let mut ins: Vec<*const f32> = Vec::with_capacity(nc + ns + nk);
+        let mut outs: Vec<*mut f32> = Vec::with_capacity(nc + ny);
+        for k in 0..steps {
+            let t = if reverse { steps - 1 - k } else { k };
+            ins.clear();
+            ins.extend(cur.iter().map(|&c| c as *const f32));
+            for (s, &n) in seqs.iter().zip(ssz) {
+                ins.push(s.add(t * n as usize));
+            }
+            ins.extend(consts.iter().map(|&c| c as *const f32));
+            outs.clear();
+            outs.extend_from_slice(finals);
+            for (y, &n) in stacked.iter().zip(ysz) {
+                outs.push(y.add(t * n as usize));
+            }
+            body(ins.as_ptr(), std::ptr::null(), outs.as_ptr(), scratch);
+            if k + 1 < steps {
+                for c in 0..nc {
+                    std::ptr::copy_nonoverlapping(finals[c], cur[c], csz[c] as usize);
+                }
+            }
+        }
+        if steps == 0 {
+            for c in 0..nc {
+                std::ptr::copy(init[c], finals[c], csz[c] as usize);
+            }
+        }
+    }
+}
+
 /// Uniform noise in [0, 1) with 24 random bits (exact in f32), a pure function of a key
 /// (the training step's), a stream (one per `random` call site) and an element index: the
 /// `random` op's definition, shared by the interpreter and the JIT so both draw the same
@@ -733,6 +835,7 @@ pub enum KernelFn {
     Copy,
     Layout,
     Take,
+    Scan,
 }
 
 /// One kernel of the ABI: its symbol, its C parameters, its address.
@@ -758,7 +861,7 @@ use Param::{I64, Ptr};
 
 /// The kernel ABI: every backend declares, registers and calls the kernels from this one
 /// table.
-pub static KERNELS: [KernelSym; 8] = [
+pub static KERNELS: [KernelSym; 9] = [
     KernelSym {
         kernel: KernelFn::Matmul,
         name: "nnc_matmul",
@@ -806,6 +909,12 @@ pub static KERNELS: [KernelSym; 8] = [
         name: "nnc_take",
         params: &[I64, Ptr, Ptr, Ptr, Ptr],
         addr: || nnc_take as *const () as usize,
+    },
+    KernelSym {
+        kernel: KernelFn::Scan,
+        name: "nnc_scan",
+        params: &[Ptr, Ptr, Ptr],
+        addr: || nnc_scan as *const () as usize,
     },
 ];
 

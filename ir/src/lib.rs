@@ -9,6 +9,7 @@
 pub mod graph;
 pub mod limits;
 pub mod op;
+pub mod outline;
 pub mod parse;
 pub mod print;
 pub mod role;

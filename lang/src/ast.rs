@@ -199,6 +199,16 @@ pub enum Stmt {
         /// The statement.
         span: Span,
     },
+    /// `yield name = expr` in a `steps` loop: one step of an output, stacked into `name`
+    /// along the sequence axis after the loop.
+    Yield {
+        /// The stacked output's name.
+        name: Ident,
+        /// This step's value.
+        value: Expr,
+        /// The statement.
+        span: Span,
+    },
     /// `if c { .. } else { .. }` on a static condition: only the taken branch is built.
     If {
         /// The condition (a static boolean or integer).
@@ -218,6 +228,7 @@ impl Stmt {
         match self {
             Stmt::Assign { value, .. }
             | Stmt::Return { value, .. }
+            | Stmt::Yield { value, .. }
             | Stmt::GradAssign { value, .. } => out.push(value),
             Stmt::Grad { body, .. } => body.iter().for_each(|s| s.exprs(out)),
             Stmt::Param { init, .. } | Stmt::State { init, .. } => out.extend(init.iter()),
@@ -244,6 +255,7 @@ impl Stmt {
             | Stmt::For { span, .. }
             | Stmt::Grad { span, .. }
             | Stmt::GradAssign { span, .. }
+            | Stmt::Yield { span, .. }
             | Stmt::If { span, .. } => *span,
         }
     }

@@ -137,6 +137,8 @@ pub(crate) struct Elab<'a, 'd> {
     pub top: Vec<usize>,
     /// How many `for`/`if` bodies are being elaborated inside the current frame's.
     nesting: u32,
+    /// The values each enclosing `steps` loop's body yields, innermost last.
+    yields: Vec<Vec<(Ident, Val)>>,
 }
 
 impl<'a, 'd> Elab<'a, 'd> {
@@ -158,6 +160,7 @@ impl<'a, 'd> Elab<'a, 'd> {
             lines: Vec::new(),
             top: Vec::new(),
             nesting: 0,
+            yields: Vec::new(),
         }
     }
 
@@ -608,6 +611,11 @@ impl<'a, 'd> Elab<'a, 'd> {
         if name == "full" {
             return self.full(vals, span);
         }
+        if name == "steps" {
+            let why = "`steps(..)` is what a `for` loop steps over (`for x in steps(xs) { .. }`), not a value";
+            self.report(errors::steps_arg(span, why));
+            return Val::Error;
+        }
         if name == "stack" {
             let Some(slots) = self.bind_args("stack", &["xs", "axis"], vals, span) else {
                 return Val::Error;
@@ -825,6 +833,21 @@ impl<'a, 'd> Elab<'a, 'd> {
                 // Outside a grad block: reported by resolution.
                 Stmt::GradAssign { .. } => {}
                 Stmt::State { .. } => {}
+                Stmt::Yield { name, value, .. } => {
+                    let v = self.eval(scope, value);
+                    if let Some(ys) = self.yields.last_mut() {
+                        ys.retain(|(n, _)| n.name != name.name);
+                        ys.push((name.clone(), v));
+                    }
+                }
+                Stmt::For {
+                    var, iter, body, ..
+                } if crate::resolve::is_steps(iter) => {
+                    self.steps_loop(scope, var, iter, body, s.span());
+                    if self.statements > MAX_STATEMENTS {
+                        return None;
+                    }
+                }
                 Stmt::For {
                     var, iter, body, ..
                 } => {
@@ -879,6 +902,207 @@ impl<'a, 'd> Elab<'a, 'd> {
             }
         }
         None
+    }
+
+    /// `for x in steps(xs, axis) { .. }`: the body elaborated once, over stand-ins for the
+    /// values it carries (names it assigns that hold tensors before the loop) and for one
+    /// step of `xs`, then outlined into a scan (`nnc_ir::outline`). After the loop the
+    /// carried names hold their last values and each `yield`ed name the stacked steps;
+    /// the body's other names are gone.
+    fn steps_loop(
+        &mut self,
+        scope: &mut Scope,
+        var: &Ident,
+        iter: &'d Expr,
+        body: &'d [Stmt],
+        span: Span,
+    ) {
+        let ExprKind::Call { args, .. } = &iter.kind else {
+            return;
+        };
+        let mut vals = Vec::with_capacity(args.len());
+        for a in args {
+            let v = self.eval(scope, &a.value);
+            vals.push((a.name.clone(), v, a.value.span));
+        }
+        let Some(slots) = self.bind_args("steps", &["xs", "axis"], vals, iter.span) else {
+            return;
+        };
+        let xs = match &slots[0] {
+            Some((Val::Tensor(x), _)) if self.ty(*x).rank() >= 1 => *x,
+            Some((Val::Error, _)) => return,
+            Some((other, sp)) => {
+                let d = self.describe(other);
+                let why = format!("it steps along a tensor of rank 1 or more, not {d}");
+                self.report(errors::steps_arg(*sp, &why));
+                return;
+            }
+            None => {
+                self.report(errors::missing_arg(iter.span, "steps", "xs"));
+                return;
+            }
+        };
+        let xt = self.ty(xs).clone();
+        let rank = xt.rank() as i64;
+        let axis = match &slots[1] {
+            None => 1.min(rank - 1),
+            Some((Val::Int(a), _)) if (-rank..rank).contains(a) => a.rem_euclid(rank),
+            Some((Val::Error, _)) => return,
+            Some((other, sp)) => {
+                let d = self.describe(other);
+                let why = format!("`axis` must be an axis of {xt}, found {d}");
+                self.report(errors::steps_arg(*sp, &why));
+                return;
+            }
+        } as usize;
+        // The sequence with its steps first.
+        let mut perm: Vec<usize> = vec![axis];
+        perm.extend((0..xt.rank()).filter(|&a| a != axis));
+        let seq = if axis == 0 {
+            xs
+        } else {
+            match self.func.build(Op::Transpose, vec![xs], Attr::Perm(perm.clone()), None) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.report(errors::op_rule(iter.span, "steps", e));
+                    return;
+                }
+            }
+        };
+        // What the loop carries: names it assigns that hold tensors now.
+        let mut assigned = Vec::new();
+        assigned_names(body, &mut assigned);
+        let mut carried: Vec<(String, Value)> = Vec::new();
+        for n in &assigned {
+            match scope.get(n) {
+                Some(Val::Tensor(v)) => {
+                    if !carried.iter().any(|(c, _)| c == n) {
+                        carried.push((n.clone(), *v));
+                    }
+                }
+                None | Some(Val::Error) => {}
+                Some(other) => {
+                    let d = self.describe(other);
+                    self.report(errors::static_carry(span, n, &d));
+                    return;
+                }
+            }
+        }
+        let start = self.func.nodes.len();
+        let mut holes = Vec::new();
+        let mut inner = scope.clone();
+        let step_ty = nnc_ir::TensorType::new(xt.dtype, Shape(self.ty(seq).shape.0[1..].to_vec()));
+        for (n, v) in &carried {
+            let ty = self.ty(*v).clone();
+            let h = self.func.push(Op::LoopVar, vec![], Attr::None, ty);
+            holes.push(h);
+            inner.insert(n.clone(), Val::Tensor(h));
+        }
+        let x = self.func.push(Op::LoopVar, vec![], Attr::None, step_ty);
+        holes.push(x);
+        inner.insert(var.name.clone(), Val::Tensor(x));
+        let updates = self.buffer_updates.len();
+        self.yields.push(Vec::new());
+        self.nesting += 1;
+        self.body(&mut inner, body);
+        self.nesting -= 1;
+        let ys = self.yields.pop().unwrap_or_default();
+        if self.statements > MAX_STATEMENTS {
+            return;
+        }
+        let mut ok = self.buffer_updates.len() == updates;
+        if !ok {
+            self.report(errors::steps_arg(span, "a layer with buffers (batch norm) cannot run inside it"));
+        }
+        let mut outs = Vec::new();
+        for (n, v) in &carried {
+            let before = self.ty(*v).to_string();
+            match inner.get(n) {
+                Some(Val::Tensor(nv)) if self.ty(*nv).to_string() == before => outs.push(*nv),
+                Some(Val::Error) => ok = false,
+                other => {
+                    let after = match other {
+                        Some(Val::Tensor(nv)) => self.ty(*nv).to_string(),
+                        Some(o) => self.describe(o),
+                        None => "gone".into(),
+                    };
+                    self.report(errors::carry_type(span, n, &before, &after));
+                    ok = false;
+                }
+            }
+        }
+        let mut yielded = Vec::new();
+        for (n, v) in &ys {
+            match v {
+                Val::Tensor(t) => {
+                    outs.push(*t);
+                    yielded.push(n.name.clone());
+                }
+                Val::Error => ok = false,
+                other => {
+                    let d = self.describe(other);
+                    let why = format!("`yield {}` needs a tensor, found {d}", n.name);
+                    self.report(errors::steps_arg(n.span, &why));
+                    ok = false;
+                }
+            }
+        }
+        let mut init: Vec<Value> = carried.iter().map(|(_, v)| *v).collect();
+        init.push(seq);
+        let name = format!("{}.step", var.name);
+        let done = if ok {
+            nnc_ir::outline::outline(&mut self.func, start, &holes, carried.len(), &init, &outs, &name)
+        } else {
+            Err(String::new())
+        };
+        let out = match done {
+            Ok(o) => o,
+            Err(e) => {
+                if !e.is_empty() {
+                    self.report(errors::op_rule(span, "steps", e));
+                }
+                // Drop the body; the names it assigned are errors from here on.
+                self.func.nodes.truncate(start);
+                self.lines.truncate(start);
+                self.top.truncate(start);
+                for n in carried.iter().map(|(n, _)| n.clone()).chain(ys.iter().map(|(n, _)| n.name.clone())) {
+                    scope.insert(n, Val::Error);
+                }
+                return;
+            }
+        };
+        // Source lines and top-level statements of the nodes left outside, then the scan's.
+        let remap = |v: &mut Vec<usize>, fill: usize| {
+            let old = std::mem::take(v);
+            let at = |i: usize| old.get(i).copied().unwrap_or(fill);
+            let mut new: Vec<usize> = (0..start).map(at).collect();
+            new.extend(out.kept.iter().map(|&i| at(i)));
+            *v = new;
+        };
+        remap(&mut self.lines, 0);
+        remap(&mut self.top, usize::MAX);
+        for (k, (n, _)) in carried.iter().enumerate() {
+            scope.insert(n.clone(), Val::Tensor(out.results[k]));
+        }
+        // Each output with its steps on `axis`.
+        for (k, n) in yielded.into_iter().enumerate() {
+            let stacked = out.results[carried.len() + k];
+            let v = if axis == 0 {
+                Val::Tensor(stacked)
+            } else {
+                let r = self.ty(stacked).rank();
+                let mut p: Vec<usize> = (1..r).collect();
+                p.insert(axis.min(r - 1), 0);
+                match self.func.build(Op::Transpose, vec![stacked], Attr::Perm(p), None) {
+                    Ok(t) => Val::Tensor(t),
+                    Err(e) => {
+                        self.report(errors::op_rule(span, "steps", e));
+                        Val::Error
+                    }
+                }
+            };
+            scope.insert(n, v);
+        }
     }
 
     /// Records that the nodes from `before` on were made by the model's top-level
@@ -2228,6 +2452,21 @@ impl<'a, 'd> Elab<'a, 'd> {
 }
 
 /// Whether a static value is what a schedule or data source argument needs.
+/// The names a block assigns, nested blocks included.
+fn assigned_names(body: &[Stmt], out: &mut Vec<String>) {
+    for s in body {
+        match s {
+            Stmt::Assign { name, .. } => out.push(name.name.clone()),
+            Stmt::For { body, .. } => assigned_names(body, out),
+            Stmt::If { then, els, .. } => {
+                assigned_names(then, out);
+                assigned_names(els, out);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn arg_fits(kind: names::ArgKind, v: &Static) -> bool {
     use names::ArgKind as K;
     let num = match v {

@@ -308,6 +308,15 @@ pub(crate) fn misplaced_adjoint(span: Span, name: &str) -> Diagnostic {
     )
     .with_help("adjoints are assigned at the top level of `grad (dy) { .. }`")
 }
+pub(crate) fn misplaced_yield(span: Span) -> Diagnostic {
+    e(
+        "E0129",
+        "`yield` outside a `for .. in steps(..)` loop",
+        span,
+        "not in a steps loop",
+    )
+    .with_help("`yield name = value` stacks one value per step of `for x in steps(xs) { .. }`")
+}
 pub(crate) fn unknown_adjoint(
     span: Span,
     name: &str,
@@ -585,6 +594,29 @@ pub(crate) fn grad_result(span: Span, found: &str) -> Diagnostic {
         span,
         "its result",
     )
+}
+pub(crate) fn steps_arg(span: Span, why: &str) -> Diagnostic {
+    e("E0231", format!("bad `steps` loop: {why}"), span, "here").with_help(
+        "`for x in steps(xs, axis = 1) { .. }` steps along an axis of a tensor; x is one step",
+    )
+}
+pub(crate) fn carry_type(span: Span, name: &str, before: &str, after: &str) -> Diagnostic {
+    e(
+        "E0232",
+        format!("`{name}` is {before} before the loop but {after} after a step"),
+        span,
+        "this loop carries it",
+    )
+    .with_help("a value a `steps` loop assigns must keep its type from step to step")
+}
+pub(crate) fn static_carry(span: Span, name: &str, what: &str) -> Diagnostic {
+    e(
+        "E0233",
+        format!("a `steps` loop can carry tensors only: `{name}` is {what}"),
+        span,
+        "assigned in this loop",
+    )
+    .with_help("compute static values before the loop, or give the name another spelling inside it")
 }
 pub(crate) fn buffer_type(span: Span, name: &str, declared: &str, found: &str) -> Diagnostic {
     e(

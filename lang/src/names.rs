@@ -163,9 +163,10 @@ pub fn is_builtin_function(name: &str) -> bool {
 /// the static size of an axis (an integer, or a dimension name), `shape(x)` the list of
 /// them; `full(shape, value)` is a
 /// constant tensor (`const`), whose shape may hold dimension names; `stack(xs, axis)`
-/// joins tensors along a new axis (a `concat` of size-1 axes). (`random(shape)` is
-/// the `random` primitive with the step's key supplied.)
-pub const STATIC_FUNCTIONS: &[&str] = &["size", "shape", "full", "stack"];
+/// joins tensors along a new axis (a `concat` of size-1 axes); `steps(xs, axis)` is the
+/// iterable of a `for` that becomes a loop in the IR. (`random(shape)` is the `random`
+/// primitive with the step's key supplied.)
+pub const STATIC_FUNCTIONS: &[&str] = &["size", "shape", "full", "stack", "steps"];
 
 /// All built-in function names.
 pub fn builtin_functions() -> impl Iterator<Item = &'static str> {

@@ -223,6 +223,9 @@ impl<'s> Printer<'s> {
                 Stmt::GradAssign { target, value, .. } => {
                     write!(out, "{}.grad = {}", target.name, expr_with(value, self.src)).unwrap()
                 }
+                Stmt::Yield { name, value, .. } => {
+                    write!(out, "yield {} = {}", name.name, expr_with(value, self.src)).unwrap()
+                }
                 Stmt::For {
                     var,
                     iter,

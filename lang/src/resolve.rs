@@ -125,6 +125,8 @@ struct Scope<'d> {
     adjointable: Vec<String>,
     /// The layer's buffers (not trained: no adjoint).
     buffers: Vec<String>,
+    /// How many `for .. in steps(..)` bodies enclose the statement.
+    steps: u32,
 }
 
 impl Scope<'_> {
@@ -316,7 +318,17 @@ impl Scope<'_> {
                     }
                     self.expr(iter, errors);
                     self.names.insert(var.name.clone());
+                    let native = is_steps(iter);
+                    self.steps += native as u32;
                     self.body(body, Place::Nested, errors);
+                    self.steps -= native as u32;
+                }
+                Stmt::Yield { name, value, span } => {
+                    self.expr(value, errors);
+                    if self.steps == 0 {
+                        errors.push(errors::misplaced_yield(*span));
+                    }
+                    self.names.insert(name.name.clone());
                 }
                 Stmt::If {
                     cond,
@@ -335,6 +347,11 @@ impl Scope<'_> {
         }
         returned
     }
+}
+
+/// Whether a `for`'s iterable is `steps(..)`: the loop is a scan, not unrolled.
+pub(crate) fn is_steps(iter: &Expr) -> bool {
+    matches!(&iter.kind, ExprKind::Call { callee, .. } if callee.name == "steps")
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -383,6 +400,7 @@ fn fn_def(defs: &Defs<'_>, f: &FnDef, what: &str, errors: &mut Vec<Diagnostic>) 
         model: what == "model",
         adjointable,
         buffers,
+        steps: 0,
     };
     scope.params(&f.params, errors);
     if !scope.body(&f.body, Place::Layer, errors) {
@@ -405,6 +423,7 @@ fn rule_def(defs: &Defs<'_>, r: &RuleDef, errors: &mut Vec<Diagnostic>) {
         model: false,
         adjointable: Vec::new(),
         buffers: Vec::new(),
+        steps: 0,
     };
     scope.params(&r.params, errors);
     for n in [&r.weight.name, &r.grad.name] {
@@ -437,6 +456,7 @@ fn train_def(defs: &Defs<'_>, t: &TrainDef, errors: &mut Vec<Diagnostic>) {
         model: false,
         adjointable: Vec::new(),
         buffers: Vec::new(),
+        steps: 0,
     };
     scope.params(&model.params, errors);
     scope.params(&t.params, errors);

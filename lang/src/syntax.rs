@@ -386,6 +386,11 @@ impl Cx {
                     span,
                 }
             }
+            Rule::yield_stmt => {
+                let name = self.ident(inner.next()?);
+                let value = self.expr(inner.next()?)?;
+                Stmt::Yield { name, value, span }
+            }
             Rule::grad_block => {
                 let dy = self.ident(inner.next()?);
                 let body = self.block(inner.next()?);

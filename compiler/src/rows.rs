@@ -33,20 +33,6 @@ enum Rows {
 /// rows of the inputs; else the first op that mixes rows, as `%i = op: why`.
 pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
     let is_batch = |d: &Dim| matches!(d, Dim::Sym(s) if s == batch);
-    // The batch axis of a shape, with the product of the known sizes before and after it
-    // (a reshape keeps rows apart when it keeps both products: element (p, b, s) is at
-    // (p * B + b) * S + s on both sides).
-    let split = |dims: &[Dim]| -> Option<(usize, u64, u64)> {
-        let a = dims.iter().position(is_batch)?;
-        let product = |ds: &[Dim]| {
-            ds.iter().try_fold(1u64, |acc, d| match d {
-                Dim::Known(n) => Some(acc * n),
-                Dim::Sym(_) => None,
-            })
-        };
-        Some((a, product(&dims[..a])?, product(&dims[a + 1..])?))
-    };
-    let mut rows: Vec<Rows> = Vec::with_capacity(f.nodes.len());
     let mut inputs = Vec::with_capacity(f.inputs.len());
     for a in &f.inputs {
         let dims = a.ty.shape.dims();
@@ -61,6 +47,49 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
             }
         });
     }
+    let rows = node_rows(f, &inputs, batch)?;
+    let of = |v: Value| match v {
+        Value::Input(i) => inputs[i as usize],
+        Value::Param(_) => Rows::Free,
+        Value::Node(i) => rows[i as usize],
+    };
+    for (k, &o) in f.outputs.iter().enumerate() {
+        let dims = f.ty(o).shape.dims();
+        match of(o) {
+            Rows::Axis(0) if dims.first().is_some_and(is_batch) => {}
+            Rows::Axis(_) => {
+                return Err(format!(
+                    "output {k} does not have the batch dimension `{batch}` as its first axis"
+                ));
+            }
+            Rows::Free => {
+                return Err(format!(
+                    "output {k} does not depend on the rows of the inputs"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where each node's rows are, given the inputs'; the first op that mixes rows is an
+/// error. Nodes no output depends on are `Free`.
+fn node_rows(f: &Func, inputs: &[Rows], batch: &str) -> Result<Vec<Rows>, String> {
+    let is_batch = |d: &Dim| matches!(d, Dim::Sym(s) if s == batch);
+    // The batch axis of a shape, with the product of the known sizes before and after it
+    // (a reshape keeps rows apart when it keeps both products: element (p, b, s) is at
+    // (p * B + b) * S + s on both sides).
+    let split = |dims: &[Dim]| -> Option<(usize, u64, u64)> {
+        let a = dims.iter().position(is_batch)?;
+        let product = |ds: &[Dim]| {
+            ds.iter().try_fold(1u64, |acc, d| match d {
+                Dim::Known(n) => Some(acc * n),
+                Dim::Sym(_) => None,
+            })
+        };
+        Some((a, product(&dims[..a])?, product(&dims[a + 1..])?))
+    };
+    let mut rows: Vec<Rows> = Vec::with_capacity(f.nodes.len());
     let of = |rows: &[Rows], v: Value| match v {
         Value::Input(i) => inputs[i as usize],
         Value::Param(_) => Rows::Free,
@@ -86,6 +115,7 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
             n.args[..read].iter().for_each(|a| mark(&mut live, a));
         }
     }
+    let mut scans: std::collections::HashMap<usize, Vec<Rows>> = Default::default();
     for (i, n) in f.nodes.iter().enumerate() {
         if !live[i] {
             rows.push(Rows::Free);
@@ -102,6 +132,8 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
             .collect();
         let r = match n.op {
             Op::Const => Rows::Free,
+            // Stand-ins are the rows of what they stand for (set by `scan_rows`).
+            Op::LoopVar => Rows::Free,
             Op::Iota => {
                 let along = match &n.attr {
                     Attr::Axes(a) => a.first().copied(),
@@ -115,6 +147,28 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
                 Rows::Free
             }
             Op::Random => return mix("draws noise (training only)"),
+            // A loop keeps rows apart when its body does: the carries' rows stay where
+            // they are from step to step, a sequence's rows are on an axis after its
+            // steps.
+            Op::Scan => {
+                let Attr::Loop(l) = &n.attr else {
+                    return mix("has no body");
+                };
+                match scan_rows(l, &args, batch) {
+                    Ok(r) => {
+                        scans.insert(i, r);
+                        Rows::Free
+                    }
+                    Err(e) => return mix(&format!("its body {e}")),
+                }
+            }
+            Op::ScanOut => match (n.args[0], &n.attr) {
+                (Value::Node(s), Attr::Output(k)) => scans
+                    .get(&(s as usize))
+                    .and_then(|r| r.get(*k).copied())
+                    .unwrap_or(Rows::Free),
+                _ => return mix("reads no scan"),
+            },
             _ if axes.is_empty() => Rows::Free,
             _ if elementwise(n.op) => {
                 if axes.iter().any(|&a| a != axes[0]) {
@@ -215,23 +269,49 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
         };
         rows.push(r);
     }
-    for (k, &o) in f.outputs.iter().enumerate() {
-        let dims = f.ty(o).shape.dims();
-        match of(&rows, o) {
-            Rows::Axis(0) if dims.first().is_some_and(is_batch) => {}
-            Rows::Axis(_) => {
-                return Err(format!(
-                    "output {k} does not have the batch dimension `{batch}` as its first axis"
-                ));
+    Ok(rows)
+}
+
+/// The rows of a scan's results from its operands': the body analysed with each carry's
+/// rows where its initial value has them (again with a carry's rows as the body gives
+/// them, until they agree), each sequence's step with the rows one axis earlier.
+fn scan_rows(l: &nnc_ir::Loop, args: &[Rows], batch: &str) -> Result<Vec<Rows>, String> {
+    let (nc, ns) = (l.carries, l.sequences);
+    let mut ins: Vec<Rows> = Vec::with_capacity(args.len());
+    for (k, &r) in args.iter().enumerate() {
+        ins.push(match r {
+            Rows::Axis(0) if k >= nc && k < nc + ns => {
+                return Err("steps along the batch axis".into());
             }
-            Rows::Free => {
-                return Err(format!(
-                    "output {k} does not depend on the rows of the inputs"
-                ));
+            Rows::Axis(a) if k >= nc && k < nc + ns => Rows::Axis(a - 1),
+            r => r,
+        });
+    }
+    for _ in 0..=nc {
+        let rows = node_rows(&l.body, &ins, batch)?;
+        let of = |v: Value| match v {
+            Value::Input(i) => ins[i as usize],
+            Value::Param(_) => Rows::Free,
+            Value::Node(i) => rows[i as usize],
+        };
+        let outs: Vec<Rows> = l.body.outputs.iter().map(|&o| of(o)).collect();
+        if outs[..nc] == ins[..nc] {
+            let mut res = outs[..nc].to_vec();
+            res.extend(outs[nc..].iter().map(|r| match r {
+                Rows::Axis(a) => Rows::Axis(a + 1),
+                Rows::Free => Rows::Free,
+            }));
+            return Ok(res);
+        }
+        for c in 0..nc {
+            if ins[c] == Rows::Free {
+                ins[c] = outs[c];
+            } else if outs[c] != ins[c] {
+                return Err("moves a carry's rows to another axis".into());
             }
         }
     }
-    Ok(())
+    Err("moves a carry's rows to another axis".into())
 }
 
 #[cfg(test)]

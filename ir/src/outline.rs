@@ -41,7 +41,10 @@ pub fn outline(
         let v = Value::Node(i as u32);
         inside[i] = hole_of.contains_key(&v)
             || f.nodes[i].op == Op::Cotangent
-            || f.nodes[i].args.iter().any(|a| matches!(a, Value::Node(j) if inside[*j as usize]));
+            || f.nodes[i]
+                .args
+                .iter()
+                .any(|a| matches!(a, Value::Node(j) if inside[*j as usize]));
     }
     let mut body = Func::new(name);
     for (k, &h) in holes.iter().enumerate() {
@@ -68,7 +71,11 @@ pub fn outline(
             continue;
         }
         let node = f.nodes[i].clone();
-        let args = node.args.iter().map(|&a| get(&mut body, &mut map, a)).collect();
+        let args = node
+            .args
+            .iter()
+            .map(|&a| get(&mut body, &mut map, a))
+            .collect();
         let b = body.push(node.op, args, node.attr, node.ty);
         map.insert(v, b);
     }

@@ -961,7 +961,10 @@ impl<'a, 'd> Elab<'a, 'd> {
         let seq = if axis == 0 {
             xs
         } else {
-            match self.func.build(Op::Transpose, vec![xs], Attr::Perm(perm.clone()), None) {
+            match self
+                .func
+                .build(Op::Transpose, vec![xs], Attr::Perm(perm.clone()), None)
+            {
                 Ok(v) => v,
                 Err(e) => {
                     self.report(errors::op_rule(iter.span, "steps", e));
@@ -1012,7 +1015,10 @@ impl<'a, 'd> Elab<'a, 'd> {
         }
         let mut ok = self.buffer_updates.len() == updates;
         if !ok {
-            self.report(errors::steps_arg(span, "a layer with buffers (batch norm) cannot run inside it"));
+            self.report(errors::steps_arg(
+                span,
+                "a layer with buffers (batch norm) cannot run inside it",
+            ));
         }
         let mut outs = Vec::new();
         for (n, v) in &carried {
@@ -1051,7 +1057,15 @@ impl<'a, 'd> Elab<'a, 'd> {
         init.push(seq);
         let name = format!("{}.step", var.name);
         let done = if ok {
-            nnc_ir::outline::outline(&mut self.func, start, &holes, carried.len(), &init, &outs, &name)
+            nnc_ir::outline::outline(
+                &mut self.func,
+                start,
+                &holes,
+                carried.len(),
+                &init,
+                &outs,
+                &name,
+            )
         } else {
             Err(String::new())
         };
@@ -1065,7 +1079,11 @@ impl<'a, 'd> Elab<'a, 'd> {
                 self.func.nodes.truncate(start);
                 self.lines.truncate(start);
                 self.top.truncate(start);
-                for n in carried.iter().map(|(n, _)| n.clone()).chain(ys.iter().map(|(n, _)| n.name.clone())) {
+                for n in carried
+                    .iter()
+                    .map(|(n, _)| n.clone())
+                    .chain(ys.iter().map(|(n, _)| n.name.clone()))
+                {
                     scope.insert(n, Val::Error);
                 }
                 return;
@@ -1093,7 +1111,10 @@ impl<'a, 'd> Elab<'a, 'd> {
                 let r = self.ty(stacked).rank();
                 let mut p: Vec<usize> = (1..r).collect();
                 p.insert(axis.min(r - 1), 0);
-                match self.func.build(Op::Transpose, vec![stacked], Attr::Perm(p), None) {
+                match self
+                    .func
+                    .build(Op::Transpose, vec![stacked], Attr::Perm(p), None)
+                {
                     Ok(t) => Val::Tensor(t),
                     Err(e) => {
                         self.report(errors::op_rule(span, "steps", e));

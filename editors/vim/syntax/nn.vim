@@ -3,7 +3,7 @@ if exists("b:current_syntax")
   finish
 endif
 
-syn keyword nnKeyword layer model train rule for in if else param buffer state return grad
+syn keyword nnKeyword layer model train rule for in if else param buffer state return grad yield
 syn keyword nnConstant true false training
 syn keyword nnType f32 f64 i32 int float bool
 syn match nnNumber "\<\d\+\(\.\d*\)\?\([eE][+-]\?\d\+\)\?\>"

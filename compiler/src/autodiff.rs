@@ -155,12 +155,19 @@ fn backprop(
 /// cotangent for each of its outputs, and returning the adjoint of each input (zeros for
 /// integer inputs and inputs the outputs do not depend on). `f` has no parameters.
 pub fn vjp_func(f: &Func) -> Result<Func, String> {
+    vjp_func_wrt(f, &vec![true; f.inputs.len()])
+}
+
+/// [`vjp_func`] for the inputs with `wrt[i]` only: the others' adjoints are zeros, and
+/// nothing is computed for them.
+pub fn vjp_func_wrt(f: &Func, wrt: &[bool]) -> Result<Func, String> {
     let mut g = f.clone();
     g.name = format!("{}.vjp", f.name);
     g.outputs.clear();
     let n_in = f.inputs.len();
-    let float_in =
-        |v: Value| matches!(v, Value::Input(i) if f.inputs[i as usize].ty.dtype.is_float());
+    let float_in = |v: Value| {
+        matches!(v, Value::Input(i) if wrt[i as usize] && f.inputs[i as usize].ty.dtype.is_float())
+    };
     let mut needs = vec![false; f.nodes.len()];
     for (i, n) in f.nodes.iter().enumerate() {
         needs[i] = n.ty.dtype.is_float()
@@ -231,15 +238,25 @@ fn scan(
             .ok_or("the forward scan lost a result")?;
         saved.push(g.push(Op::ScanOut, vec![scan_v], Attr::Output(k), ty));
     }
+    // The constants whose adjoints are wanted (each gets an accumulator).
+    let acc: Vec<usize> = (0..nk).filter(|&c| wants[nc + ns + c]).collect();
+    let mut wrt = vec![true; nc + ns + nk];
+    for c in 0..nk {
+        wrt[nc + ns + c] = acc.contains(&c);
+    }
+    for c in 0..ns {
+        wrt[nc + c] = wants[nc + c];
+    }
     // One backward step: carries (dc, dk), sequences (c, x, dy), constants (k).
-    let j = vjp_func(&l.body)?;
+    let j = vjp_func_wrt(&l.body, &wrt)?;
     let mut body = Func::new(format!("{}.back", l.body.name));
     let bin = &l.body.inputs;
     let dc: Vec<Value> = (0..nc)
         .map(|c| body.add_input(format!("dc{c}"), bin[c].ty.clone()))
         .collect();
-    let dk: Vec<Value> = (0..nk)
-        .map(|c| body.add_input(format!("dk{c}"), bin[nc + ns + c].ty.clone()))
+    let dk: Vec<Value> = acc
+        .iter()
+        .map(|&c| body.add_input(format!("dk{c}"), bin[nc + ns + c].ty.clone()))
         .collect();
     let mut primal: Vec<Value> = (0..nc + ns)
         .map(|c| body.add_input(format!("p{c}"), bin[c].ty.clone()))
@@ -256,19 +273,14 @@ fn scan(
     args.extend(&dy);
     let adj = body.inline(&j, &args)?;
     let mut outputs: Vec<Value> = adj[..nc].to_vec();
-    for c in 0..nk {
-        let acc = if body.ty(dk[c]).dtype.is_float() {
-            body.build(Op::Add, vec![dk[c], adj[nc + ns + c]], Attr::None, None)?
-        } else {
-            dk[c]
-        };
-        outputs.push(acc);
+    for (a, &c) in acc.iter().enumerate() {
+        outputs.push(body.build(Op::Add, vec![dk[a], adj[nc + ns + c]], Attr::None, None)?);
     }
-    outputs.extend(&adj[nc..nc + ns]);
+    let seqs_wanted: Vec<usize> = (0..ns).filter(|&c| wants[nc + c]).collect();
+    outputs.extend(seqs_wanted.iter().map(|&c| adj[nc + c]));
     body.outputs = outputs;
     // Its operands in `g`.
-    let zeros =
-        |g: &mut Func, ty: TensorType| g.build(Op::Const, vec![], Attr::Value(0.0), Some(ty));
+    let zeros = |g: &mut Func, ty: TensorType| g.build(Op::Const, vec![], Attr::Value(0.0), Some(ty));
     let mut ops = Vec::new();
     for c in 0..nc {
         let v = match gys[c] {
@@ -277,7 +289,7 @@ fn scan(
         };
         ops.push(v);
     }
-    for c in 0..nk {
+    for &c in &acc {
         ops.push(zeros(g, f.ty(node.args[nc + ns + c]).clone())?);
     }
     ops.extend(&saved);
@@ -286,9 +298,7 @@ fn scan(
         let v = match gys[nc + c] {
             Some(v) => v,
             None => {
-                let ty = g
-                    .scan_result(scan_v, nc + c)
-                    .ok_or("a scan lost a result")?;
+                let ty = g.scan_result(scan_v, nc + c).ok_or("a scan lost a result")?;
                 zeros(g, ty)?
             }
         };
@@ -296,7 +306,7 @@ fn scan(
     }
     ops.extend(&node.args[nc + ns..]);
     let back = nnc_ir::Loop {
-        carries: nc + nk,
+        carries: nc + acc.len(),
         sequences: nc + ns + ny,
         reverse: true,
         body,
@@ -309,13 +319,17 @@ fn scan(
             continue;
         }
         let v = if k < nc {
-            res[k]
+            Some(res[k])
         } else if k < nc + ns {
-            res[nc + nk + (k - nc)]
+            let at = seqs_wanted.iter().position(|&c| c == k - nc);
+            at.map(|a| res[nc + acc.len() + a])
         } else {
-            res[nc + (k - nc - ns)]
+            let at = acc.iter().position(|&c| c == k - nc - ns);
+            at.map(|a| res[nc + a])
         };
-        out.push((k, v));
+        if let Some(v) = v {
+            out.push((k, v));
+        }
     }
     Ok(out)
 }

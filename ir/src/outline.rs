@@ -60,6 +60,16 @@ pub fn outline(
         if let Some(&b) = map.get(&v) {
             return b;
         }
+        // A constant is made again inside (fused loops compute it in registers) rather
+        // than read from memory at every step.
+        if let Value::Node(i) = v
+            && f.nodes[i as usize].op == Op::Const
+        {
+            let c = &f.nodes[i as usize];
+            let b = body.push(Op::Const, vec![], c.attr.clone(), c.ty.clone());
+            map.insert(v, b);
+            return b;
+        }
         let b = body.add_input(format!("k{}", captures.len()), f.ty(v).clone());
         captures.push(v);
         map.insert(v, b);

@@ -706,10 +706,10 @@ impl ScanDesc {
 
 /// A structured loop: runs `body` once per step, carrying the carries. `ptrs` holds the
 /// carries' initial values, the sequences, the constants, then the results (the final
-/// carries, the stacked outputs), one buffer per carry for the value a step reads, and
-/// the body's scratch arena. Each step reads the carries from those buffers and one step
-/// of each sequence in place, writes the new carries into the result buffers and its
-/// outputs in place in the stacked ones, then the new carries are copied back.
+/// carries, the stacked outputs), a second buffer per carry, and the body's scratch arena.
+/// Each step reads the carries the step before wrote (the first, their initial values)
+/// and one step of each sequence in place, and writes the new carries into the other of
+/// their two buffers and its outputs in place in the stacked ones.
 ///
 /// # Safety
 /// `desc` is a [`ScanDesc`] encoding; every pointer holds what the descriptor says, the
@@ -732,30 +732,29 @@ pub unsafe extern "C" fn nnc_scan(desc: *const i64, ptrs: *const *mut f32, body:
         let (cur, p) = p.split_at(nc);
         let scratch = p[0];
         let body: Entry = std::mem::transmute::<*const u8, Entry>(body);
-        for c in 0..nc {
-            std::ptr::copy(init[c], cur[c], csz[c] as usize);
-        }
+        // The carries ping-pong between the result buffers and `cur`, arranged so the
+        // last step writes the results: no copy per step. The first step reads the
+        // initial values where they are.
         let mut ins: Vec<*const f32> = Vec::with_capacity(nc + ns + nk);
         let mut outs: Vec<*mut f32> = Vec::with_capacity(nc + ny);
+        let mut read: Vec<*const f32> = init.iter().map(|&c| c as *const f32).collect();
         for k in 0..steps {
             let t = if reverse { steps - 1 - k } else { k };
+            let write: &[*mut f32] = if (steps - 1 - k) % 2 == 0 { finals } else { cur };
             ins.clear();
-            ins.extend(cur.iter().map(|&c| c as *const f32));
+            ins.extend_from_slice(&read);
             for (s, &n) in seqs.iter().zip(ssz) {
                 ins.push(s.add(t * n as usize));
             }
             ins.extend(consts.iter().map(|&c| c as *const f32));
             outs.clear();
-            outs.extend_from_slice(finals);
+            outs.extend_from_slice(write);
             for (y, &n) in stacked.iter().zip(ysz) {
                 outs.push(y.add(t * n as usize));
             }
             body(ins.as_ptr(), std::ptr::null(), outs.as_ptr(), scratch);
-            if k + 1 < steps {
-                for c in 0..nc {
-                    std::ptr::copy_nonoverlapping(finals[c], cur[c], csz[c] as usize);
-                }
-            }
+            read.clear();
+            read.extend(write.iter().map(|&c| c as *const f32));
         }
         if steps == 0 {
             for c in 0..nc {

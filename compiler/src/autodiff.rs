@@ -204,11 +204,12 @@ pub fn vjp_func_wrt(f: &Func, wrt: &[bool]) -> Result<Func, String> {
 }
 
 /// The adjoints of a scan's operands (node `i` of `f`), from the adjoints `gys` of its
-/// results: a second scan runs the steps backward over the carries the forward saved.
-/// The forward scan (in `g`) is given one more output per carry, the carry each step
-/// started from (O(T) memory); each backward step recomputes its forward step from it and
-/// applies the body's vector-Jacobian product, carrying the carries' adjoints and
-/// accumulating the constants'.
+/// results: a second scan runs the steps backward. The body's vector-Jacobian product is
+/// split in two: what does not depend on the cotangents (the forward step and whatever
+/// of the backward needs only its values) becomes the forward scan's body, which also
+/// outputs, stacked, every value the rest reads (the residuals, O(T) memory); the rest
+/// is the backward scan's body, which carries the carries' adjoints and accumulates the
+/// wanted constants'.
 fn scan(
     f: &Func,
     g: &mut Func,
@@ -223,61 +224,151 @@ fn scan(
     let (nc, ns) = (l.carries, l.sequences);
     let nk = node.args.len() - nc - ns;
     let ny = l.body.outputs.len() - nc;
-    // The forward saves the carry each step starts from.
-    let mut fwd = (**l).clone();
-    for c in 0..nc {
-        fwd.body.outputs.push(Value::Input(c as u32));
-    }
-    g.nodes[i].attr = Attr::Loop(Box::new(fwd));
-    let scan_v = Value::Node(i as u32);
-    let mut saved = Vec::new();
-    for c in 0..nc {
-        let k = nc + ny + c;
-        let ty = g
-            .scan_result(scan_v, k)
-            .ok_or("the forward scan lost a result")?;
-        saved.push(g.push(Op::ScanOut, vec![scan_v], Attr::Output(k), ty));
-    }
-    // The constants whose adjoints are wanted (each gets an accumulator).
+    let n_in = nc + ns + nk;
+    // The constants whose adjoints are wanted (each gets an accumulator), and the
+    // sequences'.
     let acc: Vec<usize> = (0..nk).filter(|&c| wants[nc + ns + c]).collect();
-    let mut wrt = vec![true; nc + ns + nk];
+    let seqs: Vec<usize> = (0..ns).filter(|&c| wants[nc + c]).collect();
+    let mut wrt = vec![true; n_in];
+    for c in 0..ns {
+        wrt[nc + c] = seqs.contains(&c);
+    }
     for c in 0..nk {
         wrt[nc + ns + c] = acc.contains(&c);
     }
-    for c in 0..ns {
-        wrt[nc + c] = wants[nc + c];
-    }
-    // One backward step: carries (dc, dk), sequences (c, x, dy), constants (k).
     let j = vjp_func_wrt(&l.body, &wrt)?;
+    // Which of its nodes depend on a cotangent (inputs from n_in on).
+    let mut back = vec![false; j.nodes.len()];
+    let dep = |back: &[bool], v: Value| match v {
+        Value::Input(k) => k as usize >= n_in,
+        Value::Node(k) => back[k as usize],
+        Value::Param(_) => false,
+    };
+    for (k, n) in j.nodes.iter().enumerate() {
+        back[k] = n.args.iter().any(|&a| dep(&back, a));
+    }
+    // The forward step: the nodes that do not, in order.
+    let mut fwd = Func::new(l.body.name.clone());
+    fwd.inputs = l.body.inputs.clone();
+    let mut fmap: HashMap<Value, Value> = (0..n_in as u32)
+        .map(|k| (Value::Input(k), Value::Input(k)))
+        .collect();
+    for (k, n) in j.nodes.iter().enumerate() {
+        if !back[k] {
+            let args = n.args.iter().map(|a| fmap[a]).collect();
+            let v = fwd.push(n.op, args, n.attr.clone(), n.ty.clone());
+            fmap.insert(Value::Node(k as u32), v);
+        }
+    }
+    // What the backward reads of it. Layout ops and constants, and values of the
+    // constants alone, are computed again there from their operands (a transpose read by
+    // a matrix product costs nothing); every other value is a residual, saved per step.
+    let mut per_step = vec![false; j.nodes.len()];
+    for (k, n) in j.nodes.iter().enumerate() {
+        per_step[k] = n.args.iter().any(|&a| match a {
+            Value::Input(x) => (x as usize) < nc + ns,
+            Value::Node(x) => per_step[x as usize],
+            Value::Param(_) => false,
+        });
+    }
+    let remat = |k: usize| {
+        let op = j.nodes[k].op;
+        !per_step[k]
+            || matches!(
+                op,
+                Op::Const | Op::Transpose | Op::Reshape | Op::Broadcast | Op::Slice
+            )
+    };
+    let mut residuals: Vec<Value> = Vec::new();
+    let mut copy = vec![false; j.nodes.len()];
+    let mut stack: Vec<Value> = Vec::new();
+    for (k, n) in j.nodes.iter().enumerate() {
+        if back[k] {
+            stack.extend(&n.args);
+        }
+    }
+    stack.extend(&j.outputs);
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Node(k) if !back[k as usize] => {
+                let k = k as usize;
+                if remat(k) {
+                    if !std::mem::replace(&mut copy[k], true) {
+                        stack.extend(&j.nodes[k].args);
+                    }
+                } else if !residuals.contains(&v) {
+                    residuals.push(v);
+                }
+            }
+            Value::Input(k) if (k as usize) < nc && !residuals.contains(&v) => residuals.push(v),
+            _ => {}
+        }
+    }
+    residuals.sort();
+    fwd.outputs = l.body.outputs.iter().map(|o| fmap[o]).collect();
+    fwd.outputs.extend(residuals.iter().map(|r| fmap[r]));
+    g.nodes[i].attr = Attr::Loop(Box::new(nnc_ir::Loop {
+        carries: nc,
+        sequences: ns,
+        reverse: l.reverse,
+        body: fwd,
+    }));
+    let scan_v = Value::Node(i as u32);
+    let mut saved = Vec::new();
+    for k in 0..residuals.len() {
+        let at = nc + ny + k;
+        let ty = g
+            .scan_result(scan_v, at)
+            .ok_or("the forward scan lost a result")?;
+        saved.push(g.push(Op::ScanOut, vec![scan_v], Attr::Output(at), ty));
+    }
+    // One backward step: carries (dc, dk), sequences (residuals, x, dy), constants (k).
     let mut body = Func::new(format!("{}.back", l.body.name));
     let bin = &l.body.inputs;
-    let dc: Vec<Value> = (0..nc)
-        .map(|c| body.add_input(format!("dc{c}"), bin[c].ty.clone()))
-        .collect();
+    let mut map: HashMap<Value, Value> = HashMap::new();
+    for c in 0..nc {
+        let v = body.add_input(format!("dc{c}"), bin[c].ty.clone());
+        map.insert(Value::Input((n_in + c) as u32), v);
+    }
     let dk: Vec<Value> = acc
         .iter()
         .map(|&c| body.add_input(format!("dk{c}"), bin[nc + ns + c].ty.clone()))
         .collect();
-    let mut primal: Vec<Value> = (0..nc + ns)
-        .map(|c| body.add_input(format!("p{c}"), bin[c].ty.clone()))
-        .collect();
-    let dy: Vec<Value> = (0..ny)
-        .map(|c| {
-            let ty = l.body.ty(l.body.outputs[nc + c]).clone();
-            body.add_input(format!("dy{c}"), ty)
-        })
-        .collect();
-    primal.extend((0..nk).map(|c| body.add_input(format!("k{c}"), bin[nc + ns + c].ty.clone())));
-    let mut args = primal;
-    args.extend(&dc);
-    args.extend(&dy);
-    let adj = body.inline(&j, &args)?;
+    for (k, &r) in residuals.iter().enumerate() {
+        let v = body.add_input(format!("r{k}"), j.ty(r).clone());
+        map.insert(r, v);
+    }
+    for c in 0..ns {
+        let v = body.add_input(format!("x{c}"), bin[nc + c].ty.clone());
+        map.insert(Value::Input((nc + c) as u32), v);
+    }
+    for c in 0..ny {
+        let ty = l.body.ty(l.body.outputs[nc + c]).clone();
+        let v = body.add_input(format!("dy{c}"), ty);
+        map.insert(Value::Input((n_in + nc + c) as u32), v);
+    }
+    for c in 0..nk {
+        let v = body.add_input(format!("k{c}"), bin[nc + ns + c].ty.clone());
+        map.insert(Value::Input((nc + ns + c) as u32), v);
+    }
+    for (k, n) in j.nodes.iter().enumerate() {
+        let v = Value::Node(k as u32);
+        if back[k] || (copy[k] && !map.contains_key(&v)) {
+            let args = n.args.iter().map(|a| map[a]).collect();
+            let b = body.push(n.op, args, n.attr.clone(), n.ty.clone());
+            map.insert(v, b);
+        }
+    }
+    let adj: Vec<Value> = j
+        .outputs
+        .iter()
+        .map(|o| map.get(o).copied().ok_or("a scan's adjoint reads an unsaved value"))
+        .collect::<Result<_, _>>()?;
     let mut outputs: Vec<Value> = adj[..nc].to_vec();
     for (a, &c) in acc.iter().enumerate() {
         outputs.push(body.build(Op::Add, vec![dk[a], adj[nc + ns + c]], Attr::None, None)?);
     }
-    let seqs_wanted: Vec<usize> = (0..ns).filter(|&c| wants[nc + c]).collect();
-    outputs.extend(seqs_wanted.iter().map(|&c| adj[nc + c]));
+    outputs.extend(seqs.iter().map(|&c| adj[nc + c]));
     body.outputs = outputs;
     // Its operands in `g`.
     let zeros = |g: &mut Func, ty: TensorType| g.build(Op::Const, vec![], Attr::Value(0.0), Some(ty));
@@ -305,13 +396,13 @@ fn scan(
         ops.push(v);
     }
     ops.extend(&node.args[nc + ns..]);
-    let back = nnc_ir::Loop {
+    let back_loop = nnc_ir::Loop {
         carries: nc + acc.len(),
-        sequences: nc + ns + ny,
-        reverse: true,
+        sequences: residuals.len() + ns + ny,
+        reverse: !l.reverse,
         body,
     };
-    let bv = g.build(Op::Scan, ops, Attr::Loop(Box::new(back)), None)?;
+    let bv = g.build(Op::Scan, ops, Attr::Loop(Box::new(back_loop)), None)?;
     let res = g.scan_outs(bv);
     let mut out = Vec::new();
     for (k, &w) in wants.iter().enumerate() {
@@ -321,7 +412,7 @@ fn scan(
         let v = if k < nc {
             Some(res[k])
         } else if k < nc + ns {
-            let at = seqs_wanted.iter().position(|&c| c == k - nc);
+            let at = seqs.iter().position(|&c| c == k - nc);
             at.map(|a| res[nc + acc.len() + a])
         } else {
             let at = acc.iter().position(|&c| c == k - nc - ns);

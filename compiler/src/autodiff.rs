@@ -165,9 +165,7 @@ pub fn vjp_func_wrt(f: &Func, wrt: &[bool]) -> Result<Func, String> {
     g.name = format!("{}.vjp", f.name);
     g.outputs.clear();
     let n_in = f.inputs.len();
-    let float_in = |v: Value| {
-        matches!(v, Value::Input(i) if wrt[i as usize] && f.inputs[i as usize].ty.dtype.is_float())
-    };
+    let float_in = |v: Value| matches!(v, Value::Input(i) if wrt[i as usize] && f.inputs[i as usize].ty.dtype.is_float());
     let mut needs = vec![false; f.nodes.len()];
     for (i, n) in f.nodes.iter().enumerate() {
         needs[i] = n.ty.dtype.is_float()
@@ -362,7 +360,11 @@ fn scan(
     let adj: Vec<Value> = j
         .outputs
         .iter()
-        .map(|o| map.get(o).copied().ok_or("a scan's adjoint reads an unsaved value"))
+        .map(|o| {
+            map.get(o)
+                .copied()
+                .ok_or("a scan's adjoint reads an unsaved value")
+        })
         .collect::<Result<_, _>>()?;
     let mut outputs: Vec<Value> = adj[..nc].to_vec();
     for (a, &c) in acc.iter().enumerate() {
@@ -371,7 +373,8 @@ fn scan(
     outputs.extend(seqs.iter().map(|&c| adj[nc + c]));
     body.outputs = outputs;
     // Its operands in `g`.
-    let zeros = |g: &mut Func, ty: TensorType| g.build(Op::Const, vec![], Attr::Value(0.0), Some(ty));
+    let zeros =
+        |g: &mut Func, ty: TensorType| g.build(Op::Const, vec![], Attr::Value(0.0), Some(ty));
     let mut ops = Vec::new();
     for c in 0..nc {
         let v = match gys[c] {
@@ -389,7 +392,9 @@ fn scan(
         let v = match gys[nc + c] {
             Some(v) => v,
             None => {
-                let ty = g.scan_result(scan_v, nc + c).ok_or("a scan lost a result")?;
+                let ty = g
+                    .scan_result(scan_v, nc + c)
+                    .ok_or("a scan lost a result")?;
                 zeros(g, ty)?
             }
         };

@@ -2,7 +2,8 @@
 //! the interpreter. Each function takes small f32 inputs and parameters and applies a
 //! random sequence of ops from every class of the table (elementwise, comparisons and
 //! selects, reductions, broadcasts, transposes, reshapes, matrix products with batched or
-//! shared operands, windows, slices and padding, constants, iota, gathers and scatters).
+//! shared operands, windows, slices and padding, constants, iota, gathers and scatters,
+//! and loops over a sequence axis with their carries).
 
 use nnc_ir::{Attr, DType, Func, Init, Op, ParamKind, Shape, TensorType, Value};
 use nnc_runtime::{Rng, Tensor};
@@ -41,7 +42,7 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
     while built < ops {
         let a = pool[rng.below(pool.len() as u64) as usize];
         let ad = dims_of(&f, a);
-        let choice = rng.below(19);
+        let choice = rng.below(20);
         let r = match choice {
             0 => {
                 let ops = [
@@ -311,6 +312,62 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
                     .collect();
                 f.build(Op::Concat, parts, Attr::Axis(axis), None)
             }
+            19 if !ad.is_empty() && ad[0] > 0 => {
+                // A loop over axis 0 of `a`, carrying a value of one step's type: one of
+                // three recurrences, forward or reversed, reading a constant from outside.
+                let step = ty(&ad[1..]);
+                let same: Vec<Value> = pool.iter().copied().filter(|&v| *f.ty(v) == step).collect();
+                let init = if same.is_empty() || rng.below(3) == 0 {
+                    f.build(Op::Const, vec![], Attr::Value(0.25), Some(step.clone()))
+                        .unwrap()
+                } else {
+                    same[rng.below(same.len() as u64) as usize]
+                };
+                let k = if same.is_empty() {
+                    init
+                } else {
+                    same[rng.below(same.len() as u64) as usize]
+                };
+                let mut body = Func::new("step");
+                let c = body.add_input("c", step.clone());
+                let x = body.add_input("x", step.clone());
+                let kv = body.add_input("k", step.clone());
+                let b = |body: &mut Func, op: Op, args: Vec<Value>| {
+                    body.build(op, args, Attr::None, None).unwrap()
+                };
+                let (next, y) = match rng.below(3) {
+                    0 => {
+                        let ck = b(&mut body, Op::Mul, vec![c, kv]);
+                        let s = b(&mut body, Op::Add, vec![ck, x]);
+                        let n = b(&mut body, Op::Tanh, vec![s]);
+                        (n, n)
+                    }
+                    1 => {
+                        let sx = b(&mut body, Op::Sin, vec![x]);
+                        let t = b(&mut body, Op::Mul, vec![sx, kv]);
+                        let n = b(&mut body, Op::Add, vec![c, t]);
+                        (n, b(&mut body, Op::Mul, vec![n, x]))
+                    }
+                    _ => {
+                        let m = b(&mut body, Op::Max, vec![c, x]);
+                        let n = b(&mut body, Op::Tanh, vec![m]);
+                        (n, b(&mut body, Op::Sub, vec![c, kv]))
+                    }
+                };
+                body.outputs = vec![next, y];
+                let l = nnc_ir::Loop {
+                    carries: 1,
+                    sequences: 1,
+                    reverse: rng.below(2) == 0,
+                    body,
+                };
+                let scan = f.build(Op::Scan, vec![init, a, k], Attr::Loop(Box::new(l)), None);
+                scan.map(|s| {
+                    let outs = f.scan_outs(s);
+                    pool.push(outs[0]);
+                    outs[1]
+                })
+            }
             _ => continue,
         };
         if let Ok(v) = r {
@@ -321,7 +378,11 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
     let nodes = f.nodes.len() as u32;
     let outs = 1 + rng.below(3);
     for _ in 0..outs {
-        let k = nodes - 1 - rng.below(nodes.min(4) as u64) as u32;
+        let mut k = nodes - 1 - rng.below(nodes.min(4) as u64) as u32;
+        // A scan's own value is no tensor: its scan_outs follow it.
+        if f.nodes[k as usize].op == Op::Scan {
+            k += 1;
+        }
         f.outputs.push(Value::Node(k));
     }
     f

@@ -93,3 +93,35 @@ fn scan_gradient_matches_finite_differences() {
         assert!(r.checked > 0 && r.worst < 1e-6, "{r:?}");
     }
 }
+
+/// Random graphs with loops (reversed ones among them, reading carries, sequences and
+/// constants from outside): the gradient of the sum of squares of an output against
+/// finite differences.
+#[test]
+fn random_loops_have_gradients_that_match_finite_differences() {
+    use nnc_compiler::random_graph::{random_func, random_values};
+    use nnc_ir::{Attr, Op, Value};
+    let mut checked = 0;
+    for seed in 0..400u64 {
+        let mut f = random_func(seed, 4 + (seed % 8) as usize);
+        if !f.nodes.iter().any(|n| n.op == Op::Scan) {
+            continue;
+        }
+        let out = f.outputs[0];
+        if !matches!(out, Value::Node(_)) || !f.ty(out).dtype.is_float() {
+            continue;
+        }
+        let sq = f.build(Op::Mul, vec![out, out], Attr::None, None).unwrap();
+        let axes = (0..f.ty(sq).rank()).collect();
+        let loss = f.build(Op::Sum, vec![sq], Attr::Axes(axes), None).unwrap();
+        f.outputs = vec![loss];
+        let (ins, ps) = random_values(&f, seed);
+        let reports = check(&f, &ins, &ps, &Options::default())
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{f}"));
+        for r in reports {
+            assert!(r.worst < 1e-4, "seed {seed}: {r:?}\n{f}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} random graphs had a loop");
+}

@@ -43,6 +43,13 @@ pub fn verify_func(func: &Func) -> Result<(), String> {
         Value::Node(k) => (k as usize) < i,
     };
     for (i, node) in func.nodes.iter().enumerate() {
+        let is_scan = |v: &Value| matches!(v, Value::Node(k) if func.nodes[*k as usize].op == crate::op::Op::Scan);
+        if node.op != crate::op::Op::ScanOut
+            && node.args.iter().any(|a| defined(*a, i) && is_scan(a))
+        {
+            errors.insert(i, "a scan's own value is read only by scan_out".into());
+            continue;
+        }
         if let Some(bad) = node.args.iter().find(|&&a| !defined(a, i)) {
             errors.insert(
                 i,
@@ -81,6 +88,8 @@ pub fn verify_func(func: &Func) -> Result<(), String> {
     for &o in &func.outputs {
         if !defined(o, func.nodes.len()) {
             general.push(format!("output {o:?} is not defined"));
+        } else if matches!(o, Value::Node(k) if func.nodes[k as usize].op == crate::op::Op::Scan) {
+            general.push(format!("output {o:?} is a scan, not one of its results"));
         }
     }
     if errors.is_empty() && general.is_empty() {

@@ -721,6 +721,7 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Stri
             }
             Op::Pow | Op::Cast => "kernel math".to_string(),
             Op::Div if n.ty.dtype == DType::I32 => "kernel math".to_string(),
+            Op::Scan => "kernel scan, its body's plan below".to_string(),
             _ => match members.get(&i) {
                 Some(m) => format!("f32x4 loop, {m} fused"),
                 None => "f32x4 loop".to_string(),
@@ -742,7 +743,17 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Stri
         4 * p.scratch,
         4 * p.unshared
     );
-    Ok(head + &nnc_ir::print::print_func(f, &note))
+    let mut text = head + &nnc_ir::print::print_func(f, &note);
+    for (i, n) in f.nodes.iter().enumerate() {
+        if let Attr::Loop(l) = &n.attr {
+            text.push_str(&format!(
+                "\n; the body of %{i} in @{}, once per step\n",
+                f.name
+            ));
+            text.push_str(&plan_text(&l.body, dims)?);
+        }
+    }
+    Ok(text)
 }
 
 /// The sizes a kernel was specialized to, for the text stages' headers (`B = 32, N = 4`).

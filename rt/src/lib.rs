@@ -740,7 +740,11 @@ pub unsafe extern "C" fn nnc_scan(desc: *const i64, ptrs: *const *mut f32, body:
         let mut read: Vec<*const f32> = init.iter().map(|&c| c as *const f32).collect();
         for k in 0..steps {
             let t = if reverse { steps - 1 - k } else { k };
-            let write: &[*mut f32] = if (steps - 1 - k) % 2 == 0 { finals } else { cur };
+            let write: &[*mut f32] = if (steps - 1 - k) % 2 == 0 {
+                finals
+            } else {
+                cur
+            };
             ins.clear();
             ins.extend_from_slice(&read);
             for (s, &n) in seqs.iter().zip(ssz) {

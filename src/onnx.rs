@@ -54,7 +54,7 @@ pub fn export(a: ExportArgs) -> Result<(), Failed> {
     // Refuse what cannot be exported before reading the checkpoint. Source lines are
     // known for the function as checked (before the passes): the first node there of the
     // same op and type.
-    if let Some((n, why)) = f.nodes.iter().find_map(|n| unmapped(n).map(|why| (n, why))) {
+    if let Some((n, why)) = first_unmapped(&f) {
         let line = checked.module.func(&f.name).and_then(|c| {
             let lines = checked.lines.get(&f.name)?;
             let i = c.nodes.iter().position(|m| m.op == n.op && m.ty == n.ty)?;
@@ -106,6 +106,14 @@ pub struct Meta {
     pub scale: f64,
 }
 
+/// The first node (loop bodies included) without an ONNX mapping, and why.
+fn first_unmapped(f: &Func) -> Option<(&nnc_ir::Node, &'static str)> {
+    f.nodes.iter().find_map(|n| match &n.attr {
+        Attr::Loop(l) => first_unmapped(&l.body),
+        _ => unmapped(n).map(|why| (n, why)),
+    })
+}
+
 /// Why a node has no ONNX mapping, if it has none: ops of training only (adjoints,
 /// noise), which an inference pass does not hold, and integer division.
 fn unmapped(n: &nnc_ir::Node) -> Option<&'static str> {
@@ -113,9 +121,7 @@ fn unmapped(n: &nnc_ir::Node) -> Option<&'static str> {
         Op::Col2im | Op::ScatterAdd | Op::Random | Op::Cotangent | Op::CustomGrad => {
             Some("has no ONNX mapping")
         }
-        Op::Scan | Op::ScanOut | Op::LoopVar => {
-            Some("is a loop, which nnc does not export yet (ONNX's Scan would hold it)")
-        }
+        Op::LoopVar => Some("is a loop body's stand-in, which never leaves the front end"),
         Op::Div if !n.ty.dtype.is_float() => {
             Some("divides integers (x / 0 is 0 in nnc), which no ONNX operator does")
         }
@@ -358,39 +364,7 @@ pub fn to_onnx(f: &Func, params: &[Vec<f32>], meta: &Meta) -> Result<Vec<u8>, St
         g.inits
             .push(tensor(&p.name, elem(p.ty.dtype), &dims, &vals));
     }
-    let mut names: Vec<String> = Vec::with_capacity(f.nodes.len());
-    for (i, n) in f.nodes.iter().enumerate() {
-        let arg = |k: usize| -> String {
-            match n.args[k] {
-                Value::Input(j) => g.inputs[j as usize].clone(),
-                Value::Param(j) => f.params[j as usize].name.clone(),
-                Value::Node(j) => names[j as usize].clone(),
-            }
-        };
-        let name_of = |v: Value| match v {
-            Value::Input(j) => g.inputs[j as usize].clone(),
-            Value::Param(j) => f.params[j as usize].name.clone(),
-            Value::Node(j) => names[j as usize].clone(),
-        };
-        if let Some((op, inputs, attrs)) = layer_op(f, i, &name_of, meta.opset) {
-            let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-            let out = g.node(op, &refs, attrs);
-            names.push(out);
-            continue;
-        }
-        let args: Vec<String> = (0..n.args.len()).map(arg).collect();
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = lower(
-            &mut g,
-            n.op,
-            &n.attr,
-            &a,
-            &n.ty,
-            n.args.first().map(|&v| f.ty(v)),
-        )
-        .map_err(|e| format!("%{i} = {}: {e}", n.op.mnemonic()))?;
-        names.push(out);
-    }
+    let names = emit_nodes(&mut g, meta.opset)?;
     for (k, &o) in f.outputs.iter().enumerate() {
         let name = if k == 0 {
             "output".to_string()
@@ -411,7 +385,7 @@ pub fn to_onnx(f: &Func, params: &[Vec<f32>], meta: &Meta) -> Result<Vec<u8>, St
     let mut kept = Vec::new();
     for n in g.nodes.into_iter().rev() {
         if n.output.iter().any(|o| live.contains(o)) {
-            live.extend(n.input.iter().cloned());
+            reads(&n, &mut live);
             kept.push(n);
         }
     }
@@ -446,6 +420,135 @@ pub fn to_onnx(f: &Func, params: &[Vec<f32>], meta: &Meta) -> Result<Vec<u8>, St
     m.graph = protobuf::MessageField::some(graph);
     m.write_to_bytes()
         .map_err(|e| format!("cannot encode the ONNX model: {e}"))
+}
+
+/// The names a node reads, those its subgraphs read from outside included.
+fn reads(n: &NodeProto, out: &mut std::collections::HashSet<String>) {
+    out.extend(n.input.iter().cloned());
+    for a in &n.attribute {
+        if let Some(body) = a.g.as_ref() {
+            body.node.iter().for_each(|m| reads(m, out));
+        }
+    }
+}
+
+/// Emits `g.f`'s nodes (its inputs named by `g.inputs`, its parameters by their names)
+/// and returns each node's value name.
+fn emit_nodes(g: &mut Graph, opset: i64) -> Result<Vec<String>, String> {
+    let f = g.f;
+    let mut names: Vec<String> = Vec::with_capacity(f.nodes.len());
+    // The results of each scan, by node.
+    let mut scans: HashMap<usize, Vec<String>> = HashMap::new();
+    for (i, n) in f.nodes.iter().enumerate() {
+        let name_of = |v: Value| match v {
+            Value::Input(j) => g.inputs[j as usize].clone(),
+            Value::Param(j) => f.params[j as usize].name.clone(),
+            Value::Node(j) => names[j as usize].clone(),
+        };
+        if let (Attr::Output(k), Some(Value::Node(s))) = (&n.attr, n.args.first()) {
+            let out = scans
+                .get(&(*s as usize))
+                .and_then(|r| r.get(*k))
+                .cloned()
+                .ok_or_else(|| format!("%{i} = scan_out reads no scan"))?;
+            names.push(out);
+            continue;
+        }
+        if let Attr::Loop(l) = &n.attr {
+            let args: Vec<String> = n.args.iter().map(|&v| name_of(v)).collect();
+            let outs = scan(g, l, &args, opset).map_err(|e| format!("%{i} = scan: {e}"))?;
+            scans.insert(i, outs);
+            names.push(String::new());
+            continue;
+        }
+        if let Some((op, inputs, attrs)) = layer_op(f, i, &name_of, opset) {
+            let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            let out = g.node(op, &refs, attrs);
+            names.push(out);
+            continue;
+        }
+        let args: Vec<String> = n.args.iter().map(|&v| name_of(v)).collect();
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = lower(
+            g,
+            n.op,
+            &n.attr,
+            &a,
+            &n.ty,
+            n.args.first().map(|&v| f.ty(v)),
+        )
+        .map_err(|e| format!("%{i} = {}: {e}", n.op.mnemonic()))?;
+        names.push(out);
+    }
+    Ok(names)
+}
+
+/// A scan as ONNX's `Scan`: its body a subgraph over the carries and one step of each
+/// sequence, reading the constants from the enclosing graph by name; returns the names
+/// of the final carries and the stacked outputs.
+fn scan(
+    g: &mut Graph,
+    l: &nnc_ir::Loop,
+    args: &[String],
+    opset: i64,
+) -> Result<Vec<String>, String> {
+    let b = &l.body;
+    let (nc, ns) = (l.carries, l.sequences);
+    let tag = g.fresh("scan");
+    let mut inner = Graph {
+        f: b,
+        nodes: Vec::new(),
+        inits: Vec::new(),
+        count: g.count,
+        syms: HashMap::new(),
+        inputs: Vec::new(),
+        shapes: HashMap::new(),
+    };
+    let mut body = GraphProto::new();
+    body.name = format!("{tag}_body");
+    for (k, a) in b.inputs.iter().enumerate() {
+        if k < nc + ns {
+            let name = format!("{tag}_in{k}");
+            body.input.push(value_info(&name, &a.ty));
+            inner.inputs.push(name);
+        } else {
+            inner.inputs.push(args[k].clone());
+        }
+    }
+    let names = emit_nodes(&mut inner, opset)?;
+    for (k, &o) in b.outputs.iter().enumerate() {
+        let src = match o {
+            Value::Input(j) => inner.inputs[j as usize].clone(),
+            Value::Param(_) => return Err("a loop body has no parameters".into()),
+            Value::Node(j) => names[j as usize].clone(),
+        };
+        let name = format!("{tag}_out{k}");
+        inner.node_to("Identity", &[&src], vec![], &name);
+        body.output.push(value_info(&name, b.ty(o)));
+    }
+    g.count = inner.count;
+    body.node = inner.nodes;
+    body.initializer = inner.inits;
+    let ny = b.outputs.len() - nc;
+    let dir = i64::from(l.reverse);
+    let mut graph_attr = AttributeProto::new();
+    graph_attr.name = "body".into();
+    graph_attr.type_ = AttributeType::GRAPH.into();
+    graph_attr.g = protobuf::MessageField::some(body);
+    let mut n = NodeProto::new();
+    n.op_type = "Scan".into();
+    n.name = tag.clone();
+    n.input = args[..nc + ns].to_vec();
+    n.output = (0..nc + ny).map(|k| format!("{tag}_r{k}")).collect();
+    n.attribute = vec![
+        graph_attr,
+        attr_int("num_scan_inputs", ns as i64),
+        attr_ints("scan_input_directions", &vec![dir; ns]),
+        attr_ints("scan_output_directions", &vec![dir; ny]),
+    ];
+    let outs = n.output.clone();
+    g.nodes.push(n);
+    Ok(outs)
 }
 
 /// ONNX's own operator for the prelude layer whose primitives end at node `i`, if they

@@ -117,8 +117,8 @@ fn every_digits_example_exports_and_runs_on_onnxruntime() {
     for (name, ops) in [
         ("digits_mlp", "Gemm,Relu"),
         ("digits_cnn", "Conv,BatchNormalization,Relu,MaxPool,Gemm"),
-        ("digits_gru", ""),
-        ("digits_lstm", ""),
+        ("digits_gru", "Scan"),
+        ("digits_lstm", "Scan"),
         ("digits_transformer", "LayerNormalization,Softmax"),
         ("digits_moe", "Softmax"),
         ("digits_glu", "Gemm"),
@@ -128,7 +128,7 @@ fn every_digits_example_exports_and_runs_on_onnxruntime() {
         ("digits_binary", ""),
         ("digits_tokens", "Gather"),
         ("digits_ff", ""),
-        ("digits_spiking", ""),
+        ("digits_spiking", "Scan"),
         // The MLP on standardized features: the statistics become the graph's first nodes.
         ("standardized", "Gemm,Relu"),
     ] {

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Costs at the sizes users have: nnc against PyTorch eager in the same run, as ratios.
 
-Embeddings of 1k to 50k rows (32 ids per row, mean, dense, batch 32, Adam), LSTMs over
-T = 16 to 1024 steps (16 features, 64 units, batch 32, Adam) and a causal pre-norm
+Embeddings of 1k to 50k rows (32 ids per row, mean, dense, batch 32, Adam), LSTMs and GRUs
+over T = 16 to 1024 steps (16 features, 64 units, and 256 at T = 256; batch 32, Adam) and a causal pre-norm
 transformer block over 256 and 1024 tokens (d = 64, 4 heads, hidden 256, batch 16). For each configuration:
 nnc, then PyTorch, then nnc again (A-B-A: a drift of the shared machine shows as a
 spread), one Markdown row with both figures, the ratio and peak RSS.
@@ -37,7 +37,7 @@ train Bag(y: i32[B]) {{
 """
 
 LSTM = """model Seq(x: f32[B, {time}, 16]) -> f32[B, 10] {{
-    h = lstm(x, 64)
+    h = lstm(x, {units})
     return dense(h, 10)
 }}
 
@@ -47,6 +47,8 @@ train Seq(y: i32[B]) {{
     batch = 32
 }}
 """
+
+GRU = LSTM.replace("lstm(x, {units})", "gru(x, {units})")
 
 TRANSFORMER = """model Block(x: f32[B, {tokens}, 64]) -> f32[B, 10] {{
     h = transformer_block(x, 4, 256, causal = true)
@@ -62,10 +64,11 @@ train Block(y: i32[B]) {{
 
 CONFIGS = {
     "embedding": [dict(vocab=v, dim=64, ids=32) for v in (1000, 30000, 50000)],
-    "lstm": [dict(time=t) for t in (16, 64, 256, 1024)],
+    "lstm": [dict(time=t, units=64) for t in (16, 64, 256, 1024)] + [dict(time=256, units=256)],
+    "gru": [dict(time=t, units=64) for t in (16, 256, 1024)],
     "transformer": [dict(tokens=t, batch=16) for t in (256, 1024)],
 }
-TEMPLATES = {"embedding": EMBEDDING, "lstm": LSTM, "transformer": TRANSFORMER}
+TEMPLATES = {"embedding": EMBEDDING, "lstm": LSTM, "gru": GRU, "transformer": TRANSFORMER}
 
 
 def run_nnc(exe, src, steps, timeout):

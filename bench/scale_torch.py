@@ -49,6 +49,22 @@ def lstm(a):
     return model, x
 
 
+def gru(a):
+    class Seq(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(a.features, a.units, batch_first=True)
+            self.out = torch.nn.Linear(a.units, a.classes)
+
+        def forward(self, x):
+            _, h = self.rnn(x)
+            return self.out(h[-1])
+
+    model = Seq()
+    x = torch.rand(a.batch, a.time, a.features)
+    return model, x
+
+
 def transformer(a):
     class Block(torch.nn.Module):
         def __init__(self):
@@ -68,7 +84,7 @@ def transformer(a):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("model", choices=["embedding", "lstm", "transformer"])
+    p.add_argument("model", choices=["embedding", "lstm", "gru", "transformer"])
     p.add_argument("--tokens", type=int, default=256)
     p.add_argument("--vocab", type=int, default=30000)
     p.add_argument("--dim", type=int, default=64)
@@ -83,7 +99,7 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model, x = {"embedding": embedding, "lstm": lstm, "transformer": transformer}[a.model](a)
+    model, x = {"embedding": embedding, "lstm": lstm, "gru": gru, "transformer": transformer}[a.model](a)
     y = torch.randint(0, a.classes, (a.batch,))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()

@@ -13,7 +13,12 @@ fn there_are_at_least_five_examples() {
 
 /// Examples whose CLIF text is too long to review as a snapshot (0.1 MB and more: a
 /// recurrence's training step with its forward and backward loop bodies, attention).
-const LONG: &[&str] = &["digits_gru", "digits_lstm", "digits_transformer"];
+const LONG: &[&str] = &[
+    "digits_elman",
+    "digits_gru",
+    "digits_lstm",
+    "digits_transformer",
+];
 
 #[test]
 fn pipeline_snapshots() {

@@ -125,3 +125,50 @@ train Bag(y: i32[B]) {
     assert_eq!(eval(f, &inputs, &params).unwrap_err().0, expected);
     assert_eq!(jit.eval(f, &inputs, &params).unwrap_err(), expected);
 }
+
+/// Recurrences at the lengths users train: the LSTM's and GRU's training graphs are the
+/// same size at T = 8 and T = 1024 (one loop each, forward and backward), and at T = 1024
+/// the JIT's gradients match the interpreter's (small widths keep the interpreter quick).
+#[test]
+fn a_recurrence_over_1024_steps_is_one_loop_and_matches_the_interpreter() {
+    let src = |t: usize, layer: &str| {
+        format!(
+            "model Seq(x: f32[B, {t}, 3]) -> f32[B, 2] {{
+    h = {layer}(x, 5, sequences = true)
+    return dense(mean(h, axis = 1), 2)
+}}
+
+train Seq(y: i32[B]) {{
+    loss = cross_entropy(output, y)
+    optimizer = sgd(lr = 0.1)
+}}
+"
+        )
+    };
+    for layer in ["lstm", "gru"] {
+        let grad = |t: usize| {
+            let checked = nnc::lang::check(&src(t, layer)).unwrap();
+            let m = nnc::optimized_module(&checked.module, None).unwrap();
+            m.func("Seq.grad").unwrap().clone()
+        };
+        let (short, long) = (grad(8), grad(1024));
+        let size = |f: &nnc::ir::Func| {
+            let body = |n: &nnc::ir::Node| match &n.attr {
+                nnc::ir::Attr::Loop(l) => l.body.nodes.len(),
+                _ => 0,
+            };
+            f.nodes.len() + f.nodes.iter().map(body).sum::<usize>()
+        };
+        assert_eq!(size(&short), size(&long), "{layer}");
+        let loops = long
+            .nodes
+            .iter()
+            .filter(|n| n.op == nnc::ir::Op::Scan)
+            .count();
+        assert_eq!(loops, 2, "{layer}: {long}");
+        let (inputs, params) = random_values(&long, &mut Rng::new(5), 2);
+        let want = eval(&long, &inputs, &params).unwrap();
+        let got = nnc_jit::Jit::new().eval(&long, &inputs, &params).unwrap();
+        assert_close(&format!("{layer} T = 1024"), &got, &want);
+    }
+}

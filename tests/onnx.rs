@@ -46,7 +46,10 @@ fn make_python() -> PathBuf {
 }
 
 /// Trains `file` for an epoch (on `data` if given), exports it, and checks the ONNX model
-/// on `rows` against `nnc predict`, requiring the operators `ops` (comma-separated).
+/// on `rows` against `nnc predict`, requiring the operators `ops` (comma-separated). A
+/// spiking net may differ on a few rows (`flips`), where a membrane within rounding of the
+/// threshold fires in one runtime only; the class must still agree.
+#[allow(clippy::too_many_arguments)]
 fn export_and_check(
     py: &Path,
     dir: &Path,
@@ -55,6 +58,7 @@ fn export_and_check(
     data: Option<&Path>,
     rows: &Path,
     ops: &str,
+    flips: usize,
 ) {
     let check = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/check.py");
     let run = dir.join(name);
@@ -81,7 +85,7 @@ fn export_and_check(
     ]);
     assert_eq!(code, 0, "{name}: {err}");
     let o = Command::new(py)
-        .args([check, s(&model), s(rows), s(&pred), ops])
+        .args([check, s(&model), s(rows), s(&pred), ops, &flips.to_string()])
         .output()
         .unwrap();
     let text = format!(
@@ -147,7 +151,8 @@ fn every_digits_example_exports_and_runs_on_onnxruntime() {
         } else {
             format!("examples/{name}.nn")
         };
-        export_and_check(&py, &dir, name, &file, None, &rows, ops);
+        let flips = if name == "digits_spiking" { 2 } else { 0 };
+        export_and_check(&py, &dir, name, &file, None, &rows, ops, flips);
     }
 }
 
@@ -177,7 +182,7 @@ fn the_mnist_sized_examples_export_too() {
         ("mlp784", "Gemm,Relu"),
     ] {
         let file = format!("examples/{name}.nn");
-        export_and_check(&py, &dir, name, &file, Some(&rows), &rows, ops);
+        export_and_check(&py, &dir, name, &file, Some(&rows), &rows, ops, 0);
     }
 }
 

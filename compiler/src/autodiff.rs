@@ -320,15 +320,51 @@ fn scan(
             .ok_or("the forward scan lost a result")?;
         saved.push(g.push(Op::ScanOut, vec![scan_v], Attr::Output(at), ty));
     }
+    // A constant's adjoint summed over the steps: carried and accumulated step by step,
+    // or, when it is a product contracting the rows (`p^T q`, a weight's gradient) or has
+    // a symbolic dimension (per row, as large as what the loop stacks anyway), stacked
+    // and summed after the loop: one product over all the steps.
+    let hoisted = |c: usize| -> Option<Vec<Value>> {
+        let a = j.outputs[nc + ns + c];
+        let Value::Node(m) = a else { return None };
+        let n = &j.nodes[m as usize];
+        if !back[m as usize] {
+            return None;
+        }
+        if n.op == Op::MatMul
+            && n.ty.rank() == 2
+            && let Value::Node(t) = n.args[0]
+            && j.nodes[t as usize].op == Op::Transpose
+            && j.ty(n.args[1]).rank() == 2
+            && j.ty(j.nodes[t as usize].args[0]).rank() == 2
+        {
+            return Some(vec![j.nodes[t as usize].args[0], n.args[1]]);
+        }
+        let per_row =
+            n.ty.shape
+                .dims()
+                .iter()
+                .any(|d| matches!(d, nnc_ir::Dim::Sym(_)));
+        per_row.then(|| vec![a])
+    };
+    let hoist: Vec<(usize, Vec<Value>)> = acc
+        .iter()
+        .filter_map(|&c| hoisted(c).map(|v| (c, v)))
+        .collect();
+    let kept: Vec<usize> = acc
+        .iter()
+        .copied()
+        .filter(|c| !hoist.iter().any(|(h, _)| h == c))
+        .collect();
     // One backward step: carries (dc, dk), sequences (residuals, x, dy), constants (k).
     let mut body = Func::new(format!("{}.back", l.body.name));
     let bin = &l.body.inputs;
     let mut map: HashMap<Value, Value> = HashMap::new();
-    for c in 0..nc {
-        let v = body.add_input(format!("dc{c}"), bin[c].ty.clone());
+    for (c, b) in bin.iter().enumerate().take(nc) {
+        let v = body.add_input(format!("dc{c}"), b.ty.clone());
         map.insert(Value::Input((n_in + c) as u32), v);
     }
-    let dk: Vec<Value> = acc
+    let dk: Vec<Value> = kept
         .iter()
         .map(|&c| body.add_input(format!("dk{c}"), bin[nc + ns + c].ty.clone()))
         .collect();
@@ -357,33 +393,49 @@ fn scan(
             map.insert(v, b);
         }
     }
-    let adj: Vec<Value> = j
-        .outputs
-        .iter()
-        .map(|o| {
-            map.get(o)
-                .copied()
-                .ok_or("a scan's adjoint reads an unsaved value")
-        })
-        .collect::<Result<_, _>>()?;
+    let get = |v: &Value| {
+        map.get(v)
+            .copied()
+            .ok_or("a scan's adjoint reads an unsaved value")
+    };
+    let adj: Vec<Value> = j.outputs.iter().map(get).collect::<Result<_, _>>()?;
     let mut outputs: Vec<Value> = adj[..nc].to_vec();
-    for (a, &c) in acc.iter().enumerate() {
+    for (a, &c) in kept.iter().enumerate() {
         outputs.push(body.build(Op::Add, vec![dk[a], adj[nc + ns + c]], Attr::None, None)?);
     }
     outputs.extend(seqs.iter().map(|&c| adj[nc + c]));
+    // Where each hoisted value's steps are: a sequence the backward already reads
+    // (`Ok(operand)`), or an output it stacks (`Err(output)`).
+    let first_seq = nc + kept.len();
+    let seq_inputs = first_seq..first_seq + residuals.len() + ns + ny;
+    let mut stacked: Vec<Vec<Result<usize, usize>>> = Vec::new();
+    for (_, vals) in &hoist {
+        let mut at = Vec::new();
+        for v in vals {
+            let bv = get(v)?;
+            at.push(match bv {
+                Value::Input(k) if seq_inputs.contains(&(k as usize)) => Ok(k as usize),
+                _ => {
+                    outputs.push(bv);
+                    Err(outputs.len() - 1)
+                }
+            });
+        }
+        stacked.push(at);
+    }
     body.outputs = outputs;
     // Its operands in `g`.
     let zeros =
         |g: &mut Func, ty: TensorType| g.build(Op::Const, vec![], Attr::Value(0.0), Some(ty));
     let mut ops = Vec::new();
-    for c in 0..nc {
-        let v = match gys[c] {
+    for (c, gy) in gys.iter().enumerate().take(nc) {
+        let v = match *gy {
             Some(v) => v,
             None => zeros(g, f.ty(node.args[c]).clone())?,
         };
         ops.push(v);
     }
-    for &c in &acc {
+    for &c in &kept {
         ops.push(zeros(g, f.ty(node.args[nc + ns + c]).clone())?);
     }
     ops.extend(&saved);
@@ -402,13 +454,37 @@ fn scan(
     }
     ops.extend(&node.args[nc + ns..]);
     let back_loop = nnc_ir::Loop {
-        carries: nc + acc.len(),
+        carries: nc + kept.len(),
         sequences: residuals.len() + ns + ny,
         reverse: !l.reverse,
         body,
     };
-    let bv = g.build(Op::Scan, ops, Attr::Loop(Box::new(back_loop)), None)?;
+    let bv = g.build(Op::Scan, ops.clone(), Attr::Loop(Box::new(back_loop)), None)?;
     let res = g.scan_outs(bv);
+    // The hoisted sums, after the loop.
+    let mut sums: HashMap<usize, Value> = HashMap::new();
+    for ((c, _), at) in hoist.iter().zip(&stacked) {
+        let steps: Vec<Value> = at
+            .iter()
+            .map(|a| match *a {
+                Ok(k) => ops[k],
+                Err(o) => res[o],
+            })
+            .collect();
+        let total = if steps.len() == 2 {
+            let tr = g.build(
+                Op::Transpose,
+                vec![steps[0]],
+                Attr::Perm(vec![0, 2, 1]),
+                None,
+            )?;
+            let mm = g.build(Op::MatMul, vec![tr, steps[1]], Attr::None, None)?;
+            g.build(Op::Sum, vec![mm], Attr::Axes(vec![0]), None)?
+        } else {
+            g.build(Op::Sum, vec![steps[0]], Attr::Axes(vec![0]), None)?
+        };
+        sums.insert(*c, total);
+    }
     let mut out = Vec::new();
     for (k, &w) in wants.iter().enumerate() {
         if !w {
@@ -418,9 +494,11 @@ fn scan(
             Some(res[k])
         } else if k < nc + ns {
             let at = seqs.iter().position(|&c| c == k - nc);
-            at.map(|a| res[nc + acc.len() + a])
+            at.map(|a| res[nc + kept.len() + a])
+        } else if let Some(&s) = sums.get(&(k - nc - ns)) {
+            Some(s)
         } else {
-            let at = acc.iter().position(|&c| c == k - nc - ns);
+            let at = kept.iter().position(|&c| c == k - nc - ns);
             at.map(|a| res[nc + a])
         };
         if let Some(v) = v {

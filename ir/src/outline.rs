@@ -75,9 +75,9 @@ pub fn outline(
         map.insert(v, b);
         b
     };
-    for i in start..n {
+    for (i, &is_inside) in inside.iter().enumerate().skip(start) {
         let v = Value::Node(i as u32);
-        if !inside[i] || hole_of.contains_key(&v) {
+        if !is_inside || hole_of.contains_key(&v) {
             continue;
         }
         let node = f.nodes[i].clone();

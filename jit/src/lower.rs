@@ -301,6 +301,41 @@ fn absorbed_transposes(f: &Func) -> Vec<bool> {
     absorbed
 }
 
+/// Batched products `[T, m, K] x [T, K, n]` whose only user sums them over the batch
+/// (`sum axes=[0]`), with the left operand a transpose read through strides and the right
+/// one row-major: both are then one `[m, T*K] x [T*K, n]` product, computed by the sum's
+/// step into its buffer without the `[T, m, n]` in between (a recurrence's weight
+/// gradient over all its steps).
+fn summed_products(f: &Func, absorbed: &[bool]) -> Vec<bool> {
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); f.nodes.len()];
+    for (i, n) in f.nodes.iter().enumerate() {
+        for a in &n.args {
+            if let Value::Node(j) = a {
+                users[*j as usize].push(i);
+            }
+        }
+    }
+    f.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let lhs_absorbed = matches!(n.args.first(), Some(Value::Node(j)) if absorbed[*j as usize]);
+            let rhs_plain = matches!(n.args.get(1), Some(&v) if !matches!(v, Value::Node(j) if absorbed[j as usize]));
+            n.op == Op::MatMul
+                && n.ty.rank() == 3
+                && n.args.iter().all(|&a| f.ty(a).rank() == 3)
+                && lhs_absorbed
+                && rhs_plain
+                && users[i].len() == 1
+                && !f.outputs.contains(&Value::Node(i as u32))
+                && {
+                    let u = &f.nodes[users[i][0]];
+                    u.op == Op::Sum && matches!(&u.attr, Attr::Axes(a) if a == &[0])
+                }
+        })
+        .collect()
+}
+
 /// Ops computed in registers inside a fused loop: the op table's `Fused` lowering, except
 /// integer division (a kernel: it truncates and defines x / 0 = 0).
 fn fusible(_f: &Func, n: &nnc_ir::Node) -> bool {
@@ -443,6 +478,8 @@ pub(crate) struct Plan {
     pub inlined: Vec<bool>,
     /// The node is a transpose its matrix-product users read through strides.
     pub absorbed: Vec<bool>,
+    /// The node is a batched product its sum computes as one product.
+    pub summed: Vec<bool>,
     pub shapes: Vec<Vec<usize>>,
     /// The order of execution: each step is one node's kernel call or loop, or one fused
     /// loop computing several nodes (same element count) with a store for each.
@@ -455,8 +492,13 @@ pub(crate) struct Plan {
 
 /// The values a node computed at its own step reads from memory: the leaves of its fused
 /// tree, a matrix product's operands (through absorbed transposes), or its operands.
-fn reads(f: &Func, inlined: &[bool], absorbed: &[bool], i: usize) -> Vec<Value> {
+fn reads(f: &Func, inlined: &[bool], absorbed: &[bool], summed: &[bool], i: usize) -> Vec<Value> {
     let n = &f.nodes[i];
+    if let Some(&Value::Node(j)) = n.args.first()
+        && summed[j as usize]
+    {
+        return reads(f, inlined, absorbed, summed, j as usize);
+    }
     if n.op == Op::MatMul {
         return n
             .args
@@ -490,6 +532,7 @@ fn reads(f: &Func, inlined: &[bool], absorbed: &[bool], i: usize) -> Vec<Value> 
 pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, String> {
     let absorbed = absorbed_transposes(f);
     let inlined = inlined_nodes(f, dims)?;
+    let summed = summed_products(f, &absorbed);
     let mut shapes: Vec<Vec<usize>> = f
         .nodes
         .iter()
@@ -514,7 +557,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Stri
         })
         .collect();
     let own: Vec<bool> = (0..n)
-        .map(|i| !alias[i] && !absorbed[i] && !inlined[i])
+        .map(|i| !alias[i] && !absorbed[i] && !inlined[i] && !summed[i])
         .collect();
     // The node whose buffer holds a value (through aliases).
     let root = |mut v: Value| -> Option<usize> {
@@ -552,7 +595,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Stri
                 // an earlier step.
                 let sb = scalar_broadcast(f, nd);
                 let joins = count(first) == count(i)
-                    && reads(f, &inlined, &absorbed, i)
+                    && reads(f, &inlined, &absorbed, &summed, i)
                         .iter()
                         .all(|&v| match root(v) {
                             None => true,
@@ -571,7 +614,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Stri
     }
     let mut last_use = vec![0usize; n];
     for i in (0..n).filter(|&i| own[i]) {
-        for v in reads(f, &inlined, &absorbed, i) {
+        for v in reads(f, &inlined, &absorbed, &summed, i) {
             if let Some(j) = root(v) {
                 last_use[j] = last_use[j].max(step_of[i]);
             }
@@ -652,6 +695,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Stri
         own,
         inlined,
         absorbed,
+        summed,
         shapes,
         steps,
         scratch: top,
@@ -708,11 +752,17 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Stri
         if p.absorbed[i] {
             return Some("read through strides by matmul".into());
         }
+        if p.summed[i] {
+            return Some("one product with its sum over the batch".into());
+        }
         if !p.own[i] {
             return Some(format!("alias: {}", where_(p.loc[i])));
         }
         let how = match n.op {
             Op::MatMul => "gemm".to_string(),
+            Op::Sum if matches!(n.args[0], Value::Node(j) if p.summed[j as usize]) => {
+                "gemm over the batch joined".to_string()
+            }
             Op::Sum | Op::Mean | Op::ReduceMax => "kernel reduce".to_string(),
             Op::Broadcast | Op::Transpose => "kernel gather".to_string(),
             Op::OneHot => "kernel one_hot".to_string(),
@@ -962,6 +1012,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
         own: _,
         inlined,
         absorbed,
+        summed,
         shapes,
         steps,
         scratch,
@@ -1064,6 +1115,30 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                     members: step.clone(),
                     count,
                 }));
+            }
+            Op::Sum if matches!(n.args[0], Value::Node(j) if summed[j as usize]) => {
+                let Value::Node(j) = n.args[0] else {
+                    return Err("summed product without its product".into());
+                };
+                let mm = &f.nodes[j as usize];
+                let Value::Node(t) = mm.args[0] else {
+                    return Err("summed product without its transpose".into());
+                };
+                let p = f.nodes[t as usize].args[0];
+                let ps = value_shape(p)?; // [T, K, m]
+                let qs = value_shape(mm.args[1])?; // [T, K, n]
+                let (m, k, nn) = (ps[2], ps[0] * ps[1], qs[2]);
+                let d = vec![
+                    1, m as i64, k as i64, nn as i64, 1, m as i64, nn as i64, 1, 0, 0,
+                ];
+                let (ap, bp) = (
+                    Arg::Loc(value_loc(&loc, p)),
+                    Arg::Loc(value_loc(&loc, mm.args[1])),
+                );
+                prog.push(Instr::Call(
+                    KernelFn::Matmul,
+                    vec![ap, bp, dst, Arg::Desc(d)],
+                ));
             }
             Op::Sum | Op::Mean | Op::ReduceMax => {
                 let Attr::Axes(axes) = &n.attr else {

@@ -98,3 +98,28 @@ fn a_scan_and_its_gradient_run_natively() {
 fn a_scan_and_its_gradient_run_natively_on_llvm() {
     check(nnc_jit::Codegen::Llvm);
 }
+
+/// A batched product summed over its batch (a recurrence's weight gradient over all its
+/// steps) runs as one product of the steps joined, against the interpreter.
+#[test]
+fn a_product_summed_over_the_steps_is_one_product() {
+    let ir = "\
+func @f(%p: f32[6, B, 3], %q: f32[6, B, 5]) -> f32[3, 5] {
+  %0 = transpose %p, perm=[0, 2, 1] : f32[6, 3, B]
+  %1 = matmul %0, %q : f32[6, 3, 5]
+  %2 = sum %1, axes=[0] : f32[3, 5]
+  return %2
+}
+";
+    let f = &parse_module(ir).unwrap().funcs[0];
+    let dims = std::collections::HashMap::from([("B".to_string(), 4)]);
+    let plan = nnc_jit::plan_text(f, &dims).unwrap();
+    assert!(
+        plan.contains("one product with its sum over the batch"),
+        "{plan}"
+    );
+    let (ins, ps) = values(f, 4, 7);
+    let want = eval(f, &ins, &ps).unwrap();
+    let got = nnc_jit::Jit::new().eval(f, &ins, &ps).unwrap();
+    close(&got, &want);
+}

@@ -5,9 +5,11 @@ onnxruntime on the rows of a CSV (the `label` column dropped) and compares with 
 1e-5 relative (of the row's largest output). Prints one summary line; exits 1 on a
 mismatch.
 
-    python check.py model.onnx rows.csv nnc_predictions.csv [Op,Op,...]
+    python check.py model.onnx rows.csv nnc_predictions.csv [Op,Op,...] [flips]
 
-The optional last argument lists ONNX operators the graph must contain.
+The optional fourth argument lists ONNX operators the graph must contain; the fifth, how
+many rows may differ by more (still of the same class): a spiking net's membrane within
+rounding of its threshold fires in one runtime and not in the other.
 """
 
 import csv
@@ -44,11 +46,15 @@ def main():
     if want.shape != y.shape:
         print(f"shapes differ: onnxruntime {y.shape}, nnc {want.shape}")
         return 1
+    flips = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     scale = np.maximum(np.abs(want).max(axis=1, keepdims=True), 1e-6)
-    rel = float((np.abs(y - want) / scale).max())
+    row_rel = (np.abs(y - want) / scale).max(axis=1)
+    over = int((row_rel > 1e-5).sum())
+    rel = float(np.sort(row_rel)[len(row_rel) - 1 - min(flips, len(row_rel) - 1)])
     same = int((y.argmax(1) == want.argmax(1)).sum())
-    print(f"{model_path}: {len(x)} rows, same class {same}/{len(x)}, max relative difference {rel:.2e}")
-    return 0 if same == len(x) and rel <= 1e-5 else 1
+    print(f"{model_path}: {len(x)} rows, same class {same}/{len(x)}, {over} rows beyond 1e-5 "
+          f"(allowed {flips}), max relative difference {float(row_rel.max()):.2e}")
+    return 0 if same == len(x) and over <= flips and rel <= 1e-5 else 1
 
 
 if __name__ == "__main__":

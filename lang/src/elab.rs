@@ -986,7 +986,8 @@ impl<'a, 'd> Elab<'a, 'd> {
                 None | Some(Val::Error) => {}
                 Some(other) => {
                     let d = self.describe(other);
-                    self.report(errors::static_carry(span, n, &d));
+                    let at = assignment(body, n).unwrap_or(span);
+                    self.report(errors::static_carry(at, n, &d));
                     return;
                 }
             }
@@ -1032,7 +1033,8 @@ impl<'a, 'd> Elab<'a, 'd> {
                         Some(o) => self.describe(o),
                         None => "gone".into(),
                     };
-                    self.report(errors::carry_type(span, n, &before, &after));
+                    let at = assignment(body, n).unwrap_or(span);
+                    self.report(errors::carry_type(at, n, &before, &after));
                     ok = false;
                 }
             }
@@ -2473,6 +2475,16 @@ impl<'a, 'd> Elab<'a, 'd> {
 }
 
 /// Whether a static value is what a schedule or data source argument needs.
+/// The span of the last statement of a block (nested blocks included) that assigns `name`.
+fn assignment(body: &[Stmt], name: &str) -> Option<Span> {
+    body.iter().rev().find_map(|s| match s {
+        Stmt::Assign { name: n, span, .. } if n.name == name => Some(*span),
+        Stmt::For { body, .. } => assignment(body, name),
+        Stmt::If { then, els, .. } => assignment(els, name).or_else(|| assignment(then, name)),
+        _ => None,
+    })
+}
+
 /// The names a block assigns, nested blocks included.
 fn assigned_names(body: &[Stmt], out: &mut Vec<String>) {
     for s in body {

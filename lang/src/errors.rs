@@ -605,7 +605,7 @@ pub(crate) fn carry_type(span: Span, name: &str, before: &str, after: &str) -> D
         "E0232",
         format!("`{name}` is {before} before the loop but {after} after a step"),
         span,
-        "this loop carries it",
+        "this step changes its type",
     )
     .with_help("a value a `steps` loop assigns must keep its type from step to step")
 }
@@ -614,7 +614,7 @@ pub(crate) fn static_carry(span: Span, name: &str, what: &str) -> Diagnostic {
         "E0233",
         format!("a `steps` loop can carry tensors only: `{name}` is {what}"),
         span,
-        "assigned in this loop",
+        "assigned in the loop's body",
     )
     .with_help("compute static values before the loop, or give the name another spelling inside it")
 }

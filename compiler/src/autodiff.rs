@@ -321,17 +321,17 @@ fn scan(
         saved.push(g.push(Op::ScanOut, vec![scan_v], Attr::Output(at), ty));
     }
     // A constant's adjoint summed over the steps: carried and accumulated step by step,
-    // or, when it is a product contracting the rows (`p^T q`, a weight's gradient) or has
-    // a symbolic dimension (per row, as large as what the loop stacks anyway), stacked
-    // and summed after the loop: one product over all the steps.
+    // or, when it is a product contracting the rows (`p^T q`, a weight's gradient),
+    // stacked and summed after the loop as one product over all the steps. (Stacking a
+    // per-row adjoint, a bias's, and summing it after was measured slower than the carry:
+    // 10.9 against 9.8 ms per step on a 64-unit LSTM over 64 steps.)
     let hoisted = |c: usize| -> Option<Vec<Value>> {
-        let a = j.outputs[nc + ns + c];
-        let Value::Node(m) = a else { return None };
-        let n = &j.nodes[m as usize];
-        if !back[m as usize] {
+        let Value::Node(m) = j.outputs[nc + ns + c] else {
             return None;
-        }
-        if n.op == Op::MatMul
+        };
+        let n = &j.nodes[m as usize];
+        if back[m as usize]
+            && n.op == Op::MatMul
             && n.ty.rank() == 2
             && let Value::Node(t) = n.args[0]
             && j.nodes[t as usize].op == Op::Transpose
@@ -340,12 +340,7 @@ fn scan(
         {
             return Some(vec![j.nodes[t as usize].args[0], n.args[1]]);
         }
-        let per_row =
-            n.ty.shape
-                .dims()
-                .iter()
-                .any(|d| matches!(d, nnc_ir::Dim::Sym(_)));
-        per_row.then(|| vec![a])
+        None
     };
     let hoist: Vec<(usize, Vec<Value>)> = acc
         .iter()

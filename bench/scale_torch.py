@@ -33,36 +33,29 @@ def embedding(a):
     return model, x
 
 
-def lstm(a):
+def recurrent(a, cell):
     class Seq(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.rnn = torch.nn.LSTM(a.features, a.units, batch_first=True)
-            self.out = torch.nn.Linear(a.units, a.classes)
-
-        def forward(self, x):
-            _, (h, _) = self.rnn(x)
-            return self.out(h[-1])
-
-    model = Seq()
-    x = torch.rand(a.batch, a.time, a.features)
-    return model, x
-
-
-def gru(a):
-    class Seq(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn = torch.nn.GRU(a.features, a.units, batch_first=True)
+            self.rnn = cell(a.features, a.units, batch_first=True)
             self.out = torch.nn.Linear(a.units, a.classes)
 
         def forward(self, x):
             _, h = self.rnn(x)
+            h = h[0] if isinstance(h, tuple) else h  # the LSTM's (h, c)
             return self.out(h[-1])
 
     model = Seq()
     x = torch.rand(a.batch, a.time, a.features)
     return model, x
+
+
+def lstm(a):
+    return recurrent(a, torch.nn.LSTM)
+
+
+def gru(a):
+    return recurrent(a, torch.nn.GRU)
 
 
 def transformer(a):

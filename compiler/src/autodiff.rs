@@ -152,15 +152,10 @@ fn backprop(
 }
 
 /// The vector-Jacobian product of a whole function: a function taking `f`'s inputs, then a
-/// cotangent for each of its outputs, and returning the adjoint of each input (zeros for
-/// integer inputs and inputs the outputs do not depend on). `f` has no parameters.
-pub fn vjp_func(f: &Func) -> Result<Func, String> {
-    vjp_func_wrt(f, &vec![true; f.inputs.len()])
-}
-
-/// [`vjp_func`] for the inputs with `wrt[i]` only: the others' adjoints are zeros, and
-/// nothing is computed for them.
-pub fn vjp_func_wrt(f: &Func, wrt: &[bool]) -> Result<Func, String> {
+/// cotangent for each of its outputs, and returning the adjoint of each input; inputs
+/// without `wrt[i]`, integer inputs and inputs the outputs do not depend on get zeros, and
+/// nothing is computed for them. `f` has no parameters.
+pub fn vjp_func(f: &Func, wrt: &[bool]) -> Result<Func, String> {
     let mut g = f.clone();
     g.name = format!("{}.vjp", f.name);
     g.outputs.clear();
@@ -234,7 +229,7 @@ fn scan(
     for c in 0..nk {
         wrt[nc + ns + c] = acc.contains(&c);
     }
-    let j = vjp_func_wrt(&l.body, &wrt)?;
+    let j = vjp_func(&l.body, &wrt)?;
     // Which of its nodes depend on a cotangent (inputs from n_in on).
     let mut back = vec![false; j.nodes.len()];
     let dep = |back: &[bool], v: Value| match v {

@@ -5,6 +5,7 @@
 mod bench;
 mod deploy;
 mod draw;
+mod lsp;
 mod onnx;
 mod train_cmds;
 
@@ -116,6 +117,9 @@ enum Command {
     Export(onnx::ExportArgs),
     /// List the primitive ops: mnemonic, arity, attribute, doc.
     Ops,
+    /// A language server on stdin/stdout for editors: diagnostics, hover, go to
+    /// definition, completion.
+    Lsp,
 }
 
 /// An error already reported to the user, carrying the exit status.
@@ -246,6 +250,10 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<(), Failed> {
         Command::Build(a) => deploy::build(a),
         Command::Export(a) => onnx::export(a),
         Command::Draw(a) => draw::draw(a),
+        Command::Lsp => lsp::run().map_err(|e| {
+            eprintln!("error: nnc lsp: {e}");
+            Failed(1)
+        }),
         Command::Ops => {
             for row in nnc_ir::TABLE {
                 println!(

@@ -59,3 +59,43 @@ fn editor_files_know_every_keyword() {
         serde_json::from_str::<serde_json::Value>(&read(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
 }
+
+/// The VS Code extension starts `nnc lsp` for the language its grammar is for, and its
+/// script is valid JavaScript (checked with node where the machine has it).
+#[test]
+fn vscode_extension_starts_the_language_server() {
+    let pkg: serde_json::Value =
+        serde_json::from_str(&read("editors/vscode/package.json")).unwrap();
+    let lang = pkg["contributes"]["languages"][0]["id"].as_str().unwrap();
+    assert_eq!(pkg["activationEvents"][0], format!("onLanguage:{lang}"));
+    assert!(pkg["dependencies"]["vscode-languageclient"].is_string());
+    let main = pkg["main"].as_str().unwrap().trim_start_matches("./");
+    let js = read(&format!("editors/vscode/{main}"));
+    assert!(js.contains(r#"args: ["lsp"]"#), "{js}");
+    assert!(js.contains(&format!(r#"language: "{lang}""#)), "{js}");
+    let setting = pkg["contributes"]["configuration"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    assert!(js.contains(&format!(
+        r#"getConfiguration("{}")"#,
+        setting.split('.').next().unwrap()
+    )));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("editors/vscode")
+        .join(main);
+    if let Ok(out) = std::process::Command::new("node")
+        .arg("--check")
+        .arg(&path)
+        .output()
+    {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

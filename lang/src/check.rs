@@ -74,9 +74,24 @@ pub fn parse(src: &str) -> Result<Program, Vec<Diagnostic>> {
 
 /// Parses and checks a program. Returns every diagnostic found, sorted by position.
 pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
-    let program = parse(src)?;
+    check_noting(src, false).0
+}
+
+/// Notes on spans of the user's source: a name's type, a call's signature.
+pub(crate) type Notes = Vec<(Span, String)>;
+
+/// `check`, also returning what the elaborator noted about the user's spans when
+/// `noting` (for an editor's hover).
+pub(crate) fn check_noting(src: &str, noting: bool) -> (Result<Checked, Vec<Diagnostic>>, Notes) {
+    let program = match parse(src) {
+        Ok(p) => p,
+        Err(e) => return (Err(e), Vec::new()),
+    };
     let mut errors = Vec::new();
     let defs = Defs::collect(prelude(), &program, src, &mut errors);
+    if noting {
+        *defs.notes.borrow_mut() = Some(Vec::new());
+    }
     resolve(&defs, &program, &mut errors);
     let mut module = Module::default();
     let mut trains = Vec::new();
@@ -138,17 +153,22 @@ pub fn check(src: &str) -> Result<Checked, Vec<Diagnostic>> {
             "{:?}",
             nnc_ir::verify_module(&module)
         );
-        return Ok(Checked {
+    }
+    let notes = defs.notes.take().unwrap_or_default();
+    drop(defs);
+    if errors.is_empty() {
+        let checked = Checked {
             program,
             module,
             trains,
             lines,
             statements,
-        });
+        };
+        return (Ok(checked), notes);
     }
     errors.sort_by_key(|d| (d.span().src, d.span().start, d.code));
     errors.dedup_by(|a, b| a.code == b.code && a.primary == b.primary && a.message == b.message);
-    Err(errors)
+    (Err(errors), notes)
 }
 
 /// A model's function, its final scope and returned value, whether it read `training`,
@@ -228,6 +248,11 @@ fn model_func<'d>(
     }
     let mut elab = Elab::new(defs, func, errors);
     elab.training = training;
+    for p in m.params.iter().chain(extra) {
+        if let Some(v) = scope.get(&p.name.name) {
+            elab.note_value(p.name.span, &p.name.name, v);
+        }
+    }
     for p in pending {
         let d = p.default.as_ref().expect("pending params have defaults");
         let v = elab.eval(&mut scope, d);

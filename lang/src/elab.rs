@@ -189,6 +189,21 @@ impl<'a, 'd> Elab<'a, 'd> {
         self.func.ty(v)
     }
 
+    /// Records what an editor shows over a span of the user's source, when one asked
+    /// (`Defs::notes`); the text is made only then.
+    pub fn note(&self, span: Span, text: impl FnOnce() -> String) {
+        if span.src == USER
+            && let Some(notes) = self.defs.notes.borrow_mut().as_mut()
+        {
+            notes.push((span, text()));
+        }
+    }
+
+    /// `name: type` for hover.
+    pub fn note_value(&self, span: Span, name: &str, v: &Val) {
+        self.note(span, || format!("{name}: {}", self.describe(v)));
+    }
+
     pub fn describe(&self, v: &Val) -> String {
         match v {
             Val::Tensor(t) => self.ty(*t).to_string(),
@@ -497,6 +512,7 @@ impl<'a, 'd> Elab<'a, 'd> {
 
     fn name(&mut self, scope: &Scope, n: &str, span: Span) -> Val {
         if let Some(v) = scope.get(n) {
+            self.note_value(span, n, v);
             return v.clone();
         }
         match n {
@@ -568,7 +584,10 @@ impl<'a, 'd> Elab<'a, 'd> {
         }
         let name = callee.name.as_str();
         if let Some(def) = self.defs.layers.get(name).copied() {
-            return self.instantiate(def, vals, span);
+            let before = self.func.params.len();
+            let v = self.instantiate(def, vals, span);
+            self.note(callee.span, || self.layer_note(def, before));
+            return v;
         }
         if let Some(rule) = self.defs.rules.get(name).copied() {
             let params: Vec<&ParamDef> = rule.params.iter().collect();
@@ -688,6 +707,32 @@ impl<'a, 'd> Elab<'a, 'd> {
 
     // ---- layers ----
 
+    /// A layer's header as written, and the parameters (trainable values) one call of
+    /// it made, for hover.
+    fn layer_note(&self, def: &FnDef, params_before: usize) -> String {
+        let header = crate::ide::header(def.span, self.defs.src);
+        // Parameters have known shapes (`param_symbolic` otherwise).
+        let count: u128 = self
+            .func
+            .params
+            .get(params_before..)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|p| p.kind == ParamKind::Param)
+            .map(|p| p.ty.shape.volume().0)
+            .sum();
+        let s = if count == 1 { "" } else { "s" };
+        let digits = count.to_string();
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        format!("{header}\n\n{grouped} trainable parameter{s} in this call")
+    }
+
     fn instantiate(
         &mut self,
         def: &'d FnDef,
@@ -749,6 +794,7 @@ impl<'a, 'd> Elab<'a, 'd> {
             if matches!(v, Val::Error) {
                 return Val::Error;
             }
+            self.note_value(p.name.span, &p.name.name, &v);
             if let (Val::Tensor(t), Some(f)) = (&v, self.frames.last_mut()) {
                 f.inputs.push((p.name.name.clone(), *t));
             }
@@ -781,6 +827,7 @@ impl<'a, 'd> Elab<'a, 'd> {
                 Stmt::Assign { name, value, .. } => {
                     self.set_stmt(&name.name);
                     let v = self.eval(scope, value);
+                    self.note_value(name.span, &name.name, &v);
                     scope.insert(name.name.clone(), v);
                 }
                 Stmt::Param {
@@ -796,6 +843,10 @@ impl<'a, 'd> Elab<'a, 'd> {
                         ParamKind::Buffer
                     };
                     let v = self.param(scope, kind, name, ty, init.as_ref(), *span);
+                    self.note(name.span, || {
+                        let what = if *trainable { "param" } else { "state" };
+                        format!("{what} {}: {}", name.name, self.describe(&v))
+                    });
                     if let (Val::Tensor(b), Some(f)) = (&v, self.frames.last_mut()) {
                         if *trainable {
                             f.params.push((name.name.clone(), *b));

@@ -14,6 +14,7 @@ mod check;
 pub mod diagnostics;
 mod elab;
 mod errors;
+pub mod ide;
 pub mod names;
 pub mod print;
 mod resolve;

@@ -22,8 +22,14 @@ pub struct Defs<'a> {
     pub rules: HashMap<&'a str, &'a RuleDef>,
     /// Train blocks by model name.
     pub trains: HashMap<&'a str, &'a TrainDef>,
+    /// The user's source text.
+    pub src: &'a str,
     /// Where each line of the user's source starts (run-time errors name lines).
     pub line_starts: Vec<usize>,
+    /// What the elaborator learned about spans of the user's source (a name's type, a
+    /// call's signature and parameter count), when an editor asked for it: `None` while
+    /// only checking, so `nnc check` pays nothing for it.
+    pub notes: std::cell::RefCell<Option<Vec<(Span, String)>>>,
 }
 
 impl<'a> Defs<'a> {
@@ -45,9 +51,11 @@ impl<'a> Defs<'a> {
             models: HashMap::new(),
             rules: HashMap::new(),
             trains: HashMap::new(),
+            src,
             line_starts: std::iter::once(0)
                 .chain(src.match_indices('\n').map(|(i, _)| i + 1))
                 .collect(),
+            notes: std::cell::RefCell::new(None),
         };
         for item in &prelude.items {
             match item {

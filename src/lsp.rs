@@ -235,7 +235,9 @@ impl Server {
 
     /// A document's new text: analyze it and publish its diagnostics.
     fn update(&mut self, uri: Uri, text: String) -> Result<(), String> {
-        let analysis = ide::analyze(&text);
+        // A bug in nnc becomes the internal-error diagnostic, not a dead server.
+        let analysis = std::panic::catch_unwind(|| ide::analyze(&text))
+            .unwrap_or_else(|_| ide::Analysis::failed(nnc_lang::internal("checking panicked")));
         let lines = Lines::new(&text);
         let last_program = analysis
             .program

@@ -336,3 +336,37 @@ fn hover_definition_and_completion() {
     assert!(got.iter().all(|g| g.starts_with("lay")), "{got:?}");
     s.stop();
 }
+
+/// Hover, definition and completion answer at every offset of every example and corpus
+/// file, parsed or not, without panicking (the server would die with the editor's state).
+#[test]
+fn every_offset_of_every_file_is_answered() {
+    use nnc::lang::ide;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["examples", "examples/tasks", "tests/errors"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|e| e == "nn") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() > 80, "{}", files.len());
+    let mut answered = 0;
+    for path in files {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let a = ide::analyze(&text);
+        for offset in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            answered += usize::from(a.hover(&text, offset).is_some());
+            let _ = a.definition(&text, offset);
+            if offset % 7 == 0 {
+                let _ = ide::completions(&text, offset, a.program.as_ref());
+                let _ = ide::completions(&text, offset, None);
+            }
+        }
+    }
+    assert!(answered > 1000, "{answered}");
+}

@@ -172,6 +172,15 @@ fn callee_params(program: Option<&Program>, name: &str) -> Vec<String> {
 }
 
 impl Analysis {
+    /// An analysis that found only `d` (an internal error) and knows nothing else.
+    pub fn failed(d: Diagnostic) -> Analysis {
+        Analysis {
+            diagnostics: vec![d],
+            program: None,
+            notes: Vec::new(),
+        }
+    }
+
     /// What to show over `offset`: the elaborated type of a name (every distinct one, for a
     /// layer instantiated with different shapes), a layer call's header and parameter
     /// count, or a definition's or built-in's signature.

@@ -1,31 +1,40 @@
 //! nnc's native backend: an IR function, specialized to concrete sizes for its symbolic
-//! dimensions, compiled by Cranelift into one native function.
+//! dimensions, compiled to native code. The modules follow the pipeline:
 //!
 //! ```text
-//! Func + {B: 32}  --plan-->  buffers (offsets in one scratch arena, aliases for reshapes)
-//!                 --lower--> CLIF: f32x4 loops for elementwise ops, calls to kernels
-//!                            (gemm, strided layout ops, transcendental functions)
-//!                 --cranelift--> machine code, cached per (function, sizes)
+//! Func + {B: 32} --plan.rs-->    buffers (offsets in one scratch arena, aliases), fusion
+//!                --program.rs--> Program: kernel calls with descriptors, fused loops
+//!                --cranelift.rs | llvm.rs--> machine code (emit.rs: the elementwise
+//!                                code of a fused loop, once, over each backend's `Lanes`)
+//!                --kernel.rs-->  Kernel: the code kept alive, `run`
+//! ahead of time: aot.rs (spec, error codes, C header) --object.rs--> an object file
 //! ```
 //!
 //! Values are f32 in memory; `i32` values (labels) are held as exactly representable
 //! floats. The reference interpreter is the oracle: `tests/jit.rs` compares every example
-//! and random graphs against it.
+//! and random graphs against it. Imports go one way: plan <- program <- backends <-
+//! object; no module imports one that comes after it.
 
+mod aot;
+mod cranelift;
 mod emit;
+mod kernel;
 #[cfg(feature = "llvm")]
 mod llvm;
-mod lower;
 pub mod object;
+mod plan;
+mod program;
 
 use std::collections::HashMap;
 
 use nnc_ir::{DType, Dim, Func};
 use nnc_runtime::Tensor;
 
-pub use lower::{Kernel, clif_text, plan_text};
+pub use cranelift::clif_text;
+pub use kernel::Kernel;
 /// The run-time kernels compiled code calls (a crate of their own: AOT objects link them).
 pub use nnc_rt as kernels;
+pub use plan::plan_text;
 
 /// Which code generator compiles the program of a function.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,7 +54,7 @@ pub const NO_LLVM: &str = "this nnc was built without the LLVM backend; build it
 
 /// Compiles `f` for the given sizes of its symbolic dimensions, with Cranelift.
 pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {
-    lower::compile(f, dims)
+    cranelift::compile(f, dims)
 }
 
 /// Compiles `f` with the chosen code generator.
@@ -55,9 +64,9 @@ pub fn compile_with(
     dims: &HashMap<String, usize>,
 ) -> Result<Kernel, String> {
     match codegen {
-        Codegen::Cranelift => lower::compile(f, dims),
+        Codegen::Cranelift => cranelift::compile(f, dims),
         #[cfg(feature = "llvm")]
-        Codegen::Llvm => lower::compile_llvm(f, dims),
+        Codegen::Llvm => llvm::compile_llvm(f, dims),
         #[cfg(not(feature = "llvm"))]
         Codegen::Llvm => Err(NO_LLVM.into()),
     }
@@ -67,7 +76,7 @@ pub fn compile_with(
 pub fn llvm_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
     #[cfg(feature = "llvm")]
     {
-        lower::llvm_text(f, dims)
+        llvm::llvm_text(f, dims)
     }
     #[cfg(not(feature = "llvm"))]
     {

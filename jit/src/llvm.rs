@@ -1,5 +1,5 @@
 //! The LLVM backend (cargo feature `llvm`): the same program as the Cranelift backend
-//! (`lower::program`: kernel calls with their descriptors, fused loops) emitted as LLVM IR
+//! (`program::program`: kernel calls with their descriptors, fused loops) emitted as LLVM IR
 //! through inkwell, optimized at O3 and compiled by MCJIT for the host CPU.
 //!
 //! Fused loops are written with explicit vectors as wide as the host's registers (16 lanes
@@ -27,9 +27,11 @@ use inkwell::values::{
 use inkwell::{AddressSpace, FloatPredicate, OptimizationLevel};
 use nnc_ir::{Attr, Func, Op, Value};
 
+use crate::aot::{Batch, ObjectSpec};
 use crate::emit;
-use crate::lower::{Arg, Entry, Instr, KernelFn, Loc, LoopSpec, Program, member_of};
-use crate::object::{Batch, ObjectSpec};
+use crate::kernel::{Code, Entry, Kernel};
+use crate::plan::{Loc, member_of, sizes_text};
+use crate::program::{Arg, Instr, KernelFn, LoopSpec, Program, program};
 
 /// What keeps compiled code alive: the engine owns the machine code, the context the
 /// module. Fields drop in order, so the engine goes before the context it borrows.
@@ -95,7 +97,7 @@ fn optimize(module: &Module, tm: &TargetMachine) -> Result<(), String> {
 }
 
 /// Compiles the program; the entry point has the Cranelift backend's signature.
-pub(crate) fn compile(f: &Func, prog: &Program) -> Result<(Entry, LlvmCode), String> {
+pub(crate) fn compile_program(f: &Func, prog: &Program) -> Result<(Entry, LlvmCode), String> {
     let context = Box::new(Context::create());
     // The context lives in its box as long as the returned `LlvmCode`, which drops the
     // engine (and the module it owns) first.
@@ -651,7 +653,7 @@ pub(crate) fn object(
     let f32t = cx.f32_type();
     let i64t = cx.i64_type();
     let i32t = cx.i32_type();
-    let file = spec.weights == crate::object::Weights::File;
+    let file = spec.weights == crate::aot::Weights::File;
     let mut weights = Vec::new();
     if !file {
         for (k, values) in spec.params.iter().enumerate() {
@@ -777,10 +779,10 @@ pub(crate) fn object(
         block("done"),
     );
     b.position_at_end(invalid);
-    b.build_return(Some(&i32t.const_int(crate::object::EINVAL as u64, false)))
+    b.build_return(Some(&i32t.const_int(crate::aot::EINVAL as u64, false)))
         .map_err(err)?;
     b.position_at_end(no_memory);
-    b.build_return(Some(&i32t.const_int(crate::object::ENOMEM as u64, false)))
+    b.build_return(Some(&i32t.const_int(crate::aot::ENOMEM as u64, false)))
         .map_err(err)?;
     b.position_at_end(entry);
     let args: Vec<_> = forward.get_param_iter().collect();
@@ -824,10 +826,8 @@ pub(crate) fn object(
         b.build_conditional_branch(missing, no_weights, loaded)
             .map_err(err)?;
         b.position_at_end(no_weights);
-        b.build_return(Some(
-            &i32t.const_int(crate::object::ENOWEIGHTS as u64, false),
-        ))
-        .map_err(err)?;
+        b.build_return(Some(&i32t.const_int(crate::aot::ENOWEIGHTS as u64, false)))
+            .map_err(err)?;
         b.position_at_end(loaded);
     }
     let scratch_bytes = kernels
@@ -923,7 +923,7 @@ pub(crate) fn object(
     b.build_unconditional_branch(done).map_err(err)?;
     b.position_at_end(done);
     b.build_call(free, &[scratch.into()], "").map_err(err)?;
-    if crate::object::gathers(spec.func) {
+    if crate::aot::gathers(spec.func) {
         // An id outside its table was recorded (this thread): EINDEX, else OK.
         let check = module.add_function("nnc_rt_index_error", i64t.fn_type(&[], false), None);
         let r = b.build_call(check, &[], "").map_err(err)?;
@@ -939,7 +939,7 @@ pub(crate) fn object(
         let code = b
             .build_select(
                 bad,
-                i32t.const_int(crate::object::EINDEX as u64, false),
+                i32t.const_int(crate::aot::EINDEX as u64, false),
                 i32t.const_zero(),
                 "",
             )
@@ -954,4 +954,29 @@ pub(crate) fn object(
         .write_to_memory_buffer(&module, inkwell::targets::FileType::Object)
         .map_err(err)?;
     Ok(buf.as_slice().to_vec())
+}
+/// Compiles `f` with LLVM: the same program, another code generator.
+pub fn compile_llvm(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {
+    let prog = program(f, dims)?;
+    let (entry, code) = compile_program(f, &prog)?;
+    Ok(Kernel {
+        module: Some(Code::Llvm(code)),
+        entry,
+        scratch_len: prog.scratch,
+        unshared_len: prog.unshared,
+        outputs: prog.outputs,
+        in_place: prog.in_place,
+        _descs: Vec::new(),
+    })
+}
+
+/// The LLVM IR of `f` for these sizes: as generated, then after LLVM's O3 pipeline.
+pub fn llvm_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
+    let prog = program(f, dims)?;
+    let (before, after) = ir_text(f, &prog)?;
+    Ok(format!(
+        "; @{} for {}: as generated\n{before}\n; after O3 for the host CPU\n{after}",
+        f.name,
+        sizes_text(dims)
+    ))
 }

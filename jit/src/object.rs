@@ -2,7 +2,7 @@
 //! weights embedded (or read at run time from a safetensors file by `<name>_load`), and
 //! the C header that declares it.
 //!
-//! The same lowering as the JIT (`lower::lower_into`) writes the kernel into a Cranelift
+//! The same lowering as the JIT (`cranelift::lower_into`) writes the kernel into a Cranelift
 //! `ObjectModule` (or `llvm::object` into an LLVM module, with the same wrapper in LLVM
 //! IR); descriptors and weights become read-only data, the run-time kernels
 //! stay undefined symbols (`nnc_matmul`, ...) that `libnnc_rt.a` or the `nnc-rt` crate
@@ -18,8 +18,6 @@
 //! because the caller has checked that each output row depends on its own input row alone
 //! (`nnc_compiler::rows`). With a fixed batch, one kernel, and any other batch is refused.
 
-use std::collections::HashMap;
-
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
@@ -28,106 +26,14 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use cranelift_object::{ObjectBuilder, ObjectModule};
-use nnc_ir::{DType, Dim, Func};
+use nnc_ir::DType;
 
-use crate::lower::{self, Descs, Lowered};
-
-/// How the exported function takes its batch.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Batch {
-    /// Any number of rows of the symbolic dimension `dim`, in chunks of `chunk`.
-    Any { dim: String, chunk: usize },
-    /// Exactly `n` rows (`dim` is the symbol they bind, if the inputs have one).
-    Fixed { dim: Option<String>, n: usize },
-}
-
-/// What `nnc build` compiles.
-pub struct ObjectSpec<'a> {
-    /// The forward function, optimized.
-    pub func: &'a Func,
-    /// Its parameters' values, in `func.params` order.
-    pub params: &'a [Vec<f32>],
-    /// The C prefix of the exported names (`digits_mlp` gives `digits_mlp_forward`).
-    pub symbol: String,
-    pub batch: Batch,
-    /// Sizes of the other symbolic dimensions.
-    pub dims: HashMap<String, usize>,
-    /// Lines for the header's opening comment (how the data was scaled, say).
-    pub notes: Vec<String>,
-    /// The code generator (LLVM needs the `llvm` feature).
-    pub codegen: crate::Codegen,
-    /// Whether the weights are inside the object or read at run time by `<symbol>_load`.
-    pub weights: Weights,
-}
-
-/// Where a built model's weights come from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Weights {
-    /// Inside the object, as read-only data.
-    #[default]
-    Embedded,
-    /// From a safetensors file (an nnc checkpoint, say), by name, through `<symbol>_load`.
-    File,
-}
-
-/// The object file (ELF on Linux) and its C header.
-pub struct Built {
-    pub object: Vec<u8>,
-    pub header: String,
-    /// Bytes the function allocates per call (scratch memory).
-    pub scratch_bytes: usize,
-    /// Bytes of embedded weights.
-    pub weight_bytes: usize,
-}
-
-/// Error codes of the exported function, as the header names them.
-pub const OK: i32 = 0;
-pub const EINVAL: i32 = 1;
-pub const ENOMEM: i32 = 2;
-/// `_load`: the file cannot be read or is not safetensors (as `nnc_rt_load_weights`).
-pub const EIO: i32 = 3;
-/// `_load`: a weight is missing or has another type or size, or the checksum fails.
-pub const EWEIGHTS: i32 = 4;
-/// `_forward` before a successful `_load`.
-pub const ENOWEIGHTS: i32 = 5;
-/// `_forward`: an id a gather (an embedding) read is outside its table; the outputs of
-/// the rows holding it are not valid.
-pub const EINDEX: i32 = 6;
-
-/// Whether the function reads rows by id (so its wrapper checks the ids' errors).
-pub(crate) fn gathers(f: &nnc_ir::Func) -> bool {
-    f.nodes
-        .iter()
-        .any(|n| matches!(n.op, nnc_ir::Op::Gather | nnc_ir::Op::ScatterAdd))
-}
-
-fn io_shape(
-    ty: &nnc_ir::TensorType,
-    batch: &Batch,
-    dims: &HashMap<String, usize>,
-) -> Result<(bool, Vec<usize>), String> {
-    let b = match batch {
-        Batch::Any { dim, .. } => Some(dim),
-        Batch::Fixed { dim, .. } => dim.as_ref(),
-    };
-    let mut rows = false;
-    let mut shape = Vec::new();
-    for (k, d) in ty.shape.dims().iter().enumerate() {
-        match d {
-            Dim::Sym(s) if Some(s) == b && k == 0 => rows = true,
-            Dim::Sym(s) => match dims.get(s) {
-                Some(&n) => shape.push(n),
-                None => {
-                    return Err(format!(
-                        "no size for the dimension `{s}` (give it with --dim {s}=N)"
-                    ));
-                }
-            },
-            Dim::Known(n) => shape.push(*n as usize),
-        }
-    }
-    Ok((rows, shape))
-}
+pub use crate::aot::{
+    Batch, Built, EINDEX, EINVAL, EIO, ENOMEM, ENOWEIGHTS, EWEIGHTS, OK, ObjectSpec, Weights,
+    c_ident, snake_case,
+};
+use crate::aot::{gathers, header, io_shape, row_bytes};
+use crate::cranelift::{self, Descs, Lowered};
 
 /// Compiles `spec` into an object file and writes its header.
 pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
@@ -179,7 +85,7 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
         {
             let programs = sizes
                 .iter()
-                .map(|(rows, dim)| Ok((*rows, lower::program(f, &dims_for(*rows, dim))?)))
+                .map(|(rows, dim)| Ok((*rows, crate::program::program(f, &dims_for(*rows, dim))?)))
                 .collect::<Result<Vec<_>, String>>()?;
             let (ins, outs) = row_bytes(spec)?;
             let object = crate::llvm::object(spec, &programs, &ins, &outs)?;
@@ -200,7 +106,7 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
         #[cfg(not(feature = "llvm"))]
         return Err(crate::NO_LLVM.into());
     }
-    let (isa, has_fma) = lower::host_isa(true)?;
+    let (isa, has_fma) = cranelift::host_isa(true)?;
     let builder = ObjectBuilder::new(
         isa,
         spec.symbol.as_bytes().to_vec(),
@@ -208,14 +114,14 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
     )
     .map_err(|e| e.to_string())?;
     let mut module = ObjectModule::new(builder);
-    let helpers = lower::declare_kernels(&mut module)?;
+    let helpers = cranelift::declare_kernels(&mut module)?;
 
     // One kernel per batch size: (rows per call, kernel).
     let mut kernels: Vec<(usize, Lowered)> = Vec::new();
     for (rows, dim) in &sizes {
         let dims = dims_for(*rows, dim);
         let name = format!("{}_kernel_{rows}", spec.symbol);
-        let l = lower::lower_into(
+        let l = cranelift::lower_into(
             &mut module,
             &helpers,
             has_fma,
@@ -403,29 +309,6 @@ fn loader(module: &mut ObjectModule, spec: &ObjectSpec, table: DataId) -> Result
     Ok(())
 }
 
-/// Whether an input or output has rows (the batch axis), and its bytes per row.
-type Rowed = (bool, usize);
-
-/// Each input's and each output's rows and bytes per row.
-pub(crate) fn row_bytes(spec: &ObjectSpec) -> Result<(Vec<Rowed>, Vec<Rowed>), String> {
-    let f = spec.func;
-    let each = |ty: &nnc_ir::TensorType| -> Result<(bool, usize), String> {
-        let (rows, shape) = io_shape(ty, &spec.batch, &spec.dims)?;
-        Ok((rows, 4 * shape.iter().product::<usize>()))
-    };
-    let ins = f
-        .inputs
-        .iter()
-        .map(|a| each(&a.ty))
-        .collect::<Result<_, _>>()?;
-    let outs = f
-        .output_types()
-        .iter()
-        .map(|t| each(t))
-        .collect::<Result<_, _>>()?;
-    Ok((ins, outs))
-}
-
 /// `int <symbol>_forward(inputs..., outputs..., size_t batch)`.
 fn wrapper(
     module: &mut ObjectModule,
@@ -602,165 +485,4 @@ fn wrapper(
         .map_err(|e| format!("{e:?}"))?;
     module.clear_context(&mut ctx);
     Ok(id)
-}
-
-/// The C header: the function, its shapes and error codes.
-fn header(spec: &ObjectSpec) -> Result<String, String> {
-    let f = spec.func;
-    let upper = spec.symbol.to_uppercase();
-    let (ins, outs) = row_bytes(spec)?;
-    let shape_text = |ty: &nnc_ir::TensorType| -> Result<String, String> {
-        let (rows, shape) = io_shape(ty, &spec.batch, &spec.dims)?;
-        let mut parts: Vec<String> = Vec::new();
-        if rows {
-            parts.push("batch".into());
-        }
-        parts.extend(shape.iter().map(|n| n.to_string()));
-        Ok(format!("[{}]", parts.join(", ")))
-    };
-    let mut h = String::new();
-    h += &format!(
-        "/* {sym}.h: the forward pass of the model `{model}`, compiled ahead of time by nnc.\n *\n",
-        sym = spec.symbol,
-        model = f.name
-    );
-    h += " * Link the object file with nnc's run-time kernels: libnnc_rt.a (and -lpthread -ldl -lm)\n";
-    h += match spec.weights {
-        Weights::Embedded => {
-            " * from C, or the nnc-rt crate from Rust. The weights are inside the object.\n"
-        }
-        Weights::File => {
-            " * from C, or the nnc-rt crate from Rust. The weights are read at run time from a\n * safetensors file (an nnc checkpoint) by name: call _load before _forward.\n"
-        }
-    };
-    h += " * Machine code for the CPU nnc ran on (its vector extensions); row-major float32 arrays.\n";
-    match &spec.batch {
-        Batch::Any { chunk, .. } => {
-            h += &format!(" * Any batch size; rows run {chunk} at a time, then one by one.\n")
-        }
-        Batch::Fixed { n, .. } => h += &format!(" * Compiled for a batch of exactly {n} rows.\n"),
-    }
-    for n in &spec.notes {
-        h += &format!(" * {n}\n");
-    }
-    h += " */\n";
-    h += &format!("#ifndef {upper}_H\n#define {upper}_H\n\n#include <stddef.h>\n\n");
-    h += "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n";
-    for (a, (_, bytes)) in f.inputs.iter().zip(&ins) {
-        h += &format!(
-            "/* input `{}`: float32 {} */\n#define {upper}_{}_SIZE {}\n",
-            a.name,
-            shape_text(&a.ty)?,
-            c_ident(&a.name).to_uppercase(),
-            bytes / 4
-        );
-    }
-    for (k, (ty, (_, bytes))) in f.output_types().iter().zip(&outs).enumerate() {
-        h += &format!(
-            "/* output {k}: float32 {} */\n#define {upper}_OUTPUT{}_SIZE {}\n",
-            shape_text(ty)?,
-            if outs.len() == 1 {
-                String::new()
-            } else {
-                k.to_string()
-            },
-            bytes / 4
-        );
-    }
-    if let Batch::Fixed { n, .. } = &spec.batch {
-        h += &format!("#define {upper}_BATCH {n}\n");
-    }
-    h += &format!(
-        "\n#define {upper}_OK {OK}\n/* a null pointer, batch 0{} */\n#define {upper}_EINVAL {EINVAL}\n/* scratch memory could not be allocated */\n#define {upper}_ENOMEM {ENOMEM}\n",
-        if matches!(spec.batch, Batch::Fixed { .. }) {
-            " or another batch size"
-        } else {
-            ""
-        }
-    );
-    if gathers(f) {
-        h += &format!(
-            "/* an id (an embedding's) outside its table: the outputs of its rows are not valid */\n#define {upper}_EINDEX {EINDEX}\n"
-        );
-    }
-    if spec.weights == Weights::File {
-        h += &format!(
-            "/* _load: the file cannot be read, or is not safetensors */\n#define {upper}_EIO {EIO}\n\
-             /* _load: a weight is missing or of another type or size, or the checksum fails */\n#define {upper}_EWEIGHTS {EWEIGHTS}\n\
-             /* _forward before a successful _load */\n#define {upper}_ENOWEIGHTS {ENOWEIGHTS}\n\n"
-        );
-        h += "/* The weights _load reads, by name (float32):\n";
-        for (p, v) in f.params.iter().zip(spec.params) {
-            h += &format!(" *   {} {} ({} floats)\n", p.name, p.ty.shape, v.len());
-        }
-        h += " */\n";
-        h += &format!(
-            "/* Reads every weight from the safetensors file at `path`; on failure the weights\n * loaded before (if any) stay, and nnc_rt_error() says why. Not thread-safe with\n * _forward. */\nint {}_load(const char *path);\n/* Why the last _load failed. */\nconst char *nnc_rt_error(void);\n",
-            spec.symbol
-        );
-    }
-    h += "\n";
-    let mut params: Vec<String> = f
-        .inputs
-        .iter()
-        .map(|a| format!("const float *{}", c_ident(&a.name)))
-        .collect();
-    if outs.len() == 1 {
-        params.push("float *y".into());
-    } else {
-        params.extend((0..outs.len()).map(|k| format!("float *y{k}")));
-    }
-    params.push("size_t batch".into());
-    h += "/* Each size above is floats per row (per call with a fixed batch). Thread-safe: each\n * call allocates its own scratch memory. Returns one of the codes above. */\n";
-    h += &format!("int {}_forward({});\n", spec.symbol, params.join(", "));
-    h += "\n#ifdef __cplusplus\n}\n#endif\n\n";
-    h += &format!("#endif /* {upper}_H */\n");
-    Ok(h)
-}
-
-/// A C identifier for a name (`h1.w` -> `h1_w`; a leading digit gets `_`).
-pub fn c_ident(name: &str) -> String {
-    let mut s: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert(0, '_');
-    }
-    s
-}
-
-/// `DigitsMlp` -> `digits_mlp`: the model's name as a C prefix.
-pub fn snake_case(name: &str) -> String {
-    let mut out = String::new();
-    let chars: Vec<char> = name.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_ascii_uppercase() {
-            let prev_lower =
-                i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
-            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
-            if i > 0 && (prev_lower || (next_lower && chars[i - 1].is_ascii_uppercase())) {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    c_ident(&out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{c_ident, snake_case};
-
-    #[test]
-    fn names_become_c_identifiers() {
-        assert_eq!(snake_case("DigitsMlp"), "digits_mlp");
-        assert_eq!(snake_case("Lenet5"), "lenet5");
-        assert_eq!(snake_case("MLP784"), "mlp784");
-        assert_eq!(snake_case("HTTPServer"), "http_server");
-        assert_eq!(c_ident("h1.w"), "h1_w");
-        assert_eq!(c_ident("2x"), "_2x");
-    }
 }

@@ -1,0 +1,649 @@
+//! The buffer plan and the fusion decisions for one IR function at concrete sizes.
+//!
+//! Buffers: inputs and parameters come in as arrays of pointers; every other value gets
+//! an offset in one scratch arena, except reshapes and value-preserving casts (aliases of
+//! their operand) and transposes of the last two axes whose only users are matrix products
+//! (which read the operand with swapped strides instead). Elementwise nodes are inlined
+//! into the loops of their users or stored once (`inlined_nodes`).
+
+use crate::kernels;
+use nnc_ir::{Attr, DType, Dim, Func, Lowering, Op, Value};
+use std::collections::HashMap;
+
+/// Where a value lives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Loc {
+    Input(usize),
+    Param(usize),
+    Scratch(usize),
+    /// Written straight into the caller's output buffer.
+    Output(usize),
+}
+
+pub(crate) fn shape_of(
+    ty: &nnc_ir::TensorType,
+    dims: &HashMap<String, usize>,
+) -> Result<Vec<usize>, String> {
+    ty.shape
+        .dims()
+        .iter()
+        .map(|d| match d {
+            Dim::Known(n) => Ok(*n as usize),
+            Dim::Sym(s) => dims
+                .get(s)
+                .copied()
+                .ok_or_else(|| format!("no size for dimension {s}")),
+        })
+        .collect()
+}
+
+pub(crate) fn strides(shape: &[usize]) -> Vec<i64> {
+    let mut s = vec![1i64; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1] as i64;
+    }
+    s
+}
+
+/// Merges each axis into the next where the walk is contiguous (`stride[a] == stride[a
+/// + 1] * shape[a + 1]`, zero strides included), so strided kernels run longer rows:
+/// pooling's reduction over `[N, C, 2, 2, OH, OW]` becomes one over `[N*C, 4, OH*OW]`.
+pub(crate) fn merge_axes(shape: &[usize], strides: &[i64]) -> (Vec<usize>, Vec<i64>) {
+    let mut out_shape: Vec<usize> = Vec::with_capacity(shape.len());
+    let mut out_strides: Vec<i64> = Vec::with_capacity(shape.len());
+    for (&n, &s) in shape.iter().zip(strides) {
+        if n == 1 && !out_shape.is_empty() {
+            continue;
+        }
+        match (out_shape.last_mut(), out_strides.last_mut()) {
+            (Some(pn), Some(ps)) if *ps == s * n as i64 || *pn == 1 => {
+                *pn *= n;
+                *ps = s;
+            }
+            _ => {
+                out_shape.push(n);
+                out_strides.push(s);
+            }
+        }
+    }
+    (out_shape, out_strides)
+}
+
+/// Transposes of the last two axes whose every user is a matrix product.
+pub(crate) fn absorbed_transposes(f: &Func) -> Vec<bool> {
+    let mut absorbed: Vec<bool> = f
+        .nodes
+        .iter()
+        .map(|n| match (&n.op, &n.attr) {
+            (Op::Transpose, Attr::Perm(p)) => {
+                let r = p.len();
+                r >= 2
+                    && p[r - 2] == r - 1
+                    && p[r - 1] == r - 2
+                    && p[..r - 2].iter().enumerate().all(|(i, &k)| i == k)
+            }
+            _ => false,
+        })
+        .collect();
+    for n in &f.nodes {
+        if n.op != Op::MatMul {
+            for a in &n.args {
+                if let Value::Node(i) = a {
+                    absorbed[*i as usize] = false;
+                }
+            }
+        }
+    }
+    for o in &f.outputs {
+        if let Value::Node(i) = o {
+            absorbed[*i as usize] = false;
+        }
+    }
+    absorbed
+}
+
+/// Batched products `[T, m, K] x [T, K, n]` whose only user sums them over the batch
+/// (`sum axes=[0]`), with the left operand a transpose read through strides and the right
+/// one row-major: both are then one `[m, T*K] x [T*K, n]` product, computed by the sum's
+/// step into its buffer without the `[T, m, n]` in between (a recurrence's weight
+/// gradient over all its steps).
+pub(crate) fn summed_products(f: &Func, absorbed: &[bool]) -> Vec<bool> {
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); f.nodes.len()];
+    for (i, n) in f.nodes.iter().enumerate() {
+        for a in &n.args {
+            if let Value::Node(j) = a {
+                users[*j as usize].push(i);
+            }
+        }
+    }
+    f.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let lhs_absorbed = matches!(n.args.first(), Some(Value::Node(j)) if absorbed[*j as usize]);
+            let rhs_plain = matches!(n.args.get(1), Some(&v) if !matches!(v, Value::Node(j) if absorbed[j as usize]));
+            n.op == Op::MatMul
+                && n.ty.rank() == 3
+                && n.args.iter().all(|&a| f.ty(a).rank() == 3)
+                && lhs_absorbed
+                && rhs_plain
+                && users[i].len() == 1
+                && !f.outputs.contains(&Value::Node(i as u32))
+                && {
+                    let u = &f.nodes[users[i][0]];
+                    u.op == Op::Sum && matches!(&u.attr, Attr::Axes(a) if a == &[0])
+                }
+        })
+        .collect()
+}
+
+/// Ops computed in registers inside a fused loop: the op table's `Fused` lowering, except
+/// integer division (a kernel: it truncates and defines x / 0 = 0).
+pub(crate) fn fusible(_f: &Func, n: &nnc_ir::Node) -> bool {
+    let int_div = n.op == Op::Div && n.ty.dtype == DType::I32;
+    matches!(n.op.info().lowering, Lowering::Fused { .. }) && !int_div
+}
+
+/// A broadcast of a rank-0 value: the same scalar at every element.
+pub(crate) fn scalar_broadcast(f: &Func, n: &nnc_ir::Node) -> bool {
+    n.op == Op::Broadcast && f.ty(n.args[0]).rank() == 0
+}
+
+/// Nodes computed inside their users' loops instead of in memory: fusible ops and scalar
+/// broadcasts whose every user is a fusible op over as many elements, and that are not
+/// outputs. A node with several users is recomputed in each user's loop, so that is
+/// allowed only where it costs one cheap op: constants, scalar broadcasts, and single
+/// arithmetic ops (not exp, ln, tanh, sqrt or division) over values in memory. Without
+/// this bound a recurrence (an LSTM's cell state, used by the next step and by the
+/// backward pass) was recomputed from its first step in every loop that needed it.
+pub(crate) fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<Vec<bool>, String> {
+    let count = |ty: &nnc_ir::TensorType| -> Result<usize, String> {
+        Ok(shape_of(ty, dims)?.iter().product())
+    };
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); f.nodes.len()];
+    for (i, n) in f.nodes.iter().enumerate() {
+        for a in &n.args {
+            if let Value::Node(j) = a {
+                users[*j as usize].push(i);
+            }
+        }
+    }
+    let mut out = vec![false; f.nodes.len()];
+    for (i, n) in f.nodes.iter().enumerate() {
+        if !(fusible(f, n) || scalar_broadcast(f, n)) || users[i].is_empty() {
+            continue;
+        }
+        if f.outputs.contains(&Value::Node(i as u32)) {
+            continue;
+        }
+        let c = count(&n.ty)?;
+        let mut ok = true;
+        for &u in &users[i] {
+            let un = &f.nodes[u];
+            ok &= fusible(f, un) && un.op != Op::Const && count(&un.ty)? == c;
+        }
+        let mut distinct = users[i].clone();
+        distinct.dedup();
+        let shared = distinct.len() > 1;
+        let cheap = n.op == Op::Const
+            || scalar_broadcast(f, n)
+            || (n.op.info().lowering == (Lowering::Fused { cheap: true })
+                && n.args.iter().all(|a| match a {
+                    Value::Node(j) => !out[*j as usize],
+                    _ => true,
+                }));
+        out[i] = ok && (!shared || cheap);
+    }
+    Ok(out)
+}
+
+/// Where a scan keeps what it needs inside its buffer (offsets in f32 elements, each
+/// aligned to 16 bytes), and what its kernel is told.
+pub(crate) struct ScanLayout {
+    /// Each result: the final carries, then the stacked outputs.
+    pub results: Vec<usize>,
+    /// The buffer of each carry a step reads.
+    pub carries: Vec<usize>,
+    /// The body's scratch arena.
+    pub scratch: usize,
+    /// Elements in all.
+    pub total: usize,
+    pub desc: kernels::ScanDesc,
+}
+
+pub(crate) fn scan_layout(
+    f: &Func,
+    i: usize,
+    dims: &HashMap<String, usize>,
+) -> Result<ScanLayout, String> {
+    let n = &f.nodes[i];
+    let Attr::Loop(l) = &n.attr else {
+        return Err(format!("%{i} is not a scan"));
+    };
+    let size = |ty: &nnc_ir::TensorType| -> Result<usize, String> {
+        Ok(shape_of(ty, dims)?.iter().product())
+    };
+    let tys: Vec<&nnc_ir::TensorType> = n.args.iter().map(|&a| f.ty(a)).collect();
+    let (nc, ns) = (l.carries, l.sequences);
+    let mut top = 0;
+    let mut place = |len: usize| {
+        top += len.div_ceil(4) * 4;
+        top - len.div_ceil(4) * 4
+    };
+    let mut results = Vec::new();
+    for ty in l.result_types(&tys) {
+        results.push(place(size(&ty)?));
+    }
+    let csz: Vec<usize> = tys[..nc]
+        .iter()
+        .map(|t| size(t))
+        .collect::<Result<_, _>>()?;
+    let carries = csz.iter().map(|&c| place(c)).collect();
+    let body = plan(&l.body, dims)?;
+    let scratch = place(body.scratch);
+    let step = |ty: &nnc_ir::TensorType| -> Result<usize, String> {
+        Ok(shape_of(ty, dims)?.iter().skip(1).product())
+    };
+    let steps = match l.steps(&tys) {
+        Some(d) => shape_of(
+            &nnc_ir::TensorType::new(DType::F32, nnc_ir::Shape(vec![d.clone()])),
+            dims,
+        )?[0],
+        None => 0,
+    };
+    let desc = kernels::ScanDesc {
+        carries: csz,
+        sequences: tys[nc..nc + ns]
+            .iter()
+            .map(|t| step(t))
+            .collect::<Result<_, _>>()?,
+        constants: n.args.len() - nc - ns,
+        outputs: l.body.outputs[nc..]
+            .iter()
+            .map(|&o| size(l.body.ty(o)))
+            .collect::<Result<_, _>>()?,
+        steps,
+        reverse: l.reverse,
+    };
+    Ok(ScanLayout {
+        results,
+        carries,
+        scratch,
+        total: top,
+        desc,
+    })
+}
+
+/// Where every value lives, and which nodes are computed where.
+pub(crate) struct Plan {
+    pub loc: Vec<Loc>,
+    /// The node is computed by its own loop or kernel call into its own buffer.
+    pub own: Vec<bool>,
+    /// The node is computed in registers inside its users' loops.
+    pub inlined: Vec<bool>,
+    /// The node is a transpose its matrix-product users read through strides.
+    pub absorbed: Vec<bool>,
+    /// The node is a batched product its sum computes as one product.
+    pub summed: Vec<bool>,
+    pub shapes: Vec<Vec<usize>>,
+    /// The order of execution: each step is one node's kernel call or loop, or one fused
+    /// loop computing several nodes (same element count) with a store for each.
+    pub steps: Vec<Vec<usize>>,
+    /// Scratch elements with buffers reused after their last read.
+    pub scratch: usize,
+    /// Scratch elements if every buffer had its own place.
+    pub unshared: usize,
+}
+
+/// The values a node computed at its own step reads from memory: the leaves of its fused
+/// tree, a matrix product's operands (through absorbed transposes), or its operands.
+pub(crate) fn reads(
+    f: &Func,
+    inlined: &[bool],
+    absorbed: &[bool],
+    summed: &[bool],
+    i: usize,
+) -> Vec<Value> {
+    let n = &f.nodes[i];
+    if let Some(&Value::Node(j)) = n.args.first()
+        && summed[j as usize]
+    {
+        return reads(f, inlined, absorbed, summed, j as usize);
+    }
+    if n.op == Op::MatMul {
+        return n
+            .args
+            .iter()
+            .map(|&a| match a {
+                Value::Node(j) if absorbed[j as usize] => f.nodes[j as usize].args[0],
+                a => a,
+            })
+            .collect();
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![i];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(j) = stack.pop() {
+        if !seen.insert(j) {
+            continue;
+        }
+        for &a in &f.nodes[j].args {
+            match a {
+                Value::Node(k) if inlined[k as usize] => stack.push(k as usize),
+                a => out.push(a),
+            }
+        }
+    }
+    out
+}
+
+/// Plans buffers: aliases, absorbed transposes and inlined nodes take none; outputs are
+/// the caller's; every other node gets a 16-byte-aligned range of the scratch arena, reused
+/// (first fit) once every node reading it has run.
+pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, String> {
+    let absorbed = absorbed_transposes(f);
+    let inlined = inlined_nodes(f, dims)?;
+    let summed = summed_products(f, &absorbed);
+    let mut shapes: Vec<Vec<usize>> = f
+        .nodes
+        .iter()
+        .map(|n| shape_of(&n.ty, dims))
+        .collect::<Result<_, _>>()?;
+    // A scan's buffer holds its results, the carries a step reads and its body's scratch.
+    let mut scans: HashMap<usize, ScanLayout> = HashMap::new();
+    for (i, nd) in f.nodes.iter().enumerate() {
+        if nd.op == Op::Scan {
+            let l = scan_layout(f, i, dims)?;
+            shapes[i] = vec![l.total];
+            scans.insert(i, l);
+        }
+    }
+    let n = f.nodes.len();
+    let alias: Vec<bool> = f
+        .nodes
+        .iter()
+        .map(|nd| match nd.op {
+            Op::Cast => !(f.ty(nd.args[0]).dtype.is_float() && nd.ty.dtype == DType::I32),
+            op => op.info().lowering == Lowering::Alias,
+        })
+        .collect();
+    let own: Vec<bool> = (0..n)
+        .map(|i| !alias[i] && !absorbed[i] && !inlined[i] && !summed[i])
+        .collect();
+    // The node whose buffer holds a value (through aliases).
+    let root = |mut v: Value| -> Option<usize> {
+        loop {
+            match v {
+                Value::Node(i) if alias[i as usize] => v = f.nodes[i as usize].args[0],
+                Value::Node(i) => return Some(i as usize),
+                _ => return None,
+            }
+        }
+    };
+    // A node returned as an output is computed straight into the caller's buffer (outputs
+    // never alias inputs or parameters: `Kernel::run_raw`'s contract).
+    let mut direct: HashMap<usize, usize> = HashMap::new();
+    for (k, o) in f.outputs.iter().enumerate() {
+        if let Value::Node(i) = o
+            && own[*i as usize]
+        {
+            direct.entry(*i as usize).or_insert(k);
+        }
+    }
+    // Steps: a node that can be computed in a loop joins the open loop when it has as many
+    // elements and reads nothing computed after that loop's step (except the loop's own
+    // members, which it reads in registers).
+    let count = |i: usize| shapes[i].iter().product::<usize>();
+    let mut steps: Vec<Vec<usize>> = Vec::new();
+    let mut step_of = vec![usize::MAX; n];
+    let mut open: Option<usize> = None;
+    for i in (0..n).filter(|&i| own[i]) {
+        let nd = &f.nodes[i];
+        if fusible(f, nd) || scalar_broadcast(f, nd) {
+            if let Some(st) = open {
+                let first = steps[st][0];
+                // A broadcast scalar is loaded before the loop runs, so it must come from
+                // an earlier step.
+                let sb = scalar_broadcast(f, nd);
+                let joins = count(first) == count(i)
+                    && reads(f, &inlined, &absorbed, &summed, i)
+                        .iter()
+                        .all(|&v| match root(v) {
+                            None => true,
+                            Some(r) => step_of[r] < st || (step_of[r] == st && !sb),
+                        });
+                if joins {
+                    steps[st].push(i);
+                    step_of[i] = st;
+                    continue;
+                }
+            }
+            open = Some(steps.len());
+        }
+        step_of[i] = steps.len();
+        steps.push(vec![i]);
+    }
+    let mut last_use = vec![0usize; n];
+    for i in (0..n).filter(|&i| own[i]) {
+        for v in reads(f, &inlined, &absorbed, &summed, i) {
+            if let Some(j) = root(v) {
+                last_use[j] = last_use[j].max(step_of[i]);
+            }
+        }
+    }
+    for &o in &f.outputs {
+        if let Some(j) = root(o) {
+            last_use[j] = usize::MAX;
+        }
+    }
+    let mut loc = vec![Loc::Scratch(usize::MAX); n];
+    let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, size), sorted by offset
+    let mut live: Vec<(usize, usize, usize)> = Vec::new(); // (last step, offset, size)
+    let (mut top, mut unshared) = (0usize, 0usize);
+    for (t, step) in steps.iter().enumerate() {
+        // Release buffers no step from here on reads.
+        live.retain(|&(last, off, size)| {
+            if last < t {
+                free.push((off, size));
+                false
+            } else {
+                true
+            }
+        });
+        free.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::new();
+        for &(off, size) in &free {
+            match merged.last_mut() {
+                Some((o, s)) if *o + *s == off => *s += size,
+                _ => merged.push((off, size)),
+            }
+        }
+        free = merged;
+        for &i in step {
+            if let Some(&k) = direct.get(&i) {
+                loc[i] = Loc::Output(k);
+                continue;
+            }
+            let size = count(i).div_ceil(4) * 4;
+            unshared += size;
+            let off = match free.iter().position(|&(_, s)| s >= size) {
+                Some(p) => {
+                    let (o, s) = free[p];
+                    if s == size {
+                        free.remove(p);
+                    } else {
+                        free[p] = (o + size, s - size);
+                    }
+                    o
+                }
+                None => {
+                    top += size;
+                    top - size
+                }
+            };
+            loc[i] = Loc::Scratch(off);
+            live.push((last_use[i], off, size));
+        }
+    }
+    // Aliases live where their operand does; a scan's results at their offsets in its
+    // buffer.
+    for i in 0..n {
+        if alias[i] {
+            loc[i] = match f.nodes[i].args[0] {
+                Value::Input(k) => Loc::Input(k as usize),
+                Value::Param(k) => Loc::Param(k as usize),
+                Value::Node(k) => loc[k as usize],
+            };
+            if let (Attr::Output(r), Value::Node(s)) = (&f.nodes[i].attr, f.nodes[i].args[0])
+                && let (Some(l), Loc::Scratch(base)) = (scans.get(&(s as usize)), loc[i])
+            {
+                loc[i] = Loc::Scratch(base + l.results[*r]);
+            }
+        }
+    }
+    Ok(Plan {
+        loc,
+        own,
+        inlined,
+        absorbed,
+        summed,
+        shapes,
+        steps,
+        scratch: top,
+        unshared,
+    })
+}
+
+/// The function with its plan as notes: where each value lives, which nodes are fused
+/// into which loop, which call a kernel.
+pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
+    let p = plan(f, dims)?;
+    // Which loop computes each inlined node (the first root whose tree holds it).
+    let mut fused_into: HashMap<usize, usize> = HashMap::new();
+    let mut members: HashMap<usize, usize> = HashMap::new();
+    for i in (0..f.nodes.len()).filter(|&i| p.own[i]) {
+        let mut stack: Vec<usize> = f.nodes[i]
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                Value::Node(k) if p.inlined[*k as usize] => Some(*k as usize),
+                _ => None,
+            })
+            .collect();
+        while let Some(j) = stack.pop() {
+            if fused_into.contains_key(&j) && fused_into[&j] != i {
+                continue;
+            }
+            if fused_into.insert(j, i).is_none() {
+                *members.entry(i).or_default() += 1;
+            }
+            for a in &f.nodes[j].args {
+                if let Value::Node(k) = a
+                    && p.inlined[*k as usize]
+                {
+                    stack.push(*k as usize);
+                }
+            }
+        }
+    }
+    let where_ = |l: Loc| match l {
+        Loc::Scratch(o) => format!("scratch[{}..]", o * 4),
+        Loc::Output(k) => format!("output {k}"),
+        Loc::Input(k) => format!("input {k}"),
+        Loc::Param(k) => format!("param {k}"),
+    };
+    let note = |i: usize| -> Option<String> {
+        let n = &f.nodes[i];
+        if p.inlined[i] {
+            return Some(format!(
+                "fused into %{}",
+                fused_into.get(&i).copied().unwrap_or(i)
+            ));
+        }
+        if p.absorbed[i] {
+            return Some("read through strides by matmul".into());
+        }
+        if p.summed[i] {
+            return Some("one product with its sum over the batch".into());
+        }
+        if !p.own[i] {
+            return Some(format!("alias: {}", where_(p.loc[i])));
+        }
+        let how = match n.op {
+            Op::MatMul => "gemm".to_string(),
+            Op::Sum if matches!(n.args[0], Value::Node(j) if p.summed[j as usize]) => {
+                "gemm over the batch joined".to_string()
+            }
+            Op::Sum | Op::Mean | Op::ReduceMax => "kernel reduce".to_string(),
+            Op::Broadcast | Op::Transpose => "kernel gather".to_string(),
+            Op::OneHot => "kernel one_hot".to_string(),
+            Op::Im2col | Op::Col2im | Op::Slice | Op::Pad | Op::Iota | Op::Random => {
+                "kernel layout".to_string()
+            }
+            Op::Pow | Op::Cast => "kernel math".to_string(),
+            Op::Div if n.ty.dtype == DType::I32 => "kernel math".to_string(),
+            Op::Scan => "kernel scan, its body's plan below".to_string(),
+            _ => match members.get(&i) {
+                Some(m) => format!("f32x4 loop, {m} fused"),
+                None => "f32x4 loop".to_string(),
+            },
+        };
+        let step = p.steps.iter().position(|st| st.contains(&i)).unwrap_or(0);
+        let shared = p.steps[step].len();
+        let with = if shared > 1 {
+            format!(", one of {shared} in step {step}")
+        } else {
+            format!(", step {step}")
+        };
+        Some(format!("{how} -> {}{with}", where_(p.loc[i])))
+    };
+    let head = format!(
+        "; @{} for {}: scratch {} bytes ({} without reuse)\n",
+        f.name,
+        sizes_text(dims),
+        4 * p.scratch,
+        4 * p.unshared
+    );
+    let mut text = head + &nnc_ir::print::print_func(f, &note);
+    for (i, n) in f.nodes.iter().enumerate() {
+        if let Attr::Loop(l) = &n.attr {
+            text.push_str(&format!(
+                "\n; the body of %{i} in @{}, once per step\n",
+                f.name
+            ));
+            text.push_str(&plan_text(&l.body, dims)?);
+        }
+    }
+    Ok(text)
+}
+
+/// The sizes a kernel was specialized to, for the text stages' headers (`B = 32, N = 4`).
+pub(crate) fn sizes_text(dims: &HashMap<String, usize>) -> String {
+    let mut sizes: Vec<String> = dims.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    sizes.sort();
+    if sizes.is_empty() {
+        "its fixed sizes".to_string()
+    } else {
+        sizes.join(", ")
+    }
+}
+
+/// The member of `step` whose buffer `v` reads (through aliases), if any.
+pub(crate) fn member_of(f: &Func, mut v: Value, step: &[usize]) -> Option<usize> {
+    loop {
+        match v {
+            Value::Node(i) if step.contains(&(i as usize)) => return Some(i as usize),
+            Value::Node(i) if f.nodes[i as usize].op.info().lowering == Lowering::Alias => {
+                let nd = &f.nodes[i as usize];
+                if nd.op == Op::Cast
+                    && f.ty(nd.args[0]).dtype.is_float()
+                    && nd.ty.dtype == DType::I32
+                {
+                    return None;
+                }
+                v = nd.args[0];
+            }
+            _ => return None,
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! The backend-neutral program of a planned function: kernel calls (with their
+//! descriptors computed) and fused loops, which Cranelift (`cranelift.rs`), LLVM
+//! (`llvm.rs`) and objects (`object.rs`) all emit.
+
+use crate::kernels;
+use crate::plan::{
+    Loc, Plan, fusible, member_of, merge_axes, plan, scalar_broadcast, scan_layout, shape_of,
+    sizes_text, strides,
+};
+use nnc_ir::{Attr, DType, Dim, Func, Op, Value};
+use std::collections::HashMap;
+
+/// A kernel of `nnc-rt` that generated code calls.
+pub(crate) use kernels::KernelFn;
+
+/// An argument of a kernel call: a buffer, a constant, or a descriptor (an array of
+/// constants the call reads through a pointer).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Arg {
+    Loc(Loc),
+    Imm(i64),
+    Desc(Vec<i64>),
+    /// An array of buffer addresses (a scan's operands and results).
+    Ptrs(Vec<Loc>),
+    /// The entry of the program's k-th loop body.
+    Body(usize),
+}
+
+/// One fused loop: `count` elements; at each index the nodes of `order` are computed from
+/// the `leaves` (read at the index), the `scalars` (one value broadcast to every index) and
+/// each other, and the `stores` written.
+#[derive(Clone, Debug)]
+pub(crate) struct LoopSpec {
+    pub order: Vec<usize>,
+    pub leaves: Vec<(Value, Loc)>,
+    pub scalars: Vec<(usize, Loc)>,
+    pub stores: Vec<(usize, Loc)>,
+    pub members: Vec<usize>,
+    pub count: usize,
+}
+
+/// One step of a compiled function, in a form both backends take.
+#[derive(Clone, Debug)]
+pub(crate) enum Instr {
+    Call(KernelFn, Vec<Arg>),
+    Loop(LoopSpec),
+}
+
+/// A function planned for concrete sizes: its steps, the scratch it needs (f32 elements,
+/// with and without reuse), its outputs and whether they may overwrite its operands.
+pub(crate) struct Program {
+    pub instrs: Vec<Instr>,
+    /// The body of each scan, in node order, with its own program (`Arg::Body(k)`).
+    pub bodies: Vec<(Func, Program)>,
+    pub scratch: usize,
+    pub unshared: usize,
+    pub outputs: Vec<(DType, Vec<usize>)>,
+    pub in_place: bool,
+}
+
+/// The backend-neutral form of `f` for the sizes `dims`: the buffer plan's steps as kernel
+/// calls (with their descriptors computed) and fused loops, then copies of outputs that
+/// were not computed in place.
+pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program, String> {
+    if !crate::supports(f) {
+        return Err(format!(
+            "the JIT compiles f32 and i32 graphs; `@{}` uses f64",
+            f.name
+        ));
+    }
+    // Every value at these sizes must fit the memory limit (checked arithmetic: a batch of
+    // 10^7 rows is an error here, not an abort when the buffers are allocated).
+    let limit = nnc_ir::limits::memory_limit() as u128;
+    for ty in f
+        .inputs
+        .iter()
+        .map(|a| &a.ty)
+        .chain(f.params.iter().map(|p| &p.ty))
+        .chain(f.nodes.iter().map(|n| &n.ty))
+    {
+        let mut n: u128 = 4;
+        for d in ty.shape.dims() {
+            let k = match d {
+                Dim::Known(k) => *k as u128,
+                Dim::Sym(s) => *dims
+                    .get(s)
+                    .ok_or_else(|| format!("no size for dimension {s}"))?
+                    as u128,
+            };
+            n = n.saturating_mul(k);
+        }
+        if n > limit {
+            return Err(format!(
+                "`@{}` at {} needs a {ty} of {}, more than the memory limit of {} (`--memory-limit` sets another)",
+                f.name,
+                sizes_text(dims),
+                nnc_ir::limits::bytes_text(n),
+                nnc_ir::limits::bytes_text(limit)
+            ));
+        }
+    }
+    let Plan {
+        loc,
+        own: _,
+        inlined,
+        absorbed,
+        summed,
+        shapes,
+        steps,
+        scratch,
+        unshared,
+    } = plan(f, dims)?;
+    if scratch as u128 * 4 > limit {
+        return Err(format!(
+            "`@{}` at {} needs {} of scratch memory, more than the memory limit of {}",
+            f.name,
+            sizes_text(dims),
+            nnc_ir::limits::bytes_text(scratch as u128 * 4),
+            nnc_ir::limits::bytes_text(limit)
+        ));
+    }
+    let value_loc = |loc: &[Loc], v: Value| match v {
+        Value::Input(i) => Loc::Input(i as usize),
+        Value::Param(i) => Loc::Param(i as usize),
+        Value::Node(i) => loc[i as usize],
+    };
+    let value_shape = |v: Value| -> Result<Vec<usize>, String> {
+        match v {
+            Value::Node(i) => Ok(shapes[i as usize].clone()),
+            v => shape_of(f.ty(v), dims),
+        }
+    };
+    let mut prog: Vec<Instr> = Vec::new();
+    let mut bodies: Vec<(Func, Program)> = Vec::new();
+    for step in &steps {
+        let i = step[0];
+        let n = &f.nodes[i];
+        let here = loc[i];
+        let count: usize = shapes[i].iter().product();
+        let dst = Arg::Loc(here);
+        let arg = |k: usize| Arg::Loc(value_loc(&loc, n.args[k]));
+        let is_int = n.ty.dtype == DType::I32;
+        match n.op {
+            Op::Pow => {
+                let (x, y) = (arg(0), arg(1));
+                let k = Arg::Imm(kernels::MathKind::Pow as i64);
+                let cnt = Arg::Imm(count as i64);
+                prog.push(Instr::Call(KernelFn::Math, vec![k, x, y, dst, cnt]));
+            }
+            Op::Div if is_int => {
+                let (x, y) = (arg(0), arg(1));
+                let k = Arg::Imm(kernels::MathKind::IntDiv as i64);
+                let cnt = Arg::Imm(count as i64);
+                prog.push(Instr::Call(KernelFn::Math, vec![k, x, y, dst, cnt]));
+            }
+            Op::Cast => {
+                // Float to int (the other casts are aliases).
+                let x = arg(0);
+                let k = Arg::Imm(kernels::MathKind::Trunc as i64);
+                let cnt = Arg::Imm(count as i64);
+                prog.push(Instr::Call(KernelFn::Math, vec![k, x.clone(), x, dst, cnt]));
+            }
+            _ if fusible(f, n) || scalar_broadcast(f, n) => {
+                // One loop for every node of the step: each member's inlined tree,
+                // operands first, then the member, stored to its buffer.
+                let mut order = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                let mut leaves: Vec<Value> = Vec::new();
+                let mut scalars: Vec<(usize, Value)> = Vec::new();
+                for &m in step {
+                    let mut stack = vec![(m, false)];
+                    while let Some((j, done)) = stack.pop() {
+                        if done {
+                            order.push(j);
+                            continue;
+                        }
+                        if !seen.insert(j) {
+                            continue;
+                        }
+                        stack.push((j, true));
+                        let nj = &f.nodes[j];
+                        if scalar_broadcast(f, nj) {
+                            scalars.push((j, nj.args[0]));
+                            continue;
+                        }
+                        for &a in &nj.args {
+                            match a {
+                                Value::Node(k) if inlined[k as usize] => {
+                                    stack.push((k as usize, false))
+                                }
+                                // A member (or an alias of one) is read in registers.
+                                _ if member_of(f, a, step).is_some() => {}
+                                _ if !leaves.contains(&a) => leaves.push(a),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                prog.push(Instr::Loop(LoopSpec {
+                    order,
+                    leaves: leaves.iter().map(|&v| (v, value_loc(&loc, v))).collect(),
+                    scalars: scalars
+                        .iter()
+                        .map(|&(j, v)| (j, value_loc(&loc, v)))
+                        .collect(),
+                    stores: step.iter().map(|&m| (m, loc[m])).collect(),
+                    members: step.clone(),
+                    count,
+                }));
+            }
+            Op::Sum if matches!(n.args[0], Value::Node(j) if summed[j as usize]) => {
+                let Value::Node(j) = n.args[0] else {
+                    return Err("summed product without its product".into());
+                };
+                let mm = &f.nodes[j as usize];
+                let Value::Node(t) = mm.args[0] else {
+                    return Err("summed product without its transpose".into());
+                };
+                let p = f.nodes[t as usize].args[0];
+                let ps = value_shape(p)?; // [T, K, m]
+                let qs = value_shape(mm.args[1])?; // [T, K, n]
+                let (m, k, nn) = (ps[2], ps[0] * ps[1], qs[2]);
+                let d = vec![
+                    1, m as i64, k as i64, nn as i64, 1, m as i64, nn as i64, 1, 0, 0,
+                ];
+                let (ap, bp) = (
+                    Arg::Loc(value_loc(&loc, p)),
+                    Arg::Loc(value_loc(&loc, mm.args[1])),
+                );
+                prog.push(Instr::Call(
+                    KernelFn::Matmul,
+                    vec![ap, bp, dst, Arg::Desc(d)],
+                ));
+            }
+            Op::Sum | Op::Mean | Op::ReduceMax => {
+                let Attr::Axes(axes) = &n.attr else {
+                    return Err("reduction without axes".into());
+                };
+                let xs = value_shape(n.args[0])?;
+                let kept: Vec<usize> = (0..xs.len()).filter(|a| !axes.contains(a)).collect();
+                let out_strides = strides(&kept.iter().map(|&a| xs[a]).collect::<Vec<_>>());
+                let mut ostr = vec![0i64; xs.len()];
+                for (k, &a) in kept.iter().enumerate() {
+                    ostr[a] = out_strides[k];
+                }
+                let kind = match n.op {
+                    Op::Sum => 0,
+                    Op::Mean => 1,
+                    _ => 2,
+                };
+                let reduced: usize = axes.iter().map(|&a| xs[a]).product();
+                let (xs, ostr) = merge_axes(&xs, &ostr);
+                let mut d = vec![xs.len() as i64, kind, reduced as i64, count as i64];
+                d.extend(xs.iter().map(|&s| s as i64));
+                d.extend(ostr);
+                let x = arg(0);
+                let dp = Arg::Desc(d);
+                prog.push(Instr::Call(KernelFn::Reduce, vec![x, dst, dp]));
+            }
+            Op::Broadcast | Op::Transpose => {
+                let xs = value_shape(n.args[0])?;
+                let xstr = strides(&xs);
+                let out = &shapes[i];
+                let mut per_out = vec![0i64; out.len()];
+                match &n.attr {
+                    Attr::Dims(d) => d
+                        .iter()
+                        .enumerate()
+                        .for_each(|(k, &o)| per_out[o] = xstr[k]),
+                    Attr::Perm(p) => p
+                        .iter()
+                        .enumerate()
+                        .for_each(|(k, &a)| per_out[k] = xstr[a]),
+                    _ => return Err("layout op without its attribute".into()),
+                }
+                let (out, per_out) = merge_axes(out, &per_out);
+                let mut d = vec![out.len() as i64];
+                d.extend(out.iter().map(|&s| s as i64));
+                d.extend(per_out);
+                let x = arg(0);
+                let dp = Arg::Desc(d);
+                prog.push(Instr::Call(KernelFn::Gather, vec![x, dst, dp]));
+            }
+            Op::OneHot => {
+                let classes = *shapes[i].last().unwrap_or(&1);
+                let x = arg(0);
+                let nn = Arg::Imm((count / classes.max(1)) as i64);
+                let c = Arg::Imm(classes as i64);
+                prog.push(Instr::Call(KernelFn::OneHot, vec![x, dst, nn, c]));
+            }
+            Op::Im2col | Op::Col2im => {
+                let Attr::Window {
+                    kernel,
+                    stride,
+                    pad,
+                } = n.attr
+                else {
+                    return Err("window op without its attribute".into());
+                };
+                let (img, cols) = if n.op == Op::Im2col {
+                    (value_shape(n.args[0])?, shapes[i].clone())
+                } else {
+                    (shapes[i].clone(), value_shape(n.args[0])?)
+                };
+                let d = [
+                    img[0] * img[1],
+                    img[2],
+                    img[3],
+                    kernel[0],
+                    kernel[1],
+                    cols[4],
+                    cols[5],
+                    stride[0],
+                    stride[1],
+                    pad[0],
+                    pad[1],
+                ];
+                let kind = Arg::Imm(if n.op == Op::Im2col {
+                    kernels::LayoutKind::Im2col
+                } else {
+                    kernels::LayoutKind::Col2im
+                } as i64);
+                let x = arg(0);
+                let dp = Arg::Desc(d.iter().map(|&v| v as i64).collect());
+                prog.push(Instr::Call(KernelFn::Layout, vec![kind, x, dst, dp]));
+            }
+            Op::Slice | Op::Pad => {
+                let Attr::Offset { axis, start } = n.attr else {
+                    return Err("slice without its attribute".into());
+                };
+                let (big, small) = if n.op == Op::Slice {
+                    (value_shape(n.args[0])?, shapes[i].clone())
+                } else {
+                    (shapes[i].clone(), value_shape(n.args[0])?)
+                };
+                let outer: usize = big[..axis].iter().product();
+                let inner: usize = big[axis + 1..].iter().product();
+                let d = vec![
+                    outer as i64,
+                    big[axis] as i64,
+                    small[axis] as i64,
+                    inner as i64,
+                    start as i64,
+                ];
+                let kind = Arg::Imm(if n.op == Op::Slice {
+                    kernels::LayoutKind::Slice
+                } else {
+                    kernels::LayoutKind::Pad
+                } as i64);
+                let x = arg(0);
+                let dp = Arg::Desc(d);
+                prog.push(Instr::Call(KernelFn::Layout, vec![kind, x, dst, dp]));
+            }
+            Op::Random => {
+                let Attr::Value(stream) = n.attr else {
+                    return Err("random without its stream".into());
+                };
+                let kind = Arg::Imm(kernels::LayoutKind::Random as i64);
+                let key = arg(0);
+                let dp = Arg::Desc(vec![count as i64, stream as i64]);
+                prog.push(Instr::Call(KernelFn::Layout, vec![kind, key, dst, dp]));
+            }
+            Op::Iota => {
+                let Attr::Axes(axes) = &n.attr else {
+                    return Err("iota without its axis".into());
+                };
+                let out = &shapes[i];
+                let a = axes[0];
+                let d = vec![
+                    out[..a].iter().product::<usize>() as i64,
+                    out[a] as i64,
+                    out[a + 1..].iter().product::<usize>() as i64,
+                ];
+                let kind = Arg::Imm(kernels::LayoutKind::Iota as i64);
+                let dp = Arg::Desc(d);
+                prog.push(Instr::Call(
+                    KernelFn::Layout,
+                    vec![kind, dst.clone(), dst, dp],
+                ));
+            }
+            Op::Concat => {
+                let Attr::Axis(axis) = n.attr else {
+                    return Err("concat without its axis".into());
+                };
+                // Each operand placed at its offset along the axis (no zero fill: the
+                // pieces cover the result).
+                let out = &shapes[i];
+                let outer: usize = out[..axis].iter().product();
+                let inner: usize = out[axis + 1..].iter().product();
+                let mut start = 0;
+                for k in 0..n.args.len() {
+                    let len = value_shape(n.args[k])?[axis];
+                    let d = vec![
+                        outer as i64,
+                        out[axis] as i64,
+                        len as i64,
+                        inner as i64,
+                        start as i64,
+                    ];
+                    let kind = Arg::Imm(kernels::LayoutKind::Place as i64);
+                    prog.push(Instr::Call(
+                        KernelFn::Layout,
+                        vec![kind, arg(k), dst.clone(), Arg::Desc(d)],
+                    ));
+                    start += len;
+                }
+            }
+            Op::Gather | Op::ScatterAdd => {
+                let Attr::Index { axis, line } = n.attr else {
+                    return Err("gather without its axis".into());
+                };
+                let table = if n.op == Op::Gather {
+                    value_shape(n.args[0])?
+                } else {
+                    shapes[i].clone()
+                };
+                let ids: usize = value_shape(n.args[1])?.iter().product();
+                let d = vec![
+                    table[..axis].iter().product::<usize>() as i64,
+                    table[axis] as i64,
+                    table[axis + 1..].iter().product::<usize>() as i64,
+                    ids as i64,
+                    line as i64,
+                ];
+                let kind = Arg::Imm(if n.op == Op::Gather {
+                    kernels::TakeKind::Gather
+                } else {
+                    kernels::TakeKind::ScatterAdd
+                } as i64);
+                let (ids, x) = (arg(1), arg(0));
+                prog.push(Instr::Call(
+                    KernelFn::Take,
+                    vec![kind, ids, x, dst, Arg::Desc(d)],
+                ));
+            }
+            Op::MatMul => {
+                let out = &shapes[i];
+                let r = out.len();
+                let (m, nn) = (out[r - 2], out[r - 1]);
+                let batch: usize = out[..r - 2].iter().product();
+                let a_shape = value_shape(n.args[0])?;
+                let b_shape = value_shape(n.args[1])?;
+                let k = a_shape[a_shape.len() - 1];
+                // An absorbed transpose is read through its operand with swapped strides.
+                let operand = |k_arg: usize, rows: usize, cols: usize| -> (Loc, i64, i64) {
+                    let v = n.args[k_arg];
+                    if let Value::Node(j) = v
+                        && absorbed[j as usize]
+                    {
+                        let src = f.nodes[j as usize].args[0];
+                        // The source is [cols, rows]: element (r, c) at c * rows + r.
+                        return (value_loc(&loc, src), 1, rows as i64);
+                    }
+                    (value_loc(&loc, v), cols as i64, 1)
+                };
+                let (al, a_rs, a_cs) = operand(0, m, k);
+                let (bl, b_rs, b_cs) = operand(1, k, nn);
+                // A rank-2 operand is shared by the batch (batch stride 0).
+                let a_bs = if a_shape.len() == 2 { 0 } else { m * k };
+                let b_bs = if b_shape.len() == 2 { 0 } else { k * nn };
+                // A row-major batch times a shared matrix is one taller product.
+                let (batch, m, a_bs) = if b_bs == 0 && a_bs != 0 && a_cs == 1 && a_rs == k as i64 {
+                    (1, batch * m, 0)
+                } else {
+                    (batch, m, a_bs)
+                };
+                let d = vec![
+                    batch as i64,
+                    m as i64,
+                    k as i64,
+                    nn as i64,
+                    a_rs,
+                    a_cs,
+                    b_rs,
+                    b_cs,
+                    a_bs as i64,
+                    b_bs as i64,
+                ];
+                let (ap, bp) = (Arg::Loc(al), Arg::Loc(bl));
+                let dp = Arg::Desc(d);
+                prog.push(Instr::Call(KernelFn::Matmul, vec![ap, bp, dst, dp]));
+            }
+            Op::Scan => {
+                let Attr::Loop(l) = &n.attr else {
+                    return Err("scan without its body".into());
+                };
+                let Loc::Scratch(base) = here else {
+                    return Err("a scan's buffer is not in scratch memory".into());
+                };
+                let lay = scan_layout(f, i, dims)?;
+                let mut ptrs: Vec<Loc> = n.args.iter().map(|&a| value_loc(&loc, a)).collect();
+                let at = |o: usize| Loc::Scratch(base + o);
+                ptrs.extend(lay.results.iter().map(|&o| at(o)));
+                ptrs.extend(lay.carries.iter().map(|&o| at(o)));
+                ptrs.push(at(lay.scratch));
+                let k = bodies.len();
+                bodies.push((l.body.clone(), program(&l.body, dims)?));
+                prog.push(Instr::Call(
+                    KernelFn::Scan,
+                    vec![Arg::Desc(lay.desc.encode()), Arg::Ptrs(ptrs), Arg::Body(k)],
+                ));
+            }
+            Op::Reshape | Op::StopGradient | Op::ScanOut => {}
+            op => return Err(format!("the JIT cannot lower `{}` yet", op.mnemonic())),
+        }
+    }
+    // Copy each output to the caller's buffer.
+    let mut outputs = Vec::new();
+    for (k, &o) in f.outputs.iter().enumerate() {
+        let shape = value_shape(o)?;
+        let len: usize = shape.iter().product();
+        outputs.push((f.ty(o).dtype, shape));
+        let l = value_loc(&loc, o);
+        if l == Loc::Output(k) {
+            continue;
+        }
+        let dst = Arg::Loc(Loc::Output(k));
+        let src = Arg::Loc(l);
+        let cnt = Arg::Imm(len as i64);
+        prog.push(Instr::Call(KernelFn::Copy, vec![dst, src, cnt]));
+    }
+    let in_place = {
+        let count = |i: usize| shapes[i].iter().product::<usize>();
+        let big = (0..f.nodes.len()).map(count).max().unwrap_or(0);
+        let big_steps: Vec<&Vec<usize>> = steps
+            .iter()
+            .filter(|st| st.iter().any(|&i| count(i) == big))
+            .collect();
+        // Inlined nodes run inside their user's loop; every other big node must be a
+        // member of the one loop, and so must every output.
+        let all_in_loop = (0..f.nodes.len())
+            .filter(|&i| count(i) == big && !inlined[i])
+            .all(|i| big_steps.len() == 1 && big_steps[0].contains(&i));
+        let fused_loop = big_steps
+            .first()
+            .is_some_and(|st| fusible(f, &f.nodes[st[0]]));
+        let outputs_stored = f.outputs.iter().all(|o| {
+            matches!(o, Value::Node(i) if big_steps.first().is_some_and(|st| st.contains(&(*i as usize))))
+        });
+        big_steps.len() == 1 && all_in_loop && fused_loop && outputs_stored
+    };
+    Ok(Program {
+        instrs: prog,
+        bodies,
+        scratch,
+        unshared,
+        outputs,
+        in_place,
+    })
+}

@@ -6,19 +6,84 @@ use std::collections::HashMap;
 
 use nnc_ir::{Dim, Func};
 
-/// Error codes of the exported function, as the header names them.
-pub const OK: i32 = 0;
-pub const EINVAL: i32 = 1;
-pub const ENOMEM: i32 = 2;
-/// `_load`: the file cannot be read or is not safetensors (as `nnc_rt_load_weights`).
-pub const EIO: i32 = 3;
-/// `_load`: a weight is missing or has another type or size, or the checksum fails.
-pub const EWEIGHTS: i32 = 4;
-/// `_forward` before a successful `_load`.
-pub const ENOWEIGHTS: i32 = 5;
-/// `_forward`: an id a gather (an embedding) read is outside its table; the outputs of
-/// the rows holding it are not valid.
-pub const EINDEX: i32 = 6;
+/// Error codes of the exported functions, as the header names them (`nnc-rt` returns them).
+pub use nnc_rt::forward::{EINDEX, EINVAL, EIO, ENOMEM, ENOWEIGHTS, EWEIGHTS, OK};
+
+/// One 8-byte word of the descriptor `nnc_rt_forward` reads (`nnc_rt::forward::ForwardDesc`):
+/// a number, or the address of one of the object's data.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Word {
+    Int(u64),
+    /// The `rows` array.
+    Rows,
+    /// The kernels array: (rows per call, the kernel's address) per kernel.
+    Kernels,
+    /// The weights' address table.
+    Table,
+    /// The weights' names and sizes (for `_load`); null when the weights are embedded.
+    Names,
+    Lens,
+}
+
+/// The descriptor of a deployed forward pass, as a backend writes it: the `rows` array
+/// (has rows, bytes per row; per input, then per output), the rows per call of each
+/// kernel (most first), and the descriptor's words. The layout is
+/// `nnc_rt::forward::ForwardDesc`'s; `tests/aot.rs` runs what it describes.
+pub(crate) struct Descriptor {
+    pub rows: Vec<u64>,
+    pub kernel_rows: Vec<u64>,
+    pub words: Vec<Word>,
+}
+
+/// The descriptor for kernels of `kernel_rows` rows per call needing `scratch_bytes`.
+pub(crate) fn descriptor(
+    spec: &ObjectSpec,
+    kernel_rows: &[usize],
+    scratch_bytes: usize,
+) -> Result<Descriptor, String> {
+    use nnc_rt::forward::{GATHERS, WEIGHTS_FROM_FILE};
+    let (ins, outs) = row_bytes(spec)?;
+    let rows: Vec<u64> = ins
+        .iter()
+        .chain(&outs)
+        .flat_map(|&(r, b)| [u64::from(r), b as u64])
+        .collect();
+    let file = spec.weights == Weights::File;
+    let flags =
+        if file { WEIGHTS_FROM_FILE } else { 0 } | if gathers(spec.func) { GATHERS } else { 0 };
+    let fixed = match spec.batch {
+        Batch::Fixed { n, .. } => n as u64,
+        Batch::Any { .. } => 0,
+    };
+    let (names, lens) = if file {
+        (Word::Names, Word::Lens)
+    } else {
+        (Word::Int(0), Word::Int(0))
+    };
+    let words = vec![
+        Word::Int(ins.len() as u64),
+        Word::Int(outs.len() as u64),
+        Word::Rows,
+        Word::Int(kernel_rows.len() as u64),
+        Word::Kernels,
+        Word::Int(fixed),
+        Word::Int(scratch_bytes as u64),
+        Word::Table,
+        Word::Int(spec.func.params.len() as u64),
+        names,
+        lens,
+        Word::Int(flags),
+    ];
+    debug_assert_eq!(
+        8 * words.len(),
+        std::mem::size_of::<nnc_rt::forward::ForwardDesc>()
+    );
+    Ok(Descriptor {
+        rows,
+        kernel_rows: kernel_rows.iter().map(|&r| r as u64).collect(),
+        words,
+    })
+}
 
 /// How the exported function takes its batch.
 #[derive(Clone, Debug, PartialEq)]

@@ -27,7 +27,7 @@ use inkwell::values::{
 use inkwell::{AddressSpace, FloatPredicate, OptimizationLevel};
 use nnc_ir::{Attr, Func, Op, Value};
 
-use crate::aot::{Batch, ObjectSpec};
+use crate::aot::ObjectSpec;
 use crate::emit;
 use crate::kernel::{Code, Entry, Kernel};
 use crate::plan::{Loc, member_of, sizes_text};
@@ -615,10 +615,32 @@ fn splat_const<'ctx>(vt: VectorType<'ctx>, v: f32) -> VectorValue<'ctx> {
     VectorType::const_vector(&items)
 }
 
+/// A private constant global of `module` holding `value`; its address.
+fn constant<'ctx>(
+    module: &Module<'ctx>,
+    name: &str,
+    value: impl inkwell::values::BasicValue<'ctx>,
+) -> PointerValue<'ctx> {
+    let value = value.as_basic_value_enum();
+    let g = module.add_global(value.get_type(), None, name);
+    g.set_initializer(&value);
+    g.set_constant(true);
+    g.set_linkage(inkwell::module::Linkage::Private);
+    g.as_pointer_value()
+}
+
+/// The value a call of a function returning `i32` returned.
+fn returned(call: inkwell::values::CallSiteValue) -> Result<inkwell::values::IntValue, String> {
+    match call.try_as_basic_value() {
+        inkwell::values::ValueKind::Basic(v) => Ok(v.into_int_value()),
+        inkwell::values::ValueKind::Instruction(_) => Err(err("the call returned nothing")),
+    }
+}
+
 /// An object file for `nnc build` (see `object.rs`): each `(rows, program)` as a private
-/// kernel, the weights and their address table as private constants, and the exported
-/// `<symbol>_forward` that checks its arguments, allocates scratch and runs the kernels
-/// over the batch, written in LLVM IR.
+/// kernel, the weights, their address table and the descriptor `nnc_rt_forward` reads as
+/// private constants, and the exported `<symbol>_forward` (and `_load`) as trampolines
+/// into `nnc-rt`.
 pub(crate) fn object(
     spec: &ObjectSpec,
     kernels: &[(usize, Program)],
@@ -684,8 +706,7 @@ pub(crate) fn object(
         table.set_constant(true);
     }
     table.set_linkage(Linkage::Private);
-    if file {
-        // int <symbol>_load(const char *path): nnc_rt_load_weights with names and sizes.
+    let names_lens = if file {
         let names: Vec<_> = spec
             .func
             .params
@@ -701,33 +722,96 @@ pub(crate) fn object(
                 g.as_pointer_value()
             })
             .collect();
-        let names_g = module.add_global(
-            ptr.array_type(count as u32),
-            None,
-            &format!("{}_names", spec.symbol),
-        );
-        names_g.set_initializer(&ptr.const_array(&names));
-        names_g.set_constant(true);
-        names_g.set_linkage(Linkage::Private);
         let lens: Vec<_> = spec
             .params
             .iter()
             .map(|v| i64t.const_int(v.len() as u64, false))
             .collect();
-        let lens_g = module.add_global(
-            i64t.array_type(count as u32),
-            None,
-            &format!("{}_lens", spec.symbol),
-        );
-        lens_g.set_initializer(&i64t.const_array(&lens));
-        lens_g.set_constant(true);
-        lens_g.set_linkage(Linkage::Private);
-        let rt = module.add_function(
-            "nnc_rt_load_weights",
-            i32t.fn_type(
-                &[ptr.into(), i64t.into(), ptr.into(), ptr.into(), ptr.into()],
-                false,
-            ),
+        let names = constant(&module, "names", ptr.const_array(&names));
+        let lens = constant(&module, "lens", i64t.const_array(&lens));
+        Some((names, lens))
+    } else {
+        None
+    };
+
+    // The descriptor `nnc_rt_forward` reads (see `aot::descriptor`).
+    let scratch_bytes = kernels
+        .iter()
+        .map(|(_, p)| 4 * p.scratch)
+        .max()
+        .unwrap_or(0);
+    let kernel_rows: Vec<usize> = kernels.iter().map(|(r, _)| *r).collect();
+    let d = crate::aot::descriptor(spec, &kernel_rows, scratch_bytes)?;
+    let ints = |v: &[u64]| -> Vec<_> { v.iter().map(|&w| i64t.const_int(w, false)).collect() };
+    let rows_g = constant(&module, "rows", i64t.const_array(&ints(&d.rows)));
+    let pair = cx.struct_type(&[i64t.into(), ptr.into()], false);
+    let pairs: Vec<_> = fns
+        .iter()
+        .map(|(r, f)| {
+            let entry = f.as_global_value().as_pointer_value();
+            pair.const_named_struct(&[i64t.const_int(*r as u64, false).into(), entry.into()])
+        })
+        .collect();
+    let kernels_g = constant(&module, "kernels", pair.const_array(&pairs));
+    let fields: Vec<inkwell::values::BasicValueEnum> = d
+        .words
+        .iter()
+        .map(|w| {
+            use crate::aot::Word;
+            let p = match (w, names_lens) {
+                (Word::Int(v), _) => return i64t.const_int(*v, false).into(),
+                (Word::Rows, _) => rows_g,
+                (Word::Kernels, _) => kernels_g,
+                (Word::Table, _) => table.as_pointer_value(),
+                (Word::Names, Some((n, _))) => n,
+                (Word::Lens, Some((_, l))) => l,
+                (Word::Names | Word::Lens, None) => ptr.const_null(),
+            };
+            p.into()
+        })
+        .collect();
+    let desc = constant(&module, "desc", cx.const_struct(&fields, false));
+
+    // The exported functions are trampolines into `nnc-rt`, which checks the arguments,
+    // allocates scratch and runs the kernels over the batch (written once, for both
+    // backends).
+    let io = rows.len() + outs.len();
+    let mut params: Vec<BasicMetadataTypeEnum> = vec![ptr.into(); io];
+    params.push(i64t.into());
+    let forward = module.add_function(
+        &format!("{}_forward", spec.symbol),
+        i32t.fn_type(&params, false),
+        None,
+    );
+    let rt_forward = module.add_function(
+        "nnc_rt_forward",
+        i32t.fn_type(&[ptr.into(), ptr.into(), i64t.into()], false),
+        None,
+    );
+    let b = cx.create_builder();
+    b.position_at_end(cx.append_basic_block(forward, "entry"));
+    let args: Vec<_> = forward.get_param_iter().collect();
+    let array = b
+        .build_array_alloca(ptr, i64t.const_int(io.max(1) as u64, false), "io")
+        .map_err(err)?;
+    for (j, a) in args[..io].iter().enumerate() {
+        let slot =
+            unsafe { b.build_in_bounds_gep(ptr, array, &[i64t.const_int(j as u64, false)], "") }
+                .map_err(err)?;
+        b.build_store(slot, a.into_pointer_value()).map_err(err)?;
+    }
+    let call = b
+        .build_call(
+            rt_forward,
+            &[desc.into(), array.into(), args[io].into_int_value().into()],
+            "",
+        )
+        .map_err(err)?;
+    b.build_return(Some(&returned(call)?)).map_err(err)?;
+    if file {
+        let rt_load = module.add_function(
+            "nnc_rt_load",
+            i32t.fn_type(&[ptr.into(), ptr.into()], false),
             None,
         );
         let load = module.add_function(
@@ -735,218 +819,14 @@ pub(crate) fn object(
             i32t.fn_type(&[ptr.into()], false),
             None,
         );
-        let b = cx.create_builder();
         b.position_at_end(cx.append_basic_block(load, "entry"));
         let path = load
             .get_nth_param(0)
             .ok_or_else(|| err("load's parameter"))?;
         let call = b
-            .build_call(
-                rt,
-                &[
-                    path.into(),
-                    i64t.const_int(count as u64, false).into(),
-                    names_g.as_pointer_value().into(),
-                    lens_g.as_pointer_value().into(),
-                    table.as_pointer_value().into(),
-                ],
-                "",
-            )
+            .build_call(rt_load, &[desc.into(), path.into()], "")
             .map_err(err)?;
-        let r = match call.try_as_basic_value() {
-            inkwell::values::ValueKind::Basic(v) => v.into_int_value(),
-            inkwell::values::ValueKind::Instruction(_) => return Err(err("load returned nothing")),
-        };
-        b.build_return(Some(&r)).map_err(err)?;
-    }
-
-    let mut params: Vec<BasicMetadataTypeEnum> = vec![ptr.into(); rows.len() + outs.len()];
-    params.push(i64t.into());
-    let forward = module.add_function(
-        &format!("{}_forward", spec.symbol),
-        i32t.fn_type(&params, false),
-        None,
-    );
-    for_host(&cx, forward);
-    let malloc = module.add_function("malloc", ptr.fn_type(&[i64t.into()], false), None);
-    let free = module.add_function("free", cx.void_type().fn_type(&[ptr.into()], false), None);
-    let b = cx.create_builder();
-    let block = |name: &str| cx.append_basic_block(forward, name);
-    let (entry, invalid, no_memory, done) = (
-        block("entry"),
-        block("invalid"),
-        block("no_memory"),
-        block("done"),
-    );
-    b.position_at_end(invalid);
-    b.build_return(Some(&i32t.const_int(crate::aot::EINVAL as u64, false)))
-        .map_err(err)?;
-    b.position_at_end(no_memory);
-    b.build_return(Some(&i32t.const_int(crate::aot::ENOMEM as u64, false)))
-        .map_err(err)?;
-    b.position_at_end(entry);
-    let args: Vec<_> = forward.get_param_iter().collect();
-    let batch = args[args.len() - 1].into_int_value();
-    let io: Vec<PointerValue> = args[..args.len() - 1]
-        .iter()
-        .map(|a| a.into_pointer_value())
-        .collect();
-    let mut bad = cx.bool_type().const_zero();
-    for &p in &io {
-        let null = b.build_is_null(p, "").map_err(err)?;
-        bad = b.build_or(bad, null, "").map_err(err)?;
-    }
-    let wrong = match &spec.batch {
-        Batch::Fixed { n, .. } => b.build_int_compare(
-            inkwell::IntPredicate::NE,
-            batch,
-            i64t.const_int(*n as u64, false),
-            "",
-        ),
-        Batch::Any { .. } => {
-            b.build_int_compare(inkwell::IntPredicate::EQ, batch, i64t.const_zero(), "")
-        }
-    }
-    .map_err(err)?;
-    let bad = b.build_or(bad, wrong, "").map_err(err)?;
-    let checked = block("checked");
-    b.build_conditional_branch(bad, invalid, checked)
-        .map_err(err)?;
-    b.position_at_end(checked);
-    if file && count > 0 {
-        // Not loaded yet: the table's first pointer is still null.
-        let first = b
-            .build_load(ptr, table.as_pointer_value(), "")
-            .map_err(err)?;
-        let missing = b
-            .build_is_null(first.into_pointer_value(), "")
-            .map_err(err)?;
-        let no_weights = block("no_weights");
-        let loaded = block("loaded");
-        b.build_conditional_branch(missing, no_weights, loaded)
-            .map_err(err)?;
-        b.position_at_end(no_weights);
-        b.build_return(Some(&i32t.const_int(crate::aot::ENOWEIGHTS as u64, false)))
-            .map_err(err)?;
-        b.position_at_end(loaded);
-    }
-    let scratch_bytes = kernels
-        .iter()
-        .map(|(_, p)| 4 * p.scratch)
-        .max()
-        .unwrap_or(0)
-        .max(4);
-    let call = b
-        .build_call(
-            malloc,
-            &[i64t.const_int(scratch_bytes as u64, false).into()],
-            "",
-        )
-        .map_err(err)?;
-    let scratch = match call.try_as_basic_value() {
-        inkwell::values::ValueKind::Basic(v) => v.into_pointer_value(),
-        inkwell::values::ValueKind::Instruction(_) => return Err(err("malloc returned nothing")),
-    };
-    let null = b.build_is_null(scratch, "").map_err(err)?;
-    let run = block("run");
-    b.build_conditional_branch(null, no_memory, run)
-        .map_err(err)?;
-    b.position_at_end(run);
-    let in_arr = b
-        .build_array_alloca(ptr, i64t.const_int(rows.len().max(1) as u64, false), "ins")
-        .map_err(err)?;
-    let out_arr = b
-        .build_array_alloca(ptr, i64t.const_int(outs.len().max(1) as u64, false), "outs")
-        .map_err(err)?;
-    let mut start = i64t.const_zero();
-    let mut pre = run;
-    for &(r, kernel) in &fns {
-        let head = block("head");
-        let body = block("body");
-        let exit = block("exit");
-        b.build_unconditional_branch(head).map_err(err)?;
-        b.position_at_end(head);
-        let phi = b.build_phi(i64t, "row").map_err(err)?;
-        let row = phi.as_basic_value().into_int_value();
-        let left = b.build_int_sub(batch, row, "").map_err(err)?;
-        let enough = b
-            .build_int_compare(
-                inkwell::IntPredicate::UGE,
-                left,
-                i64t.const_int(r as u64, false),
-                "",
-            )
-            .map_err(err)?;
-        b.build_conditional_branch(enough, body, exit)
-            .map_err(err)?;
-        b.position_at_end(body);
-        for (arr, (ptrs, list)) in [
-            (in_arr, (&io[..rows.len()], rows)),
-            (out_arr, (&io[rows.len()..], outs)),
-        ] {
-            for (j, (&p, &(has_rows, bytes))) in ptrs.iter().zip(list.iter()).enumerate() {
-                let at = if has_rows {
-                    let off = b
-                        .build_int_mul(row, i64t.const_int(bytes as u64, false), "")
-                        .map_err(err)?;
-                    unsafe { b.build_in_bounds_gep(cx.i8_type(), p, &[off], "") }.map_err(err)?
-                } else {
-                    p
-                };
-                let slot = unsafe {
-                    b.build_in_bounds_gep(ptr, arr, &[i64t.const_int(j as u64, false)], "")
-                }
-                .map_err(err)?;
-                b.build_store(slot, at).map_err(err)?;
-            }
-        }
-        b.build_call(
-            kernel,
-            &[
-                in_arr.into(),
-                table.as_pointer_value().into(),
-                out_arr.into(),
-                scratch.into(),
-            ],
-            "",
-        )
-        .map_err(err)?;
-        let next = b
-            .build_int_add(row, i64t.const_int(r as u64, false), "")
-            .map_err(err)?;
-        b.build_unconditional_branch(head).map_err(err)?;
-        phi.add_incoming(&[(&start, pre), (&next, body)]);
-        b.position_at_end(exit);
-        start = row;
-        pre = exit;
-    }
-    b.build_unconditional_branch(done).map_err(err)?;
-    b.position_at_end(done);
-    b.build_call(free, &[scratch.into()], "").map_err(err)?;
-    if crate::aot::gathers(spec.func) {
-        // An id outside its table was recorded (this thread): EINDEX, else OK.
-        let check = module.add_function("nnc_rt_index_error", i64t.fn_type(&[], false), None);
-        let r = b.build_call(check, &[], "").map_err(err)?;
-        let bad = match r.try_as_basic_value() {
-            inkwell::values::ValueKind::Basic(v) => v.into_int_value(),
-            inkwell::values::ValueKind::Instruction(_) => {
-                return Err(err("nnc_rt_index_error returned nothing"));
-            }
-        };
-        let bad = b
-            .build_int_compare(inkwell::IntPredicate::NE, bad, i64t.const_zero(), "")
-            .map_err(err)?;
-        let code = b
-            .build_select(
-                bad,
-                i32t.const_int(crate::aot::EINDEX as u64, false),
-                i32t.const_zero(),
-                "",
-            )
-            .map_err(err)?;
-        b.build_return(Some(&code)).map_err(err)?;
-    } else {
-        b.build_return(Some(&i32t.const_zero())).map_err(err)?;
+        b.build_return(Some(&returned(call)?)).map_err(err)?;
     }
     module.verify().map_err(err)?;
     optimize(&module, &tm)?;

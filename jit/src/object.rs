@@ -19,7 +19,6 @@
 //! (`nnc_compiler::rows`). With a fixed batch, one kernel, and any other batch is refused.
 
 use cranelift_codegen::Context;
-use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
     AbiParam, InstBuilder, Signature, StackSlotData, StackSlotKind, types,
 };
@@ -32,7 +31,7 @@ pub use crate::aot::{
     Batch, Built, EINDEX, EINVAL, EIO, ENOMEM, ENOWEIGHTS, EWEIGHTS, OK, ObjectSpec, Weights,
     c_ident, snake_case,
 };
-use crate::aot::{gathers, header, io_shape, row_bytes};
+use crate::aot::{Descriptor, Word, descriptor, header, io_shape, row_bytes};
 use crate::cranelift::{self, Descs, Lowered};
 
 /// Compiles `spec` into an object file and writes its header.
@@ -162,16 +161,22 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
         f.params.len(),
         true,
     )?;
-    if spec.weights == Weights::File {
-        loader(&mut module, spec, table)?;
-    }
+    let names_lens = if spec.weights == Weights::File {
+        Some(names_and_lens(&mut module, spec)?)
+    } else {
+        None
+    };
 
     let scratch_bytes = kernels
         .iter()
         .map(|(_, l)| 4 * l.scratch)
         .max()
         .unwrap_or(0);
-    wrapper(&mut module, spec, &kernels, table, scratch_bytes)?;
+    let rows: Vec<usize> = kernels.iter().map(|(r, _)| *r).collect();
+    let d = descriptor(spec, &rows, scratch_bytes)?;
+    let desc = descriptor_data(&mut module, spec, &d, &kernels, table, names_lens)?;
+    let (ins, outs) = row_bytes(spec)?;
+    trampolines(&mut module, spec, desc, ins.len() + outs.len())?;
     let object = module
         .finish()
         .emit()
@@ -243,22 +248,17 @@ fn address_table(
     Ok(id)
 }
 
-/// `int <symbol>_load(const char *path)`: `nnc_rt_load_weights` with the weights' names
-/// and sizes, into the table the kernels read.
-fn loader(module: &mut ObjectModule, spec: &ObjectSpec, table: DataId) -> Result<(), String> {
-    let ptr = types::I64;
-    let f = spec.func;
+/// The weights' names (C strings) and float counts, for `nnc_rt_load`.
+fn names_and_lens(
+    module: &mut ObjectModule,
+    spec: &ObjectSpec,
+) -> Result<(DataId, DataId), String> {
     let mut name_ids = Vec::new();
-    for (k, p) in f.params.iter().enumerate() {
+    for (k, p) in spec.func.params.iter().enumerate() {
         let mut bytes = p.name.as_bytes().to_vec();
         bytes.push(0);
-        name_ids.push(data(
-            module,
-            &format!("{}_name_{k}", spec.symbol),
-            bytes,
-            1,
-            false,
-        )?);
+        let name = format!("{}_name_{k}", spec.symbol);
+        name_ids.push(data(module, &name, bytes, 1, false)?);
     }
     let names = address_table(
         module,
@@ -274,215 +274,154 @@ fn loader(module: &mut ObjectModule, spec: &ObjectSpec, table: DataId) -> Result
         .chain(std::iter::repeat_n(0, 8))
         .collect();
     let lens = data(module, &format!("{}_lens", spec.symbol), lens, 8, false)?;
-
-    let mut sig = module.make_signature();
-    sig.params.push(AbiParam::new(ptr));
-    sig.returns.push(AbiParam::new(types::I32));
-    let id = module
-        .declare_function(&format!("{}_load", spec.symbol), Linkage::Export, &sig)
-        .map_err(|e| e.to_string())?;
-    let rt = import(module, "nnc_rt_load_weights", 5, Some(types::I32))?;
-    let mut ctx = Context::new();
-    ctx.func.signature = sig;
-    let mut fbc = FunctionBuilderContext::new();
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
-        let rt = module.declare_func_in_func(rt, b.func);
-        let [names, lens, table] =
-            [names, lens, table].map(|d| module.declare_data_in_func(d, b.func));
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        let path = b.block_params(entry)[0];
-        let count = b.ins().iconst(ptr, f.params.len() as i64);
-        let [names, lens, table] = [names, lens, table].map(|g| b.ins().symbol_value(ptr, g));
-        let call = b.ins().call(rt, &[path, count, names, lens, table]);
-        let r = b.inst_results(call)[0];
-        b.ins().return_(&[r]);
-        b.seal_all_blocks();
-        b.finalize(module.target_config());
-    }
-    module
-        .define_function(id, &mut ctx)
-        .map_err(|e| format!("{e:?}"))?;
-    module.clear_context(&mut ctx);
-    Ok(())
+    Ok((names, lens))
 }
 
-/// `int <symbol>_forward(inputs..., outputs..., size_t batch)`.
-fn wrapper(
+/// The descriptor `nnc_rt_forward` reads, as local data: its words, with the addresses of
+/// the `rows` array, the kernels array (rows, entry per kernel), the weights' table and
+/// the names and sizes filled in by relocations.
+fn descriptor_data(
     module: &mut ObjectModule,
     spec: &ObjectSpec,
+    desc: &Descriptor,
     kernels: &[(usize, Lowered)],
     table: DataId,
-    scratch_bytes: usize,
-) -> Result<FuncId, String> {
-    let ptr = types::I64;
-    let (ins, outs) = row_bytes(spec)?;
-    let mut sig: Signature = module.make_signature();
-    for _ in 0..ins.len() + outs.len() + 1 {
-        sig.params.push(AbiParam::new(ptr));
-    }
-    sig.returns.push(AbiParam::new(types::I32));
-    let id = module
-        .declare_function(&format!("{}_forward", spec.symbol), Linkage::Export, &sig)
-        .map_err(|e| e.to_string())?;
-    let malloc = import(module, "malloc", 1, Some(ptr))?;
-    let free = import(module, "free", 1, None)?;
-    let index_error = if gathers(spec.func) {
-        Some(import(module, "nnc_rt_index_error", 0, Some(ptr))?)
-    } else {
-        None
+    names_lens: Option<(DataId, DataId)>,
+) -> Result<DataId, String> {
+    let words = |v: &[u64]| -> Vec<u8> {
+        let mut b: Vec<u8> = v.iter().flat_map(|w| w.to_le_bytes()).collect();
+        b.resize(b.len().max(8), 0);
+        b
     };
-
-    let mut ctx = Context::new();
-    ctx.func.signature = sig;
-    let mut fbc = FunctionBuilderContext::new();
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
-        let malloc = module.declare_func_in_func(malloc, b.func);
-        let free = module.declare_func_in_func(free, b.func);
-        let index_error = index_error.map(|f| module.declare_func_in_func(f, b.func));
-        let kernel_refs: Vec<_> = kernels
-            .iter()
-            .map(|(rows, l)| (*rows, module.declare_func_in_func(l.id, b.func)))
-            .collect();
-        let table = module.declare_data_in_func(table, b.func);
-
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        let invalid = b.create_block();
-        let no_memory = b.create_block();
-        b.switch_to_block(entry);
-        let args = b.block_params(entry).to_vec();
-        let batch = args[args.len() - 1];
-        let io = &args[..args.len() - 1];
-        // Null pointers and an empty or (fixed) wrong batch are refused.
-        for &p in io {
-            let next = b.create_block();
-            b.ins().brif(p, next, &[], invalid, &[]);
-            b.switch_to_block(next);
-        }
-        let next = b.create_block();
-        match &spec.batch {
-            Batch::Fixed { n, .. } => {
-                let ok = b.ins().icmp_imm_u(IntCC::Equal, batch, *n as i64);
-                b.ins().brif(ok, next, &[], invalid, &[]);
-            }
-            Batch::Any { .. } => {
-                b.ins().brif(batch, next, &[], invalid, &[]);
-            }
-        }
-        b.switch_to_block(next);
-        if spec.weights == Weights::File && !spec.func.params.is_empty() {
-            // Not loaded yet: the table's first pointer is still null.
-            let no_weights = b.create_block();
-            let t = b.ins().symbol_value(ptr, table);
-            let first = b.ins().load(
-                ptr,
-                cranelift_codegen::ir::MemFlagsData::new().with_notrap(),
-                t,
-                0,
-            );
-            let next = b.create_block();
-            b.ins().brif(first, next, &[], no_weights, &[]);
-            b.switch_to_block(no_weights);
-            let e = b.ins().iconst(types::I32, ENOWEIGHTS as i64);
-            b.ins().return_(&[e]);
-            b.switch_to_block(next);
-        }
-        let scratch = if scratch_bytes > 0 {
-            let size = b.ins().iconst(ptr, scratch_bytes as i64);
-            let call = b.ins().call(malloc, &[size]);
-            let s = b.inst_results(call)[0];
-            let next = b.create_block();
-            b.ins().brif(s, next, &[], no_memory, &[]);
-            b.switch_to_block(next);
-            s
-        } else {
-            b.ins().iconst(ptr, 0)
-        };
-        let slot = |b: &mut FunctionBuilder, n: usize| {
-            b.create_sized_stack_slot(StackSlotData::new(
-                StackSlotKind::ExplicitSlot,
-                (8 * n.max(1)) as u32,
-                3,
-            ))
-        };
-        let in_slot = slot(&mut b, ins.len());
-        let out_slot = slot(&mut b, outs.len());
-        let params = b.ins().symbol_value(ptr, table);
-        let zero = b.ins().iconst(ptr, 0);
-        let done = b.create_block();
-        // Each kernel in turn runs while at least its rows remain: `row` is a block
-        // parameter of each loop's head.
-        let mut start = zero;
-        for &(rows, kernel) in &kernel_refs {
-            let head = b.create_block();
-            let row = b.append_block_param(head, ptr);
-            let body = b.create_block();
-            let exit = b.create_block();
-            let exit_row = b.append_block_param(exit, ptr);
-            b.ins().jump(head, &[start.into()]);
-            b.switch_to_block(head);
-            let left = b.ins().isub(batch, row);
-            let enough = b
-                .ins()
-                .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, left, rows as i64);
-            b.ins().brif(enough, body, &[], exit, &[row.into()]);
-            b.switch_to_block(body);
-            for (slot_, (user, list)) in [
-                (in_slot, (&io[..ins.len()], &ins)),
-                (out_slot, (&io[ins.len()..], &outs)),
-            ] {
-                for (j, (&p, &(has_rows, bytes))) in user.iter().zip(list.iter()).enumerate() {
-                    let at = if has_rows {
-                        let off = b.ins().imul_imm_u(row, bytes as i64);
-                        b.ins().iadd(p, off)
-                    } else {
-                        p
-                    };
-                    b.ins().stack_store(ptr, at, slot_, (8 * j) as i32);
-                }
-            }
-            let ip = b.ins().stack_addr(ptr, in_slot, 0);
-            let op = b.ins().stack_addr(ptr, out_slot, 0);
-            b.ins().call(kernel, &[ip, params, op, scratch]);
-            let next_row = b.ins().iadd_imm_s(row, rows as i64);
-            b.ins().jump(head, &[next_row.into()]);
-            b.switch_to_block(exit);
-            start = exit_row;
-        }
-        b.ins().jump(done, &[]);
-        b.switch_to_block(done);
-        if scratch_bytes > 0 {
-            b.ins().call(free, &[scratch]);
-        }
-        let ok = if let Some(index_error) = index_error {
-            // An id outside its table was recorded (this thread): EINDEX, else OK.
-            let call = b.ins().call(index_error, &[]);
-            let bad = b.inst_results(call)[0];
-            let (e, ok) = (
-                b.ins().iconst(types::I32, EINDEX as i64),
-                b.ins().iconst(types::I32, OK as i64),
-            );
-            b.ins().select(bad, e, ok)
-        } else {
-            b.ins().iconst(types::I32, OK as i64)
-        };
-        b.ins().return_(&[ok]);
-        b.switch_to_block(invalid);
-        let e = b.ins().iconst(types::I32, EINVAL as i64);
-        b.ins().return_(&[e]);
-        b.switch_to_block(no_memory);
-        let e = b.ins().iconst(types::I32, ENOMEM as i64);
-        b.ins().return_(&[e]);
-        b.seal_all_blocks();
-        b.finalize(module.target_config());
+    let rows = data(
+        module,
+        &format!("{}_rows", spec.symbol),
+        words(&desc.rows),
+        8,
+        false,
+    )?;
+    let kernels_id = module
+        .declare_data(
+            &format!("{}_kernels", spec.symbol),
+            Linkage::Local,
+            false,
+            false,
+        )
+        .map_err(|e| e.to_string())?;
+    let mut d = DataDescription::new();
+    let pairs: Vec<u64> = desc.kernel_rows.iter().flat_map(|&r| [r, 0]).collect();
+    d.define(words(&pairs).into_boxed_slice());
+    d.set_align(8);
+    for (k, (_, l)) in kernels.iter().enumerate() {
+        let f = module.declare_func_in_data(l.id, &mut d);
+        d.write_function_addr((16 * k + 8) as u32, f);
     }
     module
-        .define_function(id, &mut ctx)
-        .map_err(|e| format!("{e:?}"))?;
-    module.clear_context(&mut ctx);
+        .define_data(kernels_id, &d)
+        .map_err(|e| e.to_string())?;
+    let id = module
+        .declare_data(
+            &format!("{}_desc", spec.symbol),
+            Linkage::Local,
+            false,
+            false,
+        )
+        .map_err(|e| e.to_string())?;
+    let mut d = DataDescription::new();
+    let ints: Vec<u64> = desc
+        .words
+        .iter()
+        .map(|w| match w {
+            Word::Int(v) => *v,
+            _ => 0,
+        })
+        .collect();
+    d.define(words(&ints).into_boxed_slice());
+    d.set_align(8);
+    for (k, w) in desc.words.iter().enumerate() {
+        let target = match (w, names_lens) {
+            (Word::Int(_), _) => continue,
+            (Word::Rows, _) => rows,
+            (Word::Kernels, _) => kernels_id,
+            (Word::Table, _) => table,
+            (Word::Names, Some((n, _))) => n,
+            (Word::Lens, Some((_, l))) => l,
+            (Word::Names | Word::Lens, None) => return Err("names without a table".into()),
+        };
+        let gv = module.declare_data_in_data(target, &mut d);
+        d.write_data_addr((8 * k) as u32, gv, 0);
+    }
+    module.define_data(id, &d).map_err(|e| e.to_string())?;
     Ok(id)
+}
+
+/// The exported functions, as trampolines into `nnc-rt` (where the forward pass's
+/// argument checks, scratch memory and chunking are written once):
+/// `int <symbol>_forward(inputs..., outputs..., size_t batch)` packs its pointers into
+/// an array and calls `nnc_rt_forward(&desc, io, batch)`; with file weights,
+/// `int <symbol>_load(const char *path)` calls `nnc_rt_load(&desc, path)`.
+fn trampolines(
+    module: &mut ObjectModule,
+    spec: &ObjectSpec,
+    desc: DataId,
+    io: usize,
+) -> Result<(), String> {
+    let ptr = types::I64;
+    let mut exports = vec![(
+        format!("{}_forward", spec.symbol),
+        io + 1,
+        "nnc_rt_forward",
+        3,
+    )];
+    if spec.weights == Weights::File {
+        exports.push((format!("{}_load", spec.symbol), 1, "nnc_rt_load", 2));
+    }
+    for (name, params, target, target_params) in exports {
+        let mut sig: Signature = module.make_signature();
+        for _ in 0..params {
+            sig.params.push(AbiParam::new(ptr));
+        }
+        sig.returns.push(AbiParam::new(types::I32));
+        let id = module
+            .declare_function(&name, Linkage::Export, &sig)
+            .map_err(|e| e.to_string())?;
+        let rt = import(module, target, target_params, Some(types::I32))?;
+        let mut ctx = Context::new();
+        ctx.func.signature = sig;
+        let mut fbc = FunctionBuilderContext::new();
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
+            let rt = module.declare_func_in_func(rt, b.func);
+            let desc = module.declare_data_in_func(desc, b.func);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let args = b.block_params(entry).to_vec();
+            let desc = b.ins().symbol_value(ptr, desc);
+            let call_args = if target_params == 3 {
+                let slot = b.create_sized_stack_slot(StackSlotData::new(
+                    StackSlotKind::ExplicitSlot,
+                    (8 * io.max(1)) as u32,
+                    3,
+                ));
+                for (j, &p) in args[..io].iter().enumerate() {
+                    b.ins().stack_store(ptr, p, slot, (8 * j) as i32);
+                }
+                let array = b.ins().stack_addr(ptr, slot, 0);
+                vec![desc, array, args[io]]
+            } else {
+                vec![desc, args[0]]
+            };
+            let call = b.ins().call(rt, &call_args);
+            let r = b.inst_results(call)[0];
+            b.ins().return_(&[r]);
+            b.seal_all_blocks();
+            b.finalize(module.target_config());
+        }
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| format!("{e:?}"))?;
+        module.clear_context(&mut ctx);
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@
 //! shapes (specialized per batch size); the descriptors are arrays of `i64` owned by the
 //! compiled code (or, in an object file, its read-only data), so they outlive every call.
 
+pub mod forward;
 mod take;
 pub mod weights;
 

@@ -16,6 +16,7 @@ use nnc_ir::{
 use crate::ast::*;
 use crate::diagnostics::{Diagnostic, PRELUDE, Span, USER};
 use crate::errors;
+use crate::limits::{MAX_STATEMENTS, MAX_UNROLL};
 use crate::names::{self, INITIALIZERS};
 use crate::resolve::Defs;
 
@@ -64,13 +65,6 @@ type Scope = HashMap<String, Val>;
 
 /// The input through which the training driver passes each step's noise key (`random`).
 pub const NOISE_KEY: &str = "noise_key";
-
-/// The most iterations a `for` may unroll to (each one inlines its body again).
-const MAX_UNROLL: i64 = 4096;
-
-/// The most statements one function may elaborate, loops and layer calls unrolled
-/// (nested loops multiply: 4096 x 4096 would otherwise run for minutes).
-pub const MAX_STATEMENTS: u64 = 1_000_000;
 
 /// One layer instance on the inlining stack, for parameter naming and error context.
 struct Frame<'d> {

@@ -34,7 +34,7 @@ pub(crate) fn too_deep(span: Span) -> Diagnostic {
         "E0003",
         format!(
             "brackets nest deeper than {} levels",
-            crate::syntax::MAX_NESTING
+            crate::limits::MAX_NESTING
         ),
         span,
         "too deep here",
@@ -46,7 +46,7 @@ pub(crate) fn too_long(span: Span, ops: usize) -> Diagnostic {
         "E0004",
         format!(
             "expression too long: more than {} operators",
-            crate::syntax::MAX_OPERATORS
+            crate::limits::MAX_OPERATORS
         ),
         span,
         format!("{ops} operators so far"),
@@ -58,7 +58,7 @@ pub(crate) fn too_many_statements(span: Span) -> Diagnostic {
         "E0006",
         format!(
             "the model unrolls to more than {} statements",
-            crate::elab::MAX_STATEMENTS
+            crate::limits::MAX_STATEMENTS
         ),
         span,
         "the limit was reached here",

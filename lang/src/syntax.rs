@@ -15,12 +15,7 @@ use crate::diagnostics::{Diagnostic, SourceId, Span};
 #[grammar = "grammar.pest"]
 struct Grammar;
 
-/// Brackets may nest this deep; deeper input is rejected before pest sees it, since
-/// pest, like every recursive-descent parser, recurses once per level.
-pub const MAX_NESTING: usize = 64;
-/// One expression may hold this many operators; the tree of a longer one would be deeper
-/// than the checker should recurse.
-pub const MAX_OPERATORS: usize = 256;
+use crate::limits::{MAX_NESTING, MAX_OPERATORS};
 
 /// Parses a source file. On failure returns the diagnostics (one for a syntax error).
 pub fn parse(src: &str, id: SourceId) -> Result<Program, Vec<Diagnostic>> {

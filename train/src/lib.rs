@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod engine;
 pub mod fused;
 pub mod plot;
 pub mod run;
@@ -18,4 +19,4 @@ pub use config::{Backend, Overrides, TrainConfig};
 pub use fused::FusedStep;
 pub use run::{Observer, Quiet, RunOptions, Summary};
 pub use schedule::Schedule;
-pub use session::{Executor, Metrics, Model, Session, TrainError};
+pub use session::{Metrics, Model, Session, TrainError};

@@ -12,47 +12,8 @@ use nnc_lang::{NOISE_KEY, TrainSpec};
 use nnc_runtime::data::Dataset;
 use nnc_runtime::{Checkpoint, Rng, Tensor, init_param};
 
-use crate::config::{Backend, TrainConfig};
-
-/// Runs IR functions: the reference interpreter, or native code from the JIT (compiled on
-/// first use per function and batch size, and cached).
-#[derive(Clone, Debug)]
-pub enum Executor {
-    /// The reference interpreter.
-    Interp,
-    /// The JIT (Cranelift or LLVM); f64 graphs, which it does not compile, run on the
-    /// interpreter.
-    Jit(std::sync::Arc<std::sync::Mutex<nnc_jit::Jit>>),
-}
-
-impl Executor {
-    /// An executor for a backend.
-    pub fn new(backend: Backend) -> Executor {
-        match backend {
-            Backend::Interp => Executor::Interp,
-            Backend::Jit => Executor::Jit(Default::default()),
-            Backend::Llvm => Executor::Jit(std::sync::Arc::new(std::sync::Mutex::new(
-                nnc_jit::Jit::with_codegen(nnc_jit::Codegen::Llvm),
-            ))),
-        }
-    }
-
-    /// Evaluates `f` on inputs and parameter values.
-    pub fn eval(
-        &self,
-        f: &Func,
-        inputs: &[Tensor],
-        params: &[Tensor],
-    ) -> Result<Vec<Tensor>, String> {
-        match self {
-            Executor::Jit(jit) if nnc_jit::supports(f) => {
-                let mut jit = jit.lock().unwrap_or_else(|p| p.into_inner());
-                jit.eval(f, inputs, params)
-            }
-            _ => nnc_compiler::interp::eval(f, inputs, params).map_err(|e| e.to_string()),
-        }
-    }
-}
+use crate::config::TrainConfig;
+use crate::engine::{Engine, StepCtx, engine};
 
 fn optimize(f: &Func) -> Result<Func, String> {
     nnc_compiler::passes::optimize(f, &mut |_, _| {})
@@ -309,38 +270,27 @@ pub struct Session {
     pub epoch: u64,
     /// The learning rate of the last step.
     pub last_lr: f64,
-    /// What runs the functions.
-    pub exec: Executor,
+    /// What runs the functions, and holds the trained values between steps on the JIT.
+    engine: Box<dyn Engine>,
     /// The feature statistics the data is normalized with (fitted on the training rows;
     /// kept in checkpoints).
     pub stats: Option<nnc_runtime::data::FeatureStats>,
-    /// Whether `params` lags the JIT's arena (after deferred steps; see `sync_params`).
-    params_stale: bool,
-    /// On the JIT, the arenas the fused training step keeps the parameters (copied out to
-    /// `params` after each step) and optimizer states in.
-    fused: Option<Box<crate::fused::FusedStep>>,
 }
 
 impl Clone for Session {
     /// A copy with its own state: the arenas are rebuilt from the copied values on the
     /// copy's first step.
     fn clone(&self) -> Session {
-        let mut params = self.params.clone();
-        if let (true, Some(f)) = (self.params_stale, &self.fused) {
-            f.write_params(&mut params);
-        }
         Session {
             model: self.model.clone(),
             config: self.config.clone(),
-            params,
+            params: self.current_params().into_owned(),
             states: self.current_states(),
             step: self.step,
             epoch: self.epoch,
             last_lr: self.last_lr,
-            exec: Executor::new(self.config.backend),
+            engine: engine(self.config.backend),
             stats: self.stats.clone(),
-            params_stale: false,
-            fused: None,
         }
     }
 }
@@ -381,10 +331,8 @@ impl Session {
             step: 0,
             epoch: 0,
             last_lr: 0.0,
-            exec: Executor::new(config_backend),
+            engine: engine(config_backend),
             stats: None,
-            params_stale: false,
-            fused: None,
         })
     }
 
@@ -480,24 +428,12 @@ impl Session {
 
     /// The parameters as they are now, even after deferred steps.
     pub fn current_params(&self) -> std::borrow::Cow<'_, [Tensor]> {
-        match (&self.fused, self.params_stale) {
-            (Some(f), true) => {
-                let mut p = self.params.clone();
-                f.write_params(&mut p);
-                std::borrow::Cow::Owned(p)
-            }
-            _ => std::borrow::Cow::Borrowed(&self.params),
-        }
+        self.engine.current_params(&self.params)
     }
 
     /// Copies the parameters out of the JIT's arena into `params` if steps have changed them.
     pub fn sync_params(&mut self) {
-        if self.params_stale {
-            if let Some(f) = &self.fused {
-                f.write_params(&mut self.params);
-            }
-            self.params_stale = false;
-        }
+        self.engine.sync(&mut self.params);
     }
 
     /// The key of this step's noise: a function of the seed and the step number, below
@@ -535,176 +471,26 @@ impl Session {
     }
 
     fn step_keyed(&mut self, inputs: &[Tensor], total: u64) -> Result<(f64, Tensor), TrainError> {
-        let (Some(grad), Some(update)) = (&self.model.grad, &self.model.update) else {
-            return Err(TrainError::Failed(format!(
-                "`{}` has no train block",
-                self.model.name
-            )));
+        let cx = StepCtx {
+            model: &self.model,
+            config: &self.config,
+            step: self.step,
+            epoch: self.epoch,
+            total,
         };
-        if matches!(self.exec, Executor::Jit(_))
-            && nnc_jit::supports(grad)
-            && nnc_jit::supports(update)
-        {
-            return self.fused_step(inputs, total);
-        }
-        let outs = self.exec.eval(grad, inputs, &self.params)?;
-        let loss = outs[0].data[0];
-        if !loss.is_finite() {
-            return Err(TrainError::Diverged {
-                step: self.step + 1,
-                epoch: self.epoch + 1,
-                batch: 0,
-                loss,
-                origin: None,
-            });
-        }
-        // Outputs: loss, output, the buffers' new values, the trained parameters' gradients.
-        let buffers: Vec<usize> = self.model.buffer_indices();
-        for (k, &i) in buffers.iter().enumerate() {
-            self.params[i].data = outs[self.model.outputs().buffer(k)].data.clone();
-        }
-        let trained: Vec<usize> = (0..self.params.len())
-            .filter(|i| !buffers.contains(i))
-            .collect();
-        let mut grads: Vec<Tensor> = outs[self.model.outputs().gradients()..].to_vec();
-        if self.config.grad_noise.is_some() || self.config.clip.is_some() {
-            let mut bufs: Vec<Vec<f32>> = grads
-                .iter()
-                .map(|g| g.data.iter().map(|&v| v as f32).collect())
-                .collect();
-            let mut views: Vec<&mut [f32]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
-            self.perturb_and_clip(&mut views);
-            for (g, b) in grads.iter_mut().zip(&bufs) {
-                g.data = b.iter().map(|&v| f64::from(v)).collect();
-            }
-        }
-        let lr = self
-            .config
-            .schedule
-            .lr(self.config.lr, self.step, self.epoch, total);
-        let lr_t = Tensor::scalar(DType::F32, lr);
-        let step_t = Tensor::scalar(DType::F32, (self.step + 1) as f64);
-        for (&i, g) in trained.iter().zip(&grads) {
-            let w = &self.params[i];
-            let flat = |t: &Tensor| Tensor {
-                dtype: DType::F32,
-                shape: vec![t.len()],
-                data: t.data.clone(),
-            };
-            let ins = [flat(w), flat(g), lr_t.clone(), step_t.clone()];
-            let mut outs = self.exec.eval(update, &ins, &self.states[i])?.into_iter();
-            let new_w = outs.next().expect("the rule returns the parameter");
-            self.params[i].data = new_w.data;
-            self.states[i] = outs.collect();
-        }
+        let (loss, output, lr) =
+            self.engine
+                .step(&cx, &mut self.params, &mut self.states, inputs)?;
         self.step += 1;
         self.last_lr = lr;
-        Ok((
-            loss,
-            outs.into_iter()
-                .nth(1)
-                .expect("the loss function returns the output"),
-        ))
-    }
-
-    /// Lays the parameters (and optimizer states) out in the JIT's arenas, once.
-    fn ensure_arena(&mut self) -> Result<(), String> {
-        if self.fused.is_none() {
-            let codegen = match &self.exec {
-                Executor::Jit(j) => j.lock().map(|j| j.codegen).unwrap_or_default(),
-                Executor::Interp => nnc_jit::Codegen::Cranelift,
-            };
-            self.fused = Some(Box::new(crate::fused::FusedStep::new(
-                self.model.grad.as_ref(),
-                self.model.update.as_ref(),
-                &self.params,
-                &self.states,
-                codegen,
-            )?));
-        }
-        Ok(())
+        Ok((loss, output))
     }
 
     /// The forward pass on one batch of the model's inputs. On the JIT the parameters are
     /// read from the arenas, so nothing is converted but the inputs and the output.
     pub fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor, String> {
-        if matches!(self.exec, Executor::Jit(_)) && nnc_jit::supports(&self.model.forward) {
-            self.ensure_arena()?;
-            let f = &self.model.forward;
-            let arena = self.fused.as_mut().expect("just made");
-            return Ok(arena.run(f, inputs)?.remove(0));
-        }
-        Ok(self
-            .exec
-            .eval(&self.model.forward, inputs, &self.params)?
-            .remove(0))
-    }
-
-    /// One step on the JIT: gradients into the arena, noise and clipping in place, one
-    /// update kernel over every parameter, then the parameters copied out.
-    fn fused_step(&mut self, inputs: &[Tensor], total: u64) -> Result<(f64, Tensor), TrainError> {
-        self.ensure_arena()?;
-        let mut fused = self.fused.take().expect("just made");
-        let result = (|| {
-            let (loss, output) = fused.gradients(inputs)?;
-            if !loss.is_finite() {
-                return Err(TrainError::Diverged {
-                    step: self.step + 1,
-                    epoch: self.epoch + 1,
-                    batch: 0,
-                    loss,
-                    origin: None,
-                });
-            }
-            self.perturb_and_clip(&mut fused.grads_mut());
-            let lr = self
-                .config
-                .schedule
-                .lr(self.config.lr, self.step, self.epoch, total);
-            fused.apply(lr, (self.step + 1) as f64)?;
-            self.params_stale = true;
-            self.step += 1;
-            self.last_lr = lr;
-            Ok((loss, output))
-        })();
-        self.fused = Some(fused);
-        result
-    }
-
-    /// Annealed Gaussian gradient noise (Neelakantan et al., 2015), then global-norm
-    /// clipping as PyTorch's `clip_grad_norm_`. Arithmetic in f64, each result rounded to
-    /// f32, so both backends compute the same values.
-    fn perturb_and_clip(&self, grads: &mut [&mut [f32]]) {
-        if let Some(eta) = self.config.grad_noise {
-            let sigma = (eta / (1.0 + self.step as f64).powf(0.55)).sqrt();
-            // One gradient per trained parameter (buffers have none).
-            let trained = (self.model.forward.params.iter())
-                .filter(|p| p.kind == ParamKind::Param)
-                .map(|p| p.name.as_str());
-            for (g, name) in grads.iter_mut().zip(trained) {
-                let mut rng = Rng::stream(
-                    self.config.seed,
-                    &format!("grad_noise/{}/{name}", self.step),
-                );
-                g.iter_mut()
-                    .for_each(|v| *v = (f64::from(*v) + sigma * rng.normal()) as f32);
-            }
-        }
-        if let Some(max) = self.config.clip {
-            let norm = grads
-                .iter()
-                .flat_map(|g| g.iter())
-                .map(|&v| f64::from(v) * f64::from(v))
-                .sum::<f64>()
-                .sqrt();
-            let coef = max / (norm + 1e-6);
-            if coef < 1.0 {
-                for g in grads.iter_mut() {
-                    g.iter_mut()
-                        .for_each(|v| *v = (f64::from(*v) * coef) as f32);
-                }
-            }
-        }
+        self.engine
+            .forward(&self.model, &self.params, &self.states, inputs)
     }
 
     /// Bytes the compiled training step holds (arenas, scratch, the batch), once a step
@@ -717,27 +503,17 @@ impl Session {
                 .flatten()
                 .map(|t| t.data.len())
                 .sum::<usize>();
-        (self.fused.as_ref().map(|f| f.held_bytes()), 8 * host)
+        (self.engine.held_bytes(), 8 * host)
     }
 
     /// Time the JIT has spent compiling for this session (zero on the interpreter).
     pub fn compile_time(&self) -> std::time::Duration {
-        let exec = match &self.exec {
-            Executor::Jit(j) => j.lock().map(|j| j.compile_time).unwrap_or_default(),
-            Executor::Interp => std::time::Duration::ZERO,
-        };
-        exec + self
-            .fused
-            .as_ref()
-            .map_or(std::time::Duration::ZERO, |f| f.compile_time())
+        self.engine.compile_time()
     }
 
     /// The optimizer states as they are now (the fused step holds them while it trains).
     pub fn current_states(&self) -> Vec<Vec<Tensor>> {
-        match &self.fused {
-            Some(f) => f.states(),
-            None => self.states.clone(),
-        }
+        self.engine.current_states(&self.states)
     }
 
     /// Mean loss (and accuracy for classifiers) over a data set.
@@ -756,7 +532,7 @@ impl Session {
             let b = data.rows(chunk);
             let mut inputs = vec![b.x];
             inputs.extend(b.y.clone());
-            let outs = self.exec.eval(loss, &inputs, &params)?;
+            let outs = self.engine.eval(loss, &inputs, &params)?;
             sum += outs[0].data[0] * chunk.len() as f64;
             if let (Some(_), Some(y)) = (self.model.classes, &b.y) {
                 correct += count_correct(&outs[Outputs::OUTPUT], y);
@@ -784,7 +560,7 @@ impl Session {
                 data: x.data[start * per..end * per].to_vec(),
             };
             let y = self
-                .exec
+                .engine
                 .eval(&self.model.forward, &[xb], &params)?
                 .remove(0);
             match &mut out {
@@ -941,8 +717,7 @@ impl Session {
             t.data = ck.get(&p.name).expect("checked above").data.clone();
         }
         self.states = states;
-        self.fused = None;
-        self.params_stale = false;
+        self.engine.reset();
         Ok(())
     }
 }

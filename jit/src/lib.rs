@@ -12,8 +12,8 @@
 //!
 //! Values are f32 in memory; `i32` values (labels) are held as exactly representable
 //! floats. The reference interpreter is the oracle: `tests/jit.rs` compares every example
-//! and random graphs against it. Imports go one way: plan <- program <- backends <-
-//! object; no module imports one that comes after it.
+//! and random graphs against it. Imports form no cycle: plan <- program <- cranelift,
+//! llvm <- object, with kernel, emit and aot as leaves.
 
 mod aot;
 mod cranelift;

@@ -1,5 +1,5 @@
 //! The JIT's polynomial exp, ln, tanh, sin, cos and erf against f64 over their ranges: the maximum errors
-//! measured here are the ones ARCHITECTURE.md states.
+//! measured here are the ones README.md states.
 
 use nnc_ir::{Attr, DType, Func, Op, Shape, TensorType};
 use nnc_runtime::Tensor;

@@ -387,12 +387,12 @@ fn run_model(
             return Err(fail(format!("`{name}` has no input `{n}`")));
         }
     }
-    let params: Result<Vec<Tensor>, String> = func
+    let params: Result<Vec<Tensor>, nnc_runtime::Error> = func
         .params
         .iter()
         .map(|p| nnc_runtime::init_param(p, seed))
         .collect();
-    let params = params.map_err(fail)?;
+    let params = params.map_err(|e| fail(e.to_string()))?;
     let outs = nnc_compiler::interp::eval(&func, &values, &params).map_err(|e| fail(e.0))?;
     let mut stdout = std::io::stdout().lock();
     for t in outs {

@@ -33,6 +33,12 @@ impl From<String> for Error {
     }
 }
 
+impl From<nnc_runtime::Error> for Error {
+    fn from(e: nnc_runtime::Error) -> Error {
+        Error(e.to_string())
+    }
+}
+
 impl From<nnc_train::TrainError> for Error {
     fn from(e: nnc_train::TrainError) -> Error {
         Error(e.to_string())

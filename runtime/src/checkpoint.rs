@@ -8,6 +8,8 @@
 //! and then renamed over the target, so a crash leaves the old checkpoint or the new one,
 //! never half of one.
 
+use crate::Error;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -40,7 +42,7 @@ impl Checkpoint {
     /// make the key order (and so the file's bytes) differ from run to run; nnc promises
     /// that the same seed gives a bitwise-identical checkpoint. Reading goes through the
     /// crate, which validates the layout.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
         let mut raw: Vec<(&str, Dtype, &[usize], Vec<u8>)> = self
             .tensors
             .iter()
@@ -55,7 +57,7 @@ impl Checkpoint {
             .collect();
         raw.sort_by(|a, b| a.0.cmp(b.0));
         if raw.windows(2).any(|w| w[0].0 == w[1].0) {
-            return Err("two tensors have the same name".into());
+            return Err(Error::Checkpoint("two tensors have the same name".into()));
         }
         let mut meta: BTreeMap<String, String> = self.meta.clone();
         meta.remove(CHECKSUM_KEY);
@@ -68,7 +70,7 @@ impl Checkpoint {
         let mut header = serde_json::Map::new();
         header.insert(
             "__metadata__".into(),
-            serde_json::to_value(&meta).map_err(|e| e.to_string())?,
+            serde_json::to_value(&meta).map_err(|e| Error::Checkpoint(e.to_string()))?,
         );
         let mut offset = 0usize;
         for (n, d, s, b) in &raw {
@@ -84,7 +86,8 @@ impl Checkpoint {
         }
         // serde_json's map keeps keys sorted (no `preserve_order` feature), so the text
         // is a function of the contents alone.
-        let mut text = serde_json::to_string(&header).map_err(|e| e.to_string())?;
+        let mut text =
+            serde_json::to_string(&header).map_err(|e| Error::Checkpoint(e.to_string()))?;
         while text.len() % 8 != 0 {
             text.push(' ');
         }
@@ -98,8 +101,9 @@ impl Checkpoint {
     }
 
     /// Parses safetensors bytes and verifies the checksum.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
-        let (st, meta) = nnc_rt::weights::verified(bytes, true).map_err(|e| e.to_string())?;
+    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, Error> {
+        let (st, meta) =
+            nnc_rt::weights::verified(bytes, true).map_err(|e| Error::Checkpoint(e.to_string()))?;
         let mut named = st.tensors();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let mut tensors = Vec::new();
@@ -108,7 +112,11 @@ impl Checkpoint {
                 Dtype::F32 => DType::F32,
                 Dtype::F64 => DType::F64,
                 Dtype::I32 => DType::I32,
-                d => return Err(format!("tensor `{n}` has unsupported type {d:?}")),
+                d => {
+                    return Err(Error::Checkpoint(format!(
+                        "tensor `{n}` has unsupported type {d:?}"
+                    )));
+                }
             };
             let data = v
                 .data()
@@ -126,28 +134,29 @@ impl Checkpoint {
 
     /// Writes the checkpoint to `path` atomically: a temporary file in the same folder,
     /// flushed to disk, then renamed over `path`.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
         let bytes = self.to_bytes()?;
         write_atomic(path, &bytes)
     }
 
     /// Reads and verifies a checkpoint file.
-    pub fn load(path: &Path) -> Result<Checkpoint, String> {
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-        Checkpoint::from_bytes(&bytes).map_err(|e| format!("`{}`: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Checkpoint, Error> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::Io(format!("cannot read `{}`: {e}", path.display())))?;
+        Checkpoint::from_bytes(&bytes)
+            .map_err(|e| Error::Checkpoint(format!("`{}`: {e}", path.display())))
     }
 }
 
 /// Writes bytes to `path` through a temporary file, fsync and rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let name = path
         .file_name()
-        .ok_or_else(|| format!("`{}` is not a file path", path.display()))?;
+        .ok_or_else(|| Error::Checkpoint(format!("`{}` is not a file path", path.display())))?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         name.to_string_lossy(),
@@ -167,7 +176,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot write `{}`: {e}", path.display())
+        Error::Io(format!("cannot write `{}`: {e}", path.display()))
     })
 }
 

@@ -1,5 +1,7 @@
 //! Reads numeric CSV files into tensors, with errors that name the row and column.
 
+use crate::Error;
+
 use nnc_ir::DType;
 
 use crate::tensor::Tensor;
@@ -17,13 +19,13 @@ pub struct Table {
 
 /// Parses CSV text. A first line that does not parse as numbers is the header. Every row
 /// must have as many cells as the first; blank lines are skipped.
-pub fn parse(text: &str) -> Result<Table, String> {
+pub fn parse(text: &str) -> Result<Table, Error> {
     let mut lines = split_lines(text)
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .peekable();
     let Some(&(_, first)) = lines.peek() else {
-        return Err("the file has no rows".into());
+        return Err(Error::Data("the file has no rows".into()));
     };
     let cells: Vec<&str> = first.split(',').map(str::trim).collect();
     let header = cells.iter().any(|c| c.parse::<f64>().is_err());
@@ -32,11 +34,11 @@ pub fn parse(text: &str) -> Result<Table, String> {
         // Two columns of one name: `label = ...` would silently pick the first.
         for (i, c) in cells.iter().enumerate() {
             if let Some(j) = cells[..i].iter().position(|d| d == c) {
-                return Err(format!(
+                return Err(Error::Data(format!(
                     "line 1: columns {} and {} are both named `{c}`",
                     j + 1,
                     i + 1
-                ));
+                )));
             }
         }
         cells.iter().map(|s| s.to_string()).collect()
@@ -48,12 +50,12 @@ pub fn parse(text: &str) -> Result<Table, String> {
     for (ln, line) in lines {
         let cells: Vec<&str> = line.split(',').map(str::trim).collect();
         if cells.len() != columns.len() {
-            return Err(format!(
+            return Err(Error::Data(format!(
                 "line {}: {} columns, expected {}",
                 ln + 1,
                 cells.len(),
                 columns.len()
-            ));
+            )));
         }
         let mut row = Vec::with_capacity(cells.len());
         for (c, cell) in cells.iter().enumerate() {
@@ -64,24 +66,24 @@ pub fn parse(text: &str) -> Result<Table, String> {
                         && !v.is_nan()
                         && !cell.to_ascii_lowercase().contains("inf") =>
                 {
-                    return Err(format!(
+                    return Err(Error::Data(format!(
                         "line {}, column {} (`{}`): `{}` does not fit in f32 (at most {:e})",
                         ln + 1,
                         c + 1,
                         clip(&columns[c]),
                         clip(cell),
                         f32::MAX
-                    ));
+                    )));
                 }
                 Ok(v) if v.is_finite() => row.push(v),
                 _ => {
-                    return Err(format!(
+                    return Err(Error::Data(format!(
                         "line {}, column {} (`{}`): `{}` is not a number",
                         ln + 1,
                         c + 1,
                         clip(&columns[c]),
                         clip(cell)
-                    ));
+                    )));
                 }
             }
         }
@@ -89,7 +91,7 @@ pub fn parse(text: &str) -> Result<Table, String> {
         numbers.push(ln + 1);
     }
     if rows.is_empty() {
-        return Err("the file has a header but no rows".into());
+        return Err(Error::Data("the file has a header but no rows".into()));
     }
     Ok(Table {
         columns,

@@ -1,6 +1,8 @@
 //! Data sets for training: features and labels read from CSV or NPY files, split into a
 //! training and a held-out part, fitted to a model's input types, and cut into batches.
 
+use crate::Error;
+
 use std::path::{Path, PathBuf};
 
 use nnc_ir::{DType, TensorType};
@@ -81,10 +83,12 @@ impl FeatureStats {
     pub const KEYS: [&'static str; 3] = ["data.normalize", "data.shift", "data.mult"];
 
     /// Fits `kind` to the rows of `x` (`[N, F...]`, features flattened), in f64.
-    pub fn fit(kind: Normalize, x: &Tensor) -> Result<FeatureStats, String> {
+    pub fn fit(kind: Normalize, x: &Tensor) -> Result<FeatureStats, Error> {
         let n = x.shape.first().copied().unwrap_or(0);
         if n == 0 {
-            return Err("no training rows to fit the feature statistics on".into());
+            return Err(Error::Data(
+                "no training rows to fit the feature statistics on".into(),
+            ));
         }
         let f = x.len() / n;
         let col = |j: usize| (0..n).map(move |i| x.data[i * f + j]);
@@ -110,14 +114,14 @@ impl FeatureStats {
     }
 
     /// Normalizes `x`'s features in place.
-    pub fn apply(&self, x: &mut Tensor) -> Result<(), String> {
+    pub fn apply(&self, x: &mut Tensor) -> Result<(), Error> {
         let n = x.shape.first().copied().unwrap_or(0).max(1);
         let f = x.len() / n;
         if f != self.shift.len() {
-            return Err(format!(
+            return Err(Error::Data(format!(
                 "the feature statistics are for {} features, but the rows have {f}",
                 self.shift.len()
-            ));
+            )));
         }
         for (i, v) in x.data.iter_mut().enumerate() {
             let j = i % f;
@@ -147,7 +151,7 @@ impl FeatureStats {
     /// From checkpoint metadata: `None` if there are none.
     pub fn from_meta(
         meta: &std::collections::BTreeMap<String, String>,
-    ) -> Result<Option<FeatureStats>, String> {
+    ) -> Result<Option<FeatureStats>, Error> {
         let Some(kind) = meta.get(Self::KEYS[0]) else {
             return Ok(None);
         };
@@ -156,17 +160,17 @@ impl FeatureStats {
             "standardize" => Normalize::Standardize,
             "min_max" => Normalize::MinMax,
             k => {
-                return Err(format!(
+                return Err(Error::Data(format!(
                     "the checkpoint's feature normalization `{k}` is unknown"
-                ));
+                )));
             }
         };
-        let list = |key: &str| -> Result<Vec<f64>, String> {
+        let list = |key: &str| -> Result<Vec<f64>, Error> {
             let text = meta.get(key).map(String::as_str).unwrap_or("");
             let inner = text
                 .strip_prefix('[')
                 .and_then(|t| t.strip_suffix(']'))
-                .ok_or_else(|| format!("the checkpoint's `{key}` is not a list"))?;
+                .ok_or_else(|| Error::Data(format!("the checkpoint's `{key}` is not a list")))?;
             inner
                 .split(',')
                 .filter(|s| !s.is_empty())
@@ -174,13 +178,15 @@ impl FeatureStats {
                     s.parse::<f64>()
                         .ok()
                         .filter(|v| v.is_finite())
-                        .ok_or_else(|| format!("the checkpoint's `{key}` holds `{s}`"))
+                        .ok_or_else(|| Error::Data(format!("the checkpoint's `{key}` holds `{s}`")))
                 })
                 .collect()
         };
         let (shift, mult) = (list(Self::KEYS[1])?, list(Self::KEYS[2])?);
         if shift.len() != mult.len() {
-            return Err("the checkpoint's feature statistics disagree in length".into());
+            return Err(Error::Data(
+                "the checkpoint's feature statistics disagree in length".into(),
+            ));
         }
         Ok(Some(FeatureStats { kind, shift, mult }))
     }
@@ -201,12 +207,13 @@ pub struct Dataset {
     pub label_file: Option<String>,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read data file `{}`: {e}", path.display()))
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path)
+        .map_err(|e| Error::Io(format!("cannot read data file `{}`: {e}", path.display())))
 }
 
 /// Loads a data source (paths are used as given).
-pub fn load(spec: &DataSpec) -> Result<Dataset, String> {
+pub fn load(spec: &DataSpec) -> Result<Dataset, Error> {
     let mut ds = match &spec.source {
         Source::Csv { path, label } => load_csv(path, label.as_deref())?,
         Source::Npy { x, y } => load_npy(x, y.as_deref())?,
@@ -224,26 +231,26 @@ pub fn load(spec: &DataSpec) -> Result<Dataset, String> {
         } else {
             String::new()
         };
-        return Err(format!(
+        return Err(Error::Data(format!(
             "{}: feature {} is {v:e}{scaled}, which does not fit in f32",
             ds.origin[i / per],
             i % per + 1
-        ));
+        )));
     }
     ds.x.round();
     Ok(ds)
 }
 
-fn load_csv(path: &Path, label: Option<&str>) -> Result<Dataset, String> {
+fn load_csv(path: &Path, label: Option<&str>) -> Result<Dataset, Error> {
     let bytes = read(path)?;
     let file = path.display();
     let text = std::str::from_utf8(&bytes).map_err(|e| {
-        format!(
+        Error::Data(format!(
             "`{file}` is not UTF-8 text (bad byte at offset {})",
             e.valid_up_to()
-        )
+        ))
     })?;
-    let table = crate::csv::parse(text).map_err(|e| format!("`{file}`: {e}"))?;
+    let table = crate::csv::parse(text).map_err(|e| Error::Data(format!("`{file}`: {e}")))?;
     let label_col = match label {
         None => None,
         Some(name) => match table.columns.iter().position(|c| c == name) {
@@ -251,10 +258,10 @@ fn load_csv(path: &Path, label: Option<&str>) -> Result<Dataset, String> {
             None => {
                 let shown: Vec<&str> = table.columns.iter().take(8).map(String::as_str).collect();
                 let more = if table.columns.len() > 8 { ", ..." } else { "" };
-                return Err(format!(
+                return Err(Error::Data(format!(
                     "`{file}` has no column `{name}` (its columns: {}{more})",
                     shown.join(", ")
-                ));
+                )));
             }
         },
     };
@@ -284,27 +291,28 @@ fn load_csv(path: &Path, label: Option<&str>) -> Result<Dataset, String> {
     })
 }
 
-fn load_npy(x: &Path, y: Option<&Path>) -> Result<Dataset, String> {
-    let xa = npy::read(&read(x)?).map_err(|e| format!("`{}`: {e}", x.display()))?;
+fn load_npy(x: &Path, y: Option<&Path>) -> Result<Dataset, Error> {
+    let xa = npy::read(&read(x)?).map_err(|e| Error::Data(format!("`{}`: {e}", x.display())))?;
     if xa.shape.is_empty() {
-        return Err(format!(
+        return Err(Error::Data(format!(
             "`{}` holds a scalar, not rows of features",
             x.display()
-        ));
+        )));
     }
     let n = xa.shape[0];
     let ya = match y {
         None => None,
         Some(p) => {
-            let a = npy::read(&read(p)?).map_err(|e| format!("`{}`: {e}", p.display()))?;
+            let a =
+                npy::read(&read(p)?).map_err(|e| Error::Data(format!("`{}`: {e}", p.display())))?;
             if a.shape.first() != Some(&n) {
-                return Err(format!(
+                return Err(Error::Data(format!(
                     "`{}` has {} rows of features but `{}` has {} labels",
                     x.display(),
                     n,
                     p.display(),
                     a.shape.first().copied().unwrap_or(1)
-                ));
+                )));
             }
             Some(Tensor::new(DType::F64, a.shape, a.data))
         }
@@ -360,24 +368,24 @@ impl Dataset {
     }
 
     /// Splits off the held-out rows: `(train, test)`.
-    pub fn split(&self, split: Split) -> Result<(Dataset, Option<Dataset>), String> {
+    pub fn split(&self, split: Split) -> Result<(Dataset, Option<Dataset>), Error> {
         let n = self.len();
         let held = match split {
             Split::None => return Ok((self.clone(), None)),
             Split::Tail(k) => k,
             Split::Fraction(f) if (0.0..1.0).contains(&f) => (f * n as f64).round() as usize,
             Split::Fraction(f) => {
-                return Err(format!(
+                return Err(Error::Data(format!(
                     "{}: test_fraction = {f} must be at least 0 and below 1",
                     self.source
-                ));
+                )));
             }
         };
         if held >= n {
-            return Err(format!(
+            return Err(Error::Data(format!(
                 "{}: holding out {held} rows for testing leaves none of the {n} rows to train on",
                 self.source
-            ));
+            )));
         }
         let all: Vec<usize> = (0..n).collect();
         let (train, test) = all.split_at(n - held);
@@ -393,7 +401,7 @@ impl Dataset {
         x_ty: &TensorType,
         y: Option<(&str, &TensorType)>,
         classes: Option<usize>,
-    ) -> Result<Dataset, String> {
+    ) -> Result<Dataset, Error> {
         let n = self.len();
         let dims = x_ty.shape.dims();
         let per: Option<Vec<usize>> = dims
@@ -402,17 +410,17 @@ impl Dataset {
             .map(|d| d.known().map(|k| k as usize))
             .collect();
         let Some(per) = per.filter(|_| !dims.is_empty()) else {
-            return Err(format!(
+            return Err(Error::Data(format!(
                 "the model's input `{x_name}: {x_ty}` needs a batch axis first and known sizes after it"
-            ));
+            )));
         };
         let want: usize = per.iter().product();
         let have: usize = self.x.shape[1..].iter().product();
         if want != have {
-            return Err(format!(
+            return Err(Error::Data(format!(
                 "{}: the data has {have} features per row, but the model's input `{x_name}: {x_ty}` takes {want}",
                 self.source
-            ));
+            )));
         }
         self.x.shape = std::iter::once(n).chain(per).collect();
         self.x.dtype = x_ty.dtype;
@@ -422,11 +430,11 @@ impl Dataset {
             return Ok(self);
         };
         let Some(mut labels) = self.y.take() else {
-            return Err(format!(
+            return Err(Error::Data(format!(
                 "{}: the model trains against `{y_name}: {y_ty}`, but the data has no labels \
                  (name the label column with `label = \"...\"`, or give a labels file)",
                 self.source
-            ));
+            )));
         };
         let want: usize = y_ty
             .shape
@@ -437,10 +445,10 @@ impl Dataset {
             .product();
         let have: usize = labels.shape[1..].iter().product();
         if want != have {
-            return Err(format!(
+            return Err(Error::Data(format!(
                 "{}: the data has {have} label values per row, but `{y_name}: {y_ty}` takes {want}",
                 self.source
-            ));
+            )));
         }
         if y_ty.dtype == DType::I32 {
             for (i, &v) in labels.data.iter().enumerate() {
@@ -460,7 +468,7 @@ impl Dataset {
                         Some(f) => format!("row {row} of `{f}`"),
                         None => self.origin[row].clone(),
                     };
-                    return Err(format!("{at}: {why}"));
+                    return Err(Error::Data(format!("{at}: {why}")));
                 }
             }
         }
@@ -515,10 +523,10 @@ mod tests {
         let err = ds.fit("x", &x_ty, Some(("y", &y_ty)), Some(3)).unwrap_err();
         assert_eq!(
             err,
-            format!(
+            Error::Data(format!(
                 "row 2 of `{}`: label 7 is outside 0..2 (the model has 3 classes)",
                 yp.display()
-            )
+            ))
         );
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -1,5 +1,7 @@
 //! Fills parameters and optimizer states as their IR declarations say.
 
+use crate::Error;
+
 use nnc_ir::{Init, Param};
 
 use crate::rng::Rng;
@@ -7,7 +9,7 @@ use crate::tensor::Tensor;
 
 /// Creates a parameter's initial value. Each parameter draws from its own stream, named
 /// after it, so its values depend only on the seed and its name.
-pub fn init_param(p: &Param, seed: u64) -> Result<Tensor, String> {
+pub fn init_param(p: &Param, seed: u64) -> Result<Tensor, Error> {
     let shape: Option<Vec<usize>> =
         p.ty.shape
             .dims()
@@ -15,10 +17,10 @@ pub fn init_param(p: &Param, seed: u64) -> Result<Tensor, String> {
             .map(|d| d.known().map(|n| n as usize))
             .collect();
     let Some(shape) = shape else {
-        return Err(format!(
+        return Err(Error::Init(format!(
             "parameter `{}` has a symbolic shape {}",
             p.name, p.ty
-        ));
+        )));
     };
     let n: usize = shape.iter().product();
     let mut rng = Rng::stream(seed, &p.name);

@@ -7,12 +7,14 @@
 pub mod checkpoint;
 pub mod csv;
 pub mod data;
+mod error;
 pub mod init;
 pub mod npy;
 pub mod rng;
 pub mod tensor;
 
 pub use checkpoint::Checkpoint;
+pub use error::Error;
 pub use init::init_param;
 pub use rng::Rng;
 pub use tensor::Tensor;

@@ -2,6 +2,8 @@
 //! numbers). The format is a magic string, a Python-literal header dict and raw data; it is
 //! small enough that owning the parser gives errors that say exactly what is wrong.
 
+use crate::Error;
+
 use nnc_ir::DType;
 
 use crate::tensor::Tensor;
@@ -21,9 +23,11 @@ pub struct Array {
 }
 
 /// Parses the bytes of a `.npy` file.
-pub fn read(bytes: &[u8]) -> Result<Array, String> {
+pub fn read(bytes: &[u8]) -> Result<Array, Error> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err("not a .npy file (the magic string \\x93NUMPY is missing)".into());
+        return Err(Error::Data(
+            "not a .npy file (the magic string \\x93NUMPY is missing)".into(),
+        ));
     }
     let (header_len, start): (usize, usize) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
@@ -31,22 +35,26 @@ pub fn read(bytes: &[u8]) -> Result<Array, String> {
             u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
             12,
         ),
-        v => return Err(format!("unsupported .npy format version {v}")),
+        v => return Err(Error::Data(format!("unsupported .npy format version {v}"))),
     };
     let end = start
         .checked_add(header_len)
         .filter(|&e| e <= bytes.len())
-        .ok_or("the .npy header is truncated")?;
-    let header =
-        std::str::from_utf8(&bytes[start..end]).map_err(|_| "the .npy header is not text")?;
-    let descr = dict_value(header, "descr").ok_or("the .npy header has no `descr`")?;
+        .ok_or_else(|| Error::Data("the .npy header is truncated".into()))?;
+    let header = std::str::from_utf8(&bytes[start..end])
+        .map_err(|_| Error::Data("the .npy header is not text".into()))?;
+    let descr = dict_value(header, "descr")
+        .ok_or_else(|| Error::Data("the .npy header has no `descr`".into()))?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let fortran =
-        dict_value(header, "fortran_order").ok_or("the .npy header has no `fortran_order`")?;
+    let fortran = dict_value(header, "fortran_order")
+        .ok_or_else(|| Error::Data("the .npy header has no `fortran_order`".into()))?;
     if fortran.trim() != "False" {
-        return Err("Fortran-order .npy arrays are not supported; save with C order".into());
+        return Err(Error::Data(
+            "Fortran-order .npy arrays are not supported; save with C order".into(),
+        ));
     }
-    let shape_text = dict_value(header, "shape").ok_or("the .npy header has no `shape`")?;
+    let shape_text = dict_value(header, "shape")
+        .ok_or_else(|| Error::Data("the .npy header has no `shape`".into()))?;
     let shape: Vec<usize> = shape_text
         .trim_matches(|c| c == '(' || c == ')')
         .split(',')
@@ -54,21 +62,21 @@ pub fn read(bytes: &[u8]) -> Result<Array, String> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<usize>()
-                .map_err(|_| format!("bad .npy shape `{shape_text}`"))
+                .map_err(|_| Error::Data(format!("bad .npy shape `{shape_text}`")))
         })
         .collect::<Result<_, _>>()?;
     let (kind, size) = elem(descr)?;
     let n = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or("the .npy shape is too large")?;
+        .ok_or_else(|| Error::Data("the .npy shape is too large".into()))?;
     let body = &bytes[end..];
     if body.len() != n * size {
-        return Err(format!(
+        return Err(Error::Data(format!(
             "the .npy data holds {} bytes, but shape {shape:?} of `{descr}` needs {}",
             body.len(),
             n * size
-        ));
+        )));
     }
     let data: Vec<f64> = body
         .chunks_exact(size)
@@ -87,7 +95,9 @@ pub fn read(bytes: &[u8]) -> Result<Array, String> {
         .collect();
     if kind == 'f' {
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(format!("element {i} of the .npy array is not finite"));
+            return Err(Error::Data(format!(
+                "element {i} of the .npy array is not finite"
+            )));
         }
     }
     Ok(Array {
@@ -98,8 +108,12 @@ pub fn read(bytes: &[u8]) -> Result<Array, String> {
 }
 
 /// The element kind and byte size of a `descr` such as `<f4`.
-fn elem(descr: &str) -> Result<(char, usize), String> {
-    let bad = || format!("unsupported .npy element type `{descr}` (use float32/64 or integers)");
+fn elem(descr: &str) -> Result<(char, usize), Error> {
+    let bad = || {
+        Error::Data(format!(
+            "unsupported .npy element type `{descr}` (use float32/64 or integers)"
+        ))
+    };
     let mut chars = descr.chars();
     let order = chars.next().ok_or_else(bad)?;
     let kind = chars.next().ok_or_else(bad)?;
@@ -197,16 +211,22 @@ mod tests {
     #[test]
     fn bad_files_are_errors() {
         let good = write(&Tensor::new(DType::F32, vec![3], vec![1.0, 2.0, 3.0]));
-        assert!(read(b"hello").unwrap_err().contains("magic"));
+        assert!(read(b"hello").unwrap_err().to_string().contains("magic"));
         assert!(
             read(&good[..good.len() - 2])
                 .unwrap_err()
+                .to_string()
                 .contains("needs 12")
         );
-        assert!(read(&good[..20]).unwrap_err().contains("truncated"));
+        assert!(
+            read(&good[..20])
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
         let at = good.windows(5).position(|w| w == b"False").unwrap();
         let mut fortran = good.clone();
         fortran[at..at + 5].copy_from_slice(b"True ");
-        assert!(read(&fortran).unwrap_err().contains("Fortran"));
+        assert!(read(&fortran).unwrap_err().to_string().contains("Fortran"));
     }
 }

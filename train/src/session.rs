@@ -160,19 +160,19 @@ impl Model {
 
     /// Fits a data set to this model's inputs (features shape, label type and range).
     /// Data files feed one features input and at most one labels input.
-    pub fn fit(&self, ds: Dataset) -> Result<Dataset, String> {
+    pub fn fit(&self, ds: Dataset) -> Result<Dataset, nnc_runtime::Error> {
         let extra = self
             .loss
             .as_ref()
             .map_or(0, |l| l.inputs.len())
             .saturating_sub(self.forward.inputs.len() + usize::from(self.noise));
         if self.forward.inputs.len() != 1 || extra > 1 {
-            return Err(format!(
+            return Err(nnc_runtime::Error::Data(format!(
                 "`{}` takes {} inputs and its train block {}; data files feed one features input and one labels input",
                 self.name,
                 self.forward.inputs.len(),
                 extra
-            ));
+            )));
         }
         let y = self.y.as_ref().map(|(n, t)| (n.as_str(), t));
         ds.fit(&self.x.0, &self.x.1, y, self.classes)
@@ -182,8 +182,12 @@ impl Model {
 /// Why training stopped early.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TrainError {
-    /// Something the user can fix: the message says what.
+    /// The model, its settings or a checkpoint cannot be used as asked (no train block, a
+    /// checkpoint of another model, an output folder that holds a run): the message says
+    /// what to fix.
     Failed(String),
+    /// A file, the data or a checkpoint's bytes (`nnc_runtime::Error`).
+    Runtime(nnc_runtime::Error),
     /// The loss stopped being finite. Parameters are those before this step.
     Diverged {
         /// The step (1-based over the run) whose loss was not finite.
@@ -204,6 +208,7 @@ impl std::fmt::Display for TrainError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TrainError::Failed(m) => f.write_str(m),
+            TrainError::Runtime(e) => write!(f, "{e}"),
             TrainError::Diverged {
                 step,
                 epoch,
@@ -221,6 +226,12 @@ impl std::fmt::Display for TrainError {
                 write!(f, "; training stopped")
             }
         }
+    }
+}
+
+impl From<nnc_runtime::Error> for TrainError {
+    fn from(e: nnc_runtime::Error) -> TrainError {
+        TrainError::Runtime(e)
     }
 }
 

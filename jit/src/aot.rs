@@ -2,6 +2,8 @@
 //! hands over, the exported functions' error codes, each input's and output's rows, and
 //! the C header that declares them.
 
+use crate::Error;
+
 use std::collections::HashMap;
 
 use nnc_ir::{Dim, Func};
@@ -40,7 +42,7 @@ pub(crate) fn descriptor(
     spec: &ObjectSpec,
     kernel_rows: &[usize],
     scratch_bytes: usize,
-) -> Result<Descriptor, String> {
+) -> Result<Descriptor, Error> {
     use nnc_rt::forward::{GATHERS, WEIGHTS_FROM_FILE};
     let (ins, outs) = row_bytes(spec)?;
     let rows: Vec<u64> = ins
@@ -144,7 +146,7 @@ pub(crate) fn io_shape(
     ty: &nnc_ir::TensorType,
     batch: &Batch,
     dims: &HashMap<String, usize>,
-) -> Result<(bool, Vec<usize>), String> {
+) -> Result<(bool, Vec<usize>), Error> {
     let b = match batch {
         Batch::Any { dim, .. } => Some(dim),
         Batch::Fixed { dim, .. } => dim.as_ref(),
@@ -157,9 +159,9 @@ pub(crate) fn io_shape(
             Dim::Sym(s) => match dims.get(s) {
                 Some(&n) => shape.push(n),
                 None => {
-                    return Err(format!(
+                    return Err(Error::Input(format!(
                         "no size for the dimension `{s}` (give it with --dim {s}=N)"
-                    ));
+                    )));
                 }
             },
             Dim::Known(n) => shape.push(*n as usize),
@@ -172,9 +174,9 @@ pub(crate) fn io_shape(
 type Rowed = (bool, usize);
 
 /// Each input's and each output's rows and bytes per row.
-pub(crate) fn row_bytes(spec: &ObjectSpec) -> Result<(Vec<Rowed>, Vec<Rowed>), String> {
+pub(crate) fn row_bytes(spec: &ObjectSpec) -> Result<(Vec<Rowed>, Vec<Rowed>), Error> {
     let f = spec.func;
-    let each = |ty: &nnc_ir::TensorType| -> Result<(bool, usize), String> {
+    let each = |ty: &nnc_ir::TensorType| -> Result<(bool, usize), Error> {
         let (rows, shape) = io_shape(ty, &spec.batch, &spec.dims)?;
         Ok((rows, 4 * shape.iter().product::<usize>()))
     };
@@ -192,11 +194,11 @@ pub(crate) fn row_bytes(spec: &ObjectSpec) -> Result<(Vec<Rowed>, Vec<Rowed>), S
 }
 
 /// The C header: the function, its shapes and error codes.
-pub(crate) fn header(spec: &ObjectSpec) -> Result<String, String> {
+pub(crate) fn header(spec: &ObjectSpec) -> Result<String, Error> {
     let f = spec.func;
     let upper = spec.symbol.to_uppercase();
     let (ins, outs) = row_bytes(spec)?;
-    let shape_text = |ty: &nnc_ir::TensorType| -> Result<String, String> {
+    let shape_text = |ty: &nnc_ir::TensorType| -> Result<String, Error> {
         let (rows, shape) = io_shape(ty, &spec.batch, &spec.dims)?;
         let mut parts: Vec<String> = Vec::new();
         if rows {

@@ -1,6 +1,8 @@
 //! Cranelift: a `Program` as one CLIF function (f32x4 loops with a scalar tail, calls to
 //! the kernels of `nnc-rt`), in a JIT module or an object module.
 
+use crate::Error;
+
 use crate::kernel::{Code, Entry, Kernel};
 use crate::plan::{Loc, member_of, sizes_text};
 use crate::program::{Arg, Instr, Program, program};
@@ -24,17 +26,18 @@ pub(crate) struct Helpers(Vec<FuncId>);
 /// FMA. Objects are position-independent, so they link into PIE executables.
 pub(crate) fn host_isa(
     pic: bool,
-) -> Result<(std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, bool), String> {
+) -> Result<(std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, bool), Error> {
     let mut fb = settings::builder();
-    let set =
-        |fb: &mut settings::Builder, k: &str, v: &str| fb.set(k, v).map_err(|e| e.to_string());
+    let set = |fb: &mut settings::Builder, k: &str, v: &str| {
+        fb.set(k, v).map_err(|e| Error::Codegen(e.to_string()))
+    };
     set(&mut fb, "opt_level", "speed")?;
     set(&mut fb, "use_colocated_libcalls", "false")?;
     set(&mut fb, "is_pic", if pic { "true" } else { "false" })?;
-    let ib = cranelift_native::builder().map_err(|e| e.to_string())?;
+    let ib = cranelift_native::builder().map_err(|e| Error::Codegen(e.to_string()))?;
     let isa = ib
         .finish(settings::Flags::new(fb))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Codegen(e.to_string()))?;
     let has_fma = isa
         .isa_flags()
         .iter()
@@ -44,7 +47,7 @@ pub(crate) fn host_isa(
 
 /// Declares the run-time kernels (`nnc-rt`'s ABI table) as imported functions of
 /// `module`.
-pub(crate) fn declare_kernels<M: Module>(module: &mut M) -> Result<Helpers, String> {
+pub(crate) fn declare_kernels<M: Module>(module: &mut M) -> Result<Helpers, Error> {
     let mut ids = Vec::new();
     for k in &kernels::KERNELS {
         let mut sig = module.make_signature();
@@ -54,14 +57,14 @@ pub(crate) fn declare_kernels<M: Module>(module: &mut M) -> Result<Helpers, Stri
         ids.push(
             module
                 .declare_function(k.name, Linkage::Import, &sig)
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| Error::Codegen(e.to_string()))?,
         );
     }
     Ok(Helpers(ids))
 }
 
 /// A JIT module for the host with the kernels' symbols registered by address.
-pub(crate) fn new_module() -> Result<(JITModule, Helpers, bool), String> {
+pub(crate) fn new_module() -> Result<(JITModule, Helpers, bool), Error> {
     let (isa, has_fma) = host_isa(false)?;
     let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
     for k in &kernels::KERNELS {
@@ -73,7 +76,7 @@ pub(crate) fn new_module() -> Result<(JITModule, Helpers, bool), String> {
 }
 
 /// The Cranelift IR of the compiled function, as text.
-pub fn clif_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
+pub fn clif_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Error> {
     let names: Vec<String> = kernels::KERNELS
         .iter()
         .enumerate()
@@ -88,7 +91,7 @@ pub fn clif_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Stri
     compile_inner(f, dims, true).map(|(_, t)| head + &t.unwrap_or_default())
 }
 
-pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {
+pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, Error> {
     compile_inner(f, dims, false).map(|(k, _)| k)
 }
 
@@ -96,7 +99,7 @@ fn compile_inner(
     f: &Func,
     dims: &HashMap<String, usize>,
     text: bool,
-) -> Result<(Kernel, Option<String>), String> {
+) -> Result<(Kernel, Option<String>), Error> {
     let (mut module, helpers, has_fma) = new_module()?;
     let name = format!("nnc_{}", f.name.replace('.', "_"));
     let mut descs = if text {
@@ -114,7 +117,9 @@ fn compile_inner(
         Linkage::Export,
         &mut descs,
     )?;
-    module.finalize_definitions().map_err(|e| e.to_string())?;
+    module
+        .finalize_definitions()
+        .map_err(|e| Error::Codegen(e.to_string()))?;
     let code = module.get_finalized_function(l.id);
     // The function was declared with exactly this signature.
     let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
@@ -169,7 +174,7 @@ pub(crate) fn lower_into<M: Module>(
     name: &str,
     linkage: Linkage,
     descs: &mut Descs,
-) -> Result<Lowered, String> {
+) -> Result<Lowered, Error> {
     let prog = program(f, dims)?;
     lower_program(module, helpers, has_fma, f, &prog, name, linkage, descs)
 }
@@ -186,7 +191,7 @@ fn lower_program<M: Module>(
     name: &str,
     linkage: Linkage,
     descs: &mut Descs,
-) -> Result<Lowered, String> {
+) -> Result<Lowered, Error> {
     let mut bodies = Vec::new();
     let mut body_text = String::new();
     for (k, (bf, bp)) in prog.bodies.iter().enumerate() {
@@ -215,7 +220,7 @@ fn lower_program<M: Module>(
     }
     let id = module
         .declare_function(name, linkage, &sig)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Codegen(e.to_string()))?;
     let mut ctx = Context::new();
     ctx.func.signature = sig;
     let mut fbc = FunctionBuilderContext::new();
@@ -258,7 +263,7 @@ fn lower_program<M: Module>(
         };
         // Descriptors are baked in as addresses; in printed CLIF, as their index, so the
         // text does not change from run to run; in objects, as read-only data.
-        let mut desc_ptr = |b: &mut FunctionBuilder, d: Vec<i64>| -> Result<_, String> {
+        let mut desc_ptr = |b: &mut FunctionBuilder, d: Vec<i64>| -> Result<_, Error> {
             Ok(match descs {
                 Descs::Addresses(v) => {
                     let boxed = d.into_boxed_slice();
@@ -274,11 +279,13 @@ fn lower_program<M: Module>(
                 Descs::Data => {
                     let id = module
                         .declare_anonymous_data(false, false)
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| Error::Codegen(e.to_string()))?;
                     let mut data = cranelift_module::DataDescription::new();
                     data.define(d.iter().flat_map(|v| v.to_le_bytes()).collect());
                     data.set_align(8);
-                    module.define_data(id, &data).map_err(|e| e.to_string())?;
+                    module
+                        .define_data(id, &data)
+                        .map_err(|e| Error::Codegen(e.to_string()))?;
                     let gv = module.declare_data_in_func(id, b.func);
                     b.ins().symbol_value(ptr, gv)
                 }
@@ -341,7 +348,7 @@ fn lower_program<M: Module>(
         let clif = text.then(|| ctx.func.display().to_string() + &body_text);
         module
             .define_function(id, &mut ctx)
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(|e| Error::Codegen(format!("{e:?}")))?;
         module.clear_context(&mut ctx);
         Ok(Lowered {
             id,
@@ -382,7 +389,7 @@ fn fused_loop(
     tree: &Tree,
     count: usize,
     fma: bool,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let flags = MemFlagsData::new().with_notrap();
     // Loop-invariant values, computed once before the loop: constants and broadcast
     // scalars, as scalars and as vectors.
@@ -475,7 +482,7 @@ fn fused_loop(
             let p = b.ins().iadd(dst, off);
             b.ins().store(flags, memo[&Value::Node(m as u32)], p, 0);
         }
-        Ok::<(), String>(())
+        Ok::<(), Error>(())
     };
     let vec_end = (count / 4 * 4) as i64;
     if vec_end > 0 {

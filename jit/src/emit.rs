@@ -13,9 +13,11 @@
 //! selected at the end (NaN stays NaN). Their errors against f64 are measured in
 //! `tests/math.rs`.
 
+use crate::Error;
+
 use nnc_ir::Op;
 
-pub(crate) type R<T> = Result<T, String>;
+pub(crate) type R<T> = Result<T, Error>;
 
 /// A float comparison: ordered (false on NaN) except `Ne` and `Unordered`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,10 +143,10 @@ pub(crate) fn compute<L: Lanes>(l: &mut L, op: Op, xs: &[L::F]) -> R<L::F> {
         | Op::Scan
         | Op::ScanOut
         | Op::LoopVar => {
-            return Err(format!(
+            return Err(Error::Codegen(format!(
                 "`{}` is not computed in a fused loop",
                 op.mnemonic()
-            ));
+            )));
         }
     })
 }

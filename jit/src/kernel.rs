@@ -1,6 +1,8 @@
 //! A compiled function: the machine code (Cranelift's or LLVM's) kept alive, its entry
 //! `(inputs, params, outputs, scratch)`, what it needs to run, and `run`.
 
+use crate::Error;
+
 use crate::kernels;
 use cranelift_jit::JITModule;
 use nnc_ir::{DType, Op};
@@ -80,7 +82,7 @@ impl Kernel {
         params: &[*const f32],
         outs: &[*mut f32],
         scratch: &mut Vec<f32>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         if scratch.len() < self.scratch_len {
             scratch.resize(self.scratch_len, 0.0);
         }
@@ -102,7 +104,7 @@ impl Kernel {
         params: &[Vec<f32>],
         outputs: &mut [Vec<f32>],
         scratch: &mut Vec<f32>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         if scratch.len() < self.scratch_len {
             scratch.resize(self.scratch_len, 0.0);
         }
@@ -124,17 +126,17 @@ impl Kernel {
 
 /// The first id a gather or scatter of the last call found outside its table, as the
 /// interpreter words it.
-fn index_errors() -> Result<(), String> {
+fn index_errors() -> Result<(), Error> {
     match kernels::take_index_error() {
         None => Ok(()),
         Some(e) => {
             let op = if e.gather { Op::Gather } else { Op::ScatterAdd };
-            Err(nnc_ir::op::index_error(
+            Err(Error::Index(nnc_ir::op::index_error(
                 op,
                 e.line as usize,
                 f64::from(e.id),
                 e.rows as usize,
-            ))
+            )))
         }
     }
 }

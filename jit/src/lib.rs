@@ -18,6 +18,7 @@
 mod aot;
 mod cranelift;
 mod emit;
+mod error;
 mod kernel;
 #[cfg(feature = "llvm")]
 mod llvm;
@@ -31,6 +32,7 @@ use nnc_ir::{DType, Dim, Func};
 use nnc_runtime::Tensor;
 
 pub use cranelift::clif_text;
+pub use error::Error;
 pub use kernel::Kernel;
 /// The run-time kernels compiled code calls (a crate of their own: AOT objects link them).
 pub use nnc_rt as kernels;
@@ -53,7 +55,7 @@ pub const HAS_LLVM: bool = cfg!(feature = "llvm");
 pub const NO_LLVM: &str = "this nnc was built without the LLVM backend; build it with `cargo build --release --features llvm` (needs llvm-19-dev)";
 
 /// Compiles `f` for the given sizes of its symbolic dimensions, with Cranelift.
-pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {
+pub fn compile(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, Error> {
     cranelift::compile(f, dims)
 }
 
@@ -62,18 +64,18 @@ pub fn compile_with(
     codegen: Codegen,
     f: &Func,
     dims: &HashMap<String, usize>,
-) -> Result<Kernel, String> {
+) -> Result<Kernel, Error> {
     match codegen {
         Codegen::Cranelift => cranelift::compile(f, dims),
         #[cfg(feature = "llvm")]
         Codegen::Llvm => llvm::compile_llvm(f, dims),
         #[cfg(not(feature = "llvm"))]
-        Codegen::Llvm => Err(NO_LLVM.into()),
+        Codegen::Llvm => Err(Error::NoLlvm),
     }
 }
 
 /// The LLVM IR of `f` for these sizes, as generated and after O3.
-pub fn llvm_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
+pub fn llvm_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Error> {
     #[cfg(feature = "llvm")]
     {
         llvm::llvm_text(f, dims)
@@ -81,7 +83,7 @@ pub fn llvm_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Stri
     #[cfg(not(feature = "llvm"))]
     {
         let _ = (f, dims);
-        Err(NO_LLVM.into())
+        Err(Error::NoLlvm)
     }
 }
 
@@ -119,7 +121,7 @@ impl Jit {
     }
 
     /// The kernel of `f` for these sizes, compiled on first use.
-    pub fn kernel(&mut self, f: &Func, dims: &HashMap<String, usize>) -> Result<&Kernel, String> {
+    pub fn kernel(&mut self, f: &Func, dims: &HashMap<String, usize>) -> Result<&Kernel, Error> {
         let mut key_dims: Vec<(String, usize)> =
             dims.iter().map(|(k, v)| (k.clone(), *v)).collect();
         key_dims.sort();
@@ -141,12 +143,12 @@ impl Jit {
         f: &Func,
         inputs: &[Tensor],
         params: &[Tensor],
-    ) -> Result<Vec<Tensor>, String> {
+    ) -> Result<Vec<Tensor>, Error> {
         if inputs.len() != f.inputs.len() || params.len() != f.params.len() {
-            return Err(format!(
+            return Err(Error::Input(format!(
                 "`@{}` called with the wrong number of values",
                 f.name
-            ));
+            )));
         }
         let named = f
             .inputs
@@ -183,20 +185,23 @@ impl Jit {
 pub fn bind_dims<'a>(
     declared: impl Iterator<Item = (&'a str, &'a nnc_ir::TensorType)>,
     values: impl Iterator<Item = &'a Tensor>,
-) -> Result<HashMap<String, usize>, String> {
+) -> Result<HashMap<String, usize>, Error> {
     let mut dims: HashMap<String, usize> = HashMap::new();
     for ((name, ty), t) in declared.zip(values) {
         if !t.matches(ty) {
-            return Err(format!("`{name}` expects {ty}, got {}", t.ty()));
+            return Err(Error::Input(format!(
+                "`{name}` expects {ty}, got {}",
+                t.ty()
+            )));
         }
         for (d, &n) in ty.shape.dims().iter().zip(&t.shape) {
             if let Dim::Sym(s) = d {
                 if let Some(&prev) = dims.get(s)
                     && prev != n
                 {
-                    return Err(format!(
+                    return Err(Error::Input(format!(
                         "`{name}` has {s} = {n}, but an earlier value had {s} = {prev}"
-                    ));
+                    )));
                 }
                 dims.insert(s.clone(), n);
             }

@@ -11,6 +11,8 @@
 //! Every function carries the host's `target-cpu` and `target-features`: without them
 //! MCJIT emits SSE2 only.
 
+use crate::Error;
+
 use std::collections::HashMap;
 
 use inkwell::builder::Builder;
@@ -44,11 +46,11 @@ pub(crate) struct LlvmCode {
 // entry point they keep alive is plain machine code.
 unsafe impl Send for LlvmCode {}
 
-fn err(e: impl std::fmt::Display) -> String {
-    format!("LLVM: {e}")
+fn err(e: impl std::fmt::Display) -> Error {
+    Error::Codegen(format!("LLVM: {e}"))
 }
 
-fn machine() -> Result<TargetMachine, String> {
+fn machine() -> Result<TargetMachine, Error> {
     Target::initialize_native(&InitializationConfig::default()).map_err(err)?;
     let triple = TargetMachine::get_default_triple();
     let target = Target::from_triple(&triple).map_err(err)?;
@@ -81,7 +83,7 @@ fn lanes() -> u32 {
 }
 
 /// The program's function in LLVM IR, as generated (before optimization), and after O3.
-pub(crate) fn ir_text(f: &Func, prog: &Program) -> Result<(String, String), String> {
+pub(crate) fn ir_text(f: &Func, prog: &Program) -> Result<(String, String), Error> {
     let context = Context::create();
     let tm = machine()?;
     let module = emit(&context, &tm, f, prog)?;
@@ -90,14 +92,14 @@ pub(crate) fn ir_text(f: &Func, prog: &Program) -> Result<(String, String), Stri
     Ok((before, module.print_to_string().to_string()))
 }
 
-fn optimize(module: &Module, tm: &TargetMachine) -> Result<(), String> {
+fn optimize(module: &Module, tm: &TargetMachine) -> Result<(), Error> {
     module
         .run_passes("default<O3>", tm, PassBuilderOptions::create())
         .map_err(err)
 }
 
 /// Compiles the program; the entry point has the Cranelift backend's signature.
-pub(crate) fn compile_program(f: &Func, prog: &Program) -> Result<(Entry, LlvmCode), String> {
+pub(crate) fn compile_program(f: &Func, prog: &Program) -> Result<(Entry, LlvmCode), Error> {
     let context = Box::new(Context::create());
     // The context lives in its box as long as the returned `LlvmCode`, which drops the
     // engine (and the module it owns) first.
@@ -152,7 +154,7 @@ fn emit<'ctx>(
     tm: &TargetMachine,
     f: &Func,
     prog: &Program,
-) -> Result<Module<'ctx>, String> {
+) -> Result<Module<'ctx>, Error> {
     let module = new_module(cx, tm, &f.name);
     emit_into(cx, &module, f, prog, ENTRY, None)?;
     module.verify().map_err(err)?;
@@ -190,7 +192,7 @@ fn emit_into<'ctx>(
     prog: &Program,
     name: &str,
     linkage: Option<inkwell::module::Linkage>,
-) -> Result<FunctionValue<'ctx>, String> {
+) -> Result<FunctionValue<'ctx>, Error> {
     // Loop bodies first, as private functions the scan kernel is given.
     let mut bodies = Vec::new();
     for (k, (bf, bp)) in prog.bodies.iter().enumerate() {
@@ -211,7 +213,7 @@ fn emit_into<'ctx>(
         return Err(err("entry parameters"));
     };
     let load_ptrs =
-        |base: PointerValue<'ctx>, n: usize| -> Result<Vec<PointerValue<'ctx>>, String> {
+        |base: PointerValue<'ctx>, n: usize| -> Result<Vec<PointerValue<'ctx>>, Error> {
             (0..n)
                 .map(|k| {
                     let at = unsafe {
@@ -258,7 +260,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         self.cx.i64_type().const_int(v as u64, true)
     }
 
-    fn addr(&self, l: Loc) -> Result<PointerValue<'ctx>, String> {
+    fn addr(&self, l: Loc) -> Result<PointerValue<'ctx>, Error> {
         Ok(match l {
             Loc::Input(i) => self.ins[i],
             Loc::Param(i) => self.params[i],
@@ -296,7 +298,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         })
     }
 
-    fn call(&mut self, k: KernelFn, args: &[Arg]) -> Result<(), String> {
+    fn call(&mut self, k: KernelFn, args: &[Arg]) -> Result<(), Error> {
         let mut vals: Vec<BasicMetadataValueEnum> = Vec::with_capacity(args.len());
         for a in args {
             vals.push(match a {
@@ -338,7 +340,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
 
     /// One loop over `spec.count` elements in vectors of the host's width, then a loop
     /// of one-lane vectors for the rest.
-    fn fused_loop(&mut self, spec: &LoopSpec) -> Result<(), String> {
+    fn fused_loop(&mut self, spec: &LoopSpec) -> Result<(), Error> {
         let w = lanes() as usize;
         let main = spec.count / w * w;
         if main > 0 {
@@ -356,7 +358,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         from: usize,
         to: usize,
         lanes: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let vt = self.cx.f32_type().vec_type(lanes);
         // Loop-invariant values: constants and broadcast scalars.
         let mut invariant: HashMap<usize, VectorValue<'ctx>> = HashMap::new();
@@ -381,12 +383,12 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             .leaves
             .iter()
             .map(|&(v, l)| Ok((v, self.addr(l)?)))
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, Error>>()?;
         let stores: Vec<(usize, PointerValue<'ctx>)> = spec
             .stores
             .iter()
             .map(|&(m, l)| Ok((m, self.addr(l)?)))
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, Error>>()?;
         let pre = self.b.get_insert_block().ok_or_else(|| err("no block"))?;
         let head = self.cx.append_basic_block(self.function, "loop");
         let body = self.cx.append_basic_block(self.function, "body");
@@ -433,7 +435,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                                 Ok(memo[&Value::Node(m as u32)])
                             }
                         })
-                        .collect::<Result<_, String>>()?;
+                        .collect::<Result<_, Error>>()?;
                     emit::compute(&mut Lanes { e: self, vt }, n.op, &xs)?
                 }
             };
@@ -466,7 +468,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         &self,
         vt: VectorType<'ctx>,
         s: inkwell::values::FloatValue<'ctx>,
-    ) -> Result<VectorValue<'ctx>, String> {
+    ) -> Result<VectorValue<'ctx>, Error> {
         let i32t = self.cx.i32_type();
         let v = self
             .b
@@ -478,7 +480,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             .map_err(err)
     }
 
-    fn intrinsic(&self, name: &str, x: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, String> {
+    fn intrinsic(&self, name: &str, x: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, Error> {
         let decl = Intrinsic::find(name)
             .and_then(|i| i.get_declaration(self.module, &[x.get_type().into()]))
             .ok_or_else(|| err(format!("no intrinsic {name}")))?;
@@ -630,7 +632,7 @@ fn constant<'ctx>(
 }
 
 /// The value a call of a function returning `i32` returned.
-fn returned(call: inkwell::values::CallSiteValue) -> Result<inkwell::values::IntValue, String> {
+fn returned(call: inkwell::values::CallSiteValue) -> Result<inkwell::values::IntValue, Error> {
     match call.try_as_basic_value() {
         inkwell::values::ValueKind::Basic(v) => Ok(v.into_int_value()),
         inkwell::values::ValueKind::Instruction(_) => Err(err("the call returned nothing")),
@@ -646,7 +648,7 @@ pub(crate) fn object(
     kernels: &[(usize, Program)],
     rows: &[(bool, usize)],
     outs: &[(bool, usize)],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, Error> {
     use inkwell::module::Linkage;
     let cx = Context::create();
     Target::initialize_native(&InitializationConfig::default()).map_err(err)?;
@@ -836,7 +838,7 @@ pub(crate) fn object(
     Ok(buf.as_slice().to_vec())
 }
 /// Compiles `f` with LLVM: the same program, another code generator.
-pub fn compile_llvm(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, String> {
+pub fn compile_llvm(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, Error> {
     let prog = program(f, dims)?;
     let (entry, code) = compile_program(f, &prog)?;
     Ok(Kernel {
@@ -851,7 +853,7 @@ pub fn compile_llvm(f: &Func, dims: &HashMap<String, usize>) -> Result<Kernel, S
 }
 
 /// The LLVM IR of `f` for these sizes: as generated, then after LLVM's O3 pipeline.
-pub fn llvm_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
+pub fn llvm_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Error> {
     let prog = program(f, dims)?;
     let (before, after) = ir_text(f, &prog)?;
     Ok(format!(

@@ -18,6 +18,8 @@
 //! because the caller has checked that each output row depends on its own input row alone
 //! (`nnc_compiler::rows`). With a fixed batch, one kernel, and any other batch is refused.
 
+use crate::Error;
+
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::{
     AbiParam, InstBuilder, Signature, StackSlotData, StackSlotKind, types,
@@ -35,27 +37,29 @@ use crate::aot::{Descriptor, Word, descriptor, header, io_shape, row_bytes};
 use crate::cranelift::{self, Descs, Lowered};
 
 /// Compiles `spec` into an object file and writes its header.
-pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
+pub fn build(spec: &ObjectSpec) -> Result<Built, Error> {
     let f = spec.func;
     for a in &f.inputs {
         if a.ty.dtype != DType::F32 {
-            return Err(format!(
+            return Err(Error::Unsupported(format!(
                 "`nnc build` takes f32 inputs; `{}` is {}",
                 a.name, a.ty
-            ));
+            )));
         }
     }
     for (k, ty) in f.output_types().iter().enumerate() {
         if ty.dtype != DType::F32 {
-            return Err(format!("`nnc build` gives f32 outputs; output {k} is {ty}"));
+            return Err(Error::Unsupported(format!(
+                "`nnc build` gives f32 outputs; output {k} is {ty}"
+            )));
         }
     }
     if spec.params.len() != f.params.len() {
-        return Err(format!(
+        return Err(Error::Input(format!(
             "{} parameter values for {} parameters",
             spec.params.len(),
             f.params.len()
-        ));
+        )));
     }
     let sizes: Vec<(usize, Option<String>)> = match &spec.batch {
         Batch::Any { dim, chunk } => vec![(*chunk, Some(dim.clone())), (1, Some(dim.clone()))],
@@ -71,12 +75,12 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
     for (p, values) in f.params.iter().zip(spec.params) {
         let want: usize = io_shape(&p.ty, &spec.batch, &spec.dims)?.1.iter().product();
         if values.len() != want {
-            return Err(format!(
+            return Err(Error::Input(format!(
                 "parameter `{}` has {} values for {}",
                 p.name,
                 values.len(),
                 p.ty
-            ));
+            )));
         }
     }
     if spec.codegen == crate::Codegen::Llvm {
@@ -85,7 +89,7 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
             let programs = sizes
                 .iter()
                 .map(|(rows, dim)| Ok((*rows, crate::program::program(f, &dims_for(*rows, dim))?)))
-                .collect::<Result<Vec<_>, String>>()?;
+                .collect::<Result<Vec<_>, Error>>()?;
             let (ins, outs) = row_bytes(spec)?;
             let object = crate::llvm::object(spec, &programs, &ins, &outs)?;
             return Ok(Built {
@@ -103,7 +107,7 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
             });
         }
         #[cfg(not(feature = "llvm"))]
-        return Err(crate::NO_LLVM.into());
+        return Err(Error::NoLlvm);
     }
     let (isa, has_fma) = cranelift::host_isa(true)?;
     let builder = ObjectBuilder::new(
@@ -111,7 +115,7 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
         spec.symbol.as_bytes().to_vec(),
         cranelift_module::default_libcall_names(),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| Error::Codegen(e.to_string()))?;
     let mut module = ObjectModule::new(builder);
     let helpers = cranelift::declare_kernels(&mut module)?;
 
@@ -180,7 +184,7 @@ pub fn build(spec: &ObjectSpec) -> Result<Built, String> {
     let object = module
         .finish()
         .emit()
-        .map_err(|e| format!("writing the object file: {e}"))?;
+        .map_err(|e| Error::Codegen(format!("writing the object file: {e}")))?;
     Ok(Built {
         object,
         header: header(spec)?,
@@ -196,7 +200,7 @@ fn import(
     name: &str,
     params: usize,
     returns: Option<types::Type>,
-) -> Result<FuncId, String> {
+) -> Result<FuncId, Error> {
     let mut sig = module.make_signature();
     for _ in 0..params {
         sig.params.push(AbiParam::new(types::I64));
@@ -204,7 +208,7 @@ fn import(
     sig.returns.extend(returns.map(AbiParam::new));
     module
         .declare_function(name, Linkage::Import, &sig)
-        .map_err(|e| e.to_string())
+        .map_err(|e| Error::Codegen(e.to_string()))
 }
 
 /// A local data object holding `bytes`.
@@ -214,14 +218,16 @@ fn data(
     bytes: Vec<u8>,
     align: u64,
     writable: bool,
-) -> Result<DataId, String> {
+) -> Result<DataId, Error> {
     let id = module
         .declare_data(name, Linkage::Local, writable, false)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Codegen(e.to_string()))?;
     let mut d = DataDescription::new();
     d.define(bytes.into_boxed_slice());
     d.set_align(align);
-    module.define_data(id, &d).map_err(|e| e.to_string())?;
+    module
+        .define_data(id, &d)
+        .map_err(|e| Error::Codegen(e.to_string()))?;
     Ok(id)
 }
 
@@ -233,10 +239,10 @@ fn address_table(
     targets: &[DataId],
     len: usize,
     writable: bool,
-) -> Result<DataId, String> {
+) -> Result<DataId, Error> {
     let id = module
         .declare_data(name, Linkage::Local, writable, false)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Codegen(e.to_string()))?;
     let mut d = DataDescription::new();
     d.define(vec![0u8; 8 * len.max(1)].into_boxed_slice());
     d.set_align(8);
@@ -244,15 +250,14 @@ fn address_table(
         let gv = module.declare_data_in_data(t, &mut d);
         d.write_data_addr((8 * k) as u32, gv, 0);
     }
-    module.define_data(id, &d).map_err(|e| e.to_string())?;
+    module
+        .define_data(id, &d)
+        .map_err(|e| Error::Codegen(e.to_string()))?;
     Ok(id)
 }
 
 /// The weights' names (C strings) and float counts, for `nnc_rt_load`.
-fn names_and_lens(
-    module: &mut ObjectModule,
-    spec: &ObjectSpec,
-) -> Result<(DataId, DataId), String> {
+fn names_and_lens(module: &mut ObjectModule, spec: &ObjectSpec) -> Result<(DataId, DataId), Error> {
     let mut name_ids = Vec::new();
     for (k, p) in spec.func.params.iter().enumerate() {
         let mut bytes = p.name.as_bytes().to_vec();
@@ -287,7 +292,7 @@ fn descriptor_data(
     kernels: &[(usize, Lowered)],
     table: DataId,
     names_lens: Option<(DataId, DataId)>,
-) -> Result<DataId, String> {
+) -> Result<DataId, Error> {
     let words = |v: &[u64]| -> Vec<u8> {
         let mut b: Vec<u8> = v.iter().flat_map(|w| w.to_le_bytes()).collect();
         b.resize(b.len().max(8), 0);
@@ -307,7 +312,7 @@ fn descriptor_data(
             false,
             false,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Codegen(e.to_string()))?;
     let mut d = DataDescription::new();
     let pairs: Vec<u64> = desc.kernel_rows.iter().flat_map(|&r| [r, 0]).collect();
     d.define(words(&pairs).into_boxed_slice());
@@ -318,7 +323,7 @@ fn descriptor_data(
     }
     module
         .define_data(kernels_id, &d)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Codegen(e.to_string()))?;
     let id = module
         .declare_data(
             &format!("{}_desc", spec.symbol),
@@ -326,7 +331,7 @@ fn descriptor_data(
             false,
             false,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Codegen(e.to_string()))?;
     let mut d = DataDescription::new();
     let ints: Vec<u64> = desc
         .words
@@ -346,12 +351,16 @@ fn descriptor_data(
             (Word::Table, _) => table,
             (Word::Names, Some((n, _))) => n,
             (Word::Lens, Some((_, l))) => l,
-            (Word::Names | Word::Lens, None) => return Err("names without a table".into()),
+            (Word::Names | Word::Lens, None) => {
+                return Err(Error::Codegen("names without a table".into()));
+            }
         };
         let gv = module.declare_data_in_data(target, &mut d);
         d.write_data_addr((8 * k) as u32, gv, 0);
     }
-    module.define_data(id, &d).map_err(|e| e.to_string())?;
+    module
+        .define_data(id, &d)
+        .map_err(|e| Error::Codegen(e.to_string()))?;
     Ok(id)
 }
 
@@ -365,7 +374,7 @@ fn trampolines(
     spec: &ObjectSpec,
     desc: DataId,
     io: usize,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let ptr = types::I64;
     let mut exports = vec![(
         format!("{}_forward", spec.symbol),
@@ -384,7 +393,7 @@ fn trampolines(
         sig.returns.push(AbiParam::new(types::I32));
         let id = module
             .declare_function(&name, Linkage::Export, &sig)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Codegen(e.to_string()))?;
         let rt = import(module, target, target_params, Some(types::I32))?;
         let mut ctx = Context::new();
         ctx.func.signature = sig;
@@ -420,7 +429,7 @@ fn trampolines(
         }
         module
             .define_function(id, &mut ctx)
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(|e| Error::Codegen(format!("{e:?}")))?;
         module.clear_context(&mut ctx);
     }
     Ok(())

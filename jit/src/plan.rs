@@ -6,6 +6,8 @@
 //! (which read the operand with swapped strides instead). Elementwise nodes are inlined
 //! into the loops of their users or stored once (`inlined_nodes`).
 
+use crate::Error;
+
 use crate::kernels;
 use nnc_ir::{Attr, DType, Dim, Func, Lowering, Op, Value};
 use std::collections::HashMap;
@@ -23,7 +25,7 @@ pub(crate) enum Loc {
 pub(crate) fn shape_of(
     ty: &nnc_ir::TensorType,
     dims: &HashMap<String, usize>,
-) -> Result<Vec<usize>, String> {
+) -> Result<Vec<usize>, Error> {
     ty.shape
         .dims()
         .iter()
@@ -32,7 +34,7 @@ pub(crate) fn shape_of(
             Dim::Sym(s) => dims
                 .get(s)
                 .copied()
-                .ok_or_else(|| format!("no size for dimension {s}")),
+                .ok_or_else(|| Error::Input(format!("no size for dimension {s}"))),
         })
         .collect()
 }
@@ -156,8 +158,8 @@ pub(crate) fn scalar_broadcast(f: &Func, n: &nnc_ir::Node) -> bool {
 /// arithmetic ops (not exp, ln, tanh, sqrt or division) over values in memory. Without
 /// this bound a recurrence (an LSTM's cell state, used by the next step and by the
 /// backward pass) was recomputed from its first step in every loop that needed it.
-pub(crate) fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<Vec<bool>, String> {
-    let count = |ty: &nnc_ir::TensorType| -> Result<usize, String> {
+pub(crate) fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<Vec<bool>, Error> {
+    let count = |ty: &nnc_ir::TensorType| -> Result<usize, Error> {
         Ok(shape_of(ty, dims)?.iter().product())
     };
     let mut users: Vec<Vec<usize>> = vec![Vec::new(); f.nodes.len()];
@@ -215,12 +217,12 @@ pub(crate) fn scan_layout(
     f: &Func,
     i: usize,
     dims: &HashMap<String, usize>,
-) -> Result<ScanLayout, String> {
+) -> Result<ScanLayout, Error> {
     let n = &f.nodes[i];
     let Attr::Loop(l) = &n.attr else {
-        return Err(format!("%{i} is not a scan"));
+        return Err(Error::Codegen(format!("%{i} is not a scan")));
     };
-    let size = |ty: &nnc_ir::TensorType| -> Result<usize, String> {
+    let size = |ty: &nnc_ir::TensorType| -> Result<usize, Error> {
         Ok(shape_of(ty, dims)?.iter().product())
     };
     let tys: Vec<&nnc_ir::TensorType> = n.args.iter().map(|&a| f.ty(a)).collect();
@@ -241,7 +243,7 @@ pub(crate) fn scan_layout(
     let carries = csz.iter().map(|&c| place(c)).collect();
     let body = plan(&l.body, dims)?;
     let scratch = place(body.scratch);
-    let step = |ty: &nnc_ir::TensorType| -> Result<usize, String> {
+    let step = |ty: &nnc_ir::TensorType| -> Result<usize, Error> {
         Ok(shape_of(ty, dims)?.iter().skip(1).product())
     };
     let steps = match l.steps(&tys) {
@@ -340,7 +342,7 @@ pub(crate) fn reads(
 /// Plans buffers: aliases, absorbed transposes and inlined nodes take none; outputs are
 /// the caller's; every other node gets a 16-byte-aligned range of the scratch arena, reused
 /// (first fit) once every node reading it has run.
-pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, String> {
+pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Error> {
     let absorbed = absorbed_transposes(f);
     let inlined = inlined_nodes(f, dims)?;
     let summed = summed_products(f, &absorbed);
@@ -516,7 +518,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Stri
 
 /// The function with its plan as notes: where each value lives, which nodes are fused
 /// into which loop, which call a kernel.
-pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, String> {
+pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Error> {
     let p = plan(f, dims)?;
     // Which loop computes each inlined node (the first root whose tree holds it).
     let mut fused_into: HashMap<usize, usize> = HashMap::new();

@@ -2,6 +2,8 @@
 //! descriptors computed) and fused loops, which Cranelift (`cranelift.rs`), LLVM
 //! (`llvm.rs`) and objects (`object.rs`) all emit.
 
+use crate::Error;
+
 use crate::kernels;
 use crate::plan::{
     Loc, Plan, fusible, member_of, merge_axes, plan, scalar_broadcast, scan_layout, shape_of,
@@ -61,12 +63,12 @@ pub(crate) struct Program {
 /// The backend-neutral form of `f` for the sizes `dims`: the buffer plan's steps as kernel
 /// calls (with their descriptors computed) and fused loops, then copies of outputs that
 /// were not computed in place.
-pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program, String> {
+pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program, Error> {
     if !crate::supports(f) {
-        return Err(format!(
+        return Err(Error::Unsupported(format!(
             "the JIT compiles f32 and i32 graphs; `@{}` uses f64",
             f.name
-        ));
+        )));
     }
     // Every value at these sizes must fit the memory limit (checked arithmetic: a batch of
     // 10^7 rows is an error here, not an abort when the buffers are allocated).
@@ -84,19 +86,19 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                 Dim::Known(k) => *k as u128,
                 Dim::Sym(s) => *dims
                     .get(s)
-                    .ok_or_else(|| format!("no size for dimension {s}"))?
+                    .ok_or_else(|| Error::Input(format!("no size for dimension {s}")))?
                     as u128,
             };
             n = n.saturating_mul(k);
         }
         if n > limit {
-            return Err(format!(
+            return Err(Error::TooLarge(format!(
                 "`@{}` at {} needs a {ty} of {}, more than the memory limit of {} (`--memory-limit` sets another)",
                 f.name,
                 sizes_text(dims),
                 nnc_ir::limits::bytes_text(n),
                 nnc_ir::limits::bytes_text(limit)
-            ));
+            )));
         }
     }
     let Plan {
@@ -111,20 +113,20 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
         unshared,
     } = plan(f, dims)?;
     if scratch as u128 * 4 > limit {
-        return Err(format!(
+        return Err(Error::TooLarge(format!(
             "`@{}` at {} needs {} of scratch memory, more than the memory limit of {}",
             f.name,
             sizes_text(dims),
             nnc_ir::limits::bytes_text(scratch as u128 * 4),
             nnc_ir::limits::bytes_text(limit)
-        ));
+        )));
     }
     let value_loc = |loc: &[Loc], v: Value| match v {
         Value::Input(i) => Loc::Input(i as usize),
         Value::Param(i) => Loc::Param(i as usize),
         Value::Node(i) => loc[i as usize],
     };
-    let value_shape = |v: Value| -> Result<Vec<usize>, String> {
+    let value_shape = |v: Value| -> Result<Vec<usize>, Error> {
         match v {
             Value::Node(i) => Ok(shapes[i as usize].clone()),
             v => shape_of(f.ty(v), dims),
@@ -210,11 +212,13 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
             }
             Op::Sum if matches!(n.args[0], Value::Node(j) if summed[j as usize]) => {
                 let Value::Node(j) = n.args[0] else {
-                    return Err("summed product without its product".into());
+                    return Err(Error::Codegen("summed product without its product".into()));
                 };
                 let mm = &f.nodes[j as usize];
                 let Value::Node(t) = mm.args[0] else {
-                    return Err("summed product without its transpose".into());
+                    return Err(Error::Codegen(
+                        "summed product without its transpose".into(),
+                    ));
                 };
                 let p = f.nodes[t as usize].args[0];
                 let ps = value_shape(p)?; // [T, K, m]
@@ -234,7 +238,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
             }
             Op::Sum | Op::Mean | Op::ReduceMax => {
                 let Attr::Axes(axes) = &n.attr else {
-                    return Err("reduction without axes".into());
+                    return Err(Error::Codegen("reduction without axes".into()));
                 };
                 let xs = value_shape(n.args[0])?;
                 let kept: Vec<usize> = (0..xs.len()).filter(|a| !axes.contains(a)).collect();
@@ -271,7 +275,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                         .iter()
                         .enumerate()
                         .for_each(|(k, &a)| per_out[k] = xstr[a]),
-                    _ => return Err("layout op without its attribute".into()),
+                    _ => return Err(Error::Codegen("layout op without its attribute".into())),
                 }
                 let (out, per_out) = merge_axes(out, &per_out);
                 let mut d = vec![out.len() as i64];
@@ -295,7 +299,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                     pad,
                 } = n.attr
                 else {
-                    return Err("window op without its attribute".into());
+                    return Err(Error::Codegen("window op without its attribute".into()));
                 };
                 let (img, cols) = if n.op == Op::Im2col {
                     (value_shape(n.args[0])?, shapes[i].clone())
@@ -326,7 +330,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
             }
             Op::Slice | Op::Pad => {
                 let Attr::Offset { axis, start } = n.attr else {
-                    return Err("slice without its attribute".into());
+                    return Err(Error::Codegen("slice without its attribute".into()));
                 };
                 let (big, small) = if n.op == Op::Slice {
                     (value_shape(n.args[0])?, shapes[i].clone())
@@ -353,7 +357,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
             }
             Op::Random => {
                 let Attr::Value(stream) = n.attr else {
-                    return Err("random without its stream".into());
+                    return Err(Error::Codegen("random without its stream".into()));
                 };
                 let kind = Arg::Imm(kernels::LayoutKind::Random as i64);
                 let key = arg(0);
@@ -362,7 +366,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
             }
             Op::Iota => {
                 let Attr::Axes(axes) = &n.attr else {
-                    return Err("iota without its axis".into());
+                    return Err(Error::Codegen("iota without its axis".into()));
                 };
                 let out = &shapes[i];
                 let a = axes[0];
@@ -380,7 +384,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
             }
             Op::Concat => {
                 let Attr::Axis(axis) = n.attr else {
-                    return Err("concat without its axis".into());
+                    return Err(Error::Codegen("concat without its axis".into()));
                 };
                 // Each operand placed at its offset along the axis (no zero fill: the
                 // pieces cover the result).
@@ -407,7 +411,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
             }
             Op::Gather | Op::ScatterAdd => {
                 let Attr::Index { axis, line } = n.attr else {
-                    return Err("gather without its axis".into());
+                    return Err(Error::Codegen("gather without its axis".into()));
                 };
                 let table = if n.op == Op::Gather {
                     value_shape(n.args[0])?
@@ -482,10 +486,12 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
             }
             Op::Scan => {
                 let Attr::Loop(l) = &n.attr else {
-                    return Err("scan without its body".into());
+                    return Err(Error::Codegen("scan without its body".into()));
                 };
                 let Loc::Scratch(base) = here else {
-                    return Err("a scan's buffer is not in scratch memory".into());
+                    return Err(Error::Codegen(
+                        "a scan's buffer is not in scratch memory".into(),
+                    ));
                 };
                 let lay = scan_layout(f, i, dims)?;
                 let mut ptrs: Vec<Loc> = n.args.iter().map(|&a| value_loc(&loc, a)).collect();
@@ -501,7 +507,12 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                 ));
             }
             Op::Reshape | Op::StopGradient | Op::ScanOut => {}
-            op => return Err(format!("the JIT cannot lower `{}` yet", op.mnemonic())),
+            op => {
+                return Err(Error::Unsupported(format!(
+                    "the JIT cannot lower `{}` yet",
+                    op.mnemonic()
+                )));
+            }
         }
     }
     // Copy each output to the caller's buffer.

@@ -259,7 +259,7 @@ impl Engine for Compiled {
             return Interp.eval(f, inputs, params);
         }
         let mut jit = self.jit.lock().unwrap_or_else(|p| p.into_inner());
-        jit.eval(f, inputs, params)
+        Ok(jit.eval(f, inputs, params)?)
     }
 
     /// Gradients into the arena, noise and clipping in place, one update kernel over every

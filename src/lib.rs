@@ -185,15 +185,16 @@ pub fn optimized_module(
             continue;
         };
         let train = module.func(&Role::Loss.name(name)).is_some();
-        let mut optimize = |g: &nnc_ir::Func| -> std::result::Result<nnc_ir::Func, String> {
-            let mut snapshot = None;
-            let opt = nnc_compiler::passes::optimize(g, &mut |pass, h| {
-                if Some(pass) == print_after {
-                    snapshot = Some(h.clone());
-                }
-            })?;
-            Ok(snapshot.unwrap_or(opt))
-        };
+        let mut optimize =
+            |g: &nnc_ir::Func| -> std::result::Result<nnc_ir::Func, nnc_compiler::Error> {
+                let mut snapshot = None;
+                let opt = nnc_compiler::passes::optimize(g, &mut |pass, h| {
+                    if Some(pass) == print_after {
+                        snapshot = Some(h.clone());
+                    }
+                })?;
+                Ok(snapshot.unwrap_or(opt))
+            };
         let funcs = nnc_compiler::pipeline::model_funcs(module, name, train, &mut optimize)?;
         out.funcs.push(funcs.forward);
         out.funcs.extend(funcs.grad);

@@ -171,7 +171,7 @@ proptest! {
         let mutated: String = chars[..at].iter().chain(TOKENS[insert].chars().collect::<Vec<_>>().iter()).chain(chars[end..].iter()).collect();
         if let Ok(m) = nnc::ir::parse_module(&mutated) {
             // Whatever parses is well typed and prints back to something that parses to it.
-            nnc::ir::verify_module(&m).map_err(TestCaseError::fail)?;
+            nnc::ir::verify_module(&m).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(nnc::ir::parse_module(&m.to_string()).unwrap(), m);
         }
     }

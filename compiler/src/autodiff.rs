@@ -11,6 +11,8 @@
 //! integer values never produce backward nodes. Adjoints of a value used several times are
 //! summed with `add`.
 
+use crate::Error;
+
 use std::collections::HashMap;
 
 use nnc_ir::{Attr, Dim, Func, Op, ParamKind, Shape, TensorType, Value};
@@ -20,16 +22,19 @@ type Contribution = (usize, Value);
 
 /// Builds the gradient function of `f` (named `{f.name}` with `.loss` replaced by `.grad`,
 /// or `.grad` appended). `f`'s first output must be a float scalar.
-pub fn grad(f: &Func) -> Result<Func, String> {
+pub fn grad(f: &Func) -> Result<Func, Error> {
     let Some(&loss) = f.outputs.first() else {
-        return Err(format!("`@{}` returns nothing to differentiate", f.name));
+        return Err(Error::Autodiff(format!(
+            "`@{}` returns nothing to differentiate",
+            f.name
+        )));
     };
     let lt = f.ty(loss).clone();
     if lt.rank() != 0 || !lt.dtype.is_float() {
-        return Err(format!(
+        return Err(Error::Autodiff(format!(
             "`@{}` must return a float scalar loss first, found {lt}",
             f.name
-        ));
+        )));
     }
     let mut g = f.clone();
     g.name = nnc_ir::Role::Grad.name(nnc_ir::Role::of(&f.name).0);
@@ -80,7 +85,7 @@ fn backprop(
     needs: &[bool],
     leaf: &dyn Fn(Value) -> bool,
     seeds: &[(Value, Value)],
-) -> Result<HashMap<Value, Value>, String> {
+) -> Result<HashMap<Value, Value>, Error> {
     let needs_value = |v: Value| match v {
         Value::Node(i) => needs[i as usize],
         v => leaf(v),
@@ -92,7 +97,7 @@ fn backprop(
             None => ga,
         };
         adj.insert(a, total);
-        Ok::<(), String>(())
+        Ok::<(), Error>(())
     };
     for &(v, s) in seeds {
         add(g, &mut adj, v, s)?;
@@ -155,7 +160,7 @@ fn backprop(
 /// cotangent for each of its outputs, and returning the adjoint of each input; inputs
 /// without `wrt[i]`, integer inputs and inputs the outputs do not depend on get zeros, and
 /// nothing is computed for them. `f` has no parameters.
-pub fn vjp_func(f: &Func, wrt: &[bool]) -> Result<Func, String> {
+pub fn vjp_func(f: &Func, wrt: &[bool]) -> Result<Func, Error> {
     let mut g = f.clone();
     g.name = format!("{}.vjp", f.name);
     g.outputs.clear();
@@ -209,10 +214,10 @@ fn scan(
     i: usize,
     gys: &[Option<Value>],
     wants: &[bool],
-) -> Result<Vec<Contribution>, String> {
+) -> Result<Vec<Contribution>, Error> {
     let node = &f.nodes[i];
     let Attr::Loop(l) = &node.attr else {
-        return Err(format!("%{i} is not a scan"));
+        return Err(Error::Autodiff(format!("%{i} is not a scan")));
     };
     let (nc, ns) = (l.carries, l.sequences);
     let nk = node.args.len() - nc - ns;
@@ -312,7 +317,7 @@ fn scan(
         let at = nc + ny + k;
         let ty = g
             .scan_result(scan_v, at)
-            .ok_or("the forward scan lost a result")?;
+            .ok_or_else(|| Error::Autodiff("the forward scan lost a result".into()))?;
         saved.push(g.push(Op::ScanOut, vec![scan_v], Attr::Output(at), ty));
     }
     // A constant's adjoint summed over the steps: carried and accumulated step by step,
@@ -386,7 +391,7 @@ fn scan(
     let get = |v: &Value| {
         map.get(v)
             .copied()
-            .ok_or("a scan's adjoint reads an unsaved value")
+            .ok_or_else(|| Error::Autodiff("a scan's adjoint reads an unsaved value".into()))
     };
     let adj: Vec<Value> = j.outputs.iter().map(get).collect::<Result<_, _>>()?;
     let mut outputs: Vec<Value> = adj[..nc].to_vec();
@@ -436,7 +441,7 @@ fn scan(
             None => {
                 let ty = g
                     .scan_result(scan_v, nc + c)
-                    .ok_or("a scan lost a result")?;
+                    .ok_or_else(|| Error::Autodiff("a scan lost a result".into()))?;
                 zeros(g, ty)?
             }
         };
@@ -509,16 +514,18 @@ fn custom(
     i: usize,
     gy: Value,
     wants: &[bool],
-) -> Result<Vec<Contribution>, String> {
+) -> Result<Vec<Contribution>, Error> {
     let node = &f.nodes[i];
     let ct = node.args[1];
     let Value::Node(c) = ct else {
-        return Err(format!("custom_grad %{i} has no cotangent operand"));
+        return Err(Error::Autodiff(format!(
+            "custom_grad %{i} has no cotangent operand"
+        )));
     };
     if f.nodes[c as usize].op != Op::Cotangent {
-        return Err(format!(
+        return Err(Error::Autodiff(format!(
             "the second operand of custom_grad %{i} must be a cotangent"
-        ));
+        )));
     }
     let wanted: Vec<usize> = (2..node.args.len())
         .step_by(2)
@@ -576,7 +583,7 @@ pub fn vjp(
     y: Value,
     gy: Value,
     wants: &[bool],
-) -> Result<Vec<Contribution>, String> {
+) -> Result<Vec<Contribution>, Error> {
     let mut b = Builder { f };
     let want = |k: usize| wants.get(k).copied().unwrap_or(false);
     let x = args.first().copied();
@@ -593,9 +600,21 @@ pub fn vjp(
         Op::StopGradient => {}
         // A layer's own backward is applied by `grad` (see `custom`), never here.
         Op::Cotangent => {}
-        Op::CustomGrad => return Err("custom_grad is differentiated by its own backward".into()),
-        Op::Scan | Op::ScanOut => return Err("a scan is differentiated by `backprop`".into()),
-        Op::LoopVar => return Err("a loop body's stand-in reached autodiff".into()),
+        Op::CustomGrad => {
+            return Err(Error::Autodiff(
+                "custom_grad is differentiated by its own backward".into(),
+            ));
+        }
+        Op::Scan | Op::ScanOut => {
+            return Err(Error::Autodiff(
+                "a scan is differentiated by `backprop`".into(),
+            ));
+        }
+        Op::LoopVar => {
+            return Err(Error::Autodiff(
+                "a loop body's stand-in reached autodiff".into(),
+            ));
+        }
         // sign, comparisons: piecewise constant, zero derivative.
         Op::Sign | Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Eq | Op::Ne => {}
         // d e^x = e^x dx
@@ -751,7 +770,7 @@ pub fn vjp(
         // The adjoint of a copy along new axes sums over those axes.
         Op::Broadcast => {
             let Attr::Dims(dims) = attr else {
-                return Err("broadcast without dims".into());
+                return Err(Error::Autodiff("broadcast without dims".into()));
             };
             let yr = b.ty(y).rank();
             let axes: Vec<usize> = (0..yr).filter(|a| !dims.contains(a)).collect();
@@ -771,7 +790,7 @@ pub fn vjp(
         // The inverse permutation.
         Op::Transpose => {
             let Attr::Perm(perm) = attr else {
-                return Err("transpose without perm".into());
+                return Err(Error::Autodiff("transpose without perm".into()));
             };
             let mut inv = vec![0; perm.len()];
             for (k, &p) in perm.iter().enumerate() {
@@ -806,7 +825,7 @@ pub fn vjp(
         // d concat(x1, .., xn) = the slice of dy where each operand sits.
         Op::Concat => {
             let Attr::Axis(axis) = *attr else {
-                return Err("concat without its axis".into());
+                return Err(Error::Autodiff("concat without its axis".into()));
             };
             let mut start = 0;
             for (k, &a) in args.iter().enumerate() {
@@ -854,44 +873,45 @@ impl Builder<'_> {
         self.f.ty(v).clone()
     }
 
-    fn un(&mut self, op: Op, x: Value) -> Result<Value, String> {
-        self.f.build(op, vec![x], Attr::None, None)
+    fn un(&mut self, op: Op, x: Value) -> Result<Value, Error> {
+        Ok(self.f.build(op, vec![x], Attr::None, None)?)
     }
 
-    fn bin(&mut self, op: Op, x: Value, y: Value) -> Result<Value, String> {
-        self.f.build(op, vec![x, y], Attr::None, None)
+    fn bin(&mut self, op: Op, x: Value, y: Value) -> Result<Value, Error> {
+        Ok(self.f.build(op, vec![x, y], Attr::None, None)?)
     }
 
-    fn select(&mut self, c: Value, a: Value, b: Value) -> Result<Value, String> {
-        self.f.build(Op::Select, vec![c, a, b], Attr::None, None)
+    fn select(&mut self, c: Value, a: Value, b: Value) -> Result<Value, Error> {
+        Ok(self.f.build(Op::Select, vec![c, a, b], Attr::None, None)?)
     }
 
     /// A constant of `like`'s type.
-    fn fill(&mut self, v: f64, like: Value) -> Result<Value, String> {
+    fn fill(&mut self, v: f64, like: Value) -> Result<Value, Error> {
         let ty = self.ty(like);
-        self.f.build(Op::Const, vec![], Attr::Value(v), Some(ty))
+        Ok(self.f.build(Op::Const, vec![], Attr::Value(v), Some(ty))?)
     }
 
     /// Broadcasts a reduction's result (or adjoint) back to the reduced operand's type.
-    fn unreduce(&mut self, v: Value, attr: &Attr, xt: &TensorType) -> Result<Value, String> {
+    fn unreduce(&mut self, v: Value, attr: &Attr, xt: &TensorType) -> Result<Value, Error> {
         let Attr::Axes(axes) = attr else {
-            return Err("reduction without axes".into());
+            return Err(Error::Autodiff("reduction without axes".into()));
         };
         if axes.is_empty() {
             return Ok(v);
         }
         let kept: Vec<usize> = (0..xt.rank()).filter(|a| !axes.contains(a)).collect();
         let ty = xt.with_dtype(self.ty(v).dtype);
-        self.f
-            .build(Op::Broadcast, vec![v], Attr::Dims(kept), Some(ty))
+        Ok(self
+            .f
+            .build(Op::Broadcast, vec![v], Attr::Dims(kept), Some(ty))?)
     }
 
     /// The number of elements each output of a reduction over `attr`'s axes of `xt` sums,
     /// as a tensor of the output's type: a constant when the axes have known sizes, a sum
     /// of ones otherwise.
-    fn count(&mut self, xt: &TensorType, attr: &Attr) -> Result<Value, String> {
+    fn count(&mut self, xt: &TensorType, attr: &Attr) -> Result<Value, Error> {
         let Attr::Axes(axes) = attr else {
-            return Err("reduction without axes".into());
+            return Err(Error::Autodiff("reduction without axes".into()));
         };
         let dims = xt.shape.dims();
         let kept: Vec<Dim> = (0..xt.rank())
@@ -901,34 +921,36 @@ impl Builder<'_> {
         let out_ty = TensorType::new(xt.dtype, Shape(kept));
         let known: Option<u64> = axes.iter().map(|&a| dims[a].known()).product();
         match known {
-            Some(n) => self
+            Some(n) => Ok(self
                 .f
-                .build(Op::Const, vec![], Attr::Value(n as f64), Some(out_ty)),
+                .build(Op::Const, vec![], Attr::Value(n as f64), Some(out_ty))?),
             None => {
                 let ones = self
                     .f
                     .build(Op::Const, vec![], Attr::Value(1.0), Some(xt.clone()))?;
-                self.f.build(Op::Sum, vec![ones], attr.clone(), None)
+                Ok(self.f.build(Op::Sum, vec![ones], attr.clone(), None)?)
             }
         }
     }
 
     /// Sums the leading axes of `x` away until it has rank `rank` (the adjoint of sharing
     /// a matrix across a batch).
-    fn sum_to_rank(&mut self, x: Value, rank: usize) -> Result<Value, String> {
+    fn sum_to_rank(&mut self, x: Value, rank: usize) -> Result<Value, Error> {
         let r = self.ty(x).rank();
         if r == rank {
             return Ok(x);
         }
         let axes = (0..r - rank).collect();
-        self.f.build(Op::Sum, vec![x], Attr::Axes(axes), None)
+        Ok(self.f.build(Op::Sum, vec![x], Attr::Axes(axes), None)?)
     }
 
     /// Swaps the last two axes.
-    fn swap_last(&mut self, x: Value) -> Result<Value, String> {
+    fn swap_last(&mut self, x: Value) -> Result<Value, Error> {
         let r = self.ty(x).rank();
         let mut perm: Vec<usize> = (0..r).collect();
         perm.swap(r - 2, r - 1);
-        self.f.build(Op::Transpose, vec![x], Attr::Perm(perm), None)
+        Ok(self
+            .f
+            .build(Op::Transpose, vec![x], Attr::Perm(perm), None)?)
     }
 }

@@ -106,9 +106,9 @@ pub fn check(
 ) -> Result<Vec<ParamReport>, EvalError> {
     let f = loss_func.with_float_type(DType::F64);
     let rules = has_rules(&f);
-    let g = autodiff::grad(&without_rules(&f)).map_err(EvalError)?;
+    let g = autodiff::grad(&without_rules(&f)).map_err(|e| EvalError(e.to_string()))?;
     let ruled = if rules {
-        Some(autodiff::grad(&f).map_err(EvalError)?)
+        Some(autodiff::grad(&f).map_err(|e| EvalError(e.to_string()))?)
     } else {
         None
     };

@@ -5,9 +5,12 @@
 #![warn(missing_docs)]
 
 pub mod autodiff;
+mod error;
 pub mod gradcheck;
 pub mod interp;
 pub mod passes;
 pub mod pipeline;
 pub mod random_graph;
 pub mod rows;
+
+pub use error::Error;

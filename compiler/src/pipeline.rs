@@ -4,6 +4,8 @@
 //! of the loss) and the optimizer rule. The training session, the `ir` stages and
 //! everything else that needs a model's functions take them from here.
 
+use crate::Error;
+
 use nnc_ir::{Func, Module, Role};
 
 /// One model's functions, optimized (`source_loss` as checked, before the passes).
@@ -30,11 +32,11 @@ pub fn model_funcs(
     module: &Module,
     name: &str,
     train: bool,
-    optimize: &mut dyn FnMut(&Func) -> Result<Func, String>,
-) -> Result<ModelFuncs, String> {
+    optimize: &mut dyn FnMut(&Func) -> Result<Func, Error>,
+) -> Result<ModelFuncs, Error> {
     let checked = module
         .func(name)
-        .ok_or_else(|| format!("there is no model `{name}`"))?;
+        .ok_or_else(|| Error::Missing(format!("there is no model `{name}`")))?;
     let forward = optimize(checked)?;
     let mut out = ModelFuncs {
         forward,
@@ -49,19 +51,19 @@ pub fn model_funcs(
     }
     let l = module
         .func(&Role::Loss.name(name))
-        .ok_or_else(|| format!("`{name}` has no loss function"))?;
+        .ok_or_else(|| Error::Missing(format!("`{name}` has no loss function")))?;
     let names = |f: &Func| f.params.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
     if names(l) != names(checked) {
-        return Err(format!(
+        return Err(Error::Missing(format!(
             "`{}` and `{name}` disagree on parameters",
             Role::Loss.name(name)
-        ));
+        )));
     }
     out.grad = Some(optimize(&crate::autodiff::grad(l)?)?);
     out.update = Some(optimize(
         module
             .func(&Role::Update.name(name))
-            .ok_or_else(|| format!("`{name}` has no update rule"))?,
+            .ok_or_else(|| Error::Missing(format!("`{name}` has no update rule")))?,
     )?);
     out.loss = Some(optimize(l)?);
     if let Some(e) = module.func(&Role::Eval.name(name)) {

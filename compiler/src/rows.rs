@@ -9,6 +9,8 @@
 //! either carries that axis to its result or mixes rows (a reduction over it, a slice of
 //! it, a matrix product contracting it, the row index itself), which is reported.
 
+use crate::Error;
+
 use nnc_ir::{Attr, Class, Dim, Func, Op, Value};
 
 /// Ops that compute each element from the same element of their operands (the table's
@@ -31,7 +33,7 @@ enum Rows {
 
 /// `Ok` if every output has the rows on its leading axis and each depends only on its own
 /// rows of the inputs; else the first op that mixes rows, as `%i = op: why`.
-pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
+pub fn independent(f: &Func, batch: &str) -> Result<(), Error> {
     let is_batch = |d: &Dim| matches!(d, Dim::Sym(s) if s == batch);
     let mut inputs = Vec::with_capacity(f.inputs.len());
     for a in &f.inputs {
@@ -40,10 +42,10 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
             None => Rows::Free,
             Some(0) => Rows::Axis(0),
             Some(_) => {
-                return Err(format!(
+                return Err(Error::Rows(format!(
                     "input `{}` has the batch dimension `{batch}` on a later axis than the first",
                     a.name
-                ));
+                )));
             }
         });
     }
@@ -58,14 +60,14 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
         match of(o) {
             Rows::Axis(0) if dims.first().is_some_and(is_batch) => {}
             Rows::Axis(_) => {
-                return Err(format!(
+                return Err(Error::Rows(format!(
                     "output {k} does not have the batch dimension `{batch}` as its first axis"
-                ));
+                )));
             }
             Rows::Free => {
-                return Err(format!(
+                return Err(Error::Rows(format!(
                     "output {k} does not depend on the rows of the inputs"
-                ));
+                )));
             }
         }
     }
@@ -74,7 +76,7 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), String> {
 
 /// Where each node's rows are, given the inputs'; the first op that mixes rows is an
 /// error. Nodes no output depends on are `Free`.
-fn node_rows(f: &Func, inputs: &[Rows], batch: &str) -> Result<Vec<Rows>, String> {
+fn node_rows(f: &Func, inputs: &[Rows], batch: &str) -> Result<Vec<Rows>, Error> {
     let is_batch = |d: &Dim| matches!(d, Dim::Sym(s) if s == batch);
     // The batch axis of a shape, with the product of the known sizes before and after it
     // (a reshape keeps rows apart when it keeps both products: element (p, b, s) is at
@@ -122,7 +124,12 @@ fn node_rows(f: &Func, inputs: &[Rows], batch: &str) -> Result<Vec<Rows>, String
             continue;
         }
         let args: Vec<Rows> = n.args.iter().map(|&v| of(&rows, v)).collect();
-        let mix = |why: &str| Err(format!("%{i} = {}: {why}", n.op.info().mnemonic));
+        let mix = |why: &str| {
+            Err(Error::Rows(format!(
+                "%{i} = {}: {why}",
+                n.op.info().mnemonic
+            )))
+        };
         let axes: Vec<usize> = args
             .iter()
             .filter_map(|r| match r {
@@ -275,13 +282,13 @@ fn node_rows(f: &Func, inputs: &[Rows], batch: &str) -> Result<Vec<Rows>, String
 /// The rows of a scan's results from its operands': the body analysed with each carry's
 /// rows where its initial value has them (again with a carry's rows as the body gives
 /// them, until they agree), each sequence's step with the rows one axis earlier.
-fn scan_rows(l: &nnc_ir::Loop, args: &[Rows], batch: &str) -> Result<Vec<Rows>, String> {
+fn scan_rows(l: &nnc_ir::Loop, args: &[Rows], batch: &str) -> Result<Vec<Rows>, Error> {
     let (nc, ns) = (l.carries, l.sequences);
     let mut ins: Vec<Rows> = Vec::with_capacity(args.len());
     for (k, &r) in args.iter().enumerate() {
         ins.push(match r {
             Rows::Axis(0) if k >= nc && k < nc + ns => {
-                return Err("steps along the batch axis".into());
+                return Err(Error::Rows("steps along the batch axis".into()));
             }
             Rows::Axis(a) if k >= nc && k < nc + ns => Rows::Axis(a - 1),
             r => r,
@@ -307,18 +314,19 @@ fn scan_rows(l: &nnc_ir::Loop, args: &[Rows], batch: &str) -> Result<Vec<Rows>, 
             if ins[c] == Rows::Free {
                 ins[c] = outs[c];
             } else if outs[c] != ins[c] {
-                return Err("moves a carry's rows to another axis".into());
+                return Err(Error::Rows("moves a carry's rows to another axis".into()));
             }
         }
     }
-    Err("moves a carry's rows to another axis".into())
+    Err(Error::Rows("moves a carry's rows to another axis".into()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::independent;
+    use crate::Error;
 
-    fn check(ir: &str) -> Result<(), String> {
+    fn check(ir: &str) -> Result<(), Error> {
         let m = nnc_ir::parse_module(ir).unwrap_or_else(|e| panic!("{e}\n{ir}"));
         independent(&m.funcs[0], "B")
     }
@@ -351,7 +359,7 @@ mod tests {
 ";
         assert_eq!(
             check(over_batch),
-            Err("%0 = sum: reduces over the batch axis".into())
+            Err(Error::Rows("%0 = sum: reduces over the batch axis".into()))
         );
         let gram = "func @f(%x: f32[B, 3]) -> f32[B, B] {
   %0 = transpose %x, perm=[1, 0] : f32[3, B]
@@ -360,7 +368,10 @@ mod tests {
 }
 ";
         assert!(
-            check(gram).unwrap_err().starts_with("%1 = matmul"),
+            check(gram)
+                .unwrap_err()
+                .to_string()
+                .starts_with("%1 = matmul"),
             "{:?}",
             check(gram)
         );
@@ -370,6 +381,11 @@ mod tests {
   return %1
 }
 ";
-        assert!(check(index).unwrap_err().starts_with("%0 = iota"));
+        assert!(
+            check(index)
+                .unwrap_err()
+                .to_string()
+                .starts_with("%0 = iota")
+        );
     }
 }

@@ -5,6 +5,8 @@
 //! every operand is defined before it is used. Nodes are never removed in place: passes
 //! build new functions, and the printer numbers nodes densely, so text stays stable.
 
+use crate::Error;
+
 use crate::op::{Attr, Op};
 use crate::types::TensorType;
 
@@ -172,7 +174,7 @@ impl Func {
         args: Vec<Value>,
         attr: Attr,
         given: Option<TensorType>,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, Error> {
         let tys: Vec<&TensorType> = args.iter().map(|&v| self.ty(v)).collect();
         let ty = op.result_type(&tys, &attr, given.as_ref())?;
         Ok(self.push(op, args, attr, ty))
@@ -242,50 +244,52 @@ impl Loop {
     }
 
     /// Checks the operands' types against the body's signature.
-    pub fn check(&self, args: &[&TensorType]) -> Result<(), String> {
+    pub fn check(&self, args: &[&TensorType]) -> Result<(), Error> {
         let b = &self.body;
         if self.sequences == 0 || self.carries + self.sequences > args.len() {
-            return Err(format!(
+            return Err(Error::Type(format!(
                 "`scan` needs at least one sequence after its {} carries, found {} operands",
                 self.carries,
                 args.len()
-            ));
+            )));
         }
         if b.inputs.len() != args.len() || !b.params.is_empty() {
-            return Err(format!(
+            return Err(Error::Type(format!(
                 "the body of `scan` takes {} values and no parameters, one per operand ({})",
                 b.inputs.len(),
                 args.len()
-            ));
+            )));
         }
         let t = self.steps(args);
         for (k, (a, arg)) in args.iter().zip(&b.inputs).enumerate() {
             let want = if k >= self.carries && k < self.carries + self.sequences {
                 if a.rank() == 0 || a.shape.0.first() != t {
-                    return Err(format!(
+                    return Err(Error::Type(format!(
                         "sequence {a} of `scan` does not have the first sequence's steps"
-                    ));
+                    )));
                 }
                 TensorType::new(a.dtype, crate::types::Shape(a.shape.0[1..].to_vec()))
             } else {
                 (*a).clone()
             };
             if arg.ty != want {
-                return Err(format!(
+                return Err(Error::Type(format!(
                     "the body of `scan` takes `%{}` as {}, but operand {k} gives {want}",
                     arg.name, arg.ty
-                ));
+                )));
             }
         }
         if b.outputs.len() < self.carries {
-            return Err("the body of `scan` must return every carry".into());
+            return Err(Error::Type(
+                "the body of `scan` must return every carry".into(),
+            ));
         }
         for (k, a) in args.iter().take(self.carries).enumerate() {
             if b.ty(b.outputs[k]) != *a {
-                return Err(format!(
+                return Err(Error::Type(format!(
                     "carry {k} of `scan` is {a}, but the body returns {}",
                     b.ty(b.outputs[k])
-                ));
+                )));
             }
         }
         Ok(())
@@ -341,14 +345,14 @@ impl Func {
 impl Func {
     /// Copies `src`'s nodes into this function with its inputs bound to `args`, and
     /// returns what its outputs became. `src` has no parameters.
-    pub fn inline(&mut self, src: &Func, args: &[Value]) -> Result<Vec<Value>, String> {
+    pub fn inline(&mut self, src: &Func, args: &[Value]) -> Result<Vec<Value>, Error> {
         if args.len() != src.inputs.len() || !src.params.is_empty() {
-            return Err(format!(
+            return Err(Error::Type(format!(
                 "cannot inline `@{}`: {} arguments for {} inputs",
                 src.name,
                 args.len(),
                 src.inputs.len()
-            ));
+            )));
         }
         let mut map: Vec<Value> = Vec::with_capacity(src.nodes.len());
         let get = |map: &[Value], v: Value| match v {

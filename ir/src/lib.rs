@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+mod error;
 pub mod graph;
 pub mod limits;
 pub mod op;
@@ -16,6 +17,7 @@ pub mod role;
 pub mod types;
 pub mod verify;
 
+pub use error::Error;
 pub use graph::{Arg, Func, Init, Loop, Module, Node, Param, ParamKind, Value};
 pub use op::{
     Attr, AttrKind, Class, DTypes, Lowering, Op, OpInfo, Scalar, Sig, TABLE, im2col_type,

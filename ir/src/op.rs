@@ -8,6 +8,8 @@
 //! Elementwise ops take operands of exactly equal type: broadcasting is made explicit by the
 //! front end (`broadcast`), which keeps every gradient rule and kernel simple.
 
+use crate::Error;
+
 use crate::types::{DType, Dim, Shape, TensorType};
 
 /// The element types an op accepts.
@@ -350,17 +352,17 @@ impl Op {
         args: &[&TensorType],
         attr: &Attr,
         given: Option<&TensorType>,
-    ) -> Result<TensorType, String> {
+    ) -> Result<TensorType, Error> {
         let info = self.info();
         let variadic = info.is_variadic();
         if args.len() != info.arity && !(variadic && args.len() >= info.arity) {
-            return Err(format!(
+            return Err(Error::Type(format!(
                 "`{}` takes {} operand{}, found {}",
                 info.mnemonic,
                 info.arity,
                 if info.arity == 1 { "" } else { "s" },
                 args.len()
-            ));
+            )));
         }
         check_attr_kind(info, attr)?;
         let ty = match info.class {
@@ -368,20 +370,24 @@ impl Op {
             Class::Binary | Class::Compare => {
                 let (x, y) = (args[0], args[1]);
                 if x != y {
-                    return Err(format!(
+                    return Err(Error::Type(format!(
                         "operands of `{}` differ: {x} and {y}",
                         info.mnemonic
-                    ));
+                    )));
                 }
                 Ok(x.clone())
             }
             Class::Select => {
                 let (c, a, b) = (args[0], args[1], args[2]);
                 if a != b {
-                    return Err(format!("branches of `select` differ: {a} and {b}"));
+                    return Err(Error::Type(format!(
+                        "branches of `select` differ: {a} and {b}"
+                    )));
                 }
                 if c.shape != a.shape {
-                    return Err(format!("condition of `select` is {c}, branches are {a}"));
+                    return Err(Error::Type(format!(
+                        "condition of `select` is {c}, branches are {a}"
+                    )));
                 }
                 Ok(a.clone())
             }
@@ -408,7 +414,7 @@ impl Op {
                 };
                 let x = args[0];
                 if axis >= x.rank() {
-                    return Err(format!("axis={axis} out of range for {x}"));
+                    return Err(Error::Type(format!("axis={axis} out of range for {x}")));
                 }
                 let mut total = 0u64;
                 for a in args {
@@ -416,9 +422,9 @@ impl Op {
                         && a.rank() == x.rank()
                         && (0..x.rank()).all(|k| k == axis || a.shape.0[k] == x.shape.0[k]);
                     let Some(n) = a.shape.0.get(axis).and_then(Dim::known).filter(|_| same) else {
-                        return Err(format!(
+                        return Err(Error::Type(format!(
                             "`concat` at axis={axis} needs operands equal but for a known axis {axis}: {x} and {a}"
-                        ));
+                        )));
                     };
                     total = total.saturating_add(n);
                 }
@@ -429,17 +435,17 @@ impl Op {
             Class::CustomGrad => {
                 let (y, dy) = (args[0], args[1]);
                 if dy != y || !args.len().is_multiple_of(2) {
-                    return Err(format!(
+                    return Err(Error::Type(format!(
                         "`custom_grad` takes y, its cotangent of the same type, then pairs of an operand and its adjoint; found {} operands, y {y}, dy {dy}",
                         args.len()
-                    ));
+                    )));
                 }
                 for pair in args[2..].chunks(2) {
                     if pair[0] != pair[1] {
-                        return Err(format!(
+                        return Err(Error::Type(format!(
                             "an adjoint must have its operand's type: {} for {}",
                             pair[1], pair[0]
-                        ));
+                        )));
                     }
                 }
                 Ok(y.clone())
@@ -457,30 +463,30 @@ impl Op {
                     unreachable!("checked by check_attr_kind")
                 };
                 if perm.len() != x.rank() || !is_permutation(perm) {
-                    return Err(format!(
+                    return Err(Error::Type(format!(
                         "perm={perm:?} is not a permutation of the {} axes of {x}",
                         x.rank()
-                    ));
+                    )));
                 }
                 let dims = perm.iter().map(|&p| x.shape.0[p].clone()).collect();
                 Ok(TensorType::new(x.dtype, Shape(dims)))
             }
             Class::Given => {
                 let Some(ty) = given else {
-                    return Err(format!(
+                    return Err(Error::Type(format!(
                         "`{}` needs its result type written out",
                         info.mnemonic
-                    ));
+                    )));
                 };
                 self.check_given(args, attr, ty)?;
                 Ok(ty.clone())
             }
         }?;
         if info.dtypes == DTypes::Float && args.first().is_some_and(|x| !x.dtype.is_float()) {
-            return Err(format!(
+            return Err(Error::Type(format!(
                 "`{}` needs a float operand, found {}",
                 info.mnemonic, args[0]
-            ));
+            )));
         }
         Ok(ty)
     }
@@ -492,7 +498,7 @@ impl Op {
     }
 
     /// The type rule of ops whose result type is written on the node.
-    fn check_given(self, args: &[&TensorType], attr: &Attr, ty: &TensorType) -> Result<(), String> {
+    fn check_given(self, args: &[&TensorType], attr: &Attr, ty: &TensorType) -> Result<(), Error> {
         match self {
             Op::Broadcast => {
                 let x = args[0];
@@ -500,19 +506,21 @@ impl Op {
                     unreachable!()
                 };
                 if dims.len() != x.rank() {
-                    return Err(format!(
+                    return Err(Error::Type(format!(
                         "dims={dims:?} must list one result axis per axis of {x}"
-                    ));
+                    )));
                 }
                 check_axes(dims, ty.rank(), "dims")?;
                 if x.dtype != ty.dtype {
-                    return Err(format!(
+                    return Err(Error::Type(format!(
                         "cannot broadcast {x} to {ty}: element types differ"
-                    ));
+                    )));
                 }
                 for (i, &d) in dims.iter().enumerate() {
                     if x.shape.0[i] != ty.shape.0[d] {
-                        return Err(format!("cannot broadcast {x} to {ty} with dims={dims:?}"));
+                        return Err(Error::Type(format!(
+                            "cannot broadcast {x} to {ty} with dims={dims:?}"
+                        )));
                     }
                 }
                 Ok(())
@@ -520,39 +528,48 @@ impl Op {
             Op::Reshape => {
                 let x = args[0];
                 if x.dtype != ty.dtype {
-                    return Err(format!("cannot reshape {x} to {ty}: element types differ"));
+                    return Err(Error::Type(format!(
+                        "cannot reshape {x} to {ty}: element types differ"
+                    )));
                 }
                 if x.shape.volume() != ty.shape.volume() {
-                    return Err(format!("cannot reshape {x} to {ty}: element counts differ"));
+                    return Err(Error::Type(format!(
+                        "cannot reshape {x} to {ty}: element counts differ"
+                    )));
                 }
                 Ok(())
             }
             Op::Const => {
                 let Attr::Value(v) = attr else { unreachable!() };
                 if ty.dtype == DType::I32 && (v.fract() != 0.0 || !v.is_finite()) {
-                    return Err(format!(
+                    return Err(Error::Type(format!(
                         "constant {v:?} is not an integer, but the type is {ty}"
-                    ));
+                    )));
                 }
                 Ok(())
             }
             Op::Cast => {
                 if args[0].shape != ty.shape {
-                    return Err(format!("cannot cast {} to {ty}: shapes differ", args[0]));
+                    return Err(Error::Type(format!(
+                        "cannot cast {} to {ty}: shapes differ",
+                        args[0]
+                    )));
                 }
                 Ok(())
             }
             Op::OneHot => {
                 let x = args[0];
                 if x.dtype != DType::I32 {
-                    return Err(format!("`one_hot` needs i32 labels, found {x}"));
+                    return Err(Error::Type(format!(
+                        "`one_hot` needs i32 labels, found {x}"
+                    )));
                 }
                 let ok = ty.dtype.is_float()
                     && ty.rank() == x.rank() + 1
                     && ty.shape.0[..x.rank()] == x.shape.0[..]
                     && matches!(ty.shape.0.last(), Some(Dim::Known(_)));
                 if !ok {
-                    return Err(format!("`one_hot` of {x} cannot give {ty}"));
+                    return Err(Error::Type(format!("`one_hot` of {x} cannot give {ty}")));
                 }
                 Ok(())
             }
@@ -572,10 +589,10 @@ impl Op {
                 };
                 let expect = im2col_type(img, *kernel, *stride, *pad)?;
                 if &expect != cols || img.dtype != cols.dtype {
-                    return Err(format!(
+                    return Err(Error::Type(format!(
                         "`{}` with kernel={kernel:?}, stride={stride:?}, pad={pad:?} relates {img} to {expect}, not {cols}",
                         self.mnemonic()
-                    ));
+                    )));
                 }
                 Ok(())
             }
@@ -597,11 +614,11 @@ impl Op {
                         _ => false,
                     };
                 if !fits {
-                    return Err(format!(
+                    return Err(Error::Type(format!(
                         "`{}` at axis={axis}, start={start} cannot relate {} to {ty}",
                         self.mnemonic(),
                         args[0]
-                    ));
+                    )));
                 }
                 Ok(())
             }
@@ -617,23 +634,26 @@ impl Op {
                     (ty, args[0])
                 };
                 if ids.dtype != DType::I32 {
-                    return Err(format!("`{}` needs i32 ids, found {ids}", self.mnemonic()));
+                    return Err(Error::Type(format!(
+                        "`{}` needs i32 ids, found {ids}",
+                        self.mnemonic()
+                    )));
                 }
                 if axis >= table.rank() || table.shape.0[axis].known().is_none() {
-                    return Err(format!(
+                    return Err(Error::Type(format!(
                         "`{}` at axis={axis} needs a known axis of {table}",
                         self.mnemonic()
-                    ));
+                    )));
                 }
                 let mut dims = table.shape.0[..axis].to_vec();
                 dims.extend(ids.shape.0.iter().cloned());
                 dims.extend(table.shape.0[axis + 1..].iter().cloned());
                 let expect = TensorType::new(table.dtype, Shape(dims));
                 if &expect != rows {
-                    return Err(format!(
+                    return Err(Error::Type(format!(
                         "`{}` of {ids} at axis={axis} relates {table} to {expect}, not {rows}",
                         self.mnemonic()
-                    ));
+                    )));
                 }
                 Ok(())
             }
@@ -642,15 +662,17 @@ impl Op {
                     unreachable!()
                 };
                 if axes.len() != 1 || axes[0] >= ty.rank() {
-                    return Err(format!(
+                    return Err(Error::Type(format!(
                         "`iota` needs one axis of {ty}, found axes={axes:?}"
-                    ));
+                    )));
                 }
                 Ok(())
             }
             Op::Cotangent => {
                 if !ty.dtype.is_float() {
-                    return Err(format!("`cotangent` is a float adjoint, not {ty}"));
+                    return Err(Error::Type(format!(
+                        "`cotangent` is a float adjoint, not {ty}"
+                    )));
                 }
                 Ok(())
             }
@@ -662,13 +684,17 @@ impl Op {
                 };
                 let key = args[0];
                 if key.dtype != DType::I32 || key.rank() != 0 {
-                    return Err(format!("`random` needs an i32[] key, found {key}"));
+                    return Err(Error::Type(format!(
+                        "`random` needs an i32[] key, found {key}"
+                    )));
                 }
                 if !ty.dtype.is_float() {
-                    return Err(format!("`random` gives floats, not {ty}"));
+                    return Err(Error::Type(format!("`random` gives floats, not {ty}")));
                 }
                 if *stream < 0.0 || stream.fract() != 0.0 || *stream > 1e15 {
-                    return Err(format!("`random` stream {stream} is not a small integer"));
+                    return Err(Error::Type(format!(
+                        "`random` stream {stream} is not a small integer"
+                    )));
                 }
                 Ok(())
             }
@@ -704,7 +730,10 @@ impl Op {
             | Op::Transpose
             | Op::Concat
             | Op::CustomGrad
-            | Op::Scan => Err(format!("`{}` is not of class Given", self.mnemonic())),
+            | Op::Scan => Err(Error::Type(format!(
+                "`{}` is not of class Given",
+                self.mnemonic()
+            ))),
         }
     }
 }
@@ -729,7 +758,7 @@ pub fn index_error(op: Op, line: usize, id: f64, rows: usize) -> String {
     )
 }
 
-fn check_attr_kind(info: &OpInfo, attr: &Attr) -> Result<(), String> {
+fn check_attr_kind(info: &OpInfo, attr: &Attr) -> Result<(), Error> {
     let ok = matches!(
         (info.attr, attr),
         (AttrKind::None, Attr::None)
@@ -747,19 +776,23 @@ fn check_attr_kind(info: &OpInfo, attr: &Attr) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(Error::Type(format!(
             "`{}` has the wrong attribute: {attr:?}",
             info.mnemonic
-        ))
+        )))
     }
 }
 
-fn check_axes(axes: &[usize], rank: usize, what: &str) -> Result<(), String> {
+fn check_axes(axes: &[usize], rank: usize, what: &str) -> Result<(), Error> {
     if axes.iter().any(|&a| a >= rank) {
-        return Err(format!("{what}={axes:?} out of range for rank {rank}"));
+        return Err(Error::Type(format!(
+            "{what}={axes:?} out of range for rank {rank}"
+        )));
     }
     if axes.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(format!("{what}={axes:?} must be sorted and distinct"));
+        return Err(Error::Type(format!(
+            "{what}={axes:?} must be sorted and distinct"
+        )));
     }
     Ok(())
 }
@@ -778,29 +811,31 @@ pub fn im2col_type(
     kernel: [usize; 2],
     stride: [usize; 2],
     pad: [usize; 2],
-) -> Result<TensorType, String> {
+) -> Result<TensorType, Error> {
     if img.rank() != 4 || !img.dtype.is_float() {
-        return Err(format!(
+        return Err(Error::Type(format!(
             "windows need a float image [N, C, H, W], found {img}"
-        ));
+        )));
     }
     if kernel.contains(&0) || stride.contains(&0) {
-        return Err(format!(
+        return Err(Error::Type(format!(
             "kernel={kernel:?} and stride={stride:?} must be positive"
-        ));
+        )));
     }
     let mut out = img.shape.0[..2].to_vec();
     out.extend(kernel.iter().map(|&k| Dim::Known(k as u64)));
     for a in 0..2 {
         let Some(size) = img.shape.0[2 + a].known() else {
-            return Err(format!("windows need known image sizes, found {img}"));
+            return Err(Error::Type(format!(
+                "windows need known image sizes, found {img}"
+            )));
         };
         let padded = size.saturating_add((pad[a] as u64).saturating_mul(2));
         if padded < kernel[a] as u64 || pad[a] >= kernel[a] {
-            return Err(format!(
+            return Err(Error::Type(format!(
                 "a {}x{} window with padding {pad:?} does not fit {img}",
                 kernel[0], kernel[1]
-            ));
+            )));
         }
         out.push(Dim::Known(
             (padded - kernel[a] as u64) / stride[a] as u64 + 1,
@@ -809,34 +844,36 @@ pub fn im2col_type(
     Ok(TensorType::new(img.dtype, Shape(out)))
 }
 
-fn matmul_type(a: &TensorType, b: &TensorType) -> Result<TensorType, String> {
+fn matmul_type(a: &TensorType, b: &TensorType) -> Result<TensorType, Error> {
     if a.rank() < 2 || b.rank() < 2 {
-        return Err(format!(
+        return Err(Error::Type(format!(
             "`matmul` needs operands of rank 2 or more, found {a} and {b}"
-        ));
+        )));
     }
     if a.dtype != b.dtype || !a.dtype.is_float() {
-        return Err(format!(
+        return Err(Error::Type(format!(
             "`matmul` needs two operands of one float type, found {a} and {b}"
-        ));
+        )));
     }
     // A rank-2 operand is shared by every product of the other's batch.
     if a.rank() != b.rank() && a.rank() != 2 && b.rank() != 2 {
-        return Err(format!(
+        return Err(Error::Type(format!(
             "`matmul` operands have different ranks: {a} and {b} (only a matrix may be shared across a batch)"
-        ));
+        )));
     }
     let (ad, bd) = (a.shape.dims(), b.shape.dims());
     let (ra, rb) = (ad.len(), bd.len());
     if ra == rb && ad[..ra - 2] != bd[..rb - 2] {
-        return Err(format!("`matmul` batch axes differ: {a} and {b}"));
+        return Err(Error::Type(format!(
+            "`matmul` batch axes differ: {a} and {b}"
+        )));
     }
     if ad[ra - 1] != bd[rb - 2] {
-        return Err(format!(
+        return Err(Error::Type(format!(
             "cannot multiply {a} by {b}: inner dimensions {} and {} differ",
             ad[ra - 1],
             bd[rb - 2]
-        ));
+        )));
     }
     let mut dims = if ra >= rb {
         ad[..ra - 1].to_vec()
@@ -892,13 +929,16 @@ mod tests {
         for row in TABLE.iter().filter(|r| r.dtypes == DTypes::Float) {
             if row.class == Class::Unary {
                 let err = row.op.result_type(&[&i], &Attr::None, None).unwrap_err();
-                assert!(err.contains("needs a float operand"), "{err}");
+                assert!(err.to_string().contains("needs a float operand"), "{err}");
             }
         }
         let err = Op::Mean
             .result_type(&[&i], &Attr::Axes(vec![0]), None)
             .unwrap_err();
-        assert_eq!(err, "`mean` needs a float operand, found i32[3]");
+        assert_eq!(
+            err,
+            Error::Type("`mean` needs a float operand, found i32[3]".into())
+        );
     }
 
     #[test]
@@ -912,7 +952,7 @@ mod tests {
             .result_type(&[&a, &b], &Attr::None, None)
             .unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "cannot multiply f32[B, 64] by f32[128, 10]: inner dimensions 64 and 128 differ"
         );
     }

@@ -4,6 +4,8 @@
 //! and leaves the rest (loop-invariant work: weights broadcast, constants) outside,
 //! computed once.
 
+use crate::Error;
+
 use std::collections::HashMap;
 
 use crate::graph::{Func, Loop, Value};
@@ -33,7 +35,7 @@ pub fn outline(
     init: &[Value],
     outs: &[Value],
     name: &str,
-) -> Result<Outlined, String> {
+) -> Result<Outlined, Error> {
     let n = f.nodes.len();
     let hole_of: HashMap<Value, usize> = holes.iter().enumerate().map(|(k, &v)| (v, k)).collect();
     let mut inside = vec![false; n];
@@ -107,7 +109,11 @@ pub fn outline(
         node.args = node
             .args
             .iter()
-            .map(|&a| remap(&outer, a).ok_or("a loop-invariant node reads the loop body"))
+            .map(|&a| {
+                remap(&outer, a).ok_or_else(|| {
+                    Error::Outline("a loop-invariant node reads the loop body".into())
+                })
+            })
             .collect::<Result<_, _>>()?;
         outer.insert(i as u32, f.nodes.len() as u32);
         kept.push(i);
@@ -115,7 +121,10 @@ pub fn outline(
     }
     let mut args: Vec<Value> = init.to_vec();
     for &c in &captures {
-        args.push(remap(&outer, c).ok_or("a loop operand is made inside the loop")?);
+        args.push(
+            remap(&outer, c)
+                .ok_or_else(|| Error::Outline("a loop operand is made inside the loop".into()))?,
+        );
     }
     let l = Loop {
         carries,

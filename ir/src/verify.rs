@@ -4,17 +4,22 @@
 //! A verifier failure is a compiler bug, never a user error: user errors are caught by the
 //! front end, with source spans.
 
+use crate::Error;
+
 use std::collections::{HashMap, HashSet};
 
 use crate::graph::{Func, Module, Value};
 use crate::print::print_func;
 
 /// Checks every function; on failure returns the annotated IR text.
-pub fn verify_module(module: &Module) -> Result<(), String> {
+pub fn verify_module(module: &Module) -> Result<(), Error> {
     let mut names = HashSet::new();
     for func in &module.funcs {
         if !names.insert(&func.name) {
-            return Err(format!("function `@{}` is defined twice", func.name));
+            return Err(Error::Invalid(format!(
+                "function `@{}` is defined twice",
+                func.name
+            )));
         }
         verify_func(func)?;
     }
@@ -23,7 +28,7 @@ pub fn verify_module(module: &Module) -> Result<(), String> {
 
 /// Checks one function: unique names, operands defined before use, and every node's type
 /// equal to what the op table's rule gives.
-pub fn verify_func(func: &Func) -> Result<(), String> {
+pub fn verify_func(func: &Func) -> Result<(), Error> {
     let mut errors: HashMap<usize, String> = HashMap::new();
     let mut general = Vec::new();
     let mut seen = HashSet::new();
@@ -81,7 +86,7 @@ pub fn verify_func(func: &Func) -> Result<(), String> {
                 errors.insert(i, format!("the op gives {t}"));
             }
             Err(e) => {
-                errors.insert(i, e);
+                errors.insert(i, e.to_string());
             }
         }
     }
@@ -104,5 +109,5 @@ pub fn verify_func(func: &Func) -> Result<(), String> {
             errors.get(&i).map(|e| format!("error: {e}"))
         }));
     }
-    Err(text)
+    Err(Error::Invalid(text))
 }

@@ -364,11 +364,11 @@ pub(crate) fn broadcast(span: Span, op: &str, a: &str, b: &str) -> Diagnostic {
     )
     .with_help("sizes must be equal or 1, aligned from the last axis")
 }
-pub(crate) fn matmul(span: Span, msg: String) -> Diagnostic {
-    e("E0203", msg, span, "in this matrix product")
+pub(crate) fn matmul(span: Span, msg: impl std::fmt::Display) -> Diagnostic {
+    e("E0203", msg.to_string(), span, "in this matrix product")
 }
-pub(crate) fn op_rule(span: Span, op: &str, msg: String) -> Diagnostic {
-    e("E0204", msg, span, format!("in this `{op}`"))
+pub(crate) fn op_rule(span: Span, op: &str, msg: impl std::fmt::Display) -> Diagnostic {
+    e("E0204", msg.to_string(), span, format!("in this `{op}`"))
 }
 pub(crate) fn return_type(span: Span, decl: Span, expected: &str, found: &str) -> Diagnostic {
     e(

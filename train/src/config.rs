@@ -182,13 +182,15 @@ impl TrainConfig {
     }
 
     /// Applies command-line overrides.
-    pub fn apply(&mut self, o: &Overrides) -> Result<(), String> {
+    pub fn apply(&mut self, o: &Overrides) -> Result<(), crate::TrainError> {
         if let Some(e) = o.epochs {
             self.epochs = e;
         }
         if let Some(b) = o.batch {
             if b == 0 {
-                return Err("--batch must be at least 1".into());
+                return Err(crate::TrainError::Failed(
+                    "--batch must be at least 1".into(),
+                ));
             }
             self.batch = b;
         }
@@ -235,7 +237,11 @@ impl TrainConfig {
                     source: Source::Npy { y, .. },
                     ..
                 }) => *y = o.labels.clone(),
-                _ => return Err("--labels goes with .npy features (--data x.npy)".into()),
+                _ => {
+                    return Err(crate::TrainError::Failed(
+                        "--labels goes with .npy features (--data x.npy)".into(),
+                    ));
+                }
             }
         }
         let Some(d) = &mut self.data else {
@@ -244,7 +250,9 @@ impl TrainConfig {
                 || o.test_tail.is_some()
                 || o.test_fraction.is_some()
             {
-                return Err("no data is declared in the train block; give it with --data".into());
+                return Err(crate::TrainError::Failed(
+                    "no data is declared in the train block; give it with --data".into(),
+                ));
             }
             return Ok(());
         };
@@ -252,13 +260,17 @@ impl TrainConfig {
             match &mut d.source {
                 Source::Csv { label, .. } => *label = Some(l.clone()),
                 Source::Npy { .. } => {
-                    return Err("--label names a CSV column; .npy labels come from --labels".into());
+                    return Err(crate::TrainError::Failed(
+                        "--label names a CSV column; .npy labels come from --labels".into(),
+                    ));
                 }
             }
         }
         if let Some(s) = o.scale {
             if !(s > 0.0 && s.is_finite()) {
-                return Err(format!("--scale must be a positive number, found {s}"));
+                return Err(crate::TrainError::Failed(format!(
+                    "--scale must be a positive number, found {s}"
+                )));
             }
             d.scale = s;
         }
@@ -266,9 +278,9 @@ impl TrainConfig {
             if let Some(f) = o.test_fraction
                 && !(0.0..1.0).contains(&f)
             {
-                return Err(format!(
+                return Err(crate::TrainError::Failed(format!(
                     "--test-fraction must be at least 0 and below 1, found {f}"
-                ));
+                )));
             }
             d.split = split_of(o.test_tail, o.test_fraction);
         }

@@ -47,7 +47,12 @@ impl StepCtx<'_> {
 /// A session's engine.
 pub(crate) trait Engine: std::fmt::Debug + Send {
     /// Evaluates `f` on inputs and parameter values.
-    fn eval(&self, f: &Func, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Tensor>, String>;
+    fn eval(
+        &self,
+        f: &Func,
+        inputs: &[Tensor],
+        params: &[Tensor],
+    ) -> Result<Vec<Tensor>, TrainError>;
 
     /// One training step over `inputs` (the model's, the labels, the noise key): the
     /// gradients, noise and clipping, the update. Returns the loss, the output and the
@@ -67,7 +72,7 @@ pub(crate) trait Engine: std::fmt::Debug + Send {
         params: &[Tensor],
         states: &[Vec<Tensor>],
         inputs: &[Tensor],
-    ) -> Result<Tensor, String>;
+    ) -> Result<Tensor, TrainError>;
 
     /// The parameters as they are now (`params` unless the engine holds newer ones).
     fn current_params<'p>(&self, params: &'p [Tensor]) -> Cow<'p, [Tensor]>;
@@ -102,8 +107,13 @@ pub(crate) fn engine(backend: Backend) -> Box<dyn Engine> {
 pub(crate) struct Interp;
 
 impl Engine for Interp {
-    fn eval(&self, f: &Func, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Tensor>, String> {
-        nnc_compiler::interp::eval(f, inputs, params).map_err(|e| e.to_string())
+    fn eval(
+        &self,
+        f: &Func,
+        inputs: &[Tensor],
+        params: &[Tensor],
+    ) -> Result<Vec<Tensor>, TrainError> {
+        Ok(nnc_compiler::interp::eval(f, inputs, params)?)
     }
 
     fn step(
@@ -122,7 +132,7 @@ impl Engine for Interp {
         params: &[Tensor],
         _: &[Vec<Tensor>],
         inputs: &[Tensor],
-    ) -> Result<Tensor, String> {
+    ) -> Result<Tensor, TrainError> {
         Ok(self.eval(&model.forward, inputs, params)?.remove(0))
     }
 
@@ -238,7 +248,7 @@ impl Compiled {
         model: &Model,
         params: &[Tensor],
         states: &[Vec<Tensor>],
-    ) -> Result<&mut FusedStep, String> {
+    ) -> Result<&mut FusedStep, TrainError> {
         if self.fused.is_none() {
             let f = FusedStep::new(
                 model.grad.as_ref(),
@@ -254,7 +264,12 @@ impl Compiled {
 }
 
 impl Engine for Compiled {
-    fn eval(&self, f: &Func, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Tensor>, String> {
+    fn eval(
+        &self,
+        f: &Func,
+        inputs: &[Tensor],
+        params: &[Tensor],
+    ) -> Result<Vec<Tensor>, TrainError> {
         if !nnc_jit::supports(f) {
             return Interp.eval(f, inputs, params);
         }
@@ -297,7 +312,7 @@ impl Engine for Compiled {
         params: &[Tensor],
         states: &[Vec<Tensor>],
         inputs: &[Tensor],
-    ) -> Result<Tensor, String> {
+    ) -> Result<Tensor, TrainError> {
         if !nnc_jit::supports(&model.forward) {
             return Ok(Interp.eval(&model.forward, inputs, params)?.remove(0));
         }

@@ -70,7 +70,7 @@ impl FusedStep {
         params: &[Tensor],
         states: &[Vec<Tensor>],
         codegen: nnc_jit::Codegen,
-    ) -> Result<FusedStep, String> {
+    ) -> Result<FusedStep, nnc_jit::Error> {
         let mut slots = Vec::new();
         let (mut w, mut buf) = (Vec::new(), Vec::new());
         for (i, p) in params.iter().enumerate() {
@@ -91,7 +91,9 @@ impl FusedStep {
             }
         }
         if st.iter().any(|s| s.len() != w.len()) {
-            return Err("optimizer states do not match the parameters".into());
+            return Err(nnc_jit::Error::Input(
+                "optimizer states do not match the parameters".into(),
+            ));
         }
         let n = w.len();
         Ok(FusedStep {
@@ -120,11 +122,11 @@ impl FusedStep {
 
     /// Runs the gradient kernel on a batch: gradients land in the gradient arena. Returns
     /// the loss and the model's output.
-    pub fn gradients(&mut self, inputs: &[Tensor]) -> Result<(f64, Tensor), String> {
+    pub fn gradients(&mut self, inputs: &[Tensor]) -> Result<(f64, Tensor), nnc_jit::Error> {
         let grad = self
             .grad
             .as_ref()
-            .ok_or("the model has no gradient function")?;
+            .ok_or_else(|| nnc_jit::Error::Input("the model has no gradient function".into()))?;
         let dims = load_inputs(&mut self.inputs, &grad.inputs, inputs)?;
         let ps = self.param_ptrs();
         let kernel = self.jit.kernel(grad, &dims)?;
@@ -177,12 +179,12 @@ impl FusedStep {
 
     /// Runs a function whose parameters are the arena's (the forward pass, the loss) on
     /// inputs, without converting the parameters.
-    pub fn run(&mut self, f: &Func, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+    pub fn run(&mut self, f: &Func, inputs: &[Tensor]) -> Result<Vec<Tensor>, nnc_jit::Error> {
         if f.params.len() != self.slots.len() || inputs.len() != f.inputs.len() {
-            return Err(format!(
+            return Err(nnc_jit::Error::Input(format!(
                 "`@{}` does not take this model's parameters and inputs",
                 f.name
-            ));
+            )));
         }
         let dims = load_inputs(&mut self.inputs, &f.inputs, inputs)?;
         let ps = self.param_ptrs();
@@ -228,9 +230,12 @@ impl FusedStep {
     }
 
     /// Applies the update rule to every parameter at once.
-    pub fn apply(&mut self, lr: f64, step: f64) -> Result<(), String> {
+    pub fn apply(&mut self, lr: f64, step: f64) -> Result<(), nnc_jit::Error> {
         let dims = HashMap::from([("N".to_string(), self.w.len())]);
-        let update = self.update.as_ref().ok_or("the model has no update rule")?;
+        let update = self
+            .update
+            .as_ref()
+            .ok_or_else(|| nnc_jit::Error::Input("the model has no update rule".into()))?;
         let kernel = self.jit.kernel(update, &dims)?;
         let (lr, step) = ([lr as f32], [step as f32]);
         let ins = [self.w.as_ptr(), self.g.as_ptr(), lr.as_ptr(), step.as_ptr()];
@@ -305,13 +310,13 @@ fn load_inputs(
     bufs: &mut Vec<Vec<f32>>,
     args: &[nnc_ir::Arg],
     inputs: &[Tensor],
-) -> Result<HashMap<String, usize>, String> {
+) -> Result<HashMap<String, usize>, nnc_jit::Error> {
     if args.len() != inputs.len() {
-        return Err(format!(
+        return Err(nnc_jit::Error::Input(format!(
             "expected {} inputs, got {}",
             args.len(),
             inputs.len()
-        ));
+        )));
     }
     let declared = args.iter().map(|a| (a.name.as_str(), &a.ty));
     let dims = nnc_jit::bind_dims(declared, inputs.iter())?;

@@ -15,7 +15,7 @@ use nnc_runtime::{Checkpoint, Rng, Tensor, init_param};
 use crate::config::TrainConfig;
 use crate::engine::{Engine, StepCtx, engine};
 
-fn optimize(f: &Func) -> Result<Func, String> {
+fn optimize(f: &Func) -> Result<Func, nnc_compiler::Error> {
     nnc_compiler::passes::optimize(f, &mut |_, _| {})
 }
 
@@ -60,7 +60,7 @@ pub struct Model {
 impl Model {
     /// Picks model `name` out of a checked module. With a train spec, its loss, gradient
     /// and update functions come along.
-    pub fn new(module: &Module, name: &str, spec: Option<&TrainSpec>) -> Result<Model, String> {
+    pub fn new(module: &Module, name: &str, spec: Option<&TrainSpec>) -> Result<Model, TrainError> {
         let funcs =
             nnc_compiler::pipeline::model_funcs(module, name, spec.is_some(), &mut optimize)?;
         let forward = funcs.forward;
@@ -68,7 +68,7 @@ impl Model {
             .inputs
             .first()
             .map(|a| (a.name.clone(), a.ty.clone()))
-            .ok_or_else(|| format!("`{name}` has no inputs"))?;
+            .ok_or_else(|| TrainError::Failed(format!("`{name}` has no inputs")))?;
         let (y, noise) = match &funcs.source_loss {
             Some(l) => (
                 l.inputs
@@ -188,6 +188,11 @@ pub enum TrainError {
     Failed(String),
     /// A file, the data or a checkpoint's bytes (`nnc_runtime::Error`).
     Runtime(nnc_runtime::Error),
+    /// Building the model's functions: autodiff, the passes, the interpreter
+    /// (`nnc_compiler::Error`).
+    Compiler(nnc_compiler::Error),
+    /// The JIT refused or failed to compile or run a function (`nnc_jit::Error`).
+    Jit(nnc_jit::Error),
     /// The loss stopped being finite. Parameters are those before this step.
     Diverged {
         /// The step (1-based over the run) whose loss was not finite.
@@ -209,6 +214,8 @@ impl std::fmt::Display for TrainError {
         match self {
             TrainError::Failed(m) => f.write_str(m),
             TrainError::Runtime(e) => write!(f, "{e}"),
+            TrainError::Compiler(e) => write!(f, "{e}"),
+            TrainError::Jit(e) => write!(f, "{e}"),
             TrainError::Diverged {
                 step,
                 epoch,
@@ -232,6 +239,33 @@ impl std::fmt::Display for TrainError {
 impl From<nnc_runtime::Error> for TrainError {
     fn from(e: nnc_runtime::Error) -> TrainError {
         TrainError::Runtime(e)
+    }
+}
+
+impl From<nnc_compiler::Error> for TrainError {
+    fn from(e: nnc_compiler::Error) -> TrainError {
+        TrainError::Compiler(e)
+    }
+}
+
+impl From<nnc_compiler::interp::EvalError> for TrainError {
+    fn from(e: nnc_compiler::interp::EvalError) -> TrainError {
+        TrainError::Compiler(e.into())
+    }
+}
+
+impl From<nnc_jit::Error> for TrainError {
+    fn from(e: nnc_jit::Error) -> TrainError {
+        TrainError::Jit(e)
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+/// For callers that report errors as text.
+impl From<TrainError> for String {
+    fn from(e: TrainError) -> String {
+        e.to_string()
     }
 }
 
@@ -311,7 +345,7 @@ const EVAL_CHUNK: usize = 512;
 impl Session {
     /// A fresh session: parameters initialized as declared from the config's seed,
     /// optimizer states as the rule declares them.
-    pub fn new(model: Model, config: TrainConfig) -> Result<Session, String> {
+    pub fn new(model: Model, config: TrainConfig) -> Result<Session, TrainError> {
         let config_backend = config.backend;
         let params = model
             .forward
@@ -499,7 +533,7 @@ impl Session {
 
     /// The forward pass on one batch of the model's inputs. On the JIT the parameters are
     /// read from the arenas, so nothing is converted but the inputs and the output.
-    pub fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor, String> {
+    pub fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor, TrainError> {
         self.engine
             .forward(&self.model, &self.params, &self.states, inputs)
     }
@@ -528,13 +562,13 @@ impl Session {
     }
 
     /// Mean loss (and accuracy for classifiers) over a data set.
-    pub fn evaluate(&self, data: &Dataset) -> Result<Metrics, String> {
+    pub fn evaluate(&self, data: &Dataset) -> Result<Metrics, TrainError> {
         let params = self.current_params();
         let Some(loss) = self.model.eval_func() else {
-            return Err(format!(
+            return Err(TrainError::Failed(format!(
                 "`{}` has no train block, so no loss",
                 self.model.name
-            ));
+            )));
         };
         let n = data.len();
         let (mut sum, mut correct) = (0.0, 0usize);
@@ -556,7 +590,7 @@ impl Session {
     }
 
     /// The model's outputs for the rows of `x` (features `[N, ...]`).
-    pub fn predict(&self, x: &Tensor) -> Result<Tensor, String> {
+    pub fn predict(&self, x: &Tensor) -> Result<Tensor, TrainError> {
         let params = self.current_params();
         let n = x.shape[0];
         let per: usize = x.shape[1..].iter().product();
@@ -582,7 +616,7 @@ impl Session {
                 }
             }
         }
-        out.ok_or_else(|| "there are no rows to predict".to_string())
+        out.ok_or_else(|| TrainError::Failed("there are no rows to predict".to_string()))
     }
 
     /// The session as a checkpoint: parameters by name, optimizer states as
@@ -629,12 +663,12 @@ impl Session {
 
     /// Loads parameters (and with `resume`, optimizer states and counters) from a
     /// checkpoint, which must hold exactly this model's parameters with their shapes.
-    pub fn restore(&mut self, ck: &Checkpoint, resume: bool) -> Result<(), String> {
+    pub fn restore(&mut self, ck: &Checkpoint, resume: bool) -> Result<(), TrainError> {
         if ck.meta.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(format!(
+            return Err(TrainError::Failed(format!(
                 "not an nnc checkpoint (format `{}`, expected `{FORMAT}`)",
                 ck.meta.get("format").map_or("none", String::as_str)
-            ));
+            )));
         }
         let theirs = ck.meta.get("model").cloned().unwrap_or_default();
         self.stats = nnc_runtime::data::FeatureStats::from_meta(&ck.meta)?;
@@ -663,32 +697,32 @@ impl Session {
             } else {
                 String::new()
             };
-            return Err(format!(
+            return Err(TrainError::Failed(format!(
                 "the checkpoint does not fit model `{}`{from}: {}",
                 self.model.name,
                 problems.join("; ")
-            ));
+            )));
         }
         // A valid checksum over NaN weights is still not a model: refuse non-finite
         // parameters, buffers and optimizer states by name.
         for (n, t) in &ck.tensors {
             if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-                return Err(format!(
+                return Err(TrainError::Failed(format!(
                     "the checkpoint's `{n}` holds {} at element {i}: it cannot be used \
                      (a run that diverged? resume from an earlier checkpoint)",
                     t.data[i]
-                ));
+                )));
             }
         }
         let mut states = self.current_states();
         if resume {
             let opt = ck.meta.get("optimizer").cloned().unwrap_or_default();
             if opt != self.config.optimizer {
-                return Err(format!(
+                return Err(TrainError::Failed(format!(
                     "the checkpoint was trained with optimizer `{opt}`, this run uses `{}`; \
                      resuming needs the same optimizer",
                     self.config.optimizer
-                ));
+                )));
             }
             let names = self.model.state_names();
             for ((p, w), st) in self
@@ -703,23 +737,26 @@ impl Session {
                     let key = format!("optimizer.{s}.{}", p.name);
                     match ck.get(&key) {
                         Some(c) if c.shape == w.shape => slot.data = c.data.clone(),
-                        _ => return Err(format!("the checkpoint lacks optimizer state `{key}`")),
+                        _ => {
+                            return Err(TrainError::Failed(format!(
+                                "the checkpoint lacks optimizer state `{key}`"
+                            )));
+                        }
                     }
                 }
             }
-            let num = |k: &str| -> Result<u64, String> {
-                ck.meta
-                    .get(k)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| format!("the checkpoint's `{k}` is missing or not a number"))
+            let num = |k: &str| -> Result<u64, TrainError> {
+                ck.meta.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                    TrainError::Failed(format!("the checkpoint's `{k}` is missing or not a number"))
+                })
             };
             let (step, epoch) = (num("step")?, num("epoch")?);
             // Counters past 2^53 are not exact in the f64 the schedules compute with, and
             // a run cannot have more epochs than steps.
             if step > 1 << 53 || epoch > step {
-                return Err(format!(
+                return Err(TrainError::Failed(format!(
                     "the checkpoint's counters are not a run's (step {step}, epoch {epoch})"
-                ));
+                )));
             }
             self.step = step;
             self.epoch = epoch;

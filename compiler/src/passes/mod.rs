@@ -5,6 +5,8 @@
 //! same outputs: `tests/passes.rs` checks each one against the reference interpreter on
 //! every example and on random graphs.
 
+use crate::Error;
+
 pub mod cse;
 pub mod dce;
 pub mod schedule;
@@ -49,12 +51,13 @@ pub const PIPELINE: &[Pass] = &[
 ];
 
 /// Runs the pipeline, verifying after each pass; `after` sees each pass's result.
-pub fn optimize(f: &Func, after: &mut dyn FnMut(&str, &Func)) -> Result<Func, String> {
+pub fn optimize(f: &Func, after: &mut dyn FnMut(&str, &Func)) -> Result<Func, Error> {
     let mut cur = f.clone();
     for p in PIPELINE {
         cur = nested(p.run, &cur);
-        nnc_ir::verify_func(&cur)
-            .map_err(|e| format!("the IR is invalid after pass `{}`:\n{e}", p.name))?;
+        nnc_ir::verify_func(&cur).map_err(|e| {
+            Error::Invalid(format!("the IR is invalid after pass `{}`:\n{e}", p.name))
+        })?;
         after(p.name, &cur);
     }
     Ok(cur)

@@ -314,12 +314,12 @@ impl<'a, 'd> Elab<'a, 'd> {
                 &name,
             )
         } else {
-            Err(String::new())
+            Err(nnc_ir::Error::Outline(String::new()))
         };
         let out = match done {
             Ok(o) => o,
             Err(e) => {
-                if !e.is_empty() {
+                if !e.to_string().is_empty() {
                     self.report(errors::op_rule(span, "steps", e));
                 }
                 // Drop the body; the names it assigned are errors from here on.

@@ -427,9 +427,9 @@ impl<'a, 'd> Elab<'a, 'd> {
                             d.extend([Dim::Known(h as u64), Dim::Known(w as u64)]);
                             Ok(TensorType::new(ty.dtype, Shape(d)))
                         }
-                        Some(_) => Err(format!(
+                        Some(_) => Err(nnc_ir::Error::Type(format!(
                             "`col2im` needs windows [N, C, KH, KW, OH, OW], found {ty}"
-                        )),
+                        ))),
                         None => return Val::Error,
                     }
                 };

@@ -5,6 +5,7 @@
 mod bench;
 mod deploy;
 mod draw;
+mod import;
 mod lsp;
 mod onnx;
 mod train_cmds;
@@ -115,6 +116,8 @@ enum Command {
     Draw(draw::DrawArgs),
     /// Export a checkpoint's inference pass as an ONNX model (onnxruntime, Netron, ...).
     Export(onnx::ExportArgs),
+    /// Import an ONNX model (an MLP or CNN) as a .nn file and a checkpoint.
+    Import(import::ImportArgs),
     /// List the primitive ops: mnemonic, arity, attribute, doc.
     Ops,
     /// A language server on stdin/stdout for editors: diagnostics, hover, go to
@@ -249,6 +252,7 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<(), Failed> {
         Command::Bench(a) => bench::bench(a, start),
         Command::Build(a) => deploy::build(a),
         Command::Export(a) => onnx::export(a),
+        Command::Import(a) => import::import(a),
         Command::Draw(a) => draw::draw(a),
         Command::Lsp => lsp::run().map_err(|e| {
             eprintln!("error: nnc lsp: {e}");

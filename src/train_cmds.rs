@@ -85,8 +85,12 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Continue from a checkpoint: parameters, optimizer state, step and epoch.
-    #[arg(long, value_name = "CKPT")]
+    #[arg(long, value_name = "CKPT", conflicts_with = "init")]
     resume: Option<PathBuf>,
+    /// Start from a checkpoint's parameters (fine-tuning, e.g. a model from `nnc
+    /// import`): fresh optimizer state, step and epoch 0.
+    #[arg(long, value_name = "CKPT")]
+    init: Option<PathBuf>,
     /// Write into an output folder that already holds a run.
     #[arg(long)]
     force: bool,
@@ -331,6 +335,7 @@ pub fn train(a: TrainArgs) -> Result<(), Failed> {
         out,
         force: a.force,
         resume: a.resume.clone(),
+        init: a.init.clone(),
     };
     let show_bar = !a.quiet && std::io::stderr().is_terminal();
     let bar = show_bar.then(|| {

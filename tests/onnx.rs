@@ -59,7 +59,7 @@ fn export_and_check(
     rows: &Path,
     ops: &str,
     flips: usize,
-) {
+) -> PathBuf {
     let check = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/check.py");
     let run = dir.join(name);
     let mut args = vec!["train", file, "--epochs", "1", "--out", s(&run)];
@@ -95,6 +95,47 @@ fn export_and_check(
     );
     eprint!("{text}");
     assert!(o.status.success(), "{name}: {text}");
+    model
+}
+
+/// `nnc import` of `model` (an ONNX file), then `nnc predict` with the imported `.nn` and
+/// checkpoint on `rows`, checked against onnxruntime on the same file as above.
+fn import_and_check(py: &Path, dir: &Path, name: &str, model: &Path, rows: &Path, ops: &str) {
+    let check = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/check.py");
+    let out = dir.join(format!("{name}-imported"));
+    let (code, stdout, err) = nnc(&["import", s(model), "-o", s(&out)]);
+    assert_eq!(code, 0, "{name}: {stdout}{err}");
+    let nn = out.join("model.nn");
+    let text = std::fs::read_to_string(&nn).unwrap();
+    for layer in ops.split(',').filter(|l| !l.is_empty()) {
+        assert!(
+            text.contains(&format!("= {layer}(")),
+            "{name}: no {layer} in\n{text}"
+        );
+    }
+    let pred = dir.join(format!("{name}-imported.csv"));
+    let (code, _, err) = nnc(&[
+        "predict",
+        s(&nn),
+        "--checkpoint",
+        s(&out.join("checkpoint.safetensors")),
+        "--input",
+        s(rows),
+        "--output",
+        s(&pred),
+    ]);
+    assert_eq!(code, 0, "{name}: {err}\n{text}");
+    let o = Command::new(py)
+        .args([check, s(model), s(rows), s(&pred), "", "0"])
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprint!("imported {report}");
+    assert!(o.status.success(), "{name} imported: {report}\n{text}");
 }
 
 /// The digits' test rows (the last 360) as their own CSV.
@@ -152,7 +193,17 @@ fn every_digits_example_exports_and_runs_on_onnxruntime() {
             format!("examples/{name}.nn")
         };
         let flips = if name == "digits_spiking" { 2 } else { 0 };
-        export_and_check(&py, &dir, name, &file, None, &rows, ops, flips);
+        let model = export_and_check(&py, &dir, name, &file, None, &rows, ops, flips);
+        // The round trip: what nnc exports, nnc imports, and it predicts what onnxruntime
+        // does on the export.
+        match name {
+            "digits_mlp" => import_and_check(&py, &dir, name, &model, &rows, "dense,relu"),
+            "digits_cnn" => {
+                let layers = "reshape,conv2d,batch_norm2d,max_pool2d,flatten,dense";
+                import_and_check(&py, &dir, name, &model, &rows, layers)
+            }
+            _ => {}
+        }
     }
 }
 
@@ -182,8 +233,141 @@ fn the_mnist_sized_examples_export_too() {
         ("mlp784", "Gemm,Relu"),
     ] {
         let file = format!("examples/{name}.nn");
-        export_and_check(&py, &dir, name, &file, Some(&rows), &rows, ops, 0);
+        let model = export_and_check(&py, &dir, name, &file, Some(&rows), &rows, ops, 0);
+        let layers = if name == "lenet5" {
+            "conv2d,dense"
+        } else {
+            "dense,relu"
+        };
+        import_and_check(&py, &dir, name, &model, &rows, layers);
     }
+}
+
+/// ONNX files as PyTorch's exporter writes them (`tests/onnx/torch_style.py`: Conv with
+/// bias, MaxPool, Flatten, Gemm with transB = 1; MatMul then Add) import, predict what
+/// onnxruntime predicts, and fine-tune from the imported checkpoint.
+#[test]
+fn pytorch_style_onnx_imports_and_fine_tunes() {
+    let py = python();
+    let dir = scratch("onnx-import");
+    let rows = test_rows(&dir);
+    let (cnn, mlp) = (dir.join("cnn.onnx"), dir.join("mlp.onnx"));
+    let make = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx/torch_style.py");
+    let o = Command::new(&py)
+        .args([make, s(&cnn), s(&mlp)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    import_and_check(
+        &py,
+        &dir,
+        "cnn",
+        &cnn,
+        &rows,
+        "conv2d,relu,max_pool2d,flatten,dense",
+    );
+    import_and_check(&py, &dir, "mlp", &mlp, &rows, "dense,tanh");
+    // Fine-tuning starts from the imported weights: after one epoch (45 Adam steps at the
+    // generated lr = 1e-4, each moving a weight by at most about lr) every weight is within
+    // 0.01 of the imported one, where a fresh run's are not; the imported checkpoint is not
+    // touched.
+    let imported = dir.join("mlp-imported");
+    let ck = imported.join("checkpoint.safetensors");
+    let before = std::fs::read(&ck).unwrap();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/digits.csv");
+    let nn = imported.join("model.nn");
+    let start = nnc::runtime::Checkpoint::load(&ck).unwrap();
+    let moved = |init: bool, out: &str| -> f64 {
+        let out = dir.join(out);
+        let mut args = vec![
+            "train",
+            s(&nn),
+            "--data",
+            data,
+            "--label",
+            "label",
+            "--test-tail",
+        ];
+        args.extend(["360", "--epochs", "1", "--quiet", "--out", s(&out)]);
+        if init {
+            args.extend(["--init", s(&ck)]);
+        }
+        let (code, stdout, err) = nnc(&args);
+        assert_eq!(code, 0, "{stdout}{err}");
+        let end = nnc::runtime::Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+        let mut most: f64 = 0.0;
+        for (name, t) in start
+            .tensors
+            .iter()
+            .filter(|(n, _)| !n.starts_with("optimizer."))
+        {
+            let u = end.get(name).unwrap();
+            for (a, b) in t.data.iter().zip(&u.data) {
+                most = most.max((a - b).abs());
+            }
+        }
+        most
+    };
+    let (tuned, fresh) = (moved(true, "tuned"), moved(false, "fresh"));
+    assert!(
+        tuned < 0.01,
+        "fine-tuned weights moved {tuned} from the imported ones"
+    );
+    assert!(
+        fresh > 0.05,
+        "a fresh run's weights are only {fresh} from the imported ones"
+    );
+    assert_eq!(std::fs::read(&ck).unwrap(), before);
+    // A second import into the same folder replaces nothing without --force.
+    let (code, _, err) = nnc(&["import", s(&mlp), "-o", s(&imported)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("pass --force"), "{err}");
+    assert_eq!(std::fs::read(&ck).unwrap(), before);
+    let (code, _, err) = nnc(&["import", s(&mlp), "-o", s(&imported), "--force"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// What `nnc import` cannot map is refused with the operator and the node, and nothing is
+/// written; an existing model there is not replaced without --force.
+#[test]
+fn import_refuses_cleanly() {
+    let dir = scratch("onnx-import-refuse");
+    let model = dir.join("t.onnx");
+    // Attention is outside the subset: take the transformer's export.
+    let run = dir.join("run");
+    let (code, _, err) = nnc(&[
+        "train",
+        "examples/digits_transformer.nn",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        s(&run),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let ck = run.join("checkpoint.safetensors");
+    let (code, _, err) = nnc(&[
+        "export",
+        "examples/digits_transformer.nn",
+        "--checkpoint",
+        s(&ck),
+        "-o",
+        s(&model),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let out = dir.join("imported");
+    let (code, _, err) = nnc(&["import", s(&model), "-o", s(&out)]);
+    assert_eq!(code, 1, "{err}");
+    // The refusal names the operator and its node (here a product of two activations).
+    assert!(err.contains("`MatMul` (node `"), "{err}");
+    assert!(!out.exists());
+    let (code, _, err) = nnc(&["import", "no/such.onnx", "-o", s(&out)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot read"), "{err}");
+    // Not ONNX.
+    let (code, _, err) = nnc(&["import", "examples/digits_mlp.nn", "-o", s(&out)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!out.exists());
 }
 
 /// What cannot be exported is refused, naming the op; nothing is written at `-o`, and an

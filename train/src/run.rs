@@ -69,6 +69,9 @@ pub struct RunOptions {
     pub force: bool,
     /// Continue from this checkpoint (parameters, optimizer state, counters).
     pub resume: Option<PathBuf>,
+    /// Start from this checkpoint's parameters and buffers, with fresh optimizer states
+    /// and counters (fine-tuning).
+    pub init: Option<PathBuf>,
 }
 
 /// What a finished run reports (also written as `metrics.json`).
@@ -138,8 +141,9 @@ pub fn train(
     obs: &mut dyn Observer,
 ) -> Result<Summary, TrainError> {
     let mut session = Session::new(model, config)?;
-    // A resumed run normalizes with the checkpoint's statistics, not refitted ones.
-    let resumed_stats = match &opts.resume {
+    // A resumed or fine-tuned run normalizes with the checkpoint's statistics, not
+    // refitted ones.
+    let resumed_stats = match opts.resume.as_ref().or(opts.init.as_ref()) {
         Some(p) => FeatureStats::from_meta(&Checkpoint::load(p)?.meta)?,
         None => None,
     };
@@ -152,6 +156,9 @@ pub fn train(
     session.stats = stats;
     let mut rows: Vec<EpochRow> = Vec::new();
     let out = &opts.out;
+    if let Some(ck_path) = &opts.init {
+        session.restore(&Checkpoint::load(ck_path)?, false)?;
+    }
     if let Some(ck_path) = &opts.resume {
         let ck = Checkpoint::load(ck_path)?;
         session.restore(&ck, true)?;

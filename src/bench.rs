@@ -24,9 +24,10 @@ pub struct BenchArgs {
     /// Rows per step (default: the train block's batch).
     #[arg(long)]
     batch: Option<usize>,
-    /// Threads for matrix products.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    /// Threads a step splits its batch over where that pays (default: the cores
+    /// available).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Timed steps per measurement (after one warm-up step).
     #[arg(long, default_value_t = 200)]
     steps: usize,
@@ -166,7 +167,8 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
     };
     let batch = a.batch.unwrap_or(config.batch).max(1);
     config.batch = batch;
-    nnc_jit::kernels::set_threads(a.threads);
+    let threads = a.threads.unwrap_or_else(crate::train_cmds::default_threads);
+    nnc_jit::kernels::set_threads(threads);
     let (backend, codegen) = match a.backend.as_str() {
         "llvm" if nnc_jit::HAS_LLVM => (Backend::Llvm, nnc_jit::Codegen::Llvm),
         "llvm" => {
@@ -209,7 +211,7 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
             "model": name,
             "backend": a.backend,
             "batch": batch,
-            "threads": a.threads,
+            "threads": threads,
             "steps": a.steps,
             "samples_per_s": (batch as f64 / secs).round(),
             "ms_per_step": secs * 1e3,

@@ -97,10 +97,17 @@ pub struct TrainArgs {
     /// No progress bar or per-epoch lines; only the summary.
     #[arg(long, short)]
     quiet: bool,
-    /// Threads for matrix products (2 measured 20% slower than 1 on the mlp784 step at
-    /// batch 128 here, so 1 is the default).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    /// Threads a training step splits its batch over, where the loss allows it and the
+    /// step is large enough to pay (default: the cores available; a resumed run, the
+    /// checkpoint's). Results are bitwise reproducible for a given count and differ by
+    /// float rounding between counts.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// `--threads`' default: the cores this process may use.
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `nnc eval` options.
@@ -316,7 +323,18 @@ pub fn train(a: TrainArgs) -> Result<(), Failed> {
     o.seed = a.seed;
     config.apply(&o).map_err(fail)?;
     config.backend = a.backend.backend;
-    nnc_jit::kernels::set_threads(a.threads);
+    // A resumed run continues with the thread count it was trained with, so its bits are
+    // those of an uninterrupted run.
+    let resumed_threads = a
+        .resume
+        .as_ref()
+        .and_then(|ck| Checkpoint::load(ck).ok())
+        .and_then(|c| c.meta.get("threads").and_then(|t| t.parse().ok()));
+    let threads = a
+        .threads
+        .or(resumed_threads)
+        .unwrap_or_else(default_threads);
+    nnc_jit::kernels::set_threads(threads);
     if a.resume.is_some() && a.seed.is_none() {
         // The seed names the random streams the resumed run continues.
         if let Some(ck) = &a.resume

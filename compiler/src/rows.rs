@@ -29,6 +29,10 @@ enum Rows {
     Free,
     /// This axis enumerates the rows.
     Axis(usize),
+    /// No rows, but a uniform average over the rows of row-wise values, plus terms free
+    /// of the rows, and linear in that average (`batch_mean` only): the average of the
+    /// values on equal pieces of the batch.
+    Mean,
 }
 
 /// `Ok` if every output has the rows on its leading axis and each depends only on its own
@@ -49,7 +53,7 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), Error> {
             }
         });
     }
-    let rows = node_rows(f, &inputs, batch)?;
+    let rows = node_rows(f, &inputs, batch, false)?;
     let of = |v: Value| match v {
         Value::Input(i) => inputs[i as usize],
         Value::Param(_) => Rows::Free,
@@ -64,7 +68,7 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), Error> {
                     "output {k} does not have the batch dimension `{batch}` as its first axis"
                 )));
             }
-            Rows::Free => {
+            Rows::Free | Rows::Mean => {
                 return Err(Error::Rows(format!(
                     "output {k} does not depend on the rows of the inputs"
                 )));
@@ -74,9 +78,72 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// `Ok` if `f`'s first output (a loss) is the mean over the batch's rows of values each
+/// computed from its own row (plus terms free of the rows, linearly: `mean(l) + c`,
+/// `2 * mean(l)`), and every other output has the rows on its leading axis. Then `f` on
+/// equal pieces of the batch gives, averaged, the first output on the whole batch, and the
+/// pieces' other outputs stacked; so do their gradients. What the training step checks
+/// before splitting its batch over threads.
+pub fn batch_mean(f: &Func, batch: &str) -> Result<(), Error> {
+    let is_batch = |d: &Dim| matches!(d, Dim::Sym(s) if s == batch);
+    let mut inputs = Vec::with_capacity(f.inputs.len());
+    for a in &f.inputs {
+        inputs.push(match a.ty.shape.dims().iter().position(is_batch) {
+            None => Rows::Free,
+            Some(0) => Rows::Axis(0),
+            Some(_) => {
+                return Err(Error::Rows(format!(
+                    "input `{}` has the batch later",
+                    a.name
+                )));
+            }
+        });
+    }
+    let rows = node_rows(f, &inputs, batch, true)?;
+    let of = |v: Value| match v {
+        Value::Input(i) => inputs[i as usize],
+        Value::Param(_) => Rows::Free,
+        Value::Node(i) => rows[i as usize],
+    };
+    for (k, &o) in f.outputs.iter().enumerate() {
+        let ok = match (k, of(o)) {
+            (0, r) => r == Rows::Mean,
+            (_, Rows::Axis(0)) => f.ty(o).shape.dims().first().is_some_and(is_batch),
+            _ => false,
+        };
+        if !ok {
+            let what = if k == 0 {
+                "is not a mean over the rows"
+            } else {
+                "does not keep the rows first"
+            };
+            return Err(Error::Rows(format!("output {k} {what}")));
+        }
+    }
+    Ok(())
+}
+
+/// How an op carries a batch mean (`Rows::Mean`) among its operands, none of which has
+/// rows: linearly (sums, differences, scaling by what is free of the rows, reshapes,
+/// broadcasts and reductions of it), or not at all (`None`).
+fn mean_rule(op: Op, args: &[Rows]) -> Option<Rows> {
+    if args.iter().any(|r| matches!(r, Rows::Axis(_))) {
+        return None;
+    }
+    let means = args.iter().filter(|&&r| r == Rows::Mean).count();
+    let linear = match op {
+        Op::Neg | Op::Add | Op::Sub | Op::Broadcast | Op::Reshape | Op::Sum | Op::Mean => true,
+        Op::Mul => means == 1,
+        Op::Div => args[0] == Rows::Mean && args[1] == Rows::Free,
+        Op::CustomGrad => return Some(args[0]),
+        _ => false,
+    };
+    linear.then_some(Rows::Mean)
+}
+
 /// Where each node's rows are, given the inputs'; the first op that mixes rows is an
 /// error. Nodes no output depends on are `Free`.
-fn node_rows(f: &Func, inputs: &[Rows], batch: &str) -> Result<Vec<Rows>, Error> {
+fn node_rows(f: &Func, inputs: &[Rows], batch: &str, means: bool) -> Result<Vec<Rows>, Error> {
     let is_batch = |d: &Dim| matches!(d, Dim::Sym(s) if s == batch);
     // The batch axis of a shape, with the product of the known sizes before and after it
     // (a reshape keeps rows apart when it keeps both products: element (p, b, s) is at
@@ -130,11 +197,20 @@ fn node_rows(f: &Func, inputs: &[Rows], batch: &str) -> Result<Vec<Rows>, Error>
                 n.op.info().mnemonic
             )))
         };
+        if args.contains(&Rows::Mean) {
+            match mean_rule(n.op, &args) {
+                Some(r) => {
+                    rows.push(r);
+                    continue;
+                }
+                None => return mix("mixes a mean over the rows with other values"),
+            }
+        }
         let axes: Vec<usize> = args
             .iter()
             .filter_map(|r| match r {
                 Rows::Axis(a) => Some(*a),
-                Rows::Free => None,
+                Rows::Free | Rows::Mean => None,
             })
             .collect();
         let r = match n.op {
@@ -188,6 +264,11 @@ fn node_rows(f: &Func, inputs: &[Rows], batch: &str) -> Result<Vec<Rows>, Error>
                     return mix("has no axes");
                 };
                 let a = axes[0];
+                if means && n.op == Op::Mean && reduced.contains(&a) {
+                    // A uniform average over the rows (and within them).
+                    rows.push(Rows::Mean);
+                    continue;
+                }
                 if reduced.contains(&a) {
                     return mix("reduces over the batch axis");
                 }
@@ -295,7 +376,7 @@ fn scan_rows(l: &nnc_ir::Loop, args: &[Rows], batch: &str) -> Result<Vec<Rows>, 
         });
     }
     for _ in 0..=nc {
-        let rows = node_rows(&l.body, &ins, batch)?;
+        let rows = node_rows(&l.body, &ins, batch, false)?;
         let of = |v: Value| match v {
             Value::Input(i) => ins[i as usize],
             Value::Param(_) => Rows::Free,
@@ -306,7 +387,7 @@ fn scan_rows(l: &nnc_ir::Loop, args: &[Rows], batch: &str) -> Result<Vec<Rows>, 
             let mut res = outs[..nc].to_vec();
             res.extend(outs[nc..].iter().map(|r| match r {
                 Rows::Axis(a) => Rows::Axis(a + 1),
-                Rows::Free => Rows::Free,
+                r => *r,
             }));
             return Ok(res);
         }
@@ -323,8 +404,53 @@ fn scan_rows(l: &nnc_ir::Loop, args: &[Rows], batch: &str) -> Result<Vec<Rows>, 
 
 #[cfg(test)]
 mod tests {
-    use super::independent;
+    use super::{batch_mean, independent};
     use crate::Error;
+
+    fn mean_check(ir: &str) -> Result<(), Error> {
+        let m = nnc_ir::parse_module(ir).unwrap_or_else(|e| panic!("{e}\n{ir}"));
+        batch_mean(&m.funcs[0], "B")
+    }
+
+    /// A loss that is a mean over rows (scaled, plus a term free of the rows) splits; one
+    /// whose rows meet the batch's statistics (batch norm) or a sum over rows does not.
+    #[test]
+    fn a_loss_splits_when_it_is_a_mean_over_rows() {
+        let mean = "func @f(%x: f32[B, 3]) -> (f32[], f32[B, 3]) {
+  param %w: f32[3] = zeros
+  %0 = exp %x : f32[B, 3]
+  %1 = sum %0, axes=[1] : f32[B]
+  %2 = mean %1, axes=[0] : f32[]
+  %3 = neg %2 : f32[]
+  %4 = sum %w, axes=[0] : f32[]
+  %5 = add %3, %4 : f32[]
+  return %5, %0
+}
+";
+        assert_eq!(mean_check(mean), Ok(()));
+        let sum = mean.replace("%2 = mean %1", "%2 = sum %1");
+        assert!(mean_check(&sum).is_err());
+        let norm = "func @f(%x: f32[B, 3]) -> (f32[], f32[B, 3]) {
+  %0 = mean %x, axes=[0] : f32[3]
+  %1 = broadcast %0, dims=[1] : f32[B, 3]
+  %2 = sub %x, %1 : f32[B, 3]
+  %3 = mean %2, axes=[0, 1] : f32[]
+  return %3, %2
+}
+";
+        assert!(
+            mean_check(norm)
+                .unwrap_err()
+                .to_string()
+                .starts_with("%2 = sub"),
+            "{:?}",
+            mean_check(norm)
+        );
+        let squared = mean.replace("%3 = neg %2 : f32[]", "%3 = mul %2, %2 : f32[]");
+        assert!(mean_check(&squared).is_err());
+        // A mean over rows is not a value that keeps rows apart for `independent`.
+        assert!(independent(&nnc_ir::parse_module(mean).unwrap().funcs[0], "B").is_err());
+    }
 
     fn check(ir: &str) -> Result<(), Error> {
         let m = nnc_ir::parse_module(ir).unwrap_or_else(|e| panic!("{e}\n{ir}"));

@@ -28,6 +28,12 @@ pub struct Kernel {
     pub(crate) _descs: Vec<Box<[i64]>>,
 }
 
+// SAFETY: running a kernel only reads its machine code and descriptors, which nothing
+// changes after compilation; everything it writes is in the caller's buffers and scratch,
+// and the id errors it records are per thread. So one kernel may run on several threads at
+// once, each with its own buffers (the training step's batch split over threads).
+unsafe impl Sync for Kernel {}
+
 impl Drop for Kernel {
     fn drop(&mut self) {
         if let Some(Code::Cranelift(m)) = self.module.take() {

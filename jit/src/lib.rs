@@ -136,6 +136,14 @@ impl Jit {
         Ok(&self.cache[&key])
     }
 
+    /// The kernel `kernel` compiled for `f` at these sizes, if it did.
+    pub fn cached(&self, f: &Func, dims: &HashMap<String, usize>) -> Option<&Kernel> {
+        let mut key_dims: Vec<(String, usize)> =
+            dims.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        key_dims.sort();
+        self.cache.get(&(f.name.clone(), key_dims))
+    }
+
     /// Evaluates `f` like the interpreter does (same arguments, same results up to f32
     /// rounding), compiling it for these sizes on first use.
     pub fn eval(

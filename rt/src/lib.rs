@@ -67,9 +67,34 @@ pub fn reference_gflops(n: usize) -> f64 {
     2.0 * (n * n * n) as f64 / best / 1e9
 }
 
-/// Sets how many threads matrix products may use (1 = the calling thread only).
+/// Sets how many threads matrix products may use (1 = the calling thread only); the
+/// training step also splits its batch over this many threads where that pays.
 pub fn set_threads(n: usize) {
     THREADS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// Multiply-adds below which a product runs on one thread whatever `set_threads` says
+/// (512 x 512 x 512).
+const PARALLEL_MIN_WORK: f64 = 134_217_728.0;
+
+/// The threads `set_threads` allows.
+pub fn threads() -> usize {
+    THREADS.load(Ordering::Relaxed)
+}
+
+thread_local! {
+    /// Set while this thread computes one piece of a batch split over threads: its matrix
+    /// products then use this thread only.
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's matrix products on this thread only (one piece of a batch
+/// that other threads compute the rest of).
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    let before = SERIAL.with(|s| s.replace(true));
+    let r = f();
+    SERIAL.with(|s| s.set(before));
+    r
 }
 
 /// `c[b] = a[b] @ b[b]` for each of `batch` products of `[m, k] x [k, n]`. `a` and `b` are
@@ -116,9 +141,14 @@ unsafe fn matmul(
     a_bs: usize,
     b_bs: usize,
 ) {
+    // Threads inside one product pay only for large ones: inside a training step the
+    // 128x784x256 products ran slower on 2 threads than on 1 (rayon's wake-ups and the
+    // shared cache); the step splits its batch over threads instead (nnc-train).
+    let work = batch as f64 * m as f64 * k as f64 * n as f64;
     let par = match THREADS.load(Ordering::Relaxed) {
-        1 => gemm::Parallelism::None,
-        t => gemm::Parallelism::Rayon(t),
+        _ if SERIAL.with(|s| s.get()) => gemm::Parallelism::None,
+        t if t > 1 && work >= PARALLEL_MIN_WORK => gemm::Parallelism::Rayon(t),
+        _ => gemm::Parallelism::None,
     };
     if m <= 4 || (n <= NARROW && has_avx512()) {
         // Matrix-vector shapes: gemm's packing of `b` would cost more than the product.

@@ -250,13 +250,14 @@ impl Compiled {
         states: &[Vec<Tensor>],
     ) -> Result<&mut FusedStep, TrainError> {
         if self.fused.is_none() {
-            let f = FusedStep::new(
+            let mut f = FusedStep::new(
                 model.grad.as_ref(),
                 model.update.as_ref(),
                 params,
                 states,
                 self.codegen,
             )?;
+            f.split = split_pieces(model);
             self.fused = Some(Box::new(f));
         }
         Ok(self.fused.as_mut().expect("just made"))
@@ -363,6 +364,23 @@ impl Engine for Compiled {
             .as_ref()
             .map_or(Duration::ZERO, |f| f.compile_time())
     }
+}
+
+/// Into how many pieces the training step may split its batch: one per thread
+/// (`--threads`) when the loss is a mean over rows computed row by row
+/// (`nnc_compiler::rows::batch_mean`: no batch norm statistics, no attention across the
+/// batch) and the step draws no noise (each piece would draw the same) and updates no
+/// buffers; else 1. The step still declines small batches (`fused::SPLIT_MIN_FLOPS`).
+fn split_pieces(model: &Model) -> usize {
+    let threads = nnc_jit::kernels::threads();
+    let splittable = threads > 1
+        && !model.noise
+        && model.buffer_indices().is_empty()
+        && model.loss.as_ref().is_some_and(|loss| {
+            matches!(model.x.1.shape.dims().first(), Some(nnc_ir::Dim::Sym(b))
+                if nnc_compiler::rows::batch_mean(loss, b).is_ok())
+        });
+    if splittable { threads } else { 1 }
 }
 
 /// Annealed Gaussian gradient noise (Neelakantan et al., 2015), then global-norm clipping

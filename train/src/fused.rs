@@ -31,7 +31,133 @@ pub struct FusedStep {
     states_next: Vec<Vec<f32>>,
     scratch: Vec<f32>,
     inputs: Vec<Vec<f32>>,
+    /// Pieces the gradient step splits its batch into, one per thread (1: not split);
+    /// set by the engine when the loss allows it (`nnc_compiler::rows::batch_mean`).
+    pub split: usize,
+    /// Each piece's gradient arena and scratch after the first (which uses the step's own).
+    pieces: Vec<Piece>,
 }
+
+/// The gradient arena and scratch of one piece of a split batch after the first.
+#[derive(Default)]
+struct Piece {
+    g: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+/// A piece's pointers, handed to the thread that computes it.
+struct Job {
+    ins: Vec<*const f32>,
+    params: Vec<*const f32>,
+    outs: Vec<*mut f32>,
+    scratch: *mut Vec<f32>,
+}
+
+// SAFETY: each job's pointers address buffers no other job touches (its own inputs,
+// outputs, gradients and scratch) or that every job only reads (the parameters).
+unsafe impl Send for Job {}
+
+/// Runs each job with its kernel, the first on this thread and the others on rayon's pool
+/// (threads that persist: spawning one per step measured 5-15% slower), each with its
+/// matrix products on its own thread only; the first error, in job order.
+fn run_jobs(mut jobs: Vec<(Job, &nnc_jit::Kernel)>) -> Result<(), nnc_jit::Error> {
+    let run = |(job, kernel): (Job, &nnc_jit::Kernel)| -> Result<(), nnc_jit::Error> {
+        nnc_jit::kernels::serial(|| {
+            // The job's buffers are its own (see `Job`).
+            let scratch = unsafe { &mut *job.scratch };
+            unsafe { kernel.run_raw(&job.ins, &job.params, &job.outs, scratch) }
+        })
+    };
+    if jobs.len() <= 1 {
+        return jobs.pop().map_or(Ok(()), run);
+    }
+    let first = jobs.remove(0);
+    let rest: Vec<std::sync::Mutex<Option<Result<(), nnc_jit::Error>>>> =
+        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let mut result = Ok(());
+    // `in_place_scope`: this thread runs the first job itself rather than handing the
+    // scope to the pool.
+    rayon::in_place_scope(|scope| {
+        let run = &run;
+        for (job, slot) in jobs.into_iter().zip(&rest) {
+            scope.spawn(move |_| {
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(run(job));
+            });
+        }
+        result = run(first);
+    });
+    result?;
+    for slot in rest {
+        let r = slot.into_inner().unwrap_or_else(|e| e.into_inner());
+        r.unwrap_or_else(|| Err(nnc_jit::Error::Codegen("a piece did not run".into())))?;
+    }
+    Ok(())
+}
+
+/// Whether `f` computes each element from the same element of its operands (and scalars):
+/// an optimizer rule that may run on ranges of the parameters separately.
+fn elementwise(f: &Func) -> bool {
+    f.nodes.iter().all(|n| {
+        matches!(
+            n.op.info().class,
+            nnc_ir::Class::Unary
+                | nnc_ir::Class::Binary
+                | nnc_ir::Class::Compare
+                | nnc_ir::Class::Select
+        ) || matches!(
+            n.op,
+            nnc_ir::Op::Const | nnc_ir::Op::Cast | nnc_ir::Op::Reshape
+        ) || (n.op == nnc_ir::Op::Broadcast
+            && n.args
+                .iter()
+                .all(|&a| f.ty(a).shape.dims().iter().all(|d| d.known() == Some(1))))
+    })
+}
+
+/// Below this many parameters the update is not split over threads.
+const SPLIT_MIN_UPDATE: usize = 1 << 16;
+
+/// Matrix-product work (multiply-adds x 2) of one call of `f` at these sizes: what decides
+/// whether splitting the batch over threads pays.
+pub fn matmul_flops(f: &Func, dims: &HashMap<String, usize>) -> f64 {
+    let size = |t: &nnc_ir::TensorType| -> Vec<f64> {
+        t.shape
+            .dims()
+            .iter()
+            .map(|d| match d {
+                nnc_ir::Dim::Known(n) => *n as f64,
+                nnc_ir::Dim::Sym(s) => dims.get(s).copied().unwrap_or(1) as f64,
+            })
+            .collect()
+    };
+    let mut flops = 0.0;
+    let visit = |g: &Func, times: f64, flops: &mut f64| {
+        for n in &g.nodes {
+            if n.op == nnc_ir::Op::MatMul {
+                let out: f64 = size(&n.ty).iter().product();
+                let a = size(g.ty(n.args[0]));
+                *flops += 2.0 * out * a.last().copied().unwrap_or(1.0) * times;
+            }
+        }
+    };
+    visit(f, 1.0, &mut flops);
+    // A scan's body runs once per step.
+    for n in &f.nodes {
+        if let nnc_ir::Attr::Loop(l) = &n.attr {
+            let steps = n
+                .args
+                .get(l.carries)
+                .map_or(1.0, |&s| size(f.ty(s)).first().copied().unwrap_or(1.0));
+            visit(&l.body, steps, &mut flops);
+        }
+    }
+    flops
+}
+
+/// Below this much matrix-product work per step, the batch is not split: handing pieces to
+/// threads and summing their gradients would cost more than it saves (measured on this
+/// machine: the digits MLP's step, 1.2 MFLOP, ran slower split; mlp784's, 200 MFLOP, faster).
+pub const SPLIT_MIN_FLOPS: f64 = 20e6;
 
 impl std::fmt::Debug for FusedStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,6 +238,8 @@ impl FusedStep {
             w,
             scratch: Vec::new(),
             inputs: Vec::new(),
+            split: 1,
+            pieces: Vec::new(),
         })
     }
 
@@ -128,6 +256,16 @@ impl FusedStep {
             .as_ref()
             .ok_or_else(|| nnc_jit::Error::Input("the model has no gradient function".into()))?;
         let dims = load_inputs(&mut self.inputs, &grad.inputs, inputs)?;
+        if self.split > 1 && self.buf.is_empty() {
+            // Lent out while the pieces run, to borrow the arenas beside it.
+            let g = self.grad.take().expect("checked above");
+            let r = self.gradients_split(&g, &dims);
+            self.grad = Some(g);
+            if let Some(r) = r? {
+                return Ok(r);
+            }
+        }
+        let grad = self.grad.as_ref().expect("checked above");
         let ps = self.param_ptrs();
         let kernel = self.jit.kernel(grad, &dims)?;
         let (out_dtype, out_shape) = kernel.output_types()[nnc_ir::Outputs::OUTPUT].clone();
@@ -175,6 +313,101 @@ impl FusedStep {
                 output.into_iter().map(f64::from).collect(),
             ),
         ))
+    }
+
+    /// The gradient step with the batch split into `split` equal pieces, each computed on
+    /// its own thread by the kernel compiled for a piece's rows, reading its rows of the
+    /// inputs in place and writing its rows of the output in place; the first piece's
+    /// gradients land in the arena, the others' in their own, and the arena becomes their
+    /// average (in piece order, so a given thread count gives the same bits every run), as
+    /// does the loss. `None` when the batch does not split evenly or the step is too small
+    /// to pay (`SPLIT_MIN_FLOPS`).
+    fn gradients_split(
+        &mut self,
+        grad: &Func,
+        dims: &HashMap<String, usize>,
+    ) -> Result<Option<(f64, Tensor)>, nnc_jit::Error> {
+        let k = self.split;
+        // The batch is the first input's leading symbolic dimension.
+        let Some(nnc_ir::Dim::Sym(b)) = grad.inputs.first().and_then(|a| a.ty.shape.dims().first())
+        else {
+            return Ok(None);
+        };
+        let rows = dims.get(b).copied().unwrap_or(0);
+        if rows % k != 0 || rows < k || matmul_flops(grad, dims) < SPLIT_MIN_FLOPS {
+            return Ok(None);
+        }
+        let per = rows / k;
+        let mut piece_dims = dims.clone();
+        piece_dims.insert(b.clone(), per);
+        let ps = self.param_ptrs();
+        let n = self.g.len();
+        let kernel = self.jit.kernel(grad, &piece_dims)?;
+        let (out_dtype, out_shape) = kernel.output_types()[nnc_ir::Outputs::OUTPUT].clone();
+        let out_len: usize = out_shape.iter().product();
+        let mut output = vec![0.0f32; out_len * k];
+        let mut losses = vec![0.0f32; k];
+        if self.pieces.len() < k - 1 {
+            self.pieces.resize_with(k - 1, Piece::default);
+        }
+        let spans: Vec<(usize, usize)> = trained(&self.slots).collect();
+        let batched: Vec<bool> = grad
+            .inputs
+            .iter()
+            .map(|a| matches!(a.ty.shape.dims().first(), Some(nnc_ir::Dim::Sym(s)) if s == b))
+            .collect();
+        let mut jobs = Vec::with_capacity(k);
+        let (g0, s0) = (self.g.as_mut_ptr(), &mut self.scratch as *mut Vec<f32>);
+        let mut arenas: Vec<(*mut f32, *mut Vec<f32>)> = vec![(g0, s0)];
+        for p in &mut self.pieces {
+            p.g.resize(n, 0.0);
+            arenas.push((p.g.as_mut_ptr(), &mut p.scratch as *mut Vec<f32>));
+        }
+        for (j, &(g, scratch)) in arenas.iter().enumerate() {
+            let ins = self
+                .inputs
+                .iter()
+                .zip(&batched)
+                .map(|(v, &rows_first)| {
+                    let w = v.len() / rows;
+                    if rows_first {
+                        v[j * per * w..].as_ptr()
+                    } else {
+                        v.as_ptr()
+                    }
+                })
+                .collect();
+            let mut outs: Vec<*mut f32> = vec![
+                &mut losses[j] as *mut f32,
+                output[j * out_len..].as_mut_ptr(),
+            ];
+            outs.extend(spans.iter().map(|&(s, _)| unsafe { g.add(s) }));
+            jobs.push(Job {
+                ins,
+                params: ps.clone(),
+                outs,
+                scratch,
+            });
+        }
+        run_jobs(jobs.into_iter().map(|j| (j, kernel)).collect())?;
+        // The average, in piece order.
+        let scale = 1.0 / k as f32;
+        for p in &self.pieces {
+            for (a, &b) in self.g.iter_mut().zip(&p.g) {
+                *a += b;
+            }
+        }
+        self.g.iter_mut().for_each(|a| *a *= scale);
+        let loss = losses.iter().sum::<f32>() * scale;
+        let mut shape = out_shape;
+        if let Some(first) = shape.first_mut() {
+            *first *= k;
+        }
+        let output = output.into_iter().map(f64::from).collect();
+        Ok(Some((
+            f64::from(loss),
+            Tensor::new(out_dtype, shape, output),
+        )))
     }
 
     /// Runs a function whose parameters are the arena's (the forward pass, the loss) on
@@ -229,34 +462,110 @@ impl FusedStep {
         out
     }
 
-    /// Applies the update rule to every parameter at once.
+    /// Applies the update rule to every parameter at once; with the step split over
+    /// threads and an elementwise rule (every rule but the norm-based ones), each thread
+    /// updates its own range of the arenas.
     pub fn apply(&mut self, lr: f64, step: f64) -> Result<(), nnc_jit::Error> {
-        let dims = HashMap::from([("N".to_string(), self.w.len())]);
+        let n = self.w.len();
         let update = self
             .update
-            .as_ref()
+            .take()
             .ok_or_else(|| nnc_jit::Error::Input("the model has no update rule".into()))?;
-        let kernel = self.jit.kernel(update, &dims)?;
-        let (lr, step) = ([lr as f32], [step as f32]);
-        let ins = [self.w.as_ptr(), self.g.as_ptr(), lr.as_ptr(), step.as_ptr()];
-        let ps: Vec<*const f32> = self.states.iter().map(|s| s.as_ptr()).collect();
-        if kernel.in_place_safe() {
-            // One pass that reads w, g and the states at an index before writing w' and
-            // the states' there: update in place (4 arrays in the cache instead of 7).
-            let mut outs = vec![self.w.as_mut_ptr()];
-            outs.extend(self.states.iter_mut().map(|s| s.as_mut_ptr()));
-            unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) }?;
-            return Ok(());
+        let r = self.apply_with(&update, lr, step, n);
+        self.update = Some(update);
+        r
+    }
+
+    fn apply_with(
+        &mut self,
+        update: &Func,
+        lr: f64,
+        step: f64,
+        n: usize,
+    ) -> Result<(), nnc_jit::Error> {
+        let k = if self.split > 1 && n >= SPLIT_MIN_UPDATE && elementwise(update) {
+            self.split
+        } else {
+            1
+        };
+        // k ranges: k - 1 of `c` elements, the last the rest.
+        let c = n / k;
+        let ranges: Vec<(usize, usize)> = (0..k)
+            .map(|j| (j * c, if j + 1 == k { n } else { (j + 1) * c }))
+            .collect();
+        let sizes = |len: usize| HashMap::from([("N".to_string(), len)]);
+        for &(lo, hi) in &ranges {
+            self.jit.kernel(update, &sizes(hi - lo))?;
         }
-        let n = self.w.len();
-        self.w_next.resize(n, 0.0);
-        self.states_next.resize(self.states.len(), Vec::new());
-        self.states_next.iter_mut().for_each(|s| s.resize(n, 0.0));
-        let mut outs = vec![self.w_next.as_mut_ptr()];
-        outs.extend(self.states_next.iter_mut().map(|s| s.as_mut_ptr()));
-        unsafe { kernel.run_raw(&ins, &ps, &outs, &mut self.scratch) }?;
-        std::mem::swap(&mut self.w, &mut self.w_next);
-        std::mem::swap(&mut self.states, &mut self.states_next);
+        let in_place = ranges.iter().all(|&(lo, hi)| {
+            self.jit
+                .cached(update, &sizes(hi - lo))
+                .is_some_and(|kern| kern.in_place_safe())
+        });
+        if !in_place {
+            self.w_next.resize(n, 0.0);
+            self.states_next.resize(self.states.len(), Vec::new());
+            self.states_next.iter_mut().for_each(|s| s.resize(n, 0.0));
+        }
+        if self.pieces.len() < k - 1 {
+            self.pieces.resize_with(k - 1, Piece::default);
+        }
+        let (lr, step) = ([lr as f32], [step as f32]);
+        let mut scratches: Vec<*mut Vec<f32>> = vec![&mut self.scratch as *mut Vec<f32>];
+        scratches.extend(
+            self.pieces
+                .iter_mut()
+                .map(|p| &mut p.scratch as *mut Vec<f32>),
+        );
+        let (w, g) = (self.w.as_mut_ptr(), self.g.as_ptr());
+        let states: Vec<*mut f32> = self.states.iter_mut().map(|s| s.as_mut_ptr()).collect();
+        let w_next = self.w_next.as_mut_ptr();
+        let states_next: Vec<*mut f32> = self
+            .states_next
+            .iter_mut()
+            .map(|s| s.as_mut_ptr())
+            .collect();
+        let mut jobs = Vec::with_capacity(k);
+        for (&(lo, hi), &scratch) in ranges.iter().zip(&scratches) {
+            let kernel = self
+                .jit
+                .cached(update, &sizes(hi - lo))
+                .expect("compiled above");
+            // The range's elements of every arena; lr and the step are scalars.
+            let at = |p: *mut f32| unsafe { p.add(lo) };
+            let ins = vec![
+                at(w).cast_const(),
+                unsafe { g.add(lo) },
+                lr.as_ptr(),
+                step.as_ptr(),
+            ];
+            let params = states.iter().map(|&s| at(s).cast_const()).collect();
+            // In place: one pass reads w, g and the states at an index before writing w'
+            // and the states' there (4 arrays in the cache instead of 7).
+            let outs = if in_place {
+                std::iter::once(at(w))
+                    .chain(states.iter().map(|&s| at(s)))
+                    .collect()
+            } else {
+                std::iter::once(at(w_next))
+                    .chain(states_next.iter().map(|&s| at(s)))
+                    .collect()
+            };
+            jobs.push((
+                Job {
+                    ins,
+                    params,
+                    outs,
+                    scratch,
+                },
+                kernel,
+            ));
+        }
+        run_jobs(jobs)?;
+        if !in_place {
+            std::mem::swap(&mut self.w, &mut self.w_next);
+            std::mem::swap(&mut self.states, &mut self.states_next);
+        }
         Ok(())
     }
 

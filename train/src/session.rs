@@ -651,6 +651,8 @@ impl Session {
             ("step", self.step.to_string()),
             ("seed", self.config.seed.to_string()),
             ("batch", self.config.batch.to_string()),
+            // The step's results depend on how many threads split its batch.
+            ("threads", nnc_jit::kernels::threads().to_string()),
         ];
         for (k, v) in meta {
             ck.meta.insert(k.into(), v);

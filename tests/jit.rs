@@ -175,3 +175,73 @@ train Seq(y: i32[B]) {{
         assert_close(&format!("{layer} T = 1024"), &got, &want);
     }
 }
+
+/// Noise drawn inside a `steps` body is drawn for every step (the loop takes all steps'
+/// draws as one more sequence), not once for the whole loop: with the same input at every
+/// step, the steps' outputs differ. The JIT draws what the interpreter draws, forward and
+/// backward.
+#[test]
+fn noise_inside_a_loop_differs_from_step_to_step() {
+    let src = "model Noisy(xs: f32[B, 6, 4]) -> f32[B, 6, 3] {
+    for x in steps(xs, axis = 1) {
+        y = x
+        if training {
+            y = x * (random(shape(x)) >= 0.5)
+        }
+        yield y = y
+    }
+    return dense(y, 3)
+}
+
+train Noisy(t: f32[B, 6, 3]) {
+    loss = mean((output - t) * (output - t))
+    optimizer = sgd(lr = 0.1)
+}
+";
+    let checked = nnc::lang::check(src).unwrap();
+    let m = nnc::optimized_module(&checked.module, None).unwrap();
+    let loss = m
+        .func("Noisy.loss")
+        .unwrap_or_else(|| checked.module.func("Noisy.loss").unwrap());
+    let grad = m.func("Noisy.grad").unwrap().clone();
+    let mut rng = nnc::runtime::Rng::new(5);
+    let xs = Tensor::new(nnc::ir::DType::F32, vec![2, 6, 4], vec![1.0; 48]);
+    let t = Tensor::new(
+        nnc::ir::DType::F32,
+        vec![2, 6, 3],
+        (0..36).map(|_| rng.uniform()).collect(),
+    );
+    let key = Tensor::new(nnc::ir::DType::I32, vec![], vec![11.0]);
+    let params: Vec<Tensor> = loss
+        .params
+        .iter()
+        .map(|p| {
+            let n = p.ty.shape.volume().0 as usize;
+            let dims =
+                p.ty.shape
+                    .dims()
+                    .iter()
+                    .map(|d| d.known().unwrap() as usize)
+                    .collect();
+            Tensor::new(
+                nnc::ir::DType::F32,
+                dims,
+                (0..n).map(|_| rng.uniform() - 0.5).collect(),
+            )
+        })
+        .collect();
+    let inputs = vec![xs, t, key];
+    let outs = eval(loss, &inputs, &params).unwrap();
+    let out = &outs[1].data;
+    let step = |b: usize, s: usize| out[(b * 6 + s) * 3..(b * 6 + s) * 3 + 3].to_vec();
+    let distinct: std::collections::HashSet<String> =
+        (0..6).map(|s| format!("{:?}", step(0, s))).collect();
+    assert!(
+        distinct.len() >= 4,
+        "the steps drew the same noise: {out:?}"
+    );
+    let mut jit = nnc_jit::Jit::new();
+    let want = eval(&grad, &inputs, &params).unwrap();
+    let got = jit.eval(&grad, &inputs, &params).unwrap();
+    assert_close("noisy loop gradient", &got, &want);
+}

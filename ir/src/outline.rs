@@ -23,7 +23,7 @@ pub struct Outlined {
 /// Replaces the nodes of `f` from `start` on by a scan. `holes` are the stand-ins (nodes
 /// from `start` on): the first `carries` for the carries, the rest for one step of each
 /// sequence; `init` gives, for each hole, its carry's initial value or its sequence (in
-/// the outer function, defined before `start`); `outs` are the body's results: the new
+/// the outer function: defined before `start`, or after it and outside the body); `outs` are the body's results: the new
 /// carries, then one step of each output. Nodes that depend on a hole (or on a cotangent
 /// made inside, so a grad block stays whole) form the body; every other value they read
 /// becomes a constant operand of the scan.
@@ -119,7 +119,16 @@ pub fn outline(
         kept.push(i);
         f.nodes.push(node);
     }
-    let mut args: Vec<Value> = init.to_vec();
+    // Initial values and sequences are defined before `start`, or are nodes after it that
+    // stay outside (a loop's noise, drawn for all steps before it runs).
+    let mut args: Vec<Value> = Vec::with_capacity(init.len() + captures.len());
+    for &v in init {
+        args.push(
+            remap(&outer, v).ok_or_else(|| {
+                Error::Outline("a loop's sequence is made inside the loop".into())
+            })?,
+        );
+    }
     for &c in &captures {
         args.push(
             remap(&outer, c)

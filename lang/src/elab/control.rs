@@ -252,10 +252,12 @@ impl<'a, 'd> Elab<'a, 'd> {
         inner.insert(var.name.clone(), Val::Tensor(x));
         let updates = self.buffer_updates.len();
         self.yields.push(Vec::new());
+        self.noise.push(Vec::new());
         self.nesting += 1;
         self.body(&mut inner, body);
         self.nesting -= 1;
         let ys = self.yields.pop().unwrap_or_default();
+        let noise = self.noise.pop().unwrap_or_default();
         if self.statements > MAX_STATEMENTS {
             return;
         }
@@ -302,6 +304,26 @@ impl<'a, 'd> Elab<'a, 'd> {
         }
         let mut init: Vec<Value> = carried.iter().map(|(_, v)| *v).collect();
         init.push(seq);
+        // Each draw inside the body: every step's at once (an outer draw with the steps
+        // first, itself a step's draw of an enclosing loop if there is one), stepped
+        // through as one more sequence.
+        let steps = self.ty(seq).shape.0[0].clone();
+        for (h, dims, stream) in noise {
+            let key = match self.func.inputs.iter().position(|a| a.name == NOISE_KEY) {
+                Some(i) => Value::Input(i as u32),
+                None => self
+                    .func
+                    .add_input(NOISE_KEY, TensorType::scalar(DType::I32)),
+            };
+            let mut all = vec![steps.clone()];
+            all.extend(dims);
+            let Some(outer) = self.noise(key, all, stream, span) else {
+                ok = false;
+                continue;
+            };
+            holes.push(h);
+            init.push(outer);
+        }
         let name = format!("{}.step", var.name);
         let done = if ok {
             nnc_ir::outline::outline(

@@ -147,6 +147,10 @@ pub(crate) struct Elab<'a, 'd> {
     nesting: u32,
     /// The values each enclosing `steps` loop's body yields, innermost last.
     yields: Vec<Vec<(Ident, Val)>>,
+    /// The noise each enclosing `steps` loop's body draws, innermost last: a stand-in for
+    /// one step's draw, its shape and its stream. The loop draws all its steps' noise
+    /// before it runs and steps through it like a sequence, so every step gets its own.
+    noise: Vec<Vec<(Value, Vec<Dim>, Attr)>>,
 }
 
 impl<'a, 'd> Elab<'a, 'd> {
@@ -169,6 +173,7 @@ impl<'a, 'd> Elab<'a, 'd> {
             top: Vec::new(),
             nesting: 0,
             yields: Vec::new(),
+            noise: Vec::new(),
         }
     }
 

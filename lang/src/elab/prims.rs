@@ -308,9 +308,33 @@ impl<'a, 'd> Elab<'a, 'd> {
                 .add_input(NOISE_KEY, TensorType::scalar(DType::I32)),
         };
         self.randoms += 1;
-        let ty = TensorType::new(DType::F32, Shape(dims));
         let stream = Attr::Value(f64::from(self.randoms));
-        self.build_given(Op::Random, vec![key], stream, ty, span)
+        match self.noise(key, dims, stream, span) {
+            Some(v) => Val::Tensor(v),
+            None => Val::Error,
+        }
+    }
+
+    /// Uniform noise of shape `dims` from `stream`: a `random` node, or inside a `steps`
+    /// body a stand-in for one step's draw, which the loop makes a sequence of all its
+    /// steps' draws (`steps_loop`), so that each step draws its own.
+    pub(super) fn noise(
+        &mut self,
+        key: Value,
+        dims: Vec<Dim>,
+        stream: Attr,
+        span: Span,
+    ) -> Option<Value> {
+        let ty = TensorType::new(DType::F32, Shape(dims.clone()));
+        if let Some(frame) = self.noise.last_mut() {
+            let h = self.func.push(Op::LoopVar, vec![], Attr::None, ty);
+            frame.push((h, dims, stream));
+            return Some(h);
+        }
+        match self.build_given(Op::Random, vec![key], stream, ty, span) {
+            Val::Tensor(v) => Some(v),
+            _ => None,
+        }
     }
 
     /// A non-negative static integer argument.

@@ -35,14 +35,13 @@ enum Rows {
     Mean,
 }
 
-/// `Ok` if every output has the rows on its leading axis and each depends only on its own
-/// rows of the inputs; else the first op that mixes rows, as `%i = op: why`.
-pub fn independent(f: &Func, batch: &str) -> Result<(), Error> {
+/// Where each output's rows are: the inputs' from their shapes (the batch on the leading
+/// axis, or none), then every node's (`node_rows`, with batch means when `means`).
+fn output_rows(f: &Func, batch: &str, means: bool) -> Result<Vec<Rows>, Error> {
     let is_batch = |d: &Dim| matches!(d, Dim::Sym(s) if s == batch);
     let mut inputs = Vec::with_capacity(f.inputs.len());
     for a in &f.inputs {
-        let dims = a.ty.shape.dims();
-        inputs.push(match dims.iter().position(is_batch) {
+        inputs.push(match a.ty.shape.dims().iter().position(is_batch) {
             None => Rows::Free,
             Some(0) => Rows::Axis(0),
             Some(_) => {
@@ -53,15 +52,25 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), Error> {
             }
         });
     }
-    let rows = node_rows(f, &inputs, batch, false)?;
-    let of = |v: Value| match v {
-        Value::Input(i) => inputs[i as usize],
-        Value::Param(_) => Rows::Free,
-        Value::Node(i) => rows[i as usize],
-    };
-    for (k, &o) in f.outputs.iter().enumerate() {
+    let rows = node_rows(f, &inputs, batch, means)?;
+    Ok(f.outputs
+        .iter()
+        .map(|&v| match v {
+            Value::Input(i) => inputs[i as usize],
+            Value::Param(_) => Rows::Free,
+            Value::Node(i) => rows[i as usize],
+        })
+        .collect())
+}
+
+/// `Ok` if every output has the rows on its leading axis and each depends only on its own
+/// rows of the inputs; else the first op that mixes rows, as `%i = op: why`.
+pub fn independent(f: &Func, batch: &str) -> Result<(), Error> {
+    let is_batch = |d: &Dim| matches!(d, Dim::Sym(s) if s == batch);
+    let outs = output_rows(f, batch, false)?;
+    for (k, (&o, &r)) in f.outputs.iter().zip(&outs).enumerate() {
         let dims = f.ty(o).shape.dims();
-        match of(o) {
+        match r {
             Rows::Axis(0) if dims.first().is_some_and(is_batch) => {}
             Rows::Axis(_) => {
                 return Err(Error::Rows(format!(
@@ -86,27 +95,9 @@ pub fn independent(f: &Func, batch: &str) -> Result<(), Error> {
 /// before splitting its batch over threads.
 pub fn batch_mean(f: &Func, batch: &str) -> Result<(), Error> {
     let is_batch = |d: &Dim| matches!(d, Dim::Sym(s) if s == batch);
-    let mut inputs = Vec::with_capacity(f.inputs.len());
-    for a in &f.inputs {
-        inputs.push(match a.ty.shape.dims().iter().position(is_batch) {
-            None => Rows::Free,
-            Some(0) => Rows::Axis(0),
-            Some(_) => {
-                return Err(Error::Rows(format!(
-                    "input `{}` has the batch later",
-                    a.name
-                )));
-            }
-        });
-    }
-    let rows = node_rows(f, &inputs, batch, true)?;
-    let of = |v: Value| match v {
-        Value::Input(i) => inputs[i as usize],
-        Value::Param(_) => Rows::Free,
-        Value::Node(i) => rows[i as usize],
-    };
-    for (k, &o) in f.outputs.iter().enumerate() {
-        let ok = match (k, of(o)) {
+    let outs = output_rows(f, batch, true)?;
+    for (k, (&o, &r)) in f.outputs.iter().zip(&outs).enumerate() {
+        let ok = match (k, r) {
             (0, r) => r == Rows::Mean,
             (_, Rows::Axis(0)) => f.ty(o).shape.dims().first().is_some_and(is_batch),
             _ => false,

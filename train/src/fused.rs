@@ -36,6 +36,9 @@ pub struct FusedStep {
     pub split: usize,
     /// Each piece's gradient arena and scratch after the first (which uses the step's own).
     pieces: Vec<Piece>,
+    /// Whether a step of this many rows pays to split (`SPLIT_MIN_FLOPS`), decided once
+    /// per batch size rather than by walking the graph every step.
+    pays: HashMap<usize, bool>,
 }
 
 /// The gradient arena and scratch of one piece of a split batch after the first.
@@ -240,6 +243,7 @@ impl FusedStep {
             inputs: Vec::new(),
             split: 1,
             pieces: Vec::new(),
+            pays: HashMap::new(),
         })
     }
 
@@ -334,7 +338,11 @@ impl FusedStep {
             return Ok(None);
         };
         let rows = dims.get(b).copied().unwrap_or(0);
-        if rows % k != 0 || rows < k || matmul_flops(grad, dims) < SPLIT_MIN_FLOPS {
+        let pays = *self
+            .pays
+            .entry(rows)
+            .or_insert_with(|| matmul_flops(grad, dims) >= SPLIT_MIN_FLOPS);
+        if rows % k != 0 || rows < k || !pays {
             return Ok(None);
         }
         let per = rows / k;

@@ -9,6 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nnc_ir::DType;
 use nnc_runtime::data::{self, DataSpec, Source, Split};
 use nnc_runtime::{Checkpoint, Rng, Tensor};
+use std::sync::Arc;
+
+use nnc_train::dist::{self, Comm};
 use nnc_train::run::{EpochRow, Observer, RunOptions};
 use nnc_train::session::StepReport;
 use nnc_train::{Model, Overrides, Session, TrainConfig};
@@ -174,8 +177,46 @@ pub struct GradcheckArgs {
 }
 
 pub(crate) fn fail(msg: impl std::fmt::Display) -> Failed {
-    eprintln!("error: {msg}");
+    if !FOLLOWER.load(std::sync::atomic::Ordering::Relaxed) {
+        match dist::launched() {
+            Some((rank, size)) if rank > 0 => eprintln!("error: rank {rank} of {size}: {msg}"),
+            _ => eprintln!("error: {msg}"),
+        }
+    }
     Failed(1)
+}
+
+/// Set on the ranks of a data-parallel job other than rank 0 once training starts: from
+/// there the ranks agree on every error, and rank 0 alone reports it (naming the rank it
+/// came from).
+static FOLLOWER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The job `nnc train` runs in: alone, or under a launcher (mpirun) one rank of a
+/// data-parallel job over MPI. An nnc without MPI refuses to run as one of several
+/// processes, which would each train their own copy.
+fn job() -> Result<Arc<dyn Comm>, Failed> {
+    let Some((rank, size)) = dist::launched() else {
+        return Ok(Arc::new(dist::Solo));
+    };
+    #[cfg(feature = "mpi")]
+    {
+        let _ = (rank, size);
+        let mpi = dist::Mpi::init().ok_or_else(|| fail("MPI could not be initialized"))?;
+        if mpi.rank() == 0 && mpi.size() > 1 {
+            dist::report_stops();
+        }
+        Ok(Arc::new(mpi))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        if rank != 0 {
+            FOLLOWER.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if size > 1 {
+            return Err(fail(dist::without_mpi(size)));
+        }
+        Ok(Arc::new(dist::Solo))
+    }
 }
 
 /// The model to use: `--model`, else the one a train block trains, else (if allowed)
@@ -313,6 +354,8 @@ fn epoch_line(r: &EpochRow, epochs: u64) -> String {
 }
 
 pub fn train(a: TrainArgs) -> Result<(), Failed> {
+    let comm = job()?;
+    let lead = comm.rank() == 0;
     let checked = load_checked(&a.file)?;
     let (model, spec) = pick(&checked, &a.file, a.model.clone(), true)?;
     let spec = spec.expect("pick checked the train block");
@@ -330,10 +373,11 @@ pub fn train(a: TrainArgs) -> Result<(), Failed> {
         .as_ref()
         .and_then(|ck| Checkpoint::load(ck).ok())
         .and_then(|c| c.meta.get("threads").and_then(|t| t.parse().ok()));
+    // The ranks of a job on one machine share its cores.
     let threads = a
         .threads
         .or(resumed_threads)
-        .unwrap_or_else(default_threads);
+        .unwrap_or_else(|| (default_threads() / dist::local_ranks()).max(1));
     nnc_jit::kernels::set_threads(threads);
     if a.resume.is_some() && a.seed.is_none() {
         // The seed names the random streams the resumed run continues.
@@ -355,7 +399,7 @@ pub fn train(a: TrainArgs) -> Result<(), Failed> {
         resume: a.resume.clone(),
         init: a.init.clone(),
     };
-    let show_bar = !a.quiet && std::io::stderr().is_terminal();
+    let show_bar = lead && !a.quiet && std::io::stderr().is_terminal();
     let bar = show_bar.then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -371,14 +415,24 @@ pub fn train(a: TrainArgs) -> Result<(), Failed> {
     let name = model.name.clone();
     let mut progress = Progress {
         bar,
-        quiet: a.quiet,
+        quiet: a.quiet || !lead,
         epochs: 0,
     };
-    let result = nnc_train::run::train(model, config, &opts, &mut progress);
+    // Every error of a job's training is every rank's (`dist::settle`); rank 0 reports it
+    // before the others leave, since the launcher stops the job when the first one does.
+    if !lead {
+        FOLLOWER.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let result = nnc_train::run::train_on(model, config, &opts, &mut progress, Arc::clone(&comm));
     if let Some(bar) = &progress.bar {
         bar.finish_and_clear();
     }
-    let summary = result.map_err(fail)?;
+    let summary = result.map_err(fail);
+    comm.barrier();
+    let summary = summary?;
+    if !lead {
+        return Ok(());
+    }
     if let Some(w) = &summary.warning {
         eprintln!("warning: {w}");
     }

@@ -78,3 +78,24 @@ fn two_threads_split_the_batch_where_the_loss_allows_it() {
     assert_eq!(one.tensors, two.tensors);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An nnc without MPI that a launcher starts as one of several processes refuses: each
+/// would train its own copy. (The launcher is imitated by its variables.)
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn without_mpi_a_job_of_several_processes_is_refused() {
+    let dir = scratch("no-mpi");
+    let out = dir.join("run");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["train", "examples/digits_mlp.nn", "--out", s(&out)])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .env("OMPI_COMM_WORLD_RANK", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("built without MPI"), "{err}");
+    assert!(err.contains("--features mpi"), "{err}");
+    assert!(!out.exists());
+}

@@ -33,7 +33,7 @@ impl StepCtx<'_> {
         c.schedule.lr(c.lr, self.step, self.epoch, self.total)
     }
 
-    fn diverged(&self, loss: f64) -> TrainError {
+    pub(crate) fn diverged(&self, loss: f64) -> TrainError {
         TrainError::Diverged {
             step: self.step + 1,
             epoch: self.epoch + 1,
@@ -63,7 +63,53 @@ pub(crate) trait Engine: std::fmt::Debug + Send {
         params: &mut [Tensor],
         states: &mut [Vec<Tensor>],
         inputs: &[Tensor],
-    ) -> Result<(f64, Tensor, f64), TrainError>;
+    ) -> Result<(f64, Tensor, f64), TrainError> {
+        let (loss, output) = self.gradients(cx, params, states, inputs)?;
+        if !loss.is_finite() {
+            return Err(cx.diverged(loss));
+        }
+        let lr = self.update(cx, params, states)?;
+        Ok((loss, output, lr))
+    }
+
+    /// A step's first half: the gradients over `inputs`, which the engine holds until
+    /// `update`; the buffers (batch norm's running statistics) take their new values.
+    /// Returns the loss and the output.
+    fn gradients(
+        &mut self,
+        cx: &StepCtx,
+        params: &mut [Tensor],
+        states: &mut [Vec<Tensor>],
+        inputs: &[Tensor],
+    ) -> Result<(f64, Tensor), TrainError>;
+
+    /// Zero gradients instead, as a step over no rows gives (a rank's empty shard).
+    fn zero_gradients(
+        &mut self,
+        cx: &StepCtx,
+        params: &mut [Tensor],
+        states: &mut [Vec<Tensor>],
+    ) -> Result<(), TrainError>;
+
+    /// Hands the held gradients, then the buffers' values, then `tail` more slots, to `f`
+    /// as `send`; `f` writes their sum over the ranks into `recv`, which the gradients and
+    /// buffers become. Returns the sum's tail.
+    fn exchange(
+        &mut self,
+        model: &Model,
+        params: &mut [Tensor],
+        tail: usize,
+        f: &mut dyn FnMut(&mut [f32], &mut [f32]),
+    ) -> Vec<f32>;
+
+    /// A step's second half: noise and clipping of the held gradients, then the rule.
+    /// Returns the learning rate used.
+    fn update(
+        &mut self,
+        cx: &StepCtx,
+        params: &mut [Tensor],
+        states: &mut [Vec<Tensor>],
+    ) -> Result<f64, TrainError>;
 
     /// The forward pass on one batch.
     fn forward(
@@ -96,15 +142,23 @@ pub(crate) trait Engine: std::fmt::Debug + Send {
 /// The engine for a backend.
 pub(crate) fn engine(backend: Backend) -> Box<dyn Engine> {
     match backend {
-        Backend::Interp => Box::new(Interp),
+        Backend::Interp => Box::new(Interp::default()),
         Backend::Jit => Box::new(Compiled::new(nnc_jit::Codegen::Cranelift)),
         Backend::Llvm => Box::new(Compiled::new(nnc_jit::Codegen::Llvm)),
     }
 }
 
 /// The reference interpreter.
-#[derive(Debug)]
-pub(crate) struct Interp;
+#[derive(Debug, Default)]
+pub(crate) struct Interp {
+    /// The gradients between a step's two halves, one per trained parameter.
+    held: Vec<Tensor>,
+}
+
+/// Evaluates `f` on the interpreter.
+fn interp_eval(f: &Func, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Tensor>, TrainError> {
+    Ok(nnc_compiler::interp::eval(f, inputs, params)?)
+}
 
 impl Engine for Interp {
     fn eval(
@@ -113,17 +167,49 @@ impl Engine for Interp {
         inputs: &[Tensor],
         params: &[Tensor],
     ) -> Result<Vec<Tensor>, TrainError> {
-        Ok(nnc_compiler::interp::eval(f, inputs, params)?)
+        interp_eval(f, inputs, params)
     }
 
-    fn step(
+    fn gradients(
+        &mut self,
+        cx: &StepCtx,
+        params: &mut [Tensor],
+        _: &mut [Vec<Tensor>],
+        inputs: &[Tensor],
+    ) -> Result<(f64, Tensor), TrainError> {
+        let (loss, output, grads) = per_parameter_gradients(self, cx, params, inputs)?;
+        self.held = grads;
+        Ok((loss, output))
+    }
+
+    fn zero_gradients(
+        &mut self,
+        cx: &StepCtx,
+        params: &mut [Tensor],
+        _: &mut [Vec<Tensor>],
+    ) -> Result<(), TrainError> {
+        self.held = zero_grads(cx.model, params);
+        Ok(())
+    }
+
+    fn exchange(
+        &mut self,
+        model: &Model,
+        params: &mut [Tensor],
+        tail: usize,
+        f: &mut dyn FnMut(&mut [f32], &mut [f32]),
+    ) -> Vec<f32> {
+        exchange_tensors(&mut self.held, params, &model.buffer_indices(), tail, f)
+    }
+
+    fn update(
         &mut self,
         cx: &StepCtx,
         params: &mut [Tensor],
         states: &mut [Vec<Tensor>],
-        inputs: &[Tensor],
-    ) -> Result<(f64, Tensor, f64), TrainError> {
-        per_parameter_step(self, cx, params, states, inputs)
+    ) -> Result<f64, TrainError> {
+        let mut grads = std::mem::take(&mut self.held);
+        per_parameter_update(self, cx, params, states, &mut grads)
     }
 
     fn forward(
@@ -146,7 +232,9 @@ impl Engine for Interp {
         states.to_vec()
     }
 
-    fn reset(&mut self) {}
+    fn reset(&mut self) {
+        self.held.clear();
+    }
 
     fn held_bytes(&self) -> Option<usize> {
         None
@@ -157,30 +245,85 @@ impl Engine for Interp {
     }
 }
 
-/// The step as the interpreter takes it, with `engine` evaluating the functions: the
-/// gradient function, then the rule once per trained parameter with its own states.
-fn per_parameter_step(
+/// The gradients as the interpreter computes them, with `engine` evaluating the gradient
+/// function: the loss, the output and one gradient per trained parameter; the buffers
+/// take their new values in `params`.
+fn per_parameter_gradients(
     engine: &dyn Engine,
     cx: &StepCtx,
     params: &mut [Tensor],
-    states: &mut [Vec<Tensor>],
     inputs: &[Tensor],
-) -> Result<(f64, Tensor, f64), TrainError> {
-    let (Some(grad), Some(update)) = (&cx.model.grad, &cx.model.update) else {
+) -> Result<(f64, Tensor, Vec<Tensor>), TrainError> {
+    let Some(grad) = &cx.model.grad else {
         return Err(no_train_block(cx.model));
     };
     let outs = engine.eval(grad, inputs, params)?;
     let loss = outs[0].data[0];
-    if !loss.is_finite() {
-        return Err(cx.diverged(loss));
-    }
     // Outputs: loss, output, the buffers' new values, the trained parameters' gradients.
     let buffers: Vec<usize> = cx.model.buffer_indices();
     for (k, &i) in buffers.iter().enumerate() {
         params[i].data = outs[cx.model.outputs().buffer(k)].data.clone();
     }
+    let grads = outs[cx.model.outputs().gradients()..].to_vec();
+    let output = outs
+        .into_iter()
+        .nth(1)
+        .expect("the loss function returns the output");
+    Ok((loss, output, grads))
+}
+
+/// Zero gradients, one per trained parameter.
+fn zero_grads(model: &Model, params: &[Tensor]) -> Vec<Tensor> {
+    let buffers = model.buffer_indices();
+    (params.iter().enumerate())
+        .filter(|(i, _)| !buffers.contains(i))
+        .map(|(_, p)| Tensor::new(p.dtype, p.shape.clone(), vec![0.0; p.len()]))
+        .collect()
+}
+
+/// `Engine::exchange` over gradients and buffers held as tensors: laid out as the fused
+/// step lays them out (the gradients in parameter order, then the buffers).
+fn exchange_tensors(
+    grads: &mut [Tensor],
+    params: &mut [Tensor],
+    buffers: &[usize],
+    tail: usize,
+    f: &mut dyn FnMut(&mut [f32], &mut [f32]),
+) -> Vec<f32> {
+    let mut send: Vec<f32> = grads
+        .iter()
+        .flat_map(|g| g.data.iter())
+        .chain(buffers.iter().flat_map(|&i| params[i].data.iter()))
+        .map(|&v| v as f32)
+        .collect();
+    send.resize(send.len() + tail, 0.0);
+    let mut recv = vec![0.0f32; send.len()];
+    f(&mut send, &mut recv);
+    let mut at = 0;
+    let mut take = |t: &mut Tensor| {
+        let n = t.data.len();
+        t.data = recv[at..at + n].iter().map(|&v| f64::from(v)).collect();
+        at += n;
+    };
+    grads.iter_mut().for_each(&mut take);
+    buffers.iter().for_each(|&i| take(&mut params[i]));
+    recv[at..].to_vec()
+}
+/// The update as the interpreter applies it: noise and clipping of `grads` (one per
+/// trained parameter), then the rule once per parameter with its own states. Returns the
+/// learning rate.
+fn per_parameter_update(
+    engine: &dyn Engine,
+    cx: &StepCtx,
+    params: &mut [Tensor],
+    states: &mut [Vec<Tensor>],
+    grads: &mut [Tensor],
+) -> Result<f64, TrainError> {
+    let Some(update) = &cx.model.update else {
+        return Err(no_train_block(cx.model));
+    };
+    let buffers: Vec<usize> = cx.model.buffer_indices();
     let trained: Vec<usize> = (0..params.len()).filter(|i| !buffers.contains(i)).collect();
-    let mut grads: Vec<Tensor> = outs[cx.model.outputs().gradients()..].to_vec();
     if cx.config.grad_noise.is_some() || cx.config.clip.is_some() {
         let mut bufs: Vec<Vec<f32>> = grads
             .iter()
@@ -195,7 +338,7 @@ fn per_parameter_step(
     let lr = cx.lr();
     let lr_t = Tensor::scalar(DType::F32, lr);
     let step_t = Tensor::scalar(DType::F32, (cx.step + 1) as f64);
-    for (&i, g) in trained.iter().zip(&grads) {
+    for (&i, g) in trained.iter().zip(grads.iter()) {
         let flat = |t: &Tensor| Tensor {
             dtype: DType::F32,
             shape: vec![t.len()],
@@ -207,11 +350,7 @@ fn per_parameter_step(
         params[i].data = new_w.data;
         states[i] = outs.collect();
     }
-    let output = outs
-        .into_iter()
-        .nth(1)
-        .expect("the loss function returns the output");
-    Ok((loss, output, lr))
+    Ok(lr)
 }
 
 fn no_train_block(model: &Model) -> TrainError {
@@ -230,6 +369,8 @@ pub(crate) struct Compiled {
     fused: Option<Box<FusedStep>>,
     /// Whether the session's `params` lag the arena (after steps; see `sync`).
     stale: bool,
+    /// The gradients between a step's halves when the step runs on the interpreter.
+    held: Vec<Tensor>,
 }
 
 impl Compiled {
@@ -239,6 +380,7 @@ impl Compiled {
             codegen,
             fused: None,
             stale: false,
+            held: Vec::new(),
         }
     }
 
@@ -262,6 +404,14 @@ impl Compiled {
         }
         Ok(self.fused.as_mut().expect("just made"))
     }
+
+    /// Whether the training step compiles (else it runs on the interpreter).
+    fn fuses(model: &Model) -> Result<bool, TrainError> {
+        let (Some(grad), Some(update)) = (&model.grad, &model.update) else {
+            return Err(no_train_block(model));
+        };
+        Ok(nnc_jit::supports(grad) && nnc_jit::supports(update))
+    }
 }
 
 impl Engine for Compiled {
@@ -272,37 +422,72 @@ impl Engine for Compiled {
         params: &[Tensor],
     ) -> Result<Vec<Tensor>, TrainError> {
         if !nnc_jit::supports(f) {
-            return Interp.eval(f, inputs, params);
+            return interp_eval(f, inputs, params);
         }
         let mut jit = self.jit.lock().unwrap_or_else(|p| p.into_inner());
         Ok(jit.eval(f, inputs, params)?)
     }
 
-    /// Gradients into the arena, noise and clipping in place, one update kernel over every
-    /// parameter; the parameters stay in the arena until `sync`.
-    fn step(
+    /// Gradients into the arena; the parameters stay in the arena until `sync`.
+    fn gradients(
         &mut self,
         cx: &StepCtx,
         params: &mut [Tensor],
         states: &mut [Vec<Tensor>],
         inputs: &[Tensor],
-    ) -> Result<(f64, Tensor, f64), TrainError> {
-        let (Some(grad), Some(update)) = (&cx.model.grad, &cx.model.update) else {
-            return Err(no_train_block(cx.model));
-        };
-        if !(nnc_jit::supports(grad) && nnc_jit::supports(update)) {
-            return per_parameter_step(self, cx, params, states, inputs);
+    ) -> Result<(f64, Tensor), TrainError> {
+        if !Compiled::fuses(cx.model)? {
+            let (loss, output, grads) = per_parameter_gradients(self, cx, params, inputs)?;
+            self.held = grads;
+            return Ok((loss, output));
+        }
+        Ok(self.arena(cx.model, params, states)?.gradients(inputs)?)
+    }
+
+    fn zero_gradients(
+        &mut self,
+        cx: &StepCtx,
+        params: &mut [Tensor],
+        states: &mut [Vec<Tensor>],
+    ) -> Result<(), TrainError> {
+        if !Compiled::fuses(cx.model)? {
+            self.held = zero_grads(cx.model, params);
+            return Ok(());
+        }
+        self.arena(cx.model, params, states)?.zero_gradients();
+        Ok(())
+    }
+
+    fn exchange(
+        &mut self,
+        model: &Model,
+        params: &mut [Tensor],
+        tail: usize,
+        f: &mut dyn FnMut(&mut [f32], &mut [f32]),
+    ) -> Vec<f32> {
+        match &mut self.fused {
+            Some(fused) if self.held.is_empty() => fused.exchange(tail, f),
+            _ => exchange_tensors(&mut self.held, params, &model.buffer_indices(), tail, f),
+        }
+    }
+
+    /// Noise and clipping in place, then one update kernel over every parameter.
+    fn update(
+        &mut self,
+        cx: &StepCtx,
+        params: &mut [Tensor],
+        states: &mut [Vec<Tensor>],
+    ) -> Result<f64, TrainError> {
+        if !Compiled::fuses(cx.model)? {
+            let mut grads = std::mem::take(&mut self.held);
+            return per_parameter_update(self, cx, params, states, &mut grads);
         }
         let fused = self.arena(cx.model, params, states)?;
-        let (loss, output) = fused.gradients(inputs)?;
-        if !loss.is_finite() {
-            return Err(cx.diverged(loss));
-        }
         perturb_and_clip(cx, &mut fused.grads_mut());
         let lr = cx.lr();
         fused.apply(lr, (cx.step + 1) as f64)?;
         self.stale = true;
-        Ok((loss, output, lr))
+        Ok(lr)
     }
 
     /// Reads the parameters from the arenas, so nothing is converted but the inputs and
@@ -315,7 +500,7 @@ impl Engine for Compiled {
         inputs: &[Tensor],
     ) -> Result<Tensor, TrainError> {
         if !nnc_jit::supports(&model.forward) {
-            return Ok(Interp.eval(&model.forward, inputs, params)?.remove(0));
+            return Ok(interp_eval(&model.forward, inputs, params)?.remove(0));
         }
         let arena = self.arena(model, params, states)?;
         Ok(arena.run(&model.forward, inputs)?.remove(0))
@@ -351,6 +536,7 @@ impl Engine for Compiled {
     fn reset(&mut self) {
         self.fused = None;
         self.stale = false;
+        self.held.clear();
     }
 
     fn held_bytes(&self) -> Option<usize> {

@@ -26,6 +26,9 @@ pub struct FusedStep {
     shapes: Vec<Vec<usize>>,
     w: Vec<f32>,
     g: Vec<f32>,
+    /// Where the sum over ranks of `g` (and the buffers) lands in a data-parallel step
+    /// (`exchange`); empty in a job of one process.
+    g_sum: Vec<f32>,
     states: Vec<Vec<f32>>,
     w_next: Vec<f32>,
     states_next: Vec<Vec<f32>>,
@@ -180,6 +183,7 @@ impl FusedStep {
     pub fn held_bytes(&self) -> usize {
         let floats = self.w.len()
             + self.g.len()
+            + self.g_sum.len()
             + self.w_next.len()
             + self.buf.len()
             + self.buf_next.len()
@@ -234,6 +238,7 @@ impl FusedStep {
             buf,
             shapes: params.iter().map(|p| p.shape.clone()).collect(),
             g: vec![0.0; n],
+            g_sum: Vec::new(),
             // Allocated on the first update that cannot run in place.
             w_next: Vec::new(),
             states_next: Vec::new(),
@@ -416,6 +421,29 @@ impl FusedStep {
             f64::from(loss),
             Tensor::new(out_dtype, shape, output),
         )))
+    }
+
+    /// A data-parallel step's exchange: the gradient arena then the buffers' values, with
+    /// `tail` more slots, as `send` to `f`, which writes their sum over the ranks into
+    /// `recv`; the gradients and buffers become that sum's (no copy: the arenas swap).
+    /// Returns the sum's tail.
+    pub fn exchange(&mut self, tail: usize, f: &mut dyn FnMut(&mut [f32], &mut [f32])) -> Vec<f32> {
+        let (p, nb) = (self.g.len(), self.buf.len());
+        self.g.extend_from_slice(&self.buf);
+        self.g.resize(p + nb + tail, 0.0);
+        self.g_sum.resize(p + nb + tail, 0.0);
+        f(&mut self.g, &mut self.g_sum);
+        std::mem::swap(&mut self.g, &mut self.g_sum);
+        self.buf.copy_from_slice(&self.g[p..p + nb]);
+        let rest = self.g[p + nb..].to_vec();
+        self.g.truncate(p);
+        rest
+    }
+
+    /// Zero gradients, as from a step over no rows (a rank's empty shard of a small last
+    /// batch).
+    pub fn zero_gradients(&mut self) {
+        self.g.fill(0.0);
     }
 
     /// Runs a function whose parameters are the arena's (the forward pass, the loss) on

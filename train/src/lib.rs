@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod dist;
 mod engine;
 pub mod fused;
 pub mod plot;

@@ -13,7 +13,10 @@ use nnc_runtime::Checkpoint;
 use nnc_runtime::checkpoint::write_atomic;
 use nnc_runtime::data::{self, Dataset, FeatureStats, Normalize};
 
+use std::sync::Arc;
+
 use crate::config::TrainConfig;
+use crate::dist::{self, Comm, Fingerprint, Solo, settle};
 use crate::session::{Metrics, Model, Session, StepReport, TrainError};
 
 /// File names inside a run folder.
@@ -140,28 +143,82 @@ pub fn train(
     opts: &RunOptions,
     obs: &mut dyn Observer,
 ) -> Result<Summary, TrainError> {
-    let mut session = Session::new(model, config)?;
+    train_on(model, config, opts, obs, Arc::new(Solo))
+}
+
+/// Trains as one rank of a data-parallel job (`comm`; `train` is the job of one): every
+/// rank builds the model, reads the data and takes its shard of each batch; rank 0 alone
+/// reads the checkpoint it starts from (the others get its bytes) and writes the run
+/// folder. Each phase ends with the ranks agreeing (`dist::settle`): an error on any rank,
+/// or data that differ between ranks, fails every rank with that error.
+pub fn train_on(
+    model: Model,
+    config: TrainConfig,
+    opts: &RunOptions,
+    obs: &mut dyn Observer,
+    comm: Arc<dyn Comm>,
+) -> Result<Summary, TrainError> {
+    let c = &*comm;
+    let lead = c.rank() == 0;
+    // What every rank must have the same of: the model and the settings, then the data.
+    let mut same = Fingerprint::default();
+    same.bytes(model.forward.to_string().as_bytes())
+        .bytes(format!("{config:?}").as_bytes());
+    let mut session = settle(
+        c,
+        Session::new(model, config),
+        "its .nn file or settings",
+        |_| same.0,
+    )?;
+    session.set_comm(Arc::clone(&comm));
+    // The checkpoint a resumed or fine-tuned run starts from.
+    let start = match opts.resume.as_ref().or(opts.init.as_ref()) {
+        None => None,
+        Some(p) if c.size() == 1 => Some(Checkpoint::load(p)?),
+        Some(p) => {
+            let read = if lead {
+                Checkpoint::load(p)
+                    .and_then(|ck| ck.to_bytes())
+                    .map_err(TrainError::from)
+            } else {
+                Ok(Vec::new())
+            };
+            let bytes = settle(c, read, "", |_| 0)?;
+            let bytes = dist::share_bytes(c, lead.then_some(bytes));
+            Some(Checkpoint::from_bytes(&bytes)?)
+        }
+    };
     // A resumed or fine-tuned run normalizes with the checkpoint's statistics, not
     // refitted ones.
-    let resumed_stats = match opts.resume.as_ref().or(opts.init.as_ref()) {
-        Some(p) => FeatureStats::from_meta(&Checkpoint::load(p)?.meta)?,
+    let resumed_stats = match &start {
+        Some(ck) => FeatureStats::from_meta(&ck.meta)?,
         None => None,
     };
-    let (train, test, stats) = load_data(
+    let loaded = load_data(
         &session.model,
         &session.config,
         resumed_stats.as_ref(),
         true,
-    )?;
+    )
+    .map_err(TrainError::from);
+    let (train, test, stats) = settle(c, loaded, "its data", |(train, test, _)| {
+        let mut fp = same;
+        for d in std::iter::once(train).chain(test) {
+            fp.values(&d.x.data);
+            if let Some(y) = &d.y {
+                fp.values(&y.data);
+            }
+        }
+        fp.0
+    })?;
     session.stats = stats;
     let mut rows: Vec<EpochRow> = Vec::new();
     let out = &opts.out;
-    if let Some(ck_path) = &opts.init {
-        session.restore(&Checkpoint::load(ck_path)?, false)?;
+    if let (Some(ck), Some(_)) = (&start, &opts.init) {
+        session.restore(ck, false)?;
     }
-    if let Some(ck_path) = &opts.resume {
-        let ck = Checkpoint::load(ck_path)?;
-        session.restore(&ck, true)?;
+    if let (Some(ck), Some(ck_path)) = (&start, &opts.resume) {
+        session.restore(ck, true)?;
         if session.epoch >= session.config.epochs as u64 {
             return Err(TrainError::Failed(format!(
                 "`{}` is already at epoch {} of {}; pass a larger --epochs to train further",
@@ -178,6 +235,19 @@ pub fn train(
                 .collect();
         }
     }
+    let claimed = if lead { claim(out, opts) } else { Ok(false) };
+    let created = settle(c, claimed, "", |_| 0)?;
+    let result = train_epochs(&mut session, &train, test.as_ref(), rows, out, obs);
+    // A run that failed before writing anything leaves no empty folder behind.
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir(out);
+    }
+    result
+}
+
+/// Makes `out` the run's folder (rank 0's part of a start): refuses one that holds
+/// another run unless forced or resumed there. Returns whether it was created.
+fn claim(out: &Path, opts: &RunOptions) -> Result<bool, TrainError> {
     let resuming_here = opts
         .resume
         .as_ref()
@@ -193,12 +263,7 @@ pub fn train(
     std::fs::create_dir_all(out)
         .map_err(|e| format!("cannot create output folder `{}`: {e}", out.display()))?;
     remove_stale_temporaries(out);
-    let result = train_epochs(&mut session, &train, test.as_ref(), rows, out, obs);
-    // A run that failed before writing anything leaves no empty folder behind.
-    if result.is_err() && created {
-        let _ = std::fs::remove_dir(out);
-    }
-    result
+    Ok(created)
 }
 
 /// Temporary files of `write_atomic` (`.metrics.csv.tmp-PID`) that a killed process left.
@@ -275,16 +340,21 @@ fn train_epochs(
             seconds: earlier + start.elapsed().as_secs_f64(),
         };
         rows.push(row.clone());
-        // The metrics first, then the checkpoint: killed between the two, the folder holds
-        // a row for an epoch the checkpoint does not have yet, which a resume drops and
-        // trains again (the other order lost the row for good).
-        write_atomic(&out.join(METRICS_CSV), csv_text(&rows).as_bytes())?;
-        session.to_checkpoint().save(&out.join(CHECKPOINT))?;
-        write_atomic(&out.join(METRICS_JSON), json_text(session, &row).as_bytes())?;
-        write_atomic(
-            &out.join(CURVE),
-            crate::plot::svg(&session.model.name, &rows).as_bytes(),
-        )?;
+        // Rank 0 writes the run's files; the others wait to hear that it did.
+        let written = if session.comm().rank() == 0 {
+            write_epoch(session, &rows, &row, out)
+        } else {
+            Ok(())
+        };
+        settle(session.comm(), written, "", |_| 0)?;
+        if session.comm().size() > 1 && session.comm().rank() == 0 {
+            dist::on_stop(&format!(
+                "the last complete checkpoint is `{}` (epoch {}); continue with --resume {}",
+                out.join(CHECKPOINT).display(),
+                session.epoch,
+                out.join(CHECKPOINT).display()
+            ));
+        }
         obs.epoch_end(&row);
     }
     let last = rows
@@ -306,6 +376,25 @@ fn train_epochs(
         out: out.to_path_buf(),
         warning,
     })
+}
+
+/// An epoch's files: the metrics first, then the checkpoint (killed between the two, the
+/// folder holds a row for an epoch the checkpoint does not have yet, which a resume drops
+/// and trains again; the other order lost the row for good), then the summary and curve.
+fn write_epoch(
+    session: &Session,
+    rows: &[EpochRow],
+    row: &EpochRow,
+    out: &Path,
+) -> Result<(), TrainError> {
+    write_atomic(&out.join(METRICS_CSV), csv_text(rows).as_bytes())?;
+    session.to_checkpoint().save(&out.join(CHECKPOINT))?;
+    write_atomic(&out.join(METRICS_JSON), json_text(session, row).as_bytes())?;
+    write_atomic(
+        &out.join(CURVE),
+        crate::plot::svg(&session.model.name, rows).as_bytes(),
+    )?;
+    Ok(())
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

@@ -12,7 +12,10 @@ use nnc_lang::{NOISE_KEY, TrainSpec};
 use nnc_runtime::data::Dataset;
 use nnc_runtime::{Checkpoint, Rng, Tensor, init_param};
 
+use std::sync::Arc;
+
 use crate::config::TrainConfig;
+use crate::dist::{self, Comm, Solo};
 use crate::engine::{Engine, StepCtx, engine};
 
 fn optimize(f: &Func) -> Result<Func, nnc_compiler::Error> {
@@ -320,6 +323,9 @@ pub struct Session {
     /// The feature statistics the data is normalized with (fitted on the training rows;
     /// kept in checkpoints).
     pub stats: Option<nnc_runtime::data::FeatureStats>,
+    /// The job this session trains in: alone, or one rank of a data-parallel job, which
+    /// takes its shard of every batch and sums gradients with the others.
+    comm: Arc<dyn Comm>,
 }
 
 impl Clone for Session {
@@ -336,6 +342,7 @@ impl Clone for Session {
             last_lr: self.last_lr,
             engine: engine(self.config.backend),
             stats: self.stats.clone(),
+            comm: Arc::clone(&self.comm),
         }
     }
 }
@@ -378,6 +385,7 @@ impl Session {
             last_lr: 0.0,
             engine: engine(config_backend),
             stats: None,
+            comm: Arc::new(Solo),
         })
     }
 
@@ -399,11 +407,25 @@ impl Session {
         Rng::stream(self.config.seed, &format!("shuffle/{}", self.epoch)).shuffle(&mut order);
         let total = (self.steps_per_epoch(n) * self.config.epochs) as u64;
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
+        let comm = Arc::clone(&self.comm);
         for (bi, chunk) in order.chunks(self.config.batch.max(1)).enumerate() {
-            let batch = train.rows(chunk);
+            // This rank's shard of the batch (all of it in a job of one).
+            let mine = &chunk[dist::shard(chunk.len(), comm.rank(), comm.size())];
+            let batch = train.rows(mine);
             let mut inputs = vec![batch.x];
             inputs.extend(batch.y.clone());
-            let (loss, output) = match self.step_with(&inputs, total) {
+            let stepped = if comm.size() == 1 {
+                self.step_with(&inputs, total).map(|(loss, output)| {
+                    let correct = match (self.model.classes, &batch.y) {
+                        (Some(_), Some(y)) => count_correct(&output, y),
+                        _ => 0,
+                    };
+                    (loss, correct)
+                })
+            } else {
+                self.step_shared(&inputs, mine.len(), chunk.len(), total)
+            };
+            let (loss, step_correct) = match stepped {
                 Err(TrainError::Diverged {
                     step, epoch, loss, ..
                 }) => {
@@ -427,9 +449,7 @@ impl Session {
             };
             loss_sum += loss * chunk.len() as f64;
             seen += chunk.len();
-            if let (Some(_), Some(y)) = (self.model.classes, &batch.y) {
-                correct += count_correct(&output, y);
-            }
+            correct += step_correct;
             on_step(&StepReport {
                 step: self.step,
                 loss,
@@ -485,7 +505,10 @@ impl Session {
     /// 2^24 so that it is exact in f32.
     fn noise_key(&self) -> Tensor {
         let base = Rng::stream(self.config.seed, "noise").next_u64();
-        let key = base.wrapping_add(self.step) % (1 << 24);
+        // Each rank of a job draws its own noise for its shard (the same key would give
+        // every shard the same masks).
+        let rank = (self.comm.rank() as u64).wrapping_mul(0x9E37_79B9);
+        let key = base.wrapping_add(self.step).wrapping_add(rank) % (1 << 24);
         Tensor::new(DType::I32, vec![], vec![key as f64])
     }
 
@@ -531,6 +554,104 @@ impl Session {
         Ok((loss, output))
     }
 
+    /// One step of a data-parallel job: the gradients of this rank's shard (`rows` of the
+    /// batch's `global`), weighted by its share of the batch, summed with the other
+    /// ranks' in one reduction that also carries the loss, the correct count and whether
+    /// each rank failed; then every rank applies the same update. Returns the batch's loss
+    /// and correct count. A rank that failed makes every rank fail with its error.
+    fn step_shared(
+        &mut self,
+        inputs: &[Tensor],
+        rows: usize,
+        global: usize,
+        total: u64,
+    ) -> Result<(f64, usize), TrainError> {
+        let comm = Arc::clone(&self.comm);
+        let (rank, size) = (comm.rank(), comm.size());
+        let mut ins = inputs.to_vec();
+        if self.model.noise {
+            ins.push(self.noise_key());
+        }
+        let cx = StepCtx {
+            model: &self.model,
+            config: &self.config,
+            step: self.step,
+            epoch: self.epoch,
+            total,
+        };
+        let local = if rows == 0 {
+            (self.engine)
+                .zero_gradients(&cx, &mut self.params, &mut self.states)
+                .map(|()| (0.0, 0))
+        } else {
+            (self.engine)
+                .gradients(&cx, &mut self.params, &mut self.states, &ins)
+                .map(|(loss, output)| match (self.model.classes, inputs.get(1)) {
+                    (Some(_), Some(y)) => (loss, count_correct(&output, y)),
+                    _ => (loss, 0),
+                })
+        };
+        // The tail: the weighted loss, the correct count, one failure flag per rank.
+        let tail = 2 + size;
+        let w = rows as f64 / global.max(1) as f64;
+        let (loss, correct) = *local.as_ref().unwrap_or(&(0.0, 0));
+        let fill = |send: &mut [f32]| {
+            let k = send.len() - tail;
+            if local.is_err() {
+                send.fill(0.0);
+            } else if w != 1.0 {
+                send[..k]
+                    .iter_mut()
+                    .for_each(|v| *v = (f64::from(*v) * w) as f32);
+            }
+            send[k] = (loss * w) as f32;
+            send[k + 1] = correct as f32;
+            send[k + 2..].fill(0.0);
+            send[k + 2 + rank] = if local.is_err() { 1.0 } else { 0.0 };
+        };
+        let sums = if local.is_ok() {
+            self.engine
+                .exchange(&self.model, &mut self.params, tail, &mut |send, recv| {
+                    fill(send);
+                    comm.sum_f32(send, recv);
+                })
+        } else {
+            // The engine may hold nothing; the buffer's length is the same everywhere.
+            let n: usize = self.params.iter().map(Tensor::len).sum::<usize>() + tail;
+            let (mut send, mut recv) = (vec![0.0f32; n], vec![0.0f32; n]);
+            fill(&mut send);
+            comm.sum_f32(&send, &mut recv);
+            recv[n - tail..].to_vec()
+        };
+        if sums[2..].iter().any(|&f| f > 0.0) {
+            let status = local.as_ref().map(|_| 0).map_err(|e| e.to_string());
+            dist::agree(&*comm, status, "").map_err(TrainError::Failed)?;
+            return Err(TrainError::Failed(
+                "a rank failed, but said nothing".to_string(),
+            ));
+        }
+        let loss = f64::from(sums[0]);
+        if !loss.is_finite() {
+            return Err(cx.diverged(loss));
+        }
+        let lr = self
+            .engine
+            .update(&cx, &mut self.params, &mut self.states)?;
+        self.step += 1;
+        self.last_lr = lr;
+        Ok((loss, sums[1].round() as usize))
+    }
+
+    /// The job this session trains in.
+    pub fn comm(&self) -> &dyn Comm {
+        &*self.comm
+    }
+
+    /// Makes the session one rank of a data-parallel job (before it trains).
+    pub fn set_comm(&mut self, comm: Arc<dyn Comm>) {
+        self.comm = comm;
+    }
+
     /// The forward pass on one batch of the model's inputs. On the JIT the parameters are
     /// read from the arenas, so nothing is converted but the inputs and the output.
     pub fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor, TrainError> {
@@ -561,8 +682,35 @@ impl Session {
         self.engine.current_states(&self.states)
     }
 
-    /// Mean loss (and accuracy for classifiers) over a data set.
+    /// Mean loss (and accuracy for classifiers) over a data set. In a data-parallel job
+    /// each rank evaluates its shard of the rows and the sums are reduced.
     pub fn evaluate(&self, data: &Dataset) -> Result<Metrics, TrainError> {
+        let comm = &*self.comm;
+        let n = data.len();
+        let mine = dist::shard(n, comm.rank(), comm.size());
+        let local = self.evaluate_rows(data, mine);
+        let (sum, correct) = if comm.size() == 1 {
+            local?
+        } else {
+            let status = local.as_ref().map(|_| 0).map_err(|e| e.to_string());
+            dist::agree(comm, status, "").map_err(TrainError::Failed)?;
+            let (s, c) = local?;
+            let mut total = [0.0; 2];
+            comm.sum_f64(&[s, c as f64], &mut total);
+            (total[0], total[1] as usize)
+        };
+        Ok(Metrics {
+            loss: sum / n.max(1) as f64,
+            accuracy: self.model.classes.map(|_| correct as f64 / n.max(1) as f64),
+        })
+    }
+
+    /// The summed loss and the correct count over some of a data set's rows.
+    fn evaluate_rows(
+        &self,
+        data: &Dataset,
+        rows: std::ops::Range<usize>,
+    ) -> Result<(f64, usize), TrainError> {
         let params = self.current_params();
         let Some(loss) = self.model.eval_func() else {
             return Err(TrainError::Failed(format!(
@@ -570,9 +718,8 @@ impl Session {
                 self.model.name
             )));
         };
-        let n = data.len();
         let (mut sum, mut correct) = (0.0, 0usize);
-        let all: Vec<usize> = (0..n).collect();
+        let all: Vec<usize> = rows.collect();
         for chunk in all.chunks(EVAL_CHUNK) {
             let b = data.rows(chunk);
             let mut inputs = vec![b.x];
@@ -583,10 +730,7 @@ impl Session {
                 correct += count_correct(&outs[Outputs::OUTPUT], y);
             }
         }
-        Ok(Metrics {
-            loss: sum / n.max(1) as f64,
-            accuracy: self.model.classes.map(|_| correct as f64 / n.max(1) as f64),
-        })
+        Ok((sum, correct))
     }
 
     /// The model's outputs for the rows of `x` (features `[N, ...]`).
@@ -653,6 +797,8 @@ impl Session {
             ("batch", self.config.batch.to_string()),
             // The step's results depend on how many threads split its batch.
             ("threads", nnc_jit::kernels::threads().to_string()),
+            // A data-parallel run's ranks (shards change the rounding, not the math).
+            ("ranks", self.comm.size().to_string()),
         ];
         for (k, v) in meta {
             ck.meta.insert(k.into(), v);

@@ -167,7 +167,12 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
     };
     let batch = a.batch.unwrap_or(config.batch).max(1);
     config.batch = batch;
-    let threads = a.threads.unwrap_or_else(crate::train_cmds::default_threads);
+    // Under mpirun, one rank of a data-parallel job: each step takes its shard of the
+    // batch and sums gradients with the others; rank 0 reports.
+    let comm = crate::train_cmds::job()?;
+    let threads = a.threads.unwrap_or_else(|| {
+        (crate::train_cmds::default_threads() / nnc_train::dist::local_ranks()).max(1)
+    });
     nnc_jit::kernels::set_threads(threads);
     let (backend, codegen) = match a.backend.as_str() {
         "llvm" if nnc_jit::HAS_LLVM => (Backend::Llvm, nnc_jit::Codegen::Llvm),
@@ -193,6 +198,7 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
         let mut jit_cfg = config.clone();
         jit_cfg.backend = backend;
         let mut s = Session::new(model.clone(), jit_cfg).map_err(fail)?;
+        s.set_comm(std::sync::Arc::clone(&comm));
         let started = process_start.elapsed();
         let m = measure(&mut s, &inputs, a.steps, train).map_err(fail)?;
         let baseline = if a.baseline_steps > 0 {
@@ -212,6 +218,7 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
             "backend": a.backend,
             "batch": batch,
             "threads": threads,
+            "ranks": comm.size(),
             "steps": a.steps,
             "samples_per_s": (batch as f64 / secs).round(),
             "ms_per_step": secs * 1e3,
@@ -225,7 +232,13 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
             "speedup_vs_interp": baseline.as_ref().map(|b| b.per_step.as_secs_f64() / secs),
             "weights_read_us": (!train).then(|| weights_read_us(&s.params)),
         });
-        let _ = writeln!(out, "{line}");
+        if comm.rank() == 0 {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    if comm.size() > 1 {
+        // The rest measures this process alone.
+        return Ok(());
     }
     if a.only.as_deref() == Some("gemm") {
         let mut cfg = config.clone();

@@ -194,7 +194,7 @@ static FOLLOWER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 /// The job `nnc train` runs in: alone, or under a launcher (mpirun) one rank of a
 /// data-parallel job over MPI. An nnc without MPI refuses to run as one of several
 /// processes, which would each train their own copy.
-fn job() -> Result<Arc<dyn Comm>, Failed> {
+pub(crate) fn job() -> Result<Arc<dyn Comm>, Failed> {
     let Some((rank, size)) = dist::launched() else {
         return Ok(Arc::new(dist::Solo));
     };

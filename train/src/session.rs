@@ -423,7 +423,8 @@ impl Session {
                     (loss, correct)
                 })
             } else {
-                self.step_shared(&inputs, mine.len(), chunk.len(), total)
+                (self.step_shared(&inputs, mine.len(), chunk.len(), total))
+                    .map(|(loss, correct, _)| (loss, correct))
             };
             let (loss, step_correct) = match stepped {
                 Err(TrainError::Diverged {
@@ -488,6 +489,19 @@ impl Session {
         steps_per_epoch: usize,
     ) -> Result<(f64, Tensor), TrainError> {
         let total = (steps_per_epoch * self.config.epochs) as u64;
+        let (rank, size) = (self.comm.rank(), self.comm.size());
+        if size > 1 {
+            // One rank of a job: its shard of the batch's rows; the output is the shard's.
+            let rows = inputs
+                .first()
+                .and_then(|x| x.shape.first())
+                .copied()
+                .unwrap_or(0);
+            let mine = dist::shard(rows, rank, size);
+            let local: Vec<Tensor> = inputs.iter().map(|t| rows_of(t, &mine)).collect();
+            let (loss, _, output) = self.step_shared(&local, mine.len(), rows, total)?;
+            return Ok((loss, output));
+        }
         self.step_with(inputs, total)
     }
 
@@ -558,14 +572,15 @@ impl Session {
     /// batch's `global`), weighted by its share of the batch, summed with the other
     /// ranks' in one reduction that also carries the loss, the correct count and whether
     /// each rank failed; then every rank applies the same update. Returns the batch's loss
-    /// and correct count. A rank that failed makes every rank fail with its error.
+    /// and correct count, and this rank's output. A rank that failed makes every rank
+    /// fail with its error.
     fn step_shared(
         &mut self,
         inputs: &[Tensor],
         rows: usize,
         global: usize,
         total: u64,
-    ) -> Result<(f64, usize), TrainError> {
+    ) -> Result<(f64, usize, Tensor), TrainError> {
         let comm = Arc::clone(&self.comm);
         let (rank, size) = (comm.rank(), comm.size());
         let mut ins = inputs.to_vec();
@@ -579,6 +594,7 @@ impl Session {
             epoch: self.epoch,
             total,
         };
+        let mut output = Tensor::new(DType::F32, vec![0], Vec::new());
         let local = if rows == 0 {
             (self.engine)
                 .zero_gradients(&cx, &mut self.params, &mut self.states)
@@ -586,9 +602,13 @@ impl Session {
         } else {
             (self.engine)
                 .gradients(&cx, &mut self.params, &mut self.states, &ins)
-                .map(|(loss, output)| match (self.model.classes, inputs.get(1)) {
-                    (Some(_), Some(y)) => (loss, count_correct(&output, y)),
-                    _ => (loss, 0),
+                .map(|(loss, out)| {
+                    let correct = match (self.model.classes, inputs.get(1)) {
+                        (Some(_), Some(y)) => count_correct(&out, y),
+                        _ => 0,
+                    };
+                    output = out;
+                    (loss, correct)
                 })
         };
         // The tail: the weighted loss, the correct count, one failure flag per rank.
@@ -639,7 +659,7 @@ impl Session {
             .update(&cx, &mut self.params, &mut self.states)?;
         self.step += 1;
         self.last_lr = lr;
-        Ok((loss, sums[1].round() as usize))
+        Ok((loss, sums[1].round() as usize, output))
     }
 
     /// The job this session trains in.
@@ -919,6 +939,17 @@ impl Session {
 }
 
 /// How many rows' arg-max output equals the label.
+/// The rows `r` of a batched tensor (a scalar is everyone's).
+fn rows_of(t: &Tensor, r: &std::ops::Range<usize>) -> Tensor {
+    let Some(&n) = t.shape.first() else {
+        return t.clone();
+    };
+    let per = t.len() / n.max(1);
+    let mut shape = t.shape.clone();
+    shape[0] = r.len();
+    Tensor::new(t.dtype, shape, t.data[r.start * per..r.end * per].to_vec())
+}
+
 fn count_correct(out: &Tensor, labels: &Tensor) -> usize {
     let c = *out.shape.last().unwrap_or(&1);
     out.data

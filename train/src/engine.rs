@@ -371,6 +371,8 @@ pub(crate) struct Compiled {
     stale: bool,
     /// The gradients between a step's halves when the step runs on the interpreter.
     held: Vec<Tensor>,
+    /// Whether the training step compiles (`fuses`), decided on the first step.
+    fusable: Option<bool>,
 }
 
 impl Compiled {
@@ -381,6 +383,7 @@ impl Compiled {
             fused: None,
             stale: false,
             held: Vec::new(),
+            fusable: None,
         }
     }
 
@@ -405,12 +408,15 @@ impl Compiled {
         Ok(self.fused.as_mut().expect("just made"))
     }
 
-    /// Whether the training step compiles (else it runs on the interpreter).
-    fn fuses(model: &Model) -> Result<bool, TrainError> {
+    /// Whether the training step compiles (else it runs on the interpreter); the graphs
+    /// are walked once, not at each half of every step.
+    fn fuses(&mut self, model: &Model) -> Result<bool, TrainError> {
         let (Some(grad), Some(update)) = (&model.grad, &model.update) else {
             return Err(no_train_block(model));
         };
-        Ok(nnc_jit::supports(grad) && nnc_jit::supports(update))
+        Ok(*self
+            .fusable
+            .get_or_insert_with(|| nnc_jit::supports(grad) && nnc_jit::supports(update)))
     }
 }
 
@@ -436,7 +442,7 @@ impl Engine for Compiled {
         states: &mut [Vec<Tensor>],
         inputs: &[Tensor],
     ) -> Result<(f64, Tensor), TrainError> {
-        if !Compiled::fuses(cx.model)? {
+        if !self.fuses(cx.model)? {
             let (loss, output, grads) = per_parameter_gradients(self, cx, params, inputs)?;
             self.held = grads;
             return Ok((loss, output));
@@ -450,7 +456,7 @@ impl Engine for Compiled {
         params: &mut [Tensor],
         states: &mut [Vec<Tensor>],
     ) -> Result<(), TrainError> {
-        if !Compiled::fuses(cx.model)? {
+        if !self.fuses(cx.model)? {
             self.held = zero_grads(cx.model, params);
             return Ok(());
         }
@@ -465,8 +471,8 @@ impl Engine for Compiled {
         tail: usize,
         f: &mut dyn FnMut(&mut [f32], &mut [f32]),
     ) -> Vec<f32> {
-        match &mut self.fused {
-            Some(fused) if self.held.is_empty() => fused.exchange(tail, f),
+        match (&mut self.fused, self.fusable) {
+            (Some(fused), Some(true)) => fused.exchange(tail, f),
             _ => exchange_tensors(&mut self.held, params, &model.buffer_indices(), tail, f),
         }
     }
@@ -478,7 +484,7 @@ impl Engine for Compiled {
         params: &mut [Tensor],
         states: &mut [Vec<Tensor>],
     ) -> Result<f64, TrainError> {
-        if !Compiled::fuses(cx.model)? {
+        if !self.fuses(cx.model)? {
             let mut grads = std::mem::take(&mut self.held);
             return per_parameter_update(self, cx, params, states, &mut grads);
         }

@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// Timed steps of the interpreter baseline (0 skips it).
     #[arg(long, default_value_t = 3)]
     baseline_steps: usize,
+    /// Which matrix-product kernel a single-threaded product takes: auto (what measured
+    /// best for its shape and layout), gemm, or packed (nnc's own, AVX-512), to compare them
+    /// in one run.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "gemm", "packed"])]
+    matmul: String,
 }
 
 fn fail(msg: impl std::fmt::Display) -> Failed {
@@ -174,6 +179,11 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
         (crate::train_cmds::default_threads() / nnc_train::dist::local_ranks()).max(1)
     });
     nnc_jit::kernels::set_threads(threads);
+    nnc_jit::kernels::force_packed(match a.matmul.as_str() {
+        "gemm" => Some(false),
+        "packed" => Some(true),
+        _ => None,
+    });
     let (backend, codegen) = match a.backend.as_str() {
         "llvm" if nnc_jit::HAS_LLVM => (Backend::Llvm, nnc_jit::Codegen::Llvm),
         "llvm" => {
@@ -216,6 +226,7 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
             "bench": kind,
             "model": name,
             "backend": a.backend,
+            "matmul": a.matmul,
             "batch": batch,
             "threads": threads,
             "ranks": comm.size(),
@@ -249,8 +260,18 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
         }
     }
     if let (Some(update), None | Some("update")) = (&model.update, a.only.as_deref()) {
-        let line = update_bandwidth(update, codegen).map_err(fail)?;
-        let _ = writeln!(out, "{line}");
+        // At the model's own size (its parameters), then at one that does not fit in cache.
+        let own: usize = model
+            .forward
+            .params
+            .iter()
+            .filter(|p| p.kind == nnc::ir::ParamKind::Param)
+            .map(|p| p.ty.shape.volume().0 as usize)
+            .sum();
+        for n in [own, 1 << 22] {
+            let line = update_bandwidth(update, codegen, n.max(1)).map_err(fail)?;
+            let _ = writeln!(out, "{line}");
+        }
     }
     Ok(())
 }
@@ -343,13 +364,15 @@ fn weights_read_us(params: &[nnc::Tensor]) -> f64 {
     t.elapsed().as_secs_f64() / reps as f64 * 1e6
 }
 
-/// The fused update kernel on 4M parameters (far beyond the caches) against memcpy in the
-/// same run: bytes moved per second by each, and their ratio.
+/// The fused update kernel on `n` parameters against memcpy of as many bytes in the same
+/// run: bytes moved per second by each, and their ratio.
 fn update_bandwidth(
     update: &nnc_ir::Func,
     codegen: nnc_jit::Codegen,
+    n: usize,
 ) -> Result<serde_json::Value, String> {
-    const N: usize = 1 << 22;
+    #[allow(non_snake_case)]
+    let N = n;
     let dims = std::collections::HashMap::from([("N".to_string(), N)]);
     let kernel = nnc_jit::compile_with(codegen, update, &dims)?;
     let states = update.params.len();

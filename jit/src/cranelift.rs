@@ -4,13 +4,13 @@
 use crate::Error;
 
 use crate::kernel::{Code, Entry, Kernel};
-use crate::plan::{Loc, member_of, sizes_text};
+use crate::plan::{Loc, invariant_divisor, member_of, sizes_text};
 use crate::program::{Arg, Instr, Program, program};
 use crate::{emit, kernels};
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, types,
+    AbiParam, InstBuilder, MemFlagsData, Signature, StackSlot, StackSlotData, StackSlotKind, types,
 };
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -397,6 +397,12 @@ fn fused_loop(
         usize,
         (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value),
     > = HashMap::new();
+    // A division by a loop-invariant value is a product with its reciprocal, computed once
+    // (a division costs 3-5 times a product; the result may differ by one rounding).
+    let mut reciprocals: HashMap<
+        usize,
+        (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value),
+    > = HashMap::new();
     for &j in &tree.order {
         let n = &f.nodes[j];
         let scalar = match (n.op, &n.attr) {
@@ -413,8 +419,18 @@ fn fused_loop(
             let v = b.ins().splat(types::F32X4, s);
             invariant.insert(j, (s, v));
         }
+        if let Some(&(s, _)) = invariant_divisor(f, j, |k| invariant.get(&k)) {
+            let one = b.ins().f32const(1.0);
+            let r = b.ins().fdiv(one, s);
+            let v = b.ins().splat(types::F32X4, r);
+            reciprocals.insert(j, (r, v));
+        }
     }
-    let body = |b: &mut FunctionBuilder, off: cranelift_codegen::ir::Value, ty: types::Type| {
+    type Recips = HashMap<usize, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)>;
+    let body = |b: &mut FunctionBuilder,
+                off: cranelift_codegen::ir::Value,
+                ty: types::Type,
+                reciprocals: &Recips| {
         let vector = ty.is_vector();
         let mut memo: HashMap<Value, cranelift_codegen::ir::Value> = HashMap::new();
         for &(v, base) in &tree.leaves {
@@ -471,6 +487,10 @@ fn fused_loop(
                             let p = b.ins().fneg(p);
                             b.ins().fma(p, q, xs[0])
                         }
+                        _ if reciprocals.contains_key(&j) => {
+                            let (s, v) = reciprocals[&j];
+                            b.ins().fmul(xs[0], if vector { v } else { s })
+                        }
                         _ => emit::compute(&mut Clif { b: &mut *b, ty }, n.op, &xs)?,
                     }
                 }
@@ -484,12 +504,30 @@ fn fused_loop(
         }
         Ok::<(), Error>(())
     };
-    let vec_end = (count / 4 * 4) as i64;
+    // Two vectors per trip: the second's work overlaps the first's latency chain.
+    let vec_end = (count / 8 * 8) as i64;
     if vec_end > 0 {
         let header = b.create_block();
         let body_block = b.create_block();
         let exit = b.create_block();
         b.append_block_param(header, types::I64);
+        // The loop reads the reciprocals from stack slots written before it: Cranelift
+        // places a pure value at its uses, so it would divide again on every trip (and it
+        // drops a header parameter that is passed on unchanged).
+        let slots: Vec<(usize, StackSlot)> = tree
+            .order
+            .iter()
+            .filter_map(|j| reciprocals.get(j).map(|&(_, v)| (*j, v)))
+            .map(|(j, v)| {
+                let slot = b.create_sized_stack_slot(StackSlotData::new(
+                    StackSlotKind::ExplicitSlot,
+                    16,
+                    4,
+                ));
+                b.ins().stack_store(types::I64, v, slot, 0);
+                (j, slot)
+            })
+            .collect();
         let zero = b.ins().iconst(types::I64, 0);
         b.ins().jump(header, &[zero.into()]);
         b.switch_to_block(header);
@@ -498,17 +536,32 @@ fn fused_loop(
         b.ins().brif(more, body_block, &[], exit, &[]);
         b.switch_to_block(body_block);
         b.seal_block(body_block);
+        let in_loop: Recips = slots
+            .iter()
+            .map(|&(j, slot)| {
+                let v = b.ins().stack_load(types::I64, types::F32X4, slot, 0);
+                (j, (reciprocals[&j].0, v))
+            })
+            .collect();
         let off = b.ins().ishl_imm_u(i, 2);
-        body(b, off, types::F32X4)?;
-        let next = b.ins().iadd_imm_s(i, 4);
+        body(b, off, types::F32X4, &in_loop)?;
+        let off = b.ins().iadd_imm_s(off, 16);
+        body(b, off, types::F32X4, &in_loop)?;
+        let next = b.ins().iadd_imm_s(i, 8);
         b.ins().jump(header, &[next.into()]);
         b.seal_block(header);
         b.switch_to_block(exit);
         b.seal_block(exit);
     }
-    for j in vec_end as usize..count {
+    let mut j = vec_end as usize;
+    if count - j >= 4 {
         let off = b.ins().iconst(types::I64, (4 * j) as i64);
-        body(b, off, types::F32)?;
+        body(b, off, types::F32X4, &reciprocals)?;
+        j += 4;
+    }
+    for j in j..count {
+        let off = b.ins().iconst(types::I64, (4 * j) as i64);
+        body(b, off, types::F32, &reciprocals)?;
     }
     Ok(())
 }

@@ -32,7 +32,7 @@ use nnc_ir::{Attr, Func, Op, Value};
 use crate::aot::ObjectSpec;
 use crate::emit;
 use crate::kernel::{Code, Entry, Kernel};
-use crate::plan::{Loc, member_of, sizes_text};
+use crate::plan::{Loc, invariant_divisor, member_of, sizes_text};
 use crate::program::{Arg, Instr, KernelFn, LoopSpec, Program, program};
 
 /// What keeps compiled code alive: the engine owns the machine code, the context the
@@ -362,6 +362,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         let vt = self.cx.f32_type().vec_type(lanes);
         // Loop-invariant values: constants and broadcast scalars.
         let mut invariant: HashMap<usize, VectorValue<'ctx>> = HashMap::new();
+        let mut reciprocals: HashMap<usize, VectorValue<'ctx>> = HashMap::new();
         for &j in &spec.order {
             let n = &self.f.nodes[j];
             match (n.op, &n.attr) {
@@ -377,6 +378,14 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                     }
                 }
                 _ => {}
+            }
+            // A division by a loop-invariant value: a product with its reciprocal.
+            if let Some(&y) = invariant_divisor(self.f, j, |k| invariant.get(&k)) {
+                let r = self
+                    .b
+                    .build_float_div(splat_const(vt, 1.0), y, "")
+                    .map_err(err)?;
+                reciprocals.insert(j, r);
             }
         }
         let leaves: Vec<(Value, PointerValue<'ctx>)> = spec
@@ -436,7 +445,10 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                             }
                         })
                         .collect::<Result<_, Error>>()?;
-                    emit::compute(&mut Lanes { e: self, vt }, n.op, &xs)?
+                    match reciprocals.get(&j) {
+                        Some(&r) => self.b.build_float_mul(xs[0], r, "").map_err(err)?,
+                        None => emit::compute(&mut Lanes { e: self, vt }, n.op, &xs)?,
+                    }
                 }
             };
             memo.insert(Value::Node(j as u32), y);

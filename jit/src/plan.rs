@@ -649,3 +649,17 @@ pub(crate) fn member_of(f: &Func, mut v: Value, step: &[usize]) -> Option<usize>
         }
     }
 }
+
+/// For a division `x / y` whose divisor `y` is loop-invariant (`invariant` finds it), that
+/// divisor's entry: the loop multiplies by its reciprocal, computed once before the loop.
+pub(crate) fn invariant_divisor<'a, T: 'a>(
+    f: &Func,
+    j: usize,
+    invariant: impl Fn(usize) -> Option<&'a T>,
+) -> Option<&'a T> {
+    let n = &f.nodes[j];
+    match (n.op, n.args.get(1)) {
+        (Op::Div, Some(&Value::Node(k))) => invariant(k as usize),
+        _ => None,
+    }
+}

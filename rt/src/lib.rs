@@ -11,6 +11,7 @@
 //! compiled code (or, in an object file, its read-only data), so they outlive every call.
 
 pub mod forward;
+pub mod mm;
 mod take;
 pub mod weights;
 
@@ -169,6 +170,22 @@ unsafe fn matmul(
         }
         return;
     }
+    if matches!(par, gemm::Parallelism::None) && use_packed(m, k, n, d[5] != 1, d[7] != 1) {
+        for i in 0..batch {
+            let sa = mm::Strided {
+                ptr: unsafe { a.add(i * a_bs) },
+                rs: d[4] as usize,
+                cs: d[5] as usize,
+            };
+            let sb = mm::Strided {
+                ptr: unsafe { b.add(i * b_bs) },
+                rs: d[6] as usize,
+                cs: d[7] as usize,
+            };
+            unsafe { mm::matmul(sa, sb, c.add(i * m * n), m, k, n, &mm::Epilogue::NONE) };
+        }
+        return;
+    }
     for i in 0..batch {
         unsafe {
             let (ap, bp, cp) = (a.add(i * a_bs), b.add(i * b_bs), c.add(i * m * n));
@@ -199,6 +216,38 @@ unsafe fn matmul(
             );
         }
     }
+}
+
+/// Whether a single-threaded product takes nnc's packed kernel (`mm`) rather than gemm:
+/// where an operand is read transposed. Measured on one thread (`cargo run --release -p
+/// nnc-rt --example mm_vs_gemm`, the products of mlp784's step): `b` transposed 1.17-1.22x
+/// gemm's rate, `a` transposed 1.01-1.04x; both plain, 0.93-0.96x, so gemm keeps those.
+/// A short inner dimension (`[128, 10] x [10, 256]`) ran at a third of gemm's rate: the
+/// tile's loads and stores outweigh ten multiply-adds.
+fn use_packed(m: usize, k: usize, n: usize, a_transposed: bool, b_transposed: bool) -> bool {
+    FORCE_PACKED.load(Ordering::Relaxed) != 2
+        && (FORCE_PACKED.load(Ordering::Relaxed) == 1 || a_transposed || b_transposed)
+        && m >= mm::MR
+        && k >= 32
+        && n > NARROW
+        && mm::available()
+}
+
+/// 0: `use_packed` decides; 1: every product it can take goes to the packed kernel; 2:
+/// none does (tests and benchmarks compare the two).
+static FORCE_PACKED: AtomicUsize = AtomicUsize::new(0);
+
+/// Routes products to the packed kernel always (`Some(true)`), never (`Some(false)`) or as
+/// measured best (`None`).
+pub fn force_packed(on: Option<bool>) {
+    FORCE_PACKED.store(
+        match on {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        },
+        Ordering::Relaxed,
+    );
 }
 
 /// Products no wider than this take the AVX-512 loop instead of gemm.
@@ -1010,12 +1059,22 @@ mod tests {
         assert_eq!(super::take_index_error(), None);
     }
 
-    /// Every matmul path (few rows, few columns, short inner dimension, gemm) against a naive product, with plain and
-    /// transposed operands.
+    /// Every matmul path (few rows, few columns, short inner dimension, the packed kernel,
+    /// gemm) against a naive product, with plain and transposed operands.
     #[test]
     fn matmul_paths_agree_with_a_naive_product() {
         for (m, k, n) in [1usize, 3, 4, 5, 9, 33].into_iter().flat_map(|m| {
-            [(37, 19), (37, 10), (10, 37), (300, 16), (5, 3), (17, 17)].map(|(k, n)| (m, k, n))
+            [
+                (37, 19),
+                (37, 10),
+                (10, 37),
+                (300, 16),
+                (5, 3),
+                (17, 17),
+                (300, 40),
+                (7, 67),
+            ]
+            .map(|(k, n)| (m, k, n))
         }) {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let a: Vec<f32> = (0..m * k)
@@ -1029,19 +1088,25 @@ mod tests {
                 let (b_rs, b_cs) = if tb { (1, k as i64) } else { (n as i64, 1) };
                 let at = |i: usize, p: usize| a[i * a_rs as usize + p * a_cs as usize];
                 let bt = |p: usize, j: usize| b[p * b_rs as usize + j * b_cs as usize];
-                let mut c = vec![0.0f32; m * n];
                 let d = [
                     1, m as i64, k as i64, n as i64, a_rs, a_cs, b_rs, b_cs, 0, 0,
                 ];
-                unsafe { super::nnc_matmul(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), d.as_ptr()) };
-                for i in 0..m {
-                    for j in 0..n {
-                        let want: f32 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
-                        let got = c[i * n + j];
-                        assert!(
-                            (got - want).abs() < 1e-4,
-                            "m={m} ta={ta} tb={tb} ({i},{j}): {got} vs {want}"
-                        );
+                for force in [None, Some(true), Some(false)] {
+                    let mut c = vec![0.0f32; m * n];
+                    super::force_packed(force);
+                    unsafe {
+                        super::nnc_matmul(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), d.as_ptr())
+                    };
+                    super::force_packed(None);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let want: f32 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
+                            let got = c[i * n + j];
+                            assert!(
+                                (got - want).abs() < 1e-4,
+                                "m={m} ta={ta} tb={tb} {force:?} ({i},{j}): {got} vs {want}"
+                            );
+                        }
                     }
                 }
             }

@@ -284,6 +284,19 @@ unsafe fn small_matmul(
             if n <= NARROW {
                 return unsafe { narrow_matmul_avx512(a, b, c, m, k, n, d) };
             }
+            if m <= 4 && d[7] == 1 && FORCE_PACKED.load(Ordering::Relaxed) != 2 {
+                let sa = mm::Strided {
+                    ptr: a,
+                    rs: d[4] as usize,
+                    cs: d[5] as usize,
+                };
+                let sb = mm::Strided {
+                    ptr: b,
+                    rs: d[6] as usize,
+                    cs: 1,
+                };
+                return unsafe { mm::few_rows(sa, sb, c, m, k, n) };
+            }
             return unsafe { small_matmul_avx512(a, b, c, m, k, n, d) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")

@@ -303,6 +303,87 @@ unsafe fn kernel(
 ) {
 }
 
+/// `c[m, n] = a[m, k] @ b[k, n]` for a few rows (`m <= 4`) and `b` row-major: each block of
+/// columns accumulates in registers over the whole depth, so `b` streams through once per
+/// block, row after row, and `c` is stored once (a batch-1 forward pass reads each weight
+/// once, at the speed memory gives it).
+///
+/// # Safety
+/// `available()`; `b.cs == 1`; the operands fit their strides; `c` holds `m * n`.
+pub unsafe fn few_rows(a: Strided, b: Strided, c: *mut f32, m: usize, k: usize, n: usize) {
+    debug_assert!((1..=4).contains(&m) && b.cs == 1);
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        let mut j = 0;
+        while j < n {
+            let cols = match m {
+                1 => (n - j).min(256),
+                2 => (n - j).min(128),
+                _ => (n - j).min(64),
+            };
+            match m {
+                1 => block::<1, 16>(a, b, c, m, k, n, j, cols),
+                2 => block::<2, 8>(a, b, c, m, k, n, j, cols),
+                _ => block::<4, 4>(a, b, c, m, k, n, j, cols),
+            }
+            j += cols;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (a, b, c, m, k, n);
+        unreachable!("only called where `available()`");
+    }
+}
+
+/// Columns `j0..j0 + cols` (at most `16 * V`) of `c` for its `m <= R` rows, in `R x V`
+/// registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block<const R: usize, const V: usize>(
+    a: Strided,
+    b: Strided,
+    c: *mut f32,
+    m: usize,
+    k: usize,
+    n: usize,
+    j0: usize,
+    cols: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    let masks: [__mmask16; V] = std::array::from_fn(|v| {
+        let c = cols.saturating_sub(16 * v).min(16);
+        ((1u32 << c) - 1) as u16
+    });
+    let rows: [*const f32; R] =
+        std::array::from_fn(|r| unsafe { a.ptr.add(if r < m { r * a.rs } else { 0 }) });
+    let full = cols == 16 * V;
+    for p in 0..k {
+        let bp = unsafe { b.ptr.add(p * b.rs + j0) };
+        let bv: [__m512; V] = std::array::from_fn(|v| unsafe {
+            if full {
+                _mm512_loadu_ps(bp.add(16 * v))
+            } else {
+                _mm512_maskz_loadu_ps(masks[v], bp.add(16 * v))
+            }
+        });
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(unsafe { *rows[r].add(p * a.cs) });
+            for v in 0..V {
+                acc[v] = _mm512_fmadd_ps(av, bv[v], acc[v]);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate().take(m) {
+        for v in 0..V {
+            if masks[v] != 0 {
+                unsafe { _mm512_mask_storeu_ps(c.add(r * n + j0 + 16 * v), masks[v], acc[v]) };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +401,41 @@ mod tests {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
+        // A few rows, as `few_rows` takes them (b row-major).
+        for (m, k, n) in [
+            (1, 784, 256),
+            (2, 37, 300),
+            (3, 5, 67),
+            (4, 64, 17),
+            (1, 3, 600),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| draw()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| draw()).collect();
+            let mut c = vec![f32::NAN; m * n];
+            let sa = Strided {
+                ptr: a.as_ptr(),
+                rs: k,
+                cs: 1,
+            };
+            let sb = Strided {
+                ptr: b.as_ptr(),
+                rs: n,
+                cs: 1,
+            };
+            unsafe { few_rows(sa, sb, c.as_mut_ptr(), m, k, n) };
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                        .sum();
+                    let got = c[i * n + j] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + k as f64).sqrt(),
+                        "few rows [{m}x{k}]@[{k}x{n}] c[{i},{j}] = {got}, want {want}"
+                    );
+                }
+            }
+        }
         let shapes = (1..=67)
             .step_by(3)
             .flat_map(|m| [1usize, 16, 31, 33, 67].map(move |n| (m, n)))

@@ -170,7 +170,7 @@ unsafe fn matmul(
         }
         return;
     }
-    if matches!(par, gemm::Parallelism::None) && use_packed(m, k, n, d[5] != 1, d[7] != 1) {
+    if matches!(par, gemm::Parallelism::None) && use_packed(m, k, n, d[7] != 1) {
         for i in 0..batch {
             let sa = mm::Strided {
                 ptr: unsafe { a.add(i * a_bs) },
@@ -219,14 +219,17 @@ unsafe fn matmul(
 }
 
 /// Whether a single-threaded product takes nnc's packed kernel (`mm`) rather than gemm:
-/// where an operand is read transposed. Measured on one thread (`cargo run --release -p
-/// nnc-rt --example mm_vs_gemm`, the products of mlp784's step): `b` transposed 1.17-1.22x
-/// gemm's rate, `a` transposed 1.01-1.04x; both plain, 0.93-0.96x, so gemm keeps those.
+/// where `b` is read transposed (a backward pass's `dy @ w^T`). Measured on one thread
+/// (`cargo run --release -p nnc-rt --example mm_vs_gemm` and `nnc bench --only gemm
+/// --matmul ...`): `b` transposed 1.17-1.22x gemm's rate on mlp784's `[128, 256] x
+/// [256, 256]^T`, 3.6x on an LSTM's per-step `[32, 1024] x [1024, 256]^T`; plain layouts
+/// 0.93-0.96x, and `a` transposed 1.01-1.04x at depth 128 but 0.5-0.8x at depth 2048 (an
+/// LSTM's weight gradient), so gemm keeps those.
 /// A short inner dimension (`[128, 10] x [10, 256]`) ran at a third of gemm's rate: the
 /// tile's loads and stores outweigh ten multiply-adds.
-fn use_packed(m: usize, k: usize, n: usize, a_transposed: bool, b_transposed: bool) -> bool {
+fn use_packed(m: usize, k: usize, n: usize, b_transposed: bool) -> bool {
     FORCE_PACKED.load(Ordering::Relaxed) != 2
-        && (FORCE_PACKED.load(Ordering::Relaxed) == 1 || a_transposed || b_transposed)
+        && (FORCE_PACKED.load(Ordering::Relaxed) == 1 || b_transposed)
         && m >= mm::MR
         && k >= 32
         && n > NARROW

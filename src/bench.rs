@@ -296,6 +296,7 @@ fn gemm_profile(
     // The warm-up step of `measure` ran with the profile on too.
     let per = (steps + 1) as f64;
     let reference = nnc_jit::kernels::reference_gflops(1024);
+    let peak = nnc_jit::kernels::mm::peak_gflops();
     let mut groups: Vec<(nnc_jit::kernels::MatmulCall, usize)> = Vec::new();
     for c in calls {
         let same = |g: &nnc_jit::kernels::MatmulCall| {
@@ -326,6 +327,7 @@ fn gemm_profile(
             "us_per_step": secs * 1e6,
             "gflops": gflops,
             "vs_square_1024": gflops / reference,
+            "vs_peak": gflops / peak,
         }));
     }
     let step = m.per_step.as_secs_f64();
@@ -335,6 +337,7 @@ fn gemm_profile(
         "gemm_us_per_step": total * 1e6,
         "gemm_share": total / step,
         "square_1024_gflops": reference,
+        "peak_gflops": peak,
     }));
     Ok(lines)
 }

@@ -659,7 +659,9 @@ pub(crate) fn invariant_divisor<'a, T: 'a>(
 ) -> Option<&'a T> {
     let n = &f.nodes[j];
     match (n.op, n.args.get(1)) {
-        (Op::Div, Some(&Value::Node(k))) => invariant(k as usize),
+        // Integer division never reaches a fused loop (a kernel truncates it); the guard
+        // keeps it so.
+        (Op::Div, Some(&Value::Node(k))) if n.ty.dtype.is_float() => invariant(k as usize),
         _ => None,
     }
 }

@@ -385,6 +385,62 @@ unsafe fn block<const R: usize, const V: usize>(
     }
 }
 
+/// This core's f32 multiply-add peak, measured now (GFLOP/s): twelve independent chains of
+/// 512-bit FMAs (256-bit where AVX-512 is missing), the best of five runs. The yardstick
+/// `nnc bench --only gemm` puts every product against, in the same run.
+pub fn peak_gflops() -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let fmas = 1usize << 22;
+        let run = || -> Option<f64> {
+            let t = std::time::Instant::now();
+            let lanes = if available() {
+                unsafe { fma_chains_avx512(fmas) };
+                16
+            } else if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                unsafe { fma_chains_avx2(fmas) };
+                8
+            } else {
+                return None;
+            };
+            Some(2.0 * (fmas * 12 * lanes) as f64 / t.elapsed().as_secs_f64() / 1e9)
+        };
+        (0..5).filter_map(|_| run()).fold(0.0, f64::max)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0.0
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_avx512(n: usize) {
+    let mut acc = [_mm512_set1_ps(0.0); 12];
+    let (x, y) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    for _ in 0..n {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, x, y);
+        }
+    }
+    std::hint::black_box(acc);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_avx2(n: usize) {
+    let mut acc = [_mm256_set1_ps(0.0); 12];
+    let (x, y) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    for _ in 0..n {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, x, y);
+        }
+    }
+    std::hint::black_box(acc);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,6 +93,28 @@ fn a_scan_and_its_gradient_run_natively() {
     check(nnc_jit::Codegen::Cranelift);
 }
 
+/// At width 40 and 9 rows the backward's `dh @ u^T` takes nnc's packed kernel, which
+/// packs the loop constant `u` once for the whole reverse loop: against the interpreter.
+#[test]
+fn a_wide_scan_packs_its_constant_weight_once_and_agrees() {
+    let text = ELMAN.replace(", 4]", ", 40]").replace("[4, ", "[40, ");
+    let loss = &parse_module(&text).unwrap().funcs[0];
+    let grad = nnc_compiler::autodiff::grad(loss).unwrap();
+    let opt = nnc_compiler::passes::optimize(&grad, &mut |_, _| {}).unwrap();
+    let mut jit = nnc_jit::Jit::with_codegen(nnc_jit::Codegen::Cranelift);
+    for f in [&grad, &opt] {
+        let (ins, mut ps) = values(f, 9, 9);
+        // Weights of a 40-wide layer's scale (uniform in +-1 saturates every tanh, and the
+        // gradient is then a difference of nearly equal terms).
+        for p in &mut ps {
+            p.data.iter_mut().for_each(|v| *v *= 0.15);
+        }
+        let want = eval(f, &ins, &ps).unwrap();
+        let got = jit.eval(f, &ins, &ps).unwrap();
+        close(&got, &want);
+    }
+}
+
 #[cfg(feature = "llvm")]
 #[test]
 fn a_scan_and_its_gradient_run_natively_on_llvm() {

@@ -834,28 +834,31 @@ pub unsafe extern "C" fn nnc_scan(desc: *const i64, ptrs: *const *mut f32, body:
         let mut ins: Vec<*const f32> = Vec::with_capacity(nc + ns + nk);
         let mut outs: Vec<*mut f32> = Vec::with_capacity(nc + ny);
         let mut read: Vec<*const f32> = init.iter().map(|&c| c as *const f32).collect();
-        for k in 0..steps {
-            let t = if reverse { steps - 1 - k } else { k };
-            let write: &[*mut f32] = if (steps - 1 - k) % 2 == 0 {
-                finals
-            } else {
-                cur
-            };
-            ins.clear();
-            ins.extend_from_slice(&read);
-            for (s, &n) in seqs.iter().zip(ssz) {
-                ins.push(s.add(t * n as usize));
+        let constants: Vec<*const f32> = consts.iter().map(|&c| c as *const f32).collect();
+        mm::with_loop_constants(&constants, || {
+            for k in 0..steps {
+                let t = if reverse { steps - 1 - k } else { k };
+                let write: &[*mut f32] = if (steps - 1 - k) % 2 == 0 {
+                    finals
+                } else {
+                    cur
+                };
+                ins.clear();
+                ins.extend_from_slice(&read);
+                for (s, &n) in seqs.iter().zip(ssz) {
+                    ins.push(s.add(t * n as usize));
+                }
+                ins.extend(consts.iter().map(|&c| c as *const f32));
+                outs.clear();
+                outs.extend_from_slice(write);
+                for (y, &n) in stacked.iter().zip(ysz) {
+                    outs.push(y.add(t * n as usize));
+                }
+                body(ins.as_ptr(), std::ptr::null(), outs.as_ptr(), scratch);
+                read.clear();
+                read.extend(write.iter().map(|&c| c as *const f32));
             }
-            ins.extend(consts.iter().map(|&c| c as *const f32));
-            outs.clear();
-            outs.extend_from_slice(write);
-            for (y, &n) in stacked.iter().zip(ysz) {
-                outs.push(y.add(t * n as usize));
-            }
-            body(ins.as_ptr(), std::ptr::null(), outs.as_ptr(), scratch);
-            read.clear();
-            read.extend(write.iter().map(|&c| c as *const f32));
-        }
+        });
         if steps == 0 {
             for c in 0..nc {
                 std::ptr::copy(init[c], finals[c], csz[c] as usize);

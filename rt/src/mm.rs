@@ -62,6 +62,65 @@ pub struct Strided {
 
 thread_local! {
     static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The constants of the structured loops running on this thread (innermost last), and
+    /// the `b` operands packed from them: a loop's constants do not change while it runs,
+    /// so a recurrent weight is packed once per loop, not once per step.
+    static LOOPS: RefCell<Vec<LoopFrame>> = const { RefCell::new(Vec::new()) };
+}
+
+struct LoopFrame {
+    consts: Vec<*const f32>,
+    /// `b` packed whole, every slice in the kernel's order, by (pointer, strides, k, n).
+    packed: Vec<((usize, usize, usize, usize, usize), Vec<f32>)>,
+}
+
+/// Runs `f` as the body of a structured loop whose constants start at `consts`: products
+/// reading one of them as `b` pack it once for the whole of `f`.
+pub fn with_loop_constants<R>(consts: &[*const f32], f: impl FnOnce() -> R) -> R {
+    LOOPS.with(|l| {
+        l.borrow_mut().push(LoopFrame {
+            consts: consts.to_vec(),
+            packed: Vec::new(),
+        })
+    });
+    let r = f();
+    LOOPS.with(|l| l.borrow_mut().pop());
+    r
+}
+
+/// `b` packed whole (slices of depth `kc_even` and width `NC`, in the kernel's order) when
+/// it is a running loop's constant, packed now or before in this loop.
+unsafe fn loop_packed(b: Strided, k: usize, n: usize, kc_even: usize) -> Option<*const f32> {
+    LOOPS.with(|l| {
+        let mut frames = l.borrow_mut();
+        let frame = frames
+            .iter_mut()
+            .rev()
+            .find(|f| f.consts.contains(&b.ptr))?;
+        let key = (b.ptr as usize, b.rs, b.cs, k, n);
+        if let Some((_, v)) = frame.packed.iter().find(|(k2, _)| *k2 == key) {
+            return Some(v.as_ptr());
+        }
+        let mut all = Vec::new();
+        for jc in (0..n).step_by(NC) {
+            let nc = (n - jc).min(NC);
+            let b_block = Strided {
+                ptr: unsafe { b.ptr.add(jc * b.cs) },
+                ..b
+            };
+            let mut pc = 0;
+            while pc < k {
+                let kc = (k - pc).min(kc_even);
+                let at = all.len();
+                all.resize(at + kc * nc.next_multiple_of(NR), 0.0);
+                unsafe { pack_b(b_block, pc, kc, nc, &mut all[at..]) };
+                pc += kc;
+            }
+        }
+        let ptr = all.as_ptr();
+        frame.packed.push((key, all));
+        Some(ptr)
+    })
 }
 
 /// Whether this CPU runs the packed kernel.
@@ -106,6 +165,8 @@ pub unsafe fn matmul(
         }
         // Slices of equal depth (784 = 4 x 196, not 3 x 256 + 16).
         let kc_even = k.div_ceil(k.div_ceil(KC));
+        let whole = unsafe { loop_packed(b, k, n, kc_even) };
+        let mut offset = 0;
         for jc in (0..n).step_by(NC) {
             let nc = (n - jc).min(NC);
             let b_block = Strided {
@@ -116,13 +177,20 @@ pub unsafe fn matmul(
             while pc < k {
                 let kc = (k - pc).min(kc_even);
                 let last = pc + kc == k;
-                unsafe { pack_b(b_block, pc, kc, nc, pb) };
+                let slice = match whole {
+                    Some(all) => unsafe { all.add(offset) },
+                    None => {
+                        unsafe { pack_b(b_block, pc, kc, nc, pb) };
+                        pb.as_ptr()
+                    }
+                };
+                offset += kc * nc.next_multiple_of(NR);
                 let mut ic = 0;
                 while ic < m {
                     let mc = (m - ic).min(MC);
                     for jp in 0..nc.div_ceil(NR) {
                         let j0 = jc + jp * NR;
-                        let bp = unsafe { pb.as_ptr().add(jp * kc * NR) };
+                        let bp = unsafe { slice.add(jp * kc * NR) };
                         for ip in 0..mc.div_ceil(MR) {
                             let i0 = ic + ip * MR;
                             let ap = Strided {

@@ -68,10 +68,13 @@ thread_local! {
     static LOOPS: RefCell<Vec<LoopFrame>> = const { RefCell::new(Vec::new()) };
 }
 
+/// What identifies a packed `b`: its pointer, strides, depth and width.
+type PackKey = (usize, usize, usize, usize, usize);
+
 struct LoopFrame {
     consts: Vec<*const f32>,
-    /// `b` packed whole, every slice in the kernel's order, by (pointer, strides, k, n).
-    packed: Vec<((usize, usize, usize, usize, usize), Vec<f32>)>,
+    /// `b` packed whole, every slice in the kernel's order.
+    packed: Vec<(PackKey, Vec<f32>)>,
 }
 
 /// Runs `f` as the body of a structured loop whose constants start at `consts`: products

@@ -41,9 +41,10 @@ pub struct BenchArgs {
     /// Timed steps of the interpreter baseline (0 skips it).
     #[arg(long, default_value_t = 3)]
     baseline_steps: usize,
-    /// Which matrix-product kernel a single-threaded product takes: auto (what measured
-    /// best for its shape and layout), gemm, or packed (nnc's own, AVX-512), to compare them
-    /// in one run.
+    /// Which matrix-product kernels single-threaded products take, to compare them in one
+    /// run: auto (what measured best for each shape and layout), gemm (nnc's own AVX-512
+    /// kernels off: gemm and the older loops), or packed (nnc's packed kernel wherever it
+    /// can take the product).
     #[arg(long, default_value = "auto", value_parser = ["auto", "gemm", "packed"])]
     matmul: String,
 }

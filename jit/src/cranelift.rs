@@ -378,6 +378,9 @@ struct Tree {
     members: Vec<usize>,
 }
 
+/// Per node of a fused loop, a value computed before the loop, as a scalar and as a vector.
+type Recips = HashMap<usize, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)>;
+
 /// `dst[i] = tree(i)` for `i < count`: one f32x4 loop with a scalar tail, every inlined
 /// node computed in registers.
 /// Emits one loop computing `tree` over `count` elements, f32x4 then a scalar tail. With
@@ -393,16 +396,10 @@ fn fused_loop(
     let flags = MemFlagsData::new().with_notrap();
     // Loop-invariant values, computed once before the loop: constants and broadcast
     // scalars, as scalars and as vectors.
-    let mut invariant: HashMap<
-        usize,
-        (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value),
-    > = HashMap::new();
+    let mut invariant: Recips = HashMap::new();
     // A division by a loop-invariant value is a product with its reciprocal, computed once
     // (a division costs 3-5 times a product; the result may differ by one rounding).
-    let mut reciprocals: HashMap<
-        usize,
-        (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value),
-    > = HashMap::new();
+    let mut reciprocals: Recips = HashMap::new();
     for &j in &tree.order {
         let n = &f.nodes[j];
         let scalar = match (n.op, &n.attr) {
@@ -426,7 +423,6 @@ fn fused_loop(
             reciprocals.insert(j, (r, v));
         }
     }
-    type Recips = HashMap<usize, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)>;
     let body = |b: &mut FunctionBuilder,
                 off: cranelift_codegen::ir::Value,
                 ty: types::Type,

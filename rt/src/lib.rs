@@ -228,8 +228,9 @@ unsafe fn matmul(
 /// A short inner dimension (`[128, 10] x [10, 256]`) ran at a third of gemm's rate: the
 /// tile's loads and stores outweigh ten multiply-adds.
 fn use_packed(m: usize, k: usize, n: usize, b_transposed: bool) -> bool {
-    FORCE_PACKED.load(Ordering::Relaxed) != 2
-        && (FORCE_PACKED.load(Ordering::Relaxed) == 1 || b_transposed)
+    let force = FORCE_PACKED.load(Ordering::Relaxed);
+    force != 2
+        && (force == 1 || b_transposed)
         && m >= mm::MR
         && k >= 32
         && n > NARROW

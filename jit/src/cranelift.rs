@@ -379,7 +379,7 @@ struct Tree {
 }
 
 /// Per node of a fused loop, a value computed before the loop, as a scalar and as a vector.
-type Recips = HashMap<usize, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)>;
+type Hoisted = HashMap<usize, (cranelift_codegen::ir::Value, cranelift_codegen::ir::Value)>;
 
 /// `dst[i] = tree(i)` for `i < count`: one f32x4 loop with a scalar tail, every inlined
 /// node computed in registers.
@@ -396,10 +396,10 @@ fn fused_loop(
     let flags = MemFlagsData::new().with_notrap();
     // Loop-invariant values, computed once before the loop: constants and broadcast
     // scalars, as scalars and as vectors.
-    let mut invariant: Recips = HashMap::new();
+    let mut invariant: Hoisted = HashMap::new();
     // A division by a loop-invariant value is a product with its reciprocal, computed once
     // (a division costs 3-5 times a product; the result may differ by one rounding).
-    let mut reciprocals: Recips = HashMap::new();
+    let mut reciprocals: Hoisted = HashMap::new();
     for &j in &tree.order {
         let n = &f.nodes[j];
         let scalar = match (n.op, &n.attr) {
@@ -426,7 +426,7 @@ fn fused_loop(
     let body = |b: &mut FunctionBuilder,
                 off: cranelift_codegen::ir::Value,
                 ty: types::Type,
-                reciprocals: &Recips| {
+                reciprocals: &Hoisted| {
         let vector = ty.is_vector();
         let mut memo: HashMap<Value, cranelift_codegen::ir::Value> = HashMap::new();
         for &(v, base) in &tree.leaves {
@@ -532,7 +532,7 @@ fn fused_loop(
         b.ins().brif(more, body_block, &[], exit, &[]);
         b.switch_to_block(body_block);
         b.seal_block(body_block);
-        let in_loop: Recips = slots
+        let in_loop: Hoisted = slots
             .iter()
             .map(|&(j, slot)| {
                 let v = b.ins().stack_load(types::I64, types::F32X4, slot, 0);

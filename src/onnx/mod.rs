@@ -22,6 +22,8 @@ use onnx_protobuf::{
 };
 use protobuf::Message;
 
+mod recurrent;
+
 use crate::train_cmds::{base_dir, fail, pick, session_from};
 use crate::{Failed, load_checked};
 
@@ -216,6 +218,8 @@ fn tensor(name: &str, dtype: i32, dims: &[i64], values: &[f64]) -> TensorProto {
 /// Builds the graph: names values, emits nodes.
 struct Graph<'a> {
     f: &'a Func,
+    /// The parameters' values (`f.params` order); empty in a loop body.
+    params: &'a [Vec<f32>],
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
     count: usize,
@@ -323,6 +327,7 @@ impl Graph<'_> {
 pub fn to_onnx(f: &Func, params: &[Vec<f32>], meta: &Meta) -> Result<Vec<u8>, String> {
     let mut g = Graph {
         f,
+        params,
         nodes: Vec::new(),
         inits: Vec::new(),
         count: 0,
@@ -454,6 +459,12 @@ fn emit_nodes(g: &mut Graph, opset: i64) -> Result<Vec<String>, String> {
             names.push(out);
             continue;
         }
+        if let Some(rnn) = recurrent::recognize(f, i).filter(|_| !g.params.is_empty()) {
+            let outs = recurrent_node(g, &rnn, &name_of(rnn.x));
+            scans.insert(i, outs);
+            names.push(String::new());
+            continue;
+        }
         if let Attr::Loop(l) = &n.attr {
             let args: Vec<String> = n.args.iter().map(|&v| name_of(v)).collect();
             let outs = scan(g, l, &args, opset).map_err(|e| format!("%{i} = scan: {e}"))?;
@@ -483,6 +494,56 @@ fn emit_nodes(g: &mut Graph, opset: i64) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
+/// A recognized GRU or LSTM as ONNX's node; returns the names of the scan's results.
+fn recurrent_node(g: &mut Graph, rnn: &recurrent::Rnn, x: &str) -> Vec<String> {
+    let (kind, units) = (rnn.kind, rnn.units);
+    let wide = (kind.gates() * units) as i64;
+    let p = |k: u32| &g.params[k as usize];
+    let (wi, wh) = (p(rnn.wi), p(rnn.wh));
+    let w = recurrent::weights(kind, units, wi);
+    let r = recurrent::weights(kind, units, wh);
+    let bias = recurrent::biases(kind, units, p(rnn.bi), p(rnn.bh));
+    let feat = (wi.len() as i64) / wide;
+    // Named after the layer: `h.wi` gives `h.W`, `h.R`, `h.B`.
+    let layer = g.f.params[rnn.wi as usize].name.clone();
+    let layer = layer.rsplit_once('.').map_or(layer.as_str(), |(l, _)| l);
+    let names = ["W", "R", "B"].map(|s| format!("{layer}.{s}"));
+    g.inits.push(tensor(&names[0], FLOAT, &[1, wide, feat], &w));
+    g.inits
+        .push(tensor(&names[1], FLOAT, &[1, wide, units as i64], &r));
+    g.inits
+        .push(tensor(&names[2], FLOAT, &[1, 2 * wide], &bias));
+    // ONNX's sequences are [T, B, F].
+    let xt = g.node("Transpose", &[x], vec![attr_ints("perm", &[1, 0, 2])]);
+    let tag = g.fresh(&kind.op().to_lowercase());
+    let outputs: Vec<String> = ["Y", "Y_h", "Y_c"]
+        [..if kind == recurrent::Kind::Lstm { 3 } else { 2 }]
+        .iter()
+        .map(|o| format!("{tag}_{o}"))
+        .collect();
+    let mut n = NodeProto::new();
+    n.op_type = kind.op().into();
+    n.name = tag;
+    n.input = vec![xt, names[0].clone(), names[1].clone(), names[2].clone()];
+    n.output = outputs.clone();
+    n.attribute = vec![attr_int("hidden_size", units as i64)];
+    if kind == recurrent::Kind::Gru {
+        // PyTorch's GRU: the reset gate scales the recurrent product, bias included.
+        n.attribute.push(attr_int("linear_before_reset", 1));
+    }
+    g.nodes.push(n);
+    // Y is [T, 1, B, U]; Y_h and Y_c [1, B, U].
+    let (axis0, axis1) = (g.ints(&[0]), g.ints(&[1]));
+    rnn.results
+        .iter()
+        .map(|res| match res {
+            recurrent::Output::Hidden => g.node("Squeeze", &[&outputs[1], &axis0], vec![]),
+            recurrent::Output::Cell => g.node("Squeeze", &[&outputs[2], &axis0], vec![]),
+            recurrent::Output::Every => g.node("Squeeze", &[&outputs[0], &axis1], vec![]),
+        })
+        .collect()
+}
+
 /// A scan as ONNX's `Scan`: its body a subgraph over the carries and one step of each
 /// sequence, reading the constants from the enclosing graph by name; returns the names
 /// of the final carries and the stacked outputs.
@@ -497,6 +558,7 @@ fn scan(
     let tag = g.fresh("scan");
     let mut inner = Graph {
         f: b,
+        params: &[],
         nodes: Vec::new(),
         inits: Vec::new(),
         count: g.count,

@@ -545,7 +545,7 @@ pub fn predict(a: PredictArgs) -> Result<(), Failed> {
     let label = declared
         .and_then(|d| match d.source {
             Source::Csv { label, .. } => label,
-            Source::Npy { .. } => None,
+            Source::Npy { .. } | Source::Text { .. } => None,
         })
         .unwrap_or_else(|| "label".into());
     let (session, _) = session_from(

@@ -284,6 +284,42 @@ fn the_keyboard_task_exports_as_onnx_operators() {
     );
 }
 
+/// The character-level language models (an LSTM and a causal transformer over windows of
+/// 256 bytes, logits at every position), trained an epoch on the text's first 24 KB and
+/// checked on its first 8 windows.
+#[test]
+fn the_language_models_export_as_onnx_operators() {
+    let py = python();
+    let dir = scratch("onnx-charlm");
+    let text = std::fs::read("examples/data/jargon.txt").unwrap();
+    let head = dir.join("head.txt");
+    std::fs::write(&head, &text[..24 * 1024]).unwrap();
+    let header: Vec<String> = (0..256).map(|i| format!("x{i}")).collect();
+    let mut csv = vec![header.join(",")];
+    for w in text.chunks(256).take(8) {
+        csv.push(
+            w.iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    let rows = dir.join("rows.csv");
+    std::fs::write(&rows, csv.join("\n") + "\n").unwrap();
+    for (name, ops) in [
+        ("charlm", "Gather,LSTM,MatMul"),
+        ("charlm_gpt", "Gather,LayerNormalization,Softmax"),
+    ] {
+        let src = std::fs::read_to_string(format!("examples/tasks/{name}.nn"))
+            .unwrap()
+            .replace("../data/jargon.txt", s(&head));
+        assert!(src.contains("head.txt"));
+        let file = dir.join(format!("{name}.nn"));
+        std::fs::write(&file, src).unwrap();
+        export_and_check(&py, &dir, name, s(&file), None, &rows, ops, 0);
+    }
+}
+
 /// The two examples without shipped data (MNIST-sized LeNet-5 and the 784-256-256-10
 /// MLP), trained an epoch on 40 random rows and checked on them.
 #[test]

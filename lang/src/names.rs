@@ -110,6 +110,15 @@ pub const DATA_SOURCES: &[(&str, &[(&str, ArgKind)])] = &[
             ("min_max", ArgKind::Bool),
         ],
     ),
+    (
+        "text",
+        &[
+            ("path", ArgKind::Text),
+            ("window", ArgKind::Count),
+            ("test_tail", ArgKind::Count),
+            ("test_fraction", ArgKind::Fraction),
+        ],
+    ),
 ];
 
 /// What a train setting holds.

@@ -28,6 +28,15 @@ pub enum Source {
         /// The labels file.
         y: Option<PathBuf>,
     },
+    /// A text file as a byte-level language-modelling set: row `i` is the `window` bytes
+    /// from `i * window` (ids 0..=255), its labels the bytes one further on (the next
+    /// byte at each position). Windows do not overlap; a held-out tail is the text's end.
+    Text {
+        /// The file.
+        path: PathBuf,
+        /// Bytes per row.
+        window: usize,
+    },
 }
 
 /// How the rows split into training and held-out rows (no shuffling before the split).
@@ -217,6 +226,7 @@ pub fn load(spec: &DataSpec) -> Result<Dataset, Error> {
     let mut ds = match &spec.source {
         Source::Csv { path, label } => load_csv(path, label.as_deref())?,
         Source::Npy { x, y } => load_npy(x, y.as_deref())?,
+        Source::Text { path, window } => load_text(path, *window)?,
     };
     if spec.scale != 1.0 {
         ds.x.data.iter_mut().for_each(|v| *v *= spec.scale);
@@ -285,6 +295,39 @@ fn load_csv(path: &Path, label: Option<&str>) -> Result<Dataset, Error> {
             .lines
             .iter()
             .map(|l| format!("line {l} of `{file}`"))
+            .collect(),
+        source: format!("`{file}`"),
+        label_file: None,
+    })
+}
+
+fn load_text(path: &Path, window: usize) -> Result<Dataset, Error> {
+    let bytes = read(path)?;
+    let file = path.display();
+    if window == 0 {
+        return Err(Error::Data(format!(
+            "`{file}`: text windows must hold at least one byte (window = 0)"
+        )));
+    }
+    // Each row needs the byte after its window as its last label.
+    let n = bytes.len().saturating_sub(1) / window;
+    if n == 0 {
+        return Err(Error::Data(format!(
+            "`{file}` holds {} bytes, too few for one window of {window} and the byte after it",
+            bytes.len()
+        )));
+    }
+    let ids = |from: usize| -> Vec<f64> {
+        (0..n)
+            .flat_map(|i| &bytes[i * window + from..i * window + from + window])
+            .map(|&b| f64::from(b))
+            .collect()
+    };
+    Ok(Dataset {
+        x: Tensor::new(DType::F32, vec![n, window], ids(0)),
+        y: Some(Tensor::new(DType::F64, vec![n, window], ids(1))),
+        origin: (0..n)
+            .map(|i| format!("bytes {}..{} of `{file}`", i * window, (i + 1) * window))
             .collect(),
         source: format!("`{file}`"),
         label_file: None,
@@ -491,6 +534,52 @@ impl Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn text_spec(path: &Path, window: usize, split: Split) -> DataSpec {
+        DataSpec {
+            source: Source::Text {
+                path: path.to_path_buf(),
+                window,
+            },
+            scale: 1.0,
+            split,
+            normalize: Normalize::None,
+        }
+    }
+
+    /// A text is cut into windows of bytes, each labelled with the bytes one further on;
+    /// the tail is the end of the text; too short a text is an error naming its size.
+    #[test]
+    fn text_windows_predict_the_next_byte() {
+        let dir = std::env::temp_dir().join(format!("nnc-text-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.txt");
+        std::fs::write(&p, "abcdefghij").unwrap();
+        let ds = load(&text_spec(&p, 3, Split::None)).unwrap();
+        let b = |s: &str| s.bytes().map(f64::from).collect::<Vec<_>>();
+        assert_eq!(ds.x.shape, vec![3, 3]);
+        assert_eq!(ds.x.data, b("abcdefghi"));
+        assert_eq!(ds.y.as_ref().unwrap().data, b("bcdefghij"));
+        assert_eq!(ds.origin[2], format!("bytes 6..9 of `{}`", p.display()));
+        let (train, test) = ds.split(Split::Tail(1)).unwrap();
+        assert_eq!(train.x.data, b("abcdef"));
+        assert_eq!(test.unwrap().y.unwrap().data, b("hij"));
+        // Each window needs the byte after it: nine bytes make two windows of four, eight
+        // make one.
+        std::fs::write(&p, "abcdefghi").unwrap();
+        assert_eq!(load(&text_spec(&p, 4, Split::None)).unwrap().len(), 2);
+        std::fs::write(&p, "abcdefgh").unwrap();
+        assert_eq!(load(&text_spec(&p, 4, Split::None)).unwrap().len(), 1);
+        std::fs::write(&p, "abcd").unwrap();
+        assert_eq!(
+            load(&text_spec(&p, 4, Split::None)).unwrap_err(),
+            Error::Data(format!(
+                "`{}` holds 4 bytes, too few for one window of 4 and the byte after it",
+                p.display()
+            ))
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     /// A bad label in a labels file names that file's row, not the features file's.
     #[test]

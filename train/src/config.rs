@@ -142,6 +142,12 @@ impl TrainConfig {
                     x: path("x").unwrap_or_default(),
                     y: path("y"),
                 }
+            } else if d.name == "text" {
+                // Without `window`, the model's input width (0 until the model is known).
+                Source::Text {
+                    path: path("path").unwrap_or_default(),
+                    window: arg(d, "window").and_then(num).map_or(0, |n| n as usize),
+                }
             } else {
                 Source::Csv {
                     path: path("path").unwrap_or_default(),
@@ -198,23 +204,35 @@ impl TrainConfig {
             self.seed = s;
         }
         if let Some(path) = &o.data {
-            let is_npy = path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+            let ext = |x: &str| path.extension().is_some_and(|e| e.eq_ignore_ascii_case(x));
+            let is_npy = ext("npy");
             let old = self.data.take();
+            // A text set stays one (with its window); a `.txt` file becomes one.
+            let text_window = match &old {
+                Some(DataSpec {
+                    source: Source::Text { window, .. },
+                    ..
+                }) => Some(*window),
+                _ => ext("txt").then_some(0),
+            };
             let (old_scale, old_split, old_label, old_norm) = match &old {
                 Some(d) => (
                     d.scale,
                     d.split,
                     match &d.source {
                         Source::Csv { label, .. } => label.clone(),
-                        Source::Npy { .. } => None,
+                        Source::Npy { .. } | Source::Text { .. } => None,
                     },
                     d.normalize,
                 ),
                 None => (1.0, Split::None, None, Normalize::None),
             };
-            let source = if is_npy {
+            let source = if let Some(window) = text_window {
+                Source::Text {
+                    path: path.clone(),
+                    window,
+                }
+            } else if is_npy {
                 Source::Npy {
                     x: path.clone(),
                     y: o.labels.clone(),
@@ -262,6 +280,11 @@ impl TrainConfig {
                 Source::Npy { .. } => {
                     return Err(crate::TrainError::Failed(
                         "--label names a CSV column; .npy labels come from --labels".into(),
+                    ));
+                }
+                Source::Text { .. } => {
+                    return Err(crate::TrainError::Failed(
+                        "--label names a CSV column; a text's labels are its next bytes".into(),
                     ));
                 }
             }

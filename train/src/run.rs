@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use nnc_runtime::Checkpoint;
 use nnc_runtime::checkpoint::write_atomic;
-use nnc_runtime::data::{self, Dataset, FeatureStats, Normalize};
+use nnc_runtime::data::{self, DataSpec, Dataset, FeatureStats, Normalize, Source};
 
 use std::sync::Arc;
 
@@ -91,6 +91,18 @@ pub struct Summary {
     pub warning: Option<String>,
 }
 
+/// `spec` with a text source's window, where it has none, the model's input width.
+fn text_window(spec: &DataSpec, model: &Model) -> DataSpec {
+    let mut spec = spec.clone();
+    if let Source::Text { window, .. } = &mut spec.source
+        && *window == 0
+    {
+        let dims = model.x.1.shape.dims();
+        *window = dims.get(1).and_then(|d| d.known()).unwrap_or(0) as usize;
+    }
+    spec
+}
+
 /// Loads the configured data, split and fitted to the model: `(train, test)`, both
 /// normalized as configured by `stats` (a checkpoint's), or by statistics fitted here on
 /// the training rows only when `stats` is `None` and `fit` allows it. Returns the
@@ -107,7 +119,7 @@ pub fn load_data(
             model.name
         ));
     };
-    let all = model.fit(data::load(spec)?)?;
+    let all = model.fit(data::load(&text_window(spec, model))?)?;
     let (mut train, mut test) = all.split(spec.split)?;
     let stats = match (stats, spec.normalize) {
         (Some(s), _) => Some(s.clone()),

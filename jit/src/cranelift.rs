@@ -320,26 +320,67 @@ fn lower_program<M: Module>(
                     b.ins().call(h, &vals);
                 }
                 Instr::Loop(spec) => {
+                    // Over rows: a block parameter counts them, and each row's operands
+                    // are found by their steps.
+                    let mut row = None;
+                    let mut blocks = None;
+                    if spec.rows > 1 {
+                        let header = b.create_block();
+                        let body = b.create_block();
+                        let exit = b.create_block();
+                        b.append_block_param(header, types::I64);
+                        let zero = b.ins().iconst(types::I64, 0);
+                        b.ins().jump(header, &[zero.into()]);
+                        b.switch_to_block(header);
+                        let r = b.block_params(header)[0];
+                        let more = b
+                            .ins()
+                            .icmp_imm_s(IntCC::SignedLessThan, r, spec.rows as i64);
+                        b.ins().brif(more, body, &[], exit, &[]);
+                        b.switch_to_block(body);
+                        b.seal_block(body);
+                        row = Some(r);
+                        blocks = Some((header, exit));
+                    }
+                    let at = |b: &mut FunctionBuilder, l: Loc, step: usize| {
+                        let base = addr(b, l);
+                        match row {
+                            Some(r) if step > 0 => {
+                                let off = b.ins().imul_imm_s(r, 4 * step as i64);
+                                b.ins().iadd(base, off)
+                            }
+                            _ => base,
+                        }
+                    };
                     let tree = Tree {
                         order: spec.order.clone(),
                         leaves: spec
                             .leaves
                             .iter()
-                            .map(|&(v, l)| (v, addr(&mut b, l)))
+                            .zip(&spec.leaf_step)
+                            .map(|(&(v, l), &step)| (v, at(&mut b, l, step)))
                             .collect(),
                         scalars: spec
                             .scalars
                             .iter()
-                            .map(|&(j, l)| (j, addr(&mut b, l)))
+                            .zip(&spec.scalar_step)
+                            .map(|(&(j, l), &step)| (j, at(&mut b, l, step)))
                             .collect(),
                         stores: spec
                             .stores
                             .iter()
-                            .map(|&(m, l)| (m, addr(&mut b, l)))
+                            .map(|&(m, l)| (m, at(&mut b, l, spec.count)))
                             .collect(),
                         members: spec.members.clone(),
                     };
                     fused_loop(&mut b, f, &tree, spec.count, has_fma)?;
+                    if let (Some(r), Some((header, exit))) = (row, blocks) {
+                        let next = b.ins().iadd_imm_s(r, 1);
+                        b.ins().jump(header, &[next.into()]);
+                        b.seal_block(header);
+                        b.switch_to_block(exit);
+                        b.seal_block(exit);
+                    }
                 }
             }
         }

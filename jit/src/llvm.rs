@@ -340,16 +340,78 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
 
     /// One loop over `spec.count` elements in vectors of the host's width, then a loop
     /// of one-lane vectors for the rest.
+    /// Over rows (`spec.rows`), the row's operands found by their steps.
     fn fused_loop(&mut self, spec: &LoopSpec) -> Result<(), Error> {
+        if spec.rows == 1 {
+            return self.row_loops(spec, None);
+        }
+        let i64t = self.cx.i64_type();
+        let pre = self.b.get_insert_block().ok_or_else(|| err("no block"))?;
+        let head = self.cx.append_basic_block(self.function, "rows");
+        let body = self.cx.append_basic_block(self.function, "row");
+        let exit = self.cx.append_basic_block(self.function, "rows_done");
+        self.b.build_unconditional_branch(head).map_err(err)?;
+        self.b.position_at_end(head);
+        let phi = self.b.build_phi(i64t, "r").map_err(err)?;
+        let r = phi.as_basic_value().into_int_value();
+        let more = self
+            .b
+            .build_int_compare(
+                inkwell::IntPredicate::ULT,
+                r,
+                self.i64(spec.rows as i64),
+                "",
+            )
+            .map_err(err)?;
+        self.b
+            .build_conditional_branch(more, body, exit)
+            .map_err(err)?;
+        self.b.position_at_end(body);
+        self.row_loops(spec, Some(r))?;
+        let next = self.b.build_int_add(r, self.i64(1), "").map_err(err)?;
+        let latch = self.b.get_insert_block().ok_or_else(|| err("no block"))?;
+        self.b.build_unconditional_branch(head).map_err(err)?;
+        phi.add_incoming(&[(&self.i64(0), pre), (&next, latch)]);
+        self.b.position_at_end(exit);
+        Ok(())
+    }
+
+    /// One loop over a row's `spec.count` elements in vectors of the host's width, then a
+    /// loop of one-lane vectors for the rest.
+    fn row_loops(&mut self, spec: &LoopSpec, row: Option<IntValue<'ctx>>) -> Result<(), Error> {
         let w = lanes() as usize;
         let main = spec.count / w * w;
         if main > 0 {
-            self.counted_loop(spec, 0, main, w as u32)?;
+            self.counted_loop(spec, 0, main, w as u32, row)?;
         }
         if main < spec.count {
-            self.counted_loop(spec, main, spec.count, 1)?;
+            self.counted_loop(spec, main, spec.count, 1, row)?;
         }
         Ok(())
+    }
+
+    /// The address of `l`, `step` elements on per row.
+    fn at(
+        &self,
+        l: Loc,
+        row: Option<IntValue<'ctx>>,
+        step: usize,
+    ) -> Result<PointerValue<'ctx>, Error> {
+        let base = self.addr(l)?;
+        match row {
+            Some(r) if step > 0 => {
+                let off = self
+                    .b
+                    .build_int_mul(r, self.i64(step as i64), "")
+                    .map_err(err)?;
+                unsafe {
+                    self.b
+                        .build_in_bounds_gep(self.cx.f32_type(), base, &[off], "")
+                }
+                .map_err(err)
+            }
+            _ => Ok(base),
+        }
     }
 
     fn counted_loop(
@@ -358,6 +420,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         from: usize,
         to: usize,
         lanes: u32,
+        row: Option<IntValue<'ctx>>,
     ) -> Result<(), Error> {
         let vt = self.cx.f32_type().vec_type(lanes);
         // Loop-invariant values: constants and broadcast scalars.
@@ -370,8 +433,8 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                     invariant.insert(j, splat_const(vt, *v as f32));
                 }
                 (Op::Broadcast, _) if member_of(self.f, n.args[0], &spec.members).is_none() => {
-                    if let Some(&(_, l)) = spec.scalars.iter().find(|(k, _)| *k == j) {
-                        let p = self.addr(l)?;
+                    if let Some(k) = spec.scalars.iter().position(|(k, _)| *k == j) {
+                        let p = self.at(spec.scalars[k].1, row, spec.scalar_step[k])?;
                         let s = self.b.build_load(self.cx.f32_type(), p, "").map_err(err)?;
                         let v = self.splat(vt, s.into_float_value())?;
                         invariant.insert(j, v);
@@ -391,12 +454,13 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         let leaves: Vec<(Value, PointerValue<'ctx>)> = spec
             .leaves
             .iter()
-            .map(|&(v, l)| Ok((v, self.addr(l)?)))
+            .zip(&spec.leaf_step)
+            .map(|(&(v, l), &step)| Ok((v, self.at(l, row, step)?)))
             .collect::<Result<_, Error>>()?;
         let stores: Vec<(usize, PointerValue<'ctx>)> = spec
             .stores
             .iter()
-            .map(|&(m, l)| Ok((m, self.addr(l)?)))
+            .map(|&(m, l)| Ok((m, self.at(l, row, spec.count)?)))
             .collect::<Result<_, Error>>()?;
         let pre = self.b.get_insert_block().ok_or_else(|| err("no block"))?;
         let head = self.cx.append_basic_block(self.function, "loop");

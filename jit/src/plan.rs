@@ -199,6 +199,123 @@ pub(crate) fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<V
     Ok(out)
 }
 
+/// How a broadcast its users' loops read in place walks its operand: the loop runs as
+/// rows of `inner` elements, and the operand is either one row read again in every row
+/// (`repeat: false`: the broadcast adds leading axes, as a bias does) or one element per
+/// row, the same across it (`repeat: true`: it adds trailing axes, as a row statistic
+/// does).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Rows {
+    pub inner: usize,
+    pub repeat: bool,
+}
+
+/// Broadcasts never stored: their every user is a fusible op over as many elements, and
+/// they add only leading or only trailing axes, so a loop over rows reads their operand
+/// in place (`Rows`). The broadcasts one loop reads must agree on its rows; where they do
+/// not, the later ones are stored as before.
+pub(crate) fn strided_broadcasts(
+    f: &Func,
+    dims: &HashMap<String, usize>,
+    inlined: &[bool],
+) -> Result<Vec<Option<Rows>>, Error> {
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); f.nodes.len()];
+    for (i, n) in f.nodes.iter().enumerate() {
+        for a in &n.args {
+            if let Value::Node(j) = a {
+                users[*j as usize].push(i);
+            }
+        }
+    }
+    let mut out = vec![None; f.nodes.len()];
+    for (i, n) in f.nodes.iter().enumerate() {
+        let Attr::Dims(d) = &n.attr else { continue };
+        if n.op != Op::Broadcast
+            || scalar_broadcast(f, n)
+            || users[i].is_empty()
+            || f.outputs.contains(&Value::Node(i as u32))
+        {
+            continue;
+        }
+        let shape = shape_of(&n.ty, dims)?;
+        let count: usize = shape.iter().product();
+        let mut ok = d.windows(2).all(|w| w[1] == w[0] + 1);
+        for &u in &users[i] {
+            let un = &f.nodes[u];
+            ok &= fusible(f, un)
+                && un.op != Op::Const
+                && shape_of(&un.ty, dims)?.iter().product::<usize>() == count;
+        }
+        let (first, end) = (d[0], d[d.len() - 1] + 1);
+        let rows = if end == shape.len() && first > 0 {
+            Some(Rows {
+                inner: shape[first..].iter().product(),
+                repeat: false,
+            })
+        } else if first == 0 && end < shape.len() {
+            Some(Rows {
+                inner: shape[end..].iter().product(),
+                repeat: true,
+            })
+        } else {
+            None
+        };
+        // Rows of fewer than eight elements cost more in loop overhead than the stored
+        // broadcast.
+        out[i] = rows.filter(|r| ok && r.inner >= 8 && count.is_multiple_of(r.inner));
+    }
+    // Every loop reads its broadcasts in one shape of rows.
+    loop {
+        let mut changed = false;
+        for (i, n) in f.nodes.iter().enumerate() {
+            if inlined[i] || out[i].is_some() || !fusible(f, n) {
+                continue;
+            }
+            let mut want = None;
+            let mut stack = vec![i];
+            while let Some(j) = stack.pop() {
+                for &a in &f.nodes[j].args {
+                    let Value::Node(k) = a else { continue };
+                    let k = k as usize;
+                    if inlined[k] {
+                        stack.push(k);
+                    } else if let Some(r) = out[k] {
+                        match want {
+                            None => want = Some(r.inner),
+                            Some(w) if w != r.inner => {
+                                out[k] = None;
+                                changed = true;
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                }
+            }
+        }
+        if !changed {
+            return Ok(out);
+        }
+    }
+}
+
+/// The row length of the loop computing node `i`: that of the broadcasts its tree reads
+/// in place, if any.
+fn rows_of(f: &Func, inlined: &[bool], strided: &[Option<Rows>], i: usize) -> Option<usize> {
+    let mut stack = vec![i];
+    while let Some(j) = stack.pop() {
+        for &a in &f.nodes[j].args {
+            let Value::Node(k) = a else { continue };
+            let k = k as usize;
+            if inlined[k] {
+                stack.push(k);
+            } else if let Some(r) = strided[k] {
+                return Some(r.inner);
+            }
+        }
+    }
+    None
+}
+
 /// Where a scan keeps what it needs inside its buffer (offsets in f32 elements, each
 /// aligned to 16 bytes), and what its kernel is told.
 pub(crate) struct ScanLayout {
@@ -287,6 +404,8 @@ pub(crate) struct Plan {
     pub absorbed: Vec<bool>,
     /// The node is a batched product its sum computes as one product.
     pub summed: Vec<bool>,
+    /// The node is a broadcast its users' loops read in place, row by row.
+    pub strided: Vec<Option<Rows>>,
     pub shapes: Vec<Vec<usize>>,
     /// The order of execution: each step is one node's kernel call or loop, or one fused
     /// loop computing several nodes (same element count) with a store for each.
@@ -304,13 +423,14 @@ pub(crate) fn reads(
     inlined: &[bool],
     absorbed: &[bool],
     summed: &[bool],
+    strided: &[Option<Rows>],
     i: usize,
 ) -> Vec<Value> {
     let n = &f.nodes[i];
     if let Some(&Value::Node(j)) = n.args.first()
         && summed[j as usize]
     {
-        return reads(f, inlined, absorbed, summed, j as usize);
+        return reads(f, inlined, absorbed, summed, strided, j as usize);
     }
     if n.op == Op::MatMul {
         return n
@@ -332,6 +452,9 @@ pub(crate) fn reads(
         for &a in &f.nodes[j].args {
             match a {
                 Value::Node(k) if inlined[k as usize] => stack.push(k as usize),
+                Value::Node(k) if strided[k as usize].is_some() => {
+                    out.push(f.nodes[k as usize].args[0])
+                }
                 a => out.push(a),
             }
         }
@@ -345,6 +468,7 @@ pub(crate) fn reads(
 pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Error> {
     let absorbed = absorbed_transposes(f);
     let inlined = inlined_nodes(f, dims)?;
+    let strided = strided_broadcasts(f, dims, &inlined)?;
     let summed = summed_products(f, &absorbed);
     let mut shapes: Vec<Vec<usize>> = f
         .nodes
@@ -370,7 +494,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
         })
         .collect();
     let own: Vec<bool> = (0..n)
-        .map(|i| !alias[i] && !absorbed[i] && !inlined[i] && !summed[i])
+        .map(|i| !alias[i] && !absorbed[i] && !inlined[i] && !summed[i] && strided[i].is_none())
         .collect();
     // The node whose buffer holds a value (through aliases).
     let root = |mut v: Value| -> Option<usize> {
@@ -399,16 +523,20 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
     let mut steps: Vec<Vec<usize>> = Vec::new();
     let mut step_of = vec![usize::MAX; n];
     let mut open: Option<usize> = None;
+    // The open loop's row length, if a broadcast it reads set one.
+    let mut open_rows: Option<usize> = None;
     for i in (0..n).filter(|&i| own[i]) {
         let nd = &f.nodes[i];
         if fusible(f, nd) || scalar_broadcast(f, nd) {
+            let rows = rows_of(f, &inlined, &strided, i);
             if let Some(st) = open {
                 let first = steps[st][0];
                 // A broadcast scalar is loaded before the loop runs, so it must come from
                 // an earlier step.
                 let sb = scalar_broadcast(f, nd);
                 let joins = count(first) == count(i)
-                    && reads(f, &inlined, &absorbed, &summed, i)
+                    && (rows.is_none() || open_rows.is_none() || rows == open_rows)
+                    && reads(f, &inlined, &absorbed, &summed, &strided, i)
                         .iter()
                         .all(|&v| match root(v) {
                             None => true,
@@ -417,17 +545,19 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
                 if joins {
                     steps[st].push(i);
                     step_of[i] = st;
+                    open_rows = open_rows.or(rows);
                     continue;
                 }
             }
             open = Some(steps.len());
+            open_rows = rows;
         }
         step_of[i] = steps.len();
         steps.push(vec![i]);
     }
     let mut last_use = vec![0usize; n];
     for i in (0..n).filter(|&i| own[i]) {
-        for v in reads(f, &inlined, &absorbed, &summed, i) {
+        for v in reads(f, &inlined, &absorbed, &summed, &strided, i) {
             if let Some(j) = root(v) {
                 last_use[j] = last_use[j].max(step_of[i]);
             }
@@ -509,6 +639,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
         inlined,
         absorbed,
         summed,
+        strided,
         shapes,
         steps,
         scratch: top,
@@ -565,6 +696,17 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
         if p.absorbed[i] {
             return Some("read through strides by matmul".into());
         }
+        if let Some(r) = p.strided[i] {
+            let how = if r.repeat {
+                "one of its elements per row"
+            } else {
+                "all of it in every row"
+            };
+            return Some(format!(
+                "read in place by its users' loops: {how} of {}",
+                r.inner
+            ));
+        }
         if p.summed[i] {
             return Some("one product with its sum over the batch".into());
         }
@@ -585,10 +727,22 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
             Op::Pow | Op::Cast => "kernel math".to_string(),
             Op::Div if n.ty.dtype == DType::I32 => "kernel math".to_string(),
             Op::Scan => "kernel scan, its body's plan below".to_string(),
-            _ => match members.get(&i) {
-                Some(m) => format!("f32x4 loop, {m} fused"),
-                None => "f32x4 loop".to_string(),
-            },
+            _ => {
+                let step = p.steps.iter().find(|st| st.contains(&i));
+                let inner = step
+                    .into_iter()
+                    .flatten()
+                    .find_map(|&m| rows_of(f, &p.inlined, &p.strided, m));
+                let count: usize = p.shapes[i].iter().product();
+                let rows = match inner {
+                    Some(k) => format!(" over {} rows of {k}", count / k),
+                    None => String::new(),
+                };
+                match members.get(&i) {
+                    Some(m) => format!("f32x4 loop{rows}, {m} fused"),
+                    None => format!("f32x4 loop{rows}"),
+                }
+            }
         };
         let step = p.steps.iter().position(|st| st.contains(&i)).unwrap_or(0);
         let shared = p.steps[step].len();

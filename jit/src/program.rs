@@ -38,7 +38,17 @@ pub(crate) struct LoopSpec {
     pub scalars: Vec<(usize, Loc)>,
     pub stores: Vec<(usize, Loc)>,
     pub members: Vec<usize>,
+    /// Elements per row.
     pub count: usize,
+    /// Rows: the loop runs `rows` times over `count` elements, each operand's address
+    /// advanced by its step per row (1 row: one loop over all the elements).
+    pub rows: usize,
+    /// Per leaf, elements its address advances per row: `count` (a value of the loop's
+    /// shape) or 0 (a broadcast row, read again in every row).
+    pub leaf_step: Vec<usize>,
+    /// Per scalar, elements its address advances per row: 0 (one value for the whole
+    /// loop) or 1 (a broadcast's element for the row).
+    pub scalar_step: Vec<usize>,
 }
 
 /// One step of a compiled function, in a form both backends take.
@@ -107,6 +117,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
         inlined,
         absorbed,
         summed,
+        strided,
         shapes,
         steps,
         scratch,
@@ -169,6 +180,8 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                 let mut seen = std::collections::HashSet::new();
                 let mut leaves: Vec<Value> = Vec::new();
                 let mut scalars: Vec<(usize, Value)> = Vec::new();
+                // The row length of the broadcasts read in place, if any.
+                let mut inner: Option<usize> = None;
                 for &m in step {
                     let mut stack = vec![(m, false)];
                     while let Some((j, done)) = stack.pop() {
@@ -181,14 +194,25 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                         }
                         stack.push((j, true));
                         let nj = &f.nodes[j];
-                        if scalar_broadcast(f, nj) {
+                        if scalar_broadcast(f, nj) || strided[j].is_some_and(|r| r.repeat) {
                             scalars.push((j, nj.args[0]));
                             continue;
                         }
                         for &a in &nj.args {
                             match a {
-                                Value::Node(k) if inlined[k as usize] => {
+                                Value::Node(k)
+                                    if inlined[k as usize]
+                                        || strided[k as usize].is_some_and(|r| r.repeat) =>
+                                {
+                                    inner = inner.or(strided[k as usize].map(|r| r.inner));
                                     stack.push((k as usize, false))
+                                }
+                                // A bias-like broadcast: its operand, one row per row.
+                                Value::Node(k) if strided[k as usize].is_some() => {
+                                    inner = inner.or(strided[k as usize].map(|r| r.inner));
+                                    if !leaves.contains(&a) {
+                                        leaves.push(a);
+                                    }
                                 }
                                 // A member (or an alias of one) is read in registers.
                                 _ if member_of(f, a, step).is_some() => {}
@@ -198,16 +222,34 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                         }
                     }
                 }
+                let inner = inner.unwrap_or(count);
+                // A leaf read in place for a broadcast lives where its operand does.
+                let source = |v: Value| match v {
+                    Value::Node(k) if strided[k as usize].is_some() => f.nodes[k as usize].args[0],
+                    v => v,
+                };
                 prog.push(Instr::Loop(LoopSpec {
                     order,
-                    leaves: leaves.iter().map(|&v| (v, value_loc(&loc, v))).collect(),
+                    leaf_step: leaves
+                        .iter()
+                        .map(|&v| if source(v) == v { inner } else { 0 })
+                        .collect(),
+                    scalar_step: scalars
+                        .iter()
+                        .map(|&(j, _)| usize::from(strided[j].is_some()))
+                        .collect(),
+                    leaves: leaves
+                        .iter()
+                        .map(|&v| (v, value_loc(&loc, source(v))))
+                        .collect(),
                     scalars: scalars
                         .iter()
                         .map(|&(j, v)| (j, value_loc(&loc, v)))
                         .collect(),
                     stores: step.iter().map(|&m| (m, loc[m])).collect(),
                     members: step.clone(),
-                    count,
+                    count: inner,
+                    rows: count / inner,
                 }));
             }
             Op::Sum if matches!(n.args[0], Value::Node(j) if summed[j as usize]) => {

@@ -637,17 +637,8 @@ pub unsafe extern "C" fn nnc_reduce(x: *const f32, y: *mut f32, desc: *const i64
         let base = idx.iter().zip(ostr).map(|(a, s)| a * s).sum::<i64>() as usize;
         let xrow = unsafe { std::slice::from_raw_parts(x.add(i), inner) };
         match (kind, inner_stride) {
-            (2, 0) => {
-                let m = xrow
-                    .iter()
-                    .fold(ys[base], |m, &v| if v > m || v.is_nan() { v } else { m });
-                ys[base] = m;
-            }
-            (2, 1) => {
-                for (o, &v) in ys[base..base + inner].iter_mut().zip(xrow) {
-                    *o = if v > *o || v.is_nan() { v } else { *o };
-                }
-            }
+            (2, 0) => ys[base] = max_nan(ys[base], row_max(xrow)),
+            (2, 1) => rows_max(&mut ys[base..base + inner], xrow),
             (2, s) => {
                 for (j, &v) in xrow.iter().enumerate() {
                     let o = &mut ys[base + j * s];
@@ -656,12 +647,8 @@ pub unsafe extern "C" fn nnc_reduce(x: *const f32, y: *mut f32, desc: *const i64
                     }
                 }
             }
-            (_, 0) => ys[base] += sum8(xrow),
-            (_, 1) => {
-                for (o, &v) in ys[base..base + inner].iter_mut().zip(xrow) {
-                    *o += v;
-                }
-            }
+            (_, 0) => ys[base] += row_sum(xrow),
+            (_, 1) => rows_add(&mut ys[base..base + inner], xrow),
             (_, s) => {
                 for (j, &v) in xrow.iter().enumerate() {
                     ys[base + j * s] += v;
@@ -685,11 +672,89 @@ pub unsafe extern "C" fn nnc_reduce(x: *const f32, y: *mut f32, desc: *const i64
     }
 }
 
-/// A sum in eight interleaved partial sums, so the loop vectorizes (f32 addition is not
-/// associative, so a plain fold stays one add at a time).
-fn sum8(xs: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let chunks = xs.chunks_exact(8);
+/// The larger of two values, NaN if either is (the interpreter's `reduce_max`).
+#[inline(always)]
+fn max_nan(m: f32, v: f32) -> f32 {
+    if v > m || v.is_nan() { v } else { m }
+}
+
+/// Lanes of the row reductions: one 512-bit register of partial results.
+const LANES: usize = 16;
+
+/// A row's sum in sixteen interleaved partial sums, so the loop vectorizes (f32 addition
+/// is not associative, so a plain fold stays one add at a time), on 512-bit registers
+/// where the CPU has them.
+fn row_sum(xs: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { row_sum_avx512(xs) };
+    }
+    row_sum_lanes(xs)
+}
+
+/// A row's maximum (NaN if any element is), in sixteen interleaved partial maxima.
+fn row_max(xs: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { row_max_avx512(xs) };
+    }
+    row_max_lanes(xs)
+}
+
+/// `acc[j] += xs[j]`: a reduction over a leading axis, one row at a time.
+fn rows_add(acc: &mut [f32], xs: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { rows_add_avx512(acc, xs) };
+    }
+    acc.iter_mut().zip(xs).for_each(|(a, v)| *a += v);
+}
+
+/// `acc[j] = max(acc[j], xs[j])`, NaN kept.
+fn rows_max(acc: &mut [f32], xs: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { rows_max_avx512(acc, xs) };
+    }
+    acc.iter_mut()
+        .zip(xs)
+        .for_each(|(a, &v)| *a = max_nan(*a, v));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn rows_add_avx512(acc: &mut [f32], xs: &[f32]) {
+    acc.iter_mut().zip(xs).for_each(|(a, v)| *a += v);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn rows_max_avx512(acc: &mut [f32], xs: &[f32]) {
+    acc.iter_mut()
+        .zip(xs)
+        .for_each(|(a, &v)| *a = max_nan(*a, v));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn row_sum_avx512(xs: &[f32]) -> f32 {
+    row_sum_lanes(xs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn row_max_avx512(xs: &[f32]) -> f32 {
+    row_max_lanes(xs)
+}
+
+#[inline(always)]
+fn row_sum_lanes(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
         for (a, v) in acc.iter_mut().zip(c) {
@@ -697,6 +762,21 @@ fn sum8(xs: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
+}
+
+#[inline(always)]
+fn row_max_lanes(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = max_nan(*a, v);
+        }
+    }
+    acc.iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |m, &v| max_nan(m, v))
 }
 
 /// `y[i, c] = 1` where `labels[i] == c`, else 0; labels outside `0..classes` give zeros.
@@ -1034,6 +1114,33 @@ pub fn kernels() -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
+    /// Row reductions on every length from 0 to 40 (whole registers and remainders): the
+    /// maximum exact and NaN wherever one element is, the sum within rounding of f64's.
+    #[test]
+    fn row_reductions_match_their_definitions() {
+        for n in 0..=40usize {
+            let xs: Vec<f32> = (0..n).map(|i| ((i * 7919) % 23) as f32 - 11.5).collect();
+            let want = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(super::row_max(&xs), want, "max of {n}");
+            let sum: f64 = xs.iter().map(|&v| f64::from(v)).sum();
+            assert!(
+                (f64::from(super::row_sum(&xs)) - sum).abs() < 1e-4,
+                "sum of {n}"
+            );
+            for k in 0..n {
+                let mut ys = xs.clone();
+                ys[k] = f32::NAN;
+                assert!(super::row_max(&ys).is_nan(), "NaN at {k} of {n}");
+                let mut acc = vec![0.0f32; n];
+                super::rows_max(&mut acc, &ys);
+                assert!(acc[k].is_nan() && acc.iter().filter(|v| v.is_nan()).count() == 1);
+            }
+            let mut acc = vec![1.0f32; n];
+            super::rows_add(&mut acc, &xs);
+            assert!(acc.iter().zip(&xs).all(|(a, x)| *a == 1.0 + x));
+        }
+    }
+
     #[test]
     fn the_kernel_table_is_in_kernel_order() {
         for (i, k) in super::KERNELS.iter().enumerate() {

@@ -1,0 +1,103 @@
+//! Broadcasts read in place by loops over rows (`plan::strided_broadcasts`) against the
+//! interpreter: a bias (leading axes added) and a row statistic (trailing axes added) in
+//! one loop, rows whose length is not a multiple of the vector width (the tails), two
+//! broadcasts that want different rows in one loop (one of them stored), and a row
+//! broadcast of a rank-3 value; on LLVM too with the feature.
+
+use nnc_compiler::interp::eval;
+use nnc_ir::{DType, parse_module};
+use nnc_runtime::{Rng, Tensor};
+
+/// `(x - mean(x)) * gamma + beta` over rows of `D`, with a per-row scale `s` as well, and
+/// a conflict: `%9` reads `broadcast(r)` over rows of `R * D` next to `broadcast(g)` over
+/// rows of `D`.
+const ROWS: &str = "\
+func @rows(%x: f32[B, R, D], %r: f32[R, D], %s: f32[B, R]) -> (f32[B, R, D], f32[B, R, D], f32[B, R, D]) {
+  param %g: f32[D] = uniform(-1.0, 1.0)
+  param %b: f32[D] = uniform(-1.0, 1.0)
+  %0 = mean %x, axes=[2] : f32[B, R]
+  %1 = broadcast %0, dims=[0, 1] : f32[B, R, D]
+  %2 = sub %x, %1 : f32[B, R, D]
+  %3 = broadcast %g, dims=[2] : f32[B, R, D]
+  %4 = mul %2, %3 : f32[B, R, D]
+  %5 = broadcast %b, dims=[2] : f32[B, R, D]
+  %6 = add %4, %5 : f32[B, R, D]
+  %7 = broadcast %s, dims=[0, 1] : f32[B, R, D]
+  %8 = mul %6, %7 : f32[B, R, D]
+  %9 = broadcast %r, dims=[1, 2] : f32[B, R, D]
+  %10 = add %9, %3 : f32[B, R, D]
+  %11 = exp %10 : f32[B, R, D]
+  return %8, %11, %6
+}
+";
+
+fn draw(rng: &mut Rng, shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::new(
+        DType::F32,
+        shape.to_vec(),
+        (0..n).map(|_| 2.0 * rng.uniform() - 1.0).collect(),
+    )
+}
+
+fn check(codegen: nnc_jit::Codegen) {
+    let src = |d: usize| {
+        ROWS.replace('D', &d.to_string())
+            .replace("R,", "3,")
+            .replace("R]", "3]")
+    };
+    // Rows of 8 (whole vectors), 13 (a tail of five) and 64; batches of 1 and 5.
+    for (d, b) in [(8, 5), (13, 5), (64, 1), (13, 2)] {
+        // A fresh JIT for each width: its cache knows a function by name and batch.
+        let mut jit = nnc_jit::Jit::with_codegen(codegen);
+        let text = src(d);
+        let f = &parse_module(&text).unwrap().funcs[0];
+        let dims = std::collections::HashMap::from([("B".to_string(), b)]);
+        let plan = nnc_jit::plan_text(f, &dims).unwrap();
+        // Both kinds are read in place; of the two broadcasts `%10` reads, which want
+        // rows of 3 * d and of d, one is stored.
+        let line = |k: &str| plan.lines().find(|l| l.contains(k)).unwrap_or_default();
+        assert!(
+            line("%1 = broadcast").contains("one of its elements per row"),
+            "{plan}"
+        );
+        assert!(
+            line("%5 = broadcast").contains("all of it in every row"),
+            "{plan}"
+        );
+        let stored = ["%3 = broadcast", "%9 = broadcast"]
+            .iter()
+            .filter(|k| line(k).contains("kernel gather"))
+            .count();
+        assert_eq!(stored, 1, "{plan}");
+        let mut rng = Rng::new(d as u64);
+        let ins = vec![
+            draw(&mut rng, &[b, 3, d]),
+            draw(&mut rng, &[3, d]),
+            draw(&mut rng, &[b, 3]),
+        ];
+        let ps = vec![draw(&mut rng, &[d]), draw(&mut rng, &[d])];
+        let want = eval(f, &ins, &ps).unwrap();
+        let got = jit.eval(f, &ins, &ps).unwrap();
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.shape, w.shape);
+            for (i, (p, q)) in g.data.iter().zip(&w.data).enumerate() {
+                assert!(
+                    (p - q).abs() <= 1e-6 + 1e-5 * q.abs(),
+                    "d = {d}, b = {b}: output {k}[{i}]: {p} vs {q}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn broadcasts_read_in_place_by_rows_match_the_interpreter() {
+    check(nnc_jit::Codegen::Cranelift);
+}
+
+#[cfg(feature = "llvm")]
+#[test]
+fn broadcasts_read_in_place_by_rows_match_the_interpreter_on_llvm() {
+    check(nnc_jit::Codegen::Llvm);
+}

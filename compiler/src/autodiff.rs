@@ -839,6 +839,33 @@ pub fn vjp(
                 start += len;
             }
         }
+        // d attention(q, k, v) = the three slices of attention_grad(q, k, v, o, dy), which
+        // recomputes the scores row by row (nothing of size Tq x Tk is kept).
+        Op::Attention => {
+            let (qt, kt) = (b.ty(args[0]), b.ty(args[1]));
+            let axis = qt.rank() - 2;
+            let tq = qt.shape.0[axis].known().unwrap_or(0) as usize;
+            let tk = kt.shape.0[axis].known().unwrap_or(0) as usize;
+            let all = b.f.build(
+                Op::AttentionGrad,
+                vec![args[0], args[1], args[2], y, gy],
+                attr.clone(),
+                None,
+            )?;
+            for (k, start, ty) in [(0, 0, qt), (1, tq, kt.clone()), (2, tq + tk, kt)] {
+                if want(k) {
+                    let s =
+                        b.f.build(Op::Slice, vec![all], Attr::Offset { axis, start }, Some(ty))?;
+                    out.push((k, s));
+                }
+            }
+        }
+        Op::AttentionGrad => {
+            return Err(Error::Autodiff(
+                "`attention_grad` has no derivative of its own (a second derivative of attention)"
+                    .into(),
+            ));
+        }
         // d scatter_add(x, ids) = gather(dy, ids): each place reads its row's adjoint.
         Op::ScatterAdd => {
             let xt = b.ty(args[0]);

@@ -433,6 +433,16 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
             };
             take(op, axis, args[0], args[1], dtype, out)
         }
+        Op::Attention | Op::AttentionGrad => {
+            let Attr::Causal(causal) = *attr else {
+                unreachable!("verified")
+            };
+            Tensor {
+                dtype,
+                data: attention(op, args, causal),
+                shape: out,
+            }
+        }
         Op::OneHot => {
             let classes = *out.last().expect("one_hot has rank >= 1");
             let mut data = vec![0.0; n];
@@ -448,6 +458,69 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
             }
         }
     }
+}
+
+/// `attention` (softmax(q k^T / sqrt(d)) v, query i seeing keys j <= i if causal) or its
+/// adjoint (dq, dk, dv joined along axis -2), in f64, one batch slice at a time, by the
+/// definition: the scores of each query row, their softmax, the sums.
+fn attention(op: Op, args: &[&Tensor], causal: bool) -> Vec<f64> {
+    let (q, k, v) = (args[0], args[1], args[2]);
+    let r = q.shape.len();
+    let (tq, tk, d) = (q.shape[r - 2], k.shape[r - 2], q.shape[r - 1]);
+    let batch: usize = q.shape[..r - 2].iter().product();
+    let scale = 1.0 / (d as f64).sqrt();
+    let grad = op == Op::AttentionGrad;
+    let per = if grad { (tq + 2 * tk) * d } else { tq * d };
+    let mut out = vec![0.0; batch * per];
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let mut p = vec![0.0; tk];
+    for b in 0..batch {
+        let (qs, ks) = (
+            &q.data[b * tq * d..][..tq * d],
+            &k.data[b * tk * d..][..tk * d],
+        );
+        let vs = &v.data[b * tk * d..][..tk * d];
+        let res = &mut out[b * per..][..per];
+        for i in 0..tq {
+            let n = if causal { (i + 1).min(tk) } else { tk };
+            let qi = &qs[i * d..][..d];
+            for j in 0..n {
+                p[j] = scale * dot(qi, &ks[j * d..][..d]);
+            }
+            let m = p[..n]
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, |a, x| if a < x { x } else { a });
+            p[..n].iter_mut().for_each(|x| *x = (*x - m).exp());
+            let l: f64 = p[..n].iter().sum();
+            p[..n].iter_mut().for_each(|x| *x /= l);
+            if !grad {
+                for j in 0..n {
+                    for c in 0..d {
+                        res[i * d + c] += p[j] * vs[j * d + c];
+                    }
+                }
+                continue;
+            }
+            let (o, dy) = (
+                &args[3].data[b * tq * d..][..tq * d],
+                &args[4].data[b * tq * d..][..tq * d],
+            );
+            let dyi = &dy[i * d..][..d];
+            let di = dot(dyi, &o[i * d..][..d]);
+            let (dq, rest) = res.split_at_mut(tq * d);
+            let (dk, dv) = rest.split_at_mut(tk * d);
+            for j in 0..n {
+                let ds = p[j] * (dot(dyi, &vs[j * d..][..d]) - di);
+                for c in 0..d {
+                    dq[i * d + c] += scale * ds * ks[j * d + c];
+                    dk[j * d + c] += scale * ds * qi[c];
+                    dv[j * d + c] += p[j] * dyi[c];
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A gather's or scatter's ids must name rows of the table: anything else is an error

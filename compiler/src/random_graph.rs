@@ -42,7 +42,7 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
     while built < ops {
         let a = pool[rng.below(pool.len() as u64) as usize];
         let ad = dims_of(&f, a);
-        let choice = rng.below(20);
+        let choice = rng.below(21);
         let r = match choice {
             0 => {
                 let ops = [
@@ -367,6 +367,43 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
                     pool.push(outs[0]);
                     outs[1]
                 })
+            }
+            20 if ad.len() >= 2 => {
+                // Attention with the operand as the queries and keys and values of its
+                // rank, batch axes and width from the pool (itself, at worst), causal or not.
+                let r = ad.len();
+                let fits: Vec<Value> = pool
+                    .iter()
+                    .copied()
+                    .filter(|&v| {
+                        let d = dims_of(&f, v);
+                        d.len() == r && d[..r - 2] == ad[..r - 2] && d[r - 1] == ad[r - 1]
+                    })
+                    .collect();
+                let k = fits[rng.below(fits.len() as u64) as usize];
+                let v = fits[rng.below(fits.len() as u64) as usize];
+                if dims_of(&f, k) != dims_of(&f, v) {
+                    continue;
+                }
+                let causal = Attr::Causal(rng.below(2) == 0);
+                let o = f.build(Op::Attention, vec![a, k, v], causal.clone(), None);
+                if rng.below(3) > 0 {
+                    o
+                } else {
+                    // Its adjoint for an adjoint of o's type from the pool (a, at worst).
+                    let same: Vec<Value> = pool
+                        .iter()
+                        .copied()
+                        .filter(|&w| dims_of(&f, w) == ad)
+                        .collect();
+                    let dy = same[rng.below(same.len() as u64) as usize];
+                    f.build(
+                        Op::AttentionGrad,
+                        vec![a, k, v, o.unwrap(), dy],
+                        causal,
+                        None,
+                    )
+                }
             }
             _ => continue,
         };

@@ -341,6 +341,15 @@ fn node_rows(f: &Func, inputs: &[Rows], batch: &str, means: bool) -> Result<Vec<
             },
             // The value is its first operand's.
             Op::CustomGrad => args[0],
+            // Attention mixes the rows of a sequence, never those of a batch axis.
+            Op::Attention | Op::AttentionGrad => {
+                let rank = n.ty.shape.dims().len();
+                match axes.first() {
+                    None => Rows::Free,
+                    Some(&a) if a + 2 < rank && axes.iter().all(|&b| b == a) => Rows::Axis(a),
+                    Some(_) => return mix("attends across the batch axis"),
+                }
+            }
             // scatter_add sums every row's values into one table.
             Op::ScatterAdd => return mix("sums the batch into one table"),
             // A new op is refused until it has a rule: refusing is always safe.

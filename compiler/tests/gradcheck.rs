@@ -337,6 +337,33 @@ fn cases(op: Op) -> Vec<Case> {
                 ),
             ],
         )],
+        // Batched, causal and not, more keys than queries; the adjoint of attention_grad is
+        // refused (a second derivative): attention's cases run attention_grad.
+        Op::Attention => vec![
+            case(
+                op,
+                Attr::Causal(false),
+                None,
+                vec![p(&[2, 3, 4], Any), p(&[2, 5, 4], Any), p(&[2, 5, 4], Any)],
+            ),
+            case(
+                op,
+                Attr::Causal(true),
+                None,
+                vec![
+                    p(&[2, 2, 4, 3], Any),
+                    p(&[2, 2, 4, 3], Any),
+                    p(&[2, 2, 4, 3], Any),
+                ],
+            ),
+            case(
+                op,
+                Attr::Causal(true),
+                None,
+                vec![p(&[3, 2], Any), input(t(&[5, 2]), Any), p(&[5, 2], Any)],
+            ),
+        ],
+        Op::AttentionGrad => vec![],
         Op::OneHot => vec![case(
             op,
             none(),
@@ -430,8 +457,11 @@ fn every_primitive_has_a_gradient_that_matches_finite_differences() {
     let mut checked = 0;
     for row in TABLE {
         let cs = cases(row.op);
-        // Loops are checked on whole recurrences (tests/scan.rs).
-        if row.lowering == nnc_ir::Lowering::Erased || matches!(row.op, Op::Scan | Op::ScanOut) {
+        // Loops are checked on whole recurrences (tests/scan.rs); attention_grad is
+        // attention's adjoint, checked by attention's cases, and has none of its own.
+        if row.lowering == nnc_ir::Lowering::Erased
+            || matches!(row.op, Op::Scan | Op::ScanOut | Op::AttentionGrad)
+        {
             continue;
         }
         assert!(!cs.is_empty(), "`{}` has no gradient cases", row.mnemonic);

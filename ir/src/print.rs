@@ -124,6 +124,7 @@ fn node_text(func: &Func, node: &Node) -> String {
         Attr::Index { axis, line } => write!(s, ", axis={axis}, line={line}").unwrap(),
         Attr::Axis(axis) => write!(s, ", axis={axis}").unwrap(),
         Attr::Output(k) => write!(s, ", output={k}").unwrap(),
+        Attr::Causal(c) => write!(s, ", causal={}", *c as u8).unwrap(),
         Attr::Loop(l) => write!(
             s,
             ", carries={}, sequences={}, reverse={}",

@@ -137,6 +137,8 @@ pub(crate) fn compute<L: Lanes>(l: &mut L, op: Op, xs: &[L::F]) -> R<L::F> {
         | Op::Random
         | Op::Gather
         | Op::ScatterAdd
+        | Op::Attention
+        | Op::AttentionGrad
         | Op::Concat
         | Op::Cotangent
         | Op::CustomGrad

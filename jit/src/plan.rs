@@ -727,6 +727,7 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
             Op::Pow | Op::Cast => "kernel math".to_string(),
             Op::Div if n.ty.dtype == DType::I32 => "kernel math".to_string(),
             Op::Scan => "kernel scan, its body's plan below".to_string(),
+            Op::Attention | Op::AttentionGrad => "kernel attention (no scores stored)".to_string(),
             _ => {
                 let step = p.steps.iter().find(|st| st.contains(&i));
                 let inner = step

@@ -548,6 +548,30 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                     vec![Arg::Desc(lay.desc.encode()), Arg::Ptrs(ptrs), Arg::Body(k)],
                 ));
             }
+            Op::Attention | Op::AttentionGrad => {
+                let Attr::Causal(causal) = n.attr else {
+                    return Err(Error::Codegen("attention without its causal flag".into()));
+                };
+                let (qs, ks) = (value_shape(n.args[0])?, value_shape(n.args[1])?);
+                let r = qs.len();
+                let desc = vec![
+                    i64::from(n.op == Op::AttentionGrad),
+                    qs[..r - 2].iter().product::<usize>() as i64,
+                    qs[r - 2] as i64,
+                    ks[r - 2] as i64,
+                    qs[r - 1] as i64,
+                    i64::from(causal),
+                ];
+                let mut ptrs: Vec<Loc> = n.args.iter().map(|&a| value_loc(&loc, a)).collect();
+                let Arg::Loc(d) = dst else {
+                    return Err(Error::Codegen("attention's result is not a buffer".into()));
+                };
+                ptrs.push(d);
+                prog.push(Instr::Call(
+                    KernelFn::Attention,
+                    vec![Arg::Desc(desc), Arg::Ptrs(ptrs)],
+                ));
+            }
             Op::Reshape | Op::StopGradient | Op::ScanOut => {}
             op => {
                 return Err(Error::Unsupported(format!(

@@ -10,6 +10,7 @@
 //! shapes (specialized per batch size); the descriptors are arrays of `i64` owned by the
 //! compiled code (or, in an object file, its read-only data), so they outlive every call.
 
+pub mod attention;
 pub mod forward;
 pub mod mm;
 mod take;
@@ -1019,6 +1020,7 @@ pub enum KernelFn {
     Layout,
     Take,
     Scan,
+    Attention,
 }
 
 /// One kernel of the ABI: its symbol, its C parameters, its address.
@@ -1044,7 +1046,7 @@ use Param::{I64, Ptr};
 
 /// The kernel ABI: every backend declares, registers and calls the kernels from this one
 /// table.
-pub static KERNELS: [KernelSym; 9] = [
+pub static KERNELS: [KernelSym; 10] = [
     KernelSym {
         kernel: KernelFn::Matmul,
         name: "nnc_matmul",
@@ -1098,6 +1100,12 @@ pub static KERNELS: [KernelSym; 9] = [
         name: "nnc_scan",
         params: &[Ptr, Ptr, Ptr],
         addr: || nnc_scan as *const () as usize,
+    },
+    KernelSym {
+        kernel: KernelFn::Attention,
+        name: "nnc_attention",
+        params: &[Ptr, Ptr],
+        addr: || attention::nnc_attention as *const () as usize,
     },
 ];
 

@@ -486,7 +486,7 @@ fn emit_nodes(g: &mut Graph, opset: i64) -> Result<Vec<String>, String> {
             &n.attr,
             &a,
             &n.ty,
-            n.args.first().map(|&v| f.ty(v)),
+            &n.args.iter().map(|&v| f.ty(v)).collect::<Vec<_>>(),
         )
         .map_err(|e| format!("%{i} = {}: {e}", n.op.mnemonic()))?;
         names.push(out);
@@ -817,8 +817,9 @@ fn lower(
     attr: &Attr,
     a: &[&str],
     ty: &TensorType,
-    x: Option<&TensorType>,
+    xs: &[&TensorType],
 ) -> Result<String, String> {
+    let x = xs.first().copied();
     let dims = ty.shape.dims().to_vec();
     let known = |d: &Dim| d.known().map(|n| n as i64);
     Ok(match op {
@@ -1038,7 +1039,40 @@ fn lower(
             };
             g.node("Gather", a, vec![attr_int("axis", axis as i64)])
         }
+        // Decomposed (opset 17 has no attention operator): the scores, the causal mask as
+        // a constant, Softmax, the product with v.
+        Op::Attention => {
+            let Attr::Causal(causal) = *attr else {
+                return Err("no causal flag".into());
+            };
+            let r = dims.len();
+            let d = dims[r - 1].known().ok_or("unknown head width")?;
+            let perm: Vec<i64> = (0..r as i64 - 2)
+                .chain([r as i64 - 1, r as i64 - 2])
+                .collect();
+            let kt = g.node("Transpose", &[a[1]], vec![attr_ints("perm", &perm)]);
+            let s = g.node("MatMul", &[a[0], &kt], vec![]);
+            let scale = g.scalar(elem(ty.dtype), 1.0 / (d as f64).sqrt());
+            let mut s = g.node("Mul", &[&s, &scale], vec![]);
+            if causal {
+                let tq = dims[r - 2].known().ok_or("unknown query count")? as usize;
+                let keys = xs.get(1).and_then(|k| k.shape.dims()[r - 2].known());
+                let tk = keys.ok_or("unknown key count")? as usize;
+                // Query i sees keys j <= i.
+                let vals: Vec<f64> = (0..tq * tk)
+                    .map(|e| f64::from(u8::from(e % tk <= e / tk)))
+                    .collect();
+                let mask = g.fresh("c");
+                g.inits
+                    .push(tensor(&mask, BOOL, &[tq as i64, tk as i64], &vals));
+                let low = g.scalar(elem(ty.dtype), -1e9);
+                s = g.node("Where", &[&mask, &s, &low], vec![]);
+            }
+            let p = g.node("Softmax", &[&s], vec![attr_int("axis", -1)]);
+            g.node("MatMul", &[&p, a[2]], vec![])
+        }
         Op::Col2im
+        | Op::AttentionGrad
         | Op::ScatterAdd
         | Op::Random
         | Op::Cotangent

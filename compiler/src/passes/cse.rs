@@ -33,6 +33,7 @@ fn key(n: &Node) -> Key {
         Attr::Axis(axis) => (8, vec![*axis], 0),
         Attr::Output(k) => (9, vec![*k], 0),
         Attr::Loop(l) => (10, vec![l.carries, l.sequences, l.reverse as usize], 0),
+        Attr::Causal(c) => (11, vec![*c as usize], 0),
     };
     // Two scans are the same when their bodies print the same.
     let body = match &n.attr {

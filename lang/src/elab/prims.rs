@@ -66,6 +66,7 @@ impl<'a, 'd> Elab<'a, 'd> {
                 self.take(op, vals, &spans, span)
             }
             Class::Concat => self.concat(vals, &spans, span, false),
+            Class::Attention => self.attention(vals, &spans, span),
             Class::Given => self.given(op, vals, &spans, span),
             // Written as a `grad` block or a `for .. in steps(..)` loop, never called (their
             // `Sig` is `None`).
@@ -580,6 +581,36 @@ impl<'a, 'd> Elab<'a, 'd> {
 
     /// `gather(x, ids, axis = 0)`: rows of `x` along `axis` picked by integer ids;
     /// `scatter_add(x, ids, size, axis = 0)`: its adjoint, `x` summed into `size` rows.
+    /// `attention(q, k, v, causal = false)`: the scaled dot-product attention primitive.
+    fn attention(&mut self, vals: Vec<Option<Val>>, spans: &[Span], span: Span) -> Val {
+        let mut ts = Vec::new();
+        for (v, &s) in vals.iter().zip(spans).take(3) {
+            match v.as_ref().and_then(|v| self.tensor_arg(v, s)) {
+                Some(t) => ts.push(t),
+                None => return Val::Error,
+            }
+        }
+        let causal = match &vals[3] {
+            None => false,
+            Some(Val::Bool(b)) => *b,
+            Some(other) => {
+                let d = self.describe(other);
+                self.report(errors::kind(spans[3], "true or false", &d));
+                return Val::Error;
+            }
+        };
+        match self
+            .func
+            .build(Op::Attention, ts, Attr::Causal(causal), None)
+        {
+            Ok(v) => Val::Tensor(v),
+            Err(e) => {
+                self.report(errors::op_rule(span, "attention", e.to_string()));
+                Val::Error
+            }
+        }
+    }
+
     pub(super) fn take(
         &mut self,
         op: Op,

@@ -201,6 +201,44 @@ pub fn vjp_func(f: &Func, wrt: &[bool]) -> Result<Func, Error> {
     Ok(g)
 }
 
+/// The values of the body's vector-Jacobian product `j` its backward part (nodes marked
+/// `back`) reads from the forward step: those it computes again (`remat`, with what they
+/// read, marked in the second result) and the residuals, saved per step (the first; the
+/// carries among them are inputs below `nc`).
+fn residuals_of(
+    j: &Func,
+    back: &[bool],
+    nc: usize,
+    remat: &dyn Fn(usize) -> bool,
+) -> (Vec<Value>, Vec<bool>) {
+    let mut residuals: Vec<Value> = Vec::new();
+    let mut copy = vec![false; j.nodes.len()];
+    let mut stack: Vec<Value> = Vec::new();
+    for (k, n) in j.nodes.iter().enumerate() {
+        if back[k] {
+            stack.extend(&n.args);
+        }
+    }
+    stack.extend(&j.outputs);
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Node(k) if !back[k as usize] => {
+                let k = k as usize;
+                if remat(k) {
+                    if !std::mem::replace(&mut copy[k], true) {
+                        stack.extend(&j.nodes[k].args);
+                    }
+                } else if !residuals.contains(&v) {
+                    residuals.push(v);
+                }
+            }
+            Value::Input(k) if (k as usize) < nc && !residuals.contains(&v) => residuals.push(v),
+            _ => {}
+        }
+    }
+    (residuals, copy)
+}
+
 /// The adjoints of a scan's operands (node `i` of `f`), from the adjoints `gys` of its
 /// results: a second scan runs the steps backward. The body's vector-Jacobian product is
 /// split in two: what does not depend on the cotangents (the forward step and whatever
@@ -269,39 +307,54 @@ fn scan(
             Value::Param(_) => false,
         });
     }
-    let remat = |k: usize| {
-        let op = j.nodes[k].op;
+    let layout = |k: usize| {
         !per_step[k]
             || matches!(
-                op,
+                j.nodes[k].op,
                 Op::Const | Op::Transpose | Op::Reshape | Op::Broadcast | Op::Slice
             )
     };
-    let mut residuals: Vec<Value> = Vec::new();
-    let mut copy = vec![false; j.nodes.len()];
-    let mut stack: Vec<Value> = Vec::new();
-    for (k, n) in j.nodes.iter().enumerate() {
-        if back[k] {
-            stack.extend(&n.args);
+    // One cheap elementwise op (a product, a difference: a sigmoid's y (1 - y)) is
+    // computed again in the backward step from the per-step values it reads (its
+    // leaves), instead of saved, where that saves no fewer values: when it reads one
+    // value, or only values saved anyway.
+    let cheap = |k: usize| {
+        let n = &j.nodes[k];
+        n.op.info().lowering == (nnc_ir::Lowering::Fused { cheap: true }) && n.op != Op::Const
+    };
+    let mut leaves: Vec<Option<Vec<Value>>> = vec![None; j.nodes.len()];
+    for k in 0..j.nodes.len() {
+        if !per_step[k] || back[k] || !cheap(k) {
+            continue;
         }
-    }
-    stack.extend(&j.outputs);
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::Node(k) if !back[k as usize] => {
-                let k = k as usize;
-                if remat(k) {
-                    if !std::mem::replace(&mut copy[k], true) {
-                        stack.extend(&j.nodes[k].args);
-                    }
-                } else if !residuals.contains(&v) {
-                    residuals.push(v);
+        let mut ls: Vec<Value> = Vec::new();
+        for &a in &j.nodes[k].args {
+            let from = match a {
+                Value::Node(x) if layout(x as usize) => continue,
+                Value::Node(x) => match &leaves[x as usize] {
+                    Some(l) => l.clone(),
+                    None => vec![a],
+                },
+                Value::Input(x) if (x as usize) < nc => vec![a],
+                _ => continue,
+            };
+            for v in from {
+                if !ls.contains(&v) {
+                    ls.push(v);
                 }
             }
-            Value::Input(k) if (k as usize) < nc && !residuals.contains(&v) => residuals.push(v),
-            _ => {}
         }
+        leaves[k] = Some(ls);
     }
+    let single = |k: usize| layout(k) || leaves[k].as_ref().is_some_and(|l| l.len() <= 1);
+    let (first, _) = residuals_of(&j, &back, nc, &single);
+    let within = |k: usize| {
+        single(k)
+            || leaves[k]
+                .as_ref()
+                .is_some_and(|l| l.iter().all(|v| first.contains(v)))
+    };
+    let (mut residuals, copy) = residuals_of(&j, &back, nc, &within);
     residuals.sort();
     fwd.outputs = l.body.outputs.iter().map(|o| fmap[o]).collect();
     fwd.outputs.extend(residuals.iter().map(|r| fmap[r]));
@@ -408,12 +461,18 @@ fn scan(
         let mut at = Vec::new();
         for v in vals {
             let bv = get(v)?;
+            // A value already stacked (a sequence's adjoint is often the weight
+            // gradient's right factor) is stacked once.
+            let stacked_from = nc + kept.len();
             at.push(match bv {
                 Value::Input(k) if seq_inputs.contains(&(k as usize)) => Ok(k as usize),
-                _ => {
-                    outputs.push(bv);
-                    Err(outputs.len() - 1)
-                }
+                _ => match outputs[stacked_from..].iter().position(|&o| o == bv) {
+                    Some(p) => Err(stacked_from + p),
+                    None => {
+                        outputs.push(bv);
+                        Err(outputs.len() - 1)
+                    }
+                },
             });
         }
         stacked.push(at);
@@ -632,6 +691,13 @@ pub fn vjp(
             let yy = b.bin(Op::Mul, y, y)?;
             let d = b.bin(Op::Sub, one, yy)?;
             out.push((0, b.bin(Op::Mul, gy, d)?));
+        }
+        // d sigmoid(x) = y (1 - y) dx
+        Op::Sigmoid => {
+            let one = b.fill(1.0, y)?;
+            let d = b.bin(Op::Sub, one, y)?;
+            let yd = b.bin(Op::Mul, y, d)?;
+            out.push((0, b.bin(Op::Mul, gy, yd)?));
         }
         // d sin(x) = cos(x) dx
         Op::Sin => {

@@ -247,6 +247,7 @@ pub fn apply(op: Op, attr: &Attr, args: &[&Tensor], dtype: DType, out: Vec<usize
         | Op::Log
         | Op::Sqrt
         | Op::Tanh
+        | Op::Sigmoid
         | Op::Sin
         | Op::Cos
         | Op::Erf

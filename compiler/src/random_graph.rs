@@ -50,6 +50,7 @@ pub fn random_func(seed: u64, ops: usize) -> Func {
                     Op::Abs,
                     Op::Sign,
                     Op::Tanh,
+                    Op::Sigmoid,
                     Op::Sin,
                     Op::Cos,
                     Op::Erf,

@@ -93,7 +93,7 @@ fn cases(op: Op) -> Vec<Case> {
         Op::Cotangent | Op::CustomGrad => vec![],
         // A loop and its results: tests/scan.rs checks its gradient on whole recurrences.
         Op::Scan | Op::ScanOut | Op::LoopVar => vec![],
-        Op::Neg | Op::Exp | Op::Tanh | Op::Sin | Op::Cos | Op::Erf => vec![
+        Op::Neg | Op::Exp | Op::Tanh | Op::Sigmoid | Op::Sin | Op::Cos | Op::Erf => vec![
             case(op, none(), None, vec![p(&[3, 4], Any)]),
             case(op, none(), None, vec![p(&[], Any)]),
         ],

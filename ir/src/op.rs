@@ -138,6 +138,9 @@ table! {
     Log       "log"        1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].ln()), "natural logarithm: ln x";
     Sqrt      "sqrt"       1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].sqrt()), "square root";
     Tanh      "tanh"       1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].tanh()), "hyperbolic tangent";
+    // A primitive, not 1 / (1 + exp(-x)) in the prelude: its derivative y (1 - y) reads
+    // only its result, so a gate saves one value for the backward pass instead of three.
+    Sigmoid   "sigmoid"    1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| 1.0 / (1.0 + (-a[0]).exp())), "logistic sigmoid: 1 / (1 + e^-x)";
     Sin       "sin"        1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].sin()), "sine (radians)";
     Cos       "cos"        1 Unary     Float None   ["x"] 1 COSTLY, Some(|a, _| a[0].cos()), "cosine (radians)";
     // The identity forward, no gradient back: what learning rules built in the language use.
@@ -755,6 +758,7 @@ impl Op {
             | Op::Log
             | Op::Sqrt
             | Op::Tanh
+            | Op::Sigmoid
             | Op::Sin
             | Op::Cos
             | Op::Erf

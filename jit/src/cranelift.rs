@@ -342,8 +342,13 @@ fn lower_program<M: Module>(
                         row = Some(r);
                         blocks = Some((header, exit));
                     }
-                    let at = |b: &mut FunctionBuilder, l: Loc, step: usize| {
+                    let at = |b: &mut FunctionBuilder, l: Loc, step: usize, offset: usize| {
                         let base = addr(b, l);
+                        let base = if offset > 0 {
+                            b.ins().iadd_imm_s(base, 4 * offset as i64)
+                        } else {
+                            base
+                        };
                         match row {
                             Some(r) if step > 0 => {
                                 let off = b.ins().imul_imm_s(r, 4 * step as i64);
@@ -357,19 +362,19 @@ fn lower_program<M: Module>(
                         leaves: spec
                             .leaves
                             .iter()
-                            .zip(&spec.leaf_step)
-                            .map(|(&(v, l), &step)| (v, at(&mut b, l, step)))
+                            .zip(spec.leaf_step.iter().zip(&spec.leaf_offset))
+                            .map(|(&(v, l), (&step, &off))| (v, at(&mut b, l, step, off)))
                             .collect(),
                         scalars: spec
                             .scalars
                             .iter()
                             .zip(&spec.scalar_step)
-                            .map(|(&(j, l), &step)| (j, at(&mut b, l, step)))
+                            .map(|(&(j, l), &step)| (j, at(&mut b, l, step, 0)))
                             .collect(),
                         stores: spec
                             .stores
                             .iter()
-                            .map(|&(m, l)| (m, at(&mut b, l, spec.count)))
+                            .map(|&(m, l)| (m, at(&mut b, l, spec.count, 0)))
                             .collect(),
                         members: spec.members.clone(),
                     };
@@ -387,9 +392,15 @@ fn lower_program<M: Module>(
         b.ins().return_(&[]);
         b.finalize(module.target_config());
         let clif = text.then(|| ctx.func.display().to_string() + &body_text);
+        ctx.set_disasm(std::env::var_os("NNC_DISASM").is_some());
         module
             .define_function(id, &mut ctx)
             .map_err(|e| Error::Codegen(format!("{e:?}")))?;
+        if let Some(c) = ctx.compiled_code()
+            && let Some(v) = &c.vcode
+        {
+            eprintln!("DISASM {name}\n{v}");
+        }
         module.clear_context(&mut ctx);
         Ok(Lowered {
             id,
@@ -614,6 +625,18 @@ struct Clif<'a, 'b> {
 }
 
 impl Clif<'_, '_> {
+    /// Four lanes of `bits`, as a constant of type `ty` (f32x4 or i32x4).
+    fn vconst(&mut self, ty: types::Type, bits: u32) -> V {
+        let bytes: Vec<u8> = (0..4).flat_map(|_| bits.to_le_bytes()).collect();
+        let c = self
+            .b
+            .func
+            .dfg
+            .constants
+            .insert(cranelift_codegen::ir::ConstantData::from(bytes));
+        self.b.ins().vconst(ty, c)
+    }
+
     fn int_ty(&self) -> types::Type {
         if self.ty.is_vector() {
             types::I32X4
@@ -628,21 +651,22 @@ impl emit::Lanes for Clif<'_, '_> {
     type I = V;
     type M = V;
 
+    // A vector constant is one 16-byte constant-pool entry (`vconst`): x64 reads it with
+    // one load, often folded into its user as a memory operand. A scalar splat was two or
+    // three instructions at each use, rematerialized on every trip (Cranelift places pure
+    // values at their uses): 40% of a transcendental-heavy loop's instructions.
     fn konst(&mut self, v: f32) -> emit::R<V> {
-        let s = self.b.ins().f32const(v);
         Ok(if self.ty.is_vector() {
-            self.b.ins().splat(self.ty, s)
+            self.vconst(types::F32X4, v.to_bits())
         } else {
-            s
+            self.b.ins().f32const(v)
         })
     }
     fn iconst(&mut self, v: i32) -> emit::R<V> {
-        let s = self.b.ins().iconst(types::I32, v as i64);
         Ok(if self.ty.is_vector() {
-            let ity = self.int_ty();
-            self.b.ins().splat(ity, s)
+            self.vconst(types::I32X4, v as u32)
         } else {
-            s
+            self.b.ins().iconst(types::I32, v as i64)
         })
     }
     fn add(&mut self, x: V, y: V) -> emit::R<V> {

@@ -88,6 +88,7 @@ pub(crate) fn compute<L: Lanes>(l: &mut L, op: Op, xs: &[L::F]) -> R<L::F> {
         Op::Exp => exp(l, x)?,
         Op::Log => log(l, x)?,
         Op::Tanh => tanh(l, x)?,
+        Op::Sigmoid => sigmoid(l, x)?,
         Op::Sin => sin(l, x)?,
         Op::Cos => cos(l, x)?,
         Op::Erf => erf(l, x)?,
@@ -312,6 +313,15 @@ pub(crate) fn log<L: Lanes>(l: &mut L, x0: L::F) -> R<L::F> {
 
 /// tanh x: an odd polynomial below |x| = 0.625 (no cancellation near 0), else
 /// sign(x) (1 - 2 / (e^(2|x|) + 1)).
+/// 1 / (1 + e^-x): e^-x overflows to inf below -88.7, which gives 0; NaN stays NaN.
+pub(crate) fn sigmoid<L: Lanes>(l: &mut L, x: L::F) -> R<L::F> {
+    let nx = l.neg(x)?;
+    let e = exp(l, nx)?;
+    let one = l.konst(1.0)?;
+    let d = l.add(one, e)?;
+    l.div(one, d)
+}
+
 pub(crate) fn tanh<L: Lanes>(l: &mut L, x: L::F) -> R<L::F> {
     let z = l.mul(x, x)?;
     let p = horner(l, z, &TANH_POLY)?;

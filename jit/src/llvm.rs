@@ -396,8 +396,18 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         l: Loc,
         row: Option<IntValue<'ctx>>,
         step: usize,
+        offset: usize,
     ) -> Result<PointerValue<'ctx>, Error> {
         let base = self.addr(l)?;
+        let base = if offset > 0 {
+            unsafe {
+                self.b
+                    .build_in_bounds_gep(self.cx.f32_type(), base, &[self.i64(offset as i64)], "")
+            }
+            .map_err(err)?
+        } else {
+            base
+        };
         match row {
             Some(r) if step > 0 => {
                 let off = self
@@ -434,7 +444,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 }
                 (Op::Broadcast, _) if member_of(self.f, n.args[0], &spec.members).is_none() => {
                     if let Some(k) = spec.scalars.iter().position(|(k, _)| *k == j) {
-                        let p = self.at(spec.scalars[k].1, row, spec.scalar_step[k])?;
+                        let p = self.at(spec.scalars[k].1, row, spec.scalar_step[k], 0)?;
                         let s = self.b.build_load(self.cx.f32_type(), p, "").map_err(err)?;
                         let v = self.splat(vt, s.into_float_value())?;
                         invariant.insert(j, v);
@@ -454,13 +464,13 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         let leaves: Vec<(Value, PointerValue<'ctx>)> = spec
             .leaves
             .iter()
-            .zip(&spec.leaf_step)
-            .map(|(&(v, l), &step)| Ok((v, self.at(l, row, step)?)))
+            .zip(spec.leaf_step.iter().zip(&spec.leaf_offset))
+            .map(|(&(v, l), (&step, &off))| Ok((v, self.at(l, row, step, off)?)))
             .collect::<Result<_, Error>>()?;
         let stores: Vec<(usize, PointerValue<'ctx>)> = spec
             .stores
             .iter()
-            .map(|&(m, l)| Ok((m, self.at(l, row, spec.count)?)))
+            .map(|&(m, l)| Ok((m, self.at(l, row, spec.count, 0)?)))
             .collect::<Result<_, Error>>()?;
         let pre = self.b.get_insert_block().ok_or_else(|| err("no block"))?;
         let head = self.cx.append_basic_block(self.function, "loop");

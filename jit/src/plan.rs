@@ -199,21 +199,26 @@ pub(crate) fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<V
     Ok(out)
 }
 
-/// How a broadcast its users' loops read in place walks its operand: the loop runs as
-/// rows of `inner` elements, and the operand is either one row read again in every row
-/// (`repeat: false`: the broadcast adds leading axes, as a bias does) or one element per
-/// row, the same across it (`repeat: true`: it adds trailing axes, as a row statistic
-/// does).
+/// How a broadcast or a slice its users' loops read in place walks its operand: the loop
+/// runs as rows of `inner` elements, and the operand is either one element per row, the
+/// same across it (`repeat: true`: a broadcast adding trailing axes, as a row statistic
+/// does), or a row of `inner` elements from `offset` on, advanced by `step` per row (0 for
+/// a broadcast adding leading axes, as a bias does: one row read again in every row; the
+/// operand's row length for a slice: its columns `start..start + inner`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Rows {
     pub inner: usize,
     pub repeat: bool,
+    pub step: usize,
+    pub offset: usize,
 }
 
-/// Broadcasts never stored: their every user is a fusible op over as many elements, and
-/// they add only leading or only trailing axes, so a loop over rows reads their operand
-/// in place (`Rows`). The broadcasts one loop reads must agree on its rows; where they do
-/// not, the later ones are stored as before.
+/// Broadcasts and slices never stored: their every user is a fusible op over as many
+/// elements, and a broadcast adds only leading or only trailing axes, so a loop over rows
+/// reads their operand in place (`Rows`); a slice is rows of its operand whatever its axis
+/// (an LSTM's gate blocks are read where the gate products put them). The broadcasts and
+/// slices one loop reads must agree on its rows; where they do not, the later ones are
+/// stored as before.
 pub(crate) fn strided_broadcasts(
     f: &Func,
     dims: &HashMap<String, usize>,
@@ -228,34 +233,55 @@ pub(crate) fn strided_broadcasts(
         }
     }
     let mut out = vec![None; f.nodes.len()];
-    for (i, n) in f.nodes.iter().enumerate() {
-        let Attr::Dims(d) = &n.attr else { continue };
-        if n.op != Op::Broadcast
-            || scalar_broadcast(f, n)
-            || users[i].is_empty()
-            || f.outputs.contains(&Value::Node(i as u32))
-        {
-            continue;
-        }
-        let shape = shape_of(&n.ty, dims)?;
-        let count: usize = shape.iter().product();
-        let mut ok = d.windows(2).all(|w| w[1] == w[0] + 1);
+    let only_loops = |i: usize, count: usize| -> Result<bool, Error> {
+        let mut ok = !users[i].is_empty() && !f.outputs.contains(&Value::Node(i as u32));
         for &u in &users[i] {
             let un = &f.nodes[u];
             ok &= fusible(f, un)
                 && un.op != Op::Const
                 && shape_of(&un.ty, dims)?.iter().product::<usize>() == count;
         }
+        Ok(ok)
+    };
+    for (i, n) in f.nodes.iter().enumerate() {
+        if let (Op::Slice, Attr::Offset { axis, start }) = (n.op, &n.attr) {
+            let small = shape_of(&n.ty, dims)?;
+            let big = shape_of(f.ty(n.args[0]), dims)?;
+            let count: usize = small.iter().product();
+            let tail: usize = big[axis + 1..].iter().product();
+            let inner = small[*axis] * tail;
+            // Rows of fewer than eight elements cost more in loop overhead than the copy.
+            if count > 0 && (inner == count || inner >= 8) && only_loops(i, count)? {
+                out[i] = Some(Rows {
+                    inner,
+                    repeat: false,
+                    step: big[*axis] * tail,
+                    offset: start * tail,
+                });
+            }
+            continue;
+        }
+        let Attr::Dims(d) = &n.attr else { continue };
+        if n.op != Op::Broadcast || scalar_broadcast(f, n) {
+            continue;
+        }
+        let shape = shape_of(&n.ty, dims)?;
+        let count: usize = shape.iter().product();
+        let ok = d.windows(2).all(|w| w[1] == w[0] + 1) && only_loops(i, count)?;
         let (first, end) = (d[0], d[d.len() - 1] + 1);
         let rows = if end == shape.len() && first > 0 {
             Some(Rows {
                 inner: shape[first..].iter().product(),
                 repeat: false,
+                step: 0,
+                offset: 0,
             })
         } else if first == 0 && end < shape.len() {
             Some(Rows {
                 inner: shape[end..].iter().product(),
                 repeat: true,
+                step: 1,
+                offset: 0,
             })
         } else {
             None
@@ -314,6 +340,26 @@ fn rows_of(f: &Func, inlined: &[bool], strided: &[Option<Rows>], i: usize) -> Op
         }
     }
     None
+}
+
+/// The operands of the slices the loop computing node `i` reads in place. They must be
+/// stored before that loop runs: a loop reads them from memory at other indices than the
+/// one it computes, so a member of the same loop is no source.
+fn sliced(f: &Func, inlined: &[bool], strided: &[Option<Rows>], i: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut stack = vec![i];
+    while let Some(j) = stack.pop() {
+        for &a in &f.nodes[j].args {
+            let Value::Node(k) = a else { continue };
+            let k = k as usize;
+            if inlined[k] {
+                stack.push(k);
+            } else if strided[k].is_some() && f.nodes[k].op == Op::Slice {
+                out.push(f.nodes[k].args[0]);
+            }
+        }
+    }
+    out
 }
 
 /// Where a scan keeps what it needs inside its buffer (offsets in f32 elements, each
@@ -536,6 +582,9 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
                 let sb = scalar_broadcast(f, nd);
                 let joins = count(first) == count(i)
                     && (rows.is_none() || open_rows.is_none() || rows == open_rows)
+                    && sliced(f, &inlined, &strided, i)
+                        .iter()
+                        .all(|&v| root(v).is_none_or(|r| step_of[r] < st))
                     && reads(f, &inlined, &absorbed, &summed, &strided, i)
                         .iter()
                         .all(|&v| match root(v) {
@@ -699,6 +748,8 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
         if let Some(r) = p.strided[i] {
             let how = if r.repeat {
                 "one of its elements per row"
+            } else if n.op == Op::Slice {
+                "its rows"
             } else {
                 "all of it in every row"
             };

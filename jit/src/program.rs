@@ -44,8 +44,11 @@ pub(crate) struct LoopSpec {
     /// advanced by its step per row (1 row: one loop over all the elements).
     pub rows: usize,
     /// Per leaf, elements its address advances per row: `count` (a value of the loop's
-    /// shape) or 0 (a broadcast row, read again in every row).
+    /// shape), 0 (a broadcast row, read again in every row) or its operand's row length
+    /// (a slice read in place).
     pub leaf_step: Vec<usize>,
+    /// Per leaf, elements from its buffer's start to its first (a slice's start).
+    pub leaf_offset: Vec<usize>,
     /// Per scalar, elements its address advances per row: 0 (one value for the whole
     /// loop) or 1 (a broadcast's element for the row).
     pub scalar_step: Vec<usize>,
@@ -207,7 +210,8 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                                     inner = inner.or(strided[k as usize].map(|r| r.inner));
                                     stack.push((k as usize, false))
                                 }
-                                // A bias-like broadcast: its operand, one row per row.
+                                // A bias-like broadcast or a slice: its operand, one
+                                // row per row.
                                 Value::Node(k) if strided[k as usize].is_some() => {
                                     inner = inner.or(strided[k as usize].map(|r| r.inner));
                                     if !leaves.contains(&a) {
@@ -228,11 +232,19 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                     Value::Node(k) if strided[k as usize].is_some() => f.nodes[k as usize].args[0],
                     v => v,
                 };
+                let rows_at = |v: Value| match v {
+                    Value::Node(k) => strided[k as usize],
+                    _ => None,
+                };
                 prog.push(Instr::Loop(LoopSpec {
                     order,
                     leaf_step: leaves
                         .iter()
-                        .map(|&v| if source(v) == v { inner } else { 0 })
+                        .map(|&v| rows_at(v).map_or(inner, |r| r.step))
+                        .collect(),
+                    leaf_offset: leaves
+                        .iter()
+                        .map(|&v| rows_at(v).map_or(0, |r| r.offset))
                         .collect(),
                     scalar_step: scalars
                         .iter()

@@ -84,6 +84,23 @@ fn tanh_is_accurate_near_zero_and_far_from_it() {
 }
 
 #[test]
+fn sigmoid_is_accurate_in_both_tails() {
+    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+    // Relative error down to the normal range of its left tail (e^-x overflows past 88.7).
+    let (e, at) = worst(Op::Sigmoid, &grid(-87.0, 30.0, 1 << 20), sig, 1e-30);
+    eprintln!("sigmoid: max error {e:e} at {at}");
+    assert!(e < 5e-7, "sigmoid: {e:e} at {at}");
+    assert_eq!(
+        run(
+            Op::Sigmoid,
+            &[f64::INFINITY, f64::NEG_INFINITY, 0.0, -200.0, 200.0]
+        ),
+        vec![1.0, 0.0, 0.5, 0.0, 1.0]
+    );
+    assert!(run(Op::Sigmoid, &[f64::NAN])[0].is_nan());
+}
+
+#[test]
 fn sin_and_cos_are_accurate_over_their_reduced_range() {
     // Absolute error (sin and cos cross zero), over many periods.
     let xs = grid(-8192.0, 8192.0, 1 << 20);
@@ -176,6 +193,7 @@ fn elementwise_functions_on_llvm_equal_cranelift_bit_for_bit() {
         Op::Exp,
         Op::Log,
         Op::Tanh,
+        Op::Sigmoid,
         Op::Sin,
         Op::Cos,
         Op::Erf,

@@ -2,7 +2,9 @@
 //! interpreter: a bias (leading axes added) and a row statistic (trailing axes added) in
 //! one loop, rows whose length is not a multiple of the vector width (the tails), two
 //! broadcasts that want different rows in one loop (one of them stored), and a row
-//! broadcast of a rank-3 value; on LLVM too with the feature.
+//! broadcast of a rank-3 value; and slices read in place (an LSTM's gate blocks, a slice
+//! along a middle axis, a slice of a value the same step computes); on LLVM too with the
+//! feature.
 
 use nnc_compiler::interp::eval;
 use nnc_ir::{DType, parse_module};
@@ -100,4 +102,82 @@ fn broadcasts_read_in_place_by_rows_match_the_interpreter() {
 #[test]
 fn broadcasts_read_in_place_by_rows_match_the_interpreter_on_llvm() {
     check(nnc_jit::Codegen::Llvm);
+}
+
+/// Gate blocks: `%1` is `[B, 4D]`, its four column blocks read in place by the loops
+/// after it (rows of D, step 4D), beside a bias read in place; `%13` slices the middle
+/// axis of a rank-3 value (rows of 2D, step 3D); `%16` slices `%15` (whole: as many
+/// elements), which would join the loop `%17` is in, so `%15` must be stored before that
+/// loop runs (it read stale memory before the fix).
+const SLICES: &str = "\
+func @gates(%x: f32[B, Q], %c: f32[B, D], %y: f32[B, 3, D]) -> (f32[B, D], f32[B, D], f32[B, 2, D], f32[B, D]) {
+  param %b: f32[Q] = uniform(-1.0, 1.0)
+  param %g: f32[D] = uniform(-1.0, 1.0)
+  %0 = broadcast %b, dims=[1] : f32[B, Q]
+  %1 = add %x, %0 : f32[B, Q]
+  %2 = slice %1, axis=1, start=0 : f32[B, D]
+  %3 = sigmoid %2 : f32[B, D]
+  %4 = slice %1, axis=1, start=D : f32[B, D]
+  %5 = sigmoid %4 : f32[B, D]
+  %6 = slice %1, axis=1, start=E : f32[B, D]
+  %7 = tanh %6 : f32[B, D]
+  %8 = mul %5, %c : f32[B, D]
+  %9 = mul %3, %7 : f32[B, D]
+  %10 = add %8, %9 : f32[B, D]
+  %11 = broadcast %g, dims=[1] : f32[B, D]
+  %12 = mul %10, %11 : f32[B, D]
+  %13 = slice %y, axis=1, start=1 : f32[B, 2, D]
+  %14 = exp %13 : f32[B, 2, D]
+  %15 = neg %c : f32[B, D]
+  %16 = slice %15, axis=1, start=0 : f32[B, D]
+  %17 = add %16, %c : f32[B, D]
+  return %12, %10, %14, %17
+}
+";
+
+fn check_slices(codegen: nnc_jit::Codegen) {
+    // Blocks of 8 (whole vectors), 13 (a tail) and 64; batches of 1 and 5.
+    for (d, b) in [(8, 5), (13, 5), (64, 1), (13, 2)] {
+        let mut jit = nnc_jit::Jit::with_codegen(codegen);
+        let text = SLICES
+            .replace("Q", &(4 * d).to_string())
+            .replace("start=D", &format!("start={d}"))
+            .replace("start=E", &format!("start={}", 2 * d))
+            .replace('D', &d.to_string());
+        let f = &parse_module(&text).unwrap().funcs[0];
+        let dims = std::collections::HashMap::from([("B".to_string(), b)]);
+        let plan = nnc_jit::plan_text(f, &dims).unwrap();
+        let slices: Vec<&str> = plan.lines().filter(|l| l.contains(" = slice")).collect();
+        assert_eq!(slices.len(), 5, "{plan}");
+        assert!(slices.iter().all(|l| l.contains("its rows of")), "{plan}");
+        let mut rng = Rng::new(d as u64 + 100);
+        let ins = vec![
+            draw(&mut rng, &[b, 4 * d]),
+            draw(&mut rng, &[b, d]),
+            draw(&mut rng, &[b, 3, d]),
+        ];
+        let ps = vec![draw(&mut rng, &[4 * d]), draw(&mut rng, &[d])];
+        let want = eval(f, &ins, &ps).unwrap();
+        let got = jit.eval(f, &ins, &ps).unwrap();
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.shape, w.shape);
+            for (i, (p, q)) in g.data.iter().zip(&w.data).enumerate() {
+                assert!(
+                    (p - q).abs() <= 1e-6 + 1e-5 * q.abs(),
+                    "d = {d}, b = {b}: output {k}[{i}]: {p} vs {q}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn slices_read_in_place_by_rows_match_the_interpreter() {
+    check_slices(nnc_jit::Codegen::Cranelift);
+}
+
+#[cfg(feature = "llvm")]
+#[test]
+fn slices_read_in_place_by_rows_match_the_interpreter_on_llvm() {
+    check_slices(nnc_jit::Codegen::Llvm);
 }

@@ -830,6 +830,7 @@ fn lower(
         Op::Log => g.node("Log", a, vec![]),
         Op::Sqrt => g.node("Sqrt", a, vec![]),
         Op::Tanh => g.node("Tanh", a, vec![]),
+        Op::Sigmoid => g.node("Sigmoid", a, vec![]),
         Op::Sin => g.node("Sin", a, vec![]),
         Op::Cos => g.node("Cos", a, vec![]),
         Op::Erf => g.node("Erf", a, vec![]),

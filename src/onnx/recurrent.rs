@@ -103,15 +103,9 @@ impl<'a> Match<'a> {
             .is_some_and(|n| n.op == Op::Const && n.attr == Attr::Value(x))
     }
 
-    /// `x` where `v` is `sigmoid(x)`: `1 / (1 + exp(-x))`.
+    /// `x` where `v` is `sigmoid(x)`.
     fn sigmoid(&self, v: Value) -> Option<Value> {
-        let d = self.args(v, Op::Div)?;
-        self.constant(d[0], 1.0).then_some(())?;
-        self.either(d[1], Op::Add, |one, e| {
-            self.constant(one, 1.0).then_some(())?;
-            let n = self.args(e, Op::Exp)?;
-            Some(self.args(n[0], Op::Neg)?[0])
-        })
+        Some(self.args(v, Op::Sigmoid)?[0])
     }
 
     fn tanh(&self, v: Value) -> Option<Value> {
@@ -181,20 +175,20 @@ pub fn recognize(f: &Func, i: usize) -> Option<Rnn> {
     for &init in &n.args[..nc] {
         outer.constant(init, 0.0).then_some(())?;
     }
-    // The sequence: transpose(x @ wi + bi, [1, 0, 2]).
+    // The sequence: transpose(x, [1, 0, 2]) @ wi + bi.
     let param = |v: Value, shape: &[usize]| match v {
         Value::Param(k) => (dims(f.ty(v)).as_deref() == Some(shape)).then_some(k),
         _ => None,
     };
-    let t = outer.node(n.args[nc]).filter(|t| t.op == Op::Transpose)?;
-    (t.attr == Attr::Perm(vec![1, 0, 2])).then_some(())?;
-    let (x, wi, bi) = outer.either(t.args[0], Op::Add, |p, q| {
+    let (x, wi, bi) = outer.either(n.args[nc], Op::Add, |p, q| {
         let m = outer.args(p, Op::MatMul)?;
+        let t = outer.node(m[0]).filter(|t| t.op == Op::Transpose)?;
+        (t.attr == Attr::Perm(vec![1, 0, 2])).then_some(())?;
         let feat = *dims(f.ty(m[0]))?.get(2)?;
         let wi = param(m[1], &[feat, wide])?;
         let bc = outer.node(q).filter(|c| c.op == Op::Broadcast)?;
         (bc.attr == Attr::Dims(vec![2])).then_some(())?;
-        Some((m[0], wi, param(bc.args[0], &[wide])?))
+        Some((t.args[0], wi, param(bc.args[0], &[wide])?))
     })?;
     (f.ty(x).rank() == 3).then_some(())?;
     // A constant of the body, as its operand outside.

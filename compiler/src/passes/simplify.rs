@@ -3,7 +3,8 @@
 //! - `stop_gradient(x)` and `custom_grad(x, ..)` are `x` (the passes run after autodiff);
 //! - no-ops vanish: a reshape, broadcast, transpose or cast to the operand's own type, an
 //!   identity permutation; a reshape of a reshape, a broadcast of a broadcast and a
-//!   transpose of a transpose become one;
+//!   transpose of a transpose become one (unless the outer one swaps the last two axes,
+//!   which matrix products read for free);
 //! - constants fold: an elementwise op, broadcast or reshape of constants is a constant;
 //! - a sum of pads (or concats with zeros) of disjoint ranges of one axis is one concat;
 //! - identities: `x + 0`, `0 + x`, `x - 0`, `x * 1`, `1 * x`, `x / 1` are `x`, and `x * 0`,
@@ -173,6 +174,17 @@ pub fn run(f: &Func) -> Func {
                 let x = inner.args[0];
                 if perm.iter().enumerate().all(|(i, &k)| i == k) {
                     return Rewrite::Value(x);
+                }
+                // A swap of the last two axes stays on its own: a matrix product reads it
+                // through strides for free, and a weight gradient summed over the batch
+                // (`sum(transpose(p) @ q)`) is one product only over a swapped operand.
+                let r = outer.len();
+                let swap = r >= 2
+                    && outer[r - 2] == r - 1
+                    && outer[r - 1] == r - 2
+                    && outer[..r - 2].iter().enumerate().all(|(i, &k)| i == k);
+                if swap {
+                    return Rewrite::Node(n.clone());
                 }
                 return Rewrite::Node(Node {
                     args: vec![x],

@@ -650,6 +650,7 @@ impl emit::Lanes for Clif<'_, '_> {
     type F = V;
     type I = V;
     type M = V;
+    type E = Error;
 
     // A vector constant is one 16-byte constant-pool entry (`vconst`): x64 reads it with
     // one load, often folded into its user as a memory operand. A scalar splat was two or

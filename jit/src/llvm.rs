@@ -605,6 +605,7 @@ impl<'ctx> emit::Lanes for Lanes<'_, '_, 'ctx> {
     type F = VectorValue<'ctx>;
     type I = VectorValue<'ctx>;
     type M = VectorValue<'ctx>;
+    type E = Error;
 
     fn konst(&mut self, v: f32) -> emit::R<Self::F> {
         Ok(splat_const(self.vt, v))

@@ -140,10 +140,40 @@ pub(crate) fn summed_products(f: &Func, absorbed: &[bool]) -> Vec<bool> {
 }
 
 /// Ops computed in registers inside a fused loop: the op table's `Fused` lowering, except
-/// integer division (a kernel: it truncates and defines x / 0 = 0).
-pub(crate) fn fusible(_f: &Func, n: &nnc_ir::Node) -> bool {
+/// integer division (a kernel: it truncates and defines x / 0 = 0) and the
+/// transcendental functions nnc-rt computes on wider vectors (`unary_kernel`).
+pub(crate) fn fusible(_f: &Func, n: &nnc_ir::Node, dims: &HashMap<String, usize>) -> bool {
     let int_div = n.op == Op::Div && n.ty.dtype == DType::I32;
-    matches!(n.op.info().lowering, Lowering::Fused { .. }) && !int_div
+    matches!(n.op.info().lowering, Lowering::Fused { .. })
+        && !int_div
+        && unary_kernel(n, dims).is_none()
+}
+
+/// Most elements a transcendental function computed by nnc-rt's `nnc_unary` may have: up
+/// to here its operand and result stay in L2, so the kernel's sixteen lanes (Cranelift's
+/// loops have four) are worth the stored operand; beyond, the loop reads memory once
+/// instead of three times and stays fused.
+pub(crate) const UNARY_KERNEL_MAX: usize = 1 << 16;
+
+/// The `nnc_unary` function node `n` is computed with, if it is one: exp, log, tanh,
+/// sigmoid, erf, sin or cos on f32, of at most `UNARY_KERNEL_MAX` elements.
+pub(crate) fn unary_kernel(
+    n: &nnc_ir::Node,
+    dims: &HashMap<String, usize>,
+) -> Option<kernels::unary::UnaryKind> {
+    use kernels::unary::UnaryKind as U;
+    let kind = match n.op {
+        Op::Exp => U::Exp,
+        Op::Log => U::Log,
+        Op::Tanh => U::Tanh,
+        Op::Sigmoid => U::Sigmoid,
+        Op::Erf => U::Erf,
+        Op::Sin => U::Sin,
+        Op::Cos => U::Cos,
+        _ => return None,
+    };
+    let count: usize = shape_of(&n.ty, dims).ok()?.iter().product();
+    (n.ty.dtype == DType::F32 && count <= UNARY_KERNEL_MAX).then_some(kind)
 }
 
 /// A broadcast of a rank-0 value: the same scalar at every element.
@@ -172,7 +202,7 @@ pub(crate) fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<V
     }
     let mut out = vec![false; f.nodes.len()];
     for (i, n) in f.nodes.iter().enumerate() {
-        if !(fusible(f, n) || scalar_broadcast(f, n)) || users[i].is_empty() {
+        if !(fusible(f, n, dims) || scalar_broadcast(f, n)) || users[i].is_empty() {
             continue;
         }
         if f.outputs.contains(&Value::Node(i as u32)) {
@@ -182,7 +212,7 @@ pub(crate) fn inlined_nodes(f: &Func, dims: &HashMap<String, usize>) -> Result<V
         let mut ok = true;
         for &u in &users[i] {
             let un = &f.nodes[u];
-            ok &= fusible(f, un) && un.op != Op::Const && count(&un.ty)? == c;
+            ok &= fusible(f, un, dims) && un.op != Op::Const && count(&un.ty)? == c;
         }
         let mut distinct = users[i].clone();
         distinct.dedup();
@@ -233,11 +263,13 @@ pub(crate) fn strided_broadcasts(
         }
     }
     let mut out = vec![None; f.nodes.len()];
-    let only_loops = |i: usize, count: usize| -> Result<bool, Error> {
+    // Read only by loops (or, for a slice, by `nnc_unary`, which takes rows too).
+    let only_loops = |i: usize, count: usize, unary: bool| -> Result<bool, Error> {
         let mut ok = !users[i].is_empty() && !f.outputs.contains(&Value::Node(i as u32));
         for &u in &users[i] {
             let un = &f.nodes[u];
-            ok &= fusible(f, un)
+            let reads_rows = fusible(f, un, dims) || (unary && unary_kernel(un, dims).is_some());
+            ok &= reads_rows
                 && un.op != Op::Const
                 && shape_of(&un.ty, dims)?.iter().product::<usize>() == count;
         }
@@ -251,7 +283,7 @@ pub(crate) fn strided_broadcasts(
             let tail: usize = big[axis + 1..].iter().product();
             let inner = small[*axis] * tail;
             // Rows of fewer than eight elements cost more in loop overhead than the copy.
-            if count > 0 && (inner == count || inner >= 8) && only_loops(i, count)? {
+            if count > 0 && (inner == count || inner >= 8) && only_loops(i, count, true)? {
                 out[i] = Some(Rows {
                     inner,
                     repeat: false,
@@ -267,7 +299,7 @@ pub(crate) fn strided_broadcasts(
         }
         let shape = shape_of(&n.ty, dims)?;
         let count: usize = shape.iter().product();
-        let ok = d.windows(2).all(|w| w[1] == w[0] + 1) && only_loops(i, count)?;
+        let ok = d.windows(2).all(|w| w[1] == w[0] + 1) && only_loops(i, count, false)?;
         let (first, end) = (d[0], d[d.len() - 1] + 1);
         let rows = if end == shape.len() && first > 0 {
             Some(Rows {
@@ -294,7 +326,7 @@ pub(crate) fn strided_broadcasts(
     loop {
         let mut changed = false;
         for (i, n) in f.nodes.iter().enumerate() {
-            if inlined[i] || out[i].is_some() || !fusible(f, n) {
+            if inlined[i] || out[i].is_some() || !fusible(f, n, dims) {
                 continue;
             }
             let mut want = None;
@@ -573,7 +605,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
     let mut open_rows: Option<usize> = None;
     for i in (0..n).filter(|&i| own[i]) {
         let nd = &f.nodes[i];
-        if fusible(f, nd) || scalar_broadcast(f, nd) {
+        if fusible(f, nd, dims) || scalar_broadcast(f, nd) {
             let rows = rows_of(f, &inlined, &strided, i);
             if let Some(st) = open {
                 let first = steps[st][0];
@@ -776,6 +808,7 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
                 "kernel layout".to_string()
             }
             Op::Pow | Op::Cast => "kernel math".to_string(),
+            _ if unary_kernel(n, dims).is_some() => "kernel unary".to_string(),
             Op::Div if n.ty.dtype == DType::I32 => "kernel math".to_string(),
             Op::Scan => "kernel scan, its body's plan below".to_string(),
             Op::Attention | Op::AttentionGrad => "kernel attention (no scores stored)".to_string(),

@@ -7,7 +7,7 @@ use crate::Error;
 use crate::kernels;
 use crate::plan::{
     Loc, Plan, fusible, member_of, merge_axes, plan, scalar_broadcast, scan_layout, shape_of,
-    sizes_text, strides,
+    sizes_text, strides, unary_kernel,
 };
 use nnc_ir::{Attr, DType, Dim, Func, Op, Value};
 use std::collections::HashMap;
@@ -176,7 +176,27 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                 let cnt = Arg::Imm(count as i64);
                 prog.push(Instr::Call(KernelFn::Math, vec![k, x.clone(), x, dst, cnt]));
             }
-            _ if fusible(f, n) || scalar_broadcast(f, n) => {
+            _ if unary_kernel(n, dims).is_some() => {
+                let kind = unary_kernel(n, dims).map_or(0, |k| k as i64);
+                // Its operand where it is, or the rows of the slice it reads in place.
+                let rows = match n.args[0] {
+                    Value::Node(k) => strided[k as usize].map(|r| (k as usize, r)),
+                    _ => None,
+                };
+                let (x, desc) = match rows {
+                    Some((k, r)) => (
+                        value_loc(&loc, f.nodes[k].args[0]),
+                        [count / r.inner.max(1), r.inner, r.step, r.offset],
+                    ),
+                    None => (value_loc(&loc, n.args[0]), [1, count, count, 0]),
+                };
+                let d = Arg::Desc(desc.iter().map(|&v| v as i64).collect());
+                prog.push(Instr::Call(
+                    KernelFn::Unary,
+                    vec![Arg::Imm(kind), Arg::Loc(x), dst, d],
+                ));
+            }
+            _ if fusible(f, n, dims) || scalar_broadcast(f, n) => {
                 // One loop for every node of the step: each member's inlined tree,
                 // operands first, then the member, stored to its buffer.
                 let mut order = Vec::new();
@@ -622,7 +642,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
             .all(|i| big_steps.len() == 1 && big_steps[0].contains(&i));
         let fused_loop = big_steps
             .first()
-            .is_some_and(|st| fusible(f, &f.nodes[st[0]]));
+            .is_some_and(|st| fusible(f, &f.nodes[st[0]], dims));
         let outputs_stored = f.outputs.iter().all(|o| {
             matches!(o, Value::Node(i) if big_steps.first().is_some_and(|st| st.contains(&(*i as usize))))
         });

@@ -179,7 +179,8 @@ fn multiply_add_fuses_where_the_isa_has_fma() {
 #[test]
 fn elementwise_functions_on_llvm_equal_cranelift_bit_for_bit() {
     use nnc_jit::Codegen;
-    let mut xs: Vec<f64> = (0..=10_000).map(|i| -100.0 + 0.02 * i as f64).collect();
+    // More points than nnc_unary's bound, so both backends run their own loops.
+    let mut xs: Vec<f64> = (0..=80_000).map(|i| -100.0 + 0.0025 * i as f64).collect();
     xs.extend([
         0.0,
         -0.0,
@@ -218,7 +219,8 @@ fn elementwise_functions_on_llvm_equal_cranelift_bit_for_bit() {
 #[cfg(feature = "llvm")]
 #[test]
 fn llvm_ir_names_the_host_cpu_and_uses_its_vector_width() {
-    let ty = TensorType::new(DType::F32, Shape::known(&[100]));
+    // Above nnc_unary's bound, so exp is LLVM's own loop.
+    let ty = TensorType::new(DType::F32, Shape::known(&[1 << 17]));
     let mut f = Func::new("t".to_string());
     let x = f.add_input("x", ty);
     let y = f.build(Op::Exp, vec![x], Attr::None, None).unwrap();
@@ -227,5 +229,70 @@ fn llvm_ir_names_the_host_cpu_and_uses_its_vector_width() {
     assert!(text.contains("\"target-cpu\""), "{text}");
     if std::arch::is_x86_feature_detected!("avx512f") {
         assert!(text.contains("<16 x float>"), "{text}");
+    }
+}
+
+/// nnc-rt's `nnc_unary` (the functions on sixteen lanes, for tensors of at most
+/// `1 << 16` elements) computes the fused loops' numbers bit for bit: the same polynomials,
+/// the same operations in the same order. Here the loop runs over more elements than that
+/// (so it stays fused), the kernel over the same points, row by row with a stride.
+#[test]
+fn the_unary_kernel_equals_the_fused_loop_bit_for_bit() {
+    use nnc_jit::kernels::unary::{UnaryKind, nnc_unary};
+    let mut xs: Vec<f64> = grid(-100.0, 100.0, (1 << 16) + 1000);
+    xs.extend([
+        0.0,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        1e-40,
+        3e38,
+        -3e38,
+    ]);
+    xs.truncate(xs.len() / 8 * 8);
+    let xf: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
+    for (op, kind) in [
+        (Op::Exp, UnaryKind::Exp),
+        (Op::Log, UnaryKind::Log),
+        (Op::Tanh, UnaryKind::Tanh),
+        (Op::Sigmoid, UnaryKind::Sigmoid),
+        (Op::Erf, UnaryKind::Erf),
+        (Op::Sin, UnaryKind::Sin),
+        (Op::Cos, UnaryKind::Cos),
+    ] {
+        let fused = run(op, &xs);
+        // Rows of 5 read with a step of 8 from offset 3 (columns 3..8 of rows of 8), then
+        // rows of 3 from offset 0 (columns 0..3): every point once.
+        let rows = xf.len() / 8;
+        let mut a = vec![0f32; rows * 5];
+        let mut b = vec![0f32; rows * 3];
+        unsafe {
+            nnc_unary(
+                kind as i64,
+                xf.as_ptr(),
+                a.as_mut_ptr(),
+                [rows as i64, 5, 8, 3].as_ptr(),
+            );
+            nnc_unary(
+                kind as i64,
+                xf.as_ptr(),
+                b.as_mut_ptr(),
+                [rows as i64, 3, 8, 0].as_ptr(),
+            );
+        }
+        for (i, &x) in xf.iter().enumerate() {
+            let (r, c) = (i / 8, i % 8);
+            let k = if c >= 3 {
+                a[r * 5 + c - 3]
+            } else {
+                b[r * 3 + c]
+            };
+            let p = fused[i] as f32;
+            assert!(
+                p.to_bits() == k.to_bits() || (p.is_nan() && k.is_nan()),
+                "{op:?}({x}): fused {p}, kernel {k}"
+            );
+        }
     }
 }

@@ -12,8 +12,10 @@
 
 pub mod attention;
 pub mod forward;
+pub mod lanes;
 pub mod mm;
 mod take;
+pub mod unary;
 pub mod weights;
 
 pub use take::{IndexError, nnc_rt_index_error, nnc_take, take_index_error};
@@ -1021,6 +1023,7 @@ pub enum KernelFn {
     Take,
     Scan,
     Attention,
+    Unary,
 }
 
 /// One kernel of the ABI: its symbol, its C parameters, its address.
@@ -1046,7 +1049,7 @@ use Param::{I64, Ptr};
 
 /// The kernel ABI: every backend declares, registers and calls the kernels from this one
 /// table.
-pub static KERNELS: [KernelSym; 10] = [
+pub static KERNELS: [KernelSym; 11] = [
     KernelSym {
         kernel: KernelFn::Matmul,
         name: "nnc_matmul",
@@ -1106,6 +1109,12 @@ pub static KERNELS: [KernelSym; 10] = [
         name: "nnc_attention",
         params: &[Ptr, Ptr],
         addr: || attention::nnc_attention as *const () as usize,
+    },
+    KernelSym {
+        kernel: KernelFn::Unary,
+        name: "nnc_unary",
+        params: &[I64, Ptr, Ptr, Ptr],
+        addr: || unary::nnc_unary as *const () as usize,
     },
 ];
 

@@ -180,16 +180,23 @@ pub fn recognize(f: &Func, i: usize) -> Option<Rnn> {
         Value::Param(k) => (dims(f.ty(v)).as_deref() == Some(shape)).then_some(k),
         _ => None,
     };
-    let (x, wi, bi) = outer.either(n.args[nc], Op::Add, |p, q| {
-        let m = outer.args(p, Op::MatMul)?;
+    // Or, the LSTM's, transpose(x, [1, 0, 2]) @ wi, with both biases added in the step.
+    let projection = |m: Value| -> Option<(Value, u32)> {
+        let m = outer.args(m, Op::MatMul)?;
         let t = outer.node(m[0]).filter(|t| t.op == Op::Transpose)?;
         (t.attr == Attr::Perm(vec![1, 0, 2])).then_some(())?;
         let feat = *dims(f.ty(m[0]))?.get(2)?;
-        let wi = param(m[1], &[feat, wide])?;
-        let bc = outer.node(q).filter(|c| c.op == Op::Broadcast)?;
-        (bc.attr == Attr::Dims(vec![2])).then_some(())?;
-        Some((t.args[0], wi, param(bc.args[0], &[wide])?))
-    })?;
+        Some((t.args[0], param(m[1], &[feat, wide])?))
+    };
+    let (x, wi, seq_bi) = match projection(n.args[nc]) {
+        Some((x, wi)) => (x, wi, None),
+        None => outer.either(n.args[nc], Op::Add, |p, q| {
+            let (x, wi) = projection(p)?;
+            let bc = outer.node(q).filter(|c| c.op == Op::Broadcast)?;
+            (bc.attr == Attr::Dims(vec![2])).then_some(())?;
+            Some((x, wi, Some(param(bc.args[0], &[wide])?)))
+        })?,
+    };
     (f.ty(x).rank() == 3).then_some(())?;
     // A constant of the body, as its operand outside.
     let outside = |v: Value| match v {
@@ -197,14 +204,20 @@ pub fn recognize(f: &Func, i: usize) -> Option<Rnn> {
         _ => None,
     };
     let wh = |v: Value| param(outside(v)?, &[units, wide]);
-    let bh = |v: Value| {
+    // The step's bias: bh, or bi + bh where the sequence has none.
+    let bh = |v: Value| -> Option<(u32, u32)> {
         let bc = outer.node(outside(v)?).filter(|c| c.op == Op::Broadcast)?;
         (bc.attr == Attr::Dims(vec![1])).then_some(())?;
-        param(bc.args[0], &[wide])
+        match seq_bi {
+            Some(bi) => Some((bi, param(bc.args[0], &[wide])?)),
+            None => outer.either(bc.args[0], Op::Add, |p, q| {
+                Some((param(p, &[wide])?, param(q, &[wide])?))
+            }),
+        }
     };
     let xt = Value::Input(nc as u32);
     // `terms` are exactly `h @ wh` and `bh`, and `extra` (in any order and grouping).
-    let recurrent = |sum: Value, h: Value, extra: Option<Value>| -> Option<(u32, u32)> {
+    let recurrent = |sum: Value, h: Value, extra: Option<Value>| -> Option<(u32, (u32, u32))> {
         let mut terms = Vec::new();
         b.terms(sum, &mut terms);
         if let Some(e) = extra {
@@ -286,6 +299,7 @@ pub fn recognize(f: &Func, i: usize) -> Option<Rnn> {
             try_roles(1, 0).or_else(|| try_roles(0, 1))?
         }
     };
+    let (bi, bh) = bh;
     Some(Rnn {
         kind,
         units,

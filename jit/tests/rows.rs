@@ -42,6 +42,21 @@ fn draw(rng: &mut Rng, shape: &[usize]) -> Tensor {
     )
 }
 
+/// The JIT's outputs of `f` equal the interpreter's (within f32 rounding).
+fn agree(jit: &mut nnc_jit::Jit, f: &nnc_ir::Func, ins: &[Tensor], ps: &[Tensor], case: &str) {
+    let want = eval(f, ins, ps).unwrap();
+    let got = jit.eval(f, ins, ps).unwrap();
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.shape, w.shape);
+        for (i, (p, q)) in g.data.iter().zip(&w.data).enumerate() {
+            assert!(
+                (p - q).abs() <= 1e-6 + 1e-5 * q.abs(),
+                "{case}: output {k}[{i}]: {p} vs {q}"
+            );
+        }
+    }
+}
+
 fn check(codegen: nnc_jit::Codegen) {
     let src = |d: usize| {
         ROWS.replace('D', &d.to_string())
@@ -79,17 +94,7 @@ fn check(codegen: nnc_jit::Codegen) {
             draw(&mut rng, &[b, 3]),
         ];
         let ps = vec![draw(&mut rng, &[d]), draw(&mut rng, &[d])];
-        let want = eval(f, &ins, &ps).unwrap();
-        let got = jit.eval(f, &ins, &ps).unwrap();
-        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g.shape, w.shape);
-            for (i, (p, q)) in g.data.iter().zip(&w.data).enumerate() {
-                assert!(
-                    (p - q).abs() <= 1e-6 + 1e-5 * q.abs(),
-                    "d = {d}, b = {b}: output {k}[{i}]: {p} vs {q}"
-                );
-            }
-        }
+        agree(&mut jit, f, &ins, &ps, &format!("d = {d}, b = {b}"));
     }
 }
 
@@ -157,17 +162,7 @@ fn check_slices(codegen: nnc_jit::Codegen) {
             draw(&mut rng, &[b, 3, d]),
         ];
         let ps = vec![draw(&mut rng, &[4 * d]), draw(&mut rng, &[d])];
-        let want = eval(f, &ins, &ps).unwrap();
-        let got = jit.eval(f, &ins, &ps).unwrap();
-        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g.shape, w.shape);
-            for (i, (p, q)) in g.data.iter().zip(&w.data).enumerate() {
-                assert!(
-                    (p - q).abs() <= 1e-6 + 1e-5 * q.abs(),
-                    "d = {d}, b = {b}: output {k}[{i}]: {p} vs {q}"
-                );
-            }
-        }
+        agree(&mut jit, f, &ins, &ps, &format!("d = {d}, b = {b}"));
     }
 }
 

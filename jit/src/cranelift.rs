@@ -652,10 +652,10 @@ impl emit::Lanes for Clif<'_, '_> {
     type M = V;
     type E = Error;
 
-    // A vector constant is one 16-byte constant-pool entry (`vconst`): x64 reads it with
-    // one load, often folded into its user as a memory operand. A scalar splat was two or
-    // three instructions at each use, rematerialized on every trip (Cranelift places pure
-    // values at their uses): 40% of a transcendental-heavy loop's instructions.
+    // A vector constant is one 16-byte constant-pool entry (`vconst`): one CLIF
+    // instruction, read with one load, where `splat(f32const)` was two at each use (434 of
+    // an LSTM gate loop's ~1,050). No speedup was measurable on its own (the loop's spills
+    // and its four lanes dominated; `nnc_unary` took that loop off Cranelift).
     fn konst(&mut self, v: f32) -> emit::R<V> {
         Ok(if self.ty.is_vector() {
             self.vconst(types::F32X4, v.to_bits())

@@ -356,28 +356,9 @@ pub(crate) fn strided_broadcasts(
     }
 }
 
-/// The row length of the loop computing node `i`: that of the broadcasts its tree reads
-/// in place, if any.
-fn rows_of(f: &Func, inlined: &[bool], strided: &[Option<Rows>], i: usize) -> Option<usize> {
-    let mut stack = vec![i];
-    while let Some(j) = stack.pop() {
-        for &a in &f.nodes[j].args {
-            let Value::Node(k) = a else { continue };
-            let k = k as usize;
-            if inlined[k] {
-                stack.push(k);
-            } else if let Some(r) = strided[k] {
-                return Some(r.inner);
-            }
-        }
-    }
-    None
-}
-
-/// The operands of the slices the loop computing node `i` reads in place. They must be
-/// stored before that loop runs: a loop reads them from memory at other indices than the
-/// one it computes, so a member of the same loop is no source.
-fn sliced(f: &Func, inlined: &[bool], strided: &[Option<Rows>], i: usize) -> Vec<Value> {
+/// The broadcasts and slices the loop computing node `i` reads in place (through its
+/// inlined tree).
+fn read_in_place(f: &Func, inlined: &[bool], strided: &[Option<Rows>], i: usize) -> Vec<usize> {
     let mut out = Vec::new();
     let mut stack = vec![i];
     while let Some(j) = stack.pop() {
@@ -386,12 +367,30 @@ fn sliced(f: &Func, inlined: &[bool], strided: &[Option<Rows>], i: usize) -> Vec
             let k = k as usize;
             if inlined[k] {
                 stack.push(k);
-            } else if strided[k].is_some() && f.nodes[k].op == Op::Slice {
-                out.push(f.nodes[k].args[0]);
+            } else if strided[k].is_some() {
+                out.push(k);
             }
         }
     }
     out
+}
+
+/// The row length of the loop computing node `i`: that of the broadcasts and slices its
+/// tree reads in place, if any.
+fn rows_of(f: &Func, inlined: &[bool], strided: &[Option<Rows>], i: usize) -> Option<usize> {
+    let first = *read_in_place(f, inlined, strided, i).first()?;
+    strided[first].map(|r| r.inner)
+}
+
+/// The operands of the slices the loop computing node `i` reads in place. They must be
+/// stored before that loop runs: a loop reads them from memory at other indices than the
+/// one it computes, so a member of the same loop is no source.
+fn sliced(f: &Func, inlined: &[bool], strided: &[Option<Rows>], i: usize) -> Vec<Value> {
+    read_in_place(f, inlined, strided, i)
+        .into_iter()
+        .filter(|&k| f.nodes[k].op == Op::Slice)
+        .map(|k| f.nodes[k].args[0])
+        .collect()
 }
 
 /// Where a scan keeps what it needs inside its buffer (offsets in f32 elements, each

@@ -209,10 +209,3 @@ pub unsafe extern "C" fn nnc_unary(kind: i64, x: *const f32, y: *mut f32, desc: 
     }
     unsafe { portable(kind, x, y, rows, count, step) }
 }
-
-/// One value of `kind`'s function, as every loop computes it.
-pub fn value(kind: UnaryKind, x: f32) -> f32 {
-    let mut y = 0.0;
-    unsafe { nnc_unary(kind as i64, &x, &mut y, [1i64, 1, 1, 0].as_ptr()) };
-    y
-}

@@ -92,6 +92,7 @@ impl Kernel {
         if scratch.len() < self.scratch_len {
             scratch.resize(self.scratch_len, 0.0);
         }
+        let _flush = nnc_rt::FlushDenormals::new();
         unsafe {
             (self.entry)(
                 ins.as_ptr(),
@@ -118,6 +119,7 @@ impl Kernel {
         let ps: Vec<*const f32> = params.iter().map(|v| v.as_ptr()).collect();
         let outs: Vec<*mut f32> = outputs.iter_mut().map(|v| v.as_mut_ptr()).collect();
         // The code reads and writes exactly the buffers the plan sized.
+        let _flush = nnc_rt::FlushDenormals::new();
         unsafe {
             (self.entry)(
                 ins.as_ptr(),

@@ -267,6 +267,8 @@ fn the_unary_kernel_equals_the_fused_loop_bit_for_bit() {
         let rows = xf.len() / 8;
         let mut a = vec![0f32; rows * 5];
         let mut b = vec![0f32; rows * 3];
+        // In the mode kernels run in (subnormals flushed), as the loop ran.
+        let _flush = nnc_jit::kernels::FlushDenormals::new();
         unsafe {
             nnc_unary(
                 kind as i64,
@@ -295,4 +297,29 @@ fn the_unary_kernel_equals_the_fused_loop_bit_for_bit() {
             );
         }
     }
+}
+
+/// Kernels run with subnormals flushed to zero (a decaying Adam moment would otherwise slow
+/// the update several times over), and the caller's floating-point mode is left as found.
+#[test]
+fn kernels_flush_subnormals_and_restore_the_callers_mode() {
+    // 1e-20 squared is 1e-40, a subnormal f32; 1e-40 read as an operand is zero.
+    let ty = TensorType::new(DType::F32, Shape::known(&[2]));
+    let mut f = Func::new("square".to_string());
+    let x = f.add_input("x", ty);
+    let y = f.build(Op::Mul, vec![x, x], Attr::None, None).unwrap();
+    f.outputs.push(y);
+    let t = Tensor::new(DType::F32, vec![2], vec![1e-20, -1e-20]);
+    let got = nnc_jit::Jit::new()
+        .eval(&f, &[t], &[])
+        .unwrap()
+        .remove(0)
+        .data;
+    assert_eq!(got, vec![0.0, 0.0]);
+    // The square root of 1e-40 is 1e-20, but the operand reads as zero.
+    let got = run(Op::Sqrt, &[1e-40, 1e-39]);
+    assert_eq!(got, vec![0.0, 0.0]);
+    // Here, outside a kernel, subnormals are numbers.
+    let tiny = std::hint::black_box(1e-20f32);
+    assert!(tiny * tiny > 0.0);
 }

@@ -35,6 +35,10 @@ fn main() {
         (32, 64, 256, false, false),
         (32, 256, 1024, false, false),
         (512, 512, 512, false, false),
+        (64, 8192, 256, true, false),
+        (16, 8192, 256, true, false),
+        (8192, 16, 256, false, false),
+        (32, 64, 256, false, true),
     ];
     println!("| m x k x n | a^T | b^T | gemm GFLOP/s | nnc GFLOP/s | nnc/gemm |");
     println!("|---|---|---|---|---|---|");

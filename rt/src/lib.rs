@@ -1129,6 +1129,46 @@ pub fn kernels() -> Vec<usize> {
     all
 }
 
+/// While it lives, subnormal f32 results are flushed to zero and subnormal operands read as
+/// zero on this thread (MXCSR's FTZ and DAZ bits); dropping it restores the mode it found.
+/// JIT-compiled kernels run under it, as XLA's and TensorFlow's do: a long training run's
+/// Adam moments decay into subnormals, and on this machine mlp784's step then went from
+/// 0.95 to 1.23 ms by step 2,000. Deployed objects run in their caller's mode.
+#[must_use]
+pub struct FlushDenormals {
+    #[cfg(target_arch = "x86_64")]
+    saved: u32,
+}
+
+#[allow(clippy::new_without_default)] // a guard: made to be dropped, not defaulted
+impl FlushDenormals {
+    pub fn new() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut saved = 0u32;
+            // SAFETY: stmxcsr/ldmxcsr read and write only the MXCSR register and `saved`.
+            unsafe {
+                std::arch::asm!("stmxcsr [{}]", in(reg) &mut saved, options(nostack));
+                let flush = saved | 0x8040;
+                std::arch::asm!("ldmxcsr [{}]", in(reg) &flush, options(nostack, readonly));
+            }
+            FlushDenormals { saved }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        FlushDenormals {}
+    }
+}
+
+impl Drop for FlushDenormals {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `new`.
+        unsafe {
+            std::arch::asm!("ldmxcsr [{}]", in(reg) &self.saved, options(nostack, readonly));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Row reductions on every length from 0 to 40 (whole registers and remainders): the

@@ -363,3 +363,90 @@ pub fn erf<L: Lanes>(l: &mut L, x: L::F) -> Result<L::F, L::E> {
     let y = replace(l, Cmp::Lt, ax, 0.5, small_y, big_y)?;
     keep_nan(l, x, y)
 }
+
+/// The elementwise ops of a fused loop. What each computes is defined once, by
+/// [`compute`], for Cranelift's and LLVM's loops alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elem {
+    Neg,
+    Abs,
+    Sqrt,
+    Sign,
+    Exp,
+    Log,
+    Tanh,
+    Sigmoid,
+    Sin,
+    Cos,
+    Erf,
+    /// The identity (a stop-gradient, a broadcast scalar the loop computed).
+    Id,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    /// `x != 0 ? y : z`.
+    Select,
+}
+
+/// One elementwise op on its operands' lanes.
+#[inline(always)]
+pub fn compute<L: Lanes>(l: &mut L, op: Elem, xs: &[L::F]) -> Result<L::F, L::E> {
+    let x = xs[0];
+    let y = || xs[1];
+    let indicator = |l: &mut L, c: Cmp, x: L::F, y: L::F| {
+        let m = l.cmp(c, x, y)?;
+        l.indicator(m)
+    };
+    Ok(match op {
+        Elem::Neg => l.neg(x)?,
+        Elem::Abs => l.abs(x)?,
+        Elem::Sqrt => l.sqrt(x)?,
+        Elem::Sign => {
+            let zero = l.konst(0.0)?;
+            let pos = indicator(l, Cmp::Gt, x, zero)?;
+            let neg = indicator(l, Cmp::Lt, x, zero)?;
+            l.sub(pos, neg)?
+        }
+        Elem::Exp => exp(l, x)?,
+        Elem::Log => log(l, x)?,
+        Elem::Tanh => tanh(l, x)?,
+        Elem::Sigmoid => sigmoid(l, x)?,
+        Elem::Sin => sin(l, x)?,
+        Elem::Cos => cos(l, x)?,
+        Elem::Erf => erf(l, x)?,
+        Elem::Id => x,
+        Elem::Add => l.add(x, y())?,
+        Elem::Sub => l.sub(x, y())?,
+        Elem::Mul => l.mul(x, y())?,
+        Elem::Div => l.div(x, y())?,
+        // max: y where x < y, else x (the op table's rule; one maxps-like select).
+        Elem::Max => {
+            let m = l.cmp(Cmp::Lt, x, y())?;
+            l.select(m, y(), x)?
+        }
+        Elem::Min => {
+            let m = l.cmp(Cmp::Lt, y(), x)?;
+            l.select(m, y(), x)?
+        }
+        Elem::Lt => indicator(l, Cmp::Lt, x, y())?,
+        Elem::Le => indicator(l, Cmp::Le, x, y())?,
+        Elem::Gt => indicator(l, Cmp::Gt, x, y())?,
+        Elem::Ge => indicator(l, Cmp::Ge, x, y())?,
+        Elem::Eq => indicator(l, Cmp::Eq, x, y())?,
+        Elem::Ne => indicator(l, Cmp::Ne, x, y())?,
+        Elem::Select => {
+            let zero = l.konst(0.0)?;
+            let m = l.cmp(Cmp::Ne, x, zero)?;
+            l.select(m, xs[1], xs[2])?
+        }
+    })
+}

@@ -93,8 +93,8 @@ fn a_scan_and_its_gradient_run_natively() {
     check(nnc_jit::Codegen::Cranelift);
 }
 
-/// At width 40 and 9 rows the backward's `dh @ u^T` takes nnc's packed kernel, which
-/// packs the loop constant `u` once for the whole reverse loop: against the interpreter.
+/// At width 40 and 9 rows the forward's `h @ u` and the backward's `dh @ u^T` take nnc's
+/// packed kernel, which packs the loop constant `u` once per loop: against the interpreter.
 #[test]
 fn a_wide_scan_packs_its_constant_weight_once_and_agrees() {
     let text = ELMAN.replace(", 4]", ", 40]").replace("[4, ", "[40, ");

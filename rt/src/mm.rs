@@ -91,6 +91,12 @@ pub fn with_loop_constants<R>(consts: &[*const f32], f: impl FnOnce() -> R) -> R
     r
 }
 
+/// Whether `p` is a constant of a structured loop running on this thread (a `b` read from
+/// it is packed once for the loop).
+pub fn is_loop_constant(p: *const f32) -> bool {
+    LOOPS.with(|l| l.borrow().iter().any(|f| f.consts.contains(&p)))
+}
+
 /// `b` packed whole (slices of depth `kc_even` and width `NC`, in the kernel's order) when
 /// it is a running loop's constant, packed now or before in this loop.
 unsafe fn loop_packed(b: Strided, k: usize, n: usize, kc_even: usize) -> Option<*const f32> {

@@ -5,9 +5,14 @@
 //! before its one store.
 //!
 //! The blocking is GotoBLAS's: a `KC`-deep, `NC`-wide slice of `b` is packed once into
-//! 32-column panels (it stays in L2); `a` is read in place, eight rows at a time, each
-//! row's values broadcast (an `a` panel stays in L1 while the panels of `b` pass it). Shapes are known when the JIT compiles, so `nnc_matmul`
-//! picks this kernel or gemm per product (see `use_packed`).
+//! 32-column panels (it stays in L2), except where `b` is row-major and the slice is whole
+//! panels: then its rows are read in place (the copy cost more than it saved: without it
+//! `[128, 256] x [256, 256]` went 0.98x -> 1.05x gemm's rate, `[32, 64] x [64, 256]`
+//! 0.88x -> 1.10x, `[64, 8192]^T x [8192, 256]` 0.94x -> 0.95-1.04x, one thread, same
+//! runs). `a` is read in place, eight rows at a time, each row's values broadcast (an `a`
+//! panel stays in L1 while the panels of `b` pass it); packing a transposed `a` measured
+//! 0.91-1.04x of reading it in place, so it is not done. Shapes are known when the JIT
+//! compiles, so `nnc_matmul` picks this kernel or gemm per product (see `use_packed`).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -186,11 +191,14 @@ pub unsafe fn matmul(
             while pc < k {
                 let kc = (k - pc).min(kc_even);
                 let last = pc + kc == k;
-                let slice = match whole {
-                    Some(all) => unsafe { all.add(offset) },
+                // A row-major `b` whose block is whole panels is read in place.
+                let in_place_b = whole.is_none() && b.cs == 1 && nc % NR == 0;
+                let (slice, ldb, panel_step) = match whole {
+                    Some(all) => (unsafe { all.add(offset) }, NR, kc * NR),
+                    None if in_place_b => (unsafe { b_block.ptr.add(pc * b.rs) }, b.rs, NR),
                     None => {
                         unsafe { pack_b(b_block, pc, kc, nc, pb) };
-                        pb.as_ptr()
+                        (pb.as_ptr(), NR, kc * NR)
                     }
                 };
                 offset += kc * nc.next_multiple_of(NR);
@@ -199,7 +207,7 @@ pub unsafe fn matmul(
                     let mc = (m - ic).min(MC);
                     for jp in 0..nc.div_ceil(NR) {
                         let j0 = jc + jp * NR;
-                        let bp = unsafe { slice.add(jp * kc * NR) };
+                        let bp = unsafe { slice.add(jp * panel_step) };
                         for ip in 0..mc.div_ceil(MR) {
                             let i0 = ic + ip * MR;
                             let ap = Strided {
@@ -215,7 +223,7 @@ pub unsafe fn matmul(
                                 cols: (jc + nc - j0).min(NR),
                             };
                             let ep = if last { Some(ep) } else { None };
-                            unsafe { kernel(kc, ap, bp, &tile, pc > 0, ep) };
+                            unsafe { kernel(kc, ap, bp, ldb, &tile, pc > 0, ep) };
                         }
                     }
                     ic += mc;
@@ -292,6 +300,7 @@ unsafe fn kernel(
     kc: usize,
     a: Strided,
     b: *const f32,
+    ldb: usize,
     t: &Tile,
     accumulate: bool,
     ep: Option<&Epilogue>,
@@ -304,8 +313,8 @@ unsafe fn kernel(
     for p in 0..kc {
         let (b0, b1) = unsafe {
             (
-                _mm512_loadu_ps(b.add(p * NR)),
-                _mm512_loadu_ps(b.add(p * NR + 16)),
+                _mm512_loadu_ps(b.add(p * ldb)),
+                _mm512_loadu_ps(b.add(p * ldb + 16)),
             )
         };
         let off = p * a.cs;
@@ -375,6 +384,7 @@ unsafe fn kernel(
     _kc: usize,
     _a: Strided,
     _b: *const f32,
+    _ldb: usize,
     _t: &Tile,
     _accumulate: bool,
     _ep: Option<&Epilogue>,

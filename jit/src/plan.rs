@@ -460,6 +460,13 @@ pub(crate) fn scan_layout(
             .collect::<Result<_, _>>()?,
         steps,
         reverse: l.reverse,
+        passthrough: l.body.outputs[nc..]
+            .iter()
+            .map(|&o| match o {
+                Value::Input(c) if (c as usize) < nc => Some(c as usize),
+                _ => None,
+            })
+            .collect(),
     };
     Ok(ScanLayout {
         results,

@@ -145,3 +145,36 @@ func @f(%p: f32[6, B, 3], %q: f32[6, B, 5]) -> f32[3, 5] {
     let got = nnc_jit::Jit::new().eval(f, &ins, &ps).unwrap();
     close(&got, &want);
 }
+
+/// Carries returned as outputs (their incoming values stacked, as a recurrence keeps its
+/// previous state for the backward pass) live in those outputs' steps (`nnc_scan` does not
+/// copy them): one carry's new value is the other's old, in both directions.
+const PASSTHROUGH: &str = "\
+func @pass(%xs: f32[5, B, 3]) -> (f32[B, 3], f32[5, B, 3], f32[5, B, 3], f32[B, 3]) {
+  %0 = const 0.5 : f32[B, 3]
+  %1 = const -0.25 : f32[B, 3]
+  %2 = scan %0, %1, %xs, carries=2, sequences=1, reverse=R : f32[]
+    func @step(%a: f32[B, 3], %c: f32[B, 3], %x: f32[B, 3]) -> (f32[B, 3], f32[B, 3], f32[B, 3], f32[B, 3]) {
+      %0 = mul %a, %x : f32[B, 3]
+      %1 = add %0, %c : f32[B, 3]
+      return %1, %a, %a, %c
+    }
+  %3 = scan_out %2, output=0 : f32[B, 3]
+  %4 = scan_out %2, output=1 : f32[B, 3]
+  %5 = scan_out %2, output=2 : f32[5, B, 3]
+  %6 = scan_out %2, output=3 : f32[5, B, 3]
+  return %3, %5, %6, %4
+}
+";
+
+#[test]
+fn carries_returned_as_outputs_agree_in_both_directions() {
+    for reverse in ["0", "1"] {
+        let text = PASSTHROUGH.replace("reverse=R", &format!("reverse={reverse}"));
+        let f = &parse_module(&text).unwrap().funcs[0];
+        let (ins, ps) = values(f, 2, 11);
+        let want = eval(f, &ins, &ps).unwrap();
+        let got = nnc_jit::Jit::new().eval(f, &ins, &ps).unwrap();
+        close(&got, &want);
+    }
+}

@@ -868,6 +868,10 @@ pub struct ScanDesc {
     pub steps: usize,
     /// Last step first.
     pub reverse: bool,
+    /// Per output, the carry whose incoming value it is (the body returns that carry's
+    /// operand), if any: that carry then lives in the output's stacked steps, so neither
+    /// the body nor the loop copies it.
+    pub passthrough: Vec<Option<usize>>,
 }
 
 impl ScanDesc {
@@ -884,6 +888,7 @@ impl ScanDesc {
         for v in [&self.carries, &self.sequences, &self.outputs] {
             d.extend(v.iter().map(|&n| n as i64));
         }
+        d.extend(self.passthrough.iter().map(|c| c.map_or(-1, |c| c as i64)));
         d
     }
 }
@@ -893,7 +898,8 @@ impl ScanDesc {
 /// carries, the stacked outputs), a second buffer per carry, and the body's scratch arena.
 /// Each step reads the carries the step before wrote (the first, their initial values)
 /// and one step of each sequence in place, and writes the new carries into the other of
-/// their two buffers and its outputs in place in the stacked ones.
+/// their two buffers and its outputs in place in the stacked ones. A carry the body
+/// returns as an output lives in that output's steps instead (see `passthrough`).
 ///
 /// # Safety
 /// `desc` is a [`ScanDesc`] encoding; every pointer holds what the descriptor says, the
@@ -907,6 +913,7 @@ pub unsafe extern "C" fn nnc_scan(desc: *const i64, ptrs: *const *mut f32, body:
         let sizes = std::slice::from_raw_parts(desc.add(6), nc + ns + ny);
         let (csz, rest) = sizes.split_at(nc);
         let (ssz, ysz) = rest.split_at(ns);
+        let through = std::slice::from_raw_parts(desc.add(6 + nc + ns + ny), ny);
         let p = std::slice::from_raw_parts(ptrs, 2 * nc + ns + nk + ny + nc + 1);
         let (init, p) = p.split_at(nc);
         let (seqs, p) = p.split_at(ns);
@@ -916,21 +923,49 @@ pub unsafe extern "C" fn nnc_scan(desc: *const i64, ptrs: *const *mut f32, body:
         let (cur, p) = p.split_at(nc);
         let scratch = p[0];
         let body: Entry = std::mem::transmute::<*const u8, Entry>(body);
-        // The carries ping-pong between the result buffers and `cur`, arranged so the
-        // last step writes the results: no copy per step. The first step reads the
+        // A carry the body also returns as an output (its incoming value, stacked: a
+        // recurrence's previous state, kept for the backward pass) lives in that output's
+        // steps: step t reads it from step t's slot and writes the next value into the
+        // next step's, so the body's copy of it is a copy onto itself (skipped).
+        let home: Vec<Option<(*mut f32, usize)>> = (0..nc)
+            .map(|c| {
+                through
+                    .iter()
+                    .position(|&k| k == c as i64)
+                    .filter(|&j| ysz[j] == csz[c])
+                    .map(|j| (stacked[j], ysz[j] as usize))
+            })
+            .collect();
+        let order = |k: usize| if reverse { steps - 1 - k } else { k };
+        // The other carries ping-pong between the result buffers and `cur`, arranged so
+        // the last step writes the results: no copy per step. The first step reads the
         // initial values where they are.
         let mut ins: Vec<*const f32> = Vec::with_capacity(nc + ns + nk);
         let mut outs: Vec<*mut f32> = Vec::with_capacity(nc + ny);
         let mut read: Vec<*const f32> = init.iter().map(|&c| c as *const f32).collect();
+        let mut write: Vec<*mut f32> = vec![std::ptr::null_mut(); nc];
         let constants: Vec<*const f32> = consts.iter().map(|&c| c as *const f32).collect();
+        if steps > 0 {
+            for (c, h) in home.iter().enumerate() {
+                if let Some((y, n)) = *h {
+                    let first = y.add(order(0) * n);
+                    std::ptr::copy(init[c], first, n);
+                    read[c] = first;
+                }
+            }
+        }
         mm::with_loop_constants(&constants, || {
             for k in 0..steps {
-                let t = if reverse { steps - 1 - k } else { k };
-                let write: &[*mut f32] = if (steps - 1 - k) % 2 == 0 {
-                    finals
-                } else {
-                    cur
-                };
+                let t = order(k);
+                let last = k + 1 == steps;
+                for c in 0..nc {
+                    write[c] = match home[c] {
+                        Some((y, n)) if !last => y.add(order(k + 1) * n),
+                        Some(_) => finals[c],
+                        None if (steps - 1 - k) % 2 == 0 => finals[c],
+                        None => cur[c],
+                    };
+                }
                 ins.clear();
                 ins.extend_from_slice(&read);
                 for (s, &n) in seqs.iter().zip(ssz) {
@@ -938,7 +973,7 @@ pub unsafe extern "C" fn nnc_scan(desc: *const i64, ptrs: *const *mut f32, body:
                 }
                 ins.extend(consts.iter().map(|&c| c as *const f32));
                 outs.clear();
-                outs.extend_from_slice(write);
+                outs.extend_from_slice(&write);
                 for (y, &n) in stacked.iter().zip(ysz) {
                     outs.push(y.add(t * n as usize));
                 }

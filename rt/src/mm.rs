@@ -192,7 +192,7 @@ pub unsafe fn matmul(
                 let kc = (k - pc).min(kc_even);
                 let last = pc + kc == k;
                 // A row-major `b` whose block is whole panels is read in place.
-                let in_place_b = whole.is_none() && b.cs == 1 && nc % NR == 0;
+                let in_place_b = whole.is_none() && b.cs == 1 && nc.is_multiple_of(NR);
                 let (slice, ldb, panel_step) = match whole {
                     Some(all) => (unsafe { all.add(offset) }, NR, kc * NR),
                     None if in_place_b => (unsafe { b_block.ptr.add(pc * b.rs) }, b.rs, NR),

@@ -374,7 +374,8 @@ fn lower_program<M: Module>(
                         stores: spec
                             .stores
                             .iter()
-                            .map(|&(m, l)| (m, at(&mut b, l, spec.count, 0)))
+                            .zip(spec.store_step.iter().zip(&spec.store_offset))
+                            .map(|(&(m, l), (&step, &off))| (m, at(&mut b, l, step, off)))
                             .collect(),
                         members: spec.members.clone(),
                     };

@@ -470,7 +470,8 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         let stores: Vec<(usize, PointerValue<'ctx>)> = spec
             .stores
             .iter()
-            .map(|&(m, l)| Ok((m, self.at(l, row, spec.count, 0)?)))
+            .zip(spec.store_step.iter().zip(&spec.store_offset))
+            .map(|(&(m, l), (&step, &off))| Ok((m, self.at(l, row, step, off)?)))
             .collect::<Result<_, Error>>()?;
         let pre = self.b.get_insert_block().ok_or_else(|| err("no block"))?;
         let head = self.cx.append_basic_block(self.function, "loop");

@@ -490,6 +490,11 @@ pub(crate) struct Plan {
     pub summed: Vec<bool>,
     /// The node is a broadcast its users' loops read in place, row by row.
     pub strided: Vec<Option<Rows>>,
+    /// The node is an operand of a concat its loop stores in place into the concat's
+    /// buffer (which it shares): where in each of the concat's rows.
+    pub placed: Vec<Option<Placed>>,
+    /// The node is a concat its operands' loop wrote in place: nothing left to do.
+    pub written: Vec<bool>,
     pub shapes: Vec<Vec<usize>>,
     /// The order of execution: each step is one node's kernel call or loop, or one fused
     /// loop computing several nodes (same element count) with a store for each.
@@ -498,6 +503,18 @@ pub(crate) struct Plan {
     pub scratch: usize,
     /// Scratch elements if every buffer had its own place.
     pub unshared: usize,
+}
+
+/// Where a loop stores a concat's operand in the concat's buffer: the loop runs over rows
+/// of `row` elements, the first stored `offset` elements into the buffer and each next
+/// one `step` after it (the concat's row, all of its axis and the axes after it; or, for
+/// a concat along its first axis, `row`: the operand is one contiguous block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Placed {
+    pub concat: usize,
+    pub offset: usize,
+    pub step: usize,
+    pub row: usize,
 }
 
 /// The values a node computed at its own step reads from memory: the leaves of its fused
@@ -655,6 +672,86 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
             last_use[j] = usize::MAX;
         }
     }
+    // A concat whose operands one fused loop computes, for it alone, is written in place:
+    // the loop stores each operand into its columns of the concat's buffer (allocated at
+    // the loop's step), and the concat does nothing.
+    let mut readers = vec![0usize; n];
+    for i in (0..n).filter(|&i| own[i]) {
+        for v in reads(f, &inlined, &absorbed, &summed, &strided, i) {
+            if let Some(j) = root(v) {
+                readers[j] += 1;
+            }
+        }
+    }
+    for &o in &f.outputs {
+        if let Some(j) = root(o) {
+            readers[j] += 2;
+        }
+    }
+    let mut placed: Vec<Option<Placed>> = vec![None; n];
+    let mut written = vec![false; n];
+    let mut early: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut step_rows: HashMap<usize, usize> = HashMap::new();
+    for c in (0..n).filter(|&c| own[c] && f.nodes[c].op == Op::Concat) {
+        let Attr::Axis(axis) = f.nodes[c].attr else {
+            continue;
+        };
+        let args = &f.nodes[c].args;
+        let ks: Vec<usize> = args
+            .iter()
+            .filter_map(|&a| match a {
+                Value::Node(k) => Some(k as usize),
+                _ => None,
+            })
+            .collect();
+        let Some(&k0) = ks.first().filter(|&&k| own[k]) else {
+            continue;
+        };
+        let st = step_of[k0];
+        let out = &shapes[c];
+        let inner: usize = out[axis + 1..].iter().product();
+        let row = out[axis] * inner;
+        let outer = out[..axis].iter().product::<usize>();
+        // The loop's rows: those of the broadcasts and slices it reads in place, or of
+        // a concat it already writes.
+        let loop_rows = steps[st]
+            .iter()
+            .find_map(|&m| rows_of(f, &inlined, &strided, m))
+            .or(step_rows.get(&st).copied());
+        let fits = ks.len() == args.len()
+            && f.nodes[c].ty.dtype == DType::F32
+            && ks.iter().enumerate().all(|(j, &k)| {
+                own[k]
+                    && !ks[..j].contains(&k)
+                    && step_of[k] == st
+                    && readers[k] == 1
+                    && !direct.contains_key(&k)
+                    && placed[k].is_none()
+                    && fusible(f, &f.nodes[k], dims)
+                    && loop_rows.is_none_or(|r| r == shapes[k][axis] * inner || outer == 1)
+            })
+            && fusible(f, &f.nodes[steps[st][0]], dims);
+        if !fits {
+            continue;
+        }
+        let mut start = 0;
+        for &k in &ks {
+            let seg = shapes[k][axis] * inner;
+            let r = loop_rows.unwrap_or(if outer == 1 { count(k) } else { seg });
+            placed[k] = Some(Placed {
+                concat: c,
+                offset: start * inner,
+                step: if outer == 1 { r } else { row },
+                row: r,
+            });
+            start += shapes[k][axis];
+        }
+        written[c] = true;
+        early.entry(st).or_default().push(c);
+        if let Some(p) = placed[k0] {
+            step_rows.insert(st, p.row);
+        }
+    }
     let mut loc = vec![Loc::Scratch(usize::MAX); n];
     let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, size), sorted by offset
     let mut live: Vec<(usize, usize, usize)> = Vec::new(); // (last step, offset, size)
@@ -678,7 +775,13 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
             }
         }
         free = merged;
-        for &i in step {
+        let early_here = early.get(&t).cloned().unwrap_or_default();
+        for &i in early_here.iter().chain(step) {
+            // A concat written in place has its buffer from its operands' step; they
+            // have none of their own.
+            if placed[i].is_some() || (written[i] && !early_here.contains(&i)) {
+                continue;
+            }
             if let Some(&k) = direct.get(&i) {
                 loc[i] = Loc::Output(k);
                 continue;
@@ -704,6 +807,11 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
             live.push((last_use[i], off, size));
         }
     }
+    for i in 0..n {
+        if let Some(p) = placed[i] {
+            loc[i] = loc[p.concat];
+        }
+    }
     // Aliases live where their operand does; a scan's results at their offsets in its
     // buffer.
     for i in 0..n {
@@ -727,6 +835,8 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
         absorbed,
         summed,
         strided,
+        placed,
+        written,
         shapes,
         steps,
         scratch: top,
@@ -802,6 +912,12 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
         if !p.own[i] {
             return Some(format!("alias: {}", where_(p.loc[i])));
         }
+        if p.written[i] {
+            return Some(format!(
+                "written in place by its operands' loop -> {}",
+                where_(p.loc[i])
+            ));
+        }
         let how = match n.op {
             Op::MatMul => "gemm".to_string(),
             Op::Sum if matches!(n.args[0], Value::Node(j) if p.summed[j as usize]) => {
@@ -810,7 +926,7 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
             Op::Sum | Op::Mean | Op::ReduceMax => "kernel reduce".to_string(),
             Op::Broadcast | Op::Transpose => "kernel gather".to_string(),
             Op::OneHot => "kernel one_hot".to_string(),
-            Op::Im2col | Op::Col2im | Op::Slice | Op::Pad | Op::Iota | Op::Random => {
+            Op::Im2col | Op::Col2im | Op::Slice | Op::Pad | Op::Iota | Op::Random | Op::Concat => {
                 "kernel layout".to_string()
             }
             Op::Pow | Op::Cast => "kernel math".to_string(),
@@ -820,11 +936,16 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
             Op::Attention | Op::AttentionGrad => "kernel attention (no scores stored)".to_string(),
             _ => {
                 let step = p.steps.iter().find(|st| st.contains(&i));
+                let count: usize = p.shapes[i].iter().product();
                 let inner = step
                     .into_iter()
                     .flatten()
-                    .find_map(|&m| rows_of(f, &p.inlined, &p.strided, m));
-                let count: usize = p.shapes[i].iter().product();
+                    .find_map(|&m| rows_of(f, &p.inlined, &p.strided, m))
+                    .or(step
+                        .into_iter()
+                        .flatten()
+                        .find_map(|&m| Some(p.placed[m]?.row)))
+                    .filter(|&r| r < count);
                 let rows = match inner {
                     Some(k) => format!(" over {} rows of {k}", count / k),
                     None => String::new(),
@@ -842,7 +963,14 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
         } else {
             format!(", step {step}")
         };
-        Some(format!("{how} -> {}{with}", where_(p.loc[i])))
+        let at = match p.placed[i] {
+            Some(c) => format!(
+                " (in place in %{}: rows of {} at {}, {} apart)",
+                c.concat, c.row, c.offset, c.step
+            ),
+            None => String::new(),
+        };
+        Some(format!("{how} -> {}{at}{with}", where_(p.loc[i])))
     };
     let head = format!(
         "; @{} for {}: scratch {} bytes ({} without reuse)\n",

@@ -52,13 +52,19 @@ pub(crate) struct LoopSpec {
     /// Per scalar, elements its address advances per row: 0 (one value for the whole
     /// loop) or 1 (a broadcast's element for the row).
     pub scalar_step: Vec<usize>,
+    /// Per store, elements its address advances per row: `count`, or a concat's row
+    /// length for an operand stored in place into it.
+    pub store_step: Vec<usize>,
+    /// Per store, elements from its buffer's start to its first (an operand's columns in
+    /// a concat).
+    pub store_offset: Vec<usize>,
 }
 
 /// One step of a compiled function, in a form both backends take.
 #[derive(Clone, Debug)]
 pub(crate) enum Instr {
     Call(KernelFn, Vec<Arg>),
-    Loop(LoopSpec),
+    Loop(Box<LoopSpec>),
 }
 
 /// A function planned for concrete sizes: its steps, the scratch it needs (f32 elements,
@@ -121,6 +127,8 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
         absorbed,
         summed,
         strided,
+        placed,
+        written,
         shapes,
         steps,
         scratch,
@@ -246,7 +254,10 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                         }
                     }
                 }
-                let inner = inner.unwrap_or(count);
+                // An operand stored in place into a concat: the loop runs over its rows.
+                let inner = inner
+                    .or(step.iter().find_map(|&m| placed[m].map(|p| p.row)))
+                    .unwrap_or(count);
                 // A leaf read in place for a broadcast lives where its operand does.
                 let source = |v: Value| match v {
                     Value::Node(k) if strided[k as usize].is_some() => f.nodes[k as usize].args[0],
@@ -256,7 +267,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                     Value::Node(k) => strided[k as usize],
                     _ => None,
                 };
-                prog.push(Instr::Loop(LoopSpec {
+                prog.push(Instr::Loop(Box::new(LoopSpec {
                     order,
                     leaf_step: leaves
                         .iter()
@@ -279,10 +290,18 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                         .map(|&(j, v)| (j, value_loc(&loc, v)))
                         .collect(),
                     stores: step.iter().map(|&m| (m, loc[m])).collect(),
+                    store_step: step
+                        .iter()
+                        .map(|&m| placed[m].map_or(inner, |p| p.step))
+                        .collect(),
+                    store_offset: step
+                        .iter()
+                        .map(|&m| placed[m].map_or(0, |p| p.offset))
+                        .collect(),
                     members: step.clone(),
                     count: inner,
                     rows: count / inner,
-                }));
+                })));
             }
             Op::Sum if matches!(n.args[0], Value::Node(j) if summed[j as usize]) => {
                 let Value::Node(j) = n.args[0] else {
@@ -456,6 +475,8 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                     vec![kind, dst.clone(), dst, dp],
                 ));
             }
+            // Its operands' loop wrote it.
+            Op::Concat if written[i] => {}
             Op::Concat => {
                 let Attr::Axis(axis) = n.attr else {
                     return Err(Error::Codegen("concat without its axis".into()));

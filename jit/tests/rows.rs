@@ -176,3 +176,64 @@ fn slices_read_in_place_by_rows_match_the_interpreter() {
 fn slices_read_in_place_by_rows_match_the_interpreter_on_llvm() {
     check_slices(nnc_jit::Codegen::Llvm);
 }
+
+/// Concats written in place by the loop computing their operands (each operand stored
+/// into its columns of the concat's buffer): along the last axis into an output, beside a
+/// bias read in place; along the first axis into scratch that a later loop reads; along a
+/// middle axis; and one that is not (an operand is an input: copied).
+const CONCATS: &str = "\
+func @cat(%x: f32[B, D], %y: f32[B, D], %z: f32[B, 2, D]) -> (f32[B, E], f32[C, D], f32[B, E], f32[B, 4, D]) {
+  param %g: f32[D] = uniform(-1.0, 1.0)
+  %0 = broadcast %g, dims=[1] : f32[B, D]
+  %1 = mul %x, %0 : f32[B, D]
+  %2 = sub %y, %x : f32[B, D]
+  %3 = concat %1, %2, axis=1 : f32[B, E]
+  %4 = add %x, %y : f32[B, D]
+  %5 = mul %x, %x : f32[B, D]
+  %6 = concat %4, %5, axis=0 : f32[C, D]
+  %7 = mul %6, %6 : f32[C, D]
+  %8 = neg %y : f32[B, D]
+  %9 = concat %8, %x, axis=1 : f32[B, E]
+  %10 = mul %z, %z : f32[B, 2, D]
+  %11 = add %z, %z : f32[B, 2, D]
+  %12 = concat %10, %11, axis=1 : f32[B, 4, D]
+  return %3, %7, %9, %12
+}
+";
+
+fn check_concats(codegen: nnc_jit::Codegen) {
+    for (d, b) in [(8, 5), (13, 5), (64, 1), (13, 2)] {
+        let mut jit = nnc_jit::Jit::with_codegen(codegen);
+        let text = CONCATS
+            .replace("C,", &format!("{},", 2 * b))
+            .replace("E]", &format!("{}]", 2 * d))
+            .replace('B', &b.to_string())
+            .replace('D', &d.to_string());
+        let f = &parse_module(&text).unwrap().funcs[0];
+        let plan = nnc_jit::plan_text(f, &Default::default()).unwrap();
+        let line = |k: &str| plan.lines().find(|l| l.contains(k)).unwrap_or_default();
+        for k in ["%3 = concat", "%6 = concat", "%12 = concat"] {
+            assert!(line(k).contains("written in place"), "{k}:\n{plan}");
+        }
+        assert!(!line("%9 = concat").contains("written in place"), "{plan}");
+        let mut rng = Rng::new(d as u64 + 200);
+        let ins = vec![
+            draw(&mut rng, &[b, d]),
+            draw(&mut rng, &[b, d]),
+            draw(&mut rng, &[b, 2, d]),
+        ];
+        let ps = vec![draw(&mut rng, &[d])];
+        agree(&mut jit, f, &ins, &ps, &format!("d = {d}, b = {b}"));
+    }
+}
+
+#[test]
+fn concats_written_in_place_match_the_interpreter() {
+    check_concats(nnc_jit::Codegen::Cranelift);
+}
+
+#[cfg(feature = "llvm")]
+#[test]
+fn concats_written_in_place_match_the_interpreter_on_llvm() {
+    check_concats(nnc_jit::Codegen::Llvm);
+}

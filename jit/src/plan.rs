@@ -722,6 +722,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
             && f.nodes[c].ty.dtype == DType::F32
             && ks.iter().enumerate().all(|(j, &k)| {
                 own[k]
+                    && count(k) > 0
                     && !ks[..j].contains(&k)
                     && step_of[k] == st
                     && readers[k] == 1

@@ -495,6 +495,11 @@ pub(crate) struct Plan {
     pub placed: Vec<Option<Placed>>,
     /// The node is a concat its operands' loop wrote in place: nothing left to do.
     pub written: Vec<bool>,
+    /// The node is a matrix product whose one user's loop (a bias, a ReLU, a ReLU's
+    /// derivative) runs on its register tiles instead: what to apply, and where to.
+    pub epilogue: Vec<Option<ProductEpilogue>>,
+    /// The node is that user: the product computes it.
+    pub by_product: Vec<Option<usize>>,
     pub shapes: Vec<Vec<usize>>,
     /// The order of execution: each step is one node's kernel call or loop, or one fused
     /// loop computing several nodes (same element count) with a store for each.
@@ -515,6 +520,91 @@ pub(crate) struct Placed {
     pub offset: usize,
     pub step: usize,
     pub row: usize,
+}
+
+/// A loop a matrix product computes in its epilogue: `into` (the loop's node, whose buffer
+/// the product writes), `+ bias[j]` (a rank-1 value), `max(0, .)`, and zero where
+/// `mask[i, j] <= 0` (a value of the product's shape in memory).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct ProductEpilogue {
+    pub into: usize,
+    pub bias: Option<Value>,
+    pub relu: bool,
+    pub mask: Option<Value>,
+}
+
+/// The epilogue node `r` is, on the product it reads, if its loop is exactly one of
+/// `max(p + broadcast(b), 0)`, `p + broadcast(b)` (either order) or
+/// `select(h > 0, p, 0)`, with `p` a product of rank 2, the rest inlined into `r`.
+fn epilogue_of(
+    f: &Func,
+    inlined: &[bool],
+    strided: &[Option<Rows>],
+    r: usize,
+) -> Option<(usize, ProductEpilogue)> {
+    let node = |v: Value| match v {
+        Value::Node(k) => Some(k as usize),
+        _ => None,
+    };
+    let zero = |v: Value| {
+        node(v).is_some_and(|k| {
+            inlined[k] && matches!((f.nodes[k].op, &f.nodes[k].attr), (Op::Const, Attr::Value(z)) if *z == 0.0)
+        })
+    };
+    let product = |v: Value| {
+        node(v).filter(|&k| f.nodes[k].op == Op::MatMul && f.nodes[k].ty.shape.rank() == 2)
+    };
+    // `p + broadcast(b)` in either order: the product and the bias.
+    let biased = |v: Value, inner: bool| -> Option<(usize, Value)> {
+        let a = node(v).filter(|&a| inlined[a] == inner && f.nodes[a].op == Op::Add)?;
+        let args = &f.nodes[a].args;
+        [(args[0], args[1]), (args[1], args[0])]
+            .into_iter()
+            .find_map(|(p, bb)| {
+                let p = product(p)?;
+                let bb = node(bb)?;
+                let n = &f.nodes[bb];
+                let row = n.op == Op::Broadcast
+                    && matches!(&n.attr, Attr::Dims(d) if d == &[1])
+                    && f.ty(n.args[0]).shape.rank() == 1
+                    && (strided[bb].is_some_and(|s| !s.repeat) || inlined[bb]);
+                row.then_some((p, n.args[0]))
+            })
+    };
+    let n = &f.nodes[r];
+    if n.ty.dtype != DType::F32 {
+        return None;
+    }
+    let ep = |p, bias, relu, mask| {
+        Some((
+            p,
+            ProductEpilogue {
+                into: r,
+                bias,
+                relu,
+                mask,
+            },
+        ))
+    };
+    match n.op {
+        Op::Max if zero(n.args[1]) => {
+            let (p, b) = biased(n.args[0], true)?;
+            ep(p, Some(b), true, None)
+        }
+        Op::Add => {
+            let (p, b) = biased(Value::Node(r as u32), false)?;
+            ep(p, Some(b), false, None)
+        }
+        Op::Select if zero(n.args[2]) => {
+            let p = product(n.args[1])?;
+            let g = node(n.args[0]).filter(|&g| inlined[g] && f.nodes[g].op == Op::Gt)?;
+            let (h, z) = (f.nodes[g].args[0], f.nodes[g].args[1]);
+            let in_memory = node(h).is_none_or(|k| !inlined[k] && strided[k].is_none());
+            (zero(z) && in_memory && f.ty(h) == &n.ty).then_some(())?;
+            ep(p, None, false, Some(h))
+        }
+        _ => None,
+    }
 }
 
 /// The values a node computed at its own step reads from memory: the leaves of its fused
@@ -753,6 +843,33 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
             step_rows.insert(st, p.row);
         }
     }
+    // A product whose one reader is a loop of its own that only adds a bias, applies a
+    // ReLU or a ReLU's derivative computes that loop's node in its epilogue, straight
+    // into the node's buffer (allocated at the product's step).
+    let mut epilogue: Vec<Option<ProductEpilogue>> = vec![None; n];
+    let mut by_product: Vec<Option<usize>> = vec![None; n];
+    for r in (0..n).filter(|&r| own[r]) {
+        let Some((p, ep)) = epilogue_of(f, &inlined, &strided, r) else {
+            continue;
+        };
+        let alone = |i: usize| steps[step_of[i]].len() == 1;
+        let fits = own[p]
+            && !summed[p]
+            && readers[p] == 1
+            && alone(p)
+            && alone(r)
+            && step_of[p] < step_of[r]
+            && !direct.contains_key(&p)
+            && placed[r].is_none()
+            && !written[r]
+            && epilogue[p].is_none()
+            && f.nodes[p].ty.dtype == DType::F32;
+        if fits {
+            epilogue[p] = Some(ep);
+            by_product[r] = Some(p);
+            early.entry(step_of[p]).or_default().push(r);
+        }
+    }
     let mut loc = vec![Loc::Scratch(usize::MAX); n];
     let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, size), sorted by offset
     let mut live: Vec<(usize, usize, usize)> = Vec::new(); // (last step, offset, size)
@@ -780,7 +897,10 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
         for &i in early_here.iter().chain(step) {
             // A concat written in place has its buffer from its operands' step; they
             // have none of their own.
-            if placed[i].is_some() || (written[i] && !early_here.contains(&i)) {
+            if placed[i].is_some()
+                || epilogue[i].is_some()
+                || ((written[i] || by_product[i].is_some()) && !early_here.contains(&i))
+            {
                 continue;
             }
             if let Some(&k) = direct.get(&i) {
@@ -812,6 +932,9 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
         if let Some(p) = placed[i] {
             loc[i] = loc[p.concat];
         }
+        if let Some(e) = epilogue[i] {
+            loc[i] = loc[e.into];
+        }
     }
     // Aliases live where their operand does; a scan's results at their offsets in its
     // buffer.
@@ -838,6 +961,8 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
         strided,
         placed,
         written,
+        epilogue,
+        by_product,
         shapes,
         steps,
         scratch: top,
@@ -913,6 +1038,13 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
         if !p.own[i] {
             return Some(format!("alias: {}", where_(p.loc[i])));
         }
+        if let Some(q) = p.by_product[i] {
+            let step = p.steps.iter().position(|st| st.contains(&q)).unwrap_or(0);
+            return Some(format!(
+                "computed by %{q}'s epilogue -> {}, step {step}",
+                where_(p.loc[i])
+            ));
+        }
         if p.written[i] {
             return Some(format!(
                 "written in place by its operands' loop -> {}",
@@ -920,7 +1052,25 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
             ));
         }
         let how = match n.op {
-            Op::MatMul => "gemm".to_string(),
+            Op::MatMul => match p.epilogue[i] {
+                Some(e) => {
+                    let what: Vec<&str> = [
+                        (e.bias.is_some(), "+ bias"),
+                        (e.relu, "relu"),
+                        (e.mask.is_some(), "mask"),
+                    ]
+                    .iter()
+                    .filter(|w| w.0)
+                    .map(|w| w.1)
+                    .collect();
+                    format!(
+                        "product with epilogue ({}) into %{}",
+                        what.join(", "),
+                        e.into
+                    )
+                }
+                None => "gemm".to_string(),
+            },
             Op::Sum if matches!(n.args[0], Value::Node(j) if p.summed[j as usize]) => {
                 "gemm over the batch joined".to_string()
             }

@@ -129,6 +129,8 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
         strided,
         placed,
         written,
+        epilogue,
+        by_product,
         shapes,
         steps,
         scratch,
@@ -158,6 +160,10 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
     let mut bodies: Vec<(Func, Program)> = Vec::new();
     for step in &steps {
         let i = step[0];
+        // Computed by the product before it, in its epilogue.
+        if by_product[i].is_some() {
+            continue;
+        }
         let n = &f.nodes[i];
         let here = loc[i];
         let count: usize = shapes[i].iter().product();
@@ -576,8 +582,34 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                     b_bs as i64,
                 ];
                 let (ap, bp) = (Arg::Loc(al), Arg::Loc(bl));
-                let dp = Arg::Desc(d);
-                prog.push(Instr::Call(KernelFn::Matmul, vec![ap, bp, dst, dp]));
+                match epilogue[i] {
+                    Some(e) if batch == 1 => {
+                        let mut d = d;
+                        let flags = [
+                            (e.bias.is_some(), kernels::EPILOGUE_BIAS),
+                            (e.relu, kernels::EPILOGUE_RELU),
+                            (e.mask.is_some(), kernels::EPILOGUE_MASK),
+                        ];
+                        d.push(flags.iter().filter(|f| f.0).map(|f| f.1).sum());
+                        let at = |v: Option<Value>| {
+                            v.map_or(dst.clone(), |v| Arg::Loc(value_loc(&loc, v)))
+                        };
+                        let (bias, mask) = (at(e.bias), at(e.mask));
+                        prog.push(Instr::Call(
+                            KernelFn::MatmulEpilogue,
+                            vec![ap, bp, dst.clone(), Arg::Desc(d), bias, mask],
+                        ));
+                    }
+                    Some(_) => {
+                        return Err(Error::Codegen(
+                            "a product with an epilogue is one matrix product".into(),
+                        ));
+                    }
+                    None => {
+                        let dp = Arg::Desc(d);
+                        prog.push(Instr::Call(KernelFn::Matmul, vec![ap, bp, dst, dp]));
+                    }
+                }
             }
             Op::Scan => {
                 let Attr::Loop(l) = &n.attr else {

@@ -132,6 +132,95 @@ pub unsafe extern "C" fn nnc_matmul(a: *const f32, b: *const f32, c: *mut f32, d
     }
 }
 
+/// What [`nnc_matmul_epilogue`] applies to the product, as bits of its descriptor's
+/// eleventh entry: `+ bias[j]`, then `max(0, .)`, then zero where `mask[i, j] <= 0`.
+pub const EPILOGUE_BIAS: i64 = 1;
+pub const EPILOGUE_RELU: i64 = 2;
+pub const EPILOGUE_MASK: i64 = 4;
+
+/// `c = epilogue(a @ b)` for one `[m, k] x [k, n]` product (`desc` as [`nnc_matmul`]'s,
+/// batch 1, then the epilogue's bits): a dense layer's bias and ReLU, or a ReLU's
+/// derivative applied to a backward product (`mask` the layer's output), computed on
+/// nnc's packed kernel's register tile before its one store where it takes the product,
+/// else as a pass after it. The numbers are those of the separate ops: `x + b` is one
+/// rounding, `max` is the op table's (`x` where not `x < 0`), and a dropped element is
+/// `+0`.
+///
+/// # Safety
+/// As for `nnc_matmul`; `bias` holds `n` floats when its bit is set, `mask` `m * n`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nnc_matmul_epilogue(
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    desc: *const i64,
+    bias: *const f32,
+    mask: *const f32,
+) {
+    let d = unsafe { std::slice::from_raw_parts(desc, 11) };
+    let (m, k, n) = (d[1] as usize, d[2] as usize, d[3] as usize);
+    let flags = d[10];
+    let ep = mm::Epilogue {
+        scale: 1.0,
+        bias: if flags & EPILOGUE_BIAS != 0 {
+            bias
+        } else {
+            std::ptr::null()
+        },
+        relu: flags & EPILOGUE_RELU != 0,
+        mask: if flags & EPILOGUE_MASK != 0 {
+            mask
+        } else {
+            std::ptr::null()
+        },
+    };
+    let serial = SERIAL.with(|s| s.get()) || THREADS.load(Ordering::Relaxed) <= 1;
+    let work = m as f64 * k as f64 * n as f64;
+    if (serial || work < PARALLEL_MIN_WORK)
+        && FORCE_PACKED.load(Ordering::Relaxed) != 2
+        && m >= mm::MR
+        && k >= 32
+        && n > NARROW
+        && mm::available()
+    {
+        let started = PROFILE.load(Ordering::Relaxed).then(Instant::now);
+        let sa = mm::Strided {
+            ptr: a,
+            rs: d[4] as usize,
+            cs: d[5] as usize,
+        };
+        let sb = mm::Strided {
+            ptr: b,
+            rs: d[6] as usize,
+            cs: d[7] as usize,
+        };
+        unsafe { mm::matmul(sa, sb, c, m, k, n, &ep) };
+        if let Some(t) = started {
+            let call = MatmulCall {
+                batch: 1,
+                m,
+                k,
+                n,
+                a_transposed: d[5] != 1,
+                b_transposed: d[7] != 1,
+                seconds: t.elapsed().as_secs_f64(),
+            };
+            PROFILED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(call);
+        }
+        return;
+    }
+    unsafe { nnc_matmul(a, b, c, desc) };
+    let out = unsafe { std::slice::from_raw_parts_mut(c, m * n) };
+    for i in 0..m {
+        for j in 0..n {
+            out[i * n + j] = unsafe { mm::scalar_epilogue(out[i * n + j], i, j, n, &ep) };
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 unsafe fn matmul(
     a: *const f32,
@@ -1063,6 +1152,7 @@ pub enum KernelFn {
     Scan,
     Attention,
     Unary,
+    MatmulEpilogue,
 }
 
 /// One kernel of the ABI: its symbol, its C parameters, its address.
@@ -1088,7 +1178,7 @@ use Param::{I64, Ptr};
 
 /// The kernel ABI: every backend declares, registers and calls the kernels from this one
 /// table.
-pub static KERNELS: [KernelSym; 11] = [
+pub static KERNELS: [KernelSym; 12] = [
     KernelSym {
         kernel: KernelFn::Matmul,
         name: "nnc_matmul",
@@ -1154,6 +1244,12 @@ pub static KERNELS: [KernelSym; 11] = [
         name: "nnc_unary",
         params: &[I64, Ptr, Ptr, Ptr],
         addr: || unary::nnc_unary as *const () as usize,
+    },
+    KernelSym {
+        kernel: KernelFn::MatmulEpilogue,
+        name: "nnc_matmul_epilogue",
+        params: &[Ptr, Ptr, Ptr, Ptr, Ptr, Ptr],
+        addr: || nnc_matmul_epilogue as *const () as usize,
     },
 ];
 

@@ -239,13 +239,24 @@ pub unsafe fn matmul(
     }
 }
 
-fn scalar_epilogue(mut v: f32, i: usize, j: usize, n: usize, ep: &Epilogue) -> f32 {
+/// The epilogue on one element (`relu` as the op table's `max(v, 0)`: `v` unless `v < 0`,
+/// so a NaN stays NaN).
+///
+/// # Safety
+/// The epilogue's bias holds `j + 1` floats and its mask `i * n + j + 1`.
+pub(crate) unsafe fn scalar_epilogue(
+    mut v: f32,
+    i: usize,
+    j: usize,
+    n: usize,
+    ep: &Epilogue,
+) -> f32 {
     v *= ep.scale;
     if !ep.bias.is_null() {
         v += unsafe { *ep.bias.add(j) };
     }
-    if ep.relu {
-        v = v.max(0.0);
+    if ep.relu && v < 0.0 {
+        v = 0.0;
     }
     if !ep.mask.is_null() && unsafe { *ep.mask.add(i * n + j) } <= 0.0 {
         v = 0.0;
@@ -365,7 +376,9 @@ unsafe fn kernel(
             if let Some(e) = ep {
                 v = _mm512_fmadd_ps(v, scale, bias[h]);
                 if e.relu {
-                    v = _mm512_max_ps(v, zero);
+                    // `zero > v ? zero : v`: a NaN stays NaN, -0 stays -0 (the op
+                    // table's `max(v, 0)`).
+                    v = _mm512_max_ps(zero, v);
                 }
                 if !e.mask.is_null() {
                     let mp = unsafe { e.mask.add(row * t.ldc + t.j0 + 16 * h) };

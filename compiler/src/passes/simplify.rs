@@ -7,6 +7,8 @@
 //!   which matrix products read for free);
 //! - constants fold: an elementwise op, broadcast or reshape of constants is a constant;
 //! - a sum of pads (or concats with zeros) of disjoint ranges of one axis is one concat;
+//! - `x > 0` is `max(x, 0) > 0` where `max(x, 0)` is computed (a ReLU's derivative reads
+//!   the ReLU's output);
 //! - identities: `x + 0`, `0 + x`, `x - 0`, `x * 1`, `1 * x`, `x / 1` are `x`, and `x * 0`,
 //!   `0 * x` are `0`, and `x - x` is `0`. These are exact for finite `x` only (and gives +0 where
 //!   a negative `x` gives -0); a non-finite parameter means
@@ -219,6 +221,20 @@ pub fn run(f: &Func) -> Func {
                 }
                 _ => {}
             }
+        }
+        // `x > 0` where `max(x, 0)` is computed is `max(x, 0) > 0` (the same for every x,
+        // NaN and -0 included): a ReLU's derivative then reads the layer's output, not
+        // its input, which a product's epilogue then never has to store.
+        if n.op == Op::Gt
+            && consts[1] == Some(0.0)
+            && let Some(k) = g.nodes.iter().position(|m| {
+                m.op == Op::Max && m.args[0] == n.args[0] && const_of(g, m.args[1]) == Some(0.0)
+            })
+        {
+            return Rewrite::Node(Node {
+                args: vec![Value::Node(k as u32), n.args[1]],
+                ..n
+            });
         }
         if n.op.info().class == Class::Binary && n.ty.dtype.is_float() {
             let (a, b) = (n.args[0], n.args[1]);

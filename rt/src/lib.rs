@@ -213,10 +213,23 @@ pub unsafe extern "C" fn nnc_matmul_epilogue(
         return;
     }
     unsafe { nnc_matmul(a, b, c, desc) };
+    // The epilogue as passes over rows the compiler vectorizes (the tile's order: bias,
+    // ReLU, mask).
     let out = unsafe { std::slice::from_raw_parts_mut(c, m * n) };
-    for i in 0..m {
-        for j in 0..n {
-            out[i * n + j] = unsafe { mm::scalar_epilogue(out[i * n + j], i, j, n, &ep) };
+    for (i, row) in out.chunks_exact_mut(n.max(1)).enumerate() {
+        if !ep.bias.is_null() {
+            let bias = unsafe { std::slice::from_raw_parts(ep.bias, n) };
+            row.iter_mut().zip(bias).for_each(|(v, &b)| *v += b);
+        }
+        if ep.relu {
+            row.iter_mut()
+                .for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
+        }
+        if !ep.mask.is_null() {
+            let mask = unsafe { std::slice::from_raw_parts(ep.mask.add(i * n), n) };
+            row.iter_mut()
+                .zip(mask)
+                .for_each(|(v, &k)| *v = if k > 0.0 { *v } else { 0.0 });
         }
     }
 }

@@ -244,13 +244,7 @@ pub unsafe fn matmul(
 ///
 /// # Safety
 /// The epilogue's bias holds `j + 1` floats and its mask `i * n + j + 1`.
-pub(crate) unsafe fn scalar_epilogue(
-    mut v: f32,
-    i: usize,
-    j: usize,
-    n: usize,
-    ep: &Epilogue,
-) -> f32 {
+unsafe fn scalar_epilogue(mut v: f32, i: usize, j: usize, n: usize, ep: &Epilogue) -> f32 {
     v *= ep.scale;
     if !ep.bias.is_null() {
         v += unsafe { *ep.bias.add(j) };

@@ -115,12 +115,17 @@ pub unsafe extern "C" fn nnc_matmul(a: *const f32, b: *const f32, c: *mut f32, d
     let (a_bs, b_bs) = (d[8] as usize, d[9] as usize);
     let started = PROFILE.load(Ordering::Relaxed).then(Instant::now);
     unsafe { matmul(a, b, c, d, batch, m, k, n, a_bs, b_bs) };
+    record(started, d);
+}
+
+/// Under `profile`, the product of descriptor `d` that started at `started`.
+fn record(started: Option<Instant>, d: &[i64]) {
     if let Some(t) = started {
         let call = MatmulCall {
-            batch,
-            m,
-            k,
-            n,
+            batch: d[0] as usize,
+            m: d[1] as usize,
+            k: d[2] as usize,
+            n: d[3] as usize,
             a_transposed: d[5] != 1,
             b_transposed: d[7] != 1,
             seconds: t.elapsed().as_secs_f64(),
@@ -195,21 +200,7 @@ pub unsafe extern "C" fn nnc_matmul_epilogue(
             cs: d[7] as usize,
         };
         unsafe { mm::matmul(sa, sb, c, m, k, n, &ep) };
-        if let Some(t) = started {
-            let call = MatmulCall {
-                batch: 1,
-                m,
-                k,
-                n,
-                a_transposed: d[5] != 1,
-                b_transposed: d[7] != 1,
-                seconds: t.elapsed().as_secs_f64(),
-            };
-            PROFILED
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(call);
-        }
+        record(started, d);
         return;
     }
     unsafe { nnc_matmul(a, b, c, desc) };

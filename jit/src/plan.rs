@@ -490,9 +490,11 @@ pub(crate) struct Plan {
     pub summed: Vec<bool>,
     /// The node is a broadcast its users' loops read in place, row by row.
     pub strided: Vec<Option<Rows>>,
-    /// The node is an operand of a concat its loop stores in place into the concat's
-    /// buffer (which it shares): where in each of the concat's rows.
-    pub placed: Vec<Option<Placed>>,
+    /// The node is an operand of concats its loop stores it in place into (one store per
+    /// concat; it has no buffer of its own): where in each concat's buffer.
+    pub placed: Vec<Vec<Placed>>,
+    /// A placed operand other nodes read too: it is also stored to its own buffer.
+    pub kept: Vec<bool>,
     /// The node is a concat its operands' loop wrote in place: nothing left to do.
     pub written: Vec<bool>,
     /// The node is a matrix product whose one user's loop (a bias, a ReLU, a ReLU's
@@ -778,58 +780,95 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
             readers[j] += 2;
         }
     }
-    let mut placed: Vec<Option<Placed>> = vec![None; n];
+    let mut placed: Vec<Vec<Placed>> = vec![Vec::new(); n];
     let mut written = vec![false; n];
     let mut early: HashMap<usize, Vec<usize>> = HashMap::new();
-    let mut step_rows: HashMap<usize, usize> = HashMap::new();
-    for c in (0..n).filter(|&c| own[c] && f.nodes[c].op == Op::Concat) {
-        let Attr::Axis(axis) = f.nodes[c].attr else {
-            continue;
-        };
-        let args = &f.nodes[c].args;
-        let ks: Vec<usize> = args
+    // The concats that may be written: each operand a distinct node of one fused step.
+    // An operand is stored into each concat that reads it, and into a buffer of its own
+    // only if something else reads it too.
+    let concat_args = |c: usize| -> Vec<usize> {
+        f.nodes[c]
+            .args
             .iter()
             .filter_map(|&a| match a {
                 Value::Node(k) => Some(k as usize),
                 _ => None,
             })
-            .collect();
-        let Some(&k0) = ks.first().filter(|&&k| own[k]) else {
+            .collect()
+    };
+    let mut candidates: Vec<usize> = (0..n)
+        .filter(|&c| {
+            let ks = concat_args(c);
+            own[c]
+                && f.nodes[c].op == Op::Concat
+                && f.nodes[c].ty.dtype == DType::F32
+                && !ks.is_empty()
+                && ks.len() == f.nodes[c].args.len()
+                && ks.iter().enumerate().all(|(j, &k)| {
+                    own[k]
+                        && count(k) > 0
+                        && !ks[..j].contains(&k)
+                        && step_of[k] == step_of[ks[0]]
+                        && !direct.contains_key(&k)
+                        && fusible(f, &f.nodes[k], dims)
+                })
+                && fusible(f, &f.nodes[steps[step_of[ks[0]]][0]], dims)
+        })
+        .collect();
+    // Per written concat, the row length its operands' loop runs over.
+    let mut concat_rows: HashMap<usize, usize> = HashMap::new();
+    loop {
+        // Each step's loop runs over one row length: that of what it reads in place, or
+        // of the first concat it writes; a concat that wants another is ruled out.
+        let mut step_rows: HashMap<usize, usize> = HashMap::new();
+        concat_rows.clear();
+        let mut out_of_step = None;
+        for &c in &candidates {
+            let Attr::Axis(axis) = f.nodes[c].attr else {
+                out_of_step = Some(c);
+                break;
+            };
+            let ks = concat_args(c);
+            let st = step_of[ks[0]];
+            let out = &shapes[c];
+            let inner: usize = out[axis + 1..].iter().product();
+            let outer = out[..axis].iter().product::<usize>();
+            let loop_rows = steps[st]
+                .iter()
+                .find_map(|&m| rows_of(f, &inlined, &strided, m))
+                .or(step_rows.get(&st).copied());
+            let seg = shapes[ks[0]][axis] * inner;
+            let r = loop_rows.unwrap_or(if outer == 1 { count(ks[0]) } else { seg });
+            let rows_fit = ks.iter().all(|&k| {
+                let seg = shapes[k][axis] * inner;
+                loop_rows.is_none_or(|lr| lr == seg || outer == 1) && (outer == 1 || r == seg)
+            });
+            if !rows_fit {
+                out_of_step = Some(c);
+                break;
+            }
+            step_rows.insert(st, r);
+            concat_rows.insert(c, r);
+        }
+        match out_of_step {
+            Some(c) => candidates.retain(|&x| x != c),
+            None => break,
+        }
+    }
+    for &c in &candidates {
+        let Attr::Axis(axis) = f.nodes[c].attr else {
             continue;
         };
-        let st = step_of[k0];
+        let ks = concat_args(c);
+        let st = step_of[ks[0]];
         let out = &shapes[c];
         let inner: usize = out[axis + 1..].iter().product();
         let row = out[axis] * inner;
         let outer = out[..axis].iter().product::<usize>();
-        // The loop's rows: those of the broadcasts and slices it reads in place, or of
-        // a concat it already writes.
-        let loop_rows = steps[st]
-            .iter()
-            .find_map(|&m| rows_of(f, &inlined, &strided, m))
-            .or(step_rows.get(&st).copied());
-        let fits = ks.len() == args.len()
-            && f.nodes[c].ty.dtype == DType::F32
-            && ks.iter().enumerate().all(|(j, &k)| {
-                own[k]
-                    && count(k) > 0
-                    && !ks[..j].contains(&k)
-                    && step_of[k] == st
-                    && readers[k] == 1
-                    && !direct.contains_key(&k)
-                    && placed[k].is_none()
-                    && fusible(f, &f.nodes[k], dims)
-                    && loop_rows.is_none_or(|r| r == shapes[k][axis] * inner || outer == 1)
-            })
-            && fusible(f, &f.nodes[steps[st][0]], dims);
-        if !fits {
-            continue;
-        }
+        let r = concat_rows[&c];
         let mut start = 0;
         for &k in &ks {
-            let seg = shapes[k][axis] * inner;
-            let r = loop_rows.unwrap_or(if outer == 1 { count(k) } else { seg });
-            placed[k] = Some(Placed {
+            placed[k].push(Placed {
                 concat: c,
                 offset: start * inner,
                 step: if outer == 1 { r } else { row },
@@ -839,10 +878,10 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
         }
         written[c] = true;
         early.entry(st).or_default().push(c);
-        if let Some(p) = placed[k0] {
-            step_rows.insert(st, p.row);
-        }
     }
+    let kept: Vec<bool> = (0..n)
+        .map(|k| !placed[k].is_empty() && readers[k] > placed[k].len())
+        .collect();
     // A product whose one reader is a loop of its own that only adds a bias, applies a
     // ReLU or a ReLU's derivative computes that loop's node in its epilogue, straight
     // into the node's buffer (allocated at the product's step).
@@ -860,7 +899,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
             && alone(r)
             && step_of[p] < step_of[r]
             && !direct.contains_key(&p)
-            && placed[r].is_none()
+            && placed[r].is_empty()
             && !written[r]
             && epilogue[p].is_none()
             && f.nodes[p].ty.dtype == DType::F32;
@@ -897,7 +936,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
         for &i in early_here.iter().chain(step) {
             // A concat written in place has its buffer from its operands' step; they
             // have none of their own.
-            if placed[i].is_some()
+            if (!placed[i].is_empty() && !kept[i])
                 || epilogue[i].is_some()
                 || ((written[i] || by_product[i].is_some()) && !early_here.contains(&i))
             {
@@ -929,7 +968,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
         }
     }
     for i in 0..n {
-        if let Some(p) = placed[i] {
+        if let Some(p) = placed[i].first().filter(|_| !kept[i]) {
             loc[i] = loc[p.concat];
         }
         if let Some(e) = epilogue[i] {
@@ -960,6 +999,7 @@ pub(crate) fn plan(f: &Func, dims: &HashMap<String, usize>) -> Result<Plan, Erro
         summed,
         strided,
         placed,
+        kept,
         written,
         epilogue,
         by_product,
@@ -1095,7 +1135,7 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
                     .or(step
                         .into_iter()
                         .flatten()
-                        .find_map(|&m| Some(p.placed[m]?.row)))
+                        .find_map(|&m| p.placed[m].first().map(|c| c.row)))
                     .filter(|&r| r < count);
                 let rows = match inner {
                     Some(k) => format!(" over {} rows of {k}", count / k),
@@ -1114,13 +1154,15 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
         } else {
             format!(", step {step}")
         };
-        let at = match p.placed[i] {
-            Some(c) => format!(
-                " (in place in %{}: rows of {} at {}, {} apart)",
-                c.concat, c.row, c.offset, c.step
-            ),
-            None => String::new(),
-        };
+        let at: String = p.placed[i]
+            .iter()
+            .map(|c| {
+                format!(
+                    " (in place in %{}: rows of {} at {}, {} apart)",
+                    c.concat, c.row, c.offset, c.step
+                )
+            })
+            .collect();
         Some(format!("{how} -> {}{at}{with}", where_(p.loc[i])))
     };
     let head = format!(

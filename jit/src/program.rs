@@ -128,6 +128,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
         summed,
         strided,
         placed,
+        kept,
         written,
         epilogue,
         by_product,
@@ -262,7 +263,7 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                 }
                 // An operand stored in place into a concat: the loop runs over its rows.
                 let inner = inner
-                    .or(step.iter().find_map(|&m| placed[m].map(|p| p.row)))
+                    .or(step.iter().find_map(|&m| placed[m].first().map(|p| p.row)))
                     .unwrap_or(count);
                 // A leaf read in place for a broadcast lives where its operand does.
                 let source = |v: Value| match v {
@@ -273,6 +274,16 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                     Value::Node(k) => strided[k as usize],
                     _ => None,
                 };
+                // Each member to its buffer, or, placed, into each concat it is read by.
+                let mut stores: Vec<(usize, Loc, usize, usize)> = Vec::new();
+                for &m in step {
+                    if placed[m].is_empty() || kept[m] {
+                        stores.push((m, loc[m], inner, 0));
+                    }
+                    for p in &placed[m] {
+                        stores.push((m, loc[p.concat], p.step, p.offset));
+                    }
+                }
                 prog.push(Instr::Loop(Box::new(LoopSpec {
                     order,
                     leaf_step: leaves
@@ -295,15 +306,9 @@ pub(crate) fn program(f: &Func, dims: &HashMap<String, usize>) -> Result<Program
                         .iter()
                         .map(|&(j, v)| (j, value_loc(&loc, v)))
                         .collect(),
-                    stores: step.iter().map(|&m| (m, loc[m])).collect(),
-                    store_step: step
-                        .iter()
-                        .map(|&m| placed[m].map_or(inner, |p| p.step))
-                        .collect(),
-                    store_offset: step
-                        .iter()
-                        .map(|&m| placed[m].map_or(0, |p| p.offset))
-                        .collect(),
+                    stores: stores.iter().map(|&(m, l, _, _)| (m, l)).collect(),
+                    store_step: stores.iter().map(|s| s.2).collect(),
+                    store_offset: stores.iter().map(|s| s.3).collect(),
                     members: step.clone(),
                     count: inner,
                     rows: count / inner,

@@ -180,9 +180,11 @@ fn slices_read_in_place_by_rows_match_the_interpreter_on_llvm() {
 /// Concats written in place by the loop computing their operands (each operand stored
 /// into its columns of the concat's buffer): along the last axis into an output, beside a
 /// bias read in place; along the first axis into scratch that a later loop reads; along a
-/// middle axis; and one that is not (an operand is an input: copied).
+/// middle axis; two sharing their operands (each stored into both, and one also to its
+/// own buffer for a sum that reads it later); and one that is not (an operand is an
+/// input: copied).
 const CONCATS: &str = "\
-func @cat(%x: f32[B, D], %y: f32[B, D], %z: f32[B, 2, D]) -> (f32[B, E], f32[C, D], f32[B, E], f32[B, 4, D]) {
+func @cat(%x: f32[B, D], %y: f32[B, D], %z: f32[B, 2, D]) -> (f32[B, E], f32[C, D], f32[B, E], f32[B, 4, D], f32[B, E], f32[B, E], f32[B]) {
   param %g: f32[D] = uniform(-1.0, 1.0)
   %0 = broadcast %g, dims=[1] : f32[B, D]
   %1 = mul %x, %0 : f32[B, D]
@@ -197,7 +199,12 @@ func @cat(%x: f32[B, D], %y: f32[B, D], %z: f32[B, 2, D]) -> (f32[B, E], f32[C, 
   %10 = mul %z, %z : f32[B, 2, D]
   %11 = add %z, %z : f32[B, 2, D]
   %12 = concat %10, %11, axis=1 : f32[B, 4, D]
-  return %3, %7, %9, %12
+  %13 = mul %y, %y : f32[B, D]
+  %14 = sub %y, %x : f32[B, D]
+  %15 = concat %13, %14, axis=1 : f32[B, E]
+  %16 = concat %14, %13, axis=1 : f32[B, E]
+  %17 = sum %13, axes=[1] : f32[B]
+  return %3, %7, %9, %12, %15, %16, %17
 }
 ";
 
@@ -212,10 +219,22 @@ fn check_concats(codegen: nnc_jit::Codegen) {
         let f = &parse_module(&text).unwrap().funcs[0];
         let plan = nnc_jit::plan_text(f, &Default::default()).unwrap();
         let line = |k: &str| plan.lines().find(|l| l.contains(k)).unwrap_or_default();
-        for k in ["%3 = concat", "%6 = concat", "%12 = concat"] {
+        for k in [
+            "%3 = concat",
+            "%6 = concat",
+            "%12 = concat",
+            "%15 = concat",
+            "%16 = concat",
+        ] {
             assert!(line(k).contains("written in place"), "{k}:\n{plan}");
         }
         assert!(!line("%9 = concat").contains("written in place"), "{plan}");
+        // Read by a later sum too: its own buffer and both concats.
+        let l13 = line("%13 = mul");
+        assert!(
+            l13.contains("scratch") && l13.matches("in place in").count() == 2,
+            "{plan}"
+        );
         let mut rng = Rng::new(d as u64 + 200);
         let ins = vec![
             draw(&mut rng, &[b, d]),

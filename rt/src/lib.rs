@@ -179,26 +179,13 @@ pub unsafe extern "C" fn nnc_matmul_epilogue(
             std::ptr::null()
         },
     };
+    // Wherever the packed kernel takes the shape (its epilogue is the point), on one
+    // thread; else gemm and the epilogue as a pass after it.
     let serial = SERIAL.with(|s| s.get()) || THREADS.load(Ordering::Relaxed) <= 1;
     let work = m as f64 * k as f64 * n as f64;
-    if (serial || work < PARALLEL_MIN_WORK)
-        && FORCE_PACKED.load(Ordering::Relaxed) != 2
-        && m >= mm::MR
-        && k >= 32
-        && n > NARROW
-        && mm::available()
-    {
+    if (serial || work < PARALLEL_MIN_WORK) && use_packed(m, k, n, true) {
         let started = PROFILE.load(Ordering::Relaxed).then(Instant::now);
-        let sa = mm::Strided {
-            ptr: a,
-            rs: d[4] as usize,
-            cs: d[5] as usize,
-        };
-        let sb = mm::Strided {
-            ptr: b,
-            rs: d[6] as usize,
-            cs: d[7] as usize,
-        };
+        let (sa, sb) = operands(a, b, d);
         unsafe { mm::matmul(sa, sb, c, m, k, n, &ep) };
         record(started, d);
         return;
@@ -270,16 +257,7 @@ unsafe fn matmul(
         && use_packed(m, k, n, d[7] != 1 || mm::is_loop_constant(b))
     {
         for i in 0..batch {
-            let sa = mm::Strided {
-                ptr: unsafe { a.add(i * a_bs) },
-                rs: d[4] as usize,
-                cs: d[5] as usize,
-            };
-            let sb = mm::Strided {
-                ptr: unsafe { b.add(i * b_bs) },
-                rs: d[6] as usize,
-                cs: d[7] as usize,
-            };
+            let (sa, sb) = unsafe { operands(a.add(i * a_bs), b.add(i * b_bs), d) };
             unsafe { mm::matmul(sa, sb, c.add(i * m * n), m, k, n, &mm::Epilogue::NONE) };
         }
         return;
@@ -316,6 +294,21 @@ unsafe fn matmul(
     }
 }
 
+/// A product's operands as its descriptor reads them (row and column strides).
+fn operands(a: *const f32, b: *const f32, d: &[i64]) -> (mm::Strided, mm::Strided) {
+    let sa = mm::Strided {
+        ptr: a,
+        rs: d[4] as usize,
+        cs: d[5] as usize,
+    };
+    let sb = mm::Strided {
+        ptr: b,
+        rs: d[6] as usize,
+        cs: d[7] as usize,
+    };
+    (sa, sb)
+}
+
 /// Whether a single-threaded product takes nnc's packed kernel (`mm`) rather than gemm:
 /// where `b` is read transposed (a backward pass's `dy @ w^T`). Measured on one thread
 /// (`cargo run --release -p nnc-rt --example mm_vs_gemm` and `nnc bench --only gemm
@@ -326,15 +319,11 @@ unsafe fn matmul(
 /// recurrent weight) is packed once per loop, not per step as gemm packs it: an LSTM's
 /// per-step `[32, 64] x [64, 256]` ran at 218 GFLOP/s against gemm's 194 (same run).
 /// A short inner dimension (`[128, 10] x [10, 256]`) ran at a third of gemm's rate: the
-/// tile's loads and stores outweigh ten multiply-adds.
-fn use_packed(m: usize, k: usize, n: usize, b_transposed_or_constant: bool) -> bool {
+/// tile's loads and stores outweigh ten multiply-adds. `wanted`: the product is one of
+/// those it wins on (or has an epilogue to run on the tile); the shape decides the rest.
+fn use_packed(m: usize, k: usize, n: usize, wanted: bool) -> bool {
     let force = FORCE_PACKED.load(Ordering::Relaxed);
-    force != 2
-        && (force == 1 || b_transposed_or_constant)
-        && m >= mm::MR
-        && k >= 32
-        && n > NARROW
-        && mm::available()
+    force != 2 && (force == 1 || wanted) && m >= mm::MR && k >= 32 && n > NARROW && mm::available()
 }
 
 /// 0: `use_packed` decides; 1: every product it can take goes to the packed kernel; 2:
@@ -389,16 +378,7 @@ unsafe fn small_matmul(
                 return unsafe { narrow_matmul_avx512(a, b, c, m, k, n, d) };
             }
             if m <= 4 && d[7] == 1 && FORCE_PACKED.load(Ordering::Relaxed) != 2 {
-                let sa = mm::Strided {
-                    ptr: a,
-                    rs: d[4] as usize,
-                    cs: d[5] as usize,
-                };
-                let sb = mm::Strided {
-                    ptr: b,
-                    rs: d[6] as usize,
-                    cs: 1,
-                };
+                let (sa, sb) = operands(a, b, d);
                 return unsafe { mm::few_rows(sa, sb, c, m, k, n) };
             }
             return unsafe { small_matmul_avx512(a, b, c, m, k, n, d) };

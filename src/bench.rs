@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// can take the product).
     #[arg(long, default_value = "auto", value_parser = ["auto", "gemm", "packed"])]
     matmul: String,
+    /// Lanes of Cranelift's fused loops: auto (sixteen, AVX-512 machine code, where the
+    /// host has AVX-512F) or 4 (Cranelift's own f32x4 loops), to compare them in one run.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "4"])]
+    lanes: String,
 }
 
 fn fail(msg: impl std::fmt::Display) -> Failed {
@@ -185,6 +189,7 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
         "packed" => Some(true),
         _ => None,
     });
+    nnc_jit::set_wide_loops((a.lanes == "4").then_some(false));
     let (backend, codegen) = match a.backend.as_str() {
         "llvm" if nnc_jit::HAS_LLVM => (Backend::Llvm, nnc_jit::Codegen::Llvm),
         "llvm" => {
@@ -228,6 +233,7 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
             "model": name,
             "backend": a.backend,
             "matmul": a.matmul,
+            "lanes": a.lanes,
             "batch": batch,
             "threads": threads,
             "ranks": comm.size(),

@@ -255,6 +255,36 @@ fn lower_program<M: Module>(
             .map(|&id| module.declare_func_in_func(id, b.func))
             .collect();
 
+        // Fused loops on sixteen lanes (JIT functions on AVX-512 hosts), each its own
+        // function called with its streams' addresses; `None` keeps Cranelift's loop.
+        let wide_ok = matches!(descs, Descs::Addresses(_)) && crate::avx512::enabled();
+        let mut wide = Vec::new();
+        for (k, instr) in prog.instrs.iter().enumerate() {
+            let Instr::Loop(spec) = instr else { continue };
+            let Some(bytes) = wide_ok
+                .then(|| crate::avx512::assemble(f, spec, has_fma))
+                .flatten()
+            else {
+                continue;
+            };
+            if let Some(d) = std::env::var_os("NNC_WIDE_DUMP") {
+                let _ = std::fs::write(
+                    format!("{}/{name}_wide{k}.bin", d.to_string_lossy()),
+                    &bytes,
+                );
+            }
+            let mut sig = module.make_signature();
+            sig.params.push(AbiParam::new(ptr));
+            let err = |e: cranelift_module::ModuleError| Error::Codegen(e.to_string());
+            let id = module
+                .declare_function(&format!("{name}_wide{k}"), Linkage::Local, &sig)
+                .map_err(err)?;
+            module
+                .define_function_bytes(id, 64, &bytes, &[])
+                .map_err(err)?;
+            wide.push((k, module.declare_func_in_func(id, b.func)));
+        }
+
         let addr = |b: &mut FunctionBuilder, l: Loc| match l {
             Loc::Input(i) => in_ptrs[i],
             Loc::Param(i) => par_ptrs[i],
@@ -292,8 +322,43 @@ fn lower_program<M: Module>(
             })
         };
 
-        for instr in &prog.instrs {
+        for (k, instr) in prog.instrs.iter().enumerate() {
             match instr {
+                Instr::Loop(spec) if wide.iter().any(|&(w, _)| w == k) => {
+                    let fref = wide.iter().find(|&&(w, _)| w == k).map(|&(_, r)| r);
+                    let n = spec.leaves.len() + spec.scalars.len() + spec.stores.len();
+                    let slot = b.create_sized_stack_slot(StackSlotData::new(
+                        StackSlotKind::ExplicitSlot,
+                        (8 * n) as u32,
+                        3,
+                    ));
+                    let at = |b: &mut FunctionBuilder, l: Loc, off: usize| {
+                        let base = addr(b, l);
+                        if off > 0 {
+                            b.ins().iadd_imm_s(base, 4 * off as i64)
+                        } else {
+                            base
+                        }
+                    };
+                    let bases = spec
+                        .leaves
+                        .iter()
+                        .zip(&spec.leaf_offset)
+                        .map(|(&(_, l), &o)| (l, o))
+                        .chain(spec.scalars.iter().map(|&(_, l)| (l, 0)))
+                        .chain(
+                            spec.stores
+                                .iter()
+                                .zip(&spec.store_offset)
+                                .map(|(&(_, l), &o)| (l, o)),
+                        );
+                    for (j, (l, o)) in bases.enumerate() {
+                        let a = at(&mut b, l, o);
+                        b.ins().stack_store(ptr, a, slot, (8 * j) as i32);
+                    }
+                    let p = b.ins().stack_addr(ptr, slot, 0);
+                    b.ins().call(fref.expect("found above"), &[p]);
+                }
                 Instr::Call(k, args) => {
                     let mut vals = Vec::with_capacity(args.len());
                     for a in args {
@@ -508,39 +573,27 @@ fn fused_loop(
                         }
                     };
                     let xs: Vec<_> = n.args.iter().map(|&a| get(&memo, a)).collect();
-                    // A product computed in this loop, as its two factors.
-                    let product = |k: usize| match n.args[k] {
-                        Value::Node(m)
-                            if f.nodes[m as usize].op == Op::Mul
-                                && tree.order.contains(&(m as usize))
-                                && !invariant.contains_key(&(m as usize)) =>
-                        {
-                            let a = &f.nodes[m as usize].args;
-                            Some((get(&memo, a[0]), get(&memo, a[1])))
+                    let fused = fma
+                        .then(|| emit::mul_add(f, &tree.order, j, |m| invariant.contains_key(&m)))
+                        .flatten();
+                    match fused {
+                        Some(c) => {
+                            let a = &f.nodes[c.mul].args;
+                            let (mut p, q) = (get(&memo, a[0]), get(&memo, a[1]));
+                            let mut z = xs[c.addend];
+                            if c.neg_product {
+                                p = b.ins().fneg(p);
+                            }
+                            if c.neg_addend {
+                                z = b.ins().fneg(z);
+                            }
+                            b.ins().fma(p, q, z)
                         }
-                        _ => None,
-                    };
-                    match (
-                        fma,
-                        n.op,
-                        product(0),
-                        n.args.get(1).and_then(|_| product(1)),
-                    ) {
-                        (true, Op::Add, Some((p, q)), _) => b.ins().fma(p, q, xs[1]),
-                        (true, Op::Add, None, Some((p, q))) => b.ins().fma(p, q, xs[0]),
-                        (true, Op::Sub, Some((p, q)), _) => {
-                            let c = b.ins().fneg(xs[1]);
-                            b.ins().fma(p, q, c)
-                        }
-                        (true, Op::Sub, None, Some((p, q))) => {
-                            let p = b.ins().fneg(p);
-                            b.ins().fma(p, q, xs[0])
-                        }
-                        _ if reciprocals.contains_key(&j) => {
+                        None if reciprocals.contains_key(&j) => {
                             let (s, v) = reciprocals[&j];
                             b.ins().fmul(xs[0], if vector { v } else { s })
                         }
-                        _ => emit::compute(&mut Clif { b: &mut *b, ty }, n.op, &xs)?,
+                        None => emit::compute(&mut Clif { b: &mut *b, ty }, n.op, &xs)?,
                     }
                 }
             };

@@ -10,7 +10,7 @@
 
 use crate::Error;
 
-use nnc_ir::Op;
+use nnc_ir::{Func, Op, Value};
 pub(crate) use nnc_rt::lanes::{Cmp, Elem, Lanes};
 
 pub(crate) type R<T> = Result<T, Error>;
@@ -20,6 +20,51 @@ pub(crate) type R<T> = Result<T, Error>;
 /// never reach here.
 pub(crate) fn compute<L: Lanes<E = Error>>(l: &mut L, op: Op, xs: &[L::F]) -> R<L::F> {
     nnc_rt::lanes::compute(l, elem(op)?, xs)
+}
+
+/// A sum or difference of a product this loop computes, contracted into one fused
+/// multiply-add where the ISA has FMA (one rounding instead of two; the product itself is
+/// then dead code): `n = ±(p * q) ± addend`, `p * q` the node `mul`.
+pub(crate) struct MulAdd {
+    pub mul: usize,
+    /// Which of the node's operands is added.
+    pub addend: usize,
+    pub neg_product: bool,
+    pub neg_addend: bool,
+}
+
+/// Node `j` of a fused loop computing `order`, as a fused multiply-add, if it is one; a
+/// product that is loop-invariant (`invariant`) is not contracted.
+pub(crate) fn mul_add(
+    f: &Func,
+    order: &[usize],
+    j: usize,
+    invariant: impl Fn(usize) -> bool,
+) -> Option<MulAdd> {
+    let n = &f.nodes[j];
+    let product = |k: usize| match n.args.get(k) {
+        Some(&Value::Node(m))
+            if f.nodes[m as usize].op == Op::Mul
+                && order.contains(&(m as usize))
+                && !invariant(m as usize) =>
+        {
+            Some(m as usize)
+        }
+        _ => None,
+    };
+    let (mul, addend, neg_product, neg_addend) = match (n.op, product(0), product(1)) {
+        (Op::Add, Some(m), _) => (m, 1, false, false),
+        (Op::Add, None, Some(m)) => (m, 0, false, false),
+        (Op::Sub, Some(m), _) => (m, 1, false, true),
+        (Op::Sub, None, Some(m)) => (m, 0, true, false),
+        _ => return None,
+    };
+    Some(MulAdd {
+        mul,
+        addend,
+        neg_product,
+        neg_addend,
+    })
 }
 
 /// The elementwise op `op` is in a fused loop.

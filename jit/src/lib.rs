@@ -16,6 +16,7 @@
 //! llvm <- object, with kernel, emit and aot as leaves.
 
 mod aot;
+mod avx512;
 mod cranelift;
 mod emit;
 mod error;
@@ -31,6 +32,7 @@ use std::collections::HashMap;
 use nnc_ir::{DType, Dim, Func};
 use nnc_runtime::Tensor;
 
+pub use avx512::{set_wide_loops, wide_loops_assembled, with_wide_loops};
 pub use cranelift::clif_text;
 pub use error::Error;
 pub use kernel::Kernel;

@@ -12,7 +12,7 @@
 //! (`emit::mul_add`) and the same reciprocals of loop-invariant divisors, so both give the
 //! same bits (`tests/rows.rs` checks it). The body is recorded on virtual registers and
 //! allocated to the 32 zmm and six mask registers with no spills: a loop that needs more
-//! registers, or more than 13 operand streams, stays on Cranelift (`assemble` returns
+//! registers, or more than 14 operand streams, stays on Cranelift (`assemble` returns
 //! `None`). JIT functions only: objects and printed CLIF keep Cranelift's loops.
 
 use crate::emit;
@@ -498,9 +498,9 @@ const ZMM: [AsmRegisterZmm; 32] = [
 ];
 const KREG: [AsmRegisterK; 8] = [k0, k1, k2, k3, k4, k5, k6, k7];
 /// The registers holding the streams' addresses; `rdi` (the `bases` argument) is loaded
-/// last. `rax` is the element index, `r11` counts rows.
-const STREAM: [AsmRegister64; 13] = [
-    rsi, rdx, rcx, r8, r9, r10, rbx, rbp, r12, r13, r14, r15, rdi,
+/// last. `rax` is the element index; the rows are counted on the stack.
+const STREAM: [AsmRegister64; 14] = [
+    rsi, rdx, rcx, r8, r9, r10, r11, rbx, rbp, r12, r13, r14, r15, rdi,
 ];
 const SAVED: [AsmRegister64; 6] = [rbx, rbp, r12, r13, r14, r15];
 
@@ -513,6 +513,7 @@ pub(crate) fn assemble(f: &Func, spec: &LoopSpec, fma: bool) -> Option<Vec<u8>> 
         || spec.count == 0
         || spec.rows == 0
         || spec.count > i32::MAX as usize / 4
+        || spec.rows > i32::MAX as usize
     {
         return None;
     }
@@ -546,7 +547,7 @@ fn emit_function(
         a.mov(eax, ((1u32 << rem) - 1) as i32)?;
         a.kmovw(k1, eax)?;
     }
-    a.mov(r11, spec.rows as u64)?;
+    a.push(spec.rows as i32)?;
     let mut row = a.create_label();
     a.set_label(&mut row)?;
     emit_insts(&mut a, pre, map, false, &mut pool)?;
@@ -569,8 +570,9 @@ fn emit_function(
             }
         }
     }
-    a.dec(r11)?;
+    a.dec(qword_ptr(rsp))?;
     a.jnz(row)?;
+    a.add(rsp, 8)?;
     a.vzeroupper()?;
     for r in SAVED.iter().rev() {
         a.pop(*r)?;

@@ -175,3 +175,49 @@ fn every_elementwise_op_on_sixteen_lanes_gives_the_f32x4_loops_bits() {
         assert!(wide_loops >= 32, "{wide_loops} loops took sixteen lanes");
     }
 }
+
+/// Fourteen streams (ten leaves, four stores), the most one loop keeps in registers, over
+/// rows: each stream steps by its own row, a bias row steps by none.
+#[test]
+fn a_loop_of_fourteen_streams_over_rows_gives_the_f32x4_loops_bits() {
+    let args: Vec<String> = (0..9).map(|i| format!("%x{i}: f32[B, D]")).collect();
+    let mut text = format!(
+        "func @many({}, %c: f32[D]) -> (f32[B, D], f32[B, D], f32[B, D], f32[B, D]) {{\n",
+        args.join(", ")
+    );
+    // Partial sums, each returned: one loop stores all four.
+    text += "\
+  %0 = broadcast %c, dims=[1] : f32[B, D]
+  %1 = mul %x0, %x1 : f32[B, D]
+  %2 = add %1, %0 : f32[B, D]
+  %3 = mul %x2, %x3 : f32[B, D]
+  %4 = add %2, %3 : f32[B, D]
+  %5 = mul %x4, %x5 : f32[B, D]
+  %6 = sub %4, %5 : f32[B, D]
+  %7 = mul %x6, %x7 : f32[B, D]
+  %8 = sub %7, %6 : f32[B, D]
+  %9 = div %8, %x8 : f32[B, D]
+  return %2, %4, %6, %9
+}
+";
+    let mut wide_loops = 0;
+    for (b, d) in [(5, 37), (2, 64), (1, 3)] {
+        let src = text.replace('D', &d.to_string());
+        let f = &parse_module(&src).unwrap().funcs[0];
+        let mut rng = Rng::new(d as u64);
+        let mut ins: Vec<Tensor> = (0..9).map(|_| draw(&mut rng, &[b, d], false)).collect();
+        ins.push(draw(&mut rng, &[d], false));
+        let (wide, narrow, n) = both(f, &ins, &[]);
+        wide_loops += n;
+        same_bits(&wide, &narrow).unwrap();
+        let want = eval(f, &ins, &[]).unwrap();
+        for (g, w) in wide.iter().zip(&want) {
+            for (p, q) in g.data.iter().zip(&w.data) {
+                assert!((p - q).abs() <= 1e-5 + 1e-5 * q.abs(), "{p} vs {q}");
+            }
+        }
+    }
+    if avx512() {
+        assert!(wide_loops >= 3, "{wide_loops} loops took sixteen lanes");
+    }
+}

@@ -283,6 +283,13 @@ unsafe fn pack_b(b: Strided, pc: usize, kc: usize, n: usize, out: &mut [f32]) {
                 dst[..cols].copy_from_slice(src);
                 dst[cols..].fill(0.0);
             }
+        } else if b.rs == 1 && cols == NR && NR * b.cs < i32::MAX as usize && gathers() {
+            // A transposed `b` (each column contiguous): sixteen columns' elements at one
+            // depth gathered into one vector.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                gather_panel(b, pc, kc, j0, panel)
+            };
         } else {
             if cols < NR {
                 panel.fill(0.0);
@@ -293,6 +300,41 @@ unsafe fn pack_b(b: Strided, pc: usize, kc: usize, n: usize, out: &mut [f32]) {
                     panel[p * NR + j] = unsafe { *col.add(p * b.rs) };
                 }
             }
+        }
+    }
+}
+
+fn gathers() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Panel `j0..j0 + 32` of a `b` stored by columns (`b.rs == 1`), depths `pc..pc + kc`.
+///
+/// # Safety
+/// AVX-512F; the 32 columns hold `pc + kc` elements each; `panel` holds `kc * 32`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_panel(b: Strided, pc: usize, kc: usize, j0: usize, panel: &mut [f32]) {
+    let cs = b.cs as i32;
+    let idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(cs),
+    );
+    let base = unsafe { b.ptr.add(j0 * b.cs + pc) };
+    let out = panel.as_mut_ptr();
+    for p in 0..kc {
+        unsafe {
+            let lo = _mm512_i32gather_ps::<4>(idx, base.add(p));
+            let hi = _mm512_i32gather_ps::<4>(idx, base.add(16 * b.cs + p));
+            _mm512_storeu_ps(out.add(p * NR), lo);
+            _mm512_storeu_ps(out.add(p * NR + 16), hi);
         }
     }
 }

@@ -65,7 +65,10 @@ def main():
     ap.add_argument("--peers", default=os.path.join(ROOT, "..", "shared", "peers"))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--only", default=",".join(BENCHES))
-    ap.add_argument("--steps", type=int, default=300)
+    # As many timed steps as the peer scripts time (5 chunks of 200, after 30 warm-up
+    # steps): 300 steps (a quarter of a second) let one burst of the shared machine's
+    # load move nnc's figure by 10-15%.
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--backend", default="jit", choices=["jit", "llvm"],
                     help="nnc's code generator (llvm builds nnc with --features llvm)")
     a = ap.parse_args()

@@ -6,14 +6,16 @@
 //!                --program.rs--> Program: kernel calls with descriptors, fused loops
 //!                --cranelift.rs | llvm.rs--> machine code (emit.rs: the elementwise
 //!                                code of a fused loop, once, over each backend's `Lanes`)
+//!                (avx512.rs: a JIT function's fused loops as zmm machine code, which
+//!                the Cranelift function calls, on AVX-512 hosts)
 //!                --kernel.rs-->  Kernel: the code kept alive, `run`
 //! ahead of time: aot.rs (spec, error codes, C header) --object.rs--> an object file
 //! ```
 //!
 //! Values are f32 in memory; `i32` values (labels) are held as exactly representable
 //! floats. The reference interpreter is the oracle: `tests/jit.rs` compares every example
-//! and random graphs against it. Imports form no cycle: plan <- program <- cranelift,
-//! llvm <- object, with kernel, emit and aot as leaves.
+//! and random graphs against it. Imports form no cycle: plan <- program <- avx512 <-
+//! cranelift, llvm <- object, with kernel, emit and aot as leaves.
 
 mod aot;
 mod avx512;

@@ -1,8 +1,8 @@
-//! nnc's own matrix product, `c = epilogue(a @ b)`, for one thread with AVX-512: the
-//! operands are packed into panels (so a transposed operand costs only its packing), an
-//! 8 x 32 register tile accumulates in sixteen zmm registers, and the epilogue (a scale, a
-//! bias per column, ReLU, a mask read from another tensor) runs on the tile in registers
-//! before its one store.
+//! nnc's own matrix product, `c = epilogue(a @ b)`, for one thread with AVX-512 or AVX2:
+//! the operands are packed into panels (so a transposed operand costs only its packing),
+//! an 8 x 32 register tile accumulates in sixteen zmm registers (AVX2: two 6 x 16 tiles
+//! per panel in twelve ymm registers), and the epilogue (a scale, a bias per column, ReLU,
+//! a mask read from another tensor) runs on the tile in registers before its one store.
 //!
 //! The blocking is GotoBLAS's: a `KC`-deep, `NC`-wide slice of `b` is packed once into
 //! 32-column panels (it stays in L2), except where `b` is row-major and the slice is whole
@@ -26,6 +26,9 @@ pub const NR: usize = 32;
 const KC: usize = 256;
 /// Rows of `a` taken at a time.
 const MC: usize = 128;
+/// Rows of the AVX2 register tile, and of `a` taken at a time there (a multiple of it).
+const MR2: usize = 6;
+const MC2: usize = 120;
 /// Columns of `b` packed at a time: a packed slice of 256 x 256 (256 KB) stays in L2.
 /// Without this bound `[16, 2048] x [2048, 1024]` ran at 0.7x gemm's rate.
 const NC: usize = 256;
@@ -137,16 +140,55 @@ unsafe fn loop_packed(b: Strided, k: usize, n: usize, kc_even: usize) -> Option<
     })
 }
 
-/// Whether this CPU runs the packed kernel.
-pub fn available() -> bool {
+/// The instruction sets the packed kernel is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    /// An 8 x 32 tile in sixteen zmm registers.
+    Avx512,
+    /// A 6 x 16 tile in twelve ymm registers, twice per 32-column panel.
+    Avx2,
+}
+
+thread_local! {
+    /// Tests run the AVX2 kernel on an AVX-512 host.
+    static FORCE_AVX2: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the packed kernel's AVX2 tile even where AVX-512 exists (tests).
+pub fn with_avx2_tile<R>(f: impl FnOnce() -> R) -> R {
+    let before = FORCE_AVX2.with(|c| c.replace(true));
+    let out = f();
+    FORCE_AVX2.with(|c| c.set(before));
+    out
+}
+
+fn isa() -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        if std::arch::is_x86_feature_detected!("avx512f") && !FORCE_AVX2.with(|c| c.get()) {
+            Some(Isa::Avx512)
+        } else if avx2 {
+            Some(Isa::Avx2)
+        } else {
+            None
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        None
     }
+}
+
+/// Whether this CPU runs the packed kernel (AVX-512F, or AVX2 with FMA).
+pub fn available() -> bool {
+    isa().is_some()
+}
+
+/// Whether this CPU runs `few_rows` (AVX-512F).
+pub fn has_avx512() -> bool {
+    isa() == Some(Isa::Avx512)
 }
 
 /// `c[m, n] = epilogue(a[m, k] @ b[k, n])`, `c` row-major with row stride `n`.
@@ -163,6 +205,11 @@ pub unsafe fn matmul(
     n: usize,
     ep: &Epilogue,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    let (isa, mr, mc_max) = match isa() {
+        Some(Isa::Avx512) => (Isa::Avx512, MR, MC),
+        _ => (Isa::Avx2, MR2, MC2),
+    };
     #[cfg(target_arch = "x86_64")]
     PACKED.with(|packed| {
         let pb = &mut *packed.borrow_mut();
@@ -204,12 +251,12 @@ pub unsafe fn matmul(
                 offset += kc * nc.next_multiple_of(NR);
                 let mut ic = 0;
                 while ic < m {
-                    let mc = (m - ic).min(MC);
+                    let mc = (m - ic).min(mc_max);
                     for jp in 0..nc.div_ceil(NR) {
                         let j0 = jc + jp * NR;
                         let bp = unsafe { slice.add(jp * panel_step) };
-                        for ip in 0..mc.div_ceil(MR) {
-                            let i0 = ic + ip * MR;
+                        for ip in 0..mc.div_ceil(mr) {
+                            let i0 = ic + ip * mr;
                             let ap = Strided {
                                 ptr: unsafe { a.ptr.add(i0 * a.rs + pc * a.cs) },
                                 ..a
@@ -219,11 +266,18 @@ pub unsafe fn matmul(
                                 ldc: n,
                                 i0,
                                 j0,
-                                rows: (m - i0).min(MR),
+                                rows: (ic + mc - i0).min(mr),
                                 cols: (jc + nc - j0).min(NR),
                             };
                             let ep = if last { Some(ep) } else { None };
-                            unsafe { kernel(kc, ap, bp, ldb, &tile, pc > 0, ep) };
+                            match isa {
+                                Isa::Avx512 => unsafe {
+                                    kernel(kc, ap, bp, ldb, &tile, pc > 0, ep)
+                                },
+                                Isa::Avx2 => unsafe {
+                                    kernel_avx2(kc, ap, bp, ldb, &tile, pc > 0, ep)
+                                },
+                            }
                         }
                     }
                     ic += mc;
@@ -428,6 +482,101 @@ unsafe fn kernel(
     }
 }
 
+/// The AVX2 tile: `kernel`'s contract, computed as two 6 x 16 halves of the 32-column
+/// panel (twelve ymm accumulators each; AVX2 has sixteen registers), the epilogue the
+/// same ops in the same order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_avx2(
+    kc: usize,
+    a: Strided,
+    b: *const f32,
+    ldb: usize,
+    t: &Tile,
+    accumulate: bool,
+    ep: Option<&Epilogue>,
+) {
+    let rows: [*const f32; MR2] =
+        std::array::from_fn(|r| unsafe { a.ptr.add(if r < t.rows { r * a.rs } else { 0 }) });
+    let ep = ep.filter(|e| !e.is_none());
+    let zero = _mm256_setzero_ps();
+    let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for half in 0..2 {
+        let cols = t.cols.saturating_sub(16 * half).min(16);
+        if cols == 0 {
+            break;
+        }
+        let bh = unsafe { b.add(16 * half) };
+        let mut acc = [[zero; 2]; MR2];
+        for p in 0..kc {
+            let (b0, b1) = unsafe {
+                (
+                    _mm256_loadu_ps(bh.add(p * ldb)),
+                    _mm256_loadu_ps(bh.add(p * ldb + 8)),
+                )
+            };
+            let off = p * a.cs;
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_ps(unsafe { *rows[r].add(off) });
+                acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+            }
+        }
+        // Lanes of each quarter inside `c`, as masks for maskload/maskstore.
+        let masks: [__m256i; 2] = std::array::from_fn(|q| {
+            let n = cols.saturating_sub(8 * q).min(8) as i32;
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(n), iota)
+        });
+        let j0 = t.j0 + 16 * half;
+        let (scale, bias) = match ep {
+            Some(e) => {
+                let bias = if e.bias.is_null() {
+                    [zero; 2]
+                } else {
+                    let bp = unsafe { e.bias.add(j0) };
+                    unsafe {
+                        [
+                            _mm256_maskload_ps(bp, masks[0]),
+                            _mm256_maskload_ps(bp.add(8), masks[1]),
+                        ]
+                    }
+                };
+                (_mm256_set1_ps(e.scale), bias)
+            }
+            None => (zero, [zero; 2]),
+        };
+        for (r, acc) in acc.iter().enumerate().take(t.rows) {
+            let row = t.i0 + r;
+            let cp = unsafe { t.c.add(row * t.ldc + j0) };
+            for q in 0..2 {
+                if 8 * q >= cols {
+                    continue;
+                }
+                let m = masks[q];
+                let cq = unsafe { cp.add(8 * q) };
+                let mut v = acc[q];
+                if accumulate {
+                    v = _mm256_add_ps(v, unsafe { _mm256_maskload_ps(cq, m) });
+                }
+                if let Some(e) = ep {
+                    v = _mm256_fmadd_ps(v, scale, bias[q]);
+                    if e.relu {
+                        // `zero > v ? zero : v`: NaN and -0 kept, as `kernel` does.
+                        v = _mm256_max_ps(zero, v);
+                    }
+                    if !e.mask.is_null() {
+                        let mp = unsafe { e.mask.add(row * t.ldc + j0 + 8 * q) };
+                        let mv = unsafe { _mm256_maskload_ps(mp, m) };
+                        let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(mv, zero);
+                        v = _mm256_and_ps(v, keep);
+                    }
+                }
+                unsafe { _mm256_maskstore_ps(cq, m, v) };
+            }
+        }
+    }
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn kernel(
     _kc: usize,
@@ -446,7 +595,7 @@ unsafe fn kernel(
 /// once, at the speed memory gives it).
 ///
 /// # Safety
-/// `available()`; `b.cs == 1`; the operands fit their strides; `c` holds `m * n`.
+/// `has_avx512()`; `b.cs == 1`; the operands fit their strides; `c` holds `m * n`.
 pub unsafe fn few_rows(a: Strided, b: Strided, c: *mut f32, m: usize, k: usize, n: usize) {
     debug_assert!((1..=4).contains(&m) && b.cs == 1);
     #[cfg(target_arch = "x86_64")]
@@ -469,7 +618,7 @@ pub unsafe fn few_rows(a: Strided, b: Strided, c: *mut f32, m: usize, k: usize, 
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (a, b, c, m, k, n);
-        unreachable!("only called where `available()`");
+        unreachable!("only called where `has_avx512()`");
     }
 }
 
@@ -530,7 +679,7 @@ pub fn peak_gflops() -> f64 {
         let fmas = 1usize << 22;
         let run = || -> Option<f64> {
             let t = std::time::Instant::now();
-            let lanes = if available() {
+            let lanes = if has_avx512() {
                 unsafe { fma_chains_avx512(fmas) };
                 16
             } else if std::arch::is_x86_feature_detected!("avx2")
@@ -589,19 +738,38 @@ mod tests {
         if !available() {
             return;
         }
+        check_packed_kernel();
+    }
+
+    /// The AVX2 tile (6 x 16, masked loads and stores) on the same shapes, wherever the
+    /// host has AVX2 (an AVX-512 host runs it as well).
+    #[test]
+    fn the_avx2_tile_matches_the_f64_product_on_odd_shapes() {
+        let avx2 = with_avx2_tile(|| isa() == Some(Isa::Avx2));
+        if avx2 {
+            with_avx2_tile(check_packed_kernel);
+        }
+    }
+
+    fn check_packed_kernel() {
         let mut seed = 1u32;
         let mut draw = move || {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
-        // A few rows, as `few_rows` takes them (b row-major).
-        for (m, k, n) in [
-            (1, 784, 256),
-            (2, 37, 300),
-            (3, 5, 67),
-            (4, 64, 17),
-            (1, 3, 600),
-        ] {
+        // A few rows, as `few_rows` takes them (b row-major; AVX-512 only).
+        let few: &[(usize, usize, usize)] = if has_avx512() {
+            &[
+                (1, 784, 256),
+                (2, 37, 300),
+                (3, 5, 67),
+                (4, 64, 17),
+                (1, 3, 600),
+            ]
+        } else {
+            &[]
+        };
+        for &(m, k, n) in few {
             let a: Vec<f32> = (0..m * k).map(|_| draw()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| draw()).collect();
             let mut c = vec![f32::NAN; m * n];

@@ -47,9 +47,9 @@ pub struct BenchArgs {
     /// can take the product).
     #[arg(long, default_value = "auto", value_parser = ["auto", "gemm", "packed"])]
     matmul: String,
-    /// Lanes of Cranelift's fused loops: auto (sixteen, AVX-512 machine code, where the
-    /// host has AVX-512F) or 4 (Cranelift's own f32x4 loops), to compare them in one run.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "4"])]
+    /// Lanes of the fused loops: auto (the host's widest: 16 with AVX-512F, 8 with AVX2),
+    /// 8, 16, or 4 (Cranelift's own f32x4 loops), to compare them in one run.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "4", "8", "16"])]
     lanes: String,
 }
 
@@ -189,7 +189,7 @@ pub fn bench(a: BenchArgs, process_start: Instant) -> Result<(), Failed> {
         "packed" => Some(true),
         _ => None,
     });
-    nnc_jit::set_wide_loops((a.lanes == "4").then_some(false));
+    nnc_jit::set_loop_lanes(a.lanes.parse().ok());
     let (backend, codegen) = match a.backend.as_str() {
         "llvm" if nnc_jit::HAS_LLVM => (Backend::Llvm, nnc_jit::Codegen::Llvm),
         "llvm" => {

@@ -255,16 +255,13 @@ fn lower_program<M: Module>(
             .map(|&id| module.declare_func_in_func(id, b.func))
             .collect();
 
-        // Fused loops on sixteen lanes (JIT functions on AVX-512 hosts), each its own
-        // function called with its streams' addresses; `None` keeps Cranelift's loop.
-        let wide_ok = matches!(descs, Descs::Addresses(_)) && crate::avx512::enabled();
+        // Fused loops on wide vectors (JIT functions on AVX-512 or AVX2 hosts), each its
+        // own function called with its streams' addresses; `None` keeps Cranelift's loop.
+        let width = crate::wide::width().filter(|_| matches!(descs, Descs::Addresses(_)));
         let mut wide = Vec::new();
         for (k, instr) in prog.instrs.iter().enumerate() {
             let Instr::Loop(spec) = instr else { continue };
-            let Some(bytes) = wide_ok
-                .then(|| crate::avx512::assemble(f, spec, has_fma))
-                .flatten()
-            else {
+            let Some(bytes) = width.and_then(|w| crate::wide::assemble(f, spec, has_fma, w)) else {
                 continue;
             };
             if let Some(d) = std::env::var_os("NNC_WIDE_DUMP") {

@@ -6,19 +6,18 @@
 //!                --program.rs--> Program: kernel calls with descriptors, fused loops
 //!                --cranelift.rs | llvm.rs--> machine code (emit.rs: the elementwise
 //!                                code of a fused loop, once, over each backend's `Lanes`)
-//!                (avx512.rs: a JIT function's fused loops as zmm machine code, which
-//!                the Cranelift function calls, on AVX-512 hosts)
+//!                (wide.rs: a JIT function's fused loops as zmm or ymm machine code,
+//!                which the Cranelift function calls, on AVX-512 or AVX2 hosts)
 //!                --kernel.rs-->  Kernel: the code kept alive, `run`
 //! ahead of time: aot.rs (spec, error codes, C header) --object.rs--> an object file
 //! ```
 //!
 //! Values are f32 in memory; `i32` values (labels) are held as exactly representable
 //! floats. The reference interpreter is the oracle: `tests/jit.rs` compares every example
-//! and random graphs against it. Imports form no cycle: plan <- program <- avx512 <-
+//! and random graphs against it. Imports form no cycle: plan <- program <- wide <-
 //! cranelift, llvm <- object, with kernel, emit and aot as leaves.
 
 mod aot;
-mod avx512;
 mod cranelift;
 mod emit;
 mod error;
@@ -28,19 +27,20 @@ mod llvm;
 pub mod object;
 mod plan;
 mod program;
+mod wide;
 
 use std::collections::HashMap;
 
 use nnc_ir::{DType, Dim, Func};
 use nnc_runtime::Tensor;
 
-pub use avx512::{set_wide_loops, wide_loops_assembled, with_wide_loops};
 pub use cranelift::clif_text;
 pub use error::Error;
 pub use kernel::Kernel;
 /// The run-time kernels compiled code calls (a crate of their own: AOT objects link them).
 pub use nnc_rt as kernels;
 pub use plan::plan_text;
+pub use wide::{set_loop_lanes, wide_loops_assembled, with_eight_lane_loops, with_wide_loops};
 
 /// Which code generator compiles the program of a function.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,8 +1,9 @@
-//! Fused loops on sixteen lanes (AVX-512 machine code, `avx512.rs`) against Cranelift's
-//! f32x4 loops: the same bits, on the random graphs and on one loop of every elementwise
-//! op over rows of 1 to 67 elements (whole vectors and masked tails), with NaN, infinities
-//! and signed zeros among the inputs; and against the interpreter. On a host without
-//! AVX-512F both sides are Cranelift's loops and the tests check only that.
+//! Fused loops on wide vectors (machine code, `wide.rs`: sixteen lanes with AVX-512, eight
+//! with AVX2, both run here where the host has them) against Cranelift's f32x4 loops: the
+//! same bits, on the random graphs, on one loop of every elementwise op over rows of 1 to
+//! 67 elements (whole vectors and masked tails) with NaN, infinities and signed zeros
+//! among the inputs, and on a 14-stream loop over rows; and against the interpreter. On a
+//! host without the width both sides are Cranelift's loops and the tests check only that.
 
 use nnc_compiler::interp::eval;
 use nnc_compiler::random_graph::{random_func, random_values};
@@ -20,15 +21,45 @@ fn avx512() -> bool {
     }
 }
 
-/// The outputs of `f` with sixteen-lane loops and with f32x4 loops, and how many loops
-/// took sixteen lanes.
-fn both(f: &nnc_ir::Func, ins: &[Tensor], ps: &[Tensor]) -> (Vec<Tensor>, Vec<Tensor>, usize) {
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The widths this host runs: sixteen lanes (the default where AVX-512 exists) and eight
+/// (forced; AVX2).
+const WIDTHS: [bool; 2] = [false, true];
+
+/// The outputs of `f` with wide loops (eight lanes when `eight`, else the host's widest)
+/// and with f32x4 loops, and how many loops took the wide path.
+fn both(
+    f: &nnc_ir::Func,
+    ins: &[Tensor],
+    ps: &[Tensor],
+    eight: bool,
+) -> (Vec<Tensor>, Vec<Tensor>, usize) {
     let before = nnc_jit::wide_loops_assembled();
-    let wide = nnc_jit::with_wide_loops(true, || nnc_jit::Jit::new().eval(f, ins, ps).unwrap());
+    let run = || nnc_jit::Jit::new().eval(f, ins, ps).unwrap();
+    let wide = if eight {
+        nnc_jit::with_eight_lane_loops(run)
+    } else {
+        nnc_jit::with_wide_loops(true, run)
+    };
     let wide_loops = nnc_jit::wide_loops_assembled() - before;
-    let narrow = nnc_jit::with_wide_loops(false, || nnc_jit::Jit::new().eval(f, ins, ps).unwrap());
+    let narrow = nnc_jit::with_wide_loops(false, run);
     assert_eq!(nnc_jit::wide_loops_assembled() - before, wide_loops);
     (wide, narrow, wide_loops)
+}
+
+/// Whether this host has the width `eight` asks for (its loops must then be wide).
+fn has(eight: bool) -> bool {
+    if eight { avx2() } else { avx512() || avx2() }
 }
 
 fn same_bits(a: &[Tensor], b: &[Tensor]) -> Result<(), String> {
@@ -43,26 +74,31 @@ fn same_bits(a: &[Tensor], b: &[Tensor]) -> Result<(), String> {
 }
 
 #[test]
-fn sixteen_lane_loops_give_the_f32x4_loops_bits_on_the_random_graphs() {
-    let mut failures = Vec::new();
-    let mut wide_loops = 0;
-    for seed in 0..1000u64 {
-        let f = random_func(seed, 3 + (seed % 12) as usize);
-        let (inputs, params) = random_values(&f, seed);
-        let (wide, narrow, n) = both(&f, &inputs, &params);
-        wide_loops += n;
-        if let Err(e) = same_bits(&wide, &narrow) {
-            failures.push(format!("seed {seed}: {e}\n{f}"));
+fn wide_loops_give_the_f32x4_loops_bits_on_the_random_graphs() {
+    for eight in WIDTHS {
+        let mut failures = Vec::new();
+        let mut wide_loops = 0;
+        for seed in 0..1000u64 {
+            let f = random_func(seed, 3 + (seed % 12) as usize);
+            let (inputs, params) = random_values(&f, seed);
+            let (wide, narrow, n) = both(&f, &inputs, &params, eight);
+            wide_loops += n;
+            if let Err(e) = same_bits(&wide, &narrow) {
+                failures.push(format!("seed {seed}: {e}\n{f}"));
+            }
         }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} mismatches; first:\n{}",
-        failures.len(),
-        failures[0]
-    );
-    if avx512() {
-        assert!(wide_loops > 500, "{wide_loops} loops took sixteen lanes");
+        assert!(
+            failures.is_empty(),
+            "eight lanes {eight}: {} mismatches; first:\n{}",
+            failures.len(),
+            failures[0]
+        );
+        if has(eight) {
+            assert!(
+                wide_loops > 500,
+                "eight lanes {eight}: {wide_loops} wide loops"
+            );
+        }
     }
 }
 
@@ -137,9 +173,15 @@ fn draw(rng: &mut Rng, shape: &[usize], specials: bool) -> Tensor {
 }
 
 #[test]
-fn every_elementwise_op_on_sixteen_lanes_gives_the_f32x4_loops_bits() {
+fn every_elementwise_op_on_wide_lanes_gives_the_f32x4_loops_bits() {
+    for eight in WIDTHS {
+        every_op(eight);
+    }
+}
+
+fn every_op(eight: bool) {
     let mut wide_loops = 0;
-    for d in [1, 7, 15, 16, 17, 33, 48, 67] {
+    for d in [1, 7, 8, 9, 15, 16, 17, 33, 48, 67] {
         for b in [1, 3] {
             let text = EVERY_OP.replace('D', &d.to_string());
             let f = &parse_module(&text).unwrap().funcs[0];
@@ -151,10 +193,10 @@ fn every_elementwise_op_on_sixteen_lanes_gives_the_f32x4_loops_bits() {
                     draw(&mut rng, &[d], false),
                     Tensor::new(DType::F32, vec![], vec![0.75]),
                 ];
-                let (wide, narrow, n) = both(f, &ins, &[]);
+                let (wide, narrow, n) = both(f, &ins, &[], eight);
                 wide_loops += n;
                 if let Err(e) = same_bits(&wide, &narrow) {
-                    panic!("d = {d}, b = {b}, specials {specials}: {e}");
+                    panic!("eight lanes {eight}, d = {d}, b = {b}, specials {specials}: {e}");
                 }
                 // And the interpreter, on ordinary inputs (the polynomials' error).
                 if !specials {
@@ -171,8 +213,11 @@ fn every_elementwise_op_on_sixteen_lanes_gives_the_f32x4_loops_bits() {
             }
         }
     }
-    if avx512() {
-        assert!(wide_loops >= 32, "{wide_loops} loops took sixteen lanes");
+    if has(eight) {
+        assert!(
+            wide_loops >= 40,
+            "eight lanes {eight}: {wide_loops} wide loops"
+        );
     }
 }
 
@@ -180,6 +225,12 @@ fn every_elementwise_op_on_sixteen_lanes_gives_the_f32x4_loops_bits() {
 /// rows: each stream steps by its own row, a bias row steps by none.
 #[test]
 fn a_loop_of_fourteen_streams_over_rows_gives_the_f32x4_loops_bits() {
+    for eight in WIDTHS {
+        fourteen_streams(eight);
+    }
+}
+
+fn fourteen_streams(eight: bool) {
     let args: Vec<String> = (0..9).map(|i| format!("%x{i}: f32[B, D]")).collect();
     let mut text = format!(
         "func @many({}, %c: f32[D]) -> (f32[B, D], f32[B, D], f32[B, D], f32[B, D]) {{\n",
@@ -207,7 +258,7 @@ fn a_loop_of_fourteen_streams_over_rows_gives_the_f32x4_loops_bits() {
         let mut rng = Rng::new(d as u64);
         let mut ins: Vec<Tensor> = (0..9).map(|_| draw(&mut rng, &[b, d], false)).collect();
         ins.push(draw(&mut rng, &[d], false));
-        let (wide, narrow, n) = both(f, &ins, &[]);
+        let (wide, narrow, n) = both(f, &ins, &[], eight);
         wide_loops += n;
         same_bits(&wide, &narrow).unwrap();
         let want = eval(f, &ins, &[]).unwrap();
@@ -217,7 +268,10 @@ fn a_loop_of_fourteen_streams_over_rows_gives_the_f32x4_loops_bits() {
             }
         }
     }
-    if avx512() {
-        assert!(wide_loops >= 3, "{wide_loops} loops took sixteen lanes");
+    if has(eight) {
+        assert!(
+            wide_loops >= 3,
+            "eight lanes {eight}: {wide_loops} wide loops"
+        );
     }
 }

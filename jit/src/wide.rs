@@ -1,82 +1,123 @@
-//! Fused loops on sixteen lanes: a `LoopSpec` assembled into AVX-512 machine code (with
-//! `iced-x86`'s assembler), for hosts that have AVX-512F.
+//! Fused loops on wide vectors: a `LoopSpec` assembled into machine code with
+//! `iced-x86`'s assembler, sixteen lanes (zmm) on hosts with AVX-512F, eight (ymm) on
+//! hosts with AVX2 and FMA.
 //!
 //! Cranelift's vectors are 128 bits wide, and a loop bound by its divider or its square
 //! root (an optimizer's update) runs at the four-lane unit's rate. Here the same loop runs
-//! on zmm registers: one function per loop, `fn(bases: *const *mut f32)`, that walks its
-//! rows and, in each, sixteen elements per trip with a masked last trip. The Cranelift
-//! function calls it with the operands' addresses (`cranelift.rs`).
+//! on wide registers: one function per loop, `fn(bases: *const *mut f32)`, that walks its
+//! rows and, in each, a vector of elements per trip with a masked last trip. The
+//! Cranelift function calls it with the operands' addresses (`cranelift.rs`).
 //!
 //! The ops are computed exactly as the Cranelift loop computes them: the same
 //! `lanes::compute` over a recording `Lanes`, the same fused multiply-adds
 //! (`emit::mul_add`) and the same reciprocals of loop-invariant divisors, so both give the
-//! same bits (`tests/rows.rs` checks it). The body is recorded on virtual registers and
-//! allocated to the 32 zmm and six mask registers with no spills: a loop that needs more
+//! same bits (`tests/wide.rs` checks it). The body is recorded on virtual registers and
+//! allocated to the vector and mask registers with no spills (zmm0-31 and k2-k7; ymm0-14,
+//! masks included, ymm15 holding the last trip's lanes): a loop that needs more
 //! registers, or more than 14 operand streams, stays on Cranelift (`assemble` returns
 //! `None`). JIT functions only: objects and printed CLIF keep Cranelift's loops.
 
 use crate::emit;
 use crate::plan::{invariant_divisor, member_of};
 use crate::program::LoopSpec;
+use iced_x86::code_asm::asm_traits::*;
 use iced_x86::code_asm::*;
 use nnc_ir::{Attr, Func, Op, Value};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// 0: the host decides (AVX-512F: sixteen lanes), 1: sixteen lanes off, 2: on where the
-/// host has them.
+/// 0: the host decides (the widest it has), 1: wide loops off, 2: on where the host has
+/// them, 3: eight lanes where the host has AVX2 (tests run them on AVX-512 hosts).
 static CHOICE: AtomicU8 = AtomicU8::new(0);
 
 thread_local! {
-    static LOCAL: Cell<Option<bool>> = const { Cell::new(None) };
+    static LOCAL: Cell<Option<u8>> = const { Cell::new(None) };
     static ASSEMBLED: Cell<usize> = const { Cell::new(0) };
 }
 
-/// How many fused loops this thread has compiled to sixteen lanes (tests check that the
+/// How many fused loops this thread has compiled to wide vectors (tests check that the
 /// path they compare was taken).
 pub fn wide_loops_assembled() -> usize {
     ASSEMBLED.with(|c| c.get())
 }
 
-/// Whether fused loops run on sixteen lanes where the host can (`None`: the default,
-/// yes). For `nnc bench --lanes`, to measure both in one run.
-pub fn set_wide_loops(on: Option<bool>) {
+/// The lanes fused loops take, for `nnc bench --lanes`, to measure each in one run:
+/// `None` the host's widest, `Some(4)` Cranelift's own f32x4 loops, `Some(8)` eight
+/// (where the host has AVX2), anything else the widest.
+pub fn set_loop_lanes(lanes: Option<usize>) {
     CHOICE.store(
-        match on {
+        match lanes {
             None => 0,
-            Some(false) => 1,
-            Some(true) => 2,
+            Some(4) => 1,
+            Some(8) => 3,
+            Some(_) => 2,
         },
         Ordering::Relaxed,
     );
 }
 
-/// Runs `f` with sixteen-lane loops on or off for kernels this thread compiles (tests
-/// compare both).
-pub fn with_wide_loops<T>(on: bool, f: impl FnOnce() -> T) -> T {
-    let before = LOCAL.with(|c| c.replace(Some(on)));
+fn with_choice<T>(choice: u8, f: impl FnOnce() -> T) -> T {
+    let before = LOCAL.with(|c| c.replace(Some(choice)));
     let out = f();
     LOCAL.with(|c| c.set(before));
     out
 }
 
-/// Whether loops compiled now take sixteen lanes.
-pub(crate) fn enabled() -> bool {
-    let wanted = LOCAL
-        .with(|c| c.get())
-        .unwrap_or(CHOICE.load(Ordering::Relaxed) != 1);
-    wanted && host_has_avx512()
+/// Runs `f` with wide loops on or off for kernels this thread compiles (tests compare
+/// both).
+pub fn with_wide_loops<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    with_choice(if on { 2 } else { 1 }, f)
 }
 
-fn host_has_avx512() -> bool {
+/// Runs `f` with eight-lane (AVX2) loops for kernels this thread compiles, on hosts with
+/// AVX2 and FMA, AVX-512 ones included (tests).
+pub fn with_eight_lane_loops<T>(f: impl FnOnce() -> T) -> T {
+    with_choice(3, f)
+}
+
+/// The vectors a fused loop's machine code uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Width {
+    /// AVX-512F: sixteen lanes, masks in k registers.
+    Zmm,
+    /// AVX2 and FMA: eight lanes, masks in ymm registers.
+    Ymm,
+}
+
+impl Width {
+    fn lanes(self) -> usize {
+        match self {
+            Width::Zmm => 16,
+            Width::Ymm => 8,
+        }
+    }
+}
+
+/// The width loops compiled now take, if any.
+pub(crate) fn width() -> Option<Width> {
+    let choice = LOCAL
+        .with(|c| c.get())
+        .unwrap_or(CHOICE.load(Ordering::Relaxed));
+    let (avx512, avx2) = host();
+    match choice {
+        1 => None,
+        3 => avx2.then_some(Width::Ymm),
+        _ if avx512 => Some(Width::Zmm),
+        _ => avx2.then_some(Width::Ymm),
+    }
+}
+
+/// Whether the host has AVX-512F, and AVX2 with FMA.
+fn host() -> (bool, bool) {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
+        use std::arch::is_x86_feature_detected as has;
+        (has!("avx512f"), has!("avx2") && has!("fma"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        (false, false)
     }
 }
 
@@ -438,16 +479,20 @@ fn dead_code_removed(insts: Vec<Inst>) -> Vec<Inst> {
 /// Physical registers of each virtual one, or `None` when the body needs more than the
 /// host has (no spills). `fixed` are the values live through the whole body (the
 /// reciprocals), taken first.
-fn allocate(pre: &[Inst], body: &[Inst]) -> Option<HashMap<Reg, u8>> {
+fn allocate(pre: &[Inst], body: &[Inst], width: Width) -> Option<HashMap<Reg, u8>> {
     let mut last: HashMap<Reg, usize> = HashMap::new();
     for (i, inst) in body.iter().enumerate() {
         for u in inst.uses() {
             last.insert(u, i);
         }
     }
-    let mut zfree: Vec<u8> = (0..32).rev().collect();
-    // k1 masks the last trip; k2..k7 hold comparisons.
-    let mut kfree: Vec<u8> = (2..8).rev().collect();
+    // zmm: k1 masks the last trip, k2..k7 hold comparisons. ymm: comparisons are vectors
+    // too (one pool), and ymm15 holds the last trip's lanes.
+    let (mut zfree, mut kfree): (Vec<u8>, Vec<u8>) = match width {
+        Width::Zmm => ((0..32).rev().collect(), (2..8).rev().collect()),
+        Width::Ymm => ((0..15).rev().collect(), Vec::new()),
+    };
+    let shared = width == Width::Ymm;
     let mut map: HashMap<Reg, u8> = HashMap::new();
     // The prologue's values: its results (the reciprocals) live through the body; its
     // temporaries die in it, but are simply kept (a handful of registers).
@@ -467,8 +512,8 @@ fn allocate(pre: &[Inst], body: &[Inst]) -> Option<HashMap<Reg, u8>> {
         for u in uses {
             if last.get(&u) == Some(&i) && !pre.iter().any(|p| p.def() == Some(u)) {
                 match u {
-                    Reg::Z(_) => zfree.push(map[&u]),
-                    Reg::K(_) => kfree.push(map[&u]),
+                    Reg::K(_) if !shared => kfree.push(map[&u]),
+                    _ => zfree.push(map[&u]),
                 }
             }
         }
@@ -476,14 +521,14 @@ fn allocate(pre: &[Inst], body: &[Inst]) -> Option<HashMap<Reg, u8>> {
             // A value nothing reads (the body keeps none after dead-code removal, but a
             // store of a value that is also an operand is fine) still needs a register.
             let r = match d {
-                Reg::Z(_) => zfree.pop()?,
-                Reg::K(_) => kfree.pop()?,
+                Reg::K(_) if !shared => kfree.pop()?,
+                _ => zfree.pop()?,
             };
             map.insert(d, r);
             if !last.contains_key(&d) {
                 match d {
-                    Reg::Z(_) => zfree.push(r),
-                    Reg::K(_) => kfree.push(r),
+                    Reg::K(_) if !shared => kfree.push(r),
+                    _ => zfree.push(r),
                 }
             }
         }
@@ -496,6 +541,10 @@ const ZMM: [AsmRegisterZmm; 32] = [
     zmm15, zmm16, zmm17, zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27,
     zmm28, zmm29, zmm30, zmm31,
 ];
+const YMM: [AsmRegisterYmm; 16] = [
+    ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14,
+    ymm15,
+];
 const KREG: [AsmRegisterK; 8] = [k0, k1, k2, k3, k4, k5, k6, k7];
 /// The registers holding the streams' addresses; `rdi` (the `bases` argument) is loaded
 /// last. `rax` is the element index; the rows are counted on the stack.
@@ -507,7 +556,7 @@ const SAVED: [AsmRegister64; 6] = [rbx, rbp, r12, r13, r14, r15];
 /// The loop `spec` as a function `fn(bases: *const *mut f32)` (System V), or `None` when
 /// it does not fit this path (too many streams or live values): the caller emits
 /// Cranelift's loop instead. `bases` holds each stream's address at row 0 (`streams`).
-pub(crate) fn assemble(f: &Func, spec: &LoopSpec, fma: bool) -> Option<Vec<u8>> {
+pub(crate) fn assemble(f: &Func, spec: &LoopSpec, fma: bool, width: Width) -> Option<Vec<u8>> {
     let steps = streams(spec);
     if steps.len() > STREAM.len()
         || spec.count == 0
@@ -521,8 +570,12 @@ pub(crate) fn assemble(f: &Func, spec: &LoopSpec, fma: bool) -> Option<Vec<u8>> 
     if body.is_empty() {
         return None;
     }
-    let map = allocate(&pre, &body)?;
-    let code = emit_function(&steps, spec, &pre, &body, &map).ok()?;
+    // The eight-lane code contracts products itself: it needs the FMA the host has.
+    if width == Width::Ymm && !fma {
+        return None;
+    }
+    let map = allocate(&pre, &body, width)?;
+    let code = emit_function(&steps, spec, &pre, &body, &map, width).ok()?;
     ASSEMBLED.with(|c| c.set(c.get() + 1));
     Some(code)
 }
@@ -533,6 +586,7 @@ fn emit_function(
     pre: &[Inst],
     body: &[Inst],
     map: &HashMap<Reg, u8>,
+    width: Width,
 ) -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
     let mut pool: Vec<(u32, CodeLabel)> = Vec::new();
@@ -542,26 +596,38 @@ fn emit_function(
     for (s, _) in steps.iter().enumerate() {
         a.mov(STREAM[s], qword_ptr(rdi + 8 * s as i32))?;
     }
-    let (vec_end, rem) = (spec.count / 16 * 16, spec.count % 16);
+    let lanes = width.lanes();
+    let (vec_end, rem) = (spec.count / lanes * lanes, spec.count % lanes);
+    // The last trip's lanes: k1, or ymm15 read from after the code.
+    let mut tail_lanes = None;
     if rem > 0 {
-        a.mov(eax, ((1u32 << rem) - 1) as i32)?;
-        a.kmovw(k1, eax)?;
+        match width {
+            Width::Zmm => {
+                a.mov(eax, ((1u32 << rem) - 1) as i32)?;
+                a.kmovw(k1, eax)?;
+            }
+            Width::Ymm => {
+                let l = a.create_label();
+                a.vmovdqu(ymm15, ymmword_ptr(l))?;
+                tail_lanes = Some(l);
+            }
+        }
     }
     a.push(spec.rows as i32)?;
     let mut row = a.create_label();
     a.set_label(&mut row)?;
-    emit_insts(&mut a, pre, map, false, &mut pool)?;
+    emit_insts(&mut a, pre, map, false, &mut pool, width)?;
     a.xor(eax, eax)?;
     if vec_end > 0 {
         let mut top = a.create_label();
         a.set_label(&mut top)?;
-        emit_insts(&mut a, body, map, false, &mut pool)?;
-        a.add(rax, 16)?;
+        emit_insts(&mut a, body, map, false, &mut pool, width)?;
+        a.add(rax, lanes as i32)?;
         a.cmp(rax, vec_end as i32)?;
         a.jb(top)?;
     }
     if rem > 0 {
-        emit_insts(&mut a, body, map, true, &mut pool)?;
+        emit_insts(&mut a, body, map, true, &mut pool, width)?;
     }
     if spec.rows > 1 {
         for (s, &step) in steps.iter().enumerate() {
@@ -582,6 +648,11 @@ fn emit_function(
         a.set_label(&mut l)?;
         a.dd(&[bits])?;
     }
+    if let Some(mut l) = tail_lanes {
+        a.set_label(&mut l)?;
+        let m: Vec<u32> = (0..8).map(|i| if i < rem { u32::MAX } else { 0 }).collect();
+        a.dd(&m)?;
+    }
     a.assemble(0)
 }
 
@@ -591,103 +662,220 @@ fn emit_insts(
     map: &HashMap<Reg, u8>,
     masked: bool,
     pool: &mut Vec<(u32, CodeLabel)>,
+    width: Width,
 ) -> Result<(), IcedError> {
-    let z = |r: Z| ZMM[map[&Reg::Z(r)] as usize];
-    let k = |r: K| KREG[map[&Reg::K(r)] as usize];
+    let reg = |r: Reg| map[&r] as usize;
     for inst in insts {
-        match *inst {
-            Inst::Load(d, s) => {
-                let m = zmmword_ptr(STREAM[s] + rax * 4);
-                if masked {
-                    a.vmovups(z(d).k1().z(), m)?;
-                } else {
-                    a.vmovups(z(d), m)?;
+        match width {
+            Width::Zmm => {
+                let z = |r: Z| ZMM[reg(Reg::Z(r))];
+                if !common(a, inst, z, pool)? {
+                    zmm_only(a, inst, map, masked)?;
                 }
             }
-            Inst::Splat(d, s) => a.vbroadcastss(z(d), dword_ptr(STREAM[s]))?,
-            Inst::Konst(d, bits) => {
-                let l = match pool.iter().find(|(b, _)| *b == bits) {
-                    Some(&(_, l)) => l,
-                    None => {
-                        let l = a.create_label();
-                        pool.push((bits, l));
-                        l
-                    }
-                };
-                a.vbroadcastss(z(d), dword_ptr(l))?;
-            }
-            Inst::Bin(op, d, x, y) => {
-                let (d, x, y) = (z(d), z(x), z(y));
-                match op {
-                    Bin::Add => a.vaddps(d, x, y)?,
-                    Bin::Sub => a.vsubps(d, x, y)?,
-                    Bin::Mul => a.vmulps(d, x, y)?,
-                    Bin::Div => a.vdivps(d, x, y)?,
-                    Bin::IAdd => a.vpaddd(d, x, y)?,
-                    Bin::ISub => a.vpsubd(d, x, y)?,
-                    Bin::And => a.vpandd(d, x, y)?,
-                    Bin::Or => a.vpord(d, x, y)?,
-                    Bin::Xor => a.vpxord(d, x, y)?,
-                }
-            }
-            Inst::Sqrt(d, x) => a.vsqrtps(z(d), z(x))?,
-            Inst::Cvt(d, x) => a.vcvtdq2ps(z(d), z(x))?,
-            Inst::Shl(d, x, by) => a.vpslld(z(d), z(x), by)?,
-            Inst::Shr(d, x, by) => a.vpsrld(z(d), z(x), by)?,
-            Inst::Fma(d, p, q, c, neg_p, neg_c) => {
-                let (dr, pr, qr, cr) = (z(d), z(p), z(q), z(c));
-                // d = ±(p * q) ± c in one of the three destructive forms.
-                macro_rules! fma3 {
-                    ($f213:ident, $f231:ident) => {
-                        if dr == pr {
-                            a.$f213(dr, qr, cr)?
-                        } else if dr == qr {
-                            a.$f213(dr, pr, cr)?
-                        } else if dr == cr {
-                            a.$f231(dr, pr, qr)?
-                        } else {
-                            a.vmovaps(dr, pr)?;
-                            a.$f213(dr, qr, cr)?
-                        }
-                    };
-                }
-                match (neg_p, neg_c) {
-                    (false, false) => fma3!(vfmadd213ps, vfmadd231ps),
-                    (false, true) => fma3!(vfmsub213ps, vfmsub231ps),
-                    (true, false) => fma3!(vfnmadd213ps, vfnmadd231ps),
-                    (true, true) => fma3!(vfnmsub213ps, vfnmsub231ps),
-                }
-            }
-            Inst::Cmp(d, x, y, c) => {
-                let imm = match c {
-                    emit::Cmp::Eq => 0x00,        // EQ_OQ
-                    emit::Cmp::Lt => 0x11,        // LT_OQ
-                    emit::Cmp::Le => 0x12,        // LE_OQ
-                    emit::Cmp::Unordered => 0x03, // UNORD_Q
-                    emit::Cmp::Ne => 0x04,        // NEQ_UQ
-                    emit::Cmp::Ge => 0x1d,        // GE_OQ
-                    emit::Cmp::Gt => 0x1e,        // GT_OQ
-                };
-                a.vcmpps(k(d), z(x), z(y), imm)?;
-            }
-            Inst::Blend(d, m, x, y) => {
-                // vblendmps d{m}, y, x: x where m, else y.
-                let dk = with_mask(z(d), map[&Reg::K(m)]);
-                a.vblendmps(dk, z(y), z(x))?;
-            }
-            Inst::Masked(d, m, one) => {
-                let dk = with_mask(z(d), map[&Reg::K(m)]).z();
-                a.vmovaps(dk, z(one))?;
-            }
-            Inst::Store(s, v) => {
-                let m = zmmword_ptr(STREAM[s] + rax * 4);
-                if masked {
-                    a.vmovups(m.k1(), z(v))?;
-                } else {
-                    a.vmovups(m, z(v))?;
+            Width::Ymm => {
+                let y = |r: Z| YMM[reg(Reg::Z(r))];
+                if !common(a, inst, y, pool)? {
+                    ymm_only(a, inst, map, masked)?;
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// The instructions both widths write alike, on registers of type `R`; false for the
+/// others (memory, masks, bitwise ops).
+fn common<R: Copy + PartialEq>(
+    a: &mut CodeAssembler,
+    inst: &Inst,
+    z: impl Fn(Z) -> R,
+    pool: &mut Vec<(u32, CodeLabel)>,
+) -> Result<bool, IcedError>
+where
+    CodeAssembler: CodeAsmVbroadcastss<R, AsmMemoryOperand>
+        + CodeAsmVaddps<R, R, R>
+        + CodeAsmVsubps<R, R, R>
+        + CodeAsmVmulps<R, R, R>
+        + CodeAsmVdivps<R, R, R>
+        + CodeAsmVpaddd<R, R, R>
+        + CodeAsmVpsubd<R, R, R>
+        + CodeAsmVsqrtps<R, R>
+        + CodeAsmVcvtdq2ps<R, R>
+        + CodeAsmVpslld<R, R, u32>
+        + CodeAsmVpsrld<R, R, u32>
+        + CodeAsmVmovaps<R, R>
+        + CodeAsmVfmadd213ps<R, R, R>
+        + CodeAsmVfmadd231ps<R, R, R>
+        + CodeAsmVfmsub213ps<R, R, R>
+        + CodeAsmVfmsub231ps<R, R, R>
+        + CodeAsmVfnmadd213ps<R, R, R>
+        + CodeAsmVfnmadd231ps<R, R, R>
+        + CodeAsmVfnmsub213ps<R, R, R>
+        + CodeAsmVfnmsub231ps<R, R, R>,
+{
+    match *inst {
+        Inst::Splat(d, s) => a.vbroadcastss(z(d), dword_ptr(STREAM[s]))?,
+        Inst::Konst(d, bits) => {
+            let l = match pool.iter().find(|(b, _)| *b == bits) {
+                Some(&(_, l)) => l,
+                None => {
+                    let l = a.create_label();
+                    pool.push((bits, l));
+                    l
+                }
+            };
+            a.vbroadcastss(z(d), dword_ptr(l))?;
+        }
+        Inst::Bin(op, d, x, y) => {
+            let (d, x, y) = (z(d), z(x), z(y));
+            match op {
+                Bin::Add => a.vaddps(d, x, y)?,
+                Bin::Sub => a.vsubps(d, x, y)?,
+                Bin::Mul => a.vmulps(d, x, y)?,
+                Bin::Div => a.vdivps(d, x, y)?,
+                Bin::IAdd => a.vpaddd(d, x, y)?,
+                Bin::ISub => a.vpsubd(d, x, y)?,
+                Bin::And | Bin::Or | Bin::Xor => return Ok(false),
+            }
+        }
+        Inst::Sqrt(d, x) => a.vsqrtps(z(d), z(x))?,
+        Inst::Cvt(d, x) => a.vcvtdq2ps(z(d), z(x))?,
+        Inst::Shl(d, x, by) => a.vpslld(z(d), z(x), by)?,
+        Inst::Shr(d, x, by) => a.vpsrld(z(d), z(x), by)?,
+        Inst::Fma(d, p, q, c, neg_p, neg_c) => {
+            let (dr, pr, qr, cr) = (z(d), z(p), z(q), z(c));
+            // d = ±(p * q) ± c in one of the three destructive forms.
+            macro_rules! fma3 {
+                ($f213:ident, $f231:ident) => {
+                    if dr == pr {
+                        a.$f213(dr, qr, cr)?
+                    } else if dr == qr {
+                        a.$f213(dr, pr, cr)?
+                    } else if dr == cr {
+                        a.$f231(dr, pr, qr)?
+                    } else {
+                        a.vmovaps(dr, pr)?;
+                        a.$f213(dr, qr, cr)?
+                    }
+                };
+            }
+            match (neg_p, neg_c) {
+                (false, false) => fma3!(vfmadd213ps, vfmadd231ps),
+                (false, true) => fma3!(vfmsub213ps, vfmsub231ps),
+                (true, false) => fma3!(vfnmadd213ps, vfnmadd231ps),
+                (true, true) => fma3!(vfnmsub213ps, vfnmsub231ps),
+            }
+        }
+        Inst::Load(..) | Inst::Store(..) | Inst::Cmp(..) | Inst::Blend(..) | Inst::Masked(..) => {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `vcmpps`'s predicate for `c`: ordered and quiet, except `Ne` and `Unordered`.
+fn predicate(c: emit::Cmp) -> u32 {
+    match c {
+        emit::Cmp::Eq => 0x00,        // EQ_OQ
+        emit::Cmp::Lt => 0x11,        // LT_OQ
+        emit::Cmp::Le => 0x12,        // LE_OQ
+        emit::Cmp::Unordered => 0x03, // UNORD_Q
+        emit::Cmp::Ne => 0x04,        // NEQ_UQ
+        emit::Cmp::Ge => 0x1d,        // GE_OQ
+        emit::Cmp::Gt => 0x1e,        // GT_OQ
+    }
+}
+
+/// Sixteen lanes: memory masked by k1 in the last trip, comparisons into k registers.
+fn zmm_only(
+    a: &mut CodeAssembler,
+    inst: &Inst,
+    map: &HashMap<Reg, u8>,
+    masked: bool,
+) -> Result<(), IcedError> {
+    let z = |r: Z| ZMM[map[&Reg::Z(r)] as usize];
+    match *inst {
+        Inst::Load(d, s) => {
+            let m = zmmword_ptr(STREAM[s] + rax * 4);
+            if masked {
+                a.vmovups(z(d).k1().z(), m)?;
+            } else {
+                a.vmovups(z(d), m)?;
+            }
+        }
+        Inst::Store(s, v) => {
+            let m = zmmword_ptr(STREAM[s] + rax * 4);
+            if masked {
+                a.vmovups(m.k1(), z(v))?;
+            } else {
+                a.vmovups(m, z(v))?;
+            }
+        }
+        Inst::Bin(op, d, x, y) => {
+            let (d, x, y) = (z(d), z(x), z(y));
+            match op {
+                Bin::And => a.vpandd(d, x, y)?,
+                Bin::Or => a.vpord(d, x, y)?,
+                _ => a.vpxord(d, x, y)?,
+            }
+        }
+        Inst::Cmp(d, x, y, c) => {
+            a.vcmpps(KREG[map[&Reg::K(d)] as usize], z(x), z(y), predicate(c))?;
+        }
+        Inst::Blend(d, m, x, y) => {
+            // vblendmps d{m}, y, x: x where m, else y.
+            let dk = with_mask(z(d), map[&Reg::K(m)]);
+            a.vblendmps(dk, z(y), z(x))?;
+        }
+        Inst::Masked(d, m, one) => {
+            let dk = with_mask(z(d), map[&Reg::K(m)]).z();
+            a.vmovaps(dk, z(one))?;
+        }
+        _ => unreachable!("`common` emits the rest"),
+    }
+    Ok(())
+}
+
+/// Eight lanes: memory masked by ymm15 in the last trip, comparisons as vectors.
+fn ymm_only(
+    a: &mut CodeAssembler,
+    inst: &Inst,
+    map: &HashMap<Reg, u8>,
+    masked: bool,
+) -> Result<(), IcedError> {
+    let y = |r: Z| YMM[map[&Reg::Z(r)] as usize];
+    let k = |r: K| YMM[map[&Reg::K(r)] as usize];
+    match *inst {
+        Inst::Load(d, s) => {
+            let m = ymmword_ptr(STREAM[s] + rax * 4);
+            if masked {
+                a.vmaskmovps(y(d), ymm15, m)?;
+            } else {
+                a.vmovups(y(d), m)?;
+            }
+        }
+        Inst::Store(s, v) => {
+            let m = ymmword_ptr(STREAM[s] + rax * 4);
+            if masked {
+                a.vmaskmovps(m, ymm15, y(v))?;
+            } else {
+                a.vmovups(m, y(v))?;
+            }
+        }
+        Inst::Bin(op, d, x, w) => {
+            let (d, x, w) = (y(d), y(x), y(w));
+            match op {
+                Bin::And => a.vpand(d, x, w)?,
+                Bin::Or => a.vpor(d, x, w)?,
+                _ => a.vpxor(d, x, w)?,
+            }
+        }
+        Inst::Cmp(d, x, w, c) => a.vcmpps(k(d), y(x), y(w), predicate(c))?,
+        // x where m, else w: vblendvps takes its second source where the mask is set.
+        Inst::Blend(d, m, x, w) => a.vblendvps(y(d), y(w), y(x), k(m))?,
+        Inst::Masked(d, m, one) => a.vandps(y(d), k(m), y(one))?,
+        _ => unreachable!("`common` emits the rest"),
     }
     Ok(())
 }

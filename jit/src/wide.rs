@@ -477,8 +477,9 @@ fn dead_code_removed(insts: Vec<Inst>) -> Vec<Inst> {
 }
 
 /// Physical registers of each virtual one, or `None` when the body needs more than the
-/// host has (no spills). `fixed` are the values live through the whole body (the
-/// reciprocals), taken first.
+/// width has (no spills): a linear scan in body order, a register freed after its value's
+/// last use. The prologue's values (the reciprocals, live through the body) are taken
+/// first and never freed.
 fn allocate(pre: &[Inst], body: &[Inst], width: Width) -> Option<HashMap<Reg, u8>> {
     let mut last: HashMap<Reg, usize> = HashMap::new();
     for (i, inst) in body.iter().enumerate() {
@@ -518,8 +519,8 @@ fn allocate(pre: &[Inst], body: &[Inst], width: Width) -> Option<HashMap<Reg, u8
             }
         }
         if let Some(d) = inst.def() {
-            // A value nothing reads (the body keeps none after dead-code removal, but a
-            // store of a value that is also an operand is fine) still needs a register.
+            // Every value gets a register when defined; one nothing reads (none survive
+            // dead-code removal) is freed at once.
             let r = match d {
                 Reg::K(_) if !shared => kfree.pop()?,
                 _ => zfree.pop()?,

@@ -1142,8 +1142,8 @@ pub fn plan_text(f: &Func, dims: &HashMap<String, usize>) -> Result<String, Erro
                     None => String::new(),
                 };
                 match members.get(&i) {
-                    Some(m) => format!("f32x4 loop{rows}, {m} fused"),
-                    None => format!("f32x4 loop{rows}"),
+                    Some(m) => format!("elementwise loop{rows}, {m} fused"),
+                    None => format!("elementwise loop{rows}"),
                 }
             }
         };

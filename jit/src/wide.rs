@@ -58,10 +58,7 @@ pub fn set_loop_lanes(lanes: Option<usize>) {
 }
 
 fn with_choice<T>(choice: u8, f: impl FnOnce() -> T) -> T {
-    let before = LOCAL.with(|c| c.replace(Some(choice)));
-    let out = f();
-    LOCAL.with(|c| c.set(before));
-    out
+    nnc_rt::scoped(&LOCAL, Some(choice), f)
 }
 
 /// Runs `f` with wide loops on or off for kernels this thread compiles (tests compare

@@ -95,10 +95,25 @@ thread_local! {
 /// Runs `f` with this thread's matrix products on this thread only (one piece of a batch
 /// that other threads compute the rest of).
 pub fn serial<R>(f: impl FnOnce() -> R) -> R {
-    let before = SERIAL.with(|s| s.replace(true));
-    let r = f();
-    SERIAL.with(|s| s.set(before));
-    r
+    scoped(&SERIAL, true, f)
+}
+
+/// Runs `f` with the thread-local `key` set to `value`, and puts the value before back
+/// afterwards, also when `f` panics.
+pub fn scoped<T: Copy + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<std::cell::Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            let (key, before) = (self.0, self.1);
+            key.with(|c| c.set(before));
+        }
+    }
+    let _restore = Restore(key, key.with(|c| c.replace(value)));
+    f()
 }
 
 /// `c[b] = a[b] @ b[b]` for each of `batch` products of `[m, k] x [k, n]`. `a` and `b` are

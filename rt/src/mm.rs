@@ -156,10 +156,7 @@ thread_local! {
 
 /// Runs `f` with the packed kernel's AVX2 tile even where AVX-512 exists (tests).
 pub fn with_avx2_tile<R>(f: impl FnOnce() -> R) -> R {
-    let before = FORCE_AVX2.with(|c| c.replace(true));
-    let out = f();
-    FORCE_AVX2.with(|c| c.set(before));
-    out
+    crate::scoped(&FORCE_AVX2, true, f)
 }
 
 fn isa() -> Option<Isa> {
